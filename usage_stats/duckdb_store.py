@@ -1,0 +1,135 @@
+"""The DuckDB stats store: the embedded default, one local file.
+
+DuckDB allows one writing process per file; Dagster runs of different days are separate
+processes, so connections are opened per operation and a locked file is retried for a while
+before the write fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from usage_stats.metrics import DELTA_SCHEMA, METRICS
+from usage_stats.store import STORE_TABLES, DayWrite, StatsStoreError
+
+_SQL_TYPES = {pl.Date(): "DATE", pl.String(): "VARCHAR", pl.Int32(): "INTEGER", pl.Int64(): "BIGINT"}
+_GROUPABLE = {"date", "site_id", "level", "country", "owner_site_id", "key"}
+
+
+def _create_table_sql(table: str) -> str:
+    columns = ", ".join(f"{name} {_SQL_TYPES[dtype]}" for name, dtype in DELTA_SCHEMA.items())
+    return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
+
+
+@dataclass(frozen=True)
+class DuckDBStatsStore:
+    path: Path
+    lock_timeout_seconds: float = 120.0
+
+    @contextmanager
+    def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StatsStoreError(f"DuckDB stats store {self.path}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        try:
+            for table in STORE_TABLES:
+                if not read_only:
+                    con.execute(_create_table_sql(table))
+            yield con
+        finally:
+            con.close()
+
+    def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
+        columns = list(DELTA_SCHEMA)
+        deltas = deltas.select(columns).cast(DELTA_SCHEMA)
+        snapshot = snapshot.select(columns).cast(DELTA_SCHEMA)
+        for name, frame in (("deltas", deltas), ("snapshot", snapshot)):
+            other_days = frame.filter(pl.col("date") != day).height
+            if other_days:
+                raise StatsStoreError(f"{name} for {day} hold {other_days} row(s) of other days")
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
+                    con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
+                    con.register("incoming", frame.to_arrow())
+                    con.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming")
+                    con.unregister("incoming")
+                    stored = con.execute(
+                        f"SELECT count(*) FROM {table} WHERE date = ?", [day]
+                    ).fetchone()[0]
+                    if stored != frame.height:
+                        raise StatsStoreError(
+                            f"{table} for {day}: {stored} rows stored, {frame.height} expected"
+                        )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return DayWrite(day, deltas.height, snapshot.height)
+
+    def row_count(self, table: str, day: dt.date) -> int:
+        if table not in STORE_TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        with self._connect(read_only=True) as con:
+            return con.execute(f"SELECT count(*) FROM {table} WHERE date = ?", [day]).fetchone()[0]
+
+    def days(self) -> list[dt.date]:
+        with self._connect(read_only=True) as con:
+            rows = con.execute("SELECT DISTINCT date FROM usage_snapshots ORDER BY date").fetchall()
+        return [r[0] for r in rows]
+
+    def totals(
+        self, scope: str, key: str, start: dt.date, end: dt.date, by: tuple[str, ...] = ()
+    ) -> pl.DataFrame:
+        unknown = set(by) - _GROUPABLE
+        if unknown:
+            raise ValueError(f"cannot group by {sorted(unknown)}")
+        group = ", ".join(by)
+        select = f"{group}, " if by else ""
+        sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
+        sql = (
+            f"SELECT {select}{sums} FROM usage_deltas "
+            "WHERE scope = ? AND key = ? AND date BETWEEN ? AND ?"
+            + (f" GROUP BY {group} ORDER BY {group}" if by else "")
+        )
+        with self._connect(read_only=True) as con:
+            return pl.from_arrow(con.execute(sql, [scope, key, start, end]).fetch_arrow_table())
+
+    def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame:
+        with self._connect(read_only=True) as con:
+            table = con.execute(
+                "SELECT * FROM usage_snapshots WHERE scope = ? AND key = ? AND date = ? "
+                "ORDER BY site_id, level, country",
+                [scope, key, day],
+            ).fetch_arrow_table()
+        return pl.from_arrow(table)
+
+    def top(self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int) -> pl.DataFrame:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}")
+        with self._connect(read_only=True) as con:
+            table = con.execute(
+                f"SELECT key, CAST(sum({metric}) AS BIGINT) AS {metric} FROM usage_deltas "
+                "WHERE scope = ? AND date BETWEEN ? AND ? GROUP BY key "
+                f"ORDER BY {metric} DESC, key LIMIT ?",
+                [scope, start, end, limit],
+            ).fetch_arrow_table()
+        return pl.from_arrow(table)

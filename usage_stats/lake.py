@@ -1,0 +1,164 @@
+"""The raw layer: Matomo-shaped Parquet in LA Referencia's archive layout.
+
+`<lake>/{events|visits}/idsite=<N>/year=<YYYY>/month=<M>/day=<D>/<file>.parquet`, month and
+day not zero-padded; older archives have month-level leaves with no `day=` level. A lake is
+addressed by URL; the `Lake` protocol is the seam where the S3 implementation plugs in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+TABLES = ("events", "visits")
+_SITE_DIR = re.compile(r"^idsite=(\d+)$")
+
+
+class LakeReadError(RuntimeError):
+    """A raw file that cannot be used; the message names the file and the problem."""
+
+
+class Lake(Protocol):
+    url: str
+
+    def list_dirs(self, prefix: str) -> list[str]: ...
+
+    def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]: ...
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    def describe(self, key: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class LocalLake:
+    """A folder on disk; the embedded default."""
+
+    root: Path
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir())
+
+    def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]:
+        """Files directly under `prefix` (not recursive), relative to the lake root."""
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root)) for p in base.iterdir() if p.is_file() and p.name.endswith(suffix)
+        )
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+    def describe(self, key: str) -> str:
+        return str(self._path(key))
+
+
+def open_lake(url: str) -> Lake:
+    """Lake from a URL: a local folder (plain path or file://); s3:// arrives with the S3 lake."""
+    if url.startswith("s3://"):
+        raise ValueError(f"lake URL {url!r}: s3:// lakes are not supported by this build yet")
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    return LocalLake(Path(url))
+
+
+def day_leaf(table: str, site_id: int, day: dt.date) -> str:
+    return f"{table}/idsite={site_id}/year={day.year}/month={day.month}/day={day.day}"
+
+
+def month_leaf(table: str, site_id: int, day: dt.date) -> str:
+    return f"{table}/idsite={site_id}/year={day.year}/month={day.month}"
+
+
+@dataclass(frozen=True)
+class RawFile:
+    key: str
+    site_id: int
+    month_level: bool
+
+
+def site_ids_in_lake(lake: Lake, table: str = "events") -> list[int]:
+    ids = []
+    for name in lake.list_dirs(table):
+        match = _SITE_DIR.match(name)
+        if match:
+            ids.append(int(match.group(1)))
+    return sorted(ids)
+
+
+def raw_files_for_day(
+    lake: Lake, table: str, day: dt.date, sites: list[int] | None = None
+) -> list[RawFile]:
+    """Every file that can hold rows of `day`: its day leaf and its month-level leaf."""
+    site_ids = site_ids_in_lake(lake, table) if sites is None else sorted(sites)
+    files: list[RawFile] = []
+    for site_id in site_ids:
+        for key in lake.list_files(day_leaf(table, site_id, day)):
+            files.append(RawFile(key, site_id, month_level=False))
+        for key in lake.list_files(month_leaf(table, site_id, day)):
+            files.append(RawFile(key, site_id, month_level=True))
+    return files
+
+
+def read_parquet_file(lake: Lake, key: str) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(io.BytesIO(lake.read_bytes(key)))
+    except Exception as exc:  # any failure to decode is the file's fault; name it
+        raise LakeReadError(f"{lake.describe(key)}: cannot read Parquet file ({exc})") from exc
+
+
+def write_leaf(lake: Lake, table: str, site_id: int, day: dt.date, frame: pl.DataFrame) -> str:
+    """Replace the day leaf of one site (never append: a re-export must not duplicate rows)."""
+    prefix = day_leaf(table, site_id, day)
+    lake.delete_prefix(prefix)
+    key = f"{prefix}/part-0.parquet"
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    lake.write_bytes(key, buffer.getvalue())
+    return key
+
+
+def write_month_leaf(lake: Lake, table: str, site_id: int, day: dt.date, frame: pl.DataFrame) -> str:
+    """An archive-style month leaf with no `day=` level (how older LA Referencia dumps look)."""
+    key = f"{month_leaf(table, site_id, day)}/part-0.parquet"
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    lake.write_bytes(key, buffer.getvalue())
+    return key

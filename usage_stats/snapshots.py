@@ -1,0 +1,61 @@
+"""Cumulative snapshots: snapshot(d) = snapshot(d − 1) + delta(d).
+
+Snapshots have the delta table's keys without the date dimension collapsing: one row per key
+ever seen, with totals up to and including the snapshot date. A day with no usage still gets
+its snapshot (yesterday's totals carried over), so "totals as of day d" is one lookup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from usage_stats.metrics import DELTA_SCHEMA, KEY_COLUMNS, METRICS
+
+SNAPSHOT_SCHEMA = DELTA_SCHEMA
+_KEYS = [k for k in KEY_COLUMNS if k != "date"]
+
+
+def next_snapshot(previous: pl.DataFrame | None, delta: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """Add the deltas of `day` (or of every day since the previous snapshot) to it."""
+    frames = [delta.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA)]
+    if previous is not None:
+        frames.insert(0, previous.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA))
+    combined = pl.concat(frames)
+    return (
+        combined.group_by(_KEYS)
+        .agg(
+            pl.col("owner_site_id").drop_nulls().last(),
+            *[pl.col(m).sum() for m in METRICS],
+        )
+        .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
+        .select(list(SNAPSHOT_SCHEMA))
+        .cast(SNAPSHOT_SCHEMA)
+        .sort(list(KEY_COLUMNS), nulls_last=True)
+    )
+
+
+def snapshot_mismatches(
+    snapshot: pl.DataFrame, previous: pl.DataFrame | None, delta: pl.DataFrame
+) -> int:
+    """Keys where snapshot ≠ previous + delta, recomputed independently of `next_snapshot`."""
+    def totals(frame: pl.DataFrame | None, suffix: str) -> pl.DataFrame:
+        if frame is None or frame.is_empty():
+            return pl.DataFrame(
+                schema={**{k: SNAPSHOT_SCHEMA[k] for k in _KEYS}, **{m + suffix: pl.Int64 for m in METRICS}}
+            )
+        return frame.group_by(_KEYS).agg(pl.col(m).sum().alias(m + suffix) for m in METRICS)
+
+    joined = (
+        totals(snapshot, "_s")
+        .join(totals(previous, "_p"), on=_KEYS, how="full", coalesce=True, nulls_equal=True)
+        .join(totals(delta, "_d"), on=_KEYS, how="full", coalesce=True, nulls_equal=True)
+        .with_columns(
+            pl.col(m + sfx).fill_null(0) for m in METRICS for sfx in ("_s", "_p", "_d")
+        )
+    )
+    differs = pl.any_horizontal(
+        pl.col(m + "_s") != pl.col(m + "_p") + pl.col(m + "_d") for m in METRICS
+    )
+    return joined.filter(differs).height

@@ -1,0 +1,52 @@
+"""The stats store: where deltas and snapshots are indexed and queried.
+
+One interface, two implementations: DuckDB (embedded default, a local file) and OpenSearch
+(production). The pipeline writes through `replace_day`; the web services read through the
+query methods; one contract test suite runs against both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+import polars as pl
+
+STORE_TABLES = ("usage_deltas", "usage_snapshots")
+
+
+class StatsStoreError(RuntimeError):
+    """The store refused or could not complete a write; nothing of that day was changed."""
+
+
+@dataclass(frozen=True)
+class DayWrite:
+    day: dt.date
+    delta_rows: int
+    snapshot_rows: int
+
+
+class StatsStore(Protocol):
+    def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
+        """Atomically replace everything stored for `day` (deltas and snapshot)."""
+        ...
+
+    def row_count(self, table: str, day: dt.date) -> int: ...
+
+    def days(self) -> list[dt.date]: ...
+
+    def totals(
+        self,
+        scope: str,
+        key: str,
+        start: dt.date,
+        end: dt.date,
+        by: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        """Sum of deltas of one scope/key over [start, end], optionally grouped by columns."""
+        ...
+
+    def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame: ...
+
+    def top(self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int) -> pl.DataFrame: ...

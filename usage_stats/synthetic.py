@@ -1,0 +1,493 @@
+"""Synthetic Matomo data with planted truth.
+
+Every generated row carries, by construction, the fate it must meet in cleaning (kept, or one
+rejection reason) and the canonical identifier of its item; the manifest is computed from
+those labels with plain Python, independently of the pipeline's transforms. Visits are laid
+out so that no rule can fire by accident: a human's actions are ≥ 100 s apart, so only the
+planted repeats (1–29 s, 31–60 s, chains 20 s apart) are near each other, and a human visit
+never exceeds 10 actions unless it is a planted slow "heavy reader" (≥ 100 s per action).
+
+Generation is vectorised (NumPy + Polars) so the benchmark can make days of 10M events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from usage_stats.lake import open_lake, write_leaf, write_month_leaf
+from usage_stats.sources import Source, write_sources_csv
+
+UNKNOWN_SITE_ID = 999
+VISITOR_COUNTRIES = ["ar", "br", "cl", "co", "cr", "mx", "pe", "us", "es", None]
+REPOSITORY_COUNTRIES = ["CR", "AR", "BR", "CL", "CO", "MX", "PE"]
+BROWSER_AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+]
+ROBOT_AGENTS = [
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "python-requests/2.31.0",
+    "Wget/1.21.4",
+]
+KEPT = "kept"
+ACTION_VIEW, ACTION_OUTLINK, ACTION_DOWNLOAD, ACTION_SEARCH = 1, 2, 3, 8
+_LABELS = [
+    KEPT,
+    "invalid_row",
+    "unknown_site",
+    "other_action",
+    "robot_user_agent",
+    "robot_behaviour",
+    "no_identifier",
+    "thumbnail",
+    "double_click",
+]
+_LABEL = {name: i for i, name in enumerate(_LABELS)}
+# URL kinds
+_URL_ITEM, _URL_FILE, _URL_THUMB, _URL_OUT, _URL_SEARCH = range(5)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    sites: int = 5
+    days: int = 3
+    events_per_day: int = 2_000
+    start: dt.date = dt.date(2026, 1, 1)
+    seed: int = 42
+    month_level_sites: tuple[int, ...] = (2,)
+    plant_rate: float = 0.02
+
+
+@dataclass
+class Synthetic:
+    config: SyntheticConfig
+    sources: list[Source]
+    events_written: dict[str, int] = field(default_factory=dict)
+    manifest: dict | None = None
+
+
+def build_sources(n_sites: int) -> list[Source]:
+    """Repositories 1..n−2, a national node n−1 and the regional portal n (when n ≥ 3)."""
+    sources = []
+    n_repos = n_sites - 2 if n_sites >= 3 else n_sites
+    national = n_sites - 1 if n_sites >= 3 else None
+    regional = n_sites if n_sites >= 3 else None
+    for i in range(1, n_repos + 1):
+        sources.append(
+            Source(
+                site_id=i,
+                source_key=f"opendoar::{1000 + i}",
+                name=f"Repository {i}",
+                type="R",
+                country=REPOSITORY_COUNTRIES[(i - 1) % len(REPOSITORY_COUNTRIES)],
+                identifier_prefix=f"oai:repo{i}.example.org:",
+                custom_var_slot=1,
+                national_site_id=national,
+                regional_site_id=regional,
+            )
+        )
+    if national is not None and regional is not None:
+        sources.append(
+            Source(national, "national::CR", "National node", "N", "CR", None, 1, None, regional)
+        )
+        sources.append(Source(regional, "regional::LA", "Regional portal", "L", None, None, 6))
+    return sources
+
+
+def user_agent_sites(sources: list[Source]) -> set[int]:
+    """Sites whose export carries a user agent (every third repository)."""
+    return {s.site_id for s in sources if s.type == "R" and s.site_id % 3 == 0}
+
+
+def items_per_site(config: SyntheticConfig) -> int:
+    return max(20, config.events_per_day // (max(config.sites, 1) * 10))
+
+
+@dataclass
+class _Segment:
+    """Columns of one block of generated events (NumPy arrays of equal length)."""
+
+    visit: np.ndarray
+    offset: np.ndarray  # seconds after the visit start
+    action: np.ndarray
+    owner: np.ndarray
+    item: np.ndarray
+    variant: np.ndarray
+    url_kind: np.ndarray
+    label: np.ndarray
+    has_identifier: np.ndarray
+
+
+def _natural_actions(rng: np.random.Generator, counts: np.ndarray, min_gap: int, max_gap: int,
+                     visit_base: int, owners: np.ndarray, n_items: int, label: str) -> _Segment:
+    total = int(counts.sum())
+    visit = np.repeat(np.arange(len(counts)) + visit_base, counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    position = np.arange(total) - starts
+    gaps = rng.integers(min_gap, max_gap + 1, total)
+    gaps[position == 0] = 0
+    cumulative = np.cumsum(gaps)
+    offset = cumulative - np.repeat(cumulative[np.cumsum(counts) - counts], counts)
+    action = rng.choice([ACTION_VIEW, ACTION_DOWNLOAD, ACTION_OUTLINK], total, p=[0.6, 0.35, 0.05])
+    item = np.minimum(rng.zipf(1.6, total), n_items) - 1
+    variant = rng.choice(5, total, p=[0.7, 0.1, 0.1, 0.05, 0.05])
+    url_kind = np.where(action == ACTION_VIEW, _URL_ITEM, np.where(action == ACTION_DOWNLOAD, _URL_FILE, _URL_OUT))
+    return _Segment(
+        visit=visit,
+        offset=offset,
+        action=action,
+        owner=np.repeat(owners, counts),
+        item=item,
+        variant=variant,
+        url_kind=url_kind,
+        label=np.full(total, _LABEL[label]),
+        has_identifier=np.ones(total, dtype=bool),
+    )
+
+
+def _concat(segments: list[_Segment]) -> _Segment:
+    return _Segment(*[np.concatenate([getattr(s, f) for s in segments]) for f in _Segment.__dataclass_fields__])
+
+
+def _take(segment: _Segment, index: np.ndarray) -> _Segment:
+    return _Segment(*[getattr(segment, f)[index] for f in _Segment.__dataclass_fields__])
+
+
+def _plants(rng: np.random.Generator, natural: _Segment, n_visits: int, visit_base: int,
+            rate: float) -> tuple[_Segment, dict[str, int]]:
+    """Repeats and bad rows added to some human visits, each visit at most one plant."""
+    kinds = ["dbl_in", "dbl_out", "dbl_chain", "thumbnail", "no_identifier", "other_action", "invalid_row"]
+    per_kind = max(1, int(n_visits * rate))
+    chosen = rng.permutation(n_visits)[: per_kind * len(kinds)]
+    first_action = np.searchsorted(natural.visit, np.arange(n_visits) + visit_base)
+    label = natural.label.copy()
+    extra: list[_Segment] = []
+    counts: dict[str, int] = {}
+    for k, kind in enumerate(kinds):
+        visits = chosen[k * per_kind : (k + 1) * per_kind]
+        counts[kind] = len(visits)
+        if not len(visits):
+            continue
+        base = _take(natural, first_action[visits])
+        n = len(visits)
+        if kind in ("dbl_in", "dbl_out", "dbl_chain"):
+            offsets = {
+                "dbl_in": [rng.integers(1, 30, n)],
+                "dbl_out": [rng.integers(31, 61, n)],
+                "dbl_chain": [np.full(n, 20), np.full(n, 40)],
+            }[kind]
+            if kind != "dbl_out":
+                label[first_action[visits]] = _LABEL["double_click"]
+            for j, delta in enumerate(offsets):
+                dup = _take(base, np.arange(n))
+                dup.offset = base.offset + delta
+                dup.variant = rng.choice(5, n)
+                last = j == len(offsets) - 1
+                dup.label = np.full(n, _LABEL[KEPT] if last or kind == "dbl_out" else _LABEL["double_click"])
+                extra.append(dup)
+            continue
+        row = _take(base, np.arange(n))
+        row.offset = base.offset + 50
+        row.label = np.full(n, _LABEL[kind])
+        if kind == "thumbnail":
+            row.action = np.full(n, ACTION_DOWNLOAD)
+            row.url_kind = np.full(n, _URL_THUMB)
+        elif kind == "no_identifier":
+            row.action = np.full(n, ACTION_VIEW)
+            row.url_kind = np.full(n, _URL_ITEM)
+            row.has_identifier = np.zeros(n, dtype=bool)
+        elif kind == "other_action":
+            row.action = np.full(n, ACTION_SEARCH)
+            row.url_kind = np.full(n, _URL_SEARCH)
+            row.has_identifier = np.zeros(n, dtype=bool)
+        else:  # invalid_row: no action type at all
+            row.action = np.full(n, -1)
+        extra.append(row)
+    natural.label = label
+    return _concat([natural, *extra]), counts
+
+
+def generate_day(config: SyntheticConfig, sources: list[Source], day_index: int,
+                 visit_base: int) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """One day of events (with label columns) and visits for all sites."""
+    rng = np.random.default_rng([config.seed, day_index])
+    repos = np.array([s.site_id for s in sources if s.type == "R"])
+    all_sites = np.array([s.site_id for s in sources])
+    ua_sites = np.array(sorted(user_agent_sites(sources)), dtype=np.int64)
+    n_items = items_per_site(config)
+    e = config.events_per_day
+
+    n_human = max(1, int(e * 0.84 / 3.3))
+    n_heavy = max(1, n_human // 300)
+    n_robot = max(2, n_human // 150)
+    n_bot_ua = max(1, n_human // 150) if len(ua_sites) else 0
+    n_unknown = max(1, n_human // 300)
+
+    human_sites = rng.choice(all_sites, n_human)
+    human_owner = np.where(np.isin(human_sites, repos), human_sites, rng.choice(repos, n_human))
+    human = _natural_actions(rng, rng.integers(1, 6, n_human), 100, 400, visit_base, human_owner, n_items, KEPT)
+    human, plant_counts = _plants(rng, human, n_human, visit_base, config.plant_rate)
+    visit_sites = [human_sites]
+    segments = [human]
+    base = visit_base + n_human
+
+    heavy_sites = rng.choice(repos, n_heavy)
+    segments.append(_natural_actions(rng, rng.integers(11, 21, n_heavy), 100, 200, base, heavy_sites, n_items, KEPT))
+    visit_sites.append(heavy_sites)
+    base += n_heavy
+
+    robot_sites = rng.choice(repos, n_robot)
+    massive = n_robot // 2
+    robot_counts = np.concatenate([rng.integers(100, 131, massive), rng.integers(11, 41, n_robot - massive)])
+    massive_part = _natural_actions(rng, robot_counts[:massive], 2, 5, base, robot_sites[:massive], n_items, "robot_behaviour")
+    fast_part = _natural_actions(rng, robot_counts[massive:], 1, 1, base + massive, robot_sites[massive:], n_items, "robot_behaviour")
+    segments += [massive_part, fast_part]
+    visit_sites.append(robot_sites)
+    base += n_robot
+
+    bot_ua_sites = rng.choice(ua_sites, n_bot_ua) if n_bot_ua else np.array([], dtype=np.int64)
+    if n_bot_ua:
+        segments.append(_natural_actions(rng, rng.integers(1, 6, n_bot_ua), 100, 400, base, bot_ua_sites, n_items, "robot_user_agent"))
+        visit_sites.append(bot_ua_sites)
+        base += n_bot_ua
+
+    unknown_owner = rng.choice(repos, n_unknown)
+    segments.append(_natural_actions(rng, rng.integers(1, 4, n_unknown), 100, 400, base, unknown_owner, n_items, "unknown_site"))
+    visit_sites.append(np.full(n_unknown, UNKNOWN_SITE_ID))
+    base += n_unknown
+
+    events = _concat(segments)
+    n_visits = base - visit_base
+    site_of_visit = np.concatenate(visit_sites)
+    agent_kind = np.zeros(n_visits, dtype=np.int64)  # 0 browser, 1 robot agent
+    if n_bot_ua:
+        start = n_human + n_heavy + n_robot
+        agent_kind[start : start + n_bot_ua] = 1
+    day = config.start + dt.timedelta(days=day_index)
+    day_start = np.datetime64(day.isoformat() + "T00:00:00", "s")
+    visit_start = rng.integers(0, 20 * 3600, n_visits)
+    vi = events.visit - visit_base
+
+    frame = pl.DataFrame(
+        {
+            "idvisit": events.visit.astype(np.int64),
+            "idsite": site_of_visit[vi].astype(np.int64),
+            "server_time": (day_start + (visit_start[vi] + events.offset).astype("timedelta64[s]")).astype("datetime64[us]"),
+            "action_type": events.action,
+            "owner": events.owner,
+            "item": events.item,
+            "variant": events.variant,
+            "url_kind": events.url_kind,
+            "label": events.label,
+            "has_identifier": events.has_identifier,
+            "agent_kind": agent_kind[vi],
+            "agent": rng.integers(0, 3, n_visits)[vi],
+        }
+    ).sort(["idsite", "idvisit", "server_time"])
+    local = pl.format("{}/{}", pl.col("owner") + 1000, pl.col("item"))
+    host = pl.format("repo{}.example.org", pl.col("owner"))
+    identifier = (
+        pl.when(pl.col("variant") == 0).then(pl.format("oai:{}:{}", host, local))
+        .when(pl.col("variant") == 1).then(pl.format("oai:https://{}/server:{}", host, local))
+        .when(pl.col("variant") == 2).then(pl.format("OAI:{}:{}", host.str.to_uppercase(), local))
+        .when(pl.col("variant") == 3).then(pl.format("oai:http://{}:{}", host, local))
+        .otherwise(pl.format(" oai:{}:{} ", host, local))
+    )
+    site_host = pl.format("site{}.example.org", pl.col("idsite"))
+    url = (
+        pl.when(pl.col("url_kind") == _URL_ITEM).then(pl.format("{}/items/{}", site_host, local))
+        .when(pl.col("url_kind") == _URL_FILE).then(pl.format("{}/bitstream/{}/document.pdf", site_host, local))
+        .when(pl.col("url_kind") == _URL_THUMB).then(pl.format("{}/bitstream/{}/document.pdf.jpg", site_host, local))
+        .when(pl.col("url_kind") == _URL_OUT).then(pl.format("doi.org/10.5555/{}.{}", pl.col("owner"), pl.col("item")))
+        .otherwise(pl.format("{}/search?query=item+{}", site_host, pl.col("item")))
+    )
+    frame = frame.with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("idlink_va") + visit_base * 20,
+        pl.when(pl.col("has_identifier")).then(identifier).otherwise(None).alias("identifier"),
+        pl.format("oai:{}:{}", host, local).alias("item_id"),
+        url.alias("action_url"),
+        pl.lit(2, dtype=pl.Int8).alias("action_url_prefix"),
+        pl.when(pl.col("action_type") < 0).then(None).otherwise(pl.col("action_type")).cast(pl.Int16).alias("action_type"),
+    )
+    visitor_ids = rng.integers(0, 2**63, n_visits, dtype=np.int64)
+    visits = (
+        frame.group_by("idvisit", "idsite")
+        .agg(
+            pl.col("server_time").min().alias("visit_first_action_time"),
+            pl.col("server_time").max().alias("visit_last_action_time"),
+            pl.len().cast(pl.Int32).alias("visit_total_actions"),
+            pl.col("agent_kind").first(),
+            pl.col("agent").first(),
+        )
+        .sort("idvisit")
+    )
+    vidx = (visits.get_column("idvisit").to_numpy() - visit_base).astype(np.int64)
+    countries = np.array(VISITOR_COUNTRIES, dtype=object)[rng.integers(0, len(VISITOR_COUNTRIES), n_visits)]
+    ips = rng.integers(0, 2**32, n_visits, dtype=np.uint64)
+    visits = visits.with_columns(
+        pl.Series("idvisitor", [int(v).to_bytes(8, "little") for v in visitor_ids[vidx]], dtype=pl.Binary),
+        pl.Series("location_country", countries[vidx], dtype=pl.String),
+        pl.Series("location_ip", [int(v).to_bytes(4, "big") for v in ips[vidx]], dtype=pl.Binary),
+        pl.when(pl.col("agent_kind") == 1)
+        .then(pl.col("agent").replace_strict(dict(enumerate(ROBOT_AGENTS)), return_dtype=pl.String))
+        .otherwise(pl.col("agent").replace_strict(dict(enumerate(BROWSER_AGENTS)), return_dtype=pl.String))
+        .alias("user_agent"),
+        pl.lit(None, dtype=pl.String).alias("config_browser_name"),
+        (pl.col("visit_last_action_time") - pl.col("visit_first_action_time")).dt.total_seconds().cast(pl.Int32).alias("visit_total_time"),
+    ).drop("agent_kind", "agent")
+    frame = frame.join(visits.select("idvisit", "idvisitor", "location_country"), on="idvisit", how="left")
+    return frame, visits, plant_counts
+
+
+def _event_columns(frame: pl.DataFrame, source: Source | None) -> pl.DataFrame:
+    slot = source.custom_var_slot if source else 1
+    cols = [
+        "idlink_va", "idsite", "idvisitor", "idvisit", "server_time", "action_type",
+        "action_url", "action_url_prefix",
+    ]
+    out = frame.select(cols).with_columns(
+        pl.col("idsite").cast(pl.UInt32),
+        pl.col("idvisit").cast(pl.UInt64),
+        pl.col("idlink_va").cast(pl.UInt64),
+        pl.lit(None, dtype=pl.Int64).alias("idaction_url"),
+        pl.lit(None, dtype=pl.Int64).alias("time_spent"),
+    )
+    values = frame.get_column("identifier")
+    keys = pl.when(values.is_not_null()).then(pl.lit("oaipmhID")).otherwise(None)
+    if slot != 1:
+        out = out.with_columns(pl.lit(None, dtype=pl.String).alias("custom_var_k1"), pl.lit(None, dtype=pl.String).alias("custom_var_v1"))
+    out = out.with_columns(
+        pl.select(keys).to_series().alias(f"custom_var_k{slot}"),
+        values.alias(f"custom_var_v{slot}"),
+    )
+    return out
+
+
+def _visit_columns(visits: pl.DataFrame, with_agent: bool) -> pl.DataFrame:
+    cols = [
+        "idvisit", "idsite", "idvisitor", "visit_first_action_time", "visit_last_action_time",
+        "visit_total_actions", "visit_total_time", "location_country", "location_ip", "config_browser_name",
+    ]
+    if with_agent:
+        cols.append("user_agent")
+    return visits.select(cols).with_columns(pl.col("idsite").cast(pl.UInt32), pl.col("idvisit").cast(pl.UInt64))
+
+
+def write_synthetic(config: SyntheticConfig, lake_url: str, sources_path: Path | None = None,
+                    manifest_path: Path | None = None, with_manifest: bool = True) -> Synthetic:
+    """Write the lake, the source registry file and (optionally) the manifest."""
+    lake = open_lake(lake_url)
+    sources = build_sources(config.sites)
+    by_site = {s.site_id: s for s in sources}
+    ua_sites = user_agent_sites(sources)
+    result = Synthetic(config, sources)
+    truth_frames = []
+    month_frames: dict[tuple[int, int, int], list[tuple[pl.DataFrame, pl.DataFrame]]] = defaultdict(list)
+    visit_base = 1
+    all_plants = {}
+    for d in range(config.days):
+        day = config.start + dt.timedelta(days=d)
+        frame, visits, plants = generate_day(config, sources, d, visit_base)
+        visit_base += visits.height + 1
+        all_plants[day.isoformat()] = plants
+        result.events_written[day.isoformat()] = frame.height
+        for (site_id,), site_events in frame.partition_by("idsite", as_dict=True).items():
+            source = by_site.get(site_id)
+            events_out = _event_columns(site_events, source)
+            visits_out = _visit_columns(visits.filter(pl.col("idsite") == site_id), site_id in ua_sites)
+            if site_id in config.month_level_sites:
+                month_frames[(site_id, day.year, day.month)].append((events_out, visits_out))
+            else:
+                write_leaf(lake, "events", site_id, day, events_out)
+                write_leaf(lake, "visits", site_id, day, visits_out)
+        if with_manifest:
+            truth_frames.append(frame.with_columns(pl.lit(day).alias("date")))
+    for (site_id, year, month), parts in month_frames.items():
+        day = dt.date(year, month, 1)
+        write_month_leaf(lake, "events", site_id, day, pl.concat([p[0] for p in parts]))
+        write_month_leaf(lake, "visits", site_id, day, pl.concat([p[1] for p in parts]))
+    if sources_path is not None:
+        write_sources_csv(sources_path, sources)
+    if with_manifest:
+        truth = pl.concat(truth_frames)
+        result.manifest = build_manifest(config, sources, truth, all_plants)
+        if manifest_path is not None:
+            manifest_path.parent.mkdir(parents=True, exist_ok=True)
+            manifest_path.write_text(json.dumps(result.manifest, indent=1, default=str))
+    return result
+
+
+def build_manifest(config: SyntheticConfig, sources: list[Source], truth: pl.DataFrame,
+                   plants: dict[str, dict[str, int]]) -> dict:
+    """Expected outcome from the planted labels, counted with plain Python (no pipeline code)."""
+    days: dict[str, dict] = {}
+    items: dict[tuple, dict] = {}
+    variants: dict[str, set[str]] = defaultdict(set)
+    agents_by_label: dict[str, set[str]] = defaultdict(set)
+    for row in truth.iter_rows(named=True):
+        day = row["date"].isoformat()
+        info = days.setdefault(
+            day,
+            {"input_events": 0, "kept": 0, "rejected": {r: 0 for r in _LABELS[1:]},
+             "robot_visits": {"robot_behaviour": set(), "robot_user_agent": set()},
+             "kept_by_country": defaultdict(int)},
+        )
+        info["input_events"] += 1
+        label = _LABELS[row["label"]]
+        if label in info["robot_visits"]:
+            info["robot_visits"][label].add(row["idvisit"])
+        if label != KEPT:
+            info["rejected"][label] += 1
+            continue
+        info["kept"] += 1
+        country = (row["location_country"] or "zz").upper()
+        info["kept_by_country"][country] += 1
+        variants[row["item_id"]].add(row["identifier"])
+        key = (day, row["idsite"], row["item_id"], country)
+        entry = items.setdefault(key, {"view": set(), "download": set(), "outlink": set(),
+                                       "investigations": 0, "requests": 0})
+        action = {ACTION_VIEW: "view", ACTION_DOWNLOAD: "download", ACTION_OUTLINK: "outlink"}[row["action_type"]]
+        entry[action].add(row["idvisit"])
+        if action in ("view", "download"):
+            entry["investigations"] += 1
+        if action == "download":
+            entry["requests"] += 1
+    item_rows = []
+    for (day, site, item, country), e in sorted(items.items()):
+        item_rows.append({
+            "date": day, "site_id": site, "item_id": item, "country": country,
+            "views": len(e["view"]), "downloads": len(e["download"]), "outlinks": len(e["outlink"]),
+            "conversions": len(e["view"] & (e["download"] | e["outlink"])),
+            "total_item_investigations": e["investigations"],
+            "unique_item_investigations": len(e["view"] | e["download"]),
+            "total_item_requests": e["requests"],
+            "unique_item_requests": len(e["download"]),
+        })
+    for info in days.values():
+        info["robot_visits"] = {k: len(v) for k, v in info["robot_visits"].items()}
+        info["kept_by_country"] = dict(sorted(info["kept_by_country"].items()))
+    return {
+        "config": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(config).items()},
+        "sources": [asdict(s) for s in sources],
+        "unknown_site_id": UNKNOWN_SITE_ID,
+        "robot_user_agents": ROBOT_AGENTS,
+        "plants": plants,
+        "days": days,
+        "identifier_variants": {k: sorted(v) for k, v in sorted(variants.items()) if len(v) > 1},
+        "items": item_rows,
+    }
+
+
+def load_manifest(path: Path) -> dict:
+    return json.loads(path.read_text())
+
