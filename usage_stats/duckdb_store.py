@@ -111,25 +111,25 @@ class DuckDBStatsStore:
             + (f" GROUP BY {group} ORDER BY {group}" if by else "")
         )
         with self._connect(read_only=True) as con:
-            return pl.from_arrow(con.execute(sql, [scope, key, start, end]).fetch_arrow_table())
+            return pl.from_arrow(con.sql(sql, params=[scope, key, start, end]).to_arrow_table())
 
     def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame:
         with self._connect(read_only=True) as con:
-            table = con.execute(
+            table = con.sql(
                 "SELECT * FROM usage_snapshots WHERE scope = ? AND key = ? AND date = ? "
                 "ORDER BY site_id, level, country",
-                [scope, key, day],
-            ).fetch_arrow_table()
+                params=[scope, key, day],
+            ).to_arrow_table()
         return pl.from_arrow(table)
 
     def top(self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int) -> pl.DataFrame:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}")
         with self._connect(read_only=True) as con:
-            table = con.execute(
+            table = con.sql(
                 f"SELECT key, CAST(sum({metric}) AS BIGINT) AS {metric} FROM usage_deltas "
                 "WHERE scope = ? AND date BETWEEN ? AND ? GROUP BY key "
                 f"ORDER BY {metric} DESC, key LIMIT ?",
-                [scope, start, end, limit],
-            ).fetch_arrow_table()
+                params=[scope, start, end, limit],
+            ).to_arrow_table()
         return pl.from_arrow(table)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from usage_stats.lake import Lake, LakeReadError, read_parquet_file
 
@@ -43,6 +44,11 @@ class Warehouse:
                 f"materialise that partition first"
             )
         return read_parquet_file(self.lake, self._key(table, day))
+
+    def row_count(self, table: str, day: dt.date) -> int:
+        """Rows of a stored day from the Parquet footer, without decoding the data."""
+        key = self._key(table, day)
+        return pq.ParquetFile(io.BytesIO(self.lake.read_bytes(key))).metadata.num_rows
 
     def read_optional(self, table: str, day: dt.date) -> pl.DataFrame | None:
         return self.read(table, day) if self.exists(table, day) else None

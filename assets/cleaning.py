@@ -1,0 +1,110 @@
+from collections import Counter
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+
+from assets.metadata import markdown_table, standard_metadata
+from assets.partitions import daily_partitions, partition_days, single_run
+from resources import CleaningSettings, SourceRegistryResource, WarehouseResource
+from usage_stats.cleaning import (
+    REJECTED_SCHEMA,
+    REJECTION_REASONS,
+    SESSION_SCHEMA,
+    clean_events,
+    rejected_by_reason,
+)
+from usage_stats.sources import sources_frame
+
+RECONCILES = "kept_plus_rejected_equals_input"
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            "sessions",
+            deps=["raw_events"],
+            group_name="usage",
+            kinds={"polars", "parquet"},
+            description="Kept events with their COUNTER session, normalised item and owner.",
+        ),
+        AssetSpec(
+            "rejected_events",
+            deps=["raw_events"],
+            group_name="usage",
+            kinds={"polars", "parquet"},
+            description="Every event not counted, with exactly one reason.",
+        ),
+    ],
+    check_specs=[
+        AssetCheckSpec(
+            RECONCILES,
+            asset="sessions",
+            blocking=True,
+            description="Kept + rejected rows written = raw_events rows, every day of the run.",
+        )
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+)
+def cleaning(
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    sources: SourceRegistryResource,
+    cleaning: CleaningSettings,
+):
+    store = warehouse.get_warehouse()
+    registry = sources_frame(sources.get_registry().sources())
+    rules = cleaning.rules()
+    kept_rows: dict[str, int] = {}
+    rejected_rows: dict[str, int] = {}
+    reasons: Counter[str] = Counter({r: 0 for r in REJECTION_REASONS})
+    unbalanced: dict[str, dict[str, int]] = {}
+    last = None
+    for day in partition_days(context):
+        raw = store.read("raw_events", day)
+        result = clean_events(raw, registry, rules)
+        store.write("sessions", day, result.sessions)
+        store.write("rejected_events", day, result.rejected)
+        kept = store.row_count("sessions", day)
+        rejected = store.row_count("rejected_events", day)
+        key = day.isoformat()
+        kept_rows[key], rejected_rows[key] = kept, rejected
+        reasons.update(rejected_by_reason(result.rejected))
+        if kept + rejected != raw.height:
+            unbalanced[key] = {"input": raw.height, "kept": kept, "rejected": rejected}
+        context.log.info(f"cleaning {day}: {raw.height} in, {kept} kept, {rejected} rejected")
+        last = result
+    yield MaterializeResult(
+        asset_key="sessions",
+        metadata={
+            **standard_metadata(kept_rows, SESSION_SCHEMA),
+            "preview": markdown_table(last.sessions if last else None),
+        },
+    )
+    yield MaterializeResult(
+        asset_key="rejected_events",
+        metadata={
+            **standard_metadata(rejected_rows, REJECTED_SCHEMA),
+            "rejected_by_reason": MetadataValue.json(dict(reasons)),
+            "preview": markdown_table(last.rejected if last else None),
+        },
+    )
+    yield AssetCheckResult(
+        asset_key="sessions",
+        check_name=RECONCILES,
+        passed=not unbalanced,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "kept": sum(kept_rows.values()),
+            "rejected": sum(rejected_rows.values()),
+            "unbalanced_days": MetadataValue.json(unbalanced),
+        },
+    )

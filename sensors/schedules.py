@@ -1,0 +1,12 @@
+from dagster import DefaultScheduleStatus, build_schedule_from_partitioned_job
+
+from assets.jobs import usage_pipeline_job
+from usage_stats.settings import Settings
+
+# Each night, process yesterday (the last complete UTC day) once its export has landed.
+daily_usage_schedule = build_schedule_from_partitioned_job(
+    usage_pipeline_job,
+    name="daily_usage_schedule",
+    hour_of_day=Settings.from_env().schedule_hour,
+    default_status=DefaultScheduleStatus.STOPPED,
+)

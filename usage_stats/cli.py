@@ -1,0 +1,114 @@
+"""`usage-stats`: operator commands that need no Dagster (data generation, summaries)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from usage_stats.cleaning import REJECTION_REASONS
+from usage_stats.duckdb_store import DuckDBStatsStore
+from usage_stats.lake import open_lake
+from usage_stats.metrics import METRICS
+from usage_stats.settings import Settings
+from usage_stats.synthetic import SyntheticConfig, write_synthetic
+from usage_stats.warehouse import Warehouse
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    config = SyntheticConfig(
+        sites=args.sites,
+        days=args.days,
+        events_per_day=args.events,
+        start=dt.date.fromisoformat(args.start),
+        seed=args.seed,
+    )
+    lake_url = args.lake or settings.lake_url
+    sources = Path(args.sources or settings.sources_file)
+    manifest = Path(args.manifest) if args.manifest else settings.data_dir / "manifest.json"
+    result = write_synthetic(config, lake_url, sources, manifest, with_manifest=not args.no_manifest)
+    total = sum(result.events_written.values())
+    print(f"wrote {total} events over {config.days} day(s), {config.sites} site(s) to {lake_url}")
+    print(f"source registry: {sources}")
+    if not args.no_manifest:
+        print(f"manifest (expected outcome): {manifest}")
+    return 0
+
+
+def _summary(args: argparse.Namespace, settings: Settings) -> int:
+    store = DuckDBStatsStore(Path(args.duckdb or settings.duckdb_path))
+    warehouse = Warehouse(open_lake(settings.warehouse_url))
+    days = store.days()
+    if not days:
+        print("the stats store holds no days yet", file=sys.stderr)
+        return 1
+    start, end = days[0], days[-1]
+    print(f"usage-stats summary: {len(days)} day(s), {start} .. {end}  ({store.path})")
+    read = kept = 0
+    reasons = dict.fromkeys(REJECTION_REASONS, 0)
+    for day in days:
+        if warehouse.exists("rejected_events", day):
+            rejected = warehouse.read("rejected_events", day)
+            for reason, n in rejected.group_by("reason").len().iter_rows():
+                reasons[reason] += n
+            kept += warehouse.row_count("sessions", day)
+            read += warehouse.row_count("raw_events", day)
+    print(f"\nevents read {read}, kept {kept}, rejected {sum(reasons.values())}")
+    for reason, n in reasons.items():
+        print(f"  {reason:<18} {n:>10}")
+    totals = store.totals("global", "global", start, end)
+    print("\nglobal totals")
+    for metric in METRICS:
+        print(f"  {metric:<28} {totals.get_column(metric)[0]:>10}")
+    by_level = store.totals("global", "global", start, end, by=("level",))
+    print("\nby level (R repository, N national node, L regional portal)")
+    for row in by_level.iter_rows(named=True):
+        print(f"  {row['level']}: views {row['views']}, downloads {row['downloads']}")
+    print("\ntop items by views")
+    for row in store.top("item", start, end, "views", args.top).iter_rows():
+        print(f"  {row[1]:>6}  {row[0]}")
+    if args.json:
+        payload = {
+            "days": [d.isoformat() for d in days],
+            "events_read": read,
+            "kept": kept,
+            "rejected": reasons,
+            "global": totals.to_dicts()[0],
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usage-stats", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="write synthetic Matomo Parquet with planted truth")
+    gen.add_argument("--sites", type=int, default=5)
+    gen.add_argument("--days", type=int, default=3)
+    gen.add_argument("--events", type=int, default=2000, help="events per day (approximate)")
+    gen.add_argument("--start", default="2026-01-01", help="first day, YYYY-MM-DD")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--lake", help="lake URL (default: USAGE_STATS_LAKE_URL)")
+    gen.add_argument("--sources", help="registry CSV to write (default: USAGE_STATS_SOURCES_FILE)")
+    gen.add_argument("--manifest", help="manifest JSON to write (default: <data dir>/manifest.json)")
+    gen.add_argument("--no-manifest", action="store_true", help="skip the manifest (large days)")
+    summ = sub.add_parser("summary", help="print what the stats store holds")
+    summ.add_argument("--duckdb", help="DuckDB file (default: USAGE_STATS_DUCKDB_PATH)")
+    summ.add_argument("--top", type=int, default=5)
+    summ.add_argument("--json", help="also write the summary as JSON to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    handlers = {"generate": _generate, "summary": _summary}
+    return handlers[args.command](args, settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

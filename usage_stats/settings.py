@@ -1,0 +1,56 @@
+"""Configuration from environment variables, with embedded defaults that run on a laptop.
+
+Every variable is documented in README.md; paths are relative to the working directory
+(the repository root when run through the Makefile or `dagster dev`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_IP_SALT = "usage-stats-development-salt"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    lake_url: str
+    warehouse_url: str
+    sources_file: str
+    duckdb_path: str
+    start_date: str
+    ip_salt: str
+    always_human_max_actions: int
+    robot_min_actions: int
+    min_average_seconds: float
+    double_click_seconds: int
+    schedule_hour: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("USAGE_STATS_DATA_DIR", "data"))
+
+        def number(name: str, default: str, kind: type) -> int | float:
+            raw = env.get(name, default)
+            try:
+                return kind(raw)
+            except ValueError as exc:
+                raise ValueError(f"environment variable {name}={raw!r} is not a {kind.__name__}") from exc
+
+        return cls(
+            data_dir=data_dir,
+            lake_url=env.get("USAGE_STATS_LAKE_URL", str(data_dir / "lake")),
+            warehouse_url=env.get("USAGE_STATS_WAREHOUSE_URL", str(data_dir / "warehouse")),
+            sources_file=env.get("USAGE_STATS_SOURCES_FILE", str(data_dir / "sources.csv")),
+            duckdb_path=env.get("USAGE_STATS_DUCKDB_PATH", str(data_dir / "stats.duckdb")),
+            start_date=env.get("USAGE_STATS_START_DATE", "2025-01-01"),
+            ip_salt=env.get("USAGE_STATS_IP_SALT", DEFAULT_IP_SALT),
+            always_human_max_actions=int(number("USAGE_STATS_ALWAYS_HUMAN_MAX_ACTIONS", "10", int)),
+            robot_min_actions=int(number("USAGE_STATS_ROBOT_MIN_ACTIONS", "100", int)),
+            min_average_seconds=float(number("USAGE_STATS_MIN_AVERAGE_SECONDS", "2.0", float)),
+            double_click_seconds=int(number("USAGE_STATS_DOUBLE_CLICK_SECONDS", "30", int)),
+            schedule_hour=int(number("USAGE_STATS_SCHEDULE_HOUR", "3", int)),
+        )
