@@ -1,4 +1,4 @@
-"""The code location: assets, checks, jobs, schedules and resources, configured from the environment."""
+"""The code location: assets, checks, jobs, schedules and resources, from the environment."""
 
 from dagster import Definitions
 

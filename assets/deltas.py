@@ -1,3 +1,4 @@
+import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -7,12 +8,11 @@ from dagster import (
     MetadataValue,
     asset,
 )
-import polars as pl
 
 from assets.metadata import markdown_table, standard_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import WarehouseResource
-from usage_stats.metrics import DELTA_SCHEMA, METRICS, duplicate_keys, daily_deltas
+from usage_stats.metrics import DELTA_SCHEMA, METRICS, daily_deltas, duplicate_keys
 
 NO_DUPLICATES = "no_duplicate_delta_keys"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dagster import MetadataValue, TableColumn, TableSchema
 import polars as pl
+from dagster import MetadataValue, TableColumn, TableSchema
 
 
 def table_schema(schema: dict[str, pl.DataType] | pl.Schema) -> TableSchema:
-    return TableSchema(columns=[TableColumn(name, str(dtype)) for name, dtype in dict(schema).items()])
+    return TableSchema(
+        columns=[TableColumn(name, str(dtype)) for name, dtype in dict(schema).items()]
+    )
 
 
 def markdown_table(frame: pl.DataFrame | None, limit: int = 10) -> MetadataValue:

@@ -5,7 +5,9 @@ from dagster import AssetExecutionContext, BackfillPolicy, DailyPartitionsDefini
 from usage_stats.settings import Settings
 
 # Days in UTC; one run handles all sites of a day (per-site reprocessing is run config).
-daily_partitions = DailyPartitionsDefinition(start_date=Settings.from_env().start_date, timezone="UTC")
+daily_partitions = DailyPartitionsDefinition(
+    start_date=Settings.from_env().start_date, timezone="UTC"
+)
 
 # Snapshots chain day after day, so a range is cheapest in one pass; every usage asset uses
 # the same policy so a backfill of the whole pipeline is one run.

@@ -49,7 +49,9 @@ def raw_events(
         rows[day.isoformat()] = events.height
         files += [{"day": day.isoformat(), **f} for f in day_input.files]
         sites_seen |= set(events.get_column("site_id").drop_nulls().unique().to_list())
-        context.log.info(f"raw_events {day}: {events.height} rows from {len(day_input.files)} files")
+        context.log.info(
+            f"raw_events {day}: {events.height} rows from {len(day_input.files)} files"
+        )
         last = events
     return MaterializeResult(
         metadata={

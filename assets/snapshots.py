@@ -1,5 +1,6 @@
 import datetime as dt
 
+import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -9,7 +10,6 @@ from dagster import (
     MetadataValue,
     asset,
 )
-import polars as pl
 
 from assets.metadata import standard_metadata
 from assets.partitions import daily_partitions, partition_days, single_run

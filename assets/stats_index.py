@@ -47,7 +47,9 @@ def stats_index(
         written[day.isoformat()] = {"deltas": result.delta_rows, "snapshot": result.snapshot_rows}
         if stored != deltas.height:
             mismatched[day.isoformat()] = {"stored": stored, "delta_rows": deltas.height}
-        context.log.info(f"stats_index {day}: {result.delta_rows} deltas, {result.snapshot_rows} snapshot rows")
+        context.log.info(
+            f"stats_index {day}: {result.delta_rows} deltas, {result.snapshot_rows} snapshot rows"
+        )
     yield MaterializeResult(
         metadata={
             "dagster/row_count": sum(w["deltas"] + w["snapshot"] for w in written.values()),

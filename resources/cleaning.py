@@ -7,9 +7,15 @@ from usage_stats.cleaning import CleaningRules
 class CleaningSettings(ConfigurableResource):
     """Thresholds of the cleaning rules and the secret that keys the IP hash."""
 
-    always_human_max_actions: int = Field(default=10, description="visits up to this many actions are human")
-    robot_min_actions: int = Field(default=100, description="visits with at least this many actions are robots")
-    min_average_seconds: float = Field(default=2.0, description="11..99-action visits must average more than this")
+    always_human_max_actions: int = Field(
+        default=10, description="visits up to this many actions are human"
+    )
+    robot_min_actions: int = Field(
+        default=100, description="visits with at least this many actions are robots"
+    )
+    min_average_seconds: float = Field(
+        default=2.0, description="11..99-action visits must average more than this"
+    )
     double_click_seconds: int = Field(default=30, description="COUNTER double-click window")
     ip_salt: str = Field(description="secret salt of the keyed IP hash")
 

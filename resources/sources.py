@@ -7,7 +7,7 @@ from usage_stats.sources import CsvSourceRegistry, SourceRegistry
 
 
 class SourceRegistryResource(ConfigurableResource):
-    """The source registry; a CSV file until the admin DB takes over (it stays the import format)."""
+    """The source registry: a CSV file until the admin DB takes over (then the import format)."""
 
     path: str = Field(description="CSV file with one row per Matomo site")
 

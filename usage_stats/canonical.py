@@ -117,12 +117,18 @@ def _parse_timestamps(frame: pl.DataFrame, name: str, where: str) -> pl.Expr:
     return pl.lit(parsed).dt.replace_time_zone("UTC").alias(name)
 
 
-def _typed(frame: pl.DataFrame, required: dict[str, str], optional: dict[str, str], where: str) -> pl.DataFrame:
+def _typed(
+    frame: pl.DataFrame, required: dict[str, str], optional: dict[str, str], where: str
+) -> pl.DataFrame:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise LakeReadError(f"{where}: missing required column(s) {', '.join(missing)}")
     exprs = [_check_column(frame, c, k, where).alias(c) for c, k in required.items()]
-    exprs += [_check_column(frame, c, k, where).alias(c) for c, k in optional.items() if c in frame.columns]
+    exprs += [
+        _check_column(frame, c, k, where).alias(c)
+        for c, k in optional.items()
+        if c in frame.columns
+    ]
     return frame.select(exprs)
 
 

@@ -79,7 +79,9 @@ def robot_behaviour_expr(rules: CleaningRules) -> pl.Expr:
     they average more than `min_average_seconds` each; everything else is a robot.
     """
     actions = pl.col("visit_total_actions")
-    span = (pl.col("visit_last_action_time") - pl.col("visit_first_action_time")).dt.total_microseconds()
+    span = (
+        pl.col("visit_last_action_time") - pl.col("visit_first_action_time")
+    ).dt.total_microseconds()
     average_seconds = span / 1_000_000 / actions
     human = (actions <= rules.always_human_max_actions) | (
         (actions < rules.robot_min_actions) & (average_seconds > rules.min_average_seconds)
@@ -175,10 +177,14 @@ def _resolve_owner(kept: pl.DataFrame, sources: pl.DataFrame) -> pl.DataFrame:
     An item seen on its own repository's site belongs to that site even without a prefix
     match; on a national node or portal an unmatched prefix leaves the owner unknown.
     """
-    prefixes = sources.filter((pl.col("type") == "R") & pl.col("identifier_prefix").is_not_null()).select(
-        pl.col("identifier_prefix").alias("_prefix"),
-        pl.col("site_id").cast(pl.Int32).alias("_owner"),
-    ).unique("_prefix", keep="first")
+    prefixes = (
+        sources.filter((pl.col("type") == "R") & pl.col("identifier_prefix").is_not_null())
+        .select(
+            pl.col("identifier_prefix").alias("_prefix"),
+            pl.col("site_id").cast(pl.Int32).alias("_owner"),
+        )
+        .unique("_prefix", keep="first")
+    )
     return (
         kept.with_columns(oai_prefix_expr(pl.col("item_id")).alias("_prefix"))
         .join(prefixes, on="_prefix", how="left")

@@ -8,8 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-import polars as pl
-
 from usage_stats.cleaning import REJECTION_REASONS
 from usage_stats.duckdb_store import DuckDBStatsStore
 from usage_stats.lake import open_lake
@@ -30,7 +28,9 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     lake_url = args.lake or settings.lake_url
     sources = Path(args.sources or settings.sources_file)
     manifest = Path(args.manifest) if args.manifest else settings.data_dir / "manifest.json"
-    result = write_synthetic(config, lake_url, sources, manifest, with_manifest=not args.no_manifest)
+    result = write_synthetic(
+        config, lake_url, sources, manifest, with_manifest=not args.no_manifest
+    )
     total = sum(result.events_written.values())
     print(f"wrote {total} events over {config.days} day(s), {config.sites} site(s) to {lake_url}")
     print(f"source registry: {sources}")
@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--lake", help="lake URL (default: USAGE_STATS_LAKE_URL)")
     gen.add_argument("--sources", help="registry CSV to write (default: USAGE_STATS_SOURCES_FILE)")
-    gen.add_argument("--manifest", help="manifest JSON to write (default: <data dir>/manifest.json)")
+    gen.add_argument(
+        "--manifest", help="manifest JSON to write (default: <data dir>/manifest.json)"
+    )
     gen.add_argument("--no-manifest", action="store_true", help="skip the manifest (large days)")
     summ = sub.add_parser("summary", help="print what the stats store holds")
     summ.add_argument("--duckdb", help="DuckDB file (default: USAGE_STATS_DUCKDB_PATH)")

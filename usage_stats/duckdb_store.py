@@ -20,7 +20,12 @@ import polars as pl
 from usage_stats.metrics import DELTA_SCHEMA, METRICS
 from usage_stats.store import STORE_TABLES, DayWrite, StatsStoreError
 
-_SQL_TYPES = {pl.Date(): "DATE", pl.String(): "VARCHAR", pl.Int32(): "INTEGER", pl.Int64(): "BIGINT"}
+_SQL_TYPES = {
+    pl.Date(): "DATE",
+    pl.String(): "VARCHAR",
+    pl.Int32(): "INTEGER",
+    pl.Int64(): "BIGINT",
+}
 _GROUPABLE = {"date", "site_id", "level", "country", "owner_site_id", "key"}
 
 
@@ -122,7 +127,9 @@ class DuckDBStatsStore:
             ).to_arrow_table()
         return pl.from_arrow(table)
 
-    def top(self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int) -> pl.DataFrame:
+    def top(
+        self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int
+    ) -> pl.DataFrame:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}")
         with self._connect(read_only=True) as con:

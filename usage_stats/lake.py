@@ -66,7 +66,9 @@ class LocalLake:
         if not base.is_dir():
             return []
         return sorted(
-            str(p.relative_to(self.root)) for p in base.iterdir() if p.is_file() and p.name.endswith(suffix)
+            str(p.relative_to(self.root))
+            for p in base.iterdir()
+            if p.is_file() and p.name.endswith(suffix)
         )
 
     def read_bytes(self, key: str) -> bytes:
@@ -155,7 +157,9 @@ def write_leaf(lake: Lake, table: str, site_id: int, day: dt.date, frame: pl.Dat
     return key
 
 
-def write_month_leaf(lake: Lake, table: str, site_id: int, day: dt.date, frame: pl.DataFrame) -> str:
+def write_month_leaf(
+    lake: Lake, table: str, site_id: int, day: dt.date, frame: pl.DataFrame
+) -> str:
     """An archive-style month leaf with no `day=` level (how older LA Referencia dumps look)."""
     key = f"{month_leaf(table, site_id, day)}/part-0.parquet"
     buffer = io.BytesIO()

@@ -55,23 +55,33 @@ def item_deltas(sessions: pl.DataFrame) -> pl.DataFrame:
         (is_view | is_download).sum().alias("_investigations"),
         is_download.sum().alias("_requests"),
     )
-    return per_session.group_by(item_keys).agg(
-        pl.col("_view").sum().alias("views"),
-        pl.col("_download").sum().alias("downloads"),
-        pl.col("_outlink").sum().alias("outlinks"),
-        (pl.col("_view") & (pl.col("_download") | pl.col("_outlink"))).sum().alias("conversions"),
-        pl.col("_investigations").sum().alias("total_item_investigations"),
-        (pl.col("_investigations") > 0).sum().alias("unique_item_investigations"),
-        pl.col("_requests").sum().alias("total_item_requests"),
-        (pl.col("_requests") > 0).sum().alias("unique_item_requests"),
-    ).with_columns(pl.lit("item").alias("scope"), pl.col("item_id").alias("key"))
+    return (
+        per_session.group_by(item_keys)
+        .agg(
+            pl.col("_view").sum().alias("views"),
+            pl.col("_download").sum().alias("downloads"),
+            pl.col("_outlink").sum().alias("outlinks"),
+            (pl.col("_view") & (pl.col("_download") | pl.col("_outlink")))
+            .sum()
+            .alias("conversions"),
+            pl.col("_investigations").sum().alias("total_item_investigations"),
+            (pl.col("_investigations") > 0).sum().alias("unique_item_investigations"),
+            pl.col("_requests").sum().alias("total_item_requests"),
+            (pl.col("_requests") > 0).sum().alias("unique_item_requests"),
+        )
+        .with_columns(pl.lit("item").alias("scope"), pl.col("item_id").alias("key"))
+    )
 
 
 def _rollup(items: pl.DataFrame, scope: str, key: pl.Expr, by: list[str]) -> pl.DataFrame:
-    return items.group_by(by).agg(
-        key.first().alias("key"),
-        *[pl.col(m).sum() for m in METRICS],
-    ).with_columns(pl.lit(scope).alias("scope"))
+    return (
+        items.group_by(by)
+        .agg(
+            key.first().alias("key"),
+            *[pl.col(m).sum() for m in METRICS],
+        )
+        .with_columns(pl.lit(scope).alias("scope"))
+    )
 
 
 def daily_deltas(sessions: pl.DataFrame) -> pl.DataFrame:
@@ -91,7 +101,9 @@ def daily_deltas(sessions: pl.DataFrame) -> pl.DataFrame:
         pl.lit(None, dtype=pl.Int32).alias("site_id"),
         pl.lit(None, dtype=pl.Int32).alias("owner_site_id"),
     )
-    frames = [f.select(list(DELTA_SCHEMA)).cast(DELTA_SCHEMA) for f in (items, source, site, global_)]
+    frames = [
+        f.select(list(DELTA_SCHEMA)).cast(DELTA_SCHEMA) for f in (items, source, site, global_)
+    ]
     return pl.concat(frames).sort(list(KEY_COLUMNS), nulls_last=True)
 
 

@@ -28,6 +28,8 @@ def compiled_robot_pattern(path: Path = COUNTER_ROBOTS_FILE) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in load_robot_patterns(path)), re.IGNORECASE)
 
 
-def robot_user_agents(user_agents: Iterable[str | None], path: Path = COUNTER_ROBOTS_FILE) -> set[str]:
+def robot_user_agents(
+    user_agents: Iterable[str | None], path: Path = COUNTER_ROBOTS_FILE
+) -> set[str]:
     pattern = compiled_robot_pattern(path)
     return {ua for ua in user_agents if ua is not None and pattern.search(ua)}

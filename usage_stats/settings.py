@@ -38,7 +38,9 @@ class Settings:
             try:
                 return kind(raw)
             except ValueError as exc:
-                raise ValueError(f"environment variable {name}={raw!r} is not a {kind.__name__}") from exc
+                raise ValueError(
+                    f"environment variable {name}={raw!r} is not a {kind.__name__}"
+                ) from exc
 
         return cls(
             data_dir=data_dir,

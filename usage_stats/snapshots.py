@@ -40,10 +40,14 @@ def snapshot_mismatches(
     snapshot: pl.DataFrame, previous: pl.DataFrame | None, delta: pl.DataFrame
 ) -> int:
     """Keys where snapshot ≠ previous + delta, recomputed independently of `next_snapshot`."""
+
     def totals(frame: pl.DataFrame | None, suffix: str) -> pl.DataFrame:
         if frame is None or frame.is_empty():
             return pl.DataFrame(
-                schema={**{k: SNAPSHOT_SCHEMA[k] for k in _KEYS}, **{m + suffix: pl.Int64 for m in METRICS}}
+                schema={
+                    **{k: SNAPSHOT_SCHEMA[k] for k in _KEYS},
+                    **{m + suffix: pl.Int64 for m in METRICS},
+                }
             )
         return frame.group_by(_KEYS).agg(pl.col(m).sum().alias(m + suffix) for m in METRICS)
 
@@ -51,9 +55,7 @@ def snapshot_mismatches(
         totals(snapshot, "_s")
         .join(totals(previous, "_p"), on=_KEYS, how="full", coalesce=True, nulls_equal=True)
         .join(totals(delta, "_d"), on=_KEYS, how="full", coalesce=True, nulls_equal=True)
-        .with_columns(
-            pl.col(m + sfx).fill_null(0) for m in METRICS for sfx in ("_s", "_p", "_d")
-        )
+        .with_columns(pl.col(m + sfx).fill_null(0) for m in METRICS for sfx in ("_s", "_p", "_d"))
     )
     differs = pl.any_horizontal(
         pl.col(m + "_s") != pl.col(m + "_p") + pl.col(m + "_d") for m in METRICS

@@ -74,7 +74,9 @@ def _optional_int(value: str, column: str, where: str) -> int | None:
     try:
         return int(value)
     except ValueError as exc:
-        raise SourceRegistryError(f"{where}: column '{column}' must be an integer, got {value!r}") from exc
+        raise SourceRegistryError(
+            f"{where}: column '{column}' must be an integer, got {value!r}"
+        ) from exc
 
 
 def parse_source_row(row: dict[str, str], where: str) -> Source:
@@ -139,7 +141,8 @@ class CsvSourceRegistry:
                 source = parse_source_row(row, where)
                 if source.site_id in seen:
                     raise SourceRegistryError(
-                        f"{where}: site_id {source.site_id} already defined on line {seen[source.site_id]}"
+                        f"{where}: site_id {source.site_id} already defined "
+                        f"on line {seen[source.site_id]}"
                     )
                 seen[source.site_id] = line
                 result.append(source)

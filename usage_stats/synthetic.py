@@ -128,8 +128,16 @@ class _Segment:
     has_identifier: np.ndarray
 
 
-def _natural_actions(rng: np.random.Generator, counts: np.ndarray, min_gap: int, max_gap: int,
-                     visit_base: int, owners: np.ndarray, n_items: int, label: str) -> _Segment:
+def _natural_actions(
+    rng: np.random.Generator,
+    counts: np.ndarray,
+    min_gap: int,
+    max_gap: int,
+    visit_base: int,
+    owners: np.ndarray,
+    n_items: int,
+    label: str,
+) -> _Segment:
     total = int(counts.sum())
     visit = np.repeat(np.arange(len(counts)) + visit_base, counts)
     starts = np.repeat(np.cumsum(counts) - counts, counts)
@@ -141,7 +149,9 @@ def _natural_actions(rng: np.random.Generator, counts: np.ndarray, min_gap: int,
     action = rng.choice([ACTION_VIEW, ACTION_DOWNLOAD, ACTION_OUTLINK], total, p=[0.6, 0.35, 0.05])
     item = np.minimum(rng.zipf(1.6, total), n_items) - 1
     variant = rng.choice(5, total, p=[0.7, 0.1, 0.1, 0.05, 0.05])
-    url_kind = np.where(action == ACTION_VIEW, _URL_ITEM, np.where(action == ACTION_DOWNLOAD, _URL_FILE, _URL_OUT))
+    url_kind = np.where(
+        action == ACTION_VIEW, _URL_ITEM, np.where(action == ACTION_DOWNLOAD, _URL_FILE, _URL_OUT)
+    )
     return _Segment(
         visit=visit,
         offset=offset,
@@ -156,17 +166,28 @@ def _natural_actions(rng: np.random.Generator, counts: np.ndarray, min_gap: int,
 
 
 def _concat(segments: list[_Segment]) -> _Segment:
-    return _Segment(*[np.concatenate([getattr(s, f) for s in segments]) for f in _Segment.__dataclass_fields__])
+    return _Segment(
+        *[np.concatenate([getattr(s, f) for s in segments]) for f in _Segment.__dataclass_fields__]
+    )
 
 
 def _take(segment: _Segment, index: np.ndarray) -> _Segment:
     return _Segment(*[getattr(segment, f)[index] for f in _Segment.__dataclass_fields__])
 
 
-def _plants(rng: np.random.Generator, natural: _Segment, n_visits: int, visit_base: int,
-            rate: float) -> tuple[_Segment, dict[str, int]]:
+def _plants(
+    rng: np.random.Generator, natural: _Segment, n_visits: int, visit_base: int, rate: float
+) -> tuple[_Segment, dict[str, int]]:
     """Repeats and bad rows added to some human visits, each visit at most one plant."""
-    kinds = ["dbl_in", "dbl_out", "dbl_chain", "thumbnail", "no_identifier", "other_action", "invalid_row"]
+    kinds = [
+        "dbl_in",
+        "dbl_out",
+        "dbl_chain",
+        "thumbnail",
+        "no_identifier",
+        "other_action",
+        "invalid_row",
+    ]
     per_kind = max(1, int(n_visits * rate))
     chosen = rng.permutation(n_visits)[: per_kind * len(kinds)]
     first_action = np.searchsorted(natural.visit, np.arange(n_visits) + visit_base)
@@ -193,7 +214,9 @@ def _plants(rng: np.random.Generator, natural: _Segment, n_visits: int, visit_ba
                 dup.offset = base.offset + delta
                 dup.variant = rng.choice(5, n)
                 last = j == len(offsets) - 1
-                dup.label = np.full(n, _LABEL[KEPT] if last or kind == "dbl_out" else _LABEL["double_click"])
+                dup.label = np.full(
+                    n, _LABEL[KEPT] if last or kind == "dbl_out" else _LABEL["double_click"]
+                )
                 extra.append(dup)
             continue
         row = _take(base, np.arange(n))
@@ -217,8 +240,9 @@ def _plants(rng: np.random.Generator, natural: _Segment, n_visits: int, visit_ba
     return _concat([natural, *extra]), counts
 
 
-def generate_day(config: SyntheticConfig, sources: list[Source], day_index: int,
-                 visit_base: int) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+def generate_day(
+    config: SyntheticConfig, sources: list[Source], day_index: int, visit_base: int
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
     """One day of events (with label columns) and visits for all sites."""
     rng = np.random.default_rng([config.seed, day_index])
     repos = np.array([s.site_id for s in sources if s.type == "R"])
@@ -235,34 +259,75 @@ def generate_day(config: SyntheticConfig, sources: list[Source], day_index: int,
 
     human_sites = rng.choice(all_sites, n_human)
     human_owner = np.where(np.isin(human_sites, repos), human_sites, rng.choice(repos, n_human))
-    human = _natural_actions(rng, rng.integers(1, 6, n_human), 100, 400, visit_base, human_owner, n_items, KEPT)
+    human = _natural_actions(
+        rng, rng.integers(1, 6, n_human), 100, 400, visit_base, human_owner, n_items, KEPT
+    )
     human, plant_counts = _plants(rng, human, n_human, visit_base, config.plant_rate)
     visit_sites = [human_sites]
     segments = [human]
     base = visit_base + n_human
 
     heavy_sites = rng.choice(repos, n_heavy)
-    segments.append(_natural_actions(rng, rng.integers(11, 21, n_heavy), 100, 200, base, heavy_sites, n_items, KEPT))
+    segments.append(
+        _natural_actions(
+            rng, rng.integers(11, 21, n_heavy), 100, 200, base, heavy_sites, n_items, KEPT
+        )
+    )
     visit_sites.append(heavy_sites)
     base += n_heavy
 
     robot_sites = rng.choice(repos, n_robot)
     massive = n_robot // 2
-    robot_counts = np.concatenate([rng.integers(100, 131, massive), rng.integers(11, 41, n_robot - massive)])
-    massive_part = _natural_actions(rng, robot_counts[:massive], 2, 5, base, robot_sites[:massive], n_items, "robot_behaviour")
-    fast_part = _natural_actions(rng, robot_counts[massive:], 1, 1, base + massive, robot_sites[massive:], n_items, "robot_behaviour")
+    robot_counts = np.concatenate(
+        [rng.integers(100, 131, massive), rng.integers(11, 41, n_robot - massive)]
+    )
+    massive_part = _natural_actions(
+        rng, robot_counts[:massive], 2, 5, base, robot_sites[:massive], n_items, "robot_behaviour"
+    )
+    fast_part = _natural_actions(
+        rng,
+        robot_counts[massive:],
+        1,
+        1,
+        base + massive,
+        robot_sites[massive:],
+        n_items,
+        "robot_behaviour",
+    )
     segments += [massive_part, fast_part]
     visit_sites.append(robot_sites)
     base += n_robot
 
     bot_ua_sites = rng.choice(ua_sites, n_bot_ua) if n_bot_ua else np.array([], dtype=np.int64)
     if n_bot_ua:
-        segments.append(_natural_actions(rng, rng.integers(1, 6, n_bot_ua), 100, 400, base, bot_ua_sites, n_items, "robot_user_agent"))
+        segments.append(
+            _natural_actions(
+                rng,
+                rng.integers(1, 6, n_bot_ua),
+                100,
+                400,
+                base,
+                bot_ua_sites,
+                n_items,
+                "robot_user_agent",
+            )
+        )
         visit_sites.append(bot_ua_sites)
         base += n_bot_ua
 
     unknown_owner = rng.choice(repos, n_unknown)
-    segments.append(_natural_actions(rng, rng.integers(1, 4, n_unknown), 100, 400, base, unknown_owner, n_items, "unknown_site"))
+    segments.append(
+        _natural_actions(
+            rng,
+            rng.integers(1, 4, n_unknown),
+            100,
+            400,
+            base,
+            unknown_owner,
+            n_items,
+            "unknown_site",
+        )
+    )
     visit_sites.append(np.full(n_unknown, UNKNOWN_SITE_ID))
     base += n_unknown
 
@@ -282,7 +347,9 @@ def generate_day(config: SyntheticConfig, sources: list[Source], day_index: int,
         {
             "idvisit": events.visit.astype(np.int64),
             "idsite": site_of_visit[vi].astype(np.int64),
-            "server_time": (day_start + (visit_start[vi] + events.offset).astype("timedelta64[s]")).astype("datetime64[us]"),
+            "server_time": (
+                day_start + (visit_start[vi] + events.offset).astype("timedelta64[s]")
+            ).astype("datetime64[us]"),
             "action_type": events.action,
             "owner": events.owner,
             "item": events.item,
@@ -297,18 +364,26 @@ def generate_day(config: SyntheticConfig, sources: list[Source], day_index: int,
     local = pl.format("{}/{}", pl.col("owner") + 1000, pl.col("item"))
     host = pl.format("repo{}.example.org", pl.col("owner"))
     identifier = (
-        pl.when(pl.col("variant") == 0).then(pl.format("oai:{}:{}", host, local))
-        .when(pl.col("variant") == 1).then(pl.format("oai:https://{}/server:{}", host, local))
-        .when(pl.col("variant") == 2).then(pl.format("OAI:{}:{}", host.str.to_uppercase(), local))
-        .when(pl.col("variant") == 3).then(pl.format("oai:http://{}:{}", host, local))
+        pl.when(pl.col("variant") == 0)
+        .then(pl.format("oai:{}:{}", host, local))
+        .when(pl.col("variant") == 1)
+        .then(pl.format("oai:https://{}/server:{}", host, local))
+        .when(pl.col("variant") == 2)
+        .then(pl.format("OAI:{}:{}", host.str.to_uppercase(), local))
+        .when(pl.col("variant") == 3)
+        .then(pl.format("oai:http://{}:{}", host, local))
         .otherwise(pl.format(" oai:{}:{} ", host, local))
     )
     site_host = pl.format("site{}.example.org", pl.col("idsite"))
     url = (
-        pl.when(pl.col("url_kind") == _URL_ITEM).then(pl.format("{}/items/{}", site_host, local))
-        .when(pl.col("url_kind") == _URL_FILE).then(pl.format("{}/bitstream/{}/document.pdf", site_host, local))
-        .when(pl.col("url_kind") == _URL_THUMB).then(pl.format("{}/bitstream/{}/document.pdf.jpg", site_host, local))
-        .when(pl.col("url_kind") == _URL_OUT).then(pl.format("doi.org/10.5555/{}.{}", pl.col("owner"), pl.col("item")))
+        pl.when(pl.col("url_kind") == _URL_ITEM)
+        .then(pl.format("{}/items/{}", site_host, local))
+        .when(pl.col("url_kind") == _URL_FILE)
+        .then(pl.format("{}/bitstream/{}/document.pdf", site_host, local))
+        .when(pl.col("url_kind") == _URL_THUMB)
+        .then(pl.format("{}/bitstream/{}/document.pdf.jpg", site_host, local))
+        .when(pl.col("url_kind") == _URL_OUT)
+        .then(pl.format("doi.org/10.5555/{}.{}", pl.col("owner"), pl.col("item")))
         .otherwise(pl.format("{}/search?query=item+{}", site_host, pl.col("item")))
     )
     frame = frame.with_columns(
@@ -317,7 +392,11 @@ def generate_day(config: SyntheticConfig, sources: list[Source], day_index: int,
         pl.format("oai:{}:{}", host, local).alias("item_id"),
         url.alias("action_url"),
         pl.lit(2, dtype=pl.Int8).alias("action_url_prefix"),
-        pl.when(pl.col("action_type") < 0).then(None).otherwise(pl.col("action_type")).cast(pl.Int16).alias("action_type"),
+        pl.when(pl.col("action_type") < 0)
+        .then(None)
+        .otherwise(pl.col("action_type"))
+        .cast(pl.Int16)
+        .alias("action_type"),
     )
     visitor_ids = rng.integers(0, 2**63, n_visits, dtype=np.int64)
     visits = (
@@ -332,28 +411,45 @@ def generate_day(config: SyntheticConfig, sources: list[Source], day_index: int,
         .sort("idvisit")
     )
     vidx = (visits.get_column("idvisit").to_numpy() - visit_base).astype(np.int64)
-    countries = np.array(VISITOR_COUNTRIES, dtype=object)[rng.integers(0, len(VISITOR_COUNTRIES), n_visits)]
+    countries = np.array(VISITOR_COUNTRIES, dtype=object)[
+        rng.integers(0, len(VISITOR_COUNTRIES), n_visits)
+    ]
     ips = rng.integers(0, 2**32, n_visits, dtype=np.uint64)
     visits = visits.with_columns(
-        pl.Series("idvisitor", [int(v).to_bytes(8, "little") for v in visitor_ids[vidx]], dtype=pl.Binary),
+        pl.Series(
+            "idvisitor", [int(v).to_bytes(8, "little") for v in visitor_ids[vidx]], dtype=pl.Binary
+        ),
         pl.Series("location_country", countries[vidx], dtype=pl.String),
         pl.Series("location_ip", [int(v).to_bytes(4, "big") for v in ips[vidx]], dtype=pl.Binary),
         pl.when(pl.col("agent_kind") == 1)
         .then(pl.col("agent").replace_strict(dict(enumerate(ROBOT_AGENTS)), return_dtype=pl.String))
-        .otherwise(pl.col("agent").replace_strict(dict(enumerate(BROWSER_AGENTS)), return_dtype=pl.String))
+        .otherwise(
+            pl.col("agent").replace_strict(dict(enumerate(BROWSER_AGENTS)), return_dtype=pl.String)
+        )
         .alias("user_agent"),
         pl.lit(None, dtype=pl.String).alias("config_browser_name"),
-        (pl.col("visit_last_action_time") - pl.col("visit_first_action_time")).dt.total_seconds().cast(pl.Int32).alias("visit_total_time"),
+        (pl.col("visit_last_action_time") - pl.col("visit_first_action_time"))
+        .dt.total_seconds()
+        .cast(pl.Int32)
+        .alias("visit_total_time"),
     ).drop("agent_kind", "agent")
-    frame = frame.join(visits.select("idvisit", "idvisitor", "location_country"), on="idvisit", how="left")
+    frame = frame.join(
+        visits.select("idvisit", "idvisitor", "location_country"), on="idvisit", how="left"
+    )
     return frame, visits, plant_counts
 
 
 def _event_columns(frame: pl.DataFrame, source: Source | None) -> pl.DataFrame:
     slot = source.custom_var_slot if source else 1
     cols = [
-        "idlink_va", "idsite", "idvisitor", "idvisit", "server_time", "action_type",
-        "action_url", "action_url_prefix",
+        "idlink_va",
+        "idsite",
+        "idvisitor",
+        "idvisit",
+        "server_time",
+        "action_type",
+        "action_url",
+        "action_url_prefix",
     ]
     out = frame.select(cols).with_columns(
         pl.col("idsite").cast(pl.UInt32),
@@ -365,7 +461,10 @@ def _event_columns(frame: pl.DataFrame, source: Source | None) -> pl.DataFrame:
     values = frame.get_column("identifier")
     keys = pl.when(values.is_not_null()).then(pl.lit("oaipmhID")).otherwise(None)
     if slot != 1:
-        out = out.with_columns(pl.lit(None, dtype=pl.String).alias("custom_var_k1"), pl.lit(None, dtype=pl.String).alias("custom_var_v1"))
+        out = out.with_columns(
+            pl.lit(None, dtype=pl.String).alias("custom_var_k1"),
+            pl.lit(None, dtype=pl.String).alias("custom_var_v1"),
+        )
     out = out.with_columns(
         pl.select(keys).to_series().alias(f"custom_var_k{slot}"),
         values.alias(f"custom_var_v{slot}"),
@@ -375,16 +474,31 @@ def _event_columns(frame: pl.DataFrame, source: Source | None) -> pl.DataFrame:
 
 def _visit_columns(visits: pl.DataFrame, with_agent: bool) -> pl.DataFrame:
     cols = [
-        "idvisit", "idsite", "idvisitor", "visit_first_action_time", "visit_last_action_time",
-        "visit_total_actions", "visit_total_time", "location_country", "location_ip", "config_browser_name",
+        "idvisit",
+        "idsite",
+        "idvisitor",
+        "visit_first_action_time",
+        "visit_last_action_time",
+        "visit_total_actions",
+        "visit_total_time",
+        "location_country",
+        "location_ip",
+        "config_browser_name",
     ]
     if with_agent:
         cols.append("user_agent")
-    return visits.select(cols).with_columns(pl.col("idsite").cast(pl.UInt32), pl.col("idvisit").cast(pl.UInt64))
+    return visits.select(cols).with_columns(
+        pl.col("idsite").cast(pl.UInt32), pl.col("idvisit").cast(pl.UInt64)
+    )
 
 
-def write_synthetic(config: SyntheticConfig, lake_url: str, sources_path: Path | None = None,
-                    manifest_path: Path | None = None, with_manifest: bool = True) -> Synthetic:
+def write_synthetic(
+    config: SyntheticConfig,
+    lake_url: str,
+    sources_path: Path | None = None,
+    manifest_path: Path | None = None,
+    with_manifest: bool = True,
+) -> Synthetic:
     """Write the lake, the source registry file and (optionally) the manifest."""
     lake = open_lake(lake_url)
     sources = build_sources(config.sites)
@@ -392,7 +506,9 @@ def write_synthetic(config: SyntheticConfig, lake_url: str, sources_path: Path |
     ua_sites = user_agent_sites(sources)
     result = Synthetic(config, sources)
     truth_frames = []
-    month_frames: dict[tuple[int, int, int], list[tuple[pl.DataFrame, pl.DataFrame]]] = defaultdict(list)
+    month_frames: dict[tuple[int, int, int], list[tuple[pl.DataFrame, pl.DataFrame]]] = defaultdict(
+        list
+    )
     visit_base = 1
     all_plants = {}
     for d in range(config.days):
@@ -404,7 +520,9 @@ def write_synthetic(config: SyntheticConfig, lake_url: str, sources_path: Path |
         for (site_id,), site_events in frame.partition_by("idsite", as_dict=True).items():
             source = by_site.get(site_id)
             events_out = _event_columns(site_events, source)
-            visits_out = _visit_columns(visits.filter(pl.col("idsite") == site_id), site_id in ua_sites)
+            visits_out = _visit_columns(
+                visits.filter(pl.col("idsite") == site_id), site_id in ua_sites
+            )
             if site_id in config.month_level_sites:
                 month_frames[(site_id, day.year, day.month)].append((events_out, visits_out))
             else:
@@ -427,20 +545,27 @@ def write_synthetic(config: SyntheticConfig, lake_url: str, sources_path: Path |
     return result
 
 
-def build_manifest(config: SyntheticConfig, sources: list[Source], truth: pl.DataFrame,
-                   plants: dict[str, dict[str, int]]) -> dict:
+def build_manifest(
+    config: SyntheticConfig,
+    sources: list[Source],
+    truth: pl.DataFrame,
+    plants: dict[str, dict[str, int]],
+) -> dict:
     """Expected outcome from the planted labels, counted with plain Python (no pipeline code)."""
     days: dict[str, dict] = {}
     items: dict[tuple, dict] = {}
     variants: dict[str, set[str]] = defaultdict(set)
-    agents_by_label: dict[str, set[str]] = defaultdict(set)
     for row in truth.iter_rows(named=True):
         day = row["date"].isoformat()
         info = days.setdefault(
             day,
-            {"input_events": 0, "kept": 0, "rejected": {r: 0 for r in _LABELS[1:]},
-             "robot_visits": {"robot_behaviour": set(), "robot_user_agent": set()},
-             "kept_by_country": defaultdict(int)},
+            {
+                "input_events": 0,
+                "kept": 0,
+                "rejected": {r: 0 for r in _LABELS[1:]},
+                "robot_visits": {"robot_behaviour": set(), "robot_user_agent": set()},
+                "kept_by_country": defaultdict(int),
+            },
         )
         info["input_events"] += 1
         label = _LABELS[row["label"]]
@@ -454,9 +579,19 @@ def build_manifest(config: SyntheticConfig, sources: list[Source], truth: pl.Dat
         info["kept_by_country"][country] += 1
         variants[row["item_id"]].add(row["identifier"])
         key = (day, row["idsite"], row["item_id"], country)
-        entry = items.setdefault(key, {"view": set(), "download": set(), "outlink": set(),
-                                       "investigations": 0, "requests": 0})
-        action = {ACTION_VIEW: "view", ACTION_DOWNLOAD: "download", ACTION_OUTLINK: "outlink"}[row["action_type"]]
+        entry = items.setdefault(
+            key,
+            {
+                "view": set(),
+                "download": set(),
+                "outlink": set(),
+                "investigations": 0,
+                "requests": 0,
+            },
+        )
+        action = {ACTION_VIEW: "view", ACTION_DOWNLOAD: "download", ACTION_OUTLINK: "outlink"}[
+            row["action_type"]
+        ]
         entry[action].add(row["idvisit"])
         if action in ("view", "download"):
             entry["investigations"] += 1
@@ -464,20 +599,29 @@ def build_manifest(config: SyntheticConfig, sources: list[Source], truth: pl.Dat
             entry["requests"] += 1
     item_rows = []
     for (day, site, item, country), e in sorted(items.items()):
-        item_rows.append({
-            "date": day, "site_id": site, "item_id": item, "country": country,
-            "views": len(e["view"]), "downloads": len(e["download"]), "outlinks": len(e["outlink"]),
-            "conversions": len(e["view"] & (e["download"] | e["outlink"])),
-            "total_item_investigations": e["investigations"],
-            "unique_item_investigations": len(e["view"] | e["download"]),
-            "total_item_requests": e["requests"],
-            "unique_item_requests": len(e["download"]),
-        })
+        item_rows.append(
+            {
+                "date": day,
+                "site_id": site,
+                "item_id": item,
+                "country": country,
+                "views": len(e["view"]),
+                "downloads": len(e["download"]),
+                "outlinks": len(e["outlink"]),
+                "conversions": len(e["view"] & (e["download"] | e["outlink"])),
+                "total_item_investigations": e["investigations"],
+                "unique_item_investigations": len(e["view"] | e["download"]),
+                "total_item_requests": e["requests"],
+                "unique_item_requests": len(e["download"]),
+            }
+        )
     for info in days.values():
         info["robot_visits"] = {k: len(v) for k, v in info["robot_visits"].items()}
         info["kept_by_country"] = dict(sorted(info["kept_by_country"].items()))
     return {
-        "config": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(config).items()},
+        "config": {
+            k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(config).items()
+        },
         "sources": [asdict(s) for s in sources],
         "unknown_site_id": UNKNOWN_SITE_ID,
         "robot_user_agents": ROBOT_AGENTS,
@@ -490,4 +634,3 @@ def build_manifest(config: SyntheticConfig, sources: list[Source], truth: pl.Dat
 
 def load_manifest(path: Path) -> dict:
     return json.loads(path.read_text())
-
