@@ -1,0 +1,216 @@
+"""The Dagster pipeline on generated data: every planted number comes out exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from dagster import DagsterInstance, materialize
+
+from assets import usage_assets
+from conftest import DAYS, GeneratedData
+from definitions import build_resources
+from support import item_metrics, manifest_items
+from usage_stats.duckdb_store import DuckDBStatsStore
+from usage_stats.lake import day_leaf, open_lake
+from usage_stats.metrics import METRICS
+from usage_stats.warehouse import Warehouse
+
+RANGE_TAGS = {
+    "dagster/asset_partition_range_start": DAYS[0],
+    "dagster/asset_partition_range_end": DAYS[-1],
+}
+
+
+def run(
+    data: GeneratedData,
+    *,
+    partition: str | None = None,
+    tags=None,
+    run_config=None,
+    raise_on_error: bool = True,
+):
+    return materialize(
+        usage_assets,
+        partition_key=partition,
+        tags=tags,
+        run_config=run_config,
+        resources=build_resources(data.settings),
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def warehouse(data: GeneratedData) -> Warehouse:
+    return Warehouse(open_lake(data.settings.warehouse_url))
+
+
+def store(data: GeneratedData) -> DuckDBStatsStore:
+    return DuckDBStatsStore(Path(data.settings.duckdb_path))
+
+
+def store_table(data: GeneratedData, table: str) -> pl.DataFrame:
+    with duckdb.connect(data.settings.duckdb_path, read_only=True) as con:
+        frame = pl.from_arrow(con.sql(f"SELECT * FROM {table}").to_arrow_table())
+    return frame.sort(frame.columns, nulls_last=True)
+
+
+def assert_day_matches_manifest(data: GeneratedData, day: str) -> None:
+    expected = data.manifest["days"][day]
+    wh = warehouse(data)
+    date = dt.date.fromisoformat(day)
+    rejected = wh.read("rejected_events", date)
+    by_reason = dict(rejected.group_by("reason").len().iter_rows())
+    assert by_reason == {k: v for k, v in expected["rejected"].items() if v}
+    assert wh.row_count("sessions", date) == expected["kept"]
+    assert wh.row_count("raw_events", date) == expected["input_events"]
+    # Robot visits by behaviour and by user agent.
+    robot_visits = (
+        rejected.filter(pl.col("reason").is_in(["robot_behaviour", "robot_user_agent"]))
+        .group_by("reason")
+        .agg(pl.col("visit_id").n_unique())
+    )
+    assert dict(robot_visits.iter_rows()) == expected["robot_visits"]
+    # Every item metric, per site and visitor country, from the warehouse and from the store.
+    want = manifest_items(data.manifest, [day])
+    assert item_metrics(wh.read("item_daily_deltas", date)) == want
+    stored = store_table(data, "usage_deltas").filter(pl.col("date") == date)
+    assert item_metrics(stored) == want
+    # Country subcounts of the global rollup equal the planted countries.
+    per_country: dict[str, int] = {}
+    for (_, _, _, country), metrics in want.items():
+        per_country[country] = per_country.get(country, 0) + metrics[0]
+    global_rows = stored.filter(pl.col("scope") == "global")
+    views = dict(global_rows.group_by("country").agg(pl.col("views").sum()).iter_rows())
+    assert views == per_country
+
+
+def expected_snapshot_totals(manifest: dict, upto: str) -> dict[tuple, tuple]:
+    totals: dict[tuple, list[int]] = {}
+    for (day, site, item, country), metrics in manifest_items(manifest).items():
+        if day <= upto:
+            acc = totals.setdefault((site, item, country), [0] * len(METRICS))
+            for i, value in enumerate(metrics):
+                acc[i] += value
+    return {k: tuple(v) for k, v in totals.items()}
+
+
+def snapshot_items(frame: pl.DataFrame) -> dict[tuple, tuple]:
+    return {
+        (r["site_id"], r["key"], r["country"]): tuple(r[m] for m in METRICS)
+        for r in frame.filter(pl.col("scope") == "item").iter_rows(named=True)
+    }
+
+
+def test_one_day(generated):
+    result = run(generated, partition=DAYS[0])
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert sorted((c.check_name, c.passed) for c in checks) == [
+        ("kept_plus_rejected_equals_input", True),
+        ("no_duplicate_delta_keys", True),
+        ("snapshot_equals_previous_plus_delta", True),
+        ("store_rows_equal_delta_rows", True),
+    ]
+    assert_day_matches_manifest(generated, DAYS[0])
+    assert store(generated).days() == [dt.date(2026, 1, 1)]
+
+
+def test_identifier_variants_are_one_item(generated):
+    run(generated, partition=DAYS[0])
+    variants = generated.manifest["identifier_variants"]
+    keys = set(
+        warehouse(generated)
+        .read("item_daily_deltas", dt.date(2026, 1, 1))
+        .filter(pl.col("scope") == "item")
+        .get_column("key")
+    )
+    spelled_differently = [item for item in variants if item in keys]
+    assert spelled_differently, "the generator plants several spellings of the same items"
+    for item in spelled_differently:
+        assert not (set(variants[item]) - {item}) & keys
+
+
+def test_three_day_backfill_in_one_run(generated):
+    result = run(generated, tags=RANGE_TAGS)
+    assert result.success
+    for day in DAYS:
+        assert_day_matches_manifest(generated, day)
+    wh = warehouse(generated)
+    for day in DAYS:
+        snapshot = wh.read("usage_snapshots", dt.date.fromisoformat(day))
+        assert snapshot_items(snapshot) == expected_snapshot_totals(generated.manifest, day)
+    assert [d.isoformat() for d in store(generated).days()] == DAYS
+
+
+def test_days_one_by_one_equal_the_single_run_backfill(generated, tmp_path):
+    from conftest import generate
+
+    one_run = generate(tmp_path / "range")
+    run(one_run, tags=RANGE_TAGS)
+    for day in DAYS:
+        run(generated, partition=day)
+    for table in ("usage_deltas", "usage_snapshots"):
+        assert store_table(generated, table).equals(store_table(one_run, table))
+    for day in DAYS:
+        date = dt.date.fromisoformat(day)
+        for name in ("sessions", "rejected_events", "item_daily_deltas", "usage_snapshots"):
+            assert warehouse(generated).read(name, date).equals(warehouse(one_run).read(name, date))
+
+
+def test_rematerialising_a_day_replaces_exactly_that_day(generated):
+    run(generated, tags=RANGE_TAGS)
+    before = {t: store_table(generated, t) for t in ("usage_deltas", "usage_snapshots")}
+    run(generated, partition=DAYS[1])
+    for table, frame in before.items():
+        assert store_table(generated, table).equals(frame)
+
+
+def test_site_restricted_run_keeps_the_other_sites(generated):
+    run(generated, partition=DAYS[0])
+    before = store_table(generated, "usage_deltas")
+    # Site 1's day leaf is re-exported with fewer rows; only site 1 is re-read.
+    lake = generated.data_dir / "lake"
+    leaf = lake / day_leaf("events", 1, dt.date(2026, 1, 1)) / "part-0.parquet"
+    events = pl.read_parquet(leaf)
+    events.filter(pl.col("action_type") != 3).write_parquet(leaf)  # drop site 1's downloads
+    config = {"ops": {"raw_events": {"config": {"sites": [1]}}}}
+    run(generated, partition=DAYS[0], run_config=config)
+    after = store_table(generated, "usage_deltas")
+    other_sites = (pl.col("scope") == "item") & (pl.col("site_id") != 1)
+    assert after.filter(other_sites).equals(before.filter(other_sites))
+    site1 = after.filter((pl.col("scope") == "item") & (pl.col("site_id") == 1))
+    assert site1.get_column("downloads").sum() == 0
+    assert site1.get_column("views").sum() > 0
+    raw = warehouse(generated).read("raw_events", dt.date(2026, 1, 1))
+    assert (
+        raw.filter(pl.col("site_id") == 1).height
+        == events.filter(pl.col("action_type") != 3).height
+    )
+
+
+def test_unreadable_file_fails_the_run_naming_it_and_writes_nothing(generated):
+    run(generated, partition=DAYS[0])
+    before = {t: store_table(generated, t) for t in ("usage_deltas", "usage_snapshots")}
+    leaf = generated.data_dir / "lake" / day_leaf("events", 3, dt.date(2026, 1, 2))
+    bad = leaf / "part-0.parquet"
+    bad.write_bytes(b"PAR1 truncated")
+    result = run(generated, tags=RANGE_TAGS, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failures[0].step_failure_data.error.cause.message
+    assert str(bad) in message and "cannot read Parquet file" in message
+    for table, frame in before.items():
+        assert store_table(generated, table).equals(frame)
+
+
+@pytest.mark.parametrize("site", [999])
+def test_unknown_sites_are_rejected_not_dropped(generated, site):
+    run(generated, partition=DAYS[0])
+    rejected = warehouse(generated).read("rejected_events", dt.date(2026, 1, 1))
+    unknown = rejected.filter(pl.col("reason") == "unknown_site")
+    assert unknown.get_column("site_id").unique().to_list() == [site]
+    assert unknown.height == generated.manifest["days"][DAYS[0]]["rejected"]["unknown_site"]
