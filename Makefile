@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DAGSTER_HOME := $(CURDIR)/.dagster_home
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DAGSTER_HOME
+DATA_DIR := $(or $(USAGE_STATS_DATA_DIR),data)
 DEMO_START ?= 2026-01-01
 DEMO_DAYS ?= 3
 DEMO_END := $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DEMO_START)') + d.timedelta(days=$(DEMO_DAYS) - 1))")
@@ -26,12 +28,12 @@ dagster-home:
 ## demo: sample Matomo-shaped data → the main job (embedded defaults) → summary
 demo: install dagster-home
 	$(BIN)/usage-stats generate --start $(DEMO_START) --days $(DEMO_DAYS)
-	@mkdir -p data
-	@echo "materialising $(DEMO_START)...$(DEMO_END) in one run (log: data/demo-run.log)"
+	@mkdir -p $(DATA_DIR)
+	@echo "materialising $(DEMO_START)...$(DEMO_END) in one run (log: $(DATA_DIR)/demo-run.log)"
 	@$(BIN)/dagster asset materialize -f definitions.py -d . --select '*' \
-		--partition-range $(DEMO_START)...$(DEMO_END) > data/demo-run.log 2>&1 \
-		|| (tail -40 data/demo-run.log; echo "the demo run failed; full log: data/demo-run.log"; exit 1)
-	@grep -oE "Asset check '[a-z_]+' on '[a-z_]+' (passed|failed)" data/demo-run.log || true
+		--partition-range $(DEMO_START)...$(DEMO_END) > $(DATA_DIR)/demo-run.log 2>&1 \
+		|| (tail -40 $(DATA_DIR)/demo-run.log; echo "the demo run failed: $(DATA_DIR)/demo-run.log"; exit 1)
+	@grep -oE "Asset check '[a-z_]+' on '[a-z_]+' (passed|failed)" $(DATA_DIR)/demo-run.log || true
 	$(BIN)/usage-stats summary
 
 ## test: install, start what the tests need, run the whole suite

@@ -71,6 +71,12 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     print("\ntop items by views")
     for row in store.top("item", start, end, "views", args.top).iter_rows():
         print(f"  {row[1]:>6}  {row[0]}")
+    manifest_path = Path(args.manifest) if args.manifest else settings.data_dir / "manifest.json"
+    if manifest_path.exists():
+        verdict = _compare_with_manifest(
+            store, json.loads(manifest_path.read_text()), read, kept, reasons
+        )
+        print(f"\nagainst the generator's planted truth ({manifest_path}): {verdict}")
     if args.json:
         payload = {
             "days": [d.isoformat() for d in days],
@@ -81,6 +87,33 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
         }
         Path(args.json).write_text(json.dumps(payload, indent=1))
     return 0
+
+
+def _compare_with_manifest(
+    store: DuckDBStatsStore, manifest: dict, read: int, kept: int, reasons: dict[str, int]
+) -> str:
+    """Whether the stored figures equal the expected outcome the generator planted."""
+    days = manifest["days"]
+    stored_days = {d.isoformat() for d in store.days()}
+    if set(days) != stored_days:
+        return f"not comparable (manifest days {sorted(days)}, stored {sorted(stored_days)})"
+    problems = []
+    if read != sum(d["input_events"] for d in days.values()):
+        problems.append("events read")
+    if kept != sum(d["kept"] for d in days.values()):
+        problems.append("kept events")
+    for reason, n in reasons.items():
+        if n != sum(d["rejected"].get(reason, 0) for d in days.values()):
+            problems.append(f"rejected {reason}")
+    start, end = min(stored_days), max(stored_days)
+    totals = store.totals(
+        "global", "global", dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    )
+    for metric in METRICS:
+        expected = sum(item[metric] for item in manifest["items"])
+        if totals.get_column(metric)[0] != expected:
+            problems.append(metric)
+    return "every figure matches" if not problems else "MISMATCH in " + ", ".join(problems)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--duckdb", help="DuckDB file (default: USAGE_STATS_DUCKDB_PATH)")
     summ.add_argument("--top", type=int, default=5)
     summ.add_argument("--json", help="also write the summary as JSON to this file")
+    summ.add_argument(
+        "--manifest", help="compare with this manifest (default: <data dir>/manifest.json)"
+    )
     return parser
 
 
