@@ -21,7 +21,7 @@ def build_resources(settings: Settings) -> dict:
         "warehouse": WarehouseResource(url=settings.warehouse_url),
         "sources": SourceRegistryResource(path=settings.sources_file),
         "stats_store": DuckDBStatsStoreResource(path=settings.duckdb_path),
-        "cleaning": CleaningSettings(
+        "cleaning_settings": CleaningSettings(
             always_human_max_actions=settings.always_human_max_actions,
             robot_min_actions=settings.robot_min_actions,
             min_average_seconds=settings.min_average_seconds,

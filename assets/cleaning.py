@@ -58,11 +58,11 @@ def cleaning(
     context: AssetExecutionContext,
     warehouse: WarehouseResource,
     sources: SourceRegistryResource,
-    cleaning: CleaningSettings,
+    cleaning_settings: CleaningSettings,
 ):
     store = warehouse.get_warehouse()
     registry = sources_frame(sources.get_registry().sources())
-    rules = cleaning.rules()
+    rules = cleaning_settings.rules()
     kept_rows: dict[str, int] = {}
     rejected_rows: dict[str, int] = {}
     reasons: Counter[str] = Counter({r: 0 for r in REJECTION_REASONS})
