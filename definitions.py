@@ -1,6 +1,7 @@
 """The code location: assets, checks, jobs, schedules and resources, from the environment."""
 
 from dagster import Definitions
+from dagster_aws.s3 import S3Resource
 
 from assets import usage_assets
 from assets.jobs import usage_pipeline_job
@@ -8,19 +9,39 @@ from resources import (
     CleaningSettings,
     DuckDBStatsStoreResource,
     LakeResource,
+    OpenSearchStatsStoreResource,
     SourceRegistryResource,
+    StatsStoreResource,
     WarehouseResource,
 )
-from sensors import daily_usage_schedule
+from sensors import (
+    daily_usage_schedule,
+    late_data_sensor,
+    raw_files_sensor,
+    snapshot_refresh_job,
+)
 from usage_stats.settings import Settings
 
 
+def build_stats_store(settings: Settings) -> StatsStoreResource:
+    if settings.stats_store == "opensearch":
+        return OpenSearchStatsStoreResource(
+            url=settings.opensearch_url,
+            prefix=settings.opensearch_prefix,
+            batch_size=settings.opensearch_batch_size,
+        )
+    return DuckDBStatsStoreResource(path=settings.duckdb_path)
+
+
 def build_resources(settings: Settings) -> dict:
+    # Credentials are not configuration here: boto3 reads AWS_ACCESS_KEY_ID /
+    # AWS_SECRET_ACCESS_KEY (or a profile, or an instance role) itself.
+    s3 = S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
     return {
-        "lake": LakeResource(url=settings.lake_url),
-        "warehouse": WarehouseResource(url=settings.warehouse_url),
+        "lake": LakeResource(url=settings.lake_url, s3=s3),
+        "warehouse": WarehouseResource(url=settings.warehouse_url, s3=s3),
         "sources": SourceRegistryResource(path=settings.sources_file),
-        "stats_store": DuckDBStatsStoreResource(path=settings.duckdb_path),
+        "stats_store": build_stats_store(settings),
         "cleaning_settings": CleaningSettings(
             always_human_max_actions=settings.always_human_max_actions,
             robot_min_actions=settings.robot_min_actions,
@@ -33,7 +54,8 @@ def build_resources(settings: Settings) -> dict:
 
 defs = Definitions(
     assets=usage_assets,
-    jobs=[usage_pipeline_job],
+    jobs=[usage_pipeline_job, snapshot_refresh_job],
     schedules=[daily_usage_schedule],
+    sensors=[raw_files_sensor, late_data_sensor],
     resources=build_resources(Settings.from_env()),
 )

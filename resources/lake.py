@@ -1,4 +1,5 @@
 from dagster import ConfigurableResource
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from usage_stats.lake import Lake, open_lake
@@ -6,18 +7,22 @@ from usage_stats.warehouse import Warehouse
 
 
 class LakeResource(ConfigurableResource):
-    """The raw layer (Matomo Parquet), addressed by URL: a local folder by default."""
+    """The raw layer (Matomo Parquet), addressed by URL: a local folder or s3://bucket/prefix."""
 
-    url: str = Field(description="Lake URL: a folder path or file:// URL")
+    url: str = Field(description="Lake URL: a folder path, file:// URL or s3://bucket/prefix")
+    s3: S3Resource = Field(description="S3 client settings, used for s3:// URLs")
 
     def get_lake(self) -> Lake:
-        return open_lake(self.url)
+        client = self.s3.get_client() if self.url.startswith("s3://") else None
+        return open_lake(self.url, client)
 
 
 class WarehouseResource(ConfigurableResource):
-    """Where pipeline stages keep their per-day tables (Parquet)."""
+    """Where pipeline stages keep their per-day tables (Parquet), local or on S3."""
 
-    url: str = Field(description="Warehouse URL: a folder path or file:// URL")
+    url: str = Field(description="Warehouse URL: a folder path, file:// URL or s3://bucket/prefix")
+    s3: S3Resource = Field(description="S3 client settings, used for s3:// URLs")
 
     def get_warehouse(self) -> Warehouse:
-        return Warehouse(open_lake(self.url))
+        client = self.s3.get_client() if self.url.startswith("s3://") else None
+        return Warehouse(open_lake(self.url, client))

@@ -1,5 +1,7 @@
-"""Sensors and schedules."""
+"""Sensors and schedules: new raw files, late data, and the nightly run."""
 
+from sensors.late_data import late_data_sensor, snapshot_refresh_job
+from sensors.raw_files import raw_files_sensor
 from sensors.schedules import daily_usage_schedule
 
-__all__ = ["daily_usage_schedule"]
+__all__ = ["daily_usage_schedule", "late_data_sensor", "raw_files_sensor", "snapshot_refresh_job"]

@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,12 +26,24 @@ class LakeReadError(RuntimeError):
     """A raw file that cannot be used; the message names the file and the problem."""
 
 
+@dataclass(frozen=True)
+class FileInfo:
+    """What the new-file sensor needs to tell a new or changed file from a known one."""
+
+    key: str
+    modified: float  # POSIX seconds
+    size: int
+    etag: str = ""
+
+
 class Lake(Protocol):
     url: str
 
     def list_dirs(self, prefix: str) -> list[str]: ...
 
     def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]: ...
+
+    def stat_files(self, prefix: str, suffix: str = ".parquet") -> list[FileInfo]: ...
 
     def read_bytes(self, key: str) -> bytes: ...
 
@@ -71,6 +84,20 @@ class LocalLake:
             if p.is_file() and p.name.endswith(suffix)
         )
 
+    def stat_files(self, prefix: str, suffix: str = ".parquet") -> list[FileInfo]:
+        """Every file below `prefix`, recursively, with its modification time."""
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        infos = []
+        for path in base.rglob(f"*{suffix}"):
+            if path.is_file():
+                stat = path.stat()
+                infos.append(
+                    FileInfo(str(path.relative_to(self.root)), stat.st_mtime, stat.st_size)
+                )
+        return sorted(infos, key=lambda f: f.key)
+
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
@@ -92,10 +119,15 @@ class LocalLake:
         return str(self._path(key))
 
 
-def open_lake(url: str) -> Lake:
-    """Lake from a URL: a local folder (plain path or file://); s3:// arrives with the S3 lake."""
+def open_lake(url: str, s3_client: object | None = None) -> Lake:
+    """Lake from a URL: a local folder (plain path or file://) or s3://bucket/prefix."""
     if url.startswith("s3://"):
-        raise ValueError(f"lake URL {url!r}: s3:// lakes are not supported by this build yet")
+        from usage_stats.s3_lake import S3Lake, parse_s3_url
+
+        if s3_client is None:
+            raise ValueError(f"lake URL {url!r} needs an S3 client")
+        bucket, prefix = parse_s3_url(url)
+        return S3Lake(s3_client, bucket, prefix)
     if url.startswith("file://"):
         url = url[len("file://") :]
     return LocalLake(Path(url))
@@ -139,9 +171,21 @@ def raw_files_for_day(
     return files
 
 
-def read_parquet_file(lake: Lake, key: str) -> pl.DataFrame:
+def read_parquet_file(lake: Lake, key: str, columns: Iterable[str] | None = None) -> pl.DataFrame:
+    """The whole file, or only those of `columns` it has.
+
+    Matomo exports carry columns nobody reads (link ids, custom variable keys, plugin
+    columns); naming the wanted ones skips decoding the rest, which is a good part of the
+    raw stage on large days. Absent names are left out rather than raised on, so callers
+    still see which required columns are missing and can name them.
+    """
     try:
-        return pl.read_parquet(io.BytesIO(lake.read_bytes(key)))
+        source = io.BytesIO(lake.read_bytes(key))
+        if columns is None:
+            return pl.read_parquet(source)
+        present = pl.read_parquet_schema(source)
+        source.seek(0)
+        return pl.read_parquet(source, columns=[c for c in columns if c in present])
     except Exception as exc:  # any failure to decode is the file's fault; name it
         raise LakeReadError(f"{lake.describe(key)}: cannot read Parquet file ({exc})") from exc
 

@@ -27,6 +27,15 @@ class Settings:
     min_average_seconds: float
     double_click_seconds: int
     schedule_hour: int
+    stats_store: str
+    opensearch_url: str
+    opensearch_prefix: str
+    opensearch_batch_size: int
+    s3_endpoint_url: str | None
+    s3_region: str
+    sensor_interval_seconds: int
+    sensor_lookback_days: int
+    sensor_max_days_per_tick: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -55,4 +64,22 @@ class Settings:
             min_average_seconds=float(number("USAGE_STATS_MIN_AVERAGE_SECONDS", "2.0", float)),
             double_click_seconds=int(number("USAGE_STATS_DOUBLE_CLICK_SECONDS", "30", int)),
             schedule_hour=int(number("USAGE_STATS_SCHEDULE_HOUR", "3", int)),
+            stats_store=_choice(env, "USAGE_STATS_STATS_STORE", "duckdb", ("duckdb", "opensearch")),
+            opensearch_url=env.get("USAGE_STATS_OPENSEARCH_URL", "http://127.0.0.1:9200"),
+            opensearch_prefix=env.get("USAGE_STATS_OPENSEARCH_PREFIX", "usagestats"),
+            opensearch_batch_size=int(number("USAGE_STATS_OPENSEARCH_BATCH_SIZE", "5000", int)),
+            s3_endpoint_url=env.get("USAGE_STATS_S3_ENDPOINT_URL") or None,
+            s3_region=env.get("USAGE_STATS_S3_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
+            sensor_interval_seconds=int(number("USAGE_STATS_SENSOR_INTERVAL_SECONDS", "60", int)),
+            sensor_lookback_days=int(number("USAGE_STATS_SENSOR_LOOKBACK_DAYS", "45", int)),
+            sensor_max_days_per_tick=int(number("USAGE_STATS_SENSOR_MAX_DAYS_PER_TICK", "31", int)),
         )
+
+
+def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip().lower()
+    if value not in allowed:
+        raise ValueError(
+            f"environment variable {name}={value!r} must be one of {', '.join(allowed)}"
+        )
+    return value

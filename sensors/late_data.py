@@ -1,0 +1,82 @@
+"""Late data: when a day's deltas change, every later snapshot is rebuilt without anyone asking.
+
+Why a sensor rather than an automation condition: snapshot(d) depends on snapshot(d − 1), so a
+late file for day D invalidates a chain of days; an eager condition would rebuild them one
+day per evaluation, while this sensor finds the first stale day from the event log and asks
+for one single-run backfill of `usage_snapshots` and `stats_index` from that day to the
+latest snapshot. Its run key names the triggering materialisation, so a repeated tick (or one
+that comes while the refresh is still running) requests nothing new.
+"""
+
+import datetime as dt
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    sensor,
+)
+
+from assets.partitions import daily_partitions
+from usage_stats.raw_changes import Mark, first_stale_snapshot
+from usage_stats.settings import Settings
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+snapshot_refresh_job = define_asset_job(
+    "snapshot_refresh",
+    selection=["usage_snapshots", "stats_index"],
+    partitions_def=daily_partitions,
+    description="Rebuilds snapshots (and their indexed copy) from a day on.",
+)
+
+
+def latest_marks(instance: DagsterInstance, asset: str) -> dict[dt.date, Mark]:
+    key = AssetKey(asset)
+    ids = instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION)
+    if not ids:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values())), limit=len(ids)
+    ).records
+    runs = {r.storage_id: r.run_id for r in records}
+    return {
+        dt.date.fromisoformat(partition): Mark(storage_id, runs.get(storage_id, ""))
+        for partition, storage_id in ids.items()
+    }
+
+
+def evaluate_late_data(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+    snapshots = latest_marks(context.instance, "usage_snapshots")
+    deltas = latest_marks(context.instance, "item_daily_deltas")
+    stale = first_stale_snapshot(deltas, snapshots)
+    if stale is None:
+        return SkipReason(f"all {len(snapshots)} snapshot(s) are up to date")
+    latest = max(snapshots)
+    trigger = max(m.order for d, m in {**snapshots, **deltas}.items() if d <= stale)
+    context.log.info(f"snapshots {stale} .. {latest} are stale; refreshing them in one run")
+    return RunRequest(
+        run_key=f"snapshot-refresh:{stale.isoformat()}:{latest.isoformat()}:{trigger}",
+        tags={
+            RANGE_START: stale.isoformat(),
+            RANGE_END: latest.isoformat(),
+            "usage_stats/trigger": "late data",
+        },
+    )
+
+
+@sensor(
+    job=snapshot_refresh_job,
+    minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Rebuilds every snapshot after a day whose deltas changed (late files).",
+)
+def late_data_sensor(context: SensorEvaluationContext):
+    return evaluate_late_data(context)

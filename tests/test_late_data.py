@@ -1,0 +1,171 @@
+"""New files and late data: the sensors request exactly what needs redoing, and results equal
+a from-scratch run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from dagster import DagsterInstance, Definitions, RunRequest, SkipReason, build_sensor_context
+
+from assets import usage_assets
+from assets.jobs import usage_pipeline_job
+from conftest import GeneratedData, generate
+from definitions import build_resources
+from resources import LakeResource
+from sensors.late_data import evaluate_late_data, snapshot_refresh_job
+from sensors.raw_files import evaluate_raw_files
+from usage_stats.lake import day_leaf, open_lake
+from usage_stats.synthetic import (
+    SyntheticConfig,
+    _event_columns,
+    _visit_columns,
+    build_sources,
+    generate_day,
+)
+from usage_stats.warehouse import Warehouse
+
+FIVE_DAYS = [f"2026-01-0{d}" for d in range(1, 6)]
+TODAY = dt.date(2026, 1, 6)
+
+
+def definitions(data: GeneratedData) -> Definitions:
+    return Definitions(
+        assets=usage_assets,
+        jobs=[usage_pipeline_job, snapshot_refresh_job],
+        resources=build_resources(data.settings),
+    )
+
+
+def execute(defs: Definitions, instance: DagsterInstance, request: RunRequest) -> None:
+    job = defs.resolve_job_def(request.job_name or "usage_pipeline")
+    result = job.execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=dict(request.tags)
+    )
+    assert result.success
+
+
+def raw_tick(data: GeneratedData, instance: DagsterInstance, cursor: str | None):
+    context = build_sensor_context(instance=instance, cursor=cursor)
+    lake = build_resources(data.settings)["lake"]
+    assert isinstance(lake, LakeResource)
+    return evaluate_raw_files(context, lake, today=TODAY)
+
+
+def add_late_file(data: GeneratedData, site: int, day: dt.date) -> int:
+    """A second export file for a day already processed: new visits, more usage."""
+    config = SyntheticConfig(days=1, start=day, seed=777, events_per_day=600)
+    sources = build_sources(5)
+    frame, visits, _ = generate_day(config, sources, 0, visit_base=5_000_000)
+    source = next(s for s in sources if s.site_id == site)
+    lake = open_lake(data.settings.lake_url)
+    events = frame.filter(pl.col("idsite") == site)
+    for table, out in (
+        ("events", _event_columns(events, source)),
+        ("visits", _visit_columns(visits.filter(pl.col("idsite") == site), site % 3 == 0)),
+    ):
+        buffer = io.BytesIO()
+        out.write_parquet(buffer)
+        lake.write_bytes(f"{day_leaf(table, site, day)}/late-0.parquet", buffer.getvalue())
+    return events.height
+
+
+@pytest.fixture
+def five_days(tmp_path) -> GeneratedData:
+    return generate(tmp_path / "data", SyntheticConfig(start=dt.date(2026, 1, 1), days=5))
+
+
+def test_new_files_then_late_file_then_snapshot_refresh(five_days, tmp_path):
+    data = five_days
+    defs = definitions(data)
+    instance = DagsterInstance.ephemeral()
+
+    # First tick: every day has new files.
+    first = raw_tick(data, instance, None)
+    assert [r.partition_key for r in first.run_requests] == FIVE_DAYS
+    for request in first.run_requests:
+        execute(defs, instance, request)
+    cursor = first.cursor
+
+    # The same tick again (cursor not advanced, e.g. a retried tick) asks for the same run keys,
+    # which Dagster de-duplicates; with the advanced cursor nothing is requested.
+    again = raw_tick(data, instance, None)
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+    assert isinstance(raw_tick(data, instance, cursor), SkipReason)
+    assert isinstance(evaluate_late_data(build_sensor_context(instance=instance)), SkipReason)
+
+    # A late file for day 2 arrives.
+    time.sleep(0.05)  # modification times must move past the cursor
+    late_rows = add_late_file(data, site=1, day=dt.date(2026, 1, 2))
+    assert late_rows > 0
+    late = raw_tick(data, instance, cursor)
+    assert [r.partition_key for r in late.run_requests] == ["2026-01-02"]
+    execute(defs, instance, late.run_requests[0])
+
+    # The late-data sensor rebuilds snapshots 3..5 (2 was rebuilt by the day's own run).
+    refresh = evaluate_late_data(build_sensor_context(instance=instance))
+    assert isinstance(refresh, RunRequest)
+    assert refresh.tags["dagster/asset_partition_range_start"] == "2026-01-03"
+    assert refresh.tags["dagster/asset_partition_range_end"] == "2026-01-05"
+    execute(defs, instance, refresh._replace(job_name="snapshot_refresh"))
+    assert isinstance(evaluate_late_data(build_sensor_context(instance=instance)), SkipReason)
+
+    # From scratch on the same lake, in one run: identical snapshots and store.
+    scratch_dir = tmp_path / "scratch"
+    shutil.copytree(data.data_dir / "lake", scratch_dir / "lake")
+    shutil.copy(data.data_dir / "sources.csv", scratch_dir / "sources.csv")
+    scratch = GeneratedData(
+        scratch_dir,
+        type(data.settings).from_env({"USAGE_STATS_DATA_DIR": str(scratch_dir)}),
+        data.manifest,
+    )
+    result = (
+        definitions(scratch)
+        .resolve_job_def("usage_pipeline")
+        .execute_in_process(
+            instance=DagsterInstance.ephemeral(),
+            tags={
+                "dagster/asset_partition_range_start": FIVE_DAYS[0],
+                "dagster/asset_partition_range_end": FIVE_DAYS[-1],
+            },
+        )
+    )
+    assert result.success
+    ours = Warehouse(open_lake(data.settings.warehouse_url))
+    theirs = Warehouse(open_lake(scratch.settings.warehouse_url))
+    for day in FIVE_DAYS[1:]:
+        date = dt.date.fromisoformat(day)
+        assert ours.read("usage_snapshots", date).equals(theirs.read("usage_snapshots", date))
+    # The late rows really changed day 2 and everything after it.
+    before = data.manifest["days"]["2026-01-02"]["input_events"]
+    assert ours.row_count("raw_events", dt.date(2026, 1, 2)) == before + late_rows
+
+
+def test_changed_file_is_requested_again(generated):
+    instance = DagsterInstance.ephemeral()
+    first = raw_tick(generated, instance, None)
+    leaf = Path(generated.settings.lake_url) / day_leaf("events", 1, dt.date(2026, 1, 3))
+    target = leaf / "part-0.parquet"
+    stamp = time.time() + 5
+    os.utime(target, (stamp, stamp))
+    changed = raw_tick(generated, instance, first.cursor)
+    assert [r.partition_key for r in changed.run_requests] == ["2026-01-03"]
+    assert changed.run_requests[0].run_key not in {r.run_key for r in first.run_requests}
+
+
+def test_month_level_file_affects_every_day_of_its_month_before_today(generated):
+    instance = DagsterInstance.ephemeral()
+    first = raw_tick(generated, instance, None)
+    month_file = (
+        Path(generated.settings.lake_url) / "events/idsite=2/year=2026/month=1/part-0.parquet"
+    )
+    stamp = time.time() + 5
+    os.utime(month_file, (stamp, stamp))
+    changed = raw_tick(generated, instance, first.cursor)
+    assert [r.partition_key for r in changed.run_requests] == [f"2026-01-0{d}" for d in range(1, 6)]

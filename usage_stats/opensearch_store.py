@@ -1,0 +1,469 @@
+"""The OpenSearch stats store: production indices behind aliases.
+
+- Deltas go to yearly indices `<prefix>-deltas-<YYYY>`, snapshots to monthly indices
+  `<prefix>-snapshots-<YYYY-MM>` (a snapshot holds every key every day, so they grow fastest);
+  aliases `<prefix>-deltas` / `<prefix>-snapshots` are what readers query.
+- Index templates carry explicit mappings: identifiers and codes `keyword`, `date` a date,
+  counts `long`; nothing is left to dynamic mapping.
+- Document ids are the row's key, so re-indexing a day overwrites the same documents; each
+  write also tags its documents with a write id and finally deletes that day's documents with
+  any other write id, so a day that lost keys leaves nothing stale behind.
+- Bulk requests are built as NDJSON by Polars (no per-row Python) in batches of bounded size;
+  429/5xx/connection errors are retried with exponential backoff, then fail with a message
+  that says OpenSearch is unreachable or refusing, and where.
+- The LA Referencia compatibility set `usage-stats-<idsite>` holds one document per site, item
+  and day with `level` R/N/L, the four LA Referencia metrics and nested `stats_by_country`,
+  in the index of the repository that owns the item, so its existing widgets keep working.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import ConnectionTimeout, TransportError
+
+from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
+from usage_stats.store import DayWrite, StatsStoreError
+
+_KEYWORDS = ("scope", "key", "level", "country")
+_INTEGERS = ("site_id", "owner_site_id")
+_GROUPABLE = {"date", "site_id", "level", "country", "owner_site_id", "key"}
+_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+COMPAT_PREFIX = "usage-stats"
+
+
+def _mappings() -> dict[str, Any]:
+    properties: dict[str, Any] = {"date": {"type": "date", "format": "yyyy-MM-dd"}}
+    properties |= {k: {"type": "keyword"} for k in _KEYWORDS}
+    properties |= {k: {"type": "integer"} for k in _INTEGERS}
+    properties |= {m: {"type": "long"} for m in METRICS}
+    properties["write_id"] = {"type": "keyword"}
+    return {"dynamic": "strict", "properties": properties}
+
+
+def _compat_mappings() -> dict[str, Any]:
+    counts = {m: {"type": "long"} for m in LA_REFERENCIA_METRICS}
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "id": {"type": "keyword"},
+            "idsite": {"type": "integer"},
+            "owner_idsite": {"type": "integer"},
+            "level": {"type": "keyword"},
+            "date": {"type": "date", "format": "yyyy-MM-dd"},
+            **counts,
+            "stats_by_country": {
+                "type": "nested",
+                "properties": {"country": {"type": "keyword"}, **counts},
+            },
+            "write_id": {"type": "keyword"},
+        },
+    }
+
+
+@dataclass
+class OpenSearchStatsStore:
+    url: str
+    prefix: str = "usagestats"
+    batch_size: int = 5_000
+    max_retries: int = 5
+    backoff_seconds: float = 0.5
+    replicas: int = 0
+    timeout_seconds: float = 60.0
+    # Called after every successful bulk batch; the fault tests use it to stop the server
+    # mid-write, operators could use it for progress.
+    on_batch: Callable[[int], None] | None = None
+    _client: OpenSearch | None = field(default=None, repr=False)
+    _templates_ready: bool = field(default=False, repr=False)
+    _write_id: str = field(default="", repr=False)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> OpenSearch:
+        if self._client is None:
+            self._client = OpenSearch(
+                hosts=[self.url],
+                timeout=self.timeout_seconds,
+                max_retries=0,
+                retry_on_timeout=False,
+                http_compress=False,
+            )
+        return self._client
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one request with exponential backoff on overload, 5xx and lost connections."""
+        delay = self.backoff_seconds
+        for attempt in range(1, self.max_retries + 1):
+            try:
+                return fn()
+            except (OSConnectionError, ConnectionTimeout) as exc:
+                last: Exception = exc
+                reason = f"OpenSearch at {self.url} is unreachable"
+            except TransportError as exc:
+                status = exc.status_code if isinstance(exc.status_code, int) else 0
+                if status not in _RETRYABLE_STATUS:
+                    raise StatsStoreError(f"OpenSearch {what} failed: {exc}") from exc
+                last, reason = exc, f"OpenSearch at {self.url} answered {status}"
+            if attempt < self.max_retries:
+                time.sleep(delay)
+                delay *= 2
+        raise StatsStoreError(
+            f"{reason} during {what} after {self.max_retries} attempts: {last}"
+        ) from last
+
+    def alias(self, table: str) -> str:
+        return f"{self.prefix}-{'deltas' if table == 'usage_deltas' else 'snapshots'}"
+
+    def index_for(self, table: str, day: dt.date) -> str:
+        if table == "usage_deltas":
+            return f"{self.prefix}-deltas-{day.year}"
+        return f"{self.prefix}-snapshots-{day.year}-{day.month:02d}"
+
+    def ensure_templates(self) -> None:
+        if self._templates_ready:
+            return
+        settings = {"number_of_shards": 1, "number_of_replicas": self.replicas}
+        for table in ("usage_deltas", "usage_snapshots"):
+            alias = self.alias(table)
+            body = {
+                "index_patterns": [f"{alias}-*"],
+                "template": {
+                    "settings": settings,
+                    "mappings": _mappings(),
+                    "aliases": {alias: {}},
+                },
+                "priority": 100,
+            }
+            self._call(
+                "index template",
+                lambda a=alias, b=body: self.client.indices.put_index_template(name=a, body=b),
+            )
+        compat = {
+            "index_patterns": [f"{COMPAT_PREFIX}-*"],
+            "template": {"settings": settings, "mappings": _compat_mappings()},
+            "priority": 90,
+        }
+        self._call(
+            "index template",
+            lambda: self.client.indices.put_index_template(name=COMPAT_PREFIX, body=compat),
+        )
+        self._templates_ready = True
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _bulk_lines(self, frame: pl.DataFrame, index: str, ids: pl.Series) -> pl.Series:
+        """`{"index": …}` and document lines, JSON-encoded by Polars in one vectorised pass."""
+        ids = document_ids_within_limit(ids)
+        documents = frame.with_columns(pl.lit(self._write_id).alias("write_id"))
+        action = pl.struct(
+            pl.struct(pl.lit(index).alias("_index"), pl.lit(ids).alias("_id")).alias("index")
+        ).struct.json_encode()
+        document = pl.struct(pl.all()).struct.json_encode()
+        return documents.select(
+            pl.concat_str([action, pl.lit("\n"), document]).alias("line")
+        ).get_column("line")
+
+    def _bulk(self, lines: pl.Series, what: str) -> int:
+        written = 0
+        for start in range(0, lines.len(), self.batch_size):
+            chunk = lines.slice(start, self.batch_size)
+            body = "\n".join(chunk.to_list()) + "\n"
+            result = self._call(what, lambda b=body: self.client.bulk(body=b))
+            if result.get("errors"):
+                failures = [item["index"] for item in result["items"] if item["index"].get("error")]
+                statuses = {f.get("status") for f in failures}
+                if statuses <= _RETRYABLE_STATUS:
+                    retry = pl.Series(
+                        [
+                            chunk[i]
+                            for i, item in enumerate(result["items"])
+                            if item["index"].get("error")
+                        ]
+                    )
+                    self._bulk(retry, what)
+                else:
+                    raise StatsStoreError(
+                        f"OpenSearch refused {len(failures)} document(s) during {what}: "
+                        f"{failures[0].get('error')}"
+                    )
+            written += chunk.len()
+            if self.on_batch is not None:
+                self.on_batch(written)
+        return written
+
+    def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
+        columns = list(DELTA_SCHEMA)
+        deltas = deltas.select(columns).cast(DELTA_SCHEMA)
+        snapshot = snapshot.select(columns).cast(DELTA_SCHEMA)
+        for name, frame in (("deltas", deltas), ("snapshot", snapshot)):
+            other_days = frame.filter(pl.col("date") != day).height
+            if other_days:
+                raise StatsStoreError(f"{name} for {day} hold {other_days} row(s) of other days")
+        self.ensure_templates()
+        self._write_id = uuid.uuid4().hex
+        for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
+            encoded = frame.with_columns(pl.col("date").cast(pl.String))
+            ids = frame.select(row_key_ids()).to_series()
+            lines = self._bulk_lines(encoded, self.index_for(table, day), ids)
+            self._bulk(lines, f"indexing {table} of {day}")
+            self._call("refresh", lambda t=table: self.client.indices.refresh(index=self.alias(t)))
+            self._delete_day(self.alias(table), day)
+        self._replace_compat(day, deltas)
+        for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
+            stored = self.row_count(table, day)
+            if stored != frame.height:
+                raise StatsStoreError(
+                    f"{self.alias(table)} for {day}: {stored} documents stored, "
+                    f"{frame.height} expected"
+                )
+        return DayWrite(day, deltas.height, snapshot.height)
+
+    def _replace_compat(self, day: dt.date, deltas: pl.DataFrame) -> None:
+        docs = compat_documents(deltas)
+        if docs.is_empty():
+            existing = f"{COMPAT_PREFIX}-*"
+            self._delete_day(existing, day)
+            return
+        for (owner,), part in docs.partition_by("owner_idsite", as_dict=True).items():
+            index = f"{COMPAT_PREFIX}-{owner}"
+            ids = part.select(
+                pl.concat_str(
+                    [pl.col("date"), pl.col("idsite").cast(pl.String), pl.col("id")], separator="|"
+                )
+            ).to_series()
+            lines = self._bulk_lines(part, index, ids)
+            self._bulk(lines, f"indexing {index} of {day}")
+        self._call("refresh", lambda: self.client.indices.refresh(index=f"{COMPAT_PREFIX}-*"))
+        self._delete_day(f"{COMPAT_PREFIX}-*", day)
+
+    def _delete_day(self, index: str, day: dt.date) -> None:
+        stale = {
+            "query": {
+                "bool": {
+                    "filter": [{"term": {"date": day.isoformat()}}],
+                    "must_not": [{"term": {"write_id": self._write_id}}],
+                }
+            }
+        }
+        self._call(
+            "removal of stale documents",
+            lambda: self.client.delete_by_query(
+                index=index,
+                body=stale,
+                refresh=True,
+                conflicts="proceed",
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            ),
+        )
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _search(self, table: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call(
+            "search",
+            lambda: self.client.search(
+                index=self.alias(table), body=body, ignore_unavailable=True, allow_no_indices=True
+            ),
+        )
+
+    def row_count(self, table: str, day: dt.date) -> int:
+        if table not in ("usage_deltas", "usage_snapshots"):
+            raise ValueError(f"unknown table {table!r}")
+        result = self._call(
+            "count",
+            lambda: self.client.count(
+                index=self.alias(table),
+                body={"query": {"term": {"date": day.isoformat()}}},
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            ),
+        )
+        return int(result["count"])
+
+    def days(self) -> list[dt.date]:
+        days = [
+            bucket["key"]["date"]
+            for bucket in self._composite("usage_snapshots", {"match_all": {}}, ("date",), {})
+        ]
+        return [dt.datetime.fromtimestamp(d / 1000, dt.UTC).date() for d in days]
+
+    def _composite(
+        self, table: str, query: dict[str, Any], by: tuple[str, ...], aggs: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        sources = [{c: {"terms": {"field": c, "missing_bucket": True}}} for c in by]
+        after = None
+        while True:
+            composite: dict[str, Any] = {"size": 1000, "sources": sources}
+            if after:
+                composite["after"] = after
+            body = {
+                "size": 0,
+                "query": query,
+                "aggs": {"g": {"composite": composite, "aggs": aggs}},
+            }
+            result = self._search(table, body)
+            agg = result.get("aggregations", {}).get("g")
+            if not agg:
+                return
+            yield from agg["buckets"]
+            after = agg.get("after_key")
+            if not after or not agg["buckets"]:
+                return
+
+    @staticmethod
+    def _range_query(scope: str, key: str | None, start: dt.date, end: dt.date) -> dict[str, Any]:
+        filters: list[dict[str, Any]] = [
+            {"term": {"scope": scope}},
+            {"range": {"date": {"gte": start.isoformat(), "lte": end.isoformat()}}},
+        ]
+        if key is not None:
+            filters.append({"term": {"key": key}})
+        return {"bool": {"filter": filters}}
+
+    def totals(
+        self, scope: str, key: str, start: dt.date, end: dt.date, by: tuple[str, ...] = ()
+    ) -> pl.DataFrame:
+        unknown = set(by) - _GROUPABLE
+        if unknown:
+            raise ValueError(f"cannot group by {sorted(unknown)}")
+        sums = {m: {"sum": {"field": m}} for m in METRICS}
+        query = self._range_query(scope, key, start, end)
+        if not by:
+            result = self._search("usage_deltas", {"size": 0, "query": query, "aggs": sums})
+            aggs = result.get("aggregations", {})
+            return pl.DataFrame(
+                {m: [int(aggs.get(m, {}).get("value") or 0)] for m in METRICS},
+                schema={m: pl.Int64 for m in METRICS},
+            )
+        rows = []
+        for bucket in self._composite("usage_deltas", query, by, sums):
+            row = dict(bucket["key"])
+            if "date" in row and row["date"] is not None:
+                row["date"] = dt.datetime.fromtimestamp(row["date"] / 1000, dt.UTC).date()
+            row |= {m: int(bucket[m]["value"] or 0) for m in METRICS}
+            rows.append(row)
+        schema = {c: DELTA_SCHEMA[c] for c in by} | {m: pl.Int64() for m in METRICS}
+        frame = (
+            pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+        )
+        return frame.sort(list(by), nulls_last=True)
+
+    def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame:
+        query = {
+            "bool": {
+                "filter": [
+                    {"term": {"scope": scope}},
+                    {"term": {"key": key}},
+                    {"term": {"date": day.isoformat()}},
+                ]
+            }
+        }
+        result = self._search("usage_snapshots", {"size": 10_000, "query": query})
+        rows = [hit["_source"] for hit in result["hits"]["hits"]]
+        for row in rows:
+            row.pop("write_id", None)
+            row["date"] = dt.date.fromisoformat(row["date"])
+        frame = (
+            pl.DataFrame(rows, schema=DELTA_SCHEMA, orient="row")
+            if rows
+            else pl.DataFrame(schema=DELTA_SCHEMA)
+        )
+        return frame.sort(["site_id", "level", "country"], nulls_last=True)
+
+    def top(
+        self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int
+    ) -> pl.DataFrame:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}")
+        body = {
+            "size": 0,
+            "query": self._range_query(scope, None, start, end),
+            "aggs": {
+                "top": {
+                    "terms": {
+                        "field": "key",
+                        "size": limit,
+                        "order": [{"total": "desc"}, {"_key": "asc"}],
+                    },
+                    "aggs": {"total": {"sum": {"field": metric}}},
+                }
+            },
+        }
+        buckets = (
+            self._search("usage_deltas", body)
+            .get("aggregations", {})
+            .get("top", {})
+            .get("buckets", [])
+        )
+        return pl.DataFrame(
+            [(b["key"], int(b["total"]["value"])) for b in buckets],
+            schema={"key": pl.String, metric: pl.Int64},
+            orient="row",
+        )
+
+    def delete_all(self) -> None:
+        """Drop every index of this store and the compatibility set (tests, re-initialisation)."""
+        for pattern in (f"{self.prefix}-*", f"{COMPAT_PREFIX}-*"):
+            self._call(
+                "delete",
+                lambda p=pattern: self.client.indices.delete(
+                    index=p, ignore_unavailable=True, allow_no_indices=True
+                ),
+            )
+
+
+def row_key_ids() -> pl.Expr:
+    """The row key as document id: stable across versions and readable in the UI."""
+    parts = [pl.col("date").cast(pl.String)] + [
+        pl.col(c).cast(pl.String).fill_null("-")
+        for c in ("scope", "key", "site_id", "level", "country")
+    ]
+    return pl.concat_str(parts, separator="|").alias("_id")
+
+
+def document_ids_within_limit(ids: pl.Series) -> pl.Series:
+    """OpenSearch ids are at most 512 bytes; the rare longer key becomes its SHA-1."""
+    too_long = ids.str.len_bytes() > 512
+    if not too_long.any():
+        return ids
+    positions = too_long.arg_true()
+    digests = [
+        "sha1:" + hashlib.sha1(value.encode()).hexdigest() for value in ids.gather(positions)
+    ]
+    return ids.scatter(positions, digests)
+
+
+def compat_documents(deltas: pl.DataFrame) -> pl.DataFrame:
+    """LA Referencia's `usage-stats-<idsite>` shape: per site, item and day, nested countries."""
+    items = deltas.filter(pl.col("scope") == "item").with_columns(
+        pl.coalesce(pl.col("owner_site_id"), pl.col("site_id")).alias("owner_idsite")
+    )
+    metrics = list(LA_REFERENCIA_METRICS)
+    return (
+        items.group_by("date", "site_id", "key", "level", "owner_idsite")
+        .agg(
+            *[pl.col(m).sum() for m in metrics],
+            pl.struct("country", *metrics).sort_by("country").alias("stats_by_country"),
+        )
+        .select(
+            pl.col("key").alias("id"),
+            pl.col("site_id").alias("idsite"),
+            "owner_idsite",
+            "level",
+            pl.col("date").cast(pl.String),
+            *metrics,
+            "stats_by_country",
+        )
+        .sort("owner_idsite", "idsite", "id")
+    )
