@@ -1,0 +1,93 @@
+"""The code location loads: job, assets, blocking checks, schedule; and Dagster's CLI agrees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import AssetCheckKey, AssetKey, DailyPartitionsDefinition
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from definitions import defs  # noqa: E402
+from usage_stats.settings import Settings  # noqa: E402
+
+DAGSTER = Path(sys.executable).parent / "dagster"
+
+ASSET_KEYS = {
+    AssetKey(name)
+    for name in (
+        "raw_events",
+        "sessions",
+        "rejected_events",
+        "item_daily_deltas",
+        "usage_snapshots",
+        "stats_index",
+    )
+}
+CHECK_KEYS = {
+    AssetCheckKey(AssetKey("sessions"), "kept_plus_rejected_equals_input"),
+    AssetCheckKey(AssetKey("item_daily_deltas"), "no_duplicate_delta_keys"),
+    AssetCheckKey(AssetKey("usage_snapshots"), "snapshot_equals_previous_plus_delta"),
+    AssetCheckKey(AssetKey("stats_index"), "store_rows_equal_delta_rows"),
+}
+
+
+def test_assets_and_checks_are_defined():
+    graph = defs.resolve_asset_graph()
+    assert set(graph.get_all_asset_keys()) == ASSET_KEYS
+    assert set(graph.asset_check_keys) == CHECK_KEYS
+    for key in CHECK_KEYS:
+        assert graph.get_check_spec(key).blocking, f"{key} should be blocking"
+    start = Settings.from_env().start_date
+    for key in ASSET_KEYS:
+        node = graph.get(key)
+        partitions = node.partitions_def
+        assert isinstance(partitions, DailyPartitionsDefinition), key
+        assert partitions.timezone == "UTC"
+        assert partitions.start.date().isoformat() == start
+        assert node.backfill_policy is not None
+        assert node.backfill_policy.max_partitions_per_run is None, f"{key}: not single-run"
+
+
+def test_usage_pipeline_job_resolves():
+    # `get_job_def` still works but warns that asset jobs must be resolved since Dagster 1.11.
+    job = defs.resolve_job_def("usage_pipeline")
+    assert job.name == "usage_pipeline"
+    assert isinstance(job.partitions_def, DailyPartitionsDefinition)
+    assert set(job.asset_layer.executable_asset_keys) == ASSET_KEYS
+    assert set(job.asset_layer.asset_graph.asset_check_keys) == CHECK_KEYS
+
+
+def test_daily_schedule_targets_the_job():
+    schedule = defs.resolve_schedule_def("daily_usage_schedule")
+    assert schedule.job_name == "usage_pipeline"
+    assert schedule.execution_timezone == "UTC"
+    hour = Settings.from_env().schedule_hour
+    assert schedule.cron_schedule == f"0 {hour} * * *"
+
+
+def test_dagster_definitions_validate(tmp_path: Path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env["DAGSTER_HOME"] = str(home)
+    try:
+        result = subprocess.run(
+            [str(DAGSTER), "definitions", "validate", "-w", "workspace.yaml"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"`dagster definitions validate` timed out: {exc.stdout} {exc.stderr}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
