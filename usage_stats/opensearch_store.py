@@ -74,6 +74,7 @@ def _compat_mappings() -> dict[str, Any]:
 class OpenSearchStatsStore:
     url: str
     prefix: str = "usagestats"
+    compat_prefix: str = COMPAT_PREFIX
     batch_size: int = 5_000
     max_retries: int = 5
     backoff_seconds: float = 0.5
@@ -149,13 +150,13 @@ class OpenSearchStatsStore:
                 lambda a=alias, b=body: self.client.indices.put_index_template(name=a, body=b),
             )
         compat = {
-            "index_patterns": [f"{COMPAT_PREFIX}-*"],
+            "index_patterns": [f"{self.compat_prefix}-*"],
             "template": {"settings": settings, "mappings": _compat_mappings()},
             "priority": 90,
         }
         self._call(
             "index template",
-            lambda: self.client.indices.put_index_template(name=COMPAT_PREFIX, body=compat),
+            lambda: self.client.indices.put_index_template(name=self.compat_prefix, body=compat),
         )
         self._templates_ready = True
 
@@ -231,11 +232,11 @@ class OpenSearchStatsStore:
     def _replace_compat(self, day: dt.date, deltas: pl.DataFrame) -> None:
         docs = compat_documents(deltas)
         if docs.is_empty():
-            existing = f"{COMPAT_PREFIX}-*"
+            existing = f"{self.compat_prefix}-*"
             self._delete_day(existing, day)
             return
         for (owner,), part in docs.partition_by("owner_idsite", as_dict=True).items():
-            index = f"{COMPAT_PREFIX}-{owner}"
+            index = f"{self.compat_prefix}-{owner}"
             ids = part.select(
                 pl.concat_str(
                     [pl.col("date"), pl.col("idsite").cast(pl.String), pl.col("id")], separator="|"
@@ -243,8 +244,8 @@ class OpenSearchStatsStore:
             ).to_series()
             lines = self._bulk_lines(part, index, ids)
             self._bulk(lines, f"indexing {index} of {day}")
-        self._call("refresh", lambda: self.client.indices.refresh(index=f"{COMPAT_PREFIX}-*"))
-        self._delete_day(f"{COMPAT_PREFIX}-*", day)
+        self._call("refresh", lambda: self.client.indices.refresh(index=f"{self.compat_prefix}-*"))
+        self._delete_day(f"{self.compat_prefix}-*", day)
 
     def _delete_day(self, index: str, day: dt.date) -> None:
         stale = {
@@ -413,14 +414,20 @@ class OpenSearchStatsStore:
         )
 
     def delete_all(self) -> None:
-        """Drop every index of this store and the compatibility set (tests, re-initialisation)."""
-        for pattern in (f"{self.prefix}-*", f"{COMPAT_PREFIX}-*"):
+        """Drop every index and template of this store and its compatibility set."""
+        for pattern in (f"{self.prefix}-*", f"{self.compat_prefix}-*"):
             self._call(
                 "delete",
                 lambda p=pattern: self.client.indices.delete(
                     index=p, ignore_unavailable=True, allow_no_indices=True
                 ),
             )
+        for name in (self.alias("usage_deltas"), self.alias("usage_snapshots"), self.compat_prefix):
+            self._call(
+                "delete template",
+                lambda n=name: self.client.indices.delete_index_template(name=n, ignore=[404]),
+            )
+        self._templates_ready = False
 
 
 def row_key_ids() -> pl.Expr:

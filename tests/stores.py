@@ -1,0 +1,34 @@
+"""Stats-store fixtures shared by the contract suite: DuckDB always, OpenSearch when it runs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import requests
+
+from usage_stats.opensearch_store import OpenSearchStatsStore
+
+OPENSEARCH_URL = os.environ.get("USAGE_STATS_OPENSEARCH_URL", "http://127.0.0.1:9200")
+
+
+def opensearch_available() -> str | None:
+    """None when OpenSearch answers, else why not (shown as the skip reason)."""
+    try:
+        health = requests.get(f"{OPENSEARCH_URL}/_cluster/health", timeout=5).json()
+    except Exception as exc:  # any failure means: not there
+        return f"service OpenSearch is not reachable at {OPENSEARCH_URL} ({exc.__class__.__name__})"
+    if health.get("status") not in ("green", "yellow"):
+        return f"service OpenSearch at {OPENSEARCH_URL} is {health.get('status')}"
+    return None
+
+
+def opensearch_store(**kwargs) -> OpenSearchStatsStore:
+    reason = opensearch_available()
+    if reason:
+        pytest.skip(reason + "; start it with scripts/services.sh start")
+    prefix = f"test{uuid.uuid4().hex[:10]}"
+    return OpenSearchStatsStore(
+        OPENSEARCH_URL, prefix=prefix, compat_prefix=f"{prefix}-compat", **kwargs
+    )

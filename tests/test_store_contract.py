@@ -1,0 +1,151 @@
+"""One contract, two stats stores: the same queries give the same, exact numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import DAYS, GeneratedData
+from stores import opensearch_store
+from usage_stats.canonical import read_canonical_day
+from usage_stats.cleaning import clean_events
+from usage_stats.duckdb_store import DuckDBStatsStore
+from usage_stats.lake import open_lake
+from usage_stats.metrics import METRICS, daily_deltas
+from usage_stats.snapshots import next_snapshot
+from usage_stats.sources import CsvSourceRegistry, sources_frame
+
+DATES = [dt.date.fromisoformat(d) for d in DAYS]
+
+
+def day_tables(data: GeneratedData) -> list[tuple[dt.date, pl.DataFrame, pl.DataFrame]]:
+    """Deltas and snapshots of the three generated days, computed without Dagster."""
+    sources = CsvSourceRegistry(Path(data.settings.sources_file)).sources()
+    slots = {s.site_id: s.custom_var_slot for s in sources}
+    lake = open_lake(data.settings.lake_url)
+    previous = None
+    tables = []
+    for day in DATES:
+        events = read_canonical_day(lake, day, slots, "salt").events
+        deltas = daily_deltas(clean_events(events, sources_frame(sources)).sessions)
+        previous = next_snapshot(previous, deltas, day)
+        tables.append((day, deltas, previous))
+    return tables
+
+
+@pytest.fixture(params=["duckdb", "opensearch"])
+def store(request, tmp_path):
+    if request.param == "duckdb":
+        yield DuckDBStatsStore(tmp_path / "stats.duckdb")
+        return
+    store = opensearch_store(batch_size=500)
+    yield store
+    store.delete_all()
+
+
+@pytest.fixture
+def loaded(store, generated):
+    tables = day_tables(generated)
+    for day, deltas, snapshot in tables:
+        write = store.replace_day(day, deltas, snapshot)
+        assert (write.delta_rows, write.snapshot_rows) == (deltas.height, snapshot.height)
+    return store, generated, tables
+
+
+def manifest_sums(manifest: dict, keep=lambda item: True, by=lambda item: ()) -> dict:
+    sums: dict = defaultdict(lambda: [0] * len(METRICS))
+    for item in manifest["items"]:
+        if keep(item):
+            acc = sums[by(item)]
+            for i, metric in enumerate(METRICS):
+                acc[i] += item[metric]
+    return {k: tuple(v) for k, v in sums.items()}
+
+
+def rows(frame: pl.DataFrame, by: tuple[str, ...]) -> dict:
+    return {
+        tuple(r[c] for c in by): tuple(r[m] for m in METRICS) for r in frame.iter_rows(named=True)
+    }
+
+
+def test_days_and_row_counts(loaded):
+    store, _, tables = loaded
+    assert store.days() == DATES
+    for day, deltas, snapshot in tables:
+        assert store.row_count("usage_deltas", day) == deltas.height
+        assert store.row_count("usage_snapshots", day) == snapshot.height
+
+
+def test_item_totals_over_a_range_and_by_day(loaded):
+    store, data, _ = loaded
+    item = "oai:repo1.example.org:1001/0"
+    expected = manifest_sums(data.manifest, keep=lambda i: i["item_id"] == item)
+    totals = store.totals("item", item, DATES[0], DATES[-1])
+    assert rows(totals, ()) == expected
+    by_day = store.totals("item", item, DATES[0], DATES[-1], by=("date",))
+    assert rows(by_day, ("date",)) == {
+        (dt.date.fromisoformat(k[0]),): v
+        for k, v in manifest_sums(
+            data.manifest, keep=lambda i: i["item_id"] == item, by=lambda i: (i["date"],)
+        ).items()
+    }
+    only_day2 = store.totals("item", item, DATES[1], DATES[1])
+    assert rows(only_day2, ()) == manifest_sums(
+        data.manifest, keep=lambda i: i["item_id"] == item and i["date"] == DAYS[1]
+    )
+
+
+def test_global_by_country_and_source_by_level(loaded):
+    store, data, _ = loaded
+    by_country = store.totals("global", "global", DATES[0], DATES[-1], by=("country",))
+    assert rows(by_country, ("country",)) == manifest_sums(
+        data.manifest, by=lambda i: (i["country"],)
+    )
+    levels = {s["site_id"]: s["type"] for s in data.manifest["sources"]}
+    by_level = store.totals("source", "1", DATES[0], DATES[-1], by=("level",))
+    assert rows(by_level, ("level",)) == manifest_sums(
+        data.manifest,
+        keep=lambda i: i["item_id"].startswith("oai:repo1.example.org:"),
+        by=lambda i: (levels[i["site_id"]],),
+    )
+
+
+def test_snapshot_is_cumulative(loaded):
+    store, data, _ = loaded
+    item = "oai:repo2.example.org:1002/0"
+    snapshot = store.snapshot("item", item, DATES[-1])
+    per_site_country = rows(snapshot, ("site_id", "country"))
+    assert per_site_country == manifest_sums(
+        data.manifest,
+        keep=lambda i: i["item_id"] == item,
+        by=lambda i: (i["site_id"], i["country"]),
+    )
+
+
+def test_top_items(loaded):
+    store, data, _ = loaded
+    views = manifest_sums(data.manifest, by=lambda i: (i["item_id"],))
+    expected = sorted(((k[0], v[0]) for k, v in views.items()), key=lambda kv: (-kv[1], kv[0]))
+    assert store.top("item", DATES[0], DATES[-1], "views", 5).rows() == expected[:5]
+
+
+def test_reindexing_a_day_leaves_no_stale_rows(loaded):
+    store, _, tables = loaded
+    day, deltas, snapshot = tables[1]
+    smaller = deltas.filter(pl.col("scope") != "item")
+    store.replace_day(day, smaller, snapshot)
+    assert store.row_count("usage_deltas", day) == smaller.height
+    assert store.row_count("usage_deltas", tables[0][0]) == tables[0][1].height
+    store.replace_day(day, deltas, snapshot)
+    assert store.row_count("usage_deltas", day) == deltas.height
+
+
+def test_user_text_never_becomes_query_syntax(loaded):
+    store, _, _ = loaded
+    for evil in ["x' OR '1'='1", "*", "key:* OR scope:item", '{"match_all": {}}', "oai:*"]:
+        totals = store.totals("item", evil, DATES[0], DATES[-1])
+        assert rows(totals, ()) == {(): (0,) * len(METRICS)}
