@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import DAYS, GeneratedData
+from conftest import DAYS, GeneratedData, generate
 from stores import opensearch_store
 from usage_stats.canonical import read_canonical_day
 from usage_stats.cleaning import clean_events
@@ -37,18 +37,20 @@ def day_tables(data: GeneratedData) -> list[tuple[dt.date, pl.DataFrame, pl.Data
     return tables
 
 
-@pytest.fixture(params=["duckdb", "opensearch"])
-def store(request, tmp_path):
+@pytest.fixture(scope="module", params=["duckdb", "opensearch"])
+def store(request, tmp_path_factory):
     if request.param == "duckdb":
-        yield DuckDBStatsStore(tmp_path / "stats.duckdb")
+        yield DuckDBStatsStore(tmp_path_factory.mktemp("duckdb") / "stats.duckdb")
         return
     store = opensearch_store(batch_size=500)
     yield store
     store.delete_all()
 
 
-@pytest.fixture
-def loaded(store, generated):
+@pytest.fixture(scope="module")
+def loaded(store, tmp_path_factory):
+    """Loaded once per store; tests that change a day restore it before they end."""
+    generated = generate(tmp_path_factory.mktemp("data"))
     tables = day_tables(generated)
     for day, deltas, snapshot in tables:
         write = store.replace_day(day, deltas, snapshot)

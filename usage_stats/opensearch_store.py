@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -248,23 +249,48 @@ class OpenSearchStatsStore:
         self._delete_day(f"{self.compat_prefix}-*", day)
 
     def _delete_day(self, index: str, day: dt.date) -> None:
-        stale = {
-            "query": {
-                "bool": {
-                    "filter": [{"term": {"date": day.isoformat()}}],
-                    "must_not": [{"term": {"write_id": self._write_id}}],
-                }
+        """Delete the day's documents that this write did not touch.
+
+        Done with scroll + bulk delete rather than `_delete_by_query`, which lives in the
+        reindex module that minimal distributions (and some managed services) lack.
+        """
+        query = {
+            "bool": {
+                "filter": [{"term": {"date": day.isoformat()}}],
+                "must_not": [{"term": {"write_id": self._write_id}}],
             }
         }
-        self._call(
-            "removal of stale documents",
-            lambda: self.client.delete_by_query(
+        page = self._call(
+            "search for stale documents",
+            lambda: self.client.search(
                 index=index,
-                body=stale,
-                refresh=True,
-                conflicts="proceed",
+                body={"query": query, "_source": False, "size": self.batch_size},
+                scroll="2m",
                 ignore_unavailable=True,
                 allow_no_indices=True,
+            ),
+        )
+        scroll_id = page.get("_scroll_id")
+        try:
+            while page["hits"]["hits"]:
+                actions = [
+                    json.dumps({"delete": {"_index": hit["_index"], "_id": hit["_id"]}})
+                    for hit in page["hits"]["hits"]
+                ]
+                body = "\n".join(actions) + "\n"
+                self._call("removal of stale documents", lambda b=body: self.client.bulk(body=b))
+                page = self._call(
+                    "search for stale documents",
+                    lambda sid=scroll_id: self.client.scroll(scroll_id=sid, scroll="2m"),
+                )
+                scroll_id = page.get("_scroll_id", scroll_id)
+        finally:
+            if scroll_id:
+                self.client.clear_scroll(scroll_id=scroll_id, ignore=[404])
+        self._call(
+            "refresh",
+            lambda: self.client.indices.refresh(
+                index=index, ignore_unavailable=True, allow_no_indices=True
             ),
         )
 

@@ -4,8 +4,9 @@ The new-file sensor lists only the month prefixes that can still receive files (
 window), compares modification times with its cursor and turns new or changed files into days.
 A file in a `day=` leaf affects that day; a month-level file affects every day of its month
 before today. Today is never requested: its partition does not exist until the day is over,
-and the nightly schedule processes it then. Work per tick is bounded: at most `max_days` days are requested, and the cursor
-only moves past files whose days were all requested, so nothing is skipped.
+and the nightly schedule processes it then. Work per tick is bounded: at most `max_days` days
+are requested, and the cursor only moves past files whose days were all requested, so nothing
+is skipped.
 """
 
 from __future__ import annotations
