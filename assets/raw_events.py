@@ -38,7 +38,9 @@ def raw_events(
     sites_seen: set[int] = set()
     last = None
     for day in partition_days(context):
-        day_input = read_canonical_day(lake.get_lake(), day, slots, cleaning_settings.ip_salt, config.sites)
+        day_input = read_canonical_day(
+            lake.get_lake(), day, slots, cleaning_settings.ip_salt, config.sites
+        )
         events = day_input.events
         if config.sites is not None:
             previous = store.read_optional("raw_events", day)

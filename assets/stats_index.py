@@ -19,7 +19,7 @@ MATCHES_DELTAS = "store_rows_equal_delta_rows"
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="usage",
-    kinds={"duckdb"},
+    kinds={"duckdb", "opensearch"},
     pool="stats_store",
     check_specs=[
         AssetCheckSpec(
