@@ -11,6 +11,34 @@ import requests
 from usage_stats.opensearch_store import OpenSearchStatsStore
 
 OPENSEARCH_URL = os.environ.get("USAGE_STATS_OPENSEARCH_URL", "http://127.0.0.1:9200")
+# The same defaults as scripts/services.sh, so a plain `pytest` finds the servers it started.
+S3_ENDPOINT_URL = os.environ.setdefault("USAGE_STATS_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "usage-stats")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "usage-stats-secret")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def s3_client():
+    import boto3
+
+    return boto3.client("s3", endpoint_url=S3_ENDPOINT_URL, region_name="us-east-1")
+
+
+def s3_available() -> str | None:
+    try:
+        s3_client().list_buckets()
+    except Exception as exc:  # any failure means: not there
+        return f"service S3 is not reachable at {S3_ENDPOINT_URL} ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def new_bucket() -> str:
+    reason = s3_available()
+    if reason:
+        pytest.skip(reason + "; start it with scripts/services.sh start")
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client().create_bucket(Bucket=name)
+    return name
 
 
 def opensearch_available() -> str | None:

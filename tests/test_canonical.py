@@ -2,12 +2,13 @@
 
 import datetime as dt
 import io
+import re
 
 import polars as pl
 import pytest
 
 from usage_stats.canonical import read_canonical_day
-from usage_stats.lake import LakeReadError, LocalLake, day_leaf, raw_files_for_day
+from usage_stats.lake import LakeReadError, day_leaf, raw_files_for_day
 
 DAY = dt.date(2026, 1, 1)
 
@@ -17,27 +18,29 @@ def slots(generated) -> dict[int, int]:
 
 
 def read(generated, day: dt.date = DAY, sites=None):
-    lake = LocalLake(generated.data_dir / "lake")
-    return read_canonical_day(lake, day, slots(generated), "salt", sites)
+    return read_canonical_day(generated.lake, day, slots(generated), "salt", sites)
 
 
-def events_file(generated, site: int = 1) -> str:
-    return str(generated.data_dir / "lake" / day_leaf("events", site, DAY) / "part-0.parquet")
+EVENTS_KEY = f"{day_leaf('events', 1, DAY)}/part-0.parquet"
 
 
-def rewrite(path: str, change) -> None:
-    frame = pl.read_parquet(path)
+def named(generated) -> str:
+    """How errors name the events file of site 1 (a path, or an s3:// URL), as a regex."""
+    return re.escape(generated.lake.describe(EVENTS_KEY))
+
+
+def rewrite(generated, change) -> None:
+    lake = generated.lake
+    frame = pl.read_parquet(io.BytesIO(lake.read_bytes(EVENTS_KEY)))
     buffer = io.BytesIO()
     change(frame).write_parquet(buffer)
-    with open(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+    lake.write_bytes(EVENTS_KEY, buffer.getvalue())
 
 
 def test_reads_every_event_of_the_day_including_month_level_leaves(generated):
     day_input = read(generated)
     assert day_input.events.height == generated.manifest["days"]["2026-01-01"]["input_events"]
-    lake = LocalLake(generated.data_dir / "lake")
-    month_files = [f for f in raw_files_for_day(lake, "events", DAY) if f.month_level]
+    month_files = [f for f in raw_files_for_day(generated.lake, "events", DAY) if f.month_level]
     assert [f.site_id for f in month_files] == [2]  # site 2 is archived without day= leaves
     site2 = day_input.events.filter(pl.col("site_id") == 2)
     assert site2.height > 0
@@ -60,38 +63,36 @@ def test_site_selection_reads_only_those_sites(generated):
 
 
 def test_unreadable_file_is_named(generated):
-    path = events_file(generated)
-    with open(path, "wb") as handle:
-        handle.write(b"this is not parquet")
-    with pytest.raises(LakeReadError, match=rf"{path}: cannot read Parquet file"):
+    generated.lake.write_bytes(EVENTS_KEY, b"this is not parquet")
+    with pytest.raises(LakeReadError, match=rf"{named(generated)}: cannot read Parquet file"):
         read(generated)
 
 
 def test_missing_required_column_is_named(generated):
-    path = events_file(generated)
-    rewrite(path, lambda f: f.drop("server_time"))
-    with pytest.raises(LakeReadError, match=rf"{path}: missing required column\(s\) server_time"):
+    rewrite(generated, lambda f: f.drop("server_time"))
+    with pytest.raises(
+        LakeReadError, match=rf"{named(generated)}: missing required column\(s\) server_time"
+    ):
         read(generated)
 
 
 def test_wrong_column_type_is_named(generated):
-    path = events_file(generated)
-    rewrite(path, lambda f: f.with_columns(pl.col("idvisit").cast(pl.String)))
-    with pytest.raises(LakeReadError, match=rf"{path}: column 'idvisit' has type String"):
+    rewrite(generated, lambda f: f.with_columns(pl.col("idvisit").cast(pl.String)))
+    with pytest.raises(
+        LakeReadError, match=rf"{named(generated)}: column 'idvisit' has type String"
+    ):
         read(generated)
 
 
 def test_unparseable_timestamp_is_named_with_row(generated):
-    path = events_file(generated)
-
     def spoil(frame: pl.DataFrame) -> pl.DataFrame:
         text = frame.get_column("server_time").dt.strftime("%Y-%m-%d %H:%M:%S")
         return frame.with_columns(text.scatter(3, "31/01/2026 25:00").alias("server_time"))
 
-    rewrite(path, spoil)
+    rewrite(generated, spoil)
     with pytest.raises(
         LakeReadError,
-        match=rf"{path}: column 'server_time' has an unparseable timestamp "
+        match=rf"{named(generated)}: column 'server_time' has an unparseable timestamp "
         r"'31/01/2026 25:00' at row 3",
     ):
         read(generated)
@@ -100,14 +101,13 @@ def test_unparseable_timestamp_is_named_with_row(generated):
 def test_timestamps_as_text_are_accepted(generated):
     expected = read(generated).events
     rewrite(
-        events_file(generated),
+        generated,
         lambda f: f.with_columns(pl.col("server_time").dt.strftime("%Y-%m-%d %H:%M:%S")),
     )
     assert read(generated).events.equals(expected)
 
 
 def test_identifier_slot_column_missing_is_named(generated):
-    path = events_file(generated)
-    rewrite(path, lambda f: f.drop("custom_var_v1"))
+    rewrite(generated, lambda f: f.drop("custom_var_v1"))
     with pytest.raises(LakeReadError, match=r"missing column 'custom_var_v1' \(site 1 keeps"):
         read(generated)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
-import shutil
 import time
-from pathlib import Path
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -21,7 +19,7 @@ from definitions import build_resources
 from resources import LakeResource
 from sensors.late_data import evaluate_late_data, snapshot_refresh_job
 from sensors.raw_files import evaluate_raw_files
-from usage_stats.lake import day_leaf, open_lake
+from usage_stats.lake import day_leaf
 from usage_stats.synthetic import (
     SyntheticConfig,
     _event_columns,
@@ -29,7 +27,6 @@ from usage_stats.synthetic import (
     build_sources,
     generate_day,
 )
-from usage_stats.warehouse import Warehouse
 
 FIVE_DAYS = [f"2026-01-0{d}" for d in range(1, 6)]
 TODAY = dt.date(2026, 1, 6)
@@ -64,7 +61,7 @@ def add_late_file(data: GeneratedData, site: int, day: dt.date) -> int:
     sources = build_sources(5)
     frame, visits, _ = generate_day(config, sources, 0, visit_base=5_000_000)
     source = next(s for s in sources if s.site_id == site)
-    lake = open_lake(data.settings.lake_url)
+    lake = data.lake
     events = frame.filter(pl.col("idsite") == site)
     for table, out in (
         ("events", _event_columns(events, source)),
@@ -76,9 +73,18 @@ def add_late_file(data: GeneratedData, site: int, day: dt.date) -> int:
     return events.height
 
 
-@pytest.fixture
-def five_days(tmp_path) -> GeneratedData:
-    return generate(tmp_path / "data", SyntheticConfig(start=dt.date(2026, 1, 1), days=5))
+@pytest.fixture(params=["local", "s3"])
+def five_days(request, tmp_path) -> GeneratedData:
+    config = SyntheticConfig(start=dt.date(2026, 1, 1), days=5)
+    return generate(tmp_path / "data", config, kind=request.param)
+
+
+def touch(data: GeneratedData, key: str) -> None:
+    """Rewrite a file with the same bytes: a new modification time, as a re-export would give.
+
+    S3 keeps modification times to the second, so wait past the current one first."""
+    time.sleep(1.1)
+    data.lake.write_bytes(key, data.lake.read_bytes(key))
 
 
 def test_new_files_then_late_file_then_snapshot_refresh(five_days, tmp_path):
@@ -101,7 +107,7 @@ def test_new_files_then_late_file_then_snapshot_refresh(five_days, tmp_path):
     assert isinstance(evaluate_late_data(build_sensor_context(instance=instance)), SkipReason)
 
     # A late file for day 2 arrives.
-    time.sleep(0.05)  # modification times must move past the cursor
+    time.sleep(1.1)  # modification times must move past the cursor (S3: whole seconds)
     late_rows = add_late_file(data, site=1, day=dt.date(2026, 1, 2))
     assert late_rows > 0
     late = raw_tick(data, instance, cursor)
@@ -116,15 +122,15 @@ def test_new_files_then_late_file_then_snapshot_refresh(five_days, tmp_path):
     execute(defs, instance, refresh._replace(job_name="snapshot_refresh"))
     assert isinstance(evaluate_late_data(build_sensor_context(instance=instance)), SkipReason)
 
-    # From scratch on the same lake, in one run: identical snapshots and store.
+    # From scratch on the same lake, in one run, with a fresh warehouse and store.
     scratch_dir = tmp_path / "scratch"
-    shutil.copytree(data.data_dir / "lake", scratch_dir / "lake")
-    shutil.copy(data.data_dir / "sources.csv", scratch_dir / "sources.csv")
-    scratch = GeneratedData(
-        scratch_dir,
-        type(data.settings).from_env({"USAGE_STATS_DATA_DIR": str(scratch_dir)}),
-        data.manifest,
+    scratch_dir.mkdir()
+    scratch_settings = replace(
+        data.settings,
+        warehouse_url=str(scratch_dir / "warehouse"),
+        duckdb_path=str(scratch_dir / "stats.duckdb"),
     )
+    scratch = replace(data, data_dir=scratch_dir, settings=scratch_settings, kind="local")
     result = (
         definitions(scratch)
         .resolve_job_def("usage_pipeline")
@@ -137,8 +143,7 @@ def test_new_files_then_late_file_then_snapshot_refresh(five_days, tmp_path):
         )
     )
     assert result.success
-    ours = Warehouse(open_lake(data.settings.warehouse_url))
-    theirs = Warehouse(open_lake(scratch.settings.warehouse_url))
+    ours, theirs = data.warehouse(), scratch.warehouse()
     for day in FIVE_DAYS[1:]:
         date = dt.date.fromisoformat(day)
         assert ours.read("usage_snapshots", date).equals(theirs.read("usage_snapshots", date))
@@ -150,22 +155,38 @@ def test_new_files_then_late_file_then_snapshot_refresh(five_days, tmp_path):
 def test_changed_file_is_requested_again(generated):
     instance = DagsterInstance.ephemeral()
     first = raw_tick(generated, instance, None)
-    leaf = Path(generated.settings.lake_url) / day_leaf("events", 1, dt.date(2026, 1, 3))
-    target = leaf / "part-0.parquet"
-    stamp = time.time() + 5
-    os.utime(target, (stamp, stamp))
+    touch(generated, f"{day_leaf('events', 1, dt.date(2026, 1, 3))}/part-0.parquet")
     changed = raw_tick(generated, instance, first.cursor)
     assert [r.partition_key for r in changed.run_requests] == ["2026-01-03"]
     assert changed.run_requests[0].run_key not in {r.run_key for r in first.run_requests}
+    # The same tick again, with the cursor it returned: nothing new.
+    assert isinstance(raw_tick(generated, instance, changed.cursor), SkipReason)
 
 
 def test_month_level_file_affects_every_day_of_its_month_before_today(generated):
     instance = DagsterInstance.ephemeral()
     first = raw_tick(generated, instance, None)
-    month_file = (
-        Path(generated.settings.lake_url) / "events/idsite=2/year=2026/month=1/part-0.parquet"
-    )
-    stamp = time.time() + 5
-    os.utime(month_file, (stamp, stamp))
+    touch(generated, "events/idsite=2/year=2026/month=1/part-0.parquet")
     changed = raw_tick(generated, instance, first.cursor)
     assert [r.partition_key for r in changed.run_requests] == [f"2026-01-0{d}" for d in range(1, 6)]
+
+
+def test_work_per_tick_is_bounded_and_nothing_is_skipped(generated, monkeypatch):
+    import sensors.raw_files as raw_files
+
+    monkeypatch.setattr(
+        raw_files, "_settings", replace(raw_files._settings, sensor_max_days_per_tick=2)
+    )
+    instance = DagsterInstance.ephemeral()
+    cursor, ticks = None, []
+    for _ in range(10):
+        tick = raw_tick(generated, instance, cursor)
+        if isinstance(tick, SkipReason):
+            break
+        ticks.append([r.partition_key for r in tick.run_requests])
+        cursor = tick.cursor
+    all_days = [f"2026-01-0{d}" for d in range(1, 6)]
+    # At most two days a tick, except when one file alone (the month-level one) covers more.
+    assert all(len(days) <= 2 or days == all_days for days in ticks)
+    assert len(ticks) >= 2
+    assert sorted({d for days in ticks for d in days}) == all_days

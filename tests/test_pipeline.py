@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from pathlib import Path
 
 import duckdb
@@ -15,7 +16,7 @@ from conftest import DAYS, GeneratedData
 from definitions import build_resources
 from support import item_metrics, manifest_items
 from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.lake import day_leaf, open_lake
+from usage_stats.lake import day_leaf
 from usage_stats.metrics import METRICS
 from usage_stats.warehouse import Warehouse
 
@@ -45,7 +46,7 @@ def run(
 
 
 def warehouse(data: GeneratedData) -> Warehouse:
-    return Warehouse(open_lake(data.settings.warehouse_url))
+    return data.warehouse()
 
 
 def store(data: GeneratedData) -> DuckDBStatsStore:
@@ -149,7 +150,7 @@ def test_three_day_backfill_in_one_run(generated):
 def test_days_one_by_one_equal_the_single_run_backfill(generated, tmp_path):
     from conftest import generate
 
-    one_run = generate(tmp_path / "range")
+    one_run = generate(tmp_path / "range", kind=generated.kind)
     run(one_run, tags=RANGE_TAGS)
     for day in DAYS:
         run(generated, partition=day)
@@ -173,10 +174,11 @@ def test_site_restricted_run_keeps_the_other_sites(generated):
     run(generated, partition=DAYS[0])
     before = store_table(generated, "usage_deltas")
     # Site 1's day leaf is re-exported with fewer rows; only site 1 is re-read.
-    lake = generated.data_dir / "lake"
-    leaf = lake / day_leaf("events", 1, dt.date(2026, 1, 1)) / "part-0.parquet"
-    events = pl.read_parquet(leaf)
-    events.filter(pl.col("action_type") != 3).write_parquet(leaf)  # drop site 1's downloads
+    key = f"{day_leaf('events', 1, dt.date(2026, 1, 1))}/part-0.parquet"
+    events = pl.read_parquet(io.BytesIO(generated.lake.read_bytes(key)))
+    buffer = io.BytesIO()
+    events.filter(pl.col("action_type") != 3).write_parquet(buffer)  # drop site 1's downloads
+    generated.lake.write_bytes(key, buffer.getvalue())
     config = {"ops": {"raw_events": {"config": {"sites": [1]}}}}
     run(generated, partition=DAYS[0], run_config=config)
     after = store_table(generated, "usage_deltas")
@@ -195,14 +197,14 @@ def test_site_restricted_run_keeps_the_other_sites(generated):
 def test_unreadable_file_fails_the_run_naming_it_and_writes_nothing(generated):
     run(generated, partition=DAYS[0])
     before = {t: store_table(generated, t) for t in ("usage_deltas", "usage_snapshots")}
-    leaf = generated.data_dir / "lake" / day_leaf("events", 3, dt.date(2026, 1, 2))
-    bad = leaf / "part-0.parquet"
-    bad.write_bytes(b"PAR1 truncated")
+    key = f"{day_leaf('events', 3, dt.date(2026, 1, 2))}/part-0.parquet"
+    generated.lake.write_bytes(key, b"PAR1 truncated")
+    bad = generated.lake.describe(key)
     result = run(generated, tags=RANGE_TAGS, raise_on_error=False)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failures[0].step_failure_data.error.cause.message
-    assert str(bad) in message and "cannot read Parquet file" in message
+    assert bad in message and "cannot read Parquet file" in message
     for table, frame in before.items():
         assert store_table(generated, table).equals(frame)
 
