@@ -11,7 +11,7 @@ DEMO_START ?= 2026-01-01
 DEMO_DAYS ?= 3
 DEMO_END := $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DEMO_START)') + d.timedelta(days=$(DEMO_DAYS) - 1))")
 
-.PHONY: install demo test dev bench lint clean dagster-home
+.PHONY: install demo test dev bench lint clean dagster-home services services-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,11 @@ demo: install dagster-home
 	@grep -oE "Asset check '[a-z_]+' on '[a-z_]+' (passed|failed)" $(DATA_DIR)/demo-run.log || true
 	$(BIN)/usage-stats summary
 
-## test: install, start what the tests need, run the whole suite
+## test: install, start what the tests need (OpenSearch, MinIO), run the whole suite
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -rs
+	scripts/services.sh start
+	eval "$$(scripts/services.sh env)" && $(BIN)/python -m pytest -q -rs
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 with the embedded defaults
 dev: install dagster-home
@@ -48,6 +49,13 @@ dev: install dagster-home
 ## bench: events/second and peak memory per stage (1M and 10M events over 100 sites)
 bench: install
 	$(BIN)/python bench/pipeline_bench.py --events 1000000 10000000 --sites 100
+
+## services: install (cached) and start OpenSearch and MinIO on 127.0.0.1 (scripts/services.sh)
+services:
+	scripts/services.sh start
+
+services-stop:
+	scripts/services.sh stop
 
 lint: install
 	$(BIN)/ruff check .
