@@ -13,7 +13,7 @@ from dagster import (
 
 from assets.jobs import usage_pipeline_job
 from resources import LakeResource
-from usage_stats.raw_changes import plan_day_requests, recent_prefixes
+from usage_stats.raw_changes import dates_in_file, plan_day_requests, recent_prefixes
 from usage_stats.settings import Settings
 
 _settings = Settings.from_env()
@@ -29,7 +29,13 @@ def evaluate_raw_files(
     files = []
     for prefix in recent_prefixes(store, today, _settings.sensor_lookback_days):
         files.extend(store.stat_files(prefix))
-    plan = plan_day_requests(files, cursor, today, _settings.sensor_max_days_per_tick)
+    plan = plan_day_requests(
+        files,
+        cursor,
+        today,
+        _settings.sensor_max_days_per_tick,
+        month_days=lambda key: dates_in_file(store, key),
+    )
     if not plan.requests:
         return SkipReason(f"no new or changed raw files among {len(files)} recent files")
     context.log.info(

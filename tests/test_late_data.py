@@ -14,7 +14,7 @@ from dagster import DagsterInstance, Definitions, RunRequest, SkipReason, build_
 
 from assets import usage_assets
 from assets.jobs import usage_pipeline_job
-from conftest import GeneratedData, generate
+from conftest import DAYS, GeneratedData, generate
 from definitions import build_resources
 from resources import LakeResource
 from sensors.late_data import evaluate_late_data, snapshot_refresh_job
@@ -163,12 +163,12 @@ def test_changed_file_is_requested_again(generated):
     assert isinstance(raw_tick(generated, instance, changed.cursor), SkipReason)
 
 
-def test_month_level_file_affects_every_day_of_its_month_before_today(generated):
+def test_month_level_file_affects_the_days_it_holds(generated):
     instance = DagsterInstance.ephemeral()
     first = raw_tick(generated, instance, None)
     touch(generated, "events/idsite=2/year=2026/month=1/part-0.parquet")
     changed = raw_tick(generated, instance, first.cursor)
-    assert [r.partition_key for r in changed.run_requests] == [f"2026-01-0{d}" for d in range(1, 6)]
+    assert [r.partition_key for r in changed.run_requests] == DAYS
 
 
 def test_work_per_tick_is_bounded_and_nothing_is_skipped(generated, monkeypatch):
@@ -185,8 +185,22 @@ def test_work_per_tick_is_bounded_and_nothing_is_skipped(generated, monkeypatch)
             break
         ticks.append([r.partition_key for r in tick.run_requests])
         cursor = tick.cursor
-    all_days = [f"2026-01-0{d}" for d in range(1, 6)]
-    # At most two days a tick, except when one file alone (the month-level one) covers more.
-    assert all(len(days) <= 2 or days == all_days for days in ticks)
+    # At most two days a tick, except when one file alone (the month-level one) holds more.
+    assert all(len(days) <= 2 or days == DAYS for days in ticks)
     assert len(ticks) >= 2
-    assert sorted({d for days in ticks for d in days}) == all_days
+    assert sorted({d for days in ticks for d in days}) == DAYS
+
+
+def test_days_of_files():
+    from usage_stats.raw_changes import days_of_file
+
+    today = dt.date(2026, 2, 10)
+    assert days_of_file("events/idsite=3/year=2026/month=2/day=9/a.parquet", today) == [
+        dt.date(2026, 2, 9)
+    ]
+    assert days_of_file("events/idsite=3/year=2026/month=2/day=10/a.parquet", today) == []
+    month = "events/idsite=3/year=2026/month=1/a.parquet"
+    assert len(days_of_file(month, today)) == 31  # unknown content: the whole month
+    held = [dt.date(2026, 1, 5), dt.date(2026, 1, 7)]
+    assert days_of_file(month, today, lambda key: held) == held
+    assert days_of_file("events/idsite=3/other/a.parquet", today) == []

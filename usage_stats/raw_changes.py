@@ -2,9 +2,10 @@
 
 The new-file sensor lists only the month prefixes that can still receive files (a look-back
 window), compares modification times with its cursor and turns new or changed files into days.
-A file in a `day=` leaf affects that day; a month-level file affects every day of its month
-before today. Today is never requested: its partition does not exist until the day is over,
-and the nightly schedule processes it then. Work per tick is bounded: at most `max_days` days
+A file in a `day=` leaf affects that day; a month-level file affects the days it holds (read
+from its timestamp column alone), or, if that cannot be read, every day of its month. Today
+is never requested: its partition does not exist until the day is over, and the nightly
+schedule processes it then. Work per tick is bounded: at most `max_days` days
 are requested, and the cursor only moves past files whose days were all requested, so nothing
 is skipped.
 """
@@ -13,8 +14,12 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import polars as pl
 
 from usage_stats.lake import TABLES, FileInfo, Lake, site_ids_in_lake
 
@@ -41,7 +46,9 @@ def recent_prefixes(lake: Lake, today: dt.date, lookback_days: int) -> list[str]
     return prefixes
 
 
-def days_of_file(key: str, today: dt.date) -> list[dt.date]:
+def days_of_file(
+    key: str, today: dt.date, month_days: Callable[[str], list[dt.date]] | None = None
+) -> list[dt.date]:
     match = _LEAF.search(key)
     if not match:
         return []
@@ -49,9 +56,26 @@ def days_of_file(key: str, today: dt.date) -> list[dt.date]:
     if match.group(4):
         days = [dt.date(year, month, int(match.group(4)))]
     else:
-        last = calendar.monthrange(year, month)[1]
-        days = [dt.date(year, month, d) for d in range(1, last + 1)]
-    return [d for d in days if d < today]
+        days = month_days(key) if month_days else []
+        if not days:
+            last = calendar.monthrange(year, month)[1]
+            days = [dt.date(year, month, d) for d in range(1, last + 1)]
+    return sorted(d for d in days if d < today)
+
+
+def dates_in_file(lake: Lake, key: str) -> list[dt.date]:
+    """The distinct dates of a raw file's `server_time` (events) or last action (visits)."""
+    try:
+        data = io.BytesIO(lake.read_bytes(key))
+        schema = pl.read_parquet_schema(data)
+        for column in ("server_time", "visit_last_action_time"):
+            if isinstance(schema.get(column), pl.Datetime):
+                data.seek(0)
+                values = pl.read_parquet(data, columns=[column]).get_column(column)
+                return sorted(values.dt.date().drop_nulls().unique().to_list())
+    except Exception:  # unreadable: let the run report it, for every day it could hold
+        return []
+    return []
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,11 @@ class ChangePlan:
 
 
 def plan_day_requests(
-    files: list[FileInfo], cursor: float, today: dt.date, max_days: int
+    files: list[FileInfo],
+    cursor: float,
+    today: dt.date,
+    max_days: int,
+    month_days: Callable[[str], list[dt.date]] | None = None,
 ) -> ChangePlan:
     """Days to (re)process for files modified after `cursor`, oldest change first."""
     changed = sorted((f for f in files if f.modified > cursor), key=lambda f: (f.modified, f.key))
@@ -84,7 +112,7 @@ def plan_day_requests(
         while index < len(changed) and changed[index].modified == stamp:
             group.append(changed[index])
             index += 1
-        days = {d for f in group for d in days_of_file(f.key, today)}
+        days = {d for f in group for d in days_of_file(f.key, today, month_days)}
         if fingerprints and len(set(fingerprints) | days) > max_days:
             index -= len(group)
             break
