@@ -3,7 +3,7 @@
 #   - OpenSearch (integ-test zip from Maven Central, no security plugin)
 #   - MinIO as the S3-compatible store (built from source with `go install`)
 #
-# Usage: scripts/services.sh start|stop|status|env
+# Usage: scripts/services.sh start|stop|status|env [opensearch|minio]
 #   start   install what is missing, start what is not running, wait until both answer
 #   stop    stop both (whole process trees); fine when nothing runs
 #   status  say what runs
@@ -80,6 +80,20 @@ launch() {  # name command...
     echo $! >"$RUN/$name.pid"
 }
 
+# During startup the launched pid goes through exec (setsid, setpriv, env, the start script,
+# java) and /proc/<pid>/cmdline can be briefly empty: only a vanished pid means it exited.
+still_running() {  # name
+    local pid
+    pid="$(cat "$RUN/$1.pid" 2>/dev/null)" || return 1
+    kill -0 "$pid" 2>/dev/null
+}
+
+any_alive() {  # pids...: true while at least one of them still runs
+    local p
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done
+    return 1
+}
+
 stop_one() {  # name cmdline-marker
     local name="$1" pid pids i
     if ! pid="$(live_pid "$1" "$2")"; then
@@ -92,13 +106,13 @@ stop_one() {  # name cmdline-marker
     kill -TERM -- "-$pid" 2>/dev/null || true
     # shellcheck disable=SC2086
     kill -TERM $pids 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do  # up to 30 s for a clean shutdown
+    for ((i = 0; i < 300; i++)); do  # up to 30 s for a clean shutdown of every process
         # shellcheck disable=SC2086
-        kill -0 $pids 2>/dev/null || break
+        any_alive $pids || break
         sleep 0.1
     done
     # shellcheck disable=SC2086
-    if kill -0 $pids 2>/dev/null; then
+    if any_alive $pids; then
         say "$name: still running after 30 s, killing"
         kill -KILL -- "-$pid" 2>/dev/null || true
         # shellcheck disable=SC2086
@@ -224,7 +238,7 @@ EOF
 wait_opensearch() {
     local deadline=$((SECONDS + TIMEOUT)) health version
     while ((SECONDS < deadline)); do
-        os_pid >/dev/null || fail_with_log opensearch "exited during startup"
+        still_running opensearch || fail_with_log opensearch "exited during startup"
         health="$(curl -s --max-time 2 "http://127.0.0.1:$OS_PORT/_cluster/health" || true)"
         if [[ $health =~ \"status\":\"(green|yellow)\" ]]; then
             version="$(curl -s --max-time 2 "http://127.0.0.1:$OS_PORT/" \
@@ -285,7 +299,7 @@ launch_minio() {
 wait_minio() {
     local deadline=$((SECONDS + TIMEOUT)) version
     while ((SECONDS < deadline)); do
-        minio_pid >/dev/null || fail_with_log minio "exited during startup"
+        still_running minio || fail_with_log minio "exited during startup"
         if curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$S3_PORT/minio/health/ready"; then
             # The go-install build reports DEVELOPMENT.GOGET, so name the module version too.
             version="$("$MINIO_BIN" --version | head -n 1)"
@@ -299,11 +313,17 @@ wait_minio() {
 
 # ---------------------------------------------------------------- commands
 
+# Which servers a command acts on: both, or the one named after the command (the fault tests
+# stop and restart OpenSearch alone).
+wants() { [[ -z $ONLY || $ONLY == "$1" ]]; }
+
 cmd_start() {
     local os_new=0 minio_new=0
 
     # Start OpenSearch first, then build MinIO while the JVM warms up.
-    if os_pid >/dev/null; then
+    if ! wants opensearch; then
+        :
+    elif os_pid >/dev/null; then
         say "opensearch: already running (pid $(os_pid))"
     else
         answers "http://127.0.0.1:$OS_PORT/" \
@@ -313,7 +333,9 @@ cmd_start() {
         os_new=1
     fi
 
-    if minio_pid >/dev/null; then
+    if ! wants minio; then
+        :
+    elif minio_pid >/dev/null; then
         say "minio: already running (pid $(minio_pid))"
     else
         answers "http://127.0.0.1:$S3_PORT/" \
@@ -329,8 +351,8 @@ cmd_start() {
 }
 
 cmd_stop() {
-    stop_one opensearch "$OS_HOME"
-    stop_one minio "$MINIO_BIN server"
+    if wants opensearch; then stop_one opensearch "$OS_HOME"; fi
+    if wants minio; then stop_one minio "$MINIO_BIN server"; fi
 }
 
 cmd_status() {
@@ -360,10 +382,15 @@ export USAGE_STATS_OPENSEARCH_URL=http://127.0.0.1:$OS_PORT
 EOF
 }
 
+ONLY="${2:-}"
 case "${1:-}" in
     env) cmd_env; exit 0 ;;  # needs no directory and no lock
     start | stop | status) ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|env [opensearch|minio]" >&2; exit 2 ;;
+esac
+case "$ONLY" in
+    "" | opensearch | minio) ;;
+    *) echo "usage: $0 start|stop|status|env [opensearch|minio]" >&2; exit 2 ;;
 esac
 
 mkdir -p "$SD/downloads" "$RUN" "$LOGS"

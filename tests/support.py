@@ -7,10 +7,13 @@ from pathlib import Path
 
 import polars as pl
 
-from usage_stats.canonical import CANONICAL_SCHEMA
-from usage_stats.metrics import METRICS
+from usage_stats.canonical import CANONICAL_SCHEMA, read_canonical_day
+from usage_stats.cleaning import clean_events
+from usage_stats.lake import open_lake
+from usage_stats.metrics import METRICS, daily_deltas
 from usage_stats.settings import Settings
-from usage_stats.sources import Source, sources_frame
+from usage_stats.snapshots import next_snapshot
+from usage_stats.sources import CsvSourceRegistry, Source, sources_frame
 
 DAY = dt.date(2026, 1, 1)
 T0 = dt.datetime(2026, 1, 1, 10, 1, 0, tzinfo=dt.UTC)
@@ -77,6 +80,21 @@ def manifest_items(manifest: dict, days: list[str] | None = None) -> dict[tuple,
         for i in manifest["items"]
         if days is None or i["date"] in days
     }
+
+
+def day_tables(data, days: int = 3) -> list[tuple[dt.date, pl.DataFrame, pl.DataFrame]]:
+    """Deltas and snapshots of the three generated days, computed without Dagster."""
+    sources = CsvSourceRegistry(Path(data.settings.sources_file)).sources()
+    slots = {s.site_id: s.custom_var_slot for s in sources}
+    lake = open_lake(data.settings.lake_url)
+    previous = None
+    tables = []
+    for day in [DAY + dt.timedelta(days=i) for i in range(days)]:
+        events = read_canonical_day(lake, day, slots, "salt").events
+        deltas = daily_deltas(clean_events(events, sources_frame(sources)).sessions)
+        previous = next_snapshot(previous, deltas, day)
+        tables.append((day, deltas, previous))
+    return tables
 
 
 def settings_for(data_dir: Path) -> Settings:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+from pathlib import Path
 
 import polars as pl
 import pytest
 from dagster import DagsterInstance, materialize
 
 from assets import usage_assets
-from conftest import DAYS, GeneratedData
+from conftest import DAYS, GeneratedData, generate
 from definitions import build_resources
 from resources import OpenSearchStatsStoreResource
 from stores import opensearch_store
-from support import item_metrics, manifest_items
+from support import day_tables, item_metrics, manifest_items
 from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS
 from usage_stats.opensearch_store import OpenSearchStatsStore
+from usage_stats.store import StatsStoreError
 
 RANGE = {
     "dagster/asset_partition_range_start": DAYS[0],
@@ -140,3 +143,45 @@ def test_unreachable_opensearch_fails_the_run_with_a_clear_message(generated, st
     message = failure.step_failure_data.error.cause.message
     assert "OpenSearch at http://127.0.0.1:9 is unreachable" in message
     assert "after 2 attempts" in message
+
+
+SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "services.sh"
+
+
+def services(action: str) -> None:
+    subprocess.run([str(SERVICES), action, "opensearch"], check=True, timeout=300)
+
+
+def test_opensearch_stopped_mid_day_then_rerun_equals_a_clean_run(tmp_path):
+    """OpenSearch goes away after the first bulk batch of a day: the write fails saying so;
+    once it is back, writing the day again gives exactly the documents of a clean write."""
+    data = generate(tmp_path / "data")
+    day, deltas, snapshot = day_tables(data, days=1)[0]
+    clean = opensearch_store(batch_size=200)
+    faulty = opensearch_store(batch_size=200, max_retries=3, backoff_seconds=0.5)
+    stopped = []
+
+    def stop_after_first_batch(written: int) -> None:
+        if not stopped:
+            stopped.append(written)
+            services("stop")
+
+    try:
+        clean.replace_day(day, deltas, snapshot)
+        faulty.on_batch = stop_after_first_batch
+        with pytest.raises(StatsStoreError, match=r"OpenSearch at http://\S+ is unreachable"):
+            faulty.replace_day(day, deltas, snapshot)
+        assert stopped == [200]
+    finally:
+        services("start")
+    faulty.on_batch = None
+    faulty.replace_day(day, deltas, snapshot)
+    for table in ("usage_deltas", "usage_snapshots"):
+        ours = all_documents(faulty, faulty.alias(table), day.isoformat())
+        theirs = all_documents(clean, clean.alias(table), day.isoformat())
+        assert len(ours) == (deltas if table == "usage_deltas" else snapshot).height
+        assert ours == theirs
+    compat = all_documents(faulty, f"{faulty.compat_prefix}-*", day.isoformat())
+    assert compat == all_documents(clean, f"{clean.compat_prefix}-*", day.isoformat())
+    faulty.delete_all()
+    clean.delete_all()

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-from conftest import DAYS, GeneratedData, generate
+from conftest import DAYS, generate
 from stores import opensearch_store
-from usage_stats.canonical import read_canonical_day
-from usage_stats.cleaning import clean_events
+from support import day_tables
 from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.lake import open_lake
-from usage_stats.metrics import METRICS, daily_deltas
-from usage_stats.snapshots import next_snapshot
-from usage_stats.sources import CsvSourceRegistry, sources_frame
+from usage_stats.metrics import METRICS
 
 DATES = [dt.date.fromisoformat(d) for d in DAYS]
-
-
-def day_tables(data: GeneratedData) -> list[tuple[dt.date, pl.DataFrame, pl.DataFrame]]:
-    """Deltas and snapshots of the three generated days, computed without Dagster."""
-    sources = CsvSourceRegistry(Path(data.settings.sources_file)).sources()
-    slots = {s.site_id: s.custom_var_slot for s in sources}
-    lake = open_lake(data.settings.lake_url)
-    previous = None
-    tables = []
-    for day in DATES:
-        events = read_canonical_day(lake, day, slots, "salt").events
-        deltas = daily_deltas(clean_events(events, sources_frame(sources)).sessions)
-        previous = next_snapshot(previous, deltas, day)
-        tables.append((day, deltas, previous))
-    return tables
 
 
 @pytest.fixture(scope="module", params=["duckdb", "opensearch"])
