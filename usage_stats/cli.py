@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from usage_stats import admin_cli
 from usage_stats.cleaning import REJECTION_REASONS
 from usage_stats.duckdb_store import DuckDBStatsStore
 from usage_stats.lake import open_lake
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument(
         "--manifest", help="compare with this manifest (default: <data dir>/manifest.json)"
     )
+    admin_cli.add_parsers(sub)
     return parser
 
 
@@ -145,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     handlers = {"generate": _generate, "summary": _summary}
-    return handlers[args.command](args, settings)
+    if args.command in handlers:
+        return handlers[args.command](args, settings)
+    return admin_cli.run(args, settings)
 
 
 if __name__ == "__main__":

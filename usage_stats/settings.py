@@ -19,6 +19,7 @@ class Settings:
     lake_url: str
     warehouse_url: str
     sources_file: str
+    admin_db_url: str
     duckdb_path: str
     start_date: str
     ip_salt: str
@@ -56,6 +57,9 @@ class Settings:
             lake_url=env.get("USAGE_STATS_LAKE_URL", str(data_dir / "lake")),
             warehouse_url=env.get("USAGE_STATS_WAREHOUSE_URL", str(data_dir / "warehouse")),
             sources_file=env.get("USAGE_STATS_SOURCES_FILE", str(data_dir / "sources.csv")),
+            admin_db_url=env.get(
+                "USAGE_STATS_ADMIN_DB_URL", f"sqlite:///{(data_dir / 'admin.db').as_posix()}"
+            ),
             duckdb_path=env.get("USAGE_STATS_DUCKDB_PATH", str(data_dir / "stats.duckdb")),
             start_date=env.get("USAGE_STATS_START_DATE", "2025-01-01"),
             ip_salt=env.get("USAGE_STATS_IP_SALT", DEFAULT_IP_SALT),

@@ -1,0 +1,98 @@
+"""Engines and migrations for the admin DB: SQLite by default, PostgreSQL (or MySQL) by URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_engines: dict[str, Engine] = {}
+
+
+class AdminDbError(RuntimeError):
+    """The admin DB is unreachable, or not migrated to the version this code needs."""
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per URL; a SQLite file's folder is created on first use."""
+    if url not in _engines:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        if parsed.get_backend_name() == "sqlite":
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+        _engines[url] = engine
+    return _engines[url]
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    engine_for(url)  # creates the SQLite folder
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    with engine_for(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
+
+
+def ensure_current(url: str) -> None:
+    """Fail with a clear message (instead of a missing-table error) on an unmigrated DB."""
+    try:
+        current = current_revision(url)
+    except Exception as exc:
+        raise AdminDbError(f"admin DB {_safe(url)} is unreachable: {exc}") from exc
+    head = head_revision()
+    if current != head:
+        raise AdminDbError(
+            f"admin DB {_safe(url)} is at migration {current or 'none'}, this code needs {head}: "
+            "run `usage-stats db upgrade`"
+        )
+
+
+def _safe(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    session = sessionmaker(engine_for(url), expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

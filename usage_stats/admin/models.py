@@ -1,0 +1,102 @@
+"""Admin DB tables. Alembic migrations in `migrations/` create them; these models read them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+IDENTIFIER_RULES = ("standard", "regex", "mapping")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Country(Base):
+    __tablename__ = "country"
+
+    code: Mapped[str] = mapped_column(String(2), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    national_site_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class SourceRow(Base):
+    """One Matomo site: a repository (R), a national node (N) or the regional portal (L)."""
+
+    __tablename__ = "source"
+    __table_args__ = (
+        CheckConstraint("type IN ('R', 'N', 'L')", name="ck_source_type"),
+        CheckConstraint(
+            "identifier_rule IN ('standard', 'regex', 'mapping')", name="ck_source_identifier_rule"
+        ),
+        CheckConstraint("custom_var_slot BETWEEN 1 AND 10", name="ck_source_custom_var_slot"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_key: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str | None] = mapped_column(String(1000))
+    institution: Mapped[str | None] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(1))
+    site_id: Mapped[int] = mapped_column(Integer, unique=True)
+    national_site_id: Mapped[int | None] = mapped_column(Integer)
+    regional_site_id: Mapped[int | None] = mapped_column(Integer)
+    country: Mapped[str | None] = mapped_column(String(2))
+    identifier_prefix: Mapped[str | None] = mapped_column(String(255))
+    identifier_rule: Mapped[str] = mapped_column(String(20), default="standard")
+    rule_pattern: Mapped[str | None] = mapped_column(Text)
+    rule_replacement: Mapped[str | None] = mapped_column(Text)
+    mapping_file: Mapped[str | None] = mapped_column(String(1000))
+    custom_var_slot: Mapped[int] = mapped_column(Integer, default=1)
+    oai_base_url: Mapped[str | None] = mapped_column(String(1000))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class ProcessingStatus(Base):
+    """What a run did for one site and day: the basis of "data complete up to"."""
+
+    __tablename__ = "processing_status"
+
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    events_in: Mapped[int] = mapped_column(Integer)
+    kept: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[int] = mapped_column(Integer)
+    rejected_by_reason: Mapped[dict] = mapped_column(JSON)
+    run_id: Mapped[str] = mapped_column(String(64))
+    finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SushiCustomer(Base):
+    """A COUNTER SUSHI customer; the API key is stored only as a salted hash."""
+
+    __tablename__ = "sushi_customer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    requestor_id: Mapped[str | None] = mapped_column(String(100))
+    api_key_hash: Mapped[str] = mapped_column(String(255))
+    site_ids: Mapped[list] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
