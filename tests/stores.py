@@ -60,3 +60,41 @@ def opensearch_store(**kwargs) -> OpenSearchStatsStore:
     return OpenSearchStatsStore(
         OPENSEARCH_URL, prefix=prefix, compat_prefix=f"{prefix}-compat", **kwargs
     )
+
+
+POSTGRES_URL = os.environ.get(
+    "USAGE_STATS_ADMIN_DB_TEST_POSTGRES_URL",
+    "postgresql+psycopg://usage_stats:usage_stats@127.0.0.1:5433/usage_stats",
+)
+
+
+def fresh_postgres_database():
+    """A new, empty database on the test PostgreSQL server; yields its URL, drops it after."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(POSTGRES_URL)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")  # a missing driver is an error
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means: not there
+        pytest.skip(
+            f"service PostgreSQL is not reachable at {base.render_as_string(hide_password=True)} "
+            f"({exc.__class__.__name__}); start it with scripts/services.sh start"
+        )
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        from usage_stats.admin.db import _engines
+
+        for url, engine in list(_engines.items()):
+            if name in url:
+                engine.dispose()
+                del _engines[url]
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
