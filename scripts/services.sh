@@ -2,12 +2,20 @@
 # Installs (once, cached) and runs the real servers the test suite talks to, on 127.0.0.1 only:
 #   - OpenSearch (integ-test zip from Maven Central, no security plugin)
 #   - MinIO as the S3-compatible store (built from source with `go install`)
+#   - PostgreSQL for the admin database (Debian's `postgresql` package)
+#   - MariaDB standing in for a Matomo database (Debian's `mariadb-server` package)
+# PostgreSQL and MariaDB are apt-installed when their binaries are missing (that needs root),
+# but run as our own instances on our own data directories, never as the Debian system
+# cluster/service (which, where apt may start services, listens on 5432/3306: our defaults
+# are 5433/3307). As root they run as the package's system users `postgres` and `mysql`.
 #
-# Usage: scripts/services.sh start|stop|status|env [opensearch|minio]
-#   start   install what is missing, start what is not running, wait until both answer
-#   stop    stop both (whole process trees); fine when nothing runs
-#   status  say what runs
+# Usage: scripts/services.sh start|stop|status|env [opensearch|minio|postgres|mariadb]
+#   start   install what is missing, start what is not running, wait until all answer
+#   stop    stop all (OpenSearch and MinIO: whole process trees; PostgreSQL: fast shutdown;
+#           MariaDB: clean shutdown); fine when nothing runs
+#   status  say what runs; exit 0 only when every server asked about runs
 #   env     print `export` lines for clients: eval "$(scripts/services.sh env)"
+#   The second argument limits start/stop/status to that one server.
 #
 # Settings (environment):
 #   USAGE_STATS_SERVICES_DIR       where servers keep data, logs and pid files (default: <repo>/.services)
@@ -16,11 +24,21 @@
 #   USAGE_STATS_OPENSEARCH_TRANSPORT_PORT  node-to-node port (default 19300, away from other clusters' 9300)
 #   USAGE_STATS_S3_PORT            S3 API port (default 9000)
 #   USAGE_STATS_S3_ACCESS_KEY / USAGE_STATS_S3_SECRET_KEY   MinIO root credentials
+#   USAGE_STATS_POSTGRES_PORT      PostgreSQL port (default 5433); role, password and database
+#                                  `usage_stats` (the role may create databases)
+#   USAGE_STATS_MARIADB_PORT       MariaDB port (default 3307); user and password `matomo`
+#                                  (all privileges, from 127.0.0.1/localhost), database `matomo`
 #   USAGE_STATS_SERVICES_TIMEOUT   seconds to wait for each server to answer (default 120)
+# PostgreSQL and MariaDB keep their data in <services dir>/postgres and <services dir>/mariadb,
+# unless started as root from a services dir their system user cannot reach (a parent closed
+# to others, e.g. a checkout under /root) or too deep for a unix socket path: then in
+# /var/tmp/usage-stats-<hash of the services dir>/{postgres,mariadb}, one per checkout.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-SD="${USAGE_STATS_SERVICES_DIR:-$ROOT/.services}"
+# Absolute (without resolving symlinks): PostgreSQL and MariaDB are run from / and the
+# per-checkout fallback directory is keyed by this path.
+SD="$(realpath -m -s -- "${USAGE_STATS_SERVICES_DIR:-$ROOT/.services}")"
 # Downloads and builds shared by every checkout on this machine (a fresh clone, as CI uses,
 # must not rebuild MinIO for five minutes): the OpenSearch zip and the MinIO binary.
 CACHE="${USAGE_STATS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/usage-stats}"
@@ -41,6 +59,14 @@ S3_PORT="${USAGE_STATS_S3_PORT:-9000}"
 S3_ACCESS_KEY="${USAGE_STATS_S3_ACCESS_KEY:-usage-stats}"
 S3_SECRET_KEY="${USAGE_STATS_S3_SECRET_KEY:-usage-stats-secret}"   # MinIO wants >= 8 chars
 S3_REGION=us-east-1
+
+PG_PORT="${USAGE_STATS_POSTGRES_PORT:-5433}"
+PG_USER=postgres      # system user (made by Debian's package) the server runs as when we are root
+PG_ROLE=usage_stats   # role, password and database the tests use
+MY_PORT="${USAGE_STATS_MARIADB_PORT:-3307}"
+MY_USER=mysql         # system user (made by Debian's package) the server runs as when we are root
+MY_DB=matomo          # database, user and password the tests use
+MY_BIN=/usr/sbin/mariadbd
 
 TIMEOUT="${USAGE_STATS_SERVICES_TIMEOUT:-120}"
 RUN="$SD/run"    # pid files
@@ -94,8 +120,11 @@ any_alive() {  # pids...: true while at least one of them still runs
     return 1
 }
 
-stop_one() {  # name cmdline-marker
-    local name="$1" pid pids i
+# Without a signal: TERM to the whole process tree. With one: that signal to the server's main
+# process only, for servers that shut their own children down (PostgreSQL: INT is its "fast"
+# shutdown, and a TERM to one of its auxiliary processes would look like a crash to it).
+stop_one() {  # name cmdline-marker [signal]
+    local name="$1" signal="${3:-}" pid pids i
     if ! pid="$(live_pid "$1" "$2")"; then
         rm -f "$RUN/$name.pid"
         say "$name: not running"
@@ -103,9 +132,13 @@ stop_one() {  # name cmdline-marker
     fi
     # Everything the server spawned, whether or not it stayed in the process group.
     pids="$pid $(descendants "$pid" | tr '\n' ' ')"
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    # shellcheck disable=SC2086
-    kill -TERM $pids 2>/dev/null || true
+    if [[ -n $signal ]]; then
+        kill "-$signal" "$pid" 2>/dev/null || true
+    else
+        kill -TERM -- "-$pid" 2>/dev/null || true
+        # shellcheck disable=SC2086
+        kill -TERM $pids 2>/dev/null || true
+    fi
     for ((i = 0; i < 300; i++)); do  # up to 30 s for a clean shutdown of every process
         # shellcheck disable=SC2086
         any_alive $pids || break
@@ -123,6 +156,8 @@ stop_one() {  # name cmdline-marker
 }
 
 answers() { curl -s -o /dev/null --max-time 2 "$1"; }
+# shellcheck disable=SC2016  # $1 is the inner shell's
+listening() { timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null; }  # port
 
 fail_with_log() {  # name message
     local log="$LOGS/$1.log"
@@ -133,7 +168,7 @@ fail_with_log() {  # name message
         echo "services: first error lines of $log:" >&2
         grep -E '\[ERROR\]|Exception|Caused by|FATAL' "$log" | grep -v 'JVM arguments' | head -n 6 | cut -c1-400 >&2
     fi
-    echo "services: (the other server, if it started, keeps running: scripts/services.sh stop)" >&2
+    echo "services: (the other servers, if they started, keep running: scripts/services.sh stop)" >&2
     exit 1
 }
 
@@ -311,16 +346,251 @@ wait_minio() {
     fail_with_log minio "not answering within ${TIMEOUT}s"
 }
 
+# ---------------------------------------------------------------- Debian packages
+
+# PostgreSQL and MariaDB come from apt. Installing needs root; the lists may be missing (a
+# slim image) or stale (a 404 for a superseded .deb): then update them and try once more.
+apt_install() {  # package...
+    [[ $(id -u) -eq 0 ]] || die "not installed: $* (as root: apt-get install $*)"
+    command -v apt-get >/dev/null || die "not installed: $* (and no apt-get here)"
+    say "installing Debian packages: $* (first time only)"
+    local started=$SECONDS log="$LOGS/apt.log"
+    local -a apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
+    # fd 9 (our lock) closed: a service the package starts must not hold it.
+    if ! "${apt[@]}" install -y "$@" >"$log" 2>&1 9>&-; then
+        say "apt-get install failed; updating the package lists and retrying"
+        { "${apt[@]}" update && "${apt[@]}" install -y "$@"; } >>"$log" 2>&1 9>&- \
+            || { tail -n 30 "$log" >&2; die "apt-get install $* failed (log: $log)"; }
+    fi
+    say "installed $* in $((SECONDS - started))s"
+}
+
+# Where PostgreSQL or MariaDB keeps data, socket and pid file: $SD/<name>, unless we are root
+# and the server's system user cannot reach $SD (a parent directory closed to others, e.g. a
+# checkout under /root), or the path is too long for a unix socket (108 bytes with the file
+# name): then a per-checkout directory in /var/tmp (kept across reboots, unlike /tmp) keyed by
+# a hash of $SD. Decided anew by every command, after the package (and user) exists.
+server_var() {  # name system-user
+    local dir="$SD/$1"
+    if ((${#dir} > 80)) || { [[ $(id -u) -eq 0 ]] && id -u "$2" >/dev/null 2>&1 \
+        && ! setpriv --reuid="$2" --regid="$2" --init-groups -- test -x "$SD"; }; then
+        dir="/var/tmp/usage-stats-$(printf '%s' "$SD" | sha256sum | cut -c1-16)/$1"
+    fi
+    echo "$dir"
+}
+
+# Commands run as the server's system user when we are root (setpriv execs, so a launched pid
+# stays the server's), from / (initdb and psql complain about a cwd they cannot enter, such as
+# /root): "${PG_AS[@]}" / "${MY_AS[@]}" in front, empty when we are not root.
+as_user() {  # system-user: prints the prefix, one word a line
+    if [[ $(id -u) -eq 0 ]]; then
+        printf '%s\n' setpriv "--reuid=$1" "--regid=$1" --init-groups -- env -C /
+    fi
+}
+
+# A server dir of our own, 0700: the unix sockets in it let in PostgreSQL's superuser without
+# a password and MariaDB's root with an empty one; clients use TCP with passwords.
+prepare_var() {  # dir system-user
+    mkdir -p "$1"
+    if [[ $(id -u) -eq 0 ]]; then
+        id -u "$2" >/dev/null 2>&1 || die "system user $2 missing (it comes with the Debian package)"
+        chown -R "$2:" "$1"
+    fi
+    chmod 700 "$1"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+PG_VAR='' PG_DATA='' PG_AS=()
+pg_paths() {
+    PG_VAR="$(server_var postgres "$PG_USER")"
+    PG_DATA="$PG_VAR/data"
+    mapfile -t PG_AS < <(as_user "$PG_USER")
+}
+
+# The /usr/lib/postgresql/<major>/bin our data dir was made with, else the newest one.
+pg_bindir() {
+    local major="" bin
+    [[ -f $PG_DATA/PG_VERSION ]] && major="$(<"$PG_DATA/PG_VERSION")"
+    if [[ -n $major ]]; then
+        bin="/usr/lib/postgresql/$major/bin"
+    else
+        bin="$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/postgres' 2>/dev/null \
+            | sort -V | tail -n 1)"
+        bin="${bin%/postgres}"
+    fi
+    [[ -n $bin && -x $bin/postgres && -x $bin/initdb && -x $bin/psql && -x $bin/pg_isready ]] || return 1
+    echo "$bin"
+}
+
+pg_pid() { live_pid postgres "$PG_DATA"; }
+
+pg_sql() {  # psql args...: as the superuser over our unix socket
+    "${PG_AS[@]}" "$(pg_bindir)/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_VAR" -p "$PG_PORT" \
+        -U postgres -d postgres "$@"
+}
+
+launch_postgres() {
+    local bin major
+    if ! bin="$(pg_bindir)"; then
+        major="$(cat "$PG_DATA/PG_VERSION" 2>/dev/null)" \
+            && die "$PG_DATA was made by PostgreSQL $major, whose binaries are missing (apt-get install postgresql-$major, or remove it)"
+        die "no PostgreSQL binaries under /usr/lib/postgresql/*/bin"
+    fi
+    prepare_var "$PG_VAR" "$PG_USER"
+    if [[ ! -f $PG_DATA/PG_VERSION ]]; then
+        say "postgres: creating $PG_DATA (initdb, first time only)"
+        rm -rf "$PG_DATA.new"  # what an interrupted initdb left
+        "${PG_AS[@]}" "$bin/initdb" -D "$PG_DATA.new" --username=postgres --auth=trust \
+            --encoding=UTF8 --locale=C.UTF-8 >"$LOGS/postgres-initdb.log" 2>&1 \
+            || { tail -n 30 "$LOGS/postgres-initdb.log" >&2; die "initdb failed (log: $LOGS/postgres-initdb.log)"; }
+        mv "$PG_DATA.new" "$PG_DATA"  # the data dir is whole or absent
+    fi
+    # After a crash (or kill -9) postgres removes a stale postmaster.pid itself, but not while
+    # that pid still exists, and a killed postmaster stays a zombie until init reaps it (which
+    # took seconds on a CI VM): give that up to 10 s.
+    local old i
+    old="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)" || true
+    for ((i = 0; i < 100; i++)); do
+        [[ $old =~ ^[0-9]+$ && $(ps -o stat= -p "$old" 2>/dev/null) == Z* ]] || break
+        sleep 0.1
+    done
+    # Written on every start (keeps initdb's owner and mode). The socket (in a 0700 dir) is how
+    # this script gets in as the superuser; TCP clients need their password.
+    cat >"$PG_DATA/pg_hba.conf" <<EOT
+# Written by scripts/services.sh on every start; edit the script, not this file.
+local all all              trust
+host  all all 127.0.0.1/32 scram-sha-256
+EOT
+    # Settings on the command line, so a port change needs no edit of postgresql.conf.
+    # synchronous_commit=off: faster commits for tests; a crash loses the last ones, no more.
+    launch postgres "${PG_AS[@]}" "$bin/postgres" -D "$PG_DATA" \
+        -c listen_addresses=127.0.0.1 -c port="$PG_PORT" -c unix_socket_directories="$PG_VAR" \
+        -c synchronous_commit=off
+    say "postgres: starting (pid $(<"$RUN/postgres.pid"), $bin, data $PG_DATA)"
+}
+
+wait_postgres() {
+    local deadline=$((SECONDS + TIMEOUT)) bin version
+    bin="$(pg_bindir)"
+    while ((SECONDS < deadline)); do
+        still_running postgres || fail_with_log postgres "exited during startup"
+        if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; then
+            # Idempotent, on every start: the role (its password and CREATEDB for tests that
+            # make databases of their own) and its database.
+            pg_sql <<EOT || fail_with_log postgres "creating role and database $PG_ROLE failed"
+DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') THEN
+        CREATE ROLE $PG_ROLE;
+    END IF;
+END \$\$;
+ALTER ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_ROLE';
+SELECT 'CREATE DATABASE $PG_ROLE OWNER $PG_ROLE'
+    WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_ROLE') \gexec
+EOT
+            version="$(pg_sql -tAc 'SHOW server_version')"
+            say "postgres: up, PostgreSQL $version, postgresql://$PG_ROLE@127.0.0.1:$PG_PORT/$PG_ROLE"
+            return 0
+        fi
+        sleep 0.3
+    done
+    fail_with_log postgres "not accepting connections within ${TIMEOUT}s"
+}
+
+# ---------------------------------------------------------------- MariaDB
+
+MY_VAR='' MY_DATA='' MY_SOCK='' MY_AS=()
+my_paths() {
+    MY_VAR="$(server_var mariadb "$MY_USER")"
+    MY_DATA="$MY_VAR/data"
+    MY_SOCK="$MY_VAR/mysqld.sock"
+    mapfile -t MY_AS < <(as_user "$MY_USER")
+}
+
+mariadb_installed() {
+    local tool
+    [[ -x $MY_BIN ]] || return 1
+    for tool in mariadb-install-db mariadb mariadb-admin; do
+        command -v "$tool" >/dev/null || return 1
+    done
+}
+
+my_pid() { live_pid mariadb "--datadir=$MY_DATA"; }
+
+my_sql() {  # mariadb args...: as root (empty password) over our unix socket
+    mariadb --no-defaults --socket="$MY_SOCK" --user=root "$@"
+}
+
+launch_mariadb() {
+    prepare_var "$MY_VAR" "$MY_USER"
+    mkdir -p "$MY_VAR/tmp"
+    [[ $(id -u) -eq 0 ]] && chown "$MY_USER:" "$MY_VAR/tmp"
+    if [[ ! -d $MY_DATA/mysql ]]; then
+        say "mariadb: creating $MY_DATA (mariadb-install-db, first time only)"
+        rm -rf "$MY_DATA.new"  # what an interrupted run left
+        "${MY_AS[@]}" mariadb-install-db --no-defaults --datadir="$MY_DATA.new" \
+            --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
+            >"$LOGS/mariadb-init.log" 2>&1 \
+            || { tail -n 30 "$LOGS/mariadb-init.log" >&2; die "mariadb-install-db failed (log: $LOGS/mariadb-init.log)"; }
+        mv "$MY_DATA.new" "$MY_DATA"  # the data dir is whole or absent
+    fi
+    # --no-defaults: none of /etc/mysql, so say what Debian's config would (utf8mb4, as Matomo
+    # uses, instead of the compiled-in latin1). No name resolution: accounts are per IP.
+    launch mariadb "${MY_AS[@]}" "$MY_BIN" --no-defaults --datadir="$MY_DATA" \
+        --socket="$MY_SOCK" --port="$MY_PORT" --bind-address=127.0.0.1 \
+        --pid-file="$MY_VAR/mariadbd.pid" --tmpdir="$MY_VAR/tmp" --skip-name-resolve \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci
+    say "mariadb: starting (pid $(<"$RUN/mariadb.pid"), data $MY_DATA)"
+}
+
+# The way the tests come in: TCP, as the test user.
+my_tcp_sql() {  # mariadb args...
+    MYSQL_PWD="$MY_DB" mariadb --no-defaults --protocol=TCP --host=127.0.0.1 --port="$MY_PORT" \
+        --user="$MY_DB" --connect-timeout=2 "$@"
+}
+
+wait_mariadb() {
+    local deadline=$((SECONDS + TIMEOUT)) version host
+    while ((SECONDS < deadline)); do
+        still_running mariadb || fail_with_log mariadb "exited during startup"
+        if mariadb-admin --no-defaults --socket="$MY_SOCK" --user=root --connect-timeout=2 \
+            ping >/dev/null 2>&1; then
+            # Idempotent, on every start. All privileges on everything (throwaway server):
+            # tests create and drop databases of their own (matomo_test_...). root keeps only
+            # its account for the socket: mariadb-install-db also made passwordless ones for
+            # 127.0.0.1, ::1 and the host name (the latter warned about on every start).
+            {
+                echo "CREATE DATABASE IF NOT EXISTS $MY_DB;"
+                for host in 127.0.0.1 localhost; do
+                    echo "CREATE USER IF NOT EXISTS '$MY_DB'@'$host' IDENTIFIED BY '$MY_DB';"
+                    echo "ALTER USER '$MY_DB'@'$host' IDENTIFIED BY '$MY_DB';"
+                    echo "GRANT ALL PRIVILEGES ON *.* TO '$MY_DB'@'$host' WITH GRANT OPTION;"
+                done
+                my_sql -N -B -e "SELECT CONCAT('DROP USER ', QUOTE(user), '@', QUOTE(host), ';')
+                    FROM mysql.user WHERE user = 'root' AND host <> 'localhost'"
+            } | my_sql || fail_with_log mariadb "creating database and user $MY_DB failed"
+            version="$(my_tcp_sql -N -B -e 'SELECT VERSION()')" \
+                || fail_with_log mariadb "user $MY_DB cannot log in over TCP"
+            say "mariadb: up, MariaDB $version, mysql://$MY_DB@127.0.0.1:$MY_PORT/$MY_DB"
+            return 0
+        fi
+        sleep 0.3
+    done
+    fail_with_log mariadb "not answering within ${TIMEOUT}s"
+}
+
 # ---------------------------------------------------------------- commands
 
-# Which servers a command acts on: both, or the one named after the command (the fault tests
+# Which servers a command acts on: all, or the one named after the command (the fault tests
 # stop and restart OpenSearch alone).
 wants() { [[ -z $ONLY || $ONLY == "$1" ]]; }
 
 cmd_start() {
-    local os_new=0 minio_new=0
+    local os_new=0 minio_new=0 pg_new=0 my_new=0
+    local -a packages=()
 
-    # Start OpenSearch first, then build MinIO while the JVM warms up.
+    # Start OpenSearch first, then build MinIO, install and start PostgreSQL and MariaDB while
+    # the JVM warms up; wait for all of them after.
     if ! wants opensearch; then
         :
     elif os_pid >/dev/null; then
@@ -345,31 +615,92 @@ cmd_start() {
         minio_new=1
     fi
 
+    # One apt-get run for both packages. The paths are decided after it: it makes the users.
+    pg_paths
+    my_paths
+    if wants postgres && ! pg_pid >/dev/null && ! pg_bindir >/dev/null; then packages+=(postgresql); fi
+    if wants mariadb && ! my_pid >/dev/null && ! mariadb_installed; then packages+=(mariadb-server); fi
+    if ((${#packages[@]})); then
+        apt_install "${packages[@]}"
+        pg_paths
+        my_paths
+    fi
+
+    if ! wants postgres; then
+        :
+    elif pg_pid >/dev/null; then
+        say "postgres: already running (pid $(pg_pid))"
+    else
+        listening "$PG_PORT" \
+            && die "port $PG_PORT is taken but not by our PostgreSQL; stop that or set USAGE_STATS_POSTGRES_PORT"
+        launch_postgres
+        pg_new=1
+    fi
+
+    if ! wants mariadb; then
+        :
+    elif my_pid >/dev/null; then
+        say "mariadb: already running (pid $(my_pid))"
+    else
+        listening "$MY_PORT" \
+            && die "port $MY_PORT is taken but not by our MariaDB; stop that or set USAGE_STATS_MARIADB_PORT"
+        launch_mariadb
+        my_new=1
+    fi
+
     ((os_new)) && wait_opensearch
     ((minio_new)) && wait_minio
+    ((pg_new)) && wait_postgres
+    ((my_new)) && wait_mariadb
     return 0
 }
 
 cmd_stop() {
+    pg_paths
+    my_paths
     if wants opensearch; then stop_one opensearch "$OS_HOME"; fi
     if wants minio; then stop_one minio "$MINIO_BIN server"; fi
+    if wants postgres; then stop_one postgres "$PG_DATA" INT; fi
+    if wants mariadb; then stop_one mariadb "--datadir=$MY_DATA"; fi  # TERM: clean shutdown
 }
 
 cmd_status() {
     local pid rc=0
-    if pid="$(os_pid)"; then
+    pg_paths
+    my_paths
+    if ! wants opensearch; then
+        :
+    elif pid="$(os_pid)"; then
         say "opensearch: running (pid $pid), http://127.0.0.1:$OS_PORT, $(curl -s --max-time 2 \
             "http://127.0.0.1:$OS_PORT/_cat/health?h=status" || echo 'not answering')"
     else
         say "opensearch: not running"; rc=3
     fi
-    if pid="$(minio_pid)"; then
+    if ! wants minio; then
+        :
+    elif pid="$(minio_pid)"; then
         say "minio: running (pid $pid), http://127.0.0.1:$S3_PORT, $(curl -sf -o /dev/null --max-time 2 \
             "http://127.0.0.1:$S3_PORT/minio/health/ready" && echo ready || echo 'not answering')"
     else
         say "minio: not running"; rc=3
     fi
-    return "$rc"  # 0 only when both run (like LSB status codes)
+    if ! wants postgres; then
+        :
+    elif pid="$(pg_pid)"; then
+        say "postgres: running (pid $pid), 127.0.0.1:$PG_PORT, $("$(pg_bindir)/pg_isready" \
+            -h 127.0.0.1 -p "$PG_PORT" -t 2 | sed 's/.* - //')"
+    else
+        say "postgres: not running"; rc=3
+    fi
+    if ! wants mariadb; then
+        :
+    elif pid="$(my_pid)"; then
+        say "mariadb: running (pid $pid), 127.0.0.1:$MY_PORT, $(my_tcp_sql -e 'SELECT 1' \
+            >/dev/null 2>&1 && echo 'accepting connections' || echo 'not answering')"
+    else
+        say "mariadb: not running"; rc=3
+    fi
+    return "$rc"  # 0 only when every server asked about runs (like LSB status codes)
 }
 
 cmd_env() {
@@ -379,18 +710,21 @@ export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 export AWS_DEFAULT_REGION=$S3_REGION
 export USAGE_STATS_OPENSEARCH_URL=http://127.0.0.1:$OS_PORT
+export USAGE_STATS_ADMIN_DB_TEST_POSTGRES_URL=postgresql+psycopg://$PG_ROLE:$PG_ROLE@127.0.0.1:$PG_PORT/$PG_ROLE
+export USAGE_STATS_MATOMO_TEST_URL=mysql+pymysql://$MY_DB:$MY_DB@127.0.0.1:$MY_PORT/$MY_DB
 EOF
 }
 
+USAGE="usage: $0 start|stop|status|env [opensearch|minio|postgres|mariadb]"
 ONLY="${2:-}"
 case "${1:-}" in
     env) cmd_env; exit 0 ;;  # needs no directory and no lock
     start | stop | status) ;;
-    *) echo "usage: $0 start|stop|status|env [opensearch|minio]" >&2; exit 2 ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
 esac
 case "$ONLY" in
-    "" | opensearch | minio) ;;
-    *) echo "usage: $0 start|stop|status|env [opensearch|minio]" >&2; exit 2 ;;
+    "" | opensearch | minio | postgres | mariadb) ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
 esac
 
 mkdir -p "$SD/downloads" "$RUN" "$LOGS"
