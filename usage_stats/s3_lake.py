@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from usage_stats.lake import FileInfo, LakeReadError
@@ -79,6 +80,10 @@ class S3Lake:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def upload_file(self, key: str, path: Path) -> None:
+        """Multipart upload from disk: large exports never sit in memory whole."""
+        self.client.upload_file(str(path), self.bucket, self._key(key))
 
     def delete_prefix(self, prefix: str) -> None:
         base = self._key(prefix)
