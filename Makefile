@@ -28,6 +28,8 @@ dagster-home:
 ## demo: sample Matomo-shaped data → the main job (embedded defaults) → summary
 demo: install dagster-home
 	$(BIN)/usage-stats generate --start $(DEMO_START) --days $(DEMO_DAYS)
+	$(BIN)/usage-stats db upgrade
+	$(BIN)/usage-stats sources import $(DATA_DIR)/sources.csv
 	@mkdir -p $(DATA_DIR)
 	@echo "materialising $(DEMO_START)...$(DEMO_END) in one run (log: $(DATA_DIR)/demo-run.log)"
 	@$(BIN)/dagster asset materialize -f definitions.py -d . --select '*' \

@@ -3,20 +3,22 @@
 from dagster import Definitions
 from dagster_aws.s3 import S3Resource
 
-from assets import usage_assets
-from assets.jobs import usage_pipeline_job
+from assets import ingest_assets, usage_assets
+from assets.jobs import matomo_export_job, usage_pipeline_job
 from resources import (
+    AdminDbResource,
     CleaningSettings,
     DuckDBStatsStoreResource,
     LakeResource,
+    MatomoDbResource,
     OpenSearchStatsStoreResource,
-    SourceRegistryResource,
     StatsStoreResource,
     WarehouseResource,
 )
 from sensors import (
     daily_usage_schedule,
     late_data_sensor,
+    matomo_export_schedule,
     raw_files_sensor,
     snapshot_refresh_job,
 )
@@ -40,7 +42,10 @@ def build_resources(settings: Settings) -> dict:
     return {
         "lake": LakeResource(url=settings.lake_url, s3=s3),
         "warehouse": WarehouseResource(url=settings.warehouse_url, s3=s3),
-        "sources": SourceRegistryResource(path=settings.sources_file),
+        "admin_db": AdminDbResource(url=settings.admin_db_url),
+        "matomo_db": MatomoDbResource(
+            url=settings.matomo_url, table_prefix=settings.matomo_table_prefix
+        ),
         "stats_store": build_stats_store(settings),
         "cleaning_settings": CleaningSettings(
             always_human_max_actions=settings.always_human_max_actions,
@@ -53,9 +58,9 @@ def build_resources(settings: Settings) -> dict:
 
 
 defs = Definitions(
-    assets=usage_assets,
-    jobs=[usage_pipeline_job, snapshot_refresh_job],
-    schedules=[daily_usage_schedule],
+    assets=[*ingest_assets, *usage_assets],
+    jobs=[usage_pipeline_job, snapshot_refresh_job, matomo_export_job],
+    schedules=[daily_usage_schedule, matomo_export_schedule],
     sensors=[raw_files_sensor, late_data_sensor],
     resources=build_resources(Settings.from_env()),
 )

@@ -2,10 +2,12 @@
 
 from assets.cleaning import cleaning
 from assets.deltas import item_daily_deltas
+from assets.matomo_export import matomo_export
 from assets.raw_events import raw_events
 from assets.snapshots import usage_snapshots
 from assets.stats_index import stats_index
 
 usage_assets = [raw_events, cleaning, item_daily_deltas, usage_snapshots, stats_index]
+ingest_assets = [matomo_export]
 
-__all__ = ["usage_assets"]
+__all__ = ["ingest_assets", "usage_assets"]

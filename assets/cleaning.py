@@ -1,3 +1,4 @@
+import datetime as dt
 from collections import Counter
 
 from dagster import (
@@ -13,7 +14,8 @@ from dagster import (
 
 from assets.metadata import markdown_table, standard_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
-from resources import CleaningSettings, SourceRegistryResource, WarehouseResource
+from resources import AdminDbResource, CleaningSettings, WarehouseResource
+from usage_stats.admin.registry import DayStatus
 from usage_stats.cleaning import (
     REJECTED_SCHEMA,
     REJECTION_REASONS,
@@ -21,6 +23,7 @@ from usage_stats.cleaning import (
     clean_events,
     rejected_by_reason,
 )
+from usage_stats.processing import day_statuses
 from usage_stats.sources import sources_frame
 
 RECONCILES = "kept_plus_rejected_equals_input"
@@ -57,11 +60,13 @@ RECONCILES = "kept_plus_rejected_equals_input"
 def cleaning(
     context: AssetExecutionContext,
     warehouse: WarehouseResource,
-    sources: SourceRegistryResource,
+    admin_db: AdminDbResource,
     cleaning_settings: CleaningSettings,
 ):
     store = warehouse.get_warehouse()
-    registry = sources_frame(sources.get_registry().sources())
+    sources = admin_db.get_registry().sources()
+    registry = sources_frame(sources)
+    statuses: list[DayStatus] = []
     rules = cleaning_settings.rules()
     kept_rows: dict[str, int] = {}
     rejected_rows: dict[str, int] = {}
@@ -78,10 +83,14 @@ def cleaning(
         key = day.isoformat()
         kept_rows[key], rejected_rows[key] = kept, rejected
         reasons.update(rejected_by_reason(result.rejected))
+        statuses += day_statuses(
+            raw, result, [s.site_id for s in sources], context.run_id, dt.datetime.now(dt.UTC)
+        )
         if kept + rejected != raw.height:
             unbalanced[key] = {"input": raw.height, "kept": kept, "rejected": rejected}
         context.log.info(f"cleaning {day}: {raw.height} in, {kept} kept, {rejected} rejected")
         last = result
+    admin_db.record_processing(statuses)
     yield MaterializeResult(
         asset_key="sessions",
         metadata={

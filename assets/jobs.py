@@ -9,3 +9,11 @@ usage_pipeline_job = define_asset_job(
     partitions_def=daily_partitions,
     description="Raw Matomo events of a day → sessions → deltas → snapshots → stats store.",
 )
+
+# Yesterday's Matomo logs → the lake; the new-file sensor (or the nightly pipeline) takes over.
+matomo_export_job = define_asset_job(
+    "matomo_export_job",
+    selection=AssetSelection.groups("ingest"),
+    partitions_def=daily_partitions,
+    description="Matomo's log tables of a day → raw Parquet in the lake, every active source.",
+)

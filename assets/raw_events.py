@@ -4,8 +4,9 @@ from pydantic import Field
 
 from assets.metadata import markdown_table, standard_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
-from resources import CleaningSettings, LakeResource, SourceRegistryResource, WarehouseResource
+from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
 from usage_stats.canonical import CANONICAL_SCHEMA, read_canonical_day
+from usage_stats.sources import sources_frame
 
 
 class SiteSelection(Config):
@@ -16,6 +17,7 @@ class SiteSelection(Config):
 
 
 @asset(
+    deps=["matomo_export"],
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="usage",
@@ -27,11 +29,11 @@ def raw_events(
     config: SiteSelection,
     lake: LakeResource,
     warehouse: WarehouseResource,
-    sources: SourceRegistryResource,
+    admin_db: AdminDbResource,
     cleaning_settings: CleaningSettings,
 ) -> MaterializeResult:
     store = warehouse.get_warehouse()
-    registry = sources.get_registry().sources()
+    registry = admin_db.get_registry().sources()
     slots = {s.site_id: s.custom_var_slot for s in registry}
     rows: dict[str, int] = {}
     files: list[dict[str, object]] = []
@@ -62,6 +64,12 @@ def raw_events(
             "files": MetadataValue.json(files[:200]),
             "sites": MetadataValue.json(sorted(sites_seen)),
             "sites_restricted_to": MetadataValue.json(config.sites),
+            "sources_used": markdown_table(
+                sources_frame(registry).select(
+                    "site_id", "source_key", "type", "country", "identifier_rule", "custom_var_slot"
+                ),
+                limit=1000,
+            ),
             "preview": markdown_table(last.drop("ip_hash") if last is not None else pl.DataFrame()),
         }
     )

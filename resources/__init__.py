@@ -2,7 +2,8 @@
 
 from resources.cleaning import CleaningSettings
 from resources.lake import LakeResource, WarehouseResource
-from resources.sources import SourceRegistryResource
+from resources.matomo import MatomoDbResource
+from resources.sources import AdminDbResource
 from resources.stats_store import (
     DuckDBStatsStoreResource,
     OpenSearchStatsStoreResource,
@@ -14,7 +15,8 @@ __all__ = [
     "DuckDBStatsStoreResource",
     "LakeResource",
     "OpenSearchStatsStoreResource",
-    "SourceRegistryResource",
+    "AdminDbResource",
+    "MatomoDbResource",
     "StatsStoreResource",
     "WarehouseResource",
 ]

@@ -1,6 +1,6 @@
 from dagster import DefaultScheduleStatus, build_schedule_from_partitioned_job
 
-from assets.jobs import usage_pipeline_job
+from assets.jobs import matomo_export_job, usage_pipeline_job
 from usage_stats.settings import Settings
 
 # Each night, process yesterday (the last complete UTC day) once its export has landed.
@@ -8,5 +8,13 @@ daily_usage_schedule = build_schedule_from_partitioned_job(
     usage_pipeline_job,
     name="daily_usage_schedule",
     hour_of_day=Settings.from_env().schedule_hour,
+    default_status=DefaultScheduleStatus.STOPPED,
+)
+
+# Each night, export yesterday from Matomo; history is a backfill of the same job.
+matomo_export_schedule = build_schedule_from_partitioned_job(
+    matomo_export_job,
+    name="matomo_export_schedule",
+    hour_of_day=Settings.from_env().export_hour,
     default_status=DefaultScheduleStatus.STOPPED,
 )

@@ -9,12 +9,21 @@ from pathlib import Path
 import pytest
 
 from stores import S3_ENDPOINT_URL, new_bucket, s3_client
+from usage_stats.admin import db
+from usage_stats.admin.registry import import_sources
 from usage_stats.lake import Lake, open_lake
 from usage_stats.settings import Settings
 from usage_stats.synthetic import SyntheticConfig, write_synthetic
 from usage_stats.warehouse import Warehouse
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+
+
+def register_sources(settings: Settings) -> None:
+    """The admin DB the pipeline reads its sources from, filled from the generator's CSV."""
+    db.upgrade(settings.admin_db_url)
+    report = import_sources(settings.admin_db_url, Path(settings.sources_file))
+    assert report.ok, report.problems
 
 
 @dataclass
@@ -45,6 +54,7 @@ def generate(
     result = write_synthetic(
         config, local.lake_url, Path(local.sources_file), data_dir / "manifest.json"
     )
+    register_sources(local)
     if kind == "local":
         return GeneratedData(data_dir, local, result.manifest)
     bucket = new_bucket()

@@ -29,6 +29,7 @@ ASSET_KEYS = {
         "item_daily_deltas",
         "usage_snapshots",
         "stats_index",
+        "matomo_export",
     )
 }
 CHECK_KEYS = {
@@ -61,8 +62,19 @@ def test_usage_pipeline_job_resolves():
     job = defs.resolve_job_def("usage_pipeline")
     assert job.name == "usage_pipeline"
     assert isinstance(job.partitions_def, DailyPartitionsDefinition)
-    assert set(job.asset_layer.executable_asset_keys) == ASSET_KEYS
+    assert set(job.asset_layer.executable_asset_keys) == ASSET_KEYS - {AssetKey("matomo_export")}
     assert set(job.asset_layer.asset_graph.asset_check_keys) == CHECK_KEYS
+
+
+def test_sensors_and_export_job_are_defined():
+    assert {s.name for s in defs.sensors} == {"raw_files_sensor", "late_data_sensor"}
+    export = defs.resolve_job_def("matomo_export_job")
+    assert set(export.asset_layer.executable_asset_keys) == {AssetKey("matomo_export")}
+    schedule = defs.resolve_schedule_def("matomo_export_schedule")
+    assert schedule.cron_schedule == f"0 {Settings.from_env().export_hour} * * *"
+    # raw_events reads what the export writes (and files that arrive from elsewhere).
+    graph = defs.resolve_asset_graph()
+    assert AssetKey("matomo_export") in graph.get(AssetKey("raw_events")).parent_keys
 
 
 def test_daily_schedule_targets_the_job():

@@ -23,8 +23,10 @@ import psutil
 import pytest
 import requests
 
+from conftest import register_sources
 from usage_stats.duckdb_store import DuckDBStatsStore
 from usage_stats.metrics import METRICS
+from usage_stats.settings import Settings
 from usage_stats.synthetic import SyntheticConfig, write_synthetic
 
 pytestmark = pytest.mark.e2e
@@ -258,6 +260,7 @@ def synthetic(tmp_path: Path) -> dict:
         manifest_path=tmp_path / "manifest.json",
     )
     assert result.manifest is not None
+    register_sources(Settings.from_env({"USAGE_STATS_DATA_DIR": str(data_dir)}))
     return result.manifest
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,35 +200,55 @@ def _chunks(result, size: int) -> Iterator[list[tuple]]:  # noqa: ANN001
         yield [tuple(row) for row in chunk]
 
 
+def export_day(
+    tables: MatomoTables,
+    lake: Lake,
+    site_ids: list[int],
+    day: dt.date,
+    chunk_rows: int = 50_000,
+    progress: Callable[[ExportResult], None] | None = None,
+) -> list[ExportResult]:
+    """Export one day of several sites.
+
+    Every site-day is read into local files first; only when all of them are complete are the
+    lake's leaves replaced, so a failure part-way (a table missing, the server gone) leaves
+    the lake exactly as it was.
+    """
+    results: list[ExportResult] = []
+    with tempfile.TemporaryDirectory(prefix="matomo-export-") as tmp:
+        staged: list[tuple[str, Path]] = []
+        for site_id in site_ids:
+            paths = {t: Path(tmp) / f"{site_id}-{t}.parquet" for t in ("events", "visits")}
+            events = _stream_to_parquet(
+                tables.engine,
+                _events_query(tables, site_id, day),
+                paths["events"],
+                chunk_rows,
+                f"table {tables.prefix}log_link_visit_action",
+            )
+            visits = _stream_to_parquet(
+                tables.engine,
+                _visits_query(tables, site_id, day),
+                paths["visits"],
+                chunk_rows,
+                f"table {tables.prefix}log_visit",
+            )
+            keys = tuple(f"{day_leaf(t, site_id, day)}/part-0.parquet" for t in paths)
+            staged += [(day_leaf(t, site_id, day), path) for t, path in paths.items()]
+            result = ExportResult(site_id, day, events, visits, keys)
+            results.append(result)
+            if progress is not None:
+                progress(result)
+        for prefix, path in staged:
+            lake.delete_prefix(prefix)
+            lake.upload_file(f"{prefix}/part-0.parquet", path)
+    return results
+
+
 def export_site_day(
     tables: MatomoTables, lake: Lake, site_id: int, day: dt.date, chunk_rows: int = 50_000
 ) -> ExportResult:
-    """Export one site-day; the lake's leaf is replaced only after both tables are read."""
-    with tempfile.TemporaryDirectory(prefix="matomo-export-") as tmp:
-        events_path = Path(tmp) / "events.parquet"
-        visits_path = Path(tmp) / "visits.parquet"
-        events = _stream_to_parquet(
-            tables.engine,
-            _events_query(tables, site_id, day),
-            events_path,
-            chunk_rows,
-            f"table {tables.prefix}log_link_visit_action",
-        )
-        visits = _stream_to_parquet(
-            tables.engine,
-            _visits_query(tables, site_id, day),
-            visits_path,
-            chunk_rows,
-            f"table {tables.prefix}log_visit",
-        )
-        keys = []
-        for table, path in (("events", events_path), ("visits", visits_path)):
-            prefix = day_leaf(table, site_id, day)
-            lake.delete_prefix(prefix)
-            key = f"{prefix}/part-0.parquet"
-            lake.upload_file(key, path)
-            keys.append(key)
-    return ExportResult(site_id, day, events, visits, tuple(keys))
+    return export_day(tables, lake, [site_id], day, chunk_rows)[0]
 
 
 def database_name(url: str) -> str:

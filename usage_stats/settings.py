@@ -37,6 +37,10 @@ class Settings:
     sensor_interval_seconds: int
     sensor_lookback_days: int
     sensor_max_days_per_tick: int
+    matomo_url: str | None
+    matomo_table_prefix: str
+    export_hour: int
+    export_chunk_rows: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -77,6 +81,10 @@ class Settings:
             sensor_interval_seconds=int(number("USAGE_STATS_SENSOR_INTERVAL_SECONDS", "60", int)),
             sensor_lookback_days=int(number("USAGE_STATS_SENSOR_LOOKBACK_DAYS", "45", int)),
             sensor_max_days_per_tick=int(number("USAGE_STATS_SENSOR_MAX_DAYS_PER_TICK", "31", int)),
+            matomo_url=env.get("USAGE_STATS_MATOMO_URL") or None,
+            matomo_table_prefix=env.get("USAGE_STATS_MATOMO_TABLE_PREFIX", "matomo_"),
+            export_hour=int(number("USAGE_STATS_EXPORT_HOUR", "1", int)),
+            export_chunk_rows=int(number("USAGE_STATS_EXPORT_CHUNK_ROWS", "50000", int)),
         )
 
 
