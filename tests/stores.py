@@ -98,3 +98,34 @@ def fresh_postgres_database():
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+MATOMO_URL = os.environ.get(
+    "USAGE_STATS_MATOMO_TEST_URL", "mysql+pymysql://matomo:matomo@127.0.0.1:3307/matomo"
+)
+
+
+def fresh_matomo_database():
+    """A new, empty database on the test MariaDB server; yields its URL, drops it after."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(MATOMO_URL)
+    admin = create_engine(base)  # a missing driver is an error, not a skip
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means: not there
+        pytest.skip(
+            f"service MariaDB is not reachable at {base.render_as_string(hide_password=True)} "
+            f"({exc.__class__.__name__}); start it with scripts/services.sh start"
+        )
+    name = f"matomo_test_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()

@@ -145,7 +145,7 @@ def load_lake_into_matomo(engine: Engine, prefix: str, lake: Lake) -> dict[str, 
         )
     )
     action_rows = actions.drop_nulls("name")
-    events = events.join(
+    events = events.drop("idaction_url", strict=False).join(
         actions.select(
             pl.col("name").alias("action_url"),
             pl.col("type").alias("action_type"),
@@ -158,7 +158,6 @@ def load_lake_into_matomo(engine: Engine, prefix: str, lake: Lake) -> dict[str, 
     )
     link_columns = [c.name for c in tables["log_link_visit_action"].columns]
     visit_columns = [c.name for c in tables["log_visit"].columns]
-    events = events.drop([c for c in ("idaction_url_right",) if c in events.columns])
     counts = {
         "log_action": _insert(
             engine,
