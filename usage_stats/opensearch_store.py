@@ -24,6 +24,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,7 @@ class OpenSearchStatsStore:
     prefix: str = "usagestats"
     compat_prefix: str = COMPAT_PREFIX
     batch_size: int = 5_000
+    parallel_requests: int = 2
     max_retries: int = 5
     backoff_seconds: float = 0.5
     replicas: int = 0
@@ -99,6 +101,7 @@ class OpenSearchStatsStore:
                 max_retries=0,
                 retry_on_timeout=False,
                 http_compress=False,
+                pool_maxsize=max(4, self.parallel_requests + 1),
             )
         return self._client
 
@@ -134,7 +137,13 @@ class OpenSearchStatsStore:
     def ensure_templates(self) -> None:
         if self._templates_ready:
             return
-        settings = {"number_of_shards": 1, "number_of_replicas": self.replicas}
+        # Every write ends with an explicit refresh, so periodic refreshes would only slow bulk
+        # indexing down.
+        settings = {
+            "number_of_shards": 1,
+            "number_of_replicas": self.replicas,
+            "refresh_interval": "30s",
+        }
         for table in ("usage_deltas", "usage_snapshots"):
             alias = self.alias(table)
             body = {
@@ -175,32 +184,56 @@ class OpenSearchStatsStore:
             pl.concat_str([action, pl.lit("\n"), document]).alias("line")
         ).get_column("line")
 
-    def _bulk(self, lines: pl.Series, what: str) -> int:
-        written = 0
-        for start in range(0, lines.len(), self.batch_size):
-            chunk = lines.slice(start, self.batch_size)
-            body = "\n".join(chunk.to_list()) + "\n"
+    def _send(self, body: str, what: str) -> None:
+        """One bulk request; documents refused with 429/5xx are sent again, with backoff."""
+        delay = self.backoff_seconds
+        for attempt in range(1, self.max_retries + 1):
             result = self._call(what, lambda b=body: self.client.bulk(body=b))
-            if result.get("errors"):
-                failures = [item["index"] for item in result["items"] if item["index"].get("error")]
-                statuses = {f.get("status") for f in failures}
-                if statuses <= _RETRYABLE_STATUS:
-                    retry = pl.Series(
-                        [
-                            chunk[i]
-                            for i, item in enumerate(result["items"])
-                            if item["index"].get("error")
-                        ]
-                    )
-                    self._bulk(retry, what)
-                else:
-                    raise StatsStoreError(
-                        f"OpenSearch refused {len(failures)} document(s) during {what}: "
-                        f"{failures[0].get('error')}"
-                    )
-            written += chunk.len()
-            if self.on_batch is not None:
-                self.on_batch(written)
+            if not result.get("errors"):
+                return
+            lines = body.splitlines()
+            failed = [
+                (i, item["index"])
+                for i, item in enumerate(result["items"])
+                if item["index"].get("error")
+            ]
+            statuses = {f.get("status") for _, f in failed}
+            if not statuses <= _RETRYABLE_STATUS or attempt == self.max_retries:
+                raise StatsStoreError(
+                    f"OpenSearch refused {len(failed)} document(s) during {what}: "
+                    f"{failed[0][1].get('error')}"
+                )
+            body = "\n".join(line for i, _ in failed for line in lines[2 * i : 2 * i + 2]) + "\n"
+            time.sleep(delay)
+            delay *= 2
+
+    def _bulk(self, lines: pl.Series, what: str) -> int:
+        """Send `lines` in batches, `parallel_requests` at a time so OpenSearch indexes one
+        batch while the next is on its way."""
+        written = 0
+        pending: list[tuple[Future[None], int]] = []
+        with ThreadPoolExecutor(max_workers=self.parallel_requests) as pool:
+
+            def settle(done: tuple[Future[None], int]) -> None:
+                nonlocal written
+                done[0].result()  # re-raises the request's failure
+                written += done[1]
+                if self.on_batch is not None:
+                    self.on_batch(written)
+
+            try:
+                for start in range(0, lines.len(), self.batch_size):
+                    chunk = lines.slice(start, self.batch_size)
+                    body = chunk.str.join("\n").item() + "\n"
+                    pending.append((pool.submit(self._send, body, what), chunk.len()))
+                    if len(pending) >= self.parallel_requests:
+                        settle(pending.pop(0))
+                while pending:
+                    settle(pending.pop(0))
+            except BaseException:
+                for future, _ in pending:
+                    future.cancel()
+                raise
         return written
 
     def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
