@@ -23,6 +23,7 @@ from usage_stats.cleaning import (
     clean_events,
     rejected_by_reason,
 )
+from usage_stats.identifier_rules import apply_identifier_rules
 from usage_stats.processing import day_statuses
 from usage_stats.sources import sources_frame
 
@@ -75,7 +76,7 @@ def cleaning(
     last = None
     for day in partition_days(context):
         raw = store.read("raw_events", day)
-        result = clean_events(raw, registry, rules)
+        result = clean_events(apply_identifier_rules(raw, sources), registry, rules)
         store.write("sessions", day, result.sessions)
         store.write("rejected_events", day, result.rejected)
         kept = store.row_count("sessions", day)
