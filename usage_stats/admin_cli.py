@@ -22,6 +22,7 @@ from usage_stats.admin.registry import (
     processing_status,
     update_source,
 )
+from usage_stats.admin.sushi import SushiCustomerError, add_customer, list_customers
 from usage_stats.settings import Settings
 from usage_stats.sources import Source, SourceRegistryError, normalize_prefix
 
@@ -106,6 +107,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     exp = src.add_parser("export", help="write all sources to a CSV or XLSX file")
     exp.add_argument("file", type=Path)
 
+    su = sub.add_parser("sushi", help="COUNTER SUSHI customers").add_subparsers(
+        dest="sushi_command", required=True
+    )
+    cust = su.add_parser("add-customer", help="add a customer; prints its API key once")
+    cust.add_argument("--customer-id", required=True)
+    cust.add_argument("--name", required=True)
+    cust.add_argument(
+        "--site-id",
+        dest="site_ids",
+        type=_site_id,
+        action="append",
+        required=True,
+        help="a site whose items the customer may report on (repeat for several)",
+    )
+    cust.add_argument("--requestor-id")
+    su.add_parser("list", help="list customers (never their keys)")
+
     st = sub.add_parser("status", help="what runs did per site and day")
     st.add_argument("--site", type=_site_id)
     st.add_argument("--from", dest="start", type=_date)
@@ -159,8 +177,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if args.command == "status":
             return _status(console, url, args)
+        if args.command == "sushi":
+            return _sushi(console, url, args)
         return _sources(console, url, args)
-    except (SourceRegistryError, db.AdminDbError) as exc:
+    except (SourceRegistryError, SushiCustomerError, db.AdminDbError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -247,6 +267,33 @@ def _status(console: Console, url: str, args: argparse.Namespace) -> int:
             reasons,
             r.run_id[:8],
             r.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+    return 0
+
+
+def _sushi(console: Console, url: str, args: argparse.Namespace) -> int:
+    """The API key is printed once, on stdout alone, so it can be piped; only its hash is kept."""
+    if args.sushi_command == "add-customer":
+        customer, api_key = add_customer(
+            url, args.customer_id, args.name, args.site_ids, requestor_id=args.requestor_id
+        )
+        print(
+            f"added SUSHI customer {customer.customer_id} for sites {customer.site_ids}",
+            file=sys.stderr,
+        )
+        print(api_key)
+        return 0
+    table = Table(title="SUSHI customers")
+    for column in ("customer_id", "name", "requestor_id", "sites", "active"):
+        table.add_column(column)
+    for c in list_customers(url):
+        table.add_row(
+            c.customer_id,
+            c.name,
+            c.requestor_id or "",
+            ", ".join(map(str, c.site_ids)),
+            "yes" if c.active else "no",
         )
     console.print(table)
     return 0

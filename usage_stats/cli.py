@@ -139,14 +139,41 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument(
         "--manifest", help="compare with this manifest (default: <data dir>/manifest.json)"
     )
+    serve = sub.add_parser("serve", help="the web services (API, widgets, SUSHI) with uvicorn")
+    serve.add_argument("--host", help="bind address (default: USAGE_STATS_WEB_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: USAGE_STATS_WEB_PORT, 8000)")
     admin_cli.add_parsers(sub)
     return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve on localhost unless told otherwise: exposing it is a deliberate operator choice."""
+    import logging
+
+    import uvicorn
+
+    from usage_stats.web.app import create_app, store_from_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(
+        store_from_settings(settings),
+        settings.admin_db_url,
+        cors_origins=settings.cors_origins,
+        platform=settings.sushi_platform,
+    )
+    uvicorn.run(
+        app,
+        host=args.host or settings.web_host,
+        port=args.port or settings.web_port,
+        access_log=False,
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    handlers = {"generate": _generate, "summary": _summary}
+    handlers = {"generate": _generate, "summary": _summary, "serve": _serve}
     if args.command in handlers:
         return handlers[args.command](args, settings)
     return admin_cli.run(args, settings)

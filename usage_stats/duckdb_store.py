@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from usage_stats.metrics import DELTA_SCHEMA, METRICS
-from usage_stats.store import STORE_TABLES, DayWrite, StatsStoreError
+from usage_stats.store import STORE_TABLES, SUM_GROUPS, DayWrite, StatsStoreError
 
 _SQL_TYPES = {
     pl.Date(): "DATE",
@@ -44,9 +44,12 @@ class DuckDBStatsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.05
+        # A reader of a store nobody has written yet opens it writable, so the tables exist and
+        # an empty store answers zeros instead of a missing-table error.
+        read_only = read_only and self.path.exists()
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
+                con = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -128,15 +131,76 @@ class DuckDBStatsStore:
         return pl.from_arrow(table)
 
     def top(
-        self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        metric: str,
+        limit: int,
+        *,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
     ) -> pl.DataFrame:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}")
+        where, params = _filters(scope, start, end, None, site_ids, owner_site_ids)
         with self._connect(read_only=True) as con:
             table = con.sql(
                 f"SELECT key, CAST(sum({metric}) AS BIGINT) AS {metric} FROM usage_deltas "
-                "WHERE scope = ? AND date BETWEEN ? AND ? GROUP BY key "
+                f"WHERE {where} GROUP BY key "
                 f"ORDER BY {metric} DESC, key LIMIT ?",
-                params=[scope, start, end, limit],
+                params=[*params, limit],
             ).to_arrow_table()
         return pl.from_arrow(table)
+
+    def sums(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        keys: tuple[str, ...] | None = None,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
+        by: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        unknown = set(by) - set(SUM_GROUPS)
+        if unknown:
+            raise ValueError(f"cannot group by {sorted(unknown)}")
+        columns = [
+            "CAST(date_trunc('month', date) AS DATE) AS month" if c == "month" else c for c in by
+        ]
+        sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
+        where, params = _filters(scope, start, end, keys, site_ids, owner_site_ids)
+        group = ", ".join(by)
+        sql = f"SELECT {', '.join([*columns, sums])} FROM usage_deltas WHERE {where}"
+        if by:
+            sql += f" GROUP BY {group} ORDER BY {group}"
+        with self._connect(read_only=True) as con:
+            frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+        if by and frame.is_empty():
+            schema = {c: pl.Date() if c == "month" else DELTA_SCHEMA[c] for c in by}
+            return pl.DataFrame(schema=schema | {m: pl.Int64() for m in METRICS})
+        return frame
+
+
+def _filters(
+    scope: str,
+    start: dt.date,
+    end: dt.date,
+    keys: tuple[str, ...] | None,
+    site_ids: tuple[int, ...] | None,
+    owner_site_ids: tuple[int, ...] | None,
+) -> tuple[str, list]:
+    """A WHERE clause of placeholders only: user values travel as parameters, never as SQL."""
+    where = ["scope = ?", "date BETWEEN ? AND ?"]
+    params: list = [scope, start, end]
+    for column, values in (("key", keys), ("site_id", site_ids), ("owner_site_id", owner_site_ids)):
+        if values is None:
+            continue
+        if not values:
+            where.append("FALSE")
+            continue
+        where.append(f"{column} IN ({', '.join('?' for _ in values)})")
+        params.extend(values)
+    return " AND ".join(where), params

@@ -34,7 +34,7 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, TransportError
 
 from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
-from usage_stats.store import DayWrite, StatsStoreError
+from usage_stats.store import SUM_GROUPS, DayWrite, StatsStoreError
 
 _KEYWORDS = ("scope", "key", "level", "country")
 _INTEGERS = ("site_id", "owner_site_id")
@@ -442,13 +442,21 @@ class OpenSearchStatsStore:
         return frame.sort(["site_id", "level", "country"], nulls_last=True)
 
     def top(
-        self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        metric: str,
+        limit: int,
+        *,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
     ) -> pl.DataFrame:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}")
         body = {
             "size": 0,
-            "query": self._range_query(scope, None, start, end),
+            "query": _filter_query(scope, start, end, None, site_ids, owner_site_ids),
             "aggs": {
                 "top": {
                     "terms": {
@@ -472,6 +480,73 @@ class OpenSearchStatsStore:
             orient="row",
         )
 
+    def sums(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        keys: tuple[str, ...] | None = None,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
+        by: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        unknown = set(by) - set(SUM_GROUPS)
+        if unknown:
+            raise ValueError(f"cannot group by {sorted(unknown)}")
+        query = _filter_query(scope, start, end, keys, site_ids, owner_site_ids)
+        sums = {m: {"sum": {"field": m}} for m in METRICS}
+        if not by:
+            result = self._search("usage_deltas", {"size": 0, "query": query, "aggs": sums})
+            aggs = result.get("aggregations", {})
+            return pl.DataFrame(
+                {m: [int(aggs.get(m, {}).get("value") or 0)] for m in METRICS},
+                schema={m: pl.Int64 for m in METRICS},
+            )
+        sources = []
+        for column in by:
+            if column == "month":
+                source = {"date_histogram": {"field": "date", "calendar_interval": "month"}}
+            else:
+                source = {"terms": {"field": column, "missing_bucket": True}}
+            sources.append({column: source})
+        rows = []
+        for bucket in self._composite_sources("usage_deltas", query, sources, sums):
+            row = dict(bucket["key"])
+            for column in ("date", "month"):
+                if row.get(column) is not None:
+                    row[column] = dt.datetime.fromtimestamp(row[column] / 1000, dt.UTC).date()
+            row |= {m: int(bucket[m]["value"] or 0) for m in METRICS}
+            rows.append(row)
+        schema = {c: pl.Date() if c == "month" else DELTA_SCHEMA[c] for c in by}
+        schema |= {m: pl.Int64() for m in METRICS}
+        frame = (
+            pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+        )
+        return frame.sort(list(by), nulls_last=True)
+
+    def _composite_sources(
+        self, table: str, query: dict[str, Any], sources: list[dict[str, Any]], aggs: dict
+    ) -> Iterator[dict[str, Any]]:
+        """Every bucket of a composite aggregation, paged with `after_key` in large pages."""
+        after = None
+        while True:
+            composite: dict[str, Any] = {"size": 10_000, "sources": sources}
+            if after:
+                composite["after"] = after
+            body = {
+                "size": 0,
+                "query": query,
+                "aggs": {"g": {"composite": composite, "aggs": aggs}},
+            }
+            agg = self._search(table, body).get("aggregations", {}).get("g")
+            if not agg:
+                return
+            yield from agg["buckets"]
+            after = agg.get("after_key")
+            if not after or not agg["buckets"]:
+                return
+
     def delete_all(self) -> None:
         """Drop every index and template of this store and its compatibility set."""
         for pattern in (f"{self.prefix}-*", f"{self.compat_prefix}-*"):
@@ -487,6 +562,25 @@ class OpenSearchStatsStore:
                 lambda n=name: self.client.indices.delete_index_template(name=n, ignore=[404]),
             )
         self._templates_ready = False
+
+
+def _filter_query(
+    scope: str,
+    start: dt.date,
+    end: dt.date,
+    keys: tuple[str, ...] | None,
+    site_ids: tuple[int, ...] | None,
+    owner_site_ids: tuple[int, ...] | None,
+) -> dict[str, Any]:
+    """Only `term`/`terms`/`range` filters: user values are compared, never parsed as syntax."""
+    filters: list[dict[str, Any]] = [
+        {"term": {"scope": scope}},
+        {"range": {"date": {"gte": start.isoformat(), "lte": end.isoformat()}}},
+    ]
+    for column, values in (("key", keys), ("site_id", site_ids), ("owner_site_id", owner_site_ids)):
+        if values is not None:
+            filters.append({"terms": {column: list(values)}})
+    return {"bool": {"filter": filters}}
 
 
 def row_key_ids() -> pl.Expr:

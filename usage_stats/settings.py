@@ -41,6 +41,10 @@ class Settings:
     matomo_table_prefix: str
     export_hour: int
     export_chunk_rows: int
+    cors_origins: tuple[str, ...] = ()
+    sushi_platform: str = "usage-stats"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -85,6 +89,12 @@ class Settings:
             matomo_table_prefix=env.get("USAGE_STATS_MATOMO_TABLE_PREFIX", "matomo_"),
             export_hour=int(number("USAGE_STATS_EXPORT_HOUR", "1", int)),
             export_chunk_rows=int(number("USAGE_STATS_EXPORT_CHUNK_ROWS", "50000", int)),
+            cors_origins=tuple(
+                o.strip() for o in env.get("USAGE_STATS_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
+            sushi_platform=env.get("USAGE_STATS_SUSHI_PLATFORM", "usage-stats"),
+            web_host=env.get("USAGE_STATS_WEB_HOST", "127.0.0.1"),
+            web_port=int(number("USAGE_STATS_WEB_PORT", "8000", int)),
         )
 
 

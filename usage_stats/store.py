@@ -14,6 +14,9 @@ from typing import Protocol
 import polars as pl
 
 STORE_TABLES = ("usage_deltas", "usage_snapshots")
+# Columns `sums` can group by; `month` is the first day of the calendar month of `date`, computed
+# in the store so a year of daily rows per item is not shipped to the caller to be re-bucketed.
+SUM_GROUPS = ("date", "month", "site_id", "level", "country", "owner_site_id", "key")
 
 
 class StatsStoreError(RuntimeError):
@@ -50,5 +53,34 @@ class StatsStore(Protocol):
     def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame: ...
 
     def top(
-        self, scope: str, start: dt.date, end: dt.date, metric: str, limit: int
-    ) -> pl.DataFrame: ...
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        metric: str,
+        limit: int,
+        *,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
+    ) -> pl.DataFrame:
+        """The `limit` keys with most `metric`; optionally only usage on `site_ids` (a node's
+        top items) or of items owned by `owner_site_ids` (a repository's top items)."""
+        ...
+
+    def sums(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        keys: tuple[str, ...] | None = None,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
+        by: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        """Sums of the metrics of one scope over [start, end], filtered by any of keys / sites /
+        owners (None = no filter, empty = nothing), grouped by columns of `SUM_GROUPS`.
+
+        The web services' general query (SUSHI item reports: scope item, owners of a customer,
+        by key and month); filters are values, never query text."""
+        ...

@@ -1,0 +1,315 @@
+"""Statistics API and LA Referencia widgets on both stores, with exact numbers from the
+generator's manifest (two calendar months, three repositories, a node, the portal)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from openpyxl import load_workbook
+from web_support import END, START, load, sums
+
+from stores import opensearch_store
+from usage_stats.duckdb_store import DuckDBStatsStore
+from usage_stats.metrics import LA_REFERENCIA_METRICS, METRICS
+from usage_stats.web import create_app
+
+RANGE = {"start": START.isoformat(), "end": END.isoformat()}
+
+
+@pytest.fixture(scope="module", params=["duckdb", "opensearch"])
+def web(request, tmp_path_factory):
+    if request.param == "duckdb":
+        store = DuckDBStatsStore(tmp_path_factory.mktemp("duckdb") / "stats.duckdb")
+    else:
+        store = opensearch_store(batch_size=2000)
+    loaded = load(store, tmp_path_factory.mktemp("data"))
+    client = TestClient(create_app(store, loaded.admin_db_url), raise_server_exceptions=False)
+    yield client, loaded
+    if request.param == "opensearch":
+        store.delete_all()
+
+
+def metrics(row: dict) -> dict:
+    return {m: row[m] for m in METRICS}
+
+
+def busiest_item(loaded, prefix: str = "oai:repo1.example.org:") -> str:
+    per_item = sums(loaded.manifest, by=lambda i: i["item_id"])
+    return max((k for k in per_item if k.startswith(prefix)), key=lambda k: per_item[k]["views"])
+
+
+def month(day: str) -> str:
+    return day[:7]
+
+
+def test_health(web):
+    client, _ = web
+    body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["stats_store"]["last_day"] == END.isoformat()
+
+
+def test_item_totals_any_spelling_and_calendar_months(web):
+    client, loaded = web
+    item = busiest_item(loaded)
+    spelled = item.replace("oai:repo1.example.org:", "oai:https://REPO1.example.org/server:")
+    response = client.get("/api/v1/items", params={"identifier": spelled, **RANGE})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["key"] == item
+    assert body["complete_through"] == END.isoformat()
+    keep = lambda i: i["item_id"] == item  # noqa: E731
+    assert body["totals"] == sums(loaded.manifest, keep)[()]
+    expected = sums(loaded.manifest, keep, by=lambda i: month(i["date"]))
+    assert [s["period"] for s in body["series"]] == ["2026-01", "2026-02"]
+    assert body["series"][0]["start"] == "2026-01-24" and body["series"][0]["end"] == "2026-01-31"
+    assert body["series"][1]["start"] == "2026-02-01" and body["series"][1]["end"] == "2026-02-04"
+    for bucket in body["series"]:
+        assert metrics(bucket) == expected.get(bucket["period"], dict.fromkeys(METRICS, 0))
+    by_country = sums(loaded.manifest, keep, by=lambda i: i["country"])
+    assert {r["country"]: metrics(r) for r in body["by_country"]} == by_country
+
+
+def test_weeks_quarters_years_and_days(web):
+    client, loaded = web
+    params = {"start": "2026-01-24", "end": "2026-02-04"}
+    weekly = client.get("/api/v1/global", params={**params, "granularity": "week"}).json()
+    assert [s["period"] for s in weekly["series"]] == ["2026-W04", "2026-W05", "2026-W06"]
+    assert weekly["series"][0]["start"] == "2026-01-24"  # clipped: the week began on the 19th
+    assert weekly["series"][1]["start"] == "2026-01-26"  # Monday
+
+    def week(day: str) -> str:
+        y, w, _ = dt.date.fromisoformat(day).isocalendar()
+        return f"{y}-W{w:02d}"
+
+    expected = sums(loaded.manifest, by=lambda i: week(i["date"]))
+    assert {s["period"]: metrics(s) for s in weekly["series"]} == expected
+    for grain, label in (("quarter", "2026-Q1"), ("year", "2026")):
+        body = client.get("/api/v1/global", params={**params, "granularity": grain}).json()
+        assert [s["period"] for s in body["series"]] == [label]
+        assert metrics(body["series"][0]) == sums(loaded.manifest)[()]
+    daily = client.get("/api/v1/global", params={**params, "granularity": "day"}).json()
+    assert len(daily["series"]) == 12
+    assert {s["period"]: metrics(s) for s in daily["series"]} == sums(
+        loaded.manifest, by=lambda i: i["date"]
+    )
+
+
+def test_source_includes_national_and_regional_levels(web):
+    client, loaded = web
+    prefix = loaded.prefixes[1]
+    body = client.get("/api/v1/sources/1", params=RANGE).json()
+    keep = lambda i: i["item_id"].startswith(prefix)  # noqa: E731
+    assert body["totals"] == sums(loaded.manifest, keep)[()]
+    by_level = sums(loaded.manifest, keep, by=lambda i: loaded.levels[i["site_id"]])
+    assert {r["level"]: metrics(r) for r in body["by_level"]} == by_level
+    assert {"R", "N", "L"} <= set(by_level)
+    assert body["source"]["source_key"] == "opendoar::1001"
+
+
+def test_node_portal_and_global(web):
+    client, loaded = web
+    for site in (4, 5):
+        body = client.get(f"/api/v1/nodes/{site}", params=RANGE).json()
+        assert body["totals"] == sums(loaded.manifest, lambda i, s=site: i["site_id"] == s)[()]
+    body = client.get("/api/v1/global", params=RANGE).json()
+    assert body["totals"] == sums(loaded.manifest)[()]
+    assert {r["country"]: metrics(r) for r in body["by_country"]} == sums(
+        loaded.manifest, by=lambda i: i["country"]
+    )
+
+
+def test_top_items_of_source_node_and_global(web):
+    client, loaded = web
+
+    def expected(keep):
+        views = sums(loaded.manifest, keep, by=lambda i: i["item_id"])
+        ranked = sorted(((k, v["views"]) for k, v in views.items()), key=lambda kv: (-kv[1], kv[0]))
+        return [list(r) for r in ranked[:5]]
+
+    def top(path):
+        items = client.get(path, params={**RANGE, "limit": 5}).json()["items"]
+        return [[i["identifier"], i["views"]] for i in items]
+
+    prefix = loaded.prefixes[2]
+    assert top("/api/v1/sources/2/top") == expected(lambda i: i["item_id"].startswith(prefix))
+    assert top("/api/v1/nodes/5/top") == expected(lambda i: i["site_id"] == 5)
+    assert top("/api/v1/global/top") == expected(lambda i: True)
+
+
+def test_csv_and_xlsx_downloads(web):
+    client, loaded = web
+    response = client.get("/api/v1/sources/1", params={**RANGE, "format": "csv"})
+    assert response.headers["content-type"].startswith("text/csv")
+    assert (
+        'filename="source-1-2026-01-24-2026-02-04-month.csv"'
+        in response.headers["content-disposition"]
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [r["period"] for r in rows] == ["2026-01", "2026-02"]
+    json_body = client.get("/api/v1/sources/1", params=RANGE).json()
+    assert [int(r["views"]) for r in rows] == [s["views"] for s in json_body["series"]]
+    by_accept = client.get(
+        "/api/v1/global", params={**RANGE, "table": "country"}, headers={"Accept": "text/csv"}
+    )
+    assert by_accept.text.splitlines()[0].startswith("country,views")
+    xlsx = client.get("/api/v1/global", params={**RANGE, "format": "xlsx", "table": "level"})
+    sheet = load_workbook(io.BytesIO(xlsx.content)).active
+    values = list(sheet.values)
+    assert values[0][0] == "level"
+    by_level = sums(loaded.manifest, by=lambda i: loaded.levels[i["site_id"]])
+    assert {r[0]: r[1] for r in values[1:]} == {k: v["views"] for k, v in by_level.items()}
+
+
+# --- LA Referencia widgets ---------------------------------------------------------------
+
+
+def level_values(buckets: list[dict]) -> dict:
+    return {b["key"]: {m: b[m]["value"] for m in LA_REFERENCIA_METRICS} for b in buckets}
+
+
+def la(values: dict) -> dict:
+    return {m: values[m] for m in LA_REFERENCIA_METRICS}
+
+
+def test_item_widget_honours_time_unit(web):
+    client, loaded = web
+    item = busiest_item(loaded)
+    params = {"identifier": item, "start_date": "2026-01-24", "end_date": "2026-02-04"}
+    body = client.get("/report/itemWidget", params={**params, "time_unit": "month"}).json()
+    keep = lambda i: i["item_id"] == item  # noqa: E731
+    assert {m: body[m]["value"] for m in LA_REFERENCIA_METRICS} == la(
+        sums(loaded.manifest, keep)[()]
+    )
+    by_level = sums(loaded.manifest, keep, by=lambda i: loaded.levels[i["site_id"]])
+    expected_levels = {k: la(v) for k, v in by_level.items() if any(la(v).values())}
+    assert level_values(body["level"]["buckets"]) == expected_levels
+    assert [b["key"] for b in body["level"]["buckets"]] == sorted(expected_levels, reverse=True)
+    months = [b["key_as_string"] for b in body["time"]["buckets"]]
+    assert months == ["2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z"]
+    by_month = sums(
+        loaded.manifest, keep, by=lambda i: (month(i["date"]), loaded.levels[i["site_id"]])
+    )
+    for bucket in body["time"]["buckets"]:
+        m = bucket["key_as_string"][:7]
+        expected = {
+            lv: la(v) for (mm, lv), v in by_month.items() if mm == m and any(la(v).values())
+        }
+        assert level_values(bucket["level"]["buckets"]) == expected
+    daily = client.get("/report/itemWidget", params={**params, "time_unit": "day"}).json()
+    assert len(daily["time"]["buckets"]) == len(
+        {i["date"] for i in loaded.manifest["items"] if keep(i)}
+    )
+
+
+def test_item_widget_by_country(web):
+    client, loaded = web
+    item = busiest_item(loaded)
+    params = {"identifier": item, "start_date": "2026-01-24", "end_date": "2026-02-04"}
+    body = client.get("/report/itemWidgetByCountry", params={**params, "limit": 2}).json()
+    keep = lambda i: i["item_id"] == item  # noqa: E731
+    per_country = sums(loaded.manifest, keep, by=lambda i: i["country"])
+    ranked = sorted(
+        ((c, v["views"]) for c, v in per_country.items() if v["views"]),
+        key=lambda kv: (-kv[1], kv[0]),
+    )
+    got = [(b["key"], b["count"]["value"]) for b in body["country"]["views"]["buckets"]]
+    assert got == ranked[:2]
+    assert body["views"]["value"] == sums(loaded.manifest, keep)[()]["views"]
+
+
+def test_repository_widgets(web):
+    client, loaded = web
+    prefix = loaded.prefixes[3]
+    keep = lambda i: i["item_id"].startswith(prefix)  # noqa: E731
+    params = {"source_id": "opendoar::1003", "start_date": "2026-01-24", "end_date": "2026-02-04"}
+    body = client.get("/report/repositoryWidget", params={**params, "time_unit": "year"}).json()
+    assert {m: body[m]["value"] for m in LA_REFERENCIA_METRICS} == la(
+        sums(loaded.manifest, keep)[()]
+    )
+    assert set(level_values(body["level"]["buckets"])) == {"R", "N", "L"}
+    assert [b["key_as_string"][:4] for b in body["time"]["buckets"]] == ["2026"]
+    by_country = client.get(
+        "/report/repositoryWidgetByCountry", params={**params, "limit": 250}
+    ).json()
+    per_country = sums(loaded.manifest, keep, by=lambda i: i["country"])
+    got = {b["key"]: b["count"]["value"] for b in by_country["country"]["downloads"]["buckets"]}
+    assert got == {c: v["downloads"] for c, v in per_country.items() if v["downloads"]}
+    # the item widget of a source, and relative dates
+    via_source = client.get("/report/itemWidget", params={"source": "opendoar::1003", **params})
+    assert via_source.status_code == 200
+    relative = client.get(
+        "/report/repositoryWidget", params={"source_id": "opendoar::1003", "start_date": "now-1y"}
+    )
+    assert relative.status_code == 200
+
+
+# --- bad input ------------------------------------------------------------------------
+
+EVIL = ["x' OR '1'='1", "*", '{"match_all": {}}', "key:* OR scope:item", "oai:*", '\\"; DROP']
+BAD = [
+    ("/api/v1/global", {"start": "2026-13-01"}, 400, "start"),
+    ("/api/v1/global", {"start": "yesterday"}, 400, "start"),
+    ("/api/v1/global", {"start": "2026-02-01", "end": "2026-01-01"}, 400, "end"),
+    ("/api/v1/global", {"granularity": "decade"}, 400, "granularity"),
+    ("/api/v1/global", {"format": "pdf"}, 400, "format"),
+    ("/api/v1/global", {"table": "x"}, 400, "table"),
+    ("/api/v1/global", {"start": "1900-01-01"}, 400, "start"),
+    ("/api/v1/global", {"start": "2000-01-01", "granularity": "day"}, 400, "granularity"),
+    ("/api/v1/global/top", {"limit": "0"}, 400, "limit"),
+    ("/api/v1/global/top", {"limit": "100000"}, 400, "limit"),
+    ("/api/v1/global/top", {"limit": "ten"}, 400, "limit"),
+    ("/api/v1/global/top", {"metric": "views; DROP TABLE x"}, 400, "metric"),
+    ("/api/v1/sources/999", {}, 404, "site_id"),
+    ("/api/v1/sources/4", {}, 404, "site_id"),
+    ("/api/v1/sources/abc", {}, 400, "site_id"),
+    ("/api/v1/nodes/-1", {}, 400, "site_id"),
+    ("/api/v1/items", {}, 400, "identifier"),
+    ("/api/v1/items", {"identifier": "oai:nowhere.example:1"}, 404, "identifier"),
+    ("/report/itemWidget", {}, 400, "identifier"),
+    (
+        "/report/itemWidget",
+        {"identifier": "oai:repo1.example.org:1001/0", "start_date": "now-1x"},
+        400,
+        "start_date",
+    ),
+    ("/report/itemWidget", {"source": "opendoar::nope"}, 404, "source"),
+    (
+        "/report/itemWidget",
+        {"identifier": "oai:repo1.example.org:1001/0", "time_unit": "minute"},
+        400,
+        "time_unit",
+    ),
+    (
+        "/report/itemWidgetByCountry",
+        {"identifier": "oai:repo1.example.org:1001/0", "limit": "251"},
+        400,
+        "limit",
+    ),
+    ("/report/repositoryWidget", {}, 400, "source_id"),
+    ("/report/repositoryWidget", {"source_id": "opendoar::0"}, 404, "source_id"),
+    (
+        "/report/repositoryWidgetByCountry",
+        {"source_id": "opendoar::1001", "end_date": "2026-99"},
+        400,
+        "end_date",
+    ),
+]
+BAD += [("/api/v1/items", {"identifier": e}, 404, "identifier") for e in EVIL]
+BAD += [("/report/itemWidget", {"identifier": e}, 404, "identifier") for e in EVIL if e != "*"]
+BAD += [("/report/repositoryWidget", {"source_id": e}, 404, "source_id") for e in EVIL if e != "*"]
+BAD += [("/api/v1/global", {"start": e}, 400, "start") for e in EVIL]
+
+
+@pytest.mark.parametrize(("path", "params", "status", "parameter"), BAD)
+def test_bad_input_is_a_4xx_naming_the_parameter(web, path, params, status, parameter):
+    client, _ = web
+    response = client.get(path, params=params)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["parameter"] == parameter
+    assert parameter in error["message"] or "source" in error["message"]

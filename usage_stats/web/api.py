@@ -1,0 +1,314 @@
+"""`/api/v1`: item, source, node (national or regional) and global statistics.
+
+One response shape for every scope: totals, a calendar-bucketed series, per-level and
+per-country breakdowns of both the LA Referencia and the COUNTER metrics, and the day up to
+which the data is complete, so a client can tell "no usage" from "not processed yet".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import polars as pl
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from usage_stats.metrics import COUNTER_METRICS, LA_REFERENCIA_METRICS, METRICS
+from usage_stats.sources import Source
+from usage_stats.web.common import (
+    GRANULARITIES,
+    ApiError,
+    WebContext,
+    date_range,
+    parse_choice,
+    parse_identifier,
+    parse_int,
+    series,
+)
+from usage_stats.web.exports import file_name, negotiate, respond
+
+router = APIRouter(prefix="/api/v1", tags=["statistics"])
+TABLES = ("series", "country", "level")
+
+Start = Annotated[
+    str | None, Query(description="first day: YYYY-MM-DD, YYYY-MM, YYYY or now-1y (default)")
+]
+End = Annotated[str | None, Query(description="last day, same forms (default: today)")]
+Granularity = Annotated[str | None, Query(description="day, week, month (default), quarter, year")]
+Format = Annotated[str | None, Query(description="json (default), csv or xlsx; or use Accept")]
+Table = Annotated[
+    str | None, Query(description="for csv/xlsx: series (default), country or level rows")
+]
+
+
+def _ctx(request: Request) -> WebContext:
+    return request.app.state.ctx
+
+
+def _site(ctx: WebContext, raw: str, types: tuple[str, ...], what: str) -> Source:
+    site_id = parse_int(raw, "site_id", 0, 1, 2**31 - 1)
+    source = ctx.source(site_id)
+    if source is None:
+        raise ApiError(404, "site_id", f"no {what} with site_id {site_id}")
+    if source.type not in types:
+        raise ApiError(404, "site_id", f"site_id {site_id} is of type {source.type}, not a {what}")
+    return source
+
+
+def _rows(frame: pl.DataFrame, column: str) -> list[dict]:
+    if frame.is_empty():
+        return []
+    grouped = frame.group_by(column).agg(*[pl.col(m).sum() for m in METRICS]).sort(column)
+    return [
+        {column: r[column], **{m: int(r[m]) for m in METRICS}}
+        for r in grouped.iter_rows(named=True)
+    ]
+
+
+def statistics(
+    ctx: WebContext,
+    scope: str,
+    key: str,
+    first: dt.date,
+    last: dt.date,
+    granularity: str,
+    complete_site: int | None,
+) -> dict:
+    """The full payload of one scope/key: one store query grouped by date, level and country,
+    folded here into totals, series and breakdowns."""
+    frame = ctx.store.totals(scope, key, first, last, by=("date", "level", "country"))
+    daily = frame.group_by("date").agg(*[pl.col(m).sum() for m in METRICS])
+    totals = {m: int(frame.get_column(m).sum()) if frame.height else 0 for m in METRICS}
+    complete = ctx.complete_through(complete_site)
+    return {
+        "scope": scope,
+        "key": key,
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "granularity": granularity,
+        "complete_through": complete.isoformat() if complete else None,
+        "metrics": {
+            "la_referencia": list(LA_REFERENCIA_METRICS),
+            "counter": list(COUNTER_METRICS),
+        },
+        "totals": totals,
+        "by_level": _rows(frame, "level"),
+        "by_country": _rows(frame, "country"),
+        "series": series(daily, first, last, granularity),
+    }
+
+
+def _answer(
+    request: Request,
+    payload: dict,
+    fmt: str | None,
+    table: str | None,
+    label: str,
+) -> Response:
+    chosen = negotiate(request, fmt)
+    which = parse_choice(table, "table", TABLES, "series")
+    rows = {"series": payload["series"], "country": payload["by_country"]}.get(
+        which, payload["by_level"]
+    )
+    name = file_name(
+        label,
+        payload["start"],
+        payload["end"],
+        payload["granularity"] if which == "series" else which,
+    )
+    return respond(payload, rows, chosen, name)
+
+
+@router.get("/items", summary="Statistics of one item (any spelling of its identifier)")
+def item_statistics(
+    request: Request,
+    identifier: Annotated[str | None, Query(description="OAI id, DOI, handle…")] = None,
+    start: Start = None,
+    end: End = None,
+    granularity: Granularity = None,
+    format: Format = None,
+    table: Table = None,
+) -> Response:
+    ctx = _ctx(request)
+    key = parse_identifier(identifier)
+    first, last = date_range(start, end)
+    grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
+    owner = ctx.owner_of(key)
+    payload = statistics(ctx, "item", key, first, last, grain, owner.site_id if owner else None)
+    if not any(payload["totals"].values()):
+        ever = ctx.store.sums("item", dt.date(1970, 1, 1), dt.date(9999, 12, 31), keys=(key,))
+        if not any(ever.row(0)):
+            raise ApiError(404, "identifier", f"no usage is recorded for identifier {key!r}")
+    payload["owner"] = _source_info(owner) if owner else None
+    return _answer(request, payload, format, table, f"item-{key}")
+
+
+def _source_info(source: Source) -> dict:
+    return {
+        "site_id": source.site_id,
+        "source_key": source.source_key,
+        "name": source.name,
+        "type": source.type,
+        "country": source.country,
+    }
+
+
+@router.get("/sources", summary="The registered sources (repositories, nodes, portal)")
+def sources(request: Request) -> list[dict]:
+    return [_source_info(s) for s in _ctx(request).sources()]
+
+
+@router.get(
+    "/sources/{site_id}",
+    summary="A repository's items, on every level (repository, national node, portal)",
+)
+def source_statistics(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    granularity: Granularity = None,
+    format: Format = None,
+    table: Table = None,
+) -> Response:
+    ctx = _ctx(request)
+    source = _site(ctx, site_id, ("R",), "repository")
+    first, last = date_range(start, end)
+    grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
+    payload = statistics(ctx, "source", str(source.site_id), first, last, grain, source.site_id)
+    payload["source"] = _source_info(source)
+    return _answer(request, payload, format, table, f"source-{source.site_id}")
+
+
+@router.get(
+    "/nodes/{site_id}",
+    summary="Usage on a national node or the regional portal (any site), by site id",
+)
+def node_statistics(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    granularity: Granularity = None,
+    format: Format = None,
+    table: Table = None,
+) -> Response:
+    ctx = _ctx(request)
+    source = _site(ctx, site_id, ("R", "N", "L"), "site")
+    first, last = date_range(start, end)
+    grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
+    payload = statistics(ctx, "site", str(source.site_id), first, last, grain, source.site_id)
+    payload["source"] = _source_info(source)
+    return _answer(request, payload, format, table, f"node-{source.site_id}")
+
+
+@router.get("/global", summary="Everything, on every site")
+def global_statistics(
+    request: Request,
+    start: Start = None,
+    end: End = None,
+    granularity: Granularity = None,
+    format: Format = None,
+    table: Table = None,
+) -> Response:
+    ctx = _ctx(request)
+    first, last = date_range(start, end)
+    grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
+    payload = statistics(ctx, "global", "global", first, last, grain, None)
+    return _answer(request, payload, format, table, "global")
+
+
+def _top(
+    request: Request,
+    label: str,
+    start: str | None,
+    end: str | None,
+    metric: str | None,
+    limit: str | None,
+    fmt: str | None,
+    **filters: tuple[int, ...],
+) -> Response:
+    ctx = _ctx(request)
+    first, last = date_range(start, end)
+    chosen_metric = parse_choice(metric, "metric", METRICS, "views")
+    count = parse_int(limit, "limit", 10, 1, 1000)
+    frame = ctx.store.top("item", first, last, chosen_metric, count, **filters)
+    rows = [
+        {"rank": i + 1, "identifier": key, chosen_metric: int(value)}
+        for i, (key, value) in enumerate(frame.iter_rows())
+    ]
+    payload = {
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "metric": chosen_metric,
+        "limit": count,
+        "complete_through": None,
+        "items": rows,
+    }
+    complete = ctx.complete_through(None)
+    payload["complete_through"] = complete.isoformat() if complete else None
+    name = file_name(label, "top", chosen_metric, first.isoformat(), last.isoformat())
+    return respond(payload, rows, negotiate(request, fmt), name)
+
+
+Metric = Annotated[str | None, Query(description="metric to rank by (default views)")]
+Limit = Annotated[str | None, Query(description="how many items, 1..1000 (default 10)")]
+
+
+@router.get("/sources/{site_id}/top", summary="Top items of a repository (usage everywhere)")
+def source_top(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> Response:
+    source = _site(_ctx(request), site_id, ("R",), "repository")
+    return _top(
+        request,
+        f"source-{source.site_id}",
+        start,
+        end,
+        metric,
+        limit,
+        format,
+        owner_site_ids=(source.site_id,),
+    )
+
+
+@router.get("/nodes/{site_id}/top", summary="Top items used on a site (node or portal)")
+def node_top(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> Response:
+    source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
+    return _top(
+        request,
+        f"node-{source.site_id}",
+        start,
+        end,
+        metric,
+        limit,
+        format,
+        site_ids=(source.site_id,),
+    )
+
+
+@router.get("/global/top", summary="Top items overall")
+def global_top(
+    request: Request,
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> Response:
+    return _top(request, "global", start, end, metric, limit, format)

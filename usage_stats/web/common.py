@@ -1,0 +1,260 @@
+"""What every router shares: the app context, parameter parsing and 4xx errors.
+
+Parameters are taken as strings and parsed here so that every rejection names the parameter
+and says what is wrong (FastAPI's generic 422 does not), and so that no user text goes further
+than a parsed value: dates, ints, normalised identifiers and fixed vocabularies.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from usage_stats.admin.registry import complete_through, list_sources
+from usage_stats.identifiers import normalize_identifier
+from usage_stats.metrics import METRICS
+from usage_stats.sources import Source
+from usage_stats.store import StatsStore
+
+GRANULARITIES = ("day", "week", "month", "quarter", "year")
+MAX_BUCKETS = 4000
+MAX_IDENTIFIER_LENGTH = 1000
+_RELATIVE = re.compile(r"^now(?:-(\d{1,4})([dwMy]))?(?:/[dwMy])?$")
+
+
+class ApiError(Exception):
+    """A request we refuse: HTTP status, the parameter at fault and why."""
+
+    def __init__(self, status: int, parameter: str | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.parameter = parameter
+        self.message = message
+
+
+@dataclass
+class WebContext:
+    """The store and admin DB the app reads; the source list is cached briefly so a widget
+    request does not cost an admin DB round trip, yet an operator's change shows within
+    `cache_seconds`."""
+
+    store: StatsStore
+    admin_db_url: str
+    cache_seconds: float = 30.0
+    platform: str = "usage-stats"
+    _sources: list[Source] = field(default_factory=list)
+    _sources_at: float = -1e9
+    _complete: dict[int | None, tuple[float, dt.date | None]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sources(self) -> list[Source]:
+        with self._lock:
+            if time.monotonic() - self._sources_at > self.cache_seconds:
+                self._sources = list_sources(self.admin_db_url)
+                self._sources_at = time.monotonic()
+            return self._sources
+
+    def source(self, site_id: int) -> Source | None:
+        return next((s for s in self.sources() if s.site_id == site_id), None)
+
+    def complete_through(self, site_id: int | None = None) -> dt.date | None:
+        """Processing status: the last day up to which data is complete (cached briefly)."""
+        with self._lock:
+            cached = self._complete.get(site_id)
+            if cached and time.monotonic() - cached[0] <= self.cache_seconds:
+                return cached[1]
+        value = complete_through(self.admin_db_url, site_id)
+        with self._lock:
+            self._complete[site_id] = (time.monotonic(), value)
+        return value
+
+    def owner_of(self, identifier: str) -> Source | None:
+        """The repository whose identifier prefix the (normalised) identifier starts with."""
+        best = None
+        for source in self.sources():
+            prefix = source.identifier_prefix
+            if prefix and identifier.startswith(prefix):
+                if best is None or len(prefix) > len(best.identifier_prefix or ""):
+                    best = source
+        return best
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def parse_date(value: str | None, parameter: str, *, end: bool, default: dt.date) -> dt.date:
+    """`YYYY-MM-DD` (a datetime's date part is accepted), `YYYY-MM`, `YYYY`, or Elasticsearch
+    date math `now`, `now-30d`, `now-2w`, `now-6M`, `now-1y` (as the LA Referencia widgets
+    send). A month or year means its first day as a start and its last day as an end."""
+    if value is None or value.strip() == "":
+        return default
+    text = value.strip()
+    relative = _RELATIVE.match(text)
+    if relative:
+        amount, unit = relative.groups()
+        return _shift(today(), -int(amount or 0), unit or "d")
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?", text):
+            return dt.date.fromisoformat(text[:10])
+        if re.fullmatch(r"\d{4}-\d{2}", text):
+            year, month = int(text[:4]), int(text[5:7])
+            day = calendar.monthrange(year, month)[1] if end else 1
+            return dt.date(year, month, day)
+        if re.fullmatch(r"\d{4}", text):
+            return dt.date(int(text), 12, 31) if end else dt.date(int(text), 1, 1)
+    except ValueError:
+        pass
+    raise ApiError(
+        400,
+        parameter,
+        f"{parameter} must be a date YYYY-MM-DD, YYYY-MM, YYYY or now[-N(d|w|M|y)], "
+        f"got {text[:60]!r}",
+    )
+
+
+def _shift(day: dt.date, amount: int, unit: str) -> dt.date:
+    if unit == "d":
+        return day + dt.timedelta(days=amount)
+    if unit == "w":
+        return day + dt.timedelta(weeks=amount)
+    months = amount * (12 if unit == "y" else 1)
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    year = max(1, year)
+    return dt.date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
+def date_range(
+    start: str | None,
+    end: str | None,
+    *,
+    start_name: str = "start",
+    end_name: str = "end",
+    default_days: int = 365,
+) -> tuple[dt.date, dt.date]:
+    last = parse_date(end, end_name, end=True, default=today())
+    first = parse_date(
+        start, start_name, end=False, default=last - dt.timedelta(days=default_days - 1)
+    )
+    if last < first:
+        raise ApiError(400, end_name, f"{end_name} ({last}) is before {start_name} ({first})")
+    if (last - first).days > 366 * 50:
+        raise ApiError(400, start_name, f"{start_name}: the date range is limited to 50 years")
+    return first, last
+
+
+def parse_choice(value: str | None, parameter: str, allowed: tuple[str, ...], default: str) -> str:
+    if value is None or value == "":
+        return default
+    text = value.strip().lower()
+    lookup = {a.lower(): a for a in allowed}
+    if text not in lookup:
+        raise ApiError(
+            400, parameter, f"{parameter} must be one of {', '.join(allowed)}, got {value[:60]!r}"
+        )
+    return lookup[text]
+
+
+def parse_int(value: str | None, parameter: str, default: int, minimum: int, maximum: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ApiError(
+            400, parameter, f"{parameter} must be an integer, got {value[:60]!r}"
+        ) from None
+    if not minimum <= number <= maximum:
+        raise ApiError(
+            400, parameter, f"{parameter} must be between {minimum} and {maximum}, got {number}"
+        )
+    return number
+
+
+def parse_identifier(value: str | None, parameter: str = "identifier") -> str:
+    """Any spelling of an identifier (OAI with URL host, DOI URL, handle…), normalised."""
+    if value is None or not value.strip():
+        raise ApiError(400, parameter, f"{parameter} is required")
+    if len(value) > MAX_IDENTIFIER_LENGTH or "\x00" in value:
+        raise ApiError(400, parameter, f"{parameter} is not a valid identifier")
+    normalised = normalize_identifier(value.strip())
+    if not normalised:
+        raise ApiError(400, parameter, f"{parameter} is not a valid identifier: {value[:60]!r}")
+    return normalised
+
+
+def bucket_start(day: pl.Expr, granularity: str) -> pl.Expr:
+    every = {"day": "1d", "week": "1w", "month": "1mo", "quarter": "1q", "year": "1y"}
+    return day.dt.truncate(every[granularity])
+
+
+def period_label(start: dt.date, granularity: str) -> str:
+    if granularity == "day":
+        return start.isoformat()
+    if granularity == "week":
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    if granularity == "month":
+        return f"{start.year}-{start.month:02d}"
+    if granularity == "quarter":
+        return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+    return str(start.year)
+
+
+def period_end(start: dt.date, granularity: str) -> dt.date:
+    if granularity == "day":
+        return start
+    if granularity == "week":
+        return start + dt.timedelta(days=6)
+    months = {"month": 1, "quarter": 3, "year": 12}[granularity]
+    return _shift(start, months, "M") - dt.timedelta(days=1)
+
+
+def periods(first: dt.date, last: dt.date, granularity: str) -> list[dt.date]:
+    """Every bucket start touching [first, last], calendar-aligned (weeks start on Monday)."""
+    starts = pl.select(bucket_start(pl.lit(first), granularity).alias("s")).item()
+    out = []
+    current = starts
+    while current <= last:
+        out.append(current)
+        current = period_end(current, granularity) + dt.timedelta(days=1)
+        if len(out) > MAX_BUCKETS:
+            raise ApiError(
+                400, "granularity", f"too many {granularity} buckets; use a coarser granularity"
+            )
+    return out
+
+
+def series(
+    daily: pl.DataFrame, first: dt.date, last: dt.date, granularity: str, metrics=METRICS
+) -> list[dict]:
+    """Daily sums (column `date`) into calendar buckets clipped to [first, last]; empty
+    buckets are listed with zeros so a chart's time axis has no holes."""
+    starts = periods(first, last, granularity)
+    sums: dict[dt.date, dict[str, int]] = {}
+    if not daily.is_empty():
+        grouped = (
+            daily.with_columns(bucket_start(pl.col("date"), granularity).alias("_bucket"))
+            .group_by("_bucket")
+            .agg(*[pl.col(m).sum() for m in metrics])
+        )
+        sums = {r["_bucket"]: r for r in grouped.iter_rows(named=True)}
+    out = []
+    for start in starts:
+        row = sums.get(start, {})
+        out.append(
+            {
+                "period": period_label(start, granularity),
+                "start": max(start, first).isoformat(),
+                "end": min(period_end(start, granularity), last).isoformat(),
+                **{m: int(row.get(m, 0)) for m in metrics},
+            }
+        )
+    return out
