@@ -44,7 +44,13 @@ def new_bucket() -> str:
 def opensearch_available() -> str | None:
     """None when OpenSearch answers, else why not (shown as the skip reason)."""
     try:
-        health = requests.get(f"{OPENSEARCH_URL}/_cluster/health", timeout=5).json()
+        # A cluster creating or deleting another test's indices can be red for a moment:
+        # wait for it (bounded) rather than skipping.
+        health = requests.get(
+            f"{OPENSEARCH_URL}/_cluster/health",
+            params={"wait_for_status": "yellow", "timeout": "30s"},
+            timeout=40,
+        ).json()
     except Exception as exc:  # any failure means: not there
         return f"service OpenSearch is not reachable at {OPENSEARCH_URL} ({exc.__class__.__name__})"
     if health.get("status") not in ("green", "yellow"):

@@ -161,10 +161,16 @@ def _stream_to_parquet(engine: Engine, query, path: Path, chunk_rows: int, what:
             names = list(result.keys())
             types = {c.name: _arrow_type(c) for c in query.selected_columns}
             schema = pa.schema([(n, types.get(n, pa.string())) for n in names])
+            # Only DECIMAL columns (coordinates) need a Python-side conversion; every other
+            # column goes to Arrow as the driver returned it.
+            decimal = {i for i, c in enumerate(query.selected_columns) if _is_decimal(c)}
             for chunk in _chunks(result, chunk_rows):
                 columns = list(zip(*chunk, strict=True))
                 arrays = [
-                    pa.array([_plain(v) for v in values], type=schema.field(i).type)
+                    pa.array(
+                        [_plain(v) for v in values] if i in decimal else values,
+                        type=schema.field(i).type,
+                    )
                     for i, values in enumerate(columns)
                 ]
                 batch = pa.Table.from_arrays(arrays, schema=schema)
@@ -184,6 +190,13 @@ def _stream_to_parquet(engine: Engine, query, path: Path, chunk_rows: int, what:
     return rows
 
 
+def _is_decimal(column) -> bool:  # noqa: ANN001
+    try:
+        return column.type.python_type.__name__ == "Decimal"
+    except NotImplementedError:
+        return False
+
+
 def _plain(value: object) -> object:
     if isinstance(value, memoryview):
         return value.tobytes()
@@ -192,12 +205,12 @@ def _plain(value: object) -> object:
     return value
 
 
-def _chunks(result, size: int) -> Iterator[list[tuple]]:  # noqa: ANN001
+def _chunks(result, size: int) -> Iterator[list]:  # noqa: ANN001
     while True:
         chunk = result.fetchmany(size)
         if not chunk:
             return
-        yield [tuple(row) for row in chunk]
+        yield chunk
 
 
 def export_day(
