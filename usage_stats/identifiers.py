@@ -47,15 +47,32 @@ def normalize_identifier_expr(raw: pl.Expr) -> pl.Expr:
 
 def normalize_identifiers(raw: pl.Series) -> pl.Series:
     """Normalise a column through its distinct values (cheap on large days)."""
-    distinct = pl.DataFrame({"raw": raw.unique()}).with_columns(
-        normalized=normalize_identifier_expr(pl.col("raw"))
-    )
-    return (
-        pl.DataFrame({"raw": raw})
-        .join(distinct, on="raw", how="left", nulls_equal=True, maintain_order="left")
-        .get_column("normalized")
-        .alias(raw.name)
-    )
+    distinct = raw.unique()
+    normalized = distinct.to_frame("raw").select(normalize_identifier_expr(pl.col("raw")))
+    return normalized.to_series().gather(distinct_index(raw, distinct)).alias(raw.name)
+
+
+def distinct_index(values: pl.Series, distinct: pl.Series) -> pl.Series:
+    """For each element of `values`, its position in `distinct` (its distinct values, null
+    included when present).
+
+    Matching millions of rows against their distinct values on the strings hashes each string
+    again and compares it. When the 64-bit hashes of the distinct values do not collide
+    (checked, not assumed), a row's hash names its value exactly, and the lookup runs on
+    integers instead.
+    """
+    positions = pl.int_range(distinct.len(), dtype=pl.UInt32, eager=True)
+    hashes = distinct.hash()
+    if hashes.n_unique() == distinct.len():
+        rows = values.hash().to_frame("value")
+        table = pl.DataFrame({"value": hashes, "_index": positions})
+        on_strings = False
+    else:
+        rows = values.to_frame("value")
+        table = pl.DataFrame({"value": distinct, "_index": positions})
+        on_strings = True
+    joined = rows.join(table, on="value", how="left", nulls_equal=on_strings, maintain_order="left")
+    return joined.get_column("_index")
 
 
 def normalize_identifier(raw: str | None) -> str | None:

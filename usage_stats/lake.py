@@ -49,6 +49,8 @@ class Lake(Protocol):
 
     def write_bytes(self, key: str, data: bytes) -> None: ...
 
+    def upload_file(self, key: str, path: Path) -> None: ...
+
     def delete_prefix(self, prefix: str) -> None: ...
 
     def describe(self, key: str) -> str: ...
@@ -107,6 +109,14 @@ class LocalLake:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
+
+    def upload_file(self, key: str, path: Path) -> None:
+        """Copy a finished local file in, atomically (a reader never sees half of it)."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(path, tmp)
+        tmp.replace(target)
 
     def delete_prefix(self, prefix: str) -> None:
         path = self._path(prefix)
@@ -171,23 +181,31 @@ def raw_files_for_day(
     return files
 
 
-def read_parquet_file(lake: Lake, key: str, columns: Iterable[str] | None = None) -> pl.DataFrame:
-    """The whole file, or only those of `columns` it has.
-
-    Matomo exports carry columns nobody reads (link ids, custom variable keys, plugin
-    columns); naming the wanted ones skips decoding the rest, which is a good part of the
-    raw stage on large days. Absent names are left out rather than raised on, so callers
-    still see which required columns are missing and can name them.
-    """
+def read_parquet_file(lake: Lake, key: str) -> pl.DataFrame:
     try:
-        source = io.BytesIO(lake.read_bytes(key))
-        if columns is None:
-            return pl.read_parquet(source)
-        present = pl.read_parquet_schema(source)
-        source.seek(0)
-        return pl.read_parquet(source, columns=[c for c in columns if c in present])
+        return pl.read_parquet(io.BytesIO(lake.read_bytes(key)))
     except Exception as exc:  # any failure to decode is the file's fault; name it
         raise LakeReadError(f"{lake.describe(key)}: cannot read Parquet file ({exc})") from exc
+
+
+def scan_parquet_file(
+    lake: Lake, key: str, columns: Iterable[str]
+) -> tuple[pl.LazyFrame, pl.Schema]:
+    """A lazy read of those of `columns` the file has, and the file's schema.
+
+    Only the footer is parsed here, so files can be checked one by one and then decoded
+    together, in parallel, by one `collect_all` (decoding errors surface there). Matomo
+    exports carry columns nobody reads (link ids, custom variable keys, plugin columns);
+    naming the wanted ones skips decoding the rest. Absent names are left out rather than
+    raised on, so callers still see which required columns are missing and can name them.
+    """
+    try:
+        data = lake.read_bytes(key)
+        schema = pl.read_parquet_schema(io.BytesIO(data))
+    except Exception as exc:  # any failure to decode is the file's fault; name it
+        raise LakeReadError(f"{lake.describe(key)}: cannot read Parquet file ({exc})") from exc
+    present = [c for c in columns if c in schema]
+    return pl.scan_parquet(io.BytesIO(data)).select(present), schema
 
 
 def write_leaf(lake: Lake, table: str, site_id: int, day: dt.date, frame: pl.DataFrame) -> str:

@@ -1,0 +1,327 @@
+"""Events per second and peak memory of the usage pipeline, stage by stage.
+
+For each requested size the benchmark generates one synthetic day (E events over S sites) and
+runs raw → cleaning → deltas in-process, the way the Dagster assets call the library. Both the
+generation and the pipeline run in fresh subprocesses, one per size: peak RSS is a high-water
+mark, so a run that shared a process with the generator or with a smaller size would report
+their peaks instead of its own. Generation time is reported but is not part of the pipeline.
+
+    .venv/bin/python bench/pipeline_bench.py --events 1000000 10000000 --sites 100
+
+Results are printed as a table and written to `bench/results/<timestamp>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+DAY = dt.date(2026, 1, 1)
+IP_SALT = "bench-salt"
+SAMPLE_SECONDS = 0.02
+STAGES = ("raw", "cleaning", "deltas")
+MiB = 1024 * 1024
+
+
+class RssSampler:
+    """Samples this process's RSS in a background thread.
+
+    Polars allocates and frees large buffers within a single call, so reading RSS only before
+    and after a stage would miss its peak; sampling every ~20 ms catches it to within one
+    interval. The sampler keeps a process-wide maximum and a per-stage maximum that `stage()`
+    resets.
+    """
+
+    def __init__(self, interval: float = SAMPLE_SECONDS) -> None:
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.peak = self._rss()
+        self._stage_peak = self.peak
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        return self._process.memory_info().rss
+
+    def _record(self) -> None:
+        rss = self._rss()
+        with self._lock:
+            self.peak = max(self.peak, rss)
+            self._stage_peak = max(self._stage_peak, rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._record()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._record()
+
+    @contextmanager
+    def stage(self, out: dict):
+        """Time a block and record the highest RSS seen while it ran (sampled, plus both ends)."""
+        with self._lock:
+            self._stage_peak = self._rss()
+        cpu = self._process.cpu_times()
+        start = time.perf_counter()
+        try:
+            yield out
+        finally:
+            out["seconds"] = time.perf_counter() - start
+            after = self._process.cpu_times()
+            out["cpu_seconds"] = (after.user - cpu.user) + (after.system - cpu.system)
+            self._record()
+            with self._lock:
+                out["peak_rss_mib"] = self._stage_peak / MiB
+            out["rss_after_mib"] = self._rss() / MiB
+
+
+def _lake_paths(workdir: Path, events: int, sites: int, seed: int) -> tuple[Path, Path]:
+    base = workdir / f"e{events}_s{sites}_seed{seed}"
+    return base / "lake", base / "sources.csv"
+
+
+def generate(events: int, sites: int, seed: int, workdir: Path) -> dict:
+    """Write one synthetic day (no manifest: the benchmark needs data, not expected numbers)."""
+    from usage_stats.synthetic import SyntheticConfig, write_synthetic
+
+    lake, sources = _lake_paths(workdir, events, sites, seed)
+    config = SyntheticConfig(sites=sites, days=1, events_per_day=events, start=DAY, seed=seed)
+    with RssSampler() as sampler:
+        timing: dict = {}
+        with sampler.stage(timing):
+            result = write_synthetic(config, str(lake), sources, with_manifest=False)
+    return {
+        "events_written": sum(result.events_written.values()),
+        "seconds": timing["seconds"],
+        "cpu_seconds": timing["cpu_seconds"],
+        "peak_rss_mib": sampler.peak / MiB,
+        "lake": str(lake),
+    }
+
+
+def run_pipeline(events: int, sites: int, seed: int, workdir: Path) -> dict:
+    """raw → cleaning → deltas on the generated day, with per-stage timings and peak RSS."""
+    import polars as pl
+
+    from usage_stats.canonical import read_canonical_day
+    from usage_stats.cleaning import clean_events
+    from usage_stats.lake import open_lake
+    from usage_stats.metrics import daily_deltas
+    from usage_stats.sources import CsvSourceRegistry, sources_frame
+
+    lake_path, sources_path = _lake_paths(workdir, events, sites, seed)
+    registry = CsvSourceRegistry(sources_path).sources()
+    slots = {s.site_id: s.custom_var_slot for s in registry}
+    registry_frame = sources_frame(registry)
+    lake = open_lake(str(lake_path))
+    stages: dict[str, dict] = {name: {} for name in STAGES}
+    gc.collect()
+    with RssSampler() as sampler:
+        baseline = sampler.peak
+        start = time.perf_counter()
+        with sampler.stage(stages["raw"]) as s:
+            day_input = read_canonical_day(lake, DAY, slots, IP_SALT)
+            s["rows_in"] = sum(f["rows"] for f in day_input.files if f["table"] == "events")
+            s["rows_out"] = day_input.events.height
+        events_frame = day_input.events
+        del day_input
+        with sampler.stage(stages["cleaning"]) as s:
+            cleaned = clean_events(events_frame, registry_frame)
+            s["rows_in"] = events_frame.height
+            s["rows_out"] = cleaned.sessions.height
+            s["rows_rejected"] = cleaned.rejected.height
+        del events_frame
+        sessions = cleaned.sessions
+        del cleaned
+        with sampler.stage(stages["deltas"]) as s:
+            deltas = daily_deltas(sessions)
+            s["rows_in"] = sessions.height
+            s["rows_out"] = deltas.height
+            s["item_rows"] = deltas.filter(pl.col("scope") == "item").height
+        total = time.perf_counter() - start
+    input_events = stages["raw"]["rows_out"]
+    for stage in stages.values():
+        stage["events_per_second"] = input_events / stage["seconds"] if stage["seconds"] else None
+        stage["rows_in_per_second"] = (
+            stage["rows_in"] / stage["seconds"] if stage["seconds"] else None
+        )
+    return {
+        "stages": stages,
+        "input_events": input_events,
+        "seconds": total,
+        "cpu_seconds": sum(stage["cpu_seconds"] for stage in stages.values()),
+        "events_per_second": input_events / total if total else None,
+        "peak_rss_mib": sampler.peak / MiB,
+        "baseline_rss_mib": baseline / MiB,
+        "polars_threads": pl.thread_pool_size(),
+        "polars_version": pl.__version__,
+    }
+
+
+def _child(mode: str, events: int, args: argparse.Namespace) -> dict:
+    """Run one mode for one size in a fresh interpreter and return its JSON result."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        mode,
+        "--events",
+        str(events),
+        "--sites",
+        str(args.sites),
+        "--seed",
+        str(args.seed),
+        "--workdir",
+        str(args.workdir),
+    ]
+    done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _fmt_rate(value: float | None) -> str:
+    return f"{value:,.0f}" if value else "-"
+
+
+def print_table(results: list[dict]) -> None:
+    header = (
+        f"{'events':>12} {'stage':<10} {'rows in':>12} {'rows out':>12} {'seconds':>8} "
+        f"{'cpu s':>7} {'events/s':>12} {'peak RSS MiB':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        gen, run = r["generation"], r["pipeline"]
+        e = f"{r['events']:,}"
+        print(
+            f"{e:>12} {'generate':<10} {'':>12} {gen['events_written']:>12,} "
+            f"{gen['seconds']:>8.2f} {gen.get('cpu_seconds', float('nan')):>7.2f} "
+            f"{_fmt_rate(gen['events_written'] / gen['seconds']):>12} "
+            f"{gen['peak_rss_mib']:>13,.0f}   (not counted)"
+        )
+        for name in STAGES:
+            s = run["stages"][name]
+            print(
+                f"{'':>12} {name:<10} {s['rows_in']:>12,} {s['rows_out']:>12,} "
+                f"{s['seconds']:>8.2f} {s['cpu_seconds']:>7.2f} "
+                f"{_fmt_rate(s['events_per_second']):>12} "
+                f"{s['peak_rss_mib']:>13,.0f}"
+            )
+        print(
+            f"{'':>12} {'end-to-end':<10} {run['input_events']:>12,} {'':>12} "
+            f"{run['seconds']:>8.2f} {run['cpu_seconds']:>7.2f} "
+            f"{_fmt_rate(run['events_per_second']):>12} "
+            f"{run['peak_rss_mib']:>13,.0f}   (process peak)"
+        )
+    print()
+    print(
+        "events/s = input events of the day / stage seconds (wall clock); cpu s = user + system "
+        "time of all threads; peak RSS sampled every 20 ms."
+    )
+    print(
+        "Other processes on the machine slow every stage down: the load average (1, 5, 15 min) "
+        f"at the end was {os.getloadavg()}."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--sites", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the generated lakes go (default: a temporary folder, removed afterwards)",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="skip generation when the workdir already has the lake"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the pipeline this many times per size (each in a fresh process) and report "
+        "the fastest; all runs go to the JSON file",
+    )
+    parser.add_argument("--child", choices=["generate", "run"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        work = args.workdir.resolve()
+        fn = generate if args.child == "generate" else run_pipeline
+        print(json.dumps(fn(args.events[0], args.sites, args.seed, work)))
+        return 0
+
+    temp = None
+    if args.workdir is None:
+        temp = tempfile.TemporaryDirectory(prefix="pipeline-bench-")
+        args.workdir = Path(temp.name)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        for events in args.events:
+            lake, _ = _lake_paths(args.workdir, events, args.sites, args.seed)
+            if args.reuse and lake.exists():
+                generation = {"events_written": events, "seconds": float("nan"), "reused": True}
+                generation["peak_rss_mib"] = float("nan")
+            else:
+                print(f"generating {events:,} events over {args.sites} sites…", file=sys.stderr)
+                generation = _child("generate", events, args)
+            runs = []
+            for _ in range(max(args.repeat, 1)):
+                print(f"running the pipeline on {events:,} events…", file=sys.stderr)
+                load = os.getloadavg()[0]
+                runs.append(_child("run", events, args) | {"load_average_before": load})
+            pipeline = min(runs, key=lambda run: run["seconds"])
+            results.append(
+                {"events": events, "generation": generation, "pipeline": pipeline, "runs": runs}
+            )
+    finally:
+        if temp is not None:
+            temp.cleanup()
+    print_table(results)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    out = RESULTS_DIR / f"{stamp}.json"
+    report = {
+        "timestamp": stamp,
+        "sites": args.sites,
+        "seed": args.seed,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": psutil.virtual_memory().total / 1024**3,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "results": results,
+    }
+    out.write_text(json.dumps(report, indent=1))
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
