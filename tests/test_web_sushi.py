@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from web_support import CUSTOMER, REQUESTOR, sums, web_client
 
-SPEC = json.loads(
-    (
-        Path(__file__).resolve().parents[2]
-        / "shared/data/counter/COUNTER_SUSHI_API_5.1_openapi3.1.json"
-    ).read_text()
-)
+from usage_stats import DATA_DIR
+
+# The COUNTER SUSHI 5.1 OpenAPI document (CC BY-SA, licence beside it), shipped with the project.
+SPEC = json.loads((DATA_DIR / "COUNTER_SUSHI_API_5.1_openapi3.1.json").read_text())
 COUNTER = {
     "Total_Item_Investigations": "total_item_investigations",
     "Total_Item_Requests": "total_item_requests",
