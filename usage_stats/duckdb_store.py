@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from usage_stats.metrics import DELTA_SCHEMA, METRICS
-from usage_stats.store import STORE_TABLES, SUM_GROUPS, DayWrite, StatsStoreError
+from usage_stats.store import STORE_TABLES, SUM_GROUPS, DayWrite, StatsStoreError, day_frames
 
 _SQL_TYPES = {
     pl.Date(): "DATE",
@@ -65,20 +65,15 @@ class DuckDBStatsStore:
             con.close()
 
     def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
-        columns = list(DELTA_SCHEMA)
-        deltas = deltas.select(columns).cast(DELTA_SCHEMA)
-        snapshot = snapshot.select(columns).cast(DELTA_SCHEMA)
-        for name, frame in (("deltas", deltas), ("snapshot", snapshot)):
-            other_days = frame.filter(pl.col("date") != day).height
-            if other_days:
-                raise StatsStoreError(f"{name} for {day} hold {other_days} row(s) of other days")
+        deltas, snapshot = day_frames(day, deltas, snapshot)
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
                     con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
                     con.register("incoming", frame.to_arrow())
-                    con.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming")
+                    names = ", ".join(DELTA_SCHEMA)
+                    con.execute(f"INSERT INTO {table} SELECT {names} FROM incoming")
                     con.unregister("incoming")
                     stored = con.execute(
                         f"SELECT count(*) FROM {table} WHERE date = ?", [day]

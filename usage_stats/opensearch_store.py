@@ -34,7 +34,7 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, TransportError
 
 from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
-from usage_stats.store import SUM_GROUPS, DayWrite, StatsStoreError
+from usage_stats.store import SUM_GROUPS, DayWrite, StatsStoreError, day_frames
 
 _KEYWORDS = ("scope", "key", "level", "country")
 _INTEGERS = ("site_id", "owner_site_id")
@@ -237,13 +237,7 @@ class OpenSearchStatsStore:
         return written
 
     def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
-        columns = list(DELTA_SCHEMA)
-        deltas = deltas.select(columns).cast(DELTA_SCHEMA)
-        snapshot = snapshot.select(columns).cast(DELTA_SCHEMA)
-        for name, frame in (("deltas", deltas), ("snapshot", snapshot)):
-            other_days = frame.filter(pl.col("date") != day).height
-            if other_days:
-                raise StatsStoreError(f"{name} for {day} hold {other_days} row(s) of other days")
+        deltas, snapshot = day_frames(day, deltas, snapshot)
         self.ensure_templates()
         self._write_id = uuid.uuid4().hex
         for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):

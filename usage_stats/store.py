@@ -30,6 +30,23 @@ class DayWrite:
     snapshot_rows: int
 
 
+def day_frames(
+    day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Both frames in the store's schema, refused if they hold rows of another day (a day's
+    write replaces that day only)."""
+    from usage_stats.metrics import DELTA_SCHEMA
+
+    frames = []
+    for name, frame in (("deltas", deltas), ("snapshot", snapshot)):
+        frame = frame.select(list(DELTA_SCHEMA)).cast(DELTA_SCHEMA)
+        other_days = frame.filter(pl.col("date") != day).height
+        if other_days:
+            raise StatsStoreError(f"{name} for {day} hold {other_days} row(s) of other days")
+        frames.append(frame)
+    return frames[0], frames[1]
+
+
 class StatsStore(Protocol):
     def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
         """Atomically replace everything stored for `day` (deltas and snapshot)."""

@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from usage_stats.canonical import lookup_expr
+from usage_stats.cleaning import REJECTION_REASONS
 from usage_stats.lake import open_lake, write_leaf, write_month_leaf
 from usage_stats.sources import Source, write_sources_csv
 
@@ -43,17 +44,7 @@ ROBOT_AGENTS = [
 ]
 KEPT = "kept"
 ACTION_VIEW, ACTION_OUTLINK, ACTION_DOWNLOAD, ACTION_SEARCH = 1, 2, 3, 8
-_LABELS = [
-    KEPT,
-    "invalid_row",
-    "unknown_site",
-    "other_action",
-    "robot_user_agent",
-    "robot_behaviour",
-    "no_identifier",
-    "thumbnail",
-    "double_click",
-]
+_LABELS = [KEPT, *REJECTION_REASONS]
 _LABEL = {name: i for i, name in enumerate(_LABELS)}
 # URL kinds
 _URL_ITEM, _URL_FILE, _URL_THUMB, _URL_OUT, _URL_SEARCH = range(5)
