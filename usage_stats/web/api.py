@@ -30,6 +30,7 @@ from usage_stats.web.exports import file_name, negotiate, respond
 
 router = APIRouter(prefix="/api/v1", tags=["statistics"])
 TABLES = ("series", "country", "level")
+LEVELS = ("R", "N", "L")
 
 Start = Annotated[
     str | None, Query(description="first day: YYYY-MM-DD, YYYY-MM, YYYY or now-1y (default)")
@@ -79,6 +80,7 @@ def statistics(
     folded here into totals, series and breakdowns."""
     frame = ctx.store.totals(scope, key, first, last, by=("date", "level", "country"))
     daily = frame.group_by("date").agg(*[pl.col(m).sum() for m in METRICS])
+    by_level_daily = frame.group_by("level", "date").agg(*[pl.col(m).sum() for m in METRICS])
     totals = {m: int(frame.get_column(m).sum()) if frame.height else 0 for m in METRICS}
     complete = ctx.complete_through(complete_site)
     return {
@@ -96,7 +98,22 @@ def statistics(
         "by_level": _rows(frame, "level"),
         "by_country": _rows(frame, "country"),
         "series": series(daily, first, last, granularity),
+        "series_by_level": [
+            {
+                "level": level,
+                "series": series(
+                    by_level_daily.filter(pl.col("level") == level), first, last, granularity
+                ),
+            }
+            for level in _levels(by_level_daily)
+        ],
     }
+
+
+def _levels(frame: pl.DataFrame) -> list[str]:
+    """Levels present, repository first, then national, then regional (a stacking order)."""
+    present = set(frame.get_column("level").drop_nulls().to_list()) if frame.height else set()
+    return [lvl for lvl in LEVELS if lvl in present] + sorted(present - set(LEVELS))
 
 
 def _answer(
@@ -219,8 +236,28 @@ def global_statistics(
     return _answer(request, payload, format, table, "global")
 
 
-def _top(
+def _ranked(
+    ctx: WebContext,
+    scope: str,
+    first: dt.date,
+    last: dt.date,
+    metric: str,
+    count: int,
+    **filters: tuple[int, ...],
+) -> list[tuple[str, dict[str, int]]]:
+    """The `count` keys of `scope` with most `metric`, each with all its metrics under the same
+    filters, so a table can show views and downloads side by side whatever it is ranked by."""
+    ranked = [key for key, _ in ctx.store.top(scope, first, last, metric, count, **filters).rows()]
+    if not ranked:
+        return []
+    sums = ctx.store.sums(scope, first, last, keys=tuple(ranked), by=("key",), **filters)
+    metrics = {row["key"]: {m: int(row[m]) for m in METRICS} for row in sums.iter_rows(named=True)}
+    return [(key, metrics.get(key, dict.fromkeys(METRICS, 0))) for key in ranked]
+
+
+def _ranking(
     request: Request,
+    what: str,
     label: str,
     start: str | None,
     end: str | None,
@@ -229,26 +266,37 @@ def _top(
     fmt: str | None,
     **filters: tuple[int, ...],
 ) -> Response:
+    """Top items (`what` = "items") or top repositories (`what` = "sources")."""
     ctx = _ctx(request)
     first, last = date_range(start, end)
     chosen_metric = parse_choice(metric, "metric", METRICS, "views")
     count = parse_int(limit, "limit", 10, 1, 1000)
-    frame = ctx.store.top("item", first, last, chosen_metric, count, **filters)
-    rows = [
-        {"rank": i + 1, "identifier": key, chosen_metric: int(value)}
-        for i, (key, value) in enumerate(frame.iter_rows())
-    ]
+    scope = "item" if what == "items" else "source"
+    rows = []
+    for rank, (key, metrics) in enumerate(
+        _ranked(ctx, scope, first, last, chosen_metric, count, **filters), start=1
+    ):
+        if what == "items":
+            described: dict = {"identifier": key}
+        else:
+            source = ctx.source(int(key))
+            described = {
+                "site_id": int(key),
+                "source_key": source.source_key if source else None,
+                "name": source.name if source else None,
+                "country": source.country if source else None,
+            }
+        rows.append({"rank": rank, **described, **metrics})
+    complete = ctx.complete_through(None)
     payload = {
         "start": first.isoformat(),
         "end": last.isoformat(),
         "metric": chosen_metric,
         "limit": count,
-        "complete_through": None,
-        "items": rows,
+        "complete_through": complete.isoformat() if complete else None,
+        what: rows,
     }
-    complete = ctx.complete_through(None)
-    payload["complete_through"] = complete.isoformat() if complete else None
-    name = file_name(label, "top", chosen_metric, first.isoformat(), last.isoformat())
+    name = file_name(label, "top", what, chosen_metric, first.isoformat(), last.isoformat())
     return respond(payload, rows, negotiate(request, fmt), name)
 
 
@@ -267,8 +315,9 @@ def source_top(
     format: Format = None,
 ) -> Response:
     source = _site(_ctx(request), site_id, ("R",), "repository")
-    return _top(
+    return _ranking(
         request,
+        "items",
         f"source-{source.site_id}",
         start,
         end,
@@ -290,8 +339,9 @@ def node_top(
     format: Format = None,
 ) -> Response:
     source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
-    return _top(
+    return _ranking(
         request,
+        "items",
         f"node-{source.site_id}",
         start,
         end,
@@ -311,4 +361,56 @@ def global_top(
     limit: Limit = None,
     format: Format = None,
 ) -> Response:
-    return _top(request, "global", start, end, metric, limit, format)
+    return _ranking(request, "items", "global", start, end, metric, limit, format)
+
+
+@router.get("/global/top-sources", summary="Top repositories overall (usage of their items)")
+def global_top_sources(
+    request: Request,
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> Response:
+    return _ranking(request, "sources", "global", start, end, metric, limit, format)
+
+
+@router.get(
+    "/nodes/{site_id}/top-sources",
+    summary="Top repositories by usage of their items on a site (node or portal)",
+)
+def node_top_sources(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> Response:
+    source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
+    return _ranking(
+        request,
+        "sources",
+        f"node-{source.site_id}",
+        start,
+        end,
+        metric,
+        limit,
+        format,
+        site_ids=(source.site_id,),
+    )
+
+
+@router.get("/coverage", summary="The days with statistics and how far data is complete")
+def coverage(request: Request) -> dict:
+    """What a dashboard needs to offer "all time" and to say how fresh the figures are."""
+    ctx = _ctx(request)
+    first, last = ctx.coverage()
+    complete = ctx.complete_through(None)
+    return {
+        "first_day": first.isoformat() if first else None,
+        "last_day": last.isoformat() if last else None,
+        "complete_through": complete.isoformat() if complete else None,
+    }

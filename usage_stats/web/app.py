@@ -18,12 +18,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from usage_stats.admin.db import AdminDbError
 from usage_stats.settings import Settings
 from usage_stats.store import StatsStore, StatsStoreError
-from usage_stats.web import api, lareferencia, sushi
+from usage_stats.web import api, dashboard, lareferencia, sushi
 from usage_stats.web.common import ApiError, WebContext
 
 logger = logging.getLogger("usage_stats.web")
@@ -49,7 +50,8 @@ def create_app(
         version="1.0",
         description=(
             "Open usage statistics of repositories: statistics API (`/api/v1`), LA Referencia "
-            "compatible widgets (`/report`) and COUNTER R5.1 SUSHI (`/r51`)."
+            "compatible widgets (`/report`), COUNTER R5.1 SUSHI (`/r51`), and the dashboard "
+            "(`/dashboard`) and item widget (`/widget/item`) built on this API."
         ),
     )
     app.state.ctx = WebContext(store, admin_db_url, cache_seconds=cache_seconds, platform=platform)
@@ -126,6 +128,8 @@ def create_app(
     app.include_router(api.router)
     app.include_router(lareferencia.router)
     app.include_router(sushi.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app
 
 

@@ -51,6 +51,7 @@ class WebContext:
     _sources: list[Source] = field(default_factory=list)
     _sources_at: float = -1e9
     _complete: dict[int | None, tuple[float, dt.date | None]] = field(default_factory=dict)
+    _coverage: tuple[float, tuple[dt.date | None, dt.date | None]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sources(self) -> list[Source]:
@@ -72,6 +73,25 @@ class WebContext:
         value = complete_through(self.admin_db_url, site_id)
         with self._lock:
             self._complete[site_id] = (time.monotonic(), value)
+        return value
+
+    def coverage(self) -> tuple[dt.date | None, dt.date | None]:
+        """First and last day with any usage, from the global scope (a few rows per day, so
+        cheap on both stores; cached briefly like the rest)."""
+        with self._lock:
+            cached = self._coverage
+            if cached and time.monotonic() - cached[0] <= self.cache_seconds:
+                return cached[1]
+        daily = self.store.sums(
+            "global", dt.date(1970, 1, 1), dt.date(9999, 12, 31), by=("date",)
+        ).filter(pl.sum_horizontal(METRICS) > 0)
+        value = (
+            (daily.get_column("date").min(), daily.get_column("date").max())
+            if daily.height
+            else (None, None)
+        )
+        with self._lock:
+            self._coverage = (time.monotonic(), value)
         return value
 
     def owner_of(self, identifier: str) -> Source | None:

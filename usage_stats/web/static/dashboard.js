@@ -1,0 +1,589 @@
+// The dashboard: single figures, time series, country map and top lists of one view (the
+// regional network, a national node or a repository), built on the public API only. Every
+// control lives in the URL, so a view can be shared; presets count back from the last day
+// with data, so "last 30 days" is never an empty month that has not been processed yet.
+import {
+  COUNTER_METRICS,
+  LEVEL_LABELS,
+  METRICS,
+  METRIC_LABELS,
+  addDays,
+  apiUrl,
+  countryName,
+  daysBetween,
+  el,
+  formatChange,
+  formatDate,
+  formatNumber,
+  formatRange,
+  formatShare,
+  getJSON,
+  isIsoDay,
+  locale,
+  parseDay,
+  table,
+} from "./common.js";
+
+const FIGURES = [
+  "views",
+  "downloads",
+  "outlinks",
+  "conversions",
+  "unique_item_investigations",
+  "unique_item_requests",
+];
+const RANGES = ["7d", "30d", "90d", "ytd", "12m", "all", "custom"];
+const GRANULARITIES = ["day", "week", "month", "quarter", "year"];
+const LEVEL_COLORS = { R: "#1f6fb2", N: "#e0861a", L: "#2f9e62" };
+const MAP_COLORS = ["#dbe9f6", "#a9cce3", "#6fa8d6", "#3a7fc1", "#0d4f91"];
+const MAX_DAY_BUCKETS = 1100;
+
+const $ = (id) => document.getElementById(id);
+const page = { view: null, target: null, coverage: null, generation: 0, marked: false };
+let chart = null;
+let map = null;
+
+function parseView(pathname) {
+  const parts = pathname.replace(/\/+$/, "").split("/").slice(2).map(decodeURIComponent);
+  if (parts.length === 0) return { kind: "network" };
+  if (parts.length === 2 && parts[0] === "source") return { kind: "source", key: parts[1] };
+  if (parts.length === 2 && parts[0] === "node") return { kind: "node", country: parts[1].toUpperCase() };
+  return { kind: "unknown", path: pathname };
+}
+
+function readState() {
+  const query = new URLSearchParams(location.search);
+  const pick = (name, allowed, fallback) => (allowed.includes(query.get(name)) ? query.get(name) : fallback);
+  const start = isIsoDay(query.get("start")) ? query.get("start") : null;
+  const end = isIsoDay(query.get("end")) ? query.get("end") : null;
+  let range = pick("range", RANGES, null);
+  if (!range || (range === "custom" && !(start && end))) range = start && end ? "custom" : "12m";
+  return {
+    range,
+    start,
+    end,
+    granularity: pick("granularity", GRANULARITIES, "month"),
+    metric: pick("metric", METRICS, "views"),
+  };
+}
+
+function writeState(state) {
+  const query = new URLSearchParams({ range: state.range });
+  if (state.range === "custom") {
+    query.set("start", state.start);
+    query.set("end", state.end);
+  }
+  query.set("granularity", state.granularity);
+  query.set("metric", state.metric);
+  history.pushState(null, "", `${location.pathname}?${query}`);
+}
+
+/** The days a state means: presets end on the last day with data (or today, with none). */
+function resolveRange(state) {
+  const today = new Date().toISOString().slice(0, 10);
+  const last = page.coverage.last_day || today;
+  const first = page.coverage.first_day || last;
+  switch (state.range) {
+    case "7d":
+      return { start: addDays(last, -6), end: last };
+    case "30d":
+      return { start: addDays(last, -29), end: last };
+    case "90d":
+      return { start: addDays(last, -89), end: last };
+    case "ytd":
+      return { start: `${last.slice(0, 4)}-01-01`, end: last };
+    case "all":
+      return { start: first, end: last };
+    case "custom":
+      return state.start <= state.end
+        ? { start: state.start, end: state.end }
+        : { start: state.end, end: state.start };
+    default: {
+      const date = parseDay(last);
+      date.setUTCFullYear(date.getUTCFullYear() - 1);
+      return { start: addDays(date.toISOString().slice(0, 10), 1), end: last };
+    }
+  }
+}
+
+function resolveTarget(view, sources) {
+  const api = "/api/v1";
+  if (view.kind === "network") {
+    const portal = sources.find((s) => s.type === "L");
+    return {
+      kind: "Regional network",
+      title: portal ? portal.name : "All repositories",
+      stats: `${api}/global`,
+      items: `${api}/global/top`,
+      sources: `${api}/global/top-sources`,
+    };
+  }
+  if (view.kind === "node") {
+    const node = sources.find((s) => s.type === "N" && s.country === view.country);
+    if (!node) return { missing: `No national node is registered for country “${view.country}”.` };
+    return {
+      kind: `National node · ${countryName(node.country)}`,
+      title: node.name,
+      stats: `${api}/nodes/${node.site_id}`,
+      items: `${api}/nodes/${node.site_id}/top`,
+      sources: `${api}/nodes/${node.site_id}/top-sources`,
+    };
+  }
+  if (view.kind === "source") {
+    const source = sources.find((s) => s.type === "R" && s.source_key === view.key);
+    if (!source) return { missing: `No repository is registered with the key “${view.key}”.` };
+    return {
+      kind: `Repository · ${countryName(source.country)}`,
+      title: source.name,
+      stats: `${api}/sources/${source.site_id}`,
+      items: `${api}/sources/${source.site_id}/top`,
+      sources: null,
+    };
+  }
+  return { missing: `There is no dashboard at ${view.path}.` };
+}
+
+function buildGoto(sources) {
+  const select = $("goto");
+  const here = location.pathname.replace(/\/+$/, "");
+  const option = (href, label) => el("option", { value: href, selected: href === here }, label);
+  const nodes = sources.filter((s) => s.type === "N").sort((a, b) => a.name.localeCompare(b.name, locale));
+  const repositories = sources
+    .filter((s) => s.type === "R")
+    .sort((a, b) => a.name.localeCompare(b.name, locale));
+  select.replaceChildren(
+    option("/dashboard", "Regional network"),
+    nodes.length
+      ? el("optgroup", { label: "National nodes" }, nodes.map((n) => option(`/dashboard/node/${n.country.toLowerCase()}`, n.name)))
+      : null,
+    repositories.length
+      ? el("optgroup", { label: "Repositories" }, repositories.map((r) => option(`/dashboard/source/${encodeURIComponent(r.source_key)}`, r.name)))
+      : null,
+  );
+  select.addEventListener("change", () => {
+    location.href = `${select.value}${location.search}`;
+  });
+}
+
+function syncControls(state, range) {
+  $("range").value = state.range;
+  $("start").value = range.start;
+  $("end").value = range.end;
+  $("granularity").value = state.granularity;
+  $("metric").value = state.metric;
+}
+
+function bindControls() {
+  const metric = $("metric");
+  metric.replaceChildren(...METRICS.map((m) => el("option", { value: m }, METRIC_LABELS[m])));
+  const change = (patch) => {
+    writeState({ ...readState(), ...patch });
+    refresh();
+  };
+  $("range").addEventListener("change", (event) => {
+    const value = event.target.value;
+    if (value === "custom") change({ range: "custom", start: $("start").value, end: $("end").value });
+    else change({ range: value });
+  });
+  for (const id of ["start", "end"]) {
+    $(id).addEventListener("change", () => {
+      if (isIsoDay($("start").value) && isIsoDay($("end").value)) {
+        change({ range: "custom", start: $("start").value, end: $("end").value });
+      }
+    });
+  }
+  $("granularity").addEventListener("change", (event) => change({ granularity: event.target.value }));
+  metric.addEventListener("change", (event) => change({ metric: event.target.value }));
+  $("controls").addEventListener("submit", (event) => event.preventDefault());
+  window.addEventListener("popstate", () => refresh());
+}
+
+function setStatus(text, state) {
+  $("status").textContent = text;
+  document.body.dataset.state = state;
+  $("content").setAttribute("aria-busy", state === "loading" ? "true" : "false");
+}
+
+function renderFigures(totals, previous, previousRange) {
+  const since = formatRange(previousRange.start, previousRange.end);
+  $("figures").replaceChildren(
+    ...FIGURES.map((metric) => {
+      const value = totals[metric];
+      const before = previous[metric];
+      let change;
+      if (before === 0 && value === 0) change = el("p", { class: "change flat" }, "no usage in either period");
+      else if (before === 0) change = el("p", { class: "change up" }, "new: none the period before");
+      else {
+        const ratio = (value - before) / before;
+        const direction = ratio > 0 ? "up" : ratio < 0 ? "down" : "flat";
+        const arrow = { up: "▲", down: "▼", flat: "■" }[direction];
+        change = el(
+          "p",
+          { class: `change ${direction}`, title: `${formatNumber(before)} in ${since}` },
+          el("span", { "aria-hidden": "true" }, `${arrow} `),
+          `${formatChange(ratio)} `,
+          el("span", { class: "since" }, `vs ${since}`),
+        );
+      }
+      return el(
+        "article",
+        { class: "figure", dataset: { metric, value: String(value), previous: String(before) } },
+        el("h3", {}, METRIC_LABELS[metric], COUNTER_METRICS.includes(metric) ? el("abbr", { class: "tag", title: "COUNTER Release 5.1 metric" }, "COUNTER") : null),
+        el("p", { class: "value" }, formatNumber(value)),
+        change,
+      );
+    }),
+  );
+}
+
+function renderNotice(stats, range) {
+  const notice = $("notice");
+  const complete = stats.complete_through;
+  if (!complete) {
+    notice.textContent = "No processing status is recorded for these figures yet: they may be incomplete.";
+    notice.hidden = false;
+  } else if (complete < range.end) {
+    notice.textContent = `Data is complete through ${formatDate(complete)}; figures for later days are still being processed and may change.`;
+    notice.hidden = false;
+  } else {
+    notice.hidden = true;
+  }
+  notice.dataset.completeThrough = complete || "";
+}
+
+function cumulative(values) {
+  let sum = 0;
+  return values.map((v) => (sum += v));
+}
+
+function renderSeries(stats, metric) {
+  const labels = stats.series.map((p) => p.period);
+  const totals = stats.series.map((p) => p[metric]);
+  const levels = stats.series_by_level.length
+    ? stats.series_by_level
+    : [{ level: null, series: stats.series }];
+  const datasets = levels.map(({ level, series }) => ({
+    type: "bar",
+    label: level ? LEVEL_LABELS[level] || level : METRIC_LABELS[metric],
+    data: series.map((p) => p[metric]),
+    backgroundColor: LEVEL_COLORS[level] || "#1f6fb2",
+    stack: "periods",
+    order: 2,
+  }));
+  datasets.push({
+    type: "line",
+    label: "Cumulative total",
+    data: cumulative(totals),
+    yAxisID: "cumulative",
+    borderColor: "#333",
+    backgroundColor: "#333",
+    pointRadius: labels.length > 60 ? 0 : 2,
+    borderWidth: 2,
+    order: 1,
+  });
+  const title = `${METRIC_LABELS[metric]} per ${stats.granularity}`;
+  if (!chart) {
+    chart = new Chart($("series-chart"), {
+      data: { labels, datasets },
+      options: {
+        locale,
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        interaction: { mode: "index", intersect: false },
+        scales: {
+          x: { stacked: true, ticks: { maxRotation: 0, autoSkip: true } },
+          y: { stacked: true, beginAtZero: true, title: { display: true, text: title } },
+          cumulative: {
+            position: "right",
+            beginAtZero: true,
+            grid: { drawOnChartArea: false },
+            title: { display: true, text: "Cumulative" },
+          },
+        },
+        plugins: { legend: { position: "bottom" } },
+      },
+    });
+  } else {
+    chart.data.labels = labels;
+    chart.data.datasets = datasets;
+    chart.options.scales.y.title.text = title;
+    chart.update();
+  }
+  const canvas = $("series-chart");
+  canvas.setAttribute("aria-label", `${title}, ${labels.length} periods from ${labels[0]} to ${labels[labels.length - 1]}`);
+  canvas.dataset.periods = String(labels.length);
+  const running = cumulative(totals);
+  table(
+    $("series-table"),
+    [
+      { label: "Period", rowHeader: true },
+      ...levels.map(({ level }) => ({ label: level ? LEVEL_LABELS[level] || level : "Total", numeric: true })),
+      ...(levels.length > 1 ? [{ label: "Total", numeric: true }] : []),
+      { label: "Cumulative", numeric: true },
+    ],
+    labels.map((label, i) => [
+      label,
+      ...levels.map(({ series }) => formatNumber(series[i][metric])),
+      ...(levels.length > 1 ? [formatNumber(totals[i])] : []),
+      formatNumber(running[i]),
+    ]),
+    "No periods",
+  );
+}
+
+async function loadMap() {
+  const [world, countries] = await Promise.all([
+    fetch("/static/vendor/countries-110m.json").then((r) => r.json()),
+    fetch("/static/vendor/countries.json").then((r) => r.json()),
+  ]);
+  const byNumeric = {};
+  for (const [alpha2, c] of Object.entries(countries)) byNumeric[c.numeric] = alpha2;
+  const features = topojson
+    .feature(world, world.objects.countries)
+    .features.filter((f) => f.id !== "010"); // Antarctica: no readers, a third of the picture
+  const projection = d3.geoNaturalEarth1().fitSize([960, 500], { type: "FeatureCollection", features });
+  const path = d3.geoPath(projection);
+  const svg = $("map");
+  const ns = "http://www.w3.org/2000/svg";
+  const shapes = {};
+  for (const feature of features) {
+    const alpha2 = byNumeric[feature.id];
+    const shape = document.createElementNS(ns, "path");
+    shape.setAttribute("d", path(feature));
+    shape.setAttribute("class", "country");
+    const title = document.createElementNS(ns, "title");
+    shape.append(title);
+    svg.append(shape);
+    if (alpha2) (shapes[alpha2] ||= []).push(shape);
+  }
+  return { shapes };
+}
+
+/** Class breaks on the quantiles of the countries with usage: a few large countries would
+ * otherwise paint every other country the lightest shade. */
+function breaks(values) {
+  const sorted = values.filter((v) => v > 0).sort((a, b) => a - b);
+  if (!sorted.length) return [];
+  const cuts = [];
+  for (let i = 1; i < MAP_COLORS.length; i++) {
+    const cut = d3.quantile(sorted, i / MAP_COLORS.length);
+    if (!cuts.length || cut > cuts[cuts.length - 1]) cuts.push(Math.ceil(cut));
+  }
+  return cuts;
+}
+
+function renderCountries(stats, metric) {
+  const rows = stats.by_country
+    .filter((r) => r[metric] > 0 || r.views > 0 || r.downloads > 0)
+    .sort((a, b) => b[metric] - a[metric] || (a.country || "").localeCompare(b.country || ""));
+  const total = rows.reduce((sum, r) => sum + r[metric], 0);
+  const extra = metric === "views" || metric === "downloads" ? [] : [metric];
+  table(
+    $("country-table"),
+    [
+      { label: "Country", rowHeader: true },
+      { label: "Views", numeric: true },
+      { label: "Downloads", numeric: true },
+      ...extra.map((m) => ({ label: METRIC_LABELS[m], numeric: true })),
+      { label: `Share of ${METRIC_LABELS[metric].toLowerCase()}`, numeric: true },
+    ],
+    rows.map((r) => [
+      countryName(r.country),
+      formatNumber(r.views),
+      formatNumber(r.downloads),
+      ...extra.map((m) => formatNumber(r[m])),
+      total ? formatShare(r[metric] / total) : "–",
+    ]),
+    "No usage in this range",
+  );
+  if (!map) return;
+  const values = Object.fromEntries(rows.map((r) => [r.country, r[metric]]));
+  const cuts = breaks(Object.values(values));
+  const colour = (v) => MAP_COLORS[cuts.filter((c) => v > c).length] || MAP_COLORS[MAP_COLORS.length - 1];
+  let painted = 0;
+  for (const shape of $("map").querySelectorAll("path.country")) {
+    shape.classList.remove("has-data");
+    shape.style.fill = "";
+    shape.querySelector("title").textContent = "";
+  }
+  for (const [code, shapes] of Object.entries(map.shapes)) {
+    const value = values[code] || 0;
+    for (const shape of shapes) {
+      shape.querySelector("title").textContent = `${countryName(code)}: ${formatNumber(value)} ${METRIC_LABELS[metric].toLowerCase()}`;
+      if (value > 0) {
+        shape.style.fill = colour(value);
+        shape.classList.add("has-data");
+      }
+    }
+    if (value > 0) painted += 1;
+  }
+  $("map").dataset.countriesWithData = String(painted);
+  const legend = $("map-legend");
+  if (!cuts.length) {
+    legend.replaceChildren(`No ${METRIC_LABELS[metric].toLowerCase()} in this range`);
+    return;
+  }
+  const bounds = [1, ...cuts.map((c) => c + 1)];
+  legend.replaceChildren(
+    el("span", { class: "legend-title" }, `${METRIC_LABELS[metric]}: `),
+    ...bounds.map((low, i) => {
+      const high = cuts[i];
+      const label = high === undefined ? `${formatNumber(low)}+` : low === high ? formatNumber(low) : `${formatNumber(low)}–${formatNumber(high)}`;
+      const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
+      swatch.style.background = MAP_COLORS[i];
+      return el("span", { class: "legend-item" }, swatch, label);
+    }),
+  );
+}
+
+function renderItems(top, metric) {
+  const extra = metric === "views" || metric === "downloads" ? [] : [metric];
+  table(
+    $("items-table"),
+    [
+      { label: "#", numeric: true },
+      { label: "Item" },
+      { label: "Views", numeric: true },
+      { label: "Downloads", numeric: true },
+      ...extra.map((m) => ({ label: METRIC_LABELS[m], numeric: true })),
+    ],
+    top.items.map((item) => [
+      formatNumber(item.rank),
+      el("a", { href: apiUrl("/widget/item", { identifier: item.identifier }), class: "identifier" }, item.identifier),
+      formatNumber(item.views),
+      formatNumber(item.downloads),
+      ...extra.map((m) => formatNumber(item[m])),
+    ]),
+    "No item was used in this range",
+  );
+}
+
+function renderSources(top, metric) {
+  const extra = metric === "views" || metric === "downloads" ? [] : [metric];
+  table(
+    $("sources-table"),
+    [
+      { label: "#", numeric: true },
+      { label: "Repository" },
+      { label: "Country" },
+      { label: "Views", numeric: true },
+      { label: "Downloads", numeric: true },
+      ...extra.map((m) => ({ label: METRIC_LABELS[m], numeric: true })),
+    ],
+    top.sources.map((s) => [
+      formatNumber(s.rank),
+      s.source_key
+        ? el("a", { href: `/dashboard/source/${encodeURIComponent(s.source_key)}${location.search}` }, s.name)
+        : `site ${s.site_id}`,
+      countryName(s.country),
+      formatNumber(s.views),
+      formatNumber(s.downloads),
+      ...extra.map((m) => formatNumber(s[m])),
+    ]),
+    "No repository's items were used in this range",
+  );
+}
+
+function renderDownloads(range, state) {
+  const { stats, items, sources } = page.target;
+  const base = { start: range.start, end: range.end };
+  const hrefs = {
+    series: (format) => apiUrl(stats, { ...base, granularity: state.granularity, table: "series", format }),
+    country: (format) => apiUrl(stats, { ...base, granularity: state.granularity, table: "country", format }),
+    items: (format) => apiUrl(items, { ...base, metric: state.metric, limit: 10, format }),
+    sources: (format) => (sources ? apiUrl(sources, { ...base, metric: state.metric, limit: 10, format }) : null),
+  };
+  for (const box of document.querySelectorAll(".downloads")) {
+    const href = hrefs[box.dataset.table];
+    if (!href("csv")) continue;
+    box.replaceChildren(
+      el("span", { class: "visually-hidden" }, "Download "),
+      ...["csv", "xlsx"].map((format) =>
+        el("a", { href: href(format), download: "", class: "download", dataset: { format } }, format.toUpperCase()),
+      ),
+    );
+  }
+}
+
+function previousPeriod(range) {
+  const days = daysBetween(range.start, range.end);
+  const end = addDays(range.start, -1);
+  return { start: addDays(end, -(days - 1)), end };
+}
+
+async function refresh() {
+  const generation = ++page.generation;
+  const state = readState();
+  const range = resolveRange(state);
+  syncControls(state, range);
+  if (state.granularity === "day" && daysBetween(range.start, range.end) > MAX_DAY_BUCKETS) {
+    setStatus(`Daily figures are offered for up to ${MAX_DAY_BUCKETS} days; choose week or a coarser granularity for ${formatRange(range.start, range.end)}.`, "error");
+    return;
+  }
+  setStatus(`Loading ${formatRange(range.start, range.end)}…`, "loading");
+  const before = previousPeriod(range);
+  const { target } = page;
+  const stats = getJSON(target.stats, { start: range.start, end: range.end, granularity: state.granularity });
+  const previous = getJSON(target.stats, { start: before.start, end: before.end, granularity: "year" });
+  const items = getJSON(target.items, { start: range.start, end: range.end, metric: state.metric, limit: 10 });
+  const sources = target.sources
+    ? getJSON(target.sources, { start: range.start, end: range.end, metric: state.metric, limit: 10 })
+    : null;
+  try {
+    const [now, then] = await Promise.all([stats, previous]);
+    if (generation !== page.generation) return;
+    renderFigures(now.totals, then.totals, before);
+    if (!page.marked) {
+      performance.mark("first-figures");
+      page.marked = true;
+    }
+    renderNotice(now, range);
+    renderDownloads(range, state);
+    renderSeries(now, state.metric);
+    if (!map) map = await page.mapReady;
+    renderCountries(now, state.metric);
+    renderItems(await items, state.metric);
+    if (sources) renderSources(await sources, state.metric);
+    if (generation !== page.generation) return;
+    const empty = Object.values(now.totals).every((v) => v === 0);
+    setStatus(
+      empty
+        ? `No usage recorded between ${formatDate(range.start)} and ${formatDate(range.end)}.`
+        : `${formatRange(range.start, range.end)} · ${formatNumber(now.totals[state.metric])} ${METRIC_LABELS[state.metric].toLowerCase()}`,
+      empty ? "empty" : "ready",
+    );
+  } catch (problem) {
+    if (generation !== page.generation) return;
+    setStatus(`Could not load the figures: ${problem.message}`, "error");
+  }
+}
+
+async function boot() {
+  page.view = parseView(location.pathname);
+  page.mapReady = loadMap();
+  bindControls();
+  try {
+    const [coverage, sources] = await Promise.all([getJSON("/api/v1/coverage"), getJSON("/api/v1/sources")]);
+    page.coverage = coverage;
+    buildGoto(sources);
+    page.target = resolveTarget(page.view, sources);
+  } catch (problem) {
+    setStatus(`Could not reach the statistics API: ${problem.message}`, "error");
+    return;
+  }
+  if (page.target.missing) {
+    $("title").textContent = "Not found";
+    setStatus(page.target.missing, "missing");
+    $("content").hidden = true;
+    $("controls").hidden = true;
+    return;
+  }
+  $("view-kind").textContent = page.target.kind;
+  $("title").textContent = page.target.title;
+  document.title = `${page.target.title} · usage statistics`;
+  $("sources-panel").hidden = !page.target.sources;
+  await refresh();
+}
+
+boot();
