@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ASSETS := usage_stats/web/static/vendor/VERSIONS
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 DATA_DIR := $(or $(USAGE_STATS_DATA_DIR),data)
@@ -11,7 +12,7 @@ DEMO_START ?= 2026-01-01
 DEMO_DAYS ?= 3
 DEMO_END := $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoformat('$(DEMO_START)') + d.timedelta(days=$(DEMO_DAYS) - 1))")
 
-.PHONY: install demo test dev bench lint clean dagster-home services services-stop serve
+.PHONY: install assets browser demo test dev bench lint clean dagster-home services services-stop serve
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# the dashboard's browser libraries and map data (npm registry, PyPI), served by the app itself
+$(ASSETS): frontend/package.json frontend/package-lock.json scripts/build_assets.sh $(STAMP)
+	PYTHON=$(BIN)/python scripts/build_assets.sh
+
+assets: $(ASSETS)
+
+install: $(STAMP) $(ASSETS)
+
+## browser: Debian's Chromium for the dashboard's browser tests (installed if missing)
+browser:
+	scripts/browser.sh
 
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME)
@@ -38,9 +49,10 @@ demo: install dagster-home
 	@grep -oE "Asset check '[a-z_]+' on '[a-z_]+' (passed|failed)" $(DATA_DIR)/demo-run.log || true
 	$(BIN)/usage-stats summary
 
-## test: install, start what the tests need (OpenSearch, MinIO), run the whole suite
+## test: install, start what the tests need (OpenSearch, MinIO, PostgreSQL, MariaDB, Chromium), run the whole suite
 test: install
 	$(BIN)/ruff check .
+	scripts/browser.sh
 	scripts/services.sh start
 	eval "$$(scripts/services.sh env)" && $(BIN)/python -m pytest -q -rs
 
@@ -67,4 +79,4 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf data .dagster_home bench/results
+	rm -rf data .dagster_home bench/results usage_stats/web/static/vendor frontend/node_modules

@@ -352,6 +352,7 @@ async function loadMap() {
     const shape = document.createElementNS(ns, "path");
     shape.setAttribute("d", path(feature));
     shape.setAttribute("class", "country");
+    if (alpha2) shape.dataset.country = alpha2;
     const title = document.createElementNS(ns, "title");
     shape.append(title);
     svg.append(shape);
