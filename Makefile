@@ -48,6 +48,7 @@ demo: install dagster-home
 		|| (tail -40 $(DATA_DIR)/demo-run.log; echo "the demo run failed: $(DATA_DIR)/demo-run.log"; exit 1)
 	@grep -oE "Asset check '[a-z_]+' on '[a-z_]+' (passed|failed)" $(DATA_DIR)/demo-run.log || true
 	$(BIN)/usage-stats summary
+	@echo "see it in the dashboard: make serve, then open http://127.0.0.1:8000/dashboard"
 
 ## test: install, start what the tests need (OpenSearch, MinIO, PostgreSQL, MariaDB, Chromium), run the whole suite
 test: install
