@@ -24,6 +24,8 @@ Per load, in ms from navigation start, from the browser's own clocks:
   figures are rendered (the widget has no mark: its `settled`);
 - `response_end`, `dom_content_loaded`: navigation timing `responseEnd` and
   `domContentLoadedEventEnd` of the HTML page;
+- `first_api`: when the first API request started (what comes before is the page and its
+  scripts; between it and `first_figures`, the API and rendering);
 - `settled`: when `body[data-state]` stopped being "loading" (chart, map and top lists
   rendered), recorded by a MutationObserver the benchmark adds before the page's scripts run
   (`performance.now()` read after Playwright saw it is kept too, as `settled_seen`).
@@ -66,7 +68,7 @@ from browser_support import CHROMIUM, PageWatch, chromium, serving  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 SETTLED = "body:not([data-state=loading])"
-MEASURES = ("first_figures", "response_end", "dom_content_loaded", "settled")
+MEASURES = ("response_end", "dom_content_loaded", "first_api", "first_figures", "settled")
 TIMEOUT_MS = 180_000
 # Runs before the page's own scripts: note when body[data-state] first leaves "loading". The
 # observer only sees changes of that one attribute, so it costs the page nothing measurable.
@@ -163,6 +165,7 @@ def one_load(browser: Any, url: str) -> dict[str, Any]:
         "first_figures": round(first, 1),
         "response_end": round(timing["response_end"], 1),
         "dom_content_loaded": round(timing["dom_content_loaded"], 1),
+        "first_api": round(min((r["start"] for r in timing["api"]), default=0.0), 1),
         "settled": round(settled, 1),
         "settled_seen": round(seen, 1),
         "load_event": round(timing["load_event"], 1),
@@ -243,9 +246,10 @@ def replay_api(base: str, results: dict[str, Any], repeat: int) -> dict[str, Any
 
 def print_tables(store: str, result: dict[str, Any]) -> None:
     titles = {
-        "first_figures": "first figures",
         "response_end": "responseEnd",
         "dom_content_loaded": "DOMContentLoaded",
+        "first_api": "first API request",
+        "first_figures": "first figures",
         "settled": "all rendered",
     }
     print(f"\n{store}: ms from navigation start, median / max of {result['loads']} cold loads")
