@@ -46,6 +46,19 @@ def month(day: str) -> str:
     return day[:7]
 
 
+def owner(loaded, item_id: str) -> int | None:
+    """The repository whose identifier prefix the item id starts with (longest prefix)."""
+    owners = [(len(p), s) for s, p in loaded.prefixes.items() if item_id.startswith(p)]
+    return max(owners)[1] if owners else None
+
+
+def ranked(per_key: dict, metric: str, limit: int) -> list[tuple[str, dict]]:
+    """Manifest sums per key, most `metric` first, ties by key ascending, as the API ranks."""
+    order = sorted(per_key.items(), key=lambda kv: (-kv[1][metric], kv[0]))[:limit]
+    assert all(v[metric] > 0 for _, v in order), "limit reaches keys without usage"
+    return order
+
+
 def test_health(web):
     client, _ = web
     body = client.get("/health").json()
@@ -139,6 +152,155 @@ def test_top_items_of_source_node_and_global(web):
     assert top("/api/v1/sources/2/top") == expected(lambda i: i["item_id"].startswith(prefix))
     assert top("/api/v1/nodes/5/top") == expected(lambda i: i["site_id"] == 5)
     assert top("/api/v1/global/top") == expected(lambda i: True)
+
+
+def test_series_by_level_of_source_node_and_global(web):
+    client, loaded = web
+    level = lambda i: loaded.levels[i["site_id"]]  # noqa: E731
+    prefix = loaded.prefixes[1]
+    cases = [
+        (
+            "/api/v1/sources/1",
+            "day",
+            lambda i: i["item_id"].startswith(prefix),
+            lambda i: i["date"],
+        ),
+        ("/api/v1/nodes/4", "day", lambda i: i["site_id"] == 4, lambda i: i["date"]),
+        ("/api/v1/global", "month", lambda i: True, lambda i: month(i["date"])),
+    ]
+    for path, grain, keep, period in cases:
+        body = client.get(path, params={**RANGE, "granularity": grain}).json()
+        expected = sums(loaded.manifest, keep, by=lambda i, p=period: (level(i), p(i)))
+        levels = [lv for lv in ("R", "N", "L") if any(k[0] == lv for k in expected)]
+        assert [s["level"] for s in body["series_by_level"]] == levels, path
+        periods = [s["period"] for s in body["series"]]
+        zero = dict.fromkeys(METRICS, 0)
+        for entry in body["series_by_level"]:
+            assert [s["period"] for s in entry["series"]] == periods
+            assert [(s["start"], s["end"]) for s in entry["series"]] == [
+                (s["start"], s["end"]) for s in body["series"]
+            ]
+            for bucket in entry["series"]:
+                assert metrics(bucket) == expected.get((entry["level"], bucket["period"]), zero)
+        for i, bucket in enumerate(body["series"]):
+            stacked = {m: sum(e["series"][i][m] for e in body["series_by_level"]) for m in METRICS}
+            assert stacked == metrics(bucket)
+    # a source has items used on every level; a node only on its own
+    body = client.get("/api/v1/sources/1", params={**RANGE, "granularity": "day"}).json()
+    assert [s["level"] for s in body["series_by_level"]] == ["R", "N", "L"]
+    assert len(body["series_by_level"][0]["series"]) == 12
+    node = client.get("/api/v1/nodes/4", params=RANGE).json()
+    assert [s["level"] for s in node["series_by_level"]] == ["N"]
+
+
+def test_top_item_rows_carry_every_metric_whatever_the_ranking(web):
+    client, loaded = web
+    prefix = loaded.prefixes[2]
+    cases = [
+        ("/api/v1/global/top", lambda i: True),
+        ("/api/v1/nodes/4/top", lambda i: i["site_id"] == 4),
+        ("/api/v1/nodes/5/top", lambda i: i["site_id"] == 5),
+        ("/api/v1/sources/2/top", lambda i: i["item_id"].startswith(prefix)),
+    ]
+    for path, keep in cases:
+        per_item = sums(loaded.manifest, keep, by=lambda i: i["item_id"])
+        for metric in ("views", "downloads", "unique_item_requests"):
+            params = {**RANGE, "limit": 7}
+            if metric != "views":
+                params["metric"] = metric
+            body = client.get(path, params=params).json()
+            assert body["metric"] == metric and body["limit"] == 7
+            expected = ranked(per_item, metric, 7)
+            rows = body["items"]
+            assert [r["rank"] for r in rows] == list(range(1, 8)), (path, metric)
+            assert [(r["identifier"], metrics(r)) for r in rows] == expected, (path, metric)
+    # the ranking by downloads differs from the one by views, and files say so
+    per_item = sums(loaded.manifest, by=lambda i: i["item_id"])
+    assert [k for k, _ in ranked(per_item, "downloads", 7)] != [
+        k for k, _ in ranked(per_item, "views", 7)
+    ]
+    response = client.get(
+        "/api/v1/global/top", params={**RANGE, "metric": "downloads", "limit": 7, "format": "csv"}
+    )
+    assert response.status_code == 200, response.text
+    assert (
+        'filename="global-top-items-downloads-2026-01-24-2026-02-04.csv"'
+        in response.headers["content-disposition"]
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["identifier"], {m: int(r[m]) for m in METRICS}) for r in rows] == ranked(
+        per_item, "downloads", 7
+    )
+
+
+def test_top_sources_global_and_of_a_node(web):
+    client, loaded = web
+    registered = {s.site_id: s for s in loaded.sources}
+    cases = [
+        ("/api/v1/global/top-sources", lambda i: True),
+        ("/api/v1/nodes/4/top-sources", lambda i: i["site_id"] == 4),
+        ("/api/v1/nodes/5/top-sources", lambda i: i["site_id"] == 5),
+        ("/api/v1/nodes/1/top-sources", lambda i: i["site_id"] == 1),
+    ]
+    for path, keep in cases:
+        per_owner = sums(
+            loaded.manifest,
+            lambda i, k=keep: k(i) and owner(loaded, i["item_id"]) is not None,
+            by=lambda i: owner(loaded, i["item_id"]),
+        )
+        for metric in ("views", "downloads", "total_item_investigations"):
+            body = client.get(path, params={**RANGE, "metric": metric}).json()
+            assert body["metric"] == metric and body["limit"] == 10
+            expected = sorted(per_owner.items(), key=lambda kv: (-kv[1][metric], str(kv[0])))
+            rows = body["sources"]
+            assert [r["rank"] for r in rows] == list(range(1, len(expected) + 1))
+            assert [(r["site_id"], metrics(r)) for r in rows] == expected, (path, metric)
+            for r in rows:
+                source = registered[r["site_id"]]
+                assert (r["source_key"], r["name"], r["country"]) == (
+                    source.source_key,
+                    source.name,
+                    source.country,
+                )
+                assert source.type == "R"
+    # all three repositories' items are used on the node and the portal
+    assert len(client.get("/api/v1/nodes/4/top-sources", params=RANGE).json()["sources"]) == 3
+    # the limit
+    per_owner = sums(loaded.manifest, by=lambda i: owner(loaded, i["item_id"]))
+    per_owner.pop(None, None)
+    limited = client.get(
+        "/api/v1/global/top-sources", params={**RANGE, "limit": 2, "metric": "outlinks"}
+    ).json()
+    assert limited["limit"] == 2
+    assert [(r["site_id"], metrics(r)) for r in limited["sources"]] == sorted(
+        per_owner.items(), key=lambda kv: (-kv[1]["outlinks"], str(kv[0]))
+    )[:2]
+    # CSV rows are the JSON rows
+    params = {**RANGE, "metric": "downloads"}
+    response = client.get("/api/v1/nodes/5/top-sources", params={**params, "format": "csv"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    assert (
+        'filename="node-5-top-sources-downloads-2026-01-24-2026-02-04.csv"'
+        in response.headers["content-disposition"]
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    json_rows = client.get("/api/v1/nodes/5/top-sources", params=params).json()["sources"]
+    assert rows == [{k: "" if v is None else str(v) for k, v in r.items()} for r in json_rows]
+    assert list(rows[0]) == ["rank", "site_id", "source_key", "name", "country", *METRICS]
+
+
+def test_coverage(web):
+    client, loaded = web
+    days = sorted({i["date"] for i in loaded.manifest["items"]})
+    assert (days[0], days[-1]) == (START.isoformat(), END.isoformat())
+    response = client.get("/api/v1/coverage")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "first_day": START.isoformat(),
+        "last_day": END.isoformat(),
+        "complete_through": END.isoformat(),
+    }
 
 
 def test_csv_and_xlsx_downloads(web):
@@ -264,6 +426,21 @@ BAD = [
     ("/api/v1/global/top", {"limit": "100000"}, 400, "limit"),
     ("/api/v1/global/top", {"limit": "ten"}, 400, "limit"),
     ("/api/v1/global/top", {"metric": "views; DROP TABLE x"}, 400, "metric"),
+    ("/api/v1/global/top", {"metric": "clicks"}, 400, "metric"),
+    ("/api/v1/global/top", {"format": "pdf"}, 400, "format"),
+    ("/api/v1/sources/4/top", {}, 404, "site_id"),
+    ("/api/v1/nodes/999/top", {}, 404, "site_id"),
+    ("/api/v1/global/top-sources", {"metric": "clicks"}, 400, "metric"),
+    ("/api/v1/global/top-sources", {"metric": "views; DROP TABLE x"}, 400, "metric"),
+    ("/api/v1/global/top-sources", {"limit": "0"}, 400, "limit"),
+    ("/api/v1/global/top-sources", {"limit": "1001"}, 400, "limit"),
+    ("/api/v1/global/top-sources", {"start": "2026-13-01"}, 400, "start"),
+    ("/api/v1/global/top-sources", {"start": "2026-02-01", "end": "2026-01-01"}, 400, "end"),
+    ("/api/v1/global/top-sources", {"format": "pdf"}, 400, "format"),
+    ("/api/v1/nodes/4/top-sources", {"metric": "clicks"}, 400, "metric"),
+    ("/api/v1/nodes/999/top-sources", {}, 404, "site_id"),
+    ("/api/v1/nodes/abc/top-sources", {}, 400, "site_id"),
+    ("/api/v1/nodes/0/top-sources", {}, 400, "site_id"),
     ("/api/v1/sources/999", {}, 404, "site_id"),
     ("/api/v1/sources/4", {}, 404, "site_id"),
     ("/api/v1/sources/abc", {}, 400, "site_id"),

@@ -531,6 +531,8 @@ async function refresh() {
   const sources = target.sources
     ? getJSON(target.sources, { start: range.start, end: range.end, metric: state.metric, limit: 10 })
     : null;
+  // Awaited only after the figures are drawn; until then a refusal must not count as unhandled.
+  for (const pending of [items, sources]) if (pending) pending.catch(() => {});
   try {
     const [now, then] = await Promise.all([stats, previous]);
     if (generation !== page.generation) return;
