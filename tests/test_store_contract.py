@@ -131,3 +131,22 @@ def test_user_text_never_becomes_query_syntax(loaded):
     for evil in ["x' OR '1'='1", "*", "key:* OR scope:item", '{"match_all": {}}', "oai:*"]:
         totals = store.totals("item", evil, DATES[0], DATES[-1])
         assert rows(totals, ()) == {(): (0,) * len(METRICS)}
+
+
+def test_optimize_keeps_every_row_and_later_days_still_replace(loaded):
+    """The DuckDB store rewrites its tables sorted (OpenSearch has nothing to do): the same
+    rows before and after, twice in a row, and a day written after it replaces that day."""
+    store, data, tables = loaded
+    every = ("date", "site_id", "level", "country", "owner_site_id", "key")
+    before = rows(store.sums("item", DATES[0], DATES[-1], by=every), every)
+    assert store.optimize() >= 0
+    assert store.optimize() >= 0
+    assert rows(store.sums("item", DATES[0], DATES[-1], by=every), every) == before
+    day, deltas, snapshot = tables[1]
+    store.replace_day(day, deltas.head(3), snapshot.head(3))
+    assert store.row_count("usage_deltas", day) == 3
+    store.replace_day(day, deltas, snapshot)
+    assert store.row_count("usage_deltas", day) == deltas.height
+    assert rows(store.sums("item", DATES[0], DATES[-1], by=every), every) == before
+    global_total = rows(store.totals("global", "global", DATES[0], DATES[-1]), ())
+    assert global_total == manifest_sums(data.manifest)

@@ -88,6 +88,32 @@ class DuckDBStatsStore:
                 raise
         return DayWrite(day, deltas.height, snapshot.height)
 
+    def optimize(self) -> float:
+        """Rewrite both tables ordered by scope, key and date, in one transaction.
+
+        DuckDB skips row groups by their min/max; days are written one by one, so every row
+        group holds every scope and key and each query reads the whole table. Sorted, a query
+        for one scope and key reads a few row groups: 2.5× faster for a year of 100,000 items,
+        for a 2 s rewrite (bench/README.md). Days written later are appended unsorted until the
+        next call, at the end of each stats_index run. Returns the seconds it took."""
+        started = time.perf_counter()
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in STORE_TABLES:
+                    con.execute(
+                        f"CREATE TABLE {table}_sorted AS "
+                        f"SELECT * FROM {table} ORDER BY scope, key, date"
+                    )
+                    con.execute(f"DROP TABLE {table}")
+                    con.execute(f"ALTER TABLE {table}_sorted RENAME TO {table}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("CHECKPOINT")
+        return time.perf_counter() - started
+
     def row_count(self, table: str, day: dt.date) -> int:
         if table not in STORE_TABLES:
             raise ValueError(f"unknown table {table!r}")

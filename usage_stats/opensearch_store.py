@@ -541,6 +541,11 @@ class OpenSearchStatsStore:
             if not after or not agg["buckets"]:
                 return
 
+    def optimize(self) -> float:
+        """Nothing to arrange: OpenSearch merges segments by itself and every query is served
+        by the inverted index on scope and key."""
+        return 0.0
+
     def delete_all(self) -> None:
         """Drop every index and template of this store and its compatibility set."""
         for pattern in (f"{self.prefix}-*", f"{self.compat_prefix}-*"):

@@ -225,8 +225,16 @@ def processing_status(
 
 
 def complete_through(url: str, site_id: int | None = None) -> dt.date | None:
-    """The last day up to which every day since the first processed one has a status."""
-    days = sorted({s.day for s in processing_status(url, site_id)})
+    """The last day up to which every day since the first processed one has a status.
+
+    Asked on every dashboard and API response (cached briefly), so only the distinct days are
+    read, not the status rows: a year of 50 sites is 365 days instead of 18,000 rows."""
+    ensure_current(url)
+    with session_scope(url) as session:
+        query = select(ProcessingStatus.day).distinct().order_by(ProcessingStatus.day)
+        if site_id is not None:
+            query = query.where(ProcessingStatus.site_id == site_id)
+        days = list(session.scalars(query))
     if not days:
         return None
     last = days[0]

@@ -38,7 +38,27 @@ const LEVEL_COLORS = { R: "#1f6fb2", N: "#e0861a", L: "#2f9e62" };
 const MAP_COLORS = ["#dbe9f6", "#a9cce3", "#6fa8d6", "#3a7fc1", "#0d4f91"];
 const MAX_DAY_BUCKETS = 1100;
 
+const VENDOR = "/static/vendor";
+const LIBRARIES = ["chart.umd.min.js", "d3-array.min.js", "d3-geo.min.js", "topojson-client.min.js"];
+
 const $ = (id) => document.getElementById(id);
+
+/** Inserted scripts with async=false run in insertion order (d3-geo needs d3-array) without
+ * holding up this module; each promise settles when its library has run. */
+function loadLibraries() {
+  return Object.fromEntries(
+    LIBRARIES.map((name) => {
+      const script = el("script", { src: `${VENDOR}/${name}` });
+      script.async = false;
+      const loaded = new Promise((resolve, reject) => {
+        script.addEventListener("load", resolve);
+        script.addEventListener("error", () => reject(new Error(`could not load ${VENDOR}/${name}`)));
+      });
+      document.head.append(script);
+      return [name, loaded];
+    }),
+  );
+}
 const page = { view: null, target: null, coverage: null, generation: 0, marked: false };
 let chart = null;
 let map = null;
@@ -332,11 +352,9 @@ function renderSeries(stats, metric) {
   );
 }
 
-async function loadMap() {
-  const [world, countries] = await Promise.all([
-    fetch("/static/vendor/countries-110m.json").then((r) => r.json()),
-    fetch("/static/vendor/countries.json").then((r) => r.json()),
-  ]);
+async function loadMap(libraries, data) {
+  const [world, countries] = await data;
+  await Promise.all([libraries["d3-geo.min.js"], libraries["topojson-client.min.js"]]);
   const byNumeric = {};
   for (const [alpha2, c] of Object.entries(countries)) byNumeric[c.numeric] = alpha2;
   const features = topojson
@@ -527,12 +545,6 @@ async function refresh() {
   const { target } = page;
   const stats = getJSON(target.stats, { start: range.start, end: range.end, granularity: state.granularity });
   const previous = getJSON(target.stats, { start: before.start, end: before.end, granularity: "year" });
-  const items = getJSON(target.items, { start: range.start, end: range.end, metric: state.metric, limit: 10 });
-  const sources = target.sources
-    ? getJSON(target.sources, { start: range.start, end: range.end, metric: state.metric, limit: 10 })
-    : null;
-  // Awaited only after the figures are drawn; until then a refusal must not count as unhandled.
-  for (const pending of [items, sources]) if (pending) pending.catch(() => {});
   try {
     const [now, then] = await Promise.all([stats, previous]);
     if (generation !== page.generation) return;
@@ -541,10 +553,17 @@ async function refresh() {
       performance.mark("first-figures");
       page.marked = true;
     }
+    // The top lists scan every item of the range: asked only now, so that they do not
+    // compete with the figures for the server.
+    const top = { start: range.start, end: range.end, metric: state.metric, limit: 10 };
+    const items = getJSON(target.items, top);
+    const sources = target.sources ? getJSON(target.sources, top) : null;
+    for (const pending of [items, sources]) if (pending) pending.catch(() => {});
     renderNotice(now, range);
     renderDownloads(range, state);
+    await page.libraries["chart.umd.min.js"];
     renderSeries(now, state.metric);
-    if (!map) map = await page.mapReady;
+    if (!map) map = await loadMap(page.libraries, page.mapData);
     renderCountries(now, state.metric);
     renderItems(await items, state.metric);
     if (sources) renderSources(await sources, state.metric);
@@ -564,10 +583,20 @@ async function refresh() {
 
 async function boot() {
   page.view = parseView(location.pathname);
-  page.mapReady = loadMap();
+  const first = Promise.all([getJSON("/api/v1/coverage"), getJSON("/api/v1/sources")]);
+  page.libraries = loadLibraries();
+  page.mapData = Promise.all(
+    ["countries-110m.json", "countries.json"].map((name) =>
+      fetch(`${VENDOR}/${name}`).then((r) => {
+        if (!r.ok) throw new Error(`could not load ${VENDOR}/${name}: ${r.status}`);
+        return r.json();
+      }),
+    ),
+  );
+  page.mapData.catch(() => {});
   bindControls();
   try {
-    const [coverage, sources] = await Promise.all([getJSON("/api/v1/coverage"), getJSON("/api/v1/sources")]);
+    const [coverage, sources] = await first;
     page.coverage = coverage;
     buildGoto(sources);
     page.target = resolveTarget(page.view, sources);
