@@ -6,8 +6,9 @@ from assets.matomo_export import matomo_export
 from assets.raw_events import raw_events
 from assets.snapshots import usage_snapshots
 from assets.stats_index import stats_index
+from assets.titles import item_titles
 
-usage_assets = [raw_events, cleaning, item_daily_deltas, usage_snapshots, stats_index]
+usage_assets = [raw_events, cleaning, item_titles, item_daily_deltas, usage_snapshots, stats_index]
 ingest_assets = [matomo_export]
 
 __all__ = ["ingest_assets", "usage_assets"]

@@ -22,7 +22,8 @@ class SiteSelection(Config):
     backfill_policy=single_run,
     group_name="usage",
     kinds={"polars", "parquet"},
-    description="Canonical typed events of a day, all sites (design §3.2); IPs already hashed.",
+    description="Canonical typed events of a day, all sites (design §3.2); IPs already hashed. "
+    "Page titles seen with the day's views are kept beside them (page_titles).",
 )
 def raw_events(
     context: AssetExecutionContext,
@@ -43,13 +44,18 @@ def raw_events(
         day_input = read_canonical_day(
             lake.get_lake(), day, slots, cleaning_settings.ip_salt, config.sites
         )
-        events = day_input.events
+        events, titles = day_input.events, day_input.titles
         if config.sites is not None:
             previous = store.read_optional("raw_events", day)
             if previous is not None:
                 others = previous.filter(~pl.col("site_id").is_in(config.sites))
                 events = pl.concat([others, events])
+            previous_titles = store.read_optional("page_titles", day)
+            if previous_titles is not None:
+                others = previous_titles.filter(~pl.col("site_id").is_in(config.sites))
+                titles = pl.concat([others, titles])
         store.write("raw_events", day, events)
+        store.write("page_titles", day, titles)
         rows[day.isoformat()] = events.height
         files += [{"day": day.isoformat(), **f} for f in day_input.files]
         sites_seen |= set(events.get_column("site_id").drop_nulls().unique().to_list())

@@ -15,7 +15,7 @@ MATCHES_DELTAS = "store_rows_equal_delta_rows"
 
 
 @asset(
-    deps=["item_daily_deltas", "usage_snapshots"],
+    deps=["item_daily_deltas", "usage_snapshots", "item_titles"],
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="usage",
@@ -30,7 +30,7 @@ MATCHES_DELTAS = "store_rows_equal_delta_rows"
         )
     ],
     description="Deltas and snapshots in the stats store; re-materialising a day replaces "
-    "exactly that day.",
+    "exactly that day. Item titles are kept per item, the latest day's winning.",
 )
 def stats_index(
     context: AssetExecutionContext, warehouse: WarehouseResource, stats_store: StatsStoreResource
@@ -44,7 +44,13 @@ def stats_index(
         snapshot = store.read("usage_snapshots", day)
         result = target.replace_day(day, deltas, snapshot)
         stored = target.row_count("usage_deltas", day)
-        written[day.isoformat()] = {"deltas": result.delta_rows, "snapshot": result.snapshot_rows}
+        titles = store.read_optional("item_titles", day)
+        titled = target.record_titles(day, titles) if titles is not None else 0
+        written[day.isoformat()] = {
+            "deltas": result.delta_rows,
+            "snapshot": result.snapshot_rows,
+            "titles": titled,
+        }
         if stored != deltas.height:
             mismatched[day.isoformat()] = {"stored": stored, "delta_rows": deltas.height}
         context.log.info(
@@ -55,6 +61,7 @@ def stats_index(
     yield MaterializeResult(
         metadata={
             "dagster/row_count": sum(w["deltas"] + w["snapshot"] for w in written.values()),
+            "titles_recorded": sum(w["titles"] for w in written.values()),
             "written_per_day": MetadataValue.json(written),
             "store": type(target).__name__,
             "optimize_seconds": round(optimized, 2),

@@ -158,8 +158,17 @@ def test_top_items_top_repositories_map_and_country_table(site, open_page):
     assert rows.count() == len(top) == 10
     shown = [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(10)]
     assert shown == [
-        [str(t["rank"]), t["identifier"], f"{t['views']:,}", f"{t['downloads']:,}"] for t in top
+        [
+            str(t["rank"]),
+            f"{t['title']}\n{t['identifier']}" if t["title"] else t["identifier"],
+            f"{t['views']:,}",
+            f"{t['downloads']:,}",
+        ]
+        for t in top
     ]
+    titles = loaded.manifest["titles"]
+    assert [t["title"] for t in top] == [titles.get(t["identifier"]) for t in top]
+    assert any(t["title"] for t in top) and not all(t["title"] for t in top)
     sources = api.get("/api/v1/global/top-sources", params=rng).json()["sources"]
     names = page.locator("#sources-table tbody tr th, #sources-table tbody tr td:nth-child(2)")
     assert names.all_inner_texts() == [s["name"] for s in sources]

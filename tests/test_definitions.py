@@ -26,6 +26,7 @@ ASSET_KEYS = {
         "raw_events",
         "sessions",
         "rejected_events",
+        "item_titles",
         "item_daily_deltas",
         "usage_snapshots",
         "stats_index",

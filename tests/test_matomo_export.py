@@ -19,6 +19,7 @@ from definitions import build_resources
 from resources import MatomoDbResource
 from stores import fresh_matomo_database
 from support import item_metrics, manifest_items
+from usage_stats.duckdb_store import DuckDBStatsStore
 from usage_stats.lake import LocalLake, day_leaf
 from usage_stats.matomo import MatomoExportError, MatomoTables, export_site_day
 from usage_stats.synthetic import SyntheticConfig
@@ -85,6 +86,9 @@ def test_export_then_pipeline_gives_the_same_statistics(source_data, matomo_url,
     assert run(source_data, usage_assets, tags=RANGE).success
     assert store_deltas(exported).equals(store_deltas(source_data))
     assert item_metrics(store_deltas(exported)) == manifest_items(source_data.manifest)
+    # Page titles travel through log_action (type 4) and idaction_name.
+    titles = source_data.manifest["titles"]
+    assert DuckDBStatsStore(Path(exported.settings.duckdb_path)).titles(tuple(titles)) == titles
 
     # Re-export of a day: the same files, the same statistics.
     root = Path(exported.settings.lake_url)

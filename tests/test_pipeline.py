@@ -216,3 +216,18 @@ def test_unknown_sites_are_rejected_not_dropped(generated, site):
     unknown = rejected.filter(pl.col("reason") == "unknown_site")
     assert unknown.get_column("site_id").unique().to_list() == [site]
     assert unknown.height == generated.manifest["days"][DAYS[0]]["rejected"]["unknown_site"]
+
+
+def test_item_titles_are_the_last_page_titles_seen_whatever_the_order_of_days(generated):
+    """Planted: untitled items (no title, an empty title) and items renamed at noon; the
+    store keeps each item's last title, so days run in reverse order change nothing."""
+    for day in reversed(DAYS):
+        run(generated, partition=day)
+    expected = generated.manifest["titles"]
+    stored = store_table(generated, "item_titles")
+    assert dict(stored.select("key", "title").iter_rows()) == expected
+    assert stored.get_column("date").max() == dt.date.fromisoformat(DAYS[-1])
+    assert any(t.endswith("(revised)") for t in expected.values())
+    viewed = {i["item_id"] for i in generated.manifest["items"] if i["views"]}
+    assert viewed - set(expected), "the generator plants items without a title"
+    assert store(generated).titles(tuple(sorted(expected))) == expected

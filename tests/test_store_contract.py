@@ -150,3 +150,23 @@ def test_optimize_keeps_every_row_and_later_days_still_replace(loaded):
     assert rows(store.sums("item", DATES[0], DATES[-1], by=every), every) == before
     global_total = rows(store.totals("global", "global", DATES[0], DATES[-1]), ())
     assert global_total == manifest_sums(data.manifest)
+
+
+def test_item_titles_latest_day_wins_and_old_days_do_not_bring_old_titles_back(store):
+    """Titles are kept per item: a later day's title replaces, re-running the same day
+    replaces, an earlier day's does not (on both stores)."""
+    key, other = f"oai:titles.example.org:{id(store)}/1", f"oai:titles.example.org:{id(store)}/2"
+    assert store.titles((key, other)) == {}
+
+    def titles(*pairs: tuple[str, str]) -> pl.DataFrame:
+        return pl.DataFrame(pairs, schema=["key", "title"], orient="row")
+
+    assert store.record_titles(DATES[1], titles((key, "Second day"), (other, "Other"))) == 2
+    assert store.titles((key, other, "oai:nowhere:1")) == {key: "Second day", other: "Other"}
+    store.record_titles(DATES[0], titles((key, "First day")))  # an older day: refused
+    assert store.titles((key,)) == {key: "Second day"}
+    store.record_titles(DATES[1], titles((key, "Second day, corrected")))  # same day: replaces
+    assert store.titles((key,)) == {key: "Second day, corrected"}
+    store.record_titles(DATES[2], titles((key, "Third day")))
+    assert store.titles((key, other)) == {key: "Third day", other: "Other"}
+    assert store.record_titles(DATES[2], titles()) == 0

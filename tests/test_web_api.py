@@ -490,3 +490,21 @@ def test_bad_input_is_a_4xx_naming_the_parameter(web, path, params, status, para
     error = response.json()["error"]
     assert error["parameter"] == parameter
     assert parameter in error["message"] or "source" in error["message"]
+
+
+def test_item_titles_in_top_items_and_item_statistics(web):
+    client, loaded = web
+    titles = loaded.manifest["titles"]
+    rows = client.get("/api/v1/global/top", params={**RANGE, "limit": 30}).json()["items"]
+    assert [r["title"] for r in rows] == [titles.get(r["identifier"]) for r in rows]
+    titled = [r for r in rows if r["title"]]
+    untitled = [r for r in rows if not r["title"]]
+    assert titled and untitled  # planted: items 2 and 4 (mod 7) have no usable title
+    one = client.get("/api/v1/items", params={**RANGE, "identifier": titled[0]["identifier"]})
+    assert one.json()["title"] == titles[titled[0]["identifier"]]
+    none = client.get("/api/v1/items", params={**RANGE, "identifier": untitled[0]["identifier"]})
+    assert none.json()["title"] is None
+    csv_text = client.get("/api/v1/global/top", params={**RANGE, "limit": 30, "format": "csv"}).text
+    header, first = csv_text.splitlines()[:2]
+    assert header.startswith("rank,identifier,title,views")
+    assert first.split(",")[2] == (rows[0]["title"] or "")

@@ -19,6 +19,7 @@ from usage_stats.metrics import METRICS, daily_deltas
 from usage_stats.snapshots import next_snapshot
 from usage_stats.sources import CsvSourceRegistry, sources_frame
 from usage_stats.synthetic import SyntheticConfig
+from usage_stats.titles import latest_item_titles
 
 START = dt.date(2026, 1, 24)
 DAYS = 12  # 2026-01-24 .. 2026-02-04: two calendar months, three ISO weeks and a bit
@@ -48,10 +49,11 @@ def load(store, data_dir: Path) -> Loaded:
     statuses = []
     for i in range(DAYS):
         day = START + dt.timedelta(days=i)
-        events = read_canonical_day(lake, day, slots, "salt").events
-        deltas = daily_deltas(clean_events(events, sources_frame(sources)).sessions)
+        day_input = read_canonical_day(lake, day, slots, "salt")
+        deltas = daily_deltas(clean_events(day_input.events, sources_frame(sources)).sessions)
         previous = next_snapshot(previous, deltas, day)
         store.replace_day(day, deltas, previous)
+        store.record_titles(day, latest_item_titles(day_input.titles, sources))
         now = dt.datetime.now(dt.UTC)
         statuses += [DayStatus(s.site_id, day, 1, 1, 0, {}, "test", now) for s in sources]
     url = data.settings.admin_db_url

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from usage_stats.lake import Lake, LakeReadError, RawFile, raw_files_for_day, scan_parquet_file
+from usage_stats.titles import empty_page_titles, page_titles
 
 MATOMO_ACTION_TYPES = {1: "view", 2: "outlink", 3: "download"}
 URL_PREFIXES = {0: "http://", 1: "http://www.", 2: "https://", 3: "https://www."}
@@ -28,7 +29,7 @@ EVENT_REQUIRED = {
     "action_type": "int",
     "action_url": "str",
 }
-EVENT_OPTIONAL = {"idvisitor": "id", "action_url_prefix": "int"} | {
+EVENT_OPTIONAL = {"idvisitor": "id", "action_url_prefix": "int", "action_name": "str"} | {
     f"custom_var_v{i}": "str" for i in range(1, 11)
 }
 VISIT_REQUIRED = {
@@ -95,6 +96,8 @@ def ip_hash_expr(ip: pl.Expr, salt: str) -> pl.Expr:
 class DayInput:
     events: pl.DataFrame
     files: list[dict[str, object]] = field(default_factory=list)
+    # page titles seen with the day's views (usage_stats.titles), folded file by file
+    titles: pl.DataFrame = field(default_factory=empty_page_titles)
 
 
 def _column_expr(dtype: pl.DataType, name: str, kind: str, where: str) -> pl.Expr | None:
@@ -230,7 +233,11 @@ def _plan_events(lake: Lake, raw: RawFile, day: dt.date, slots: dict[int, int]) 
     identifier_col = f"custom_var_v{slot}"
     # Typing keeps the columns and the type of `idvisitor`, so the file's schema says it all.
     exprs = _event_exprs(
-        day, identifier_col, "action_url_prefix" in schema, schema.get("idvisitor")
+        day,
+        identifier_col,
+        "action_url_prefix" in schema,
+        schema.get("idvisitor"),
+        "action_name" in schema,
     )
     convert = functools.partial(_select, exprs=exprs)
     planned = _PlannedFile(raw, where, typed, convert, sites_checked=False)
@@ -260,7 +267,11 @@ def _select(typed: pl.LazyFrame, exprs: list[pl.Expr]) -> pl.LazyFrame:
 
 @functools.lru_cache(maxsize=64)
 def _event_exprs(
-    day: dt.date, identifier_col: str, has_prefix: bool, visitor_dtype: pl.DataType | None
+    day: dt.date,
+    identifier_col: str,
+    has_prefix: bool,
+    visitor_dtype: pl.DataType | None,
+    has_title: bool,
 ) -> list[pl.Expr]:
     """The canonical event columns; cached, since a day's files mostly share one layout and
     building expressions costs more than converting a small file."""
@@ -283,6 +294,12 @@ def _event_exprs(
         pl.col("action_type").cast(pl.Int16),
         pl.concat_str([prefix, pl.col("action_url")]).alias("url"),
         pl.col(identifier_col).cast(pl.String).alias("raw_identifier"),
+        # Only views carry the page's title (Matomo also names downloads after the file).
+        (
+            pl.when(pl.col("action_type") == 1).then(pl.col("action_name").cast(pl.String))
+            if has_title
+            else pl.lit(None, dtype=pl.String)
+        ).alias("page_title"),
     ]
 
 
@@ -319,7 +336,11 @@ def _visit_exprs(ip_salt: str, has_ip: bool, has_country: bool, has_agent: bool)
     ]
 
 
-def _read_files(raws: list[RawFile], plan: Callable[[RawFile], _PlannedFile]) -> list[pl.DataFrame]:
+def _read_files(
+    raws: list[RawFile],
+    plan: Callable[[RawFile], _PlannedFile],
+    finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+) -> list[pl.DataFrame]:
     """Every file converted to canonical columns, decoded in parallel, batch by batch.
 
     Errors come out as if the files were read one after another: planning stops at the
@@ -345,7 +366,7 @@ def _read_files(raws: list[RawFile], plan: Callable[[RawFile], _PlannedFile]) ->
         for p, frame in zip(batch, converted, strict=True):
             if not p.sites_checked:
                 _check_sites(frame.get_column("site_id"), p)
-            frames.append(frame)
+            frames.append(finish(frame) if finish else frame)
     if pending is not None:
         raise pending
     return frames
@@ -379,8 +400,22 @@ def read_canonical_day(
     """
     event_files = raw_files_for_day(lake, "events", day, sites)
     visit_files = raw_files_for_day(lake, "visits", day, sites)
+    titles: list[pl.DataFrame] = []
+
+    def fold_titles(frame: pl.DataFrame) -> pl.DataFrame:
+        """The file's titles, folded while its batch is in memory; the events go on without."""
+        titles.append(page_titles(frame))
+        return frame.drop("page_title")
+
     event_frames: list[pl.DataFrame | None] = list(
-        _read_files(event_files, lambda raw: _plan_events(lake, raw, day, slots))
+        _read_files(event_files, lambda raw: _plan_events(lake, raw, day, slots), fold_titles)
+    )
+    day_titles = (
+        pl.concat(titles)
+        .group_by("site_id", "raw_identifier", "page_title", maintain_order=True)
+        .agg(pl.col("seen").max())
+        if titles
+        else empty_page_titles()
     )
     visit_frames = _read_files(visit_files, lambda raw: _plan_visits(lake, raw, ip_salt))
     files: list[dict[str, object]] = [
@@ -391,7 +426,7 @@ def read_canonical_day(
         for raw, frame in zip(visit_files, visit_frames, strict=True)
     ]
     if not event_frames:
-        return DayInput(empty_canonical(), files)
+        return DayInput(empty_canonical(), files, day_titles)
     visits_by_site = _visits_by_site(visit_frames)
     del visit_frames
     no_visits = pl.DataFrame(schema={k: CANONICAL_SCHEMA[k] for k in _VISIT_COLUMNS})
@@ -411,7 +446,7 @@ def read_canonical_day(
     # No rechunk: a contiguous copy of the whole day would only raise the peak memory.
     events = pl.concat(joined, how="vertical", rechunk=False)
     del joined
-    return DayInput(_fill_missing_visits(events), files)
+    return DayInput(_fill_missing_visits(events), files, day_titles)
 
 
 _FILES_PER_BATCH = 16

@@ -29,6 +29,12 @@ _SQL_TYPES = {
 _GROUPABLE = {"date", "site_id", "level", "country", "owner_site_id", "key"}
 
 
+_CREATE_TITLES = (
+    "CREATE TABLE IF NOT EXISTS item_titles (key VARCHAR PRIMARY KEY, title VARCHAR NOT NULL, "
+    "date DATE NOT NULL)"
+)
+
+
 def _create_table_sql(table: str) -> str:
     columns = ", ".join(f"{name} {_SQL_TYPES[dtype]}" for name, dtype in DELTA_SCHEMA.items())
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
@@ -57,9 +63,10 @@ class DuckDBStatsStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         try:
-            for table in STORE_TABLES:
-                if not read_only:
+            if not read_only:
+                for table in STORE_TABLES:
                     con.execute(_create_table_sql(table))
+                con.execute(_CREATE_TITLES)
             yield con
         finally:
             con.close()
@@ -87,6 +94,39 @@ class DuckDBStatsStore:
                 con.execute("ROLLBACK")
                 raise
         return DayWrite(day, deltas.height, snapshot.height)
+
+    def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:
+        frame = titles.select(
+            pl.col("key").cast(pl.String),
+            pl.col("title").cast(pl.String),
+            pl.lit(day).alias("date"),
+        ).filter(pl.col("key").is_not_null() & pl.col("title").is_not_null())
+        if frame.is_empty():
+            return 0
+        with self._connect() as con:
+            con.register("incoming_titles", frame.to_arrow())
+            con.execute(
+                "INSERT INTO item_titles SELECT key, title, date FROM incoming_titles "
+                "ON CONFLICT (key) DO UPDATE SET title = excluded.title, date = excluded.date "
+                "WHERE excluded.date >= item_titles.date"
+            )
+            con.unregister("incoming_titles")
+        return frame.height
+
+    def titles(self, keys: tuple[str, ...]) -> dict[str, str]:
+        if not keys:
+            return {}
+        with self._connect(read_only=True) as con:
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'item_titles'"
+            ).fetchone()[0]
+            if not exists:  # a store written before titles were kept
+                return {}
+            rows = con.execute(
+                f"SELECT key, title FROM item_titles WHERE key IN ({', '.join('?' for _ in keys)})",
+                list(keys),
+            ).fetchall()
+        return dict(rows)
 
     def optimize(self) -> float:
         """Rewrite both tables ordered by scope, key and date, in one transaction.

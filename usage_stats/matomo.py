@@ -100,15 +100,23 @@ def _events_query(tables: MatomoTables, site_id: int, day: dt.date):
         .where(visits.c.visit_first_action_time >= start)
         .where(visits.c.visit_first_action_time < end)
     )
+    joined = actions.outerjoin(log_action, log_action.c.idaction == actions.c.idaction_url)
+    title: list = []
+    if "idaction_name" in actions.c:
+        # The page title (a log_action of type 4): the item's title in the dashboard.
+        names = log_action.alias("name_action")
+        joined = joined.outerjoin(names, names.c.idaction == actions.c.idaction_name)
+        title = [names.c.name.label("action_name")]
     return (
         select(
             *columns,
             log_action.c.type.label("action_type"),
             log_action.c.name.label("action_url"),
             log_action.c.url_prefix.label("action_url_prefix"),
+            *title,
             *custom,
         )
-        .select_from(actions.outerjoin(log_action, log_action.c.idaction == actions.c.idaction_url))
+        .select_from(joined)
         .where(actions.c.idsite == site_id)
         .where(actions.c.idvisit.in_(first_visits))
         .order_by(actions.c.idvisit, actions.c.server_time, actions.c.idlink_va)

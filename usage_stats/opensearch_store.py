@@ -541,6 +541,90 @@ class OpenSearchStatsStore:
             if not after or not agg["buckets"]:
                 return
 
+    # --- item titles ----------------------------------------------------------------------
+
+    def titles_index(self) -> str:
+        return f"{self.prefix}-titles"
+
+    def _ensure_titles_index(self) -> None:
+        index = self.titles_index()
+        if self._call("titles index", lambda: self.client.indices.exists(index=index)):
+            return
+        body = {
+            "settings": {"number_of_shards": 1, "number_of_replicas": self.replicas},
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "key": {"type": "keyword"},
+                    "title": {"type": "text", "index": False},
+                    "date": {"type": "date", "format": "strict_date"},
+                },
+            },
+        }
+        self._call(
+            "titles index",
+            lambda: self.client.indices.create(index=index, body=body, ignore=[400]),
+        )
+
+    def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:
+        """One document per item; its version is the day, so an older day's title is refused
+        (409, expected) and the same day's re-run replaces (external_gte)."""
+        frame = titles.select(
+            pl.col("key").cast(pl.String), pl.col("title").cast(pl.String)
+        ).filter(pl.col("key").is_not_null() & pl.col("title").is_not_null())
+        if frame.is_empty():
+            return 0
+        self._ensure_titles_index()
+        index = self.titles_index()
+        ids = document_ids_within_limit(frame.get_column("key"))
+        version = day.toordinal()
+        action = pl.struct(
+            pl.struct(
+                pl.lit(index).alias("_index"),
+                pl.lit(ids).alias("_id"),
+                pl.lit(version).alias("version"),
+                pl.lit("external_gte").alias("version_type"),
+            ).alias("index")
+        ).struct.json_encode()
+        document = pl.struct(
+            "key", "title", pl.lit(day.isoformat()).alias("date")
+        ).struct.json_encode()
+        lines = frame.select(pl.concat_str([action, pl.lit("\n"), document]).alias("line"))
+        lines = lines.get_column("line")
+        for start in range(0, lines.len(), self.batch_size):
+            body = lines.slice(start, self.batch_size).str.join("\n").item() + "\n"
+            result = self._call("titles", lambda b=body: self.client.bulk(body=b))
+            refused = [
+                item["index"]
+                for item in result.get("items", [])
+                if item["index"].get("error") and item["index"].get("status") != 409
+            ]
+            if refused:
+                raise StatsStoreError(
+                    f"OpenSearch refused {len(refused)} title(s) of {day}: {refused[0]['error']}"
+                )
+        self._call("refresh", lambda: self.client.indices.refresh(index=index))
+        return frame.height
+
+    def titles(self, keys: tuple[str, ...]) -> dict[str, str]:
+        if not keys:
+            return {}
+        ids = document_ids_within_limit(pl.Series(list(keys), dtype=pl.String)).to_list()
+        try:
+            result = self._call(
+                "titles",
+                lambda: self.client.mget(index=self.titles_index(), body={"ids": ids}),
+            )
+        except StatsStoreError as exc:
+            if "index_not_found" in str(exc):  # nothing titled yet
+                return {}
+            raise
+        return {
+            doc["_source"]["key"]: doc["_source"]["title"]
+            for doc in result.get("docs", [])
+            if doc.get("found")
+        }
+
     def optimize(self) -> float:
         """Nothing to arrange: OpenSearch merges segments by itself and every query is served
         by the inverted index on scope and key."""

@@ -52,6 +52,16 @@ class StatsStore(Protocol):
         """Atomically replace everything stored for `day` (deltas and snapshot)."""
         ...
 
+    def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:
+        """Item titles (`key`, `title`) as seen on `day`: each replaces the stored title of its
+        item unless that one was seen on a later day (re-running an old day does not bring an
+        old title back). Returns how many titles were given."""
+        ...
+
+    def titles(self, keys: tuple[str, ...]) -> dict[str, str]:
+        """The known titles of `keys` (an untitled item is absent)."""
+        ...
+
     def optimize(self) -> float:
         """Arrange what is stored for fast reads after a run's writes; returns the seconds it
         took (DuckDB sorts its tables; OpenSearch merges segments by itself: nothing to do)."""

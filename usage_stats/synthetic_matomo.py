@@ -144,6 +144,33 @@ def load_lake_into_matomo(engine: Engine, prefix: str, lake: Lake) -> dict[str, 
             pl.col("idaction").cast(pl.Int64),
         )
     )
+    if "action_name" in events.columns:
+        # Page titles are actions of type 4, referenced by idaction_name.
+        titles = (
+            events.select(pl.col("action_name").alias("name"))
+            .drop_nulls()
+            .unique(maintain_order=True)
+            .with_row_index("idaction", offset=actions.height + 1)
+            .with_columns(
+                (pl.col("name").hash() % (2**32)).cast(pl.UInt32).alias("hash"),
+                pl.col("idaction").cast(pl.Int64),
+                pl.lit(4, dtype=actions.schema["type"]).alias("type"),
+                pl.lit(None, dtype=actions.schema["url_prefix"]).alias("url_prefix"),
+            )
+            .select(actions.columns)
+        )
+        events = (
+            events.join(
+                titles.select(
+                    pl.col("name").alias("action_name"), pl.col("idaction").alias("_name")
+                ),
+                on="action_name",
+                how="left",
+            )
+            .with_columns(pl.col("_name").alias("idaction_name"))
+            .drop("_name", "action_name")
+        )
+        actions = pl.concat([actions, titles])
     action_rows = actions.drop_nulls("name")
     events = events.drop("idaction_url", strict=False).join(
         actions.select(

@@ -469,7 +469,12 @@ function renderItems(top, metric) {
     ],
     top.items.map((item) => [
       formatNumber(item.rank),
-      el("a", { href: apiUrl("/widget/item", { identifier: item.identifier }), class: "identifier" }, item.identifier),
+      el(
+        "a",
+        { href: apiUrl("/widget/item", { identifier: item.identifier }), class: "item-link" },
+        item.title ? el("span", { class: "item-title" }, item.title) : null,
+        el("span", { class: "identifier" }, item.identifier),
+      ),
       formatNumber(item.views),
       formatNumber(item.downloads),
       ...extra.map((m) => formatNumber(item[m])),

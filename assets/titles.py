@@ -1,0 +1,44 @@
+import polars as pl
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from assets.metadata import markdown_table, standard_metadata
+from assets.partitions import daily_partitions, partition_days, single_run
+from resources import AdminDbResource, WarehouseResource
+from usage_stats.titles import ITEM_TITLE_SCHEMA, latest_item_titles
+
+
+@asset(
+    deps=["raw_events"],
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    group_name="usage",
+    kinds={"polars", "parquet"},
+    description="Each item's title as the day's page views last showed it (Matomo page "
+    "titles), under the normalised key the statistics use; the stats store keeps the latest.",
+)
+def item_titles(
+    context: AssetExecutionContext, warehouse: WarehouseResource, admin_db: AdminDbResource
+) -> MaterializeResult:
+    store = warehouse.get_warehouse()
+    sources = admin_db.get_registry().sources()
+    rows: dict[str, int] = {}
+    last = None
+    for day in partition_days(context):
+        # A day read before page titles were kept has none: its items stay untitled.
+        page = store.read_optional("page_titles", day)
+        titles = (
+            latest_item_titles(page, sources)
+            if page is not None
+            else pl.DataFrame(schema=ITEM_TITLE_SCHEMA)
+        )
+        store.write("item_titles", day, titles)
+        rows[day.isoformat()] = titles.height
+        context.log.info(f"item_titles {day}: {titles.height} titled items")
+        last = titles
+    return MaterializeResult(
+        metadata={
+            **standard_metadata(rows, ITEM_TITLE_SCHEMA),
+            "preview": markdown_table(last),
+            "days_without_titles": MetadataValue.json([d for d, n in rows.items() if n == 0]),
+        }
+    )
