@@ -41,6 +41,7 @@ EXPECTED_ASSETS = {
     "raw_events",
     "sessions",
     "rejected_events",
+    "item_titles",
     "item_daily_deltas",
     "usage_snapshots",
     "stats_index",
