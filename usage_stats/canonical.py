@@ -339,7 +339,7 @@ def _visit_exprs(ip_salt: str, has_ip: bool, has_country: bool, has_agent: bool)
 def _read_files(
     raws: list[RawFile],
     plan: Callable[[RawFile], _PlannedFile],
-    finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    finish: Callable[[list[pl.DataFrame]], list[pl.DataFrame]] | None = None,
 ) -> list[pl.DataFrame]:
     """Every file converted to canonical columns, decoded in parallel, batch by batch.
 
@@ -366,7 +366,7 @@ def _read_files(
         for p, frame in zip(batch, converted, strict=True):
             if not p.sites_checked:
                 _check_sites(frame.get_column("site_id"), p)
-            frames.append(finish(frame) if finish else frame)
+        frames += finish(converted) if finish else converted
     if pending is not None:
         raise pending
     return frames
@@ -402,18 +402,18 @@ def read_canonical_day(
     visit_files = raw_files_for_day(lake, "visits", day, sites)
     titles: list[pl.DataFrame] = []
 
-    def fold_titles(frame: pl.DataFrame) -> pl.DataFrame:
-        """The file's titles, folded while its batch is in memory; the events go on without."""
-        titles.append(page_titles(frame))
-        return frame.drop("page_title")
+    def fold_titles(batch: list[pl.DataFrame]) -> list[pl.DataFrame]:
+        """The batch's titles, folded while it is in memory; the events go on without."""
+        titles.append(page_titles(pl.concat(batch, how="vertical", rechunk=False)))
+        return [frame.drop("page_title") for frame in batch]
 
     event_frames: list[pl.DataFrame | None] = list(
         _read_files(event_files, lambda raw: _plan_events(lake, raw, day, slots), fold_titles)
     )
     day_titles = (
         pl.concat(titles)
-        .group_by("site_id", "raw_identifier", "page_title", maintain_order=True)
-        .agg(pl.col("seen").max())
+        .group_by("site_id", "raw_identifier", maintain_order=True)
+        .agg(pl.col("page_title").sort_by("seen", "page_title").last(), pl.col("seen").max())
         if titles
         else empty_page_titles()
     )

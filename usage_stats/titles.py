@@ -16,7 +16,7 @@ from usage_stats.identifier_rules import apply_identifier_rules
 from usage_stats.identifiers import normalize_identifier_expr
 from usage_stats.sources import Source
 
-# Per day: each title a raw identifier was seen with, and when it was last seen with it.
+# Per day: the last title each raw identifier was seen with, and when.
 PAGE_TITLE_SCHEMA: dict[str, pl.DataType] = {
     "site_id": pl.Int32(),
     "raw_identifier": pl.String(),
@@ -33,20 +33,26 @@ MAX_TITLE_LENGTH = 500
 
 
 def page_titles(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Distinct (site, raw identifier, title) of canonical events with a page title, each with
-    the last time it was seen; a day of millions of views folds into one row per item and
-    title, so the title column need not travel with the events."""
+    """Per site and raw identifier, the title of its last view with a title and when that was
+    (a tie goes to the greatest title); a day of millions of views folds into one row per
+    spelling of an item, so the title column need not travel with the events."""
     return (
         events.lazy()
-        .select("site_id", "raw_identifier", pl.col("page_title").str.strip_chars(), "event_time")
+        .select("site_id", "raw_identifier", "page_title", "event_time")
         .filter(
-            pl.col("page_title").is_not_null()
-            & (pl.col("page_title") != "")
+            (pl.col("page_title").str.len_bytes() > 0)
             & pl.col("raw_identifier").is_not_null()
             & pl.col("event_time").is_not_null()
         )
-        .group_by("site_id", "raw_identifier", "page_title")
-        .agg(pl.col("event_time").max().alias("seen"))
+        .group_by("site_id", "raw_identifier")
+        .agg(
+            pl.col("page_title").sort_by("event_time", "page_title").last(),
+            pl.col("event_time").max().alias("seen"),
+        )
+        # Stripped only now, on one title per spelling instead of one per view; a title of
+        # blanks seen last leaves the spelling untitled that day.
+        .with_columns(pl.col("page_title").str.strip_chars())
+        .filter(pl.col("page_title") != "")
         .select(list(PAGE_TITLE_SCHEMA))
         .cast(PAGE_TITLE_SCHEMA)
         .collect()
