@@ -52,6 +52,8 @@ def build_resources(settings: Settings) -> dict:
             robot_min_actions=settings.robot_min_actions,
             min_average_seconds=settings.min_average_seconds,
             double_click_seconds=settings.double_click_seconds,
+            thumbnail_pattern=settings.thumbnail_pattern,
+            robots_list=settings.robots_list,
             ip_salt=settings.ip_salt,
         ),
     }

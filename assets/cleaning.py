@@ -74,6 +74,7 @@ def cleaning(
     reasons: Counter[str] = Counter({r: 0 for r in REJECTION_REASONS})
     unbalanced: dict[str, dict[str, int]] = {}
     last = None
+    robots_lists: set[str] = set()
     for day in partition_days(context):
         raw = store.read("raw_events", day)
         result = clean_events(apply_identifier_rules(raw, sources), registry, rules)
@@ -91,7 +92,13 @@ def cleaning(
             unbalanced[key] = {"input": raw.height, "kept": kept, "rejected": rejected}
         context.log.info(f"cleaning {day}: {raw.height} in, {kept} kept, {rejected} rejected")
         last = result
+        robots_lists.add(result.robots_list_version)
     admin_db.record_processing(statuses)
+    if robots_lists:
+        # on the run too, so the runs list tells which list each run used
+        context.instance.add_run_tags(
+            context.run_id, {"usage_stats/robots_list": ", ".join(sorted(robots_lists))}
+        )
     yield MaterializeResult(
         asset_key="sessions",
         metadata={
@@ -104,6 +111,8 @@ def cleaning(
         metadata={
             **standard_metadata(rejected_rows, REJECTED_SCHEMA),
             "rejected_by_reason": MetadataValue.json(dict(reasons)),
+            # which COUNTER robots list decided `robot_user_agent` in this run
+            "robots_list": ", ".join(sorted(robots_lists)),
             "preview": markdown_table(last.rejected if last else None),
         },
     )

@@ -1,7 +1,8 @@
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from usage_stats.cleaning import CleaningRules
+from usage_stats.cleaning import THUMBNAIL_URL, CleaningRules
+from usage_stats.robots import PACKAGED_LIST
 
 
 class CleaningSettings(ConfigurableResource):
@@ -17,6 +18,14 @@ class CleaningSettings(ConfigurableResource):
         default=2.0, description="11..99-action visits must average more than this"
     )
     double_click_seconds: int = Field(default=30, description="COUNTER double-click window")
+    thumbnail_pattern: str = Field(
+        default=THUMBNAIL_URL,
+        description="URLs matching this regular expression are thumbnails (image renditions)",
+    )
+    robots_list: str = Field(
+        default=PACKAGED_LIST,
+        description="robots list: 'counter-robots' (the installed package) or a file path",
+    )
     ip_salt: str = Field(description="secret salt of the keyed IP hash")
 
     def rules(self) -> CleaningRules:
@@ -25,4 +34,6 @@ class CleaningSettings(ConfigurableResource):
             robot_min_actions=self.robot_min_actions,
             min_average_seconds=self.min_average_seconds,
             double_click_seconds=self.double_click_seconds,
+            thumbnail_pattern=self.thumbnail_pattern,
+            robots_list=self.robots_list,
         )

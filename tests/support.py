@@ -34,13 +34,17 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
+_OWN_COOKIE = object()
+
+
 def events(*rows: dict) -> pl.DataFrame:
     """Canonical events with sensible defaults: a small human visit on site 1."""
     defaults = {
         "date": DAY,
         "site_id": 1,
         "visit_id": 1,
-        "visitor_id": "ab",
+        "visitor_id": _OWN_COOKIE,
+        "user_hash": None,
         "event_time": T0,
         "action_type": 1,
         "action": "view",
@@ -54,6 +58,9 @@ def events(*rows: dict) -> pl.DataFrame:
         "visit_total_actions": None,
     }
     full = [{**defaults, **row} for row in rows]
+    for row in full:
+        if row["visitor_id"] is _OWN_COOKIE:  # each visit its own visitor unless said otherwise
+            row["visitor_id"] = f"{row['site_id']}-{row['visit_id']}"
     frame = pl.DataFrame(full, schema=CANONICAL_SCHEMA, orient="row")
     per_visit = ["site_id", "visit_id"]
     return frame.with_columns(

@@ -1,11 +1,17 @@
 """Each cleaning rule on hand-made frames, at its boundaries."""
 
+import json
+import re
+from importlib import metadata
+
+import counter_robots
 import polars as pl
 import pytest
 
 from support import at, events, registry
 from usage_stats.cleaning import CleaningRules, clean_events, rejected_by_reason
-from usage_stats.robots import load_robot_patterns, robot_user_agents
+from usage_stats.metrics import daily_deltas
+from usage_stats.robots import RobotListError, load_robot_list, robot_user_agents
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
 
@@ -21,10 +27,12 @@ def reasons(frame: pl.DataFrame, rules: CleaningRules = CleaningRules()) -> dict
 # --- robots list ----------------------------------------------------------------------------
 
 
-def test_robot_list_is_the_counter_list():
-    patterns = load_robot_patterns()
-    assert len(patterns) == 327
-    assert patterns[0] == "bot"
+def test_robot_list_is_the_packaged_counter_list_and_names_its_version():
+    robots = load_robot_list()
+    assert robots.version == f"counter-robots {metadata.version('counter-robots')}"
+    assert len(robots.patterns) > 300 and "bot" in robots.patterns
+    result = clean_events(events({}), registry())
+    assert result.robots_list_version == robots.version
 
 
 @pytest.mark.parametrize(
@@ -37,6 +45,73 @@ def test_robot_user_agent_is_matched_case_insensitively(agent):
 
 def test_normal_browser_is_not_a_robot():
     assert robot_user_agents([BROWSER, None]) == set()
+
+
+AGENTS = [
+    BROWSER,
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+    "curl/8.5.0",
+    "Wget/1.21.4",
+    "python-requests/2.31.0",
+    "Java/17.0.2",
+    "ia_archiver",
+    "Zotero/6.0",
+    "x",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15",
+    "facebookexternalhit/1.1",
+]
+
+
+def test_vectorised_decision_is_the_python_regex_search_and_covers_the_library():
+    robots = load_robot_list()
+    python = re.compile("|".join(f"(?:{p})" for p in robots.patterns), re.IGNORECASE)
+    agents = AGENTS + [a.upper() for a in AGENTS] + [f"{a} v{i}" for i, a in enumerate(AGENTS)]
+    ours = robot_user_agents(agents)
+    assert ours == {a for a in agents if python.search(a)}
+    # counter-robots matches case-sensitively: what it finds we find, and also `JAVA/17`…
+    assert {a for a in agents if counter_robots.is_robot_or_machine(a)} < ours
+    assert BROWSER not in ours and {"curl/8.5.0", "x", "Java/17.0.2", "JAVA/17.0.2"} <= ours
+
+
+def test_null_empty_and_blank_user_agents_are_alike_and_left_to_the_behaviour_rule():
+    assert robot_user_agents([None, "", "   "]) == set()
+    frame = events(
+        {"visit_id": 1, "visitor_id": "a1", "user_agent": None},
+        {"visit_id": 2, "visitor_id": "a2", "user_agent": ""},
+        {"visit_id": 3, "visitor_id": "a3", "user_agent": "  "},
+        *visit_of(11, 0.1, visit_id=4),  # no agent either, but a robot by behaviour
+    )
+    assert reasons(frame) == {"kept": 3, "robot_behaviour": 11}
+
+
+def test_robots_list_from_a_file_json_or_text(tmp_path):
+    text = tmp_path / "robots.txt"
+    text.write_text("^harvester\\b\n\nspecialcrawler\n")
+    listed = tmp_path / "COUNTER_Robots_list.json"
+    listed.write_text(json.dumps([{"pattern": "^harvester\\b"}, {"pattern": "specialcrawler"}]))
+    for path in (text, listed):
+        robots = load_robot_list(str(path))
+        assert robots.patterns == ("^harvester\\b", "specialcrawler")
+        assert robots.version.startswith(f"{path.name} sha256:")
+        assert robot_user_agents(["Harvester 2", "a SpecialCrawler", "Googlebot"], robots) == {
+            "Harvester 2",
+            "a SpecialCrawler",
+        }
+    frame = events({"user_agent": "Harvester 2"}, {"visit_id": 2, "user_agent": "Googlebot"})
+    result = clean_events(frame, registry(), CleaningRules(robots_list=str(text)))
+    assert rejected_by_reason(result.rejected)["robot_user_agent"] == 1
+    assert result.robots_list_version == load_robot_list(str(text)).version
+
+
+def test_a_bad_robots_list_is_named(tmp_path):
+    bad = tmp_path / "robots.txt"
+    bad.write_text("fine\nbroken(\n")
+    with pytest.raises(RobotListError, match=r"robots.txt: pattern 2 'broken\(' is not a valid"):
+        load_robot_list(str(bad))
+    with pytest.raises(RobotListError, match="cannot be read"):
+        load_robot_list(str(tmp_path / "missing.txt"))
 
 
 def test_robot_user_agent_rows_are_rejected_and_browsers_kept():
@@ -62,6 +137,7 @@ def visit_of(n_actions: int, spacing: float, visit_id: int = 1) -> list[dict]:
             "visit_id": visit_id,
             "event_time": at(i * spacing),
             "raw_identifier": f"oai:www.kerwa.ucr.ac.cr:10669/{i}",
+            "url": f"https://www.kerwa.ucr.ac.cr/items/{i}",
         }
         for i in range(n_actions)
     ]
@@ -106,15 +182,32 @@ def test_behaviour_thresholds_are_configuration():
     [
         ("https://repo.org/bitstream/1/x.pdf.jpg", "thumbnail"),
         ("https://repo.org/bitstream/1/x.doc.png", "thumbnail"),
-        ("https://repo.org/bitstream/1/x.jpeg.jpg", "thumbnail"),
+        ("https://repo.org/bitstream/1/x.docx.png", "thumbnail"),
+        ("https://repo.org/bitstream/1/x.jpeg.jpg", "thumbnail"),  # an image's rendition
         ("https://repo.org/bitstream/1/x.PDF.JPG?sequence=3", "thumbnail"),
+        ("https://repo.org/bitstream/1/x.pptx.jpeg#page=1", "thumbnail"),
         ("https://repo.org/bitstream/1/x.pdf", "kept"),
         ("https://repo.org/bitstream/1/photo.jpg", "kept"),
+        ("https://repo.org/bitstream/1/photo.2019.jpg", "kept"),
+        ("https://repo.org/bitstream/1/figure.v2.png", "kept"),
+        ("https://repo.org/bitstream/1/map.large.jpeg", "kept"),
+        ("https://repo.org/bitstream/1/scan.page1.png?sequence=2", "kept"),
+        ("https://repo.org/bitstream/1/thesis.pdf.zip", "kept"),
+        ("https://repo.org/bitstream/1/notapdf.jpg", "kept"),  # no dot before the extension
     ],
 )
 def test_thumbnails(url, expected):
     frame = events({"action": "download", "action_type": 3, "url": url})
     assert reasons(frame) == {expected: 1} | ({"kept": 1} if expected == "kept" else {"kept": 0})
+
+
+def test_thumbnail_pattern_is_configuration():
+    rules = CleaningRules(thumbnail_pattern=r"(?i)/thumbnails?/")
+    frame = events(
+        {"action": "download", "action_type": 3, "url": "https://r.org/thumbnail/1.png"},
+        {"action": "download", "action_type": 3, "url": "https://r.org/b/x.pdf.jpg", "visit_id": 2},
+    )
+    assert reasons(frame, rules) == {"thumbnail": 1, "kept": 1}
 
 
 # --- double clicks --------------------------------------------------------------------------
@@ -125,8 +218,27 @@ def clicks(*seconds: float, action: str = "download") -> pl.DataFrame:
     return events(*[{"event_time": at(s), "action": action, "action_type": code} for s in seconds])
 
 
+def counter_totals(frame: pl.DataFrame) -> tuple[int, int, int, int]:
+    """Total/Unique Item Investigations and Requests over everything kept."""
+    deltas = daily_deltas(clean_events(frame, registry()).sessions)
+    totals = deltas.filter(pl.col("scope") == "global").select(
+        pl.col(
+            "total_item_investigations",
+            "total_item_requests",
+            "unique_item_investigations",
+            "unique_item_requests",
+        ).sum()
+    )
+    return totals.row(0)
+
+
 def test_double_click_inside_window_counts_once():
     assert reasons(clicks(0, 29)) == {"double_click": 1, "kept": 1}
+
+
+def test_double_click_of_exactly_thirty_seconds_counts_once():
+    assert reasons(clicks(0, 30)) == {"double_click": 1, "kept": 1}
+    assert reasons(clicks(0, 30.001)) == {"kept": 2}
 
 
 def test_double_click_outside_window_counts_twice():
@@ -142,22 +254,124 @@ def test_chain_of_clicks_twenty_seconds_apart_for_two_minutes_is_one():
     assert reasons(clicks(0, 20, 40, 60, 80, 100, 120)) == {"double_click": 6, "kept": 1}
 
 
-def test_double_click_needs_same_item_action_and_session():
+def test_counter_audit_test_e_2_3():
+    """15 inside and 15 outside pairs, each by its own user: 45 / 45 / 30 / 30."""
+    rows = []
+    for test in range(30):
+        gap = 1 + test % 15 * 2 if test < 15 else 31 + test
+        user = {"visit_id": 100 + test, "visitor_id": f"{test:016x}", "ip_hash": test}
+        file = f"https://www.kerwa.ucr.ac.cr/bitstream/10669/{test}/article.pdf"
+        for second in (test * 1000, test * 1000 + gap):
+            rows.append(
+                user
+                | {
+                    "event_time": at(second),
+                    "action": "download",
+                    "action_type": 3,
+                    "url": file,
+                    "raw_identifier": f"oai:www.kerwa.ucr.ac.cr:10669/{test}",
+                }
+            )
+    frame = events(*rows)
+    assert reasons(frame) == {"double_click": 15, "kept": 45}
+    assert counter_totals(frame) == (45, 45, 30, 30)
+
+
+def test_two_files_of_one_item_ten_seconds_apart_are_two_requests_one_unique():
+    frame = events(
+        {"event_time": at(0), "action": "download", "action_type": 3, "url": "https://h/b/1/a.pdf"},
+        {"event_time": at(10), "action": "download", "action_type": 3, "url": "https://h/b/1/b.pdf"},
+    )
+    assert reasons(frame) == {"kept": 2}
+    assert counter_totals(frame) == (2, 2, 1, 1)
+
+
+def test_same_user_across_a_visit_boundary_is_one_click():
+    # Matomo opened a second visit for the same cookie 10 s later: still one click, kept in
+    # the later visit, which is also the one session counted for the unique metrics.
+    frame = events(
+        {"visit_id": 1, "visitor_id": "cafe", "event_time": at(0)},
+        {"visit_id": 2, "visitor_id": "cafe", "event_time": at(10)},
+    )
+    result = clean_events(frame, registry())
+    assert reasons(frame) == {"double_click": 1, "kept": 1}
+    assert result.sessions.get_column("visit_id").to_list() == [2]
+    assert counter_totals(frame) == (1, 0, 1, 0)
+
+
+def test_same_user_across_the_top_of_an_hour_is_one_click():
+    # No visit id: sessions are user + hour, so the two clicks fall into two sessions, but
+    # the double-click rule follows the user (IP + agent) and the URL, not the session.
+    top = 3540  # T0 is 10:01:00, so 10:59:50 and 11:00:05
+    frame = events(
+        {"visit_id": None, "visitor_id": None, "ip_hash": 9, "event_time": at(top + 50)},
+        {"visit_id": None, "visitor_id": None, "ip_hash": 9, "event_time": at(top + 65)},
+    )
+    assert reasons(frame) == {"double_click": 1, "kept": 1}
+    assert counter_totals(frame) == (1, 0, 1, 0)
+
+
+def test_the_user_is_the_login_then_the_cookie_then_ip_and_agent():
+    base = {"event_time": at(0)}
+    later = {"event_time": at(10)}
+    # the same login on two cookies (two browsers): one user
+    assert reasons(
+        events(
+            base | {"user_hash": 1, "visitor_id": "aa", "visit_id": 1},
+            later | {"user_hash": 1, "visitor_id": "bb", "visit_id": 2},
+        )
+    ) == {"double_click": 1, "kept": 1}
+    # two logins behind one cookie (a shared computer): two users
+    assert reasons(
+        events(
+            base | {"user_hash": 1, "visitor_id": "aa", "visit_id": 1},
+            later | {"user_hash": 2, "visitor_id": "aa", "visit_id": 2},
+        )
+    ) == {"kept": 2}
+    # two cookies behind one IP and agent (an institution's proxy): two users
+    assert reasons(
+        events(
+            base | {"visitor_id": "aa", "visit_id": 1, "user_agent": BROWSER},
+            later | {"visitor_id": "bb", "visit_id": 2, "user_agent": BROWSER},
+        )
+    ) == {"kept": 2}
+    # no cookie: IP and agent; another agent on the same IP is another user
+    anonymous = {"visitor_id": None, "visit_id": None}
+    assert reasons(
+        events(
+            base | anonymous | {"user_agent": BROWSER},
+            later | anonymous | {"user_agent": BROWSER},
+            later | anonymous | {"user_agent": "Mozilla/5.0 (Macintosh) Safari/605.1.15"},
+        )
+    ) == {"double_click": 1, "kept": 2}
+
+
+def test_double_click_needs_same_url_and_user():
     frame = events(
         {"event_time": at(0)},
-        {"event_time": at(5), "action": "download", "action_type": 3},  # other action
-        {"event_time": at(6), "raw_identifier": "oai:www.kerwa.ucr.ac.cr:10669/9"},  # other item
-        {"event_time": at(7), "visit_id": 2},  # other session
+        {"event_time": at(5), "url": "https://www.kerwa.ucr.ac.cr/items/1/full"},  # other URL
+        {"event_time": at(6), "visitor_id": "other", "visit_id": 2},  # other user
+        {"event_time": at(7), "site_id": 2, "visit_id": 3},  # other site (platform)
     )
     assert reasons(frame) == {"kept": 4}
 
 
-def test_double_click_merges_identifier_spellings():
+def test_same_url_recorded_under_two_identifier_spellings_is_one_click():
     frame = events(
         {"event_time": at(0), "raw_identifier": "oai:https://www.kerwa.ucr.ac.cr/server:10669/578"},
         {"event_time": at(10), "raw_identifier": "oai:www.kerwa.ucr.ac.cr:10669/578"},
     )
     assert reasons(frame) == {"double_click": 1, "kept": 1}
+
+
+def test_clicks_without_url_fall_back_to_item_and_action():
+    frame = events(
+        {"event_time": at(0), "url": None},
+        {"event_time": at(10), "url": None},
+        {"event_time": at(12), "url": None, "raw_identifier": "oai:www.kerwa.ucr.ac.cr:10669/9"},
+        {"event_time": at(14), "url": None, "action": "download", "action_type": 3},
+    )
+    assert reasons(frame) == {"double_click": 1, "kept": 3}
 
 
 # --- other reasons --------------------------------------------------------------------------

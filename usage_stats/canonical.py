@@ -39,7 +39,12 @@ VISIT_REQUIRED = {
     "visit_last_action_time": "datetime",
     "visit_total_actions": "int",
 }
-VISIT_OPTIONAL = {"location_country": "str", "location_ip": "id", "user_agent": "str"}
+VISIT_OPTIONAL = {
+    "location_country": "str",
+    "location_ip": "id",
+    "user_agent": "str",
+    "user_id": "str",
+}
 
 CANONICAL_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
@@ -54,6 +59,9 @@ CANONICAL_SCHEMA: dict[str, pl.DataType] = {
     "visitor_country": pl.String(),
     "user_agent": pl.String(),
     "ip_hash": pl.UInt64(),
+    # Matomo's `user_id` (a logged-in user), keyed-hashed like the IP: the COUNTER user of the
+    # double-click rule where there is one, never stored in clear
+    "user_hash": pl.UInt64(),
     "visit_first_action_time": pl.Datetime("us", "UTC"),
     "visit_last_action_time": pl.Datetime("us", "UTC"),
     "visit_total_actions": pl.Int32(),
@@ -308,15 +316,27 @@ def _plan_visits(lake: Lake, raw: RawFile, ip_salt: str) -> _PlannedFile:
     source, schema = scan_parquet_file(lake, raw.key, [*VISIT_REQUIRED, *VISIT_OPTIONAL])
     typed = _typed_plan(source, schema, VISIT_REQUIRED, VISIT_OPTIONAL, where)
     exprs = _visit_exprs(
-        ip_salt, "location_ip" in schema, "location_country" in schema, "user_agent" in schema
+        ip_salt,
+        "location_ip" in schema,
+        "location_country" in schema,
+        "user_agent" in schema,
+        "user_id" in schema,
     )
     return _PlannedFile(raw, where, typed, functools.partial(_select, exprs=exprs))
 
 
 @functools.lru_cache(maxsize=64)
-def _visit_exprs(ip_salt: str, has_ip: bool, has_country: bool, has_agent: bool) -> list[pl.Expr]:
+def _visit_exprs(
+    ip_salt: str, has_ip: bool, has_country: bool, has_agent: bool, has_user: bool
+) -> list[pl.Expr]:
     ip_hash = (
         ip_hash_expr(pl.col("location_ip"), ip_salt) if has_ip else pl.lit(None, dtype=pl.UInt64)
+    )
+    user = pl.col("user_id").cast(pl.String).str.strip_chars()
+    user_hash = (
+        ip_hash_expr(pl.when(user != "").then(user), ip_salt)
+        if has_user
+        else pl.lit(None, dtype=pl.UInt64)
     )
     country = (
         pl.col("location_country").str.strip_chars().str.to_uppercase()
@@ -330,6 +350,7 @@ def _visit_exprs(ip_salt: str, has_ip: bool, has_country: bool, has_agent: bool)
         country.alias("visitor_country"),
         agent.cast(pl.String).alias("user_agent"),
         ip_hash.cast(pl.UInt64).alias("ip_hash"),
+        user_hash.cast(pl.UInt64).alias("user_hash"),
         pl.col("visit_first_action_time").cast(pl.Datetime("us", "UTC")),
         pl.col("visit_last_action_time").cast(pl.Datetime("us", "UTC")),
         pl.col("visit_total_actions").cast(pl.Int32),
@@ -513,6 +534,7 @@ _VISIT_COLUMNS = {
     "visitor_country",
     "user_agent",
     "ip_hash",
+    "user_hash",
     "visit_first_action_time",
     "visit_last_action_time",
     "visit_total_actions",

@@ -14,7 +14,7 @@ import polars as pl
 
 from usage_stats.canonical import lookup_expr
 from usage_stats.identifiers import distinct_index, normalize_identifier_expr, oai_prefix_expr
-from usage_stats.robots import robot_user_agents
+from usage_stats.robots import PACKAGED_LIST, load_robot_list
 
 REJECTION_REASONS = (
     "invalid_row",
@@ -29,8 +29,19 @@ REJECTION_REASONS = (
 
 UNKNOWN_COUNTRY = "ZZ"
 
-# A short document extension followed by an image extension: `x.pdf.jpg`, `y.doc.png`.
-THUMBNAIL_URL = r"(?i)\.[a-z0-9]{2,5}\.(?:jpe?g|png)(?:[?#].*)?$"
+# The file extensions whose image renditions repositories serve as thumbnails.
+RENDITION_SOURCES = (
+    "pdf", "doc", "docx", "odt", "rtf", "txt", "tex", "ppt", "pptx", "odp", "xls", "xlsx",
+    "ods", "csv", "epub", "ps", "djvu", "htm", "html", "xml",
+    "jpg", "jpeg", "png", "gif", "tif", "tiff", "bmp", "webp",
+)  # fmt: skip
+# An image rendition of a document: DSpace's `x.pdf.jpg`, `x.docx.png` (and `photo.jpg.jpg`
+# for images). Only a known file extension before the image extension makes a thumbnail, so
+# `photo.2019.jpg`, `figure.v2.png` or `map.large.jpeg` are downloads. Configuration:
+# `CleaningRules.thumbnail_pattern` (`USAGE_STATS_THUMBNAIL_PATTERN`).
+THUMBNAIL_URL = (
+    r"(?i)\.(?:" + "|".join(RENDITION_SOURCES) + r")\.(?:jpe?g|png)(?:[?#].*)?$"
+)
 
 SESSION_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
@@ -59,18 +70,24 @@ REJECTED_SCHEMA: dict[str, pl.DataType] = {
 
 @dataclass(frozen=True)
 class CleaningRules:
-    """Thresholds of the behaviour rule and the double-click window (configuration)."""
+    """Thresholds of the behaviour rule, the double-click window, the thumbnail pattern and
+    the robots list (configuration)."""
 
     always_human_max_actions: int = 10
     robot_min_actions: int = 100
     min_average_seconds: float = 2.0
     double_click_seconds: int = 30
+    thumbnail_pattern: str = THUMBNAIL_URL
+    # `counter-robots` (the installed package) or a file (see usage_stats.robots)
+    robots_list: str = PACKAGED_LIST
 
 
 @dataclass
 class CleaningResult:
     sessions: pl.DataFrame
     rejected: pl.DataFrame
+    # which robots list decided (`RobotList.version`), for the run's metadata
+    robots_list_version: str = ""
 
 
 def robot_behaviour_expr(rules: CleaningRules) -> pl.Expr:
@@ -103,75 +120,80 @@ def _visit_session() -> pl.Expr:
     return pl.struct("site_id", "visit_id", "date").hash(seed=1)
 
 
-def _double_clicks(
-    candidates: pl.DataFrame, window_seconds: int, time_bits: int | None
-) -> pl.Series:
-    """True for a click followed by the same user's same action on the same item within the window.
+def counter_user_expr(frame: pl.DataFrame) -> pl.Expr:
+    """The COUNTER user of each row, for double-click filtering (Code of Practice §7.2).
 
-    The later click is the one kept, and since each click is compared with the next one a
-    chain of quick clicks collapses to its last.
-
-    `candidates` (see `_click_keys`) holds `session_id` and either `_click` (item rank,
-    action rank and time packed in `time_bits` + the bits above) or the three as columns.
-    Sorting on ranks compares like sorting on the strings, so the sort (including how it
-    orders exact ties) is the one on the strings, at a fraction of the cost. Only the
-    permutation is computed, and the flags are scattered back instead of sorted back.
+    The most reliable identity the row has: the logged-in user (Matomo's `user_id`, hashed on
+    read), else the user cookie (Matomo's visitor id), else IP address + user agent, else
+    (no IP either) the visit. Within a site: each site is its own platform. Branches that no
+    row of `frame` needs are left out, since each hashes every row.
     """
-    window = pl.duration(seconds=window_seconds)
-    if time_bits is not None:
-        order = candidates.select(pl.arg_sort_by(["session_id", "_click"])).to_series()
-        what = pl.col("_click") // pl.lit(1 << time_bits, dtype=pl.UInt64)
-        same = [pl.col("session_id"), what]
-        within = pl.col("_click").shift(-1) - pl.col("_click") <= window.dt.total_microseconds()
-    else:
-        keys = ["session_id", "_item_rank", "_action_rank"]
-        order = candidates.select(pl.arg_sort_by([*keys, "event_time"])).to_series()
-        same = [pl.col(k) for k in keys]
-        within = pl.col("event_time").shift(-1) - pl.col("event_time") <= window
-    same_next = pl.all_horizontal([e == e.shift(-1) for e in same])
-    flagged = candidates[order].select((same_next & within).fill_null(False)).to_series()
-    doubles = pl.repeat(False, candidates.height, dtype=pl.Boolean, eager=True)
-    return doubles.scatter(order.filter(flagged), True).alias("double")
+    site = pl.col("site_id")
+    height = frame.height
+    cookie = pl.col("visitor_id")
+    has = {
+        "user": frame.get_column("user_hash").null_count() < height,
+        "cookie": frame.get_column("visitor_id").null_count() < height,
+        "ip": frame.get_column("ip_hash").null_count() < height,
+    }
+    branches: list[tuple[pl.Expr, pl.Expr]] = []
+    if has["user"]:
+        user = pl.col("user_hash")
+        branches.append((user.is_not_null(), pl.struct(site, user).hash(seed=3)))
+    if has["cookie"]:
+        known = cookie.is_not_null() & (cookie != "")
+        branches.append((known, pl.struct(site, cookie).hash(seed=4)))
+    if has["ip"]:
+        ip, agent = pl.col("ip_hash"), pl.col("user_agent").fill_null("")
+        branches.append((ip.is_not_null(), pl.struct(site, ip, agent).hash(seed=5)))
+    fallback = pl.struct(site, pl.col("visit_id"), pl.col("date")).hash(seed=6)
+    if not branches:
+        return fallback
+    chain = pl.when(branches[0][0]).then(branches[0][1])
+    for test, value in branches[1:]:
+        chain = chain.when(test).then(value)
+    return chain.otherwise(fallback)
 
 
-def _click_keys(
-    frame: pl.DataFrame,
-    is_candidate: pl.Expr,
-    item_rank: pl.Expr,
-    item_ranks: int,
-    action_rank: pl.Expr,
-    action_ranks: int,
-) -> tuple[pl.DataFrame, int | None]:
-    """What the double-click rule compares, for each candidate row, as narrow as possible.
+def _clicks(frame: pl.DataFrame, is_candidate: pl.Expr, item_rank: pl.Expr) -> pl.DataFrame:
+    """What the double-click rule compares for each candidate row: `_who`, one 64-bit hash
+    of COUNTER user and URL, and `_t`, the time in microseconds.
 
-    Item ranks are at most `item_ranks`, action ranks below `action_ranks`.
-
-    Where item rank, action rank and microseconds since the first candidate fit side by
-    side in 64 bits, `_click` packs them (so it sorts like the three) next to `session_id`,
-    and the number of time bits is returned; otherwise the columns themselves and None.
+    One hash instead of user and URL side by side makes the sort two integer columns. Two
+    (user, URL) pairs sharing a hash would also have to click within 30 s of each other to
+    be miscounted: with ~10⁷ pairs a day, the chance of any shared hash is ~3·10⁻⁶, of a
+    miscount orders of magnitude less. A row without a URL falls back to its item and action.
     In one chunk: a query leaves one per morsel, and sorting a chunked frame takes twice as
     long as copying these narrow columns together.
     """
-    candidates = frame.lazy().filter(is_candidate)
-    micros = pl.col("event_time").dt.epoch("us")
-    first, last = candidates.select(micros.min(), micros.max().alias("last")).collect().row(0)
-    if first is not None:
-        action_bits = max(action_ranks - 1, 0).bit_length()
-        time_bits = (last - first).bit_length()
-        if item_ranks.bit_length() + action_bits + time_bits <= 64:
-            what = item_rank.cast(pl.UInt64) * (1 << action_bits) + action_rank
-            click = what * pl.lit(1 << time_bits, dtype=pl.UInt64) + (micros - first).cast(
-                pl.UInt64
-            )
-            keys = candidates.select("session_id", click.alias("_click")).collect()
-            return keys.rechunk(), time_bits
-    keys = candidates.select(
-        "session_id",
-        item_rank.alias("_item_rank"),
-        action_rank.alias("_action_rank"),
-        "event_time",
-    ).collect()
-    return keys.rechunk(), None
+    target: list[pl.Expr] = [pl.col("url")]
+    if frame.get_column("url").null_count():
+        no_url = pl.col("url").is_null()
+        target += [pl.when(no_url).then(item_rank), pl.when(no_url).then(pl.col("action"))]
+    who = pl.struct(counter_user_expr(frame).alias("_user"), *target).hash(seed=7)
+    clicks = (
+        frame.lazy()
+        .filter(is_candidate)
+        .select(who.alias("_who"), pl.col("event_time").dt.epoch("us").alias("_t"))
+        .collect()
+    )
+    return clicks.rechunk()
+
+
+def _double_clicks(clicks: pl.DataFrame, window_seconds: int) -> pl.Series:
+    """True for a click followed by the same user's click on the same URL within the window.
+
+    The later click is the one kept (COUNTER: remove the first, retain the second), and
+    since each click is compared with the next one a chain of quick clicks collapses to its
+    last. Only the permutation is computed, and the flags are scattered back instead of
+    sorted back.
+    """
+    order = clicks.select(pl.arg_sort_by(["_who", "_t"])).to_series()
+    who, t = pl.col("_who"), pl.col("_t")
+    again = (who == who.shift(-1)) & (t.shift(-1) - t <= window_seconds * 1_000_000)
+    flagged = clicks[order].select(again.fill_null(False)).to_series()
+    doubles = pl.repeat(False, clicks.height, dtype=pl.Boolean, eager=True)
+    return doubles.scatter(order.filter(flagged), True).alias("double")
 
 
 def _site_level(site_info: pl.DataFrame) -> pl.Expr:
@@ -236,17 +258,20 @@ def _owner_prefixes(sources: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _thumbnails(url: pl.Series) -> pl.Series:
-    """`url` matches THUMBNAIL_URL (null counts as no match).
+def _thumbnails(url: pl.Series, pattern: str = THUMBNAIL_URL) -> pl.Series:
+    """`url` matches `pattern` (null counts as no match).
 
-    The regular expression costs about a microsecond per URL. A match ends in `g`/`G`
-    (jpg, jpeg, png; no other character case-folds to g) unless a query or fragment follows
-    the extension, so only URLs that end so or contain `?`/`#` are searched.
+    The regular expression costs about a microsecond per URL. A match of the default
+    pattern ends in `g`/`G` (jpg, jpeg, png; no other character case-folds to g) unless a
+    query or fragment follows the extension, so only URLs that end so or contain `?`/`#` are
+    searched; another pattern is searched in every URL.
     """
+    if pattern != THUMBNAIL_URL:
+        return url.str.contains(pattern).fill_null(False)
     maybe = (url.str.ends_with("g") | url.str.ends_with("G") | url.str.contains("[?#]")).fill_null(
         False
     )
-    found = url.filter(maybe).str.contains(THUMBNAIL_URL).fill_null(False)
+    found = url.filter(maybe).str.contains(pattern).fill_null(False)
     result = pl.repeat(False, url.len(), dtype=pl.Boolean, eager=True)
     return result.scatter(maybe.arg_true(), found)
 
@@ -270,7 +295,9 @@ def clean_events(
         pl.col("site_id").cast(pl.Int32),
         pl.col("type").alias("level"),
     )
-    robots = robot_user_agents(events.get_column("user_agent").unique().to_list())
+    robots = load_robot_list(rules.robots_list)
+    agents = events.get_column("user_agent").unique()
+    robot_agents = agents.filter(robots.robot_mask(agents))
     level = _site_level(site_info)
     frame = events
     index, identifiers = _identifiers(frame.get_column("raw_identifier"), sources)
@@ -279,7 +306,10 @@ def clean_events(
         return pl.lit(identifiers.get_column(name)).gather(pl.col("_identifier"))
 
     frame = frame.hstack(
-        [index.alias("_identifier"), _thumbnails(frame.get_column("url")).alias("_thumbnail")]
+        [
+            index.alias("_identifier"),
+            _thumbnails(frame.get_column("url"), rules.thumbnail_pattern).alias("_thumbnail"),
+        ]
     )
     code = {reason: i for i, reason in enumerate(REJECTION_REASONS)}
     rule = (
@@ -294,7 +324,7 @@ def clean_events(
         .then(code["unknown_site"])
         .when(pl.col("action").is_null())
         .then(code["other_action"])
-        .when(pl.col("user_agent").is_in(list(robots)))
+        .when(pl.col("user_agent").is_in(robot_agents.implode()))
         .then(code["robot_user_agent"])
         .when(robot_behaviour_expr(rules))
         .then(code["robot_behaviour"])
@@ -313,20 +343,9 @@ def clean_events(
         frame.lazy().select(rule.alias("_rule"), session.alias("session_id")).collect()
     )
     is_candidate = pl.col("_rule").is_null()
-    actions = frame.get_column("action").unique().drop_nulls().sort()
-    action_rank = lookup_expr(
-        pl.col("action"), {a: i for i, a in enumerate(actions)}, None, pl.UInt32()
-    )
-    candidates, time_bits = _click_keys(
-        frame,
-        is_candidate,
-        identifier("_item_rank"),
-        identifiers.height,
-        action_rank,
-        actions.len(),
-    )
-    doubles = _double_clicks(candidates, rules.double_click_seconds, time_bits)
-    del candidates
+    clicks = _clicks(frame, is_candidate, identifier("_item_rank"))
+    doubles = _double_clicks(clicks, rules.double_click_seconds)
+    del clicks
     # The fate of every row: null = kept, else the code of its reason.
     rules_fate = frame.get_column("_rule")
     fate = rules_fate.scatter(rules_fate.is_null().arg_true().filter(doubles), code["double_click"])
@@ -354,6 +373,7 @@ def clean_events(
     return CleaningResult(
         sessions=sessions.cast(SESSION_SCHEMA).collect(),
         rejected=rejected.cast(REJECTED_SCHEMA).collect(),
+        robots_list_version=robots.version,
     )
 
 

@@ -10,6 +10,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
+from usage_stats.cleaning import THUMBNAIL_URL
+from usage_stats.robots import PACKAGED_LIST
+
 DEFAULT_IP_SALT = "usage-stats-development-salt"
 
 
@@ -27,6 +32,8 @@ class Settings:
     robot_min_actions: int
     min_average_seconds: float
     double_click_seconds: int
+    thumbnail_pattern: str
+    robots_list: str
     schedule_hour: int
     stats_store: str
     opensearch_url: str
@@ -75,6 +82,8 @@ class Settings:
             robot_min_actions=int(number("USAGE_STATS_ROBOT_MIN_ACTIONS", "100", int)),
             min_average_seconds=float(number("USAGE_STATS_MIN_AVERAGE_SECONDS", "2.0", float)),
             double_click_seconds=int(number("USAGE_STATS_DOUBLE_CLICK_SECONDS", "30", int)),
+            thumbnail_pattern=_regex(env, "USAGE_STATS_THUMBNAIL_PATTERN", THUMBNAIL_URL),
+            robots_list=env.get("USAGE_STATS_ROBOTS_LIST", PACKAGED_LIST).strip() or PACKAGED_LIST,
             schedule_hour=int(number("USAGE_STATS_SCHEDULE_HOUR", "3", int)),
             stats_store=_choice(env, "USAGE_STATS_STATS_STORE", "duckdb", ("duckdb", "opensearch")),
             opensearch_url=env.get("USAGE_STATS_OPENSEARCH_URL", "http://127.0.0.1:9200"),
@@ -96,6 +105,18 @@ class Settings:
             web_host=env.get("USAGE_STATS_WEB_HOST", "127.0.0.1"),
             web_port=int(number("USAGE_STATS_WEB_PORT", "8000", int)),
         )
+
+
+def _regex(env: dict[str, str], name: str, default: str) -> str:
+    """A regular expression from the environment, compiled now so a typo stops at start-up."""
+    value = env.get(name) or default
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(value)
+    except pl.exceptions.ComputeError as exc:
+        raise ValueError(
+            f"environment variable {name}={value!r} is not a valid regular expression"
+        ) from exc
+    return value
 
 
 def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
