@@ -47,7 +47,7 @@ ACTION_VIEW, ACTION_OUTLINK, ACTION_DOWNLOAD, ACTION_SEARCH = 1, 2, 3, 8
 _LABELS = [KEPT, *REJECTION_REASONS]
 _LABEL = {name: i for i, name in enumerate(_LABELS)}
 # URL kinds
-_URL_ITEM, _URL_FILE, _URL_THUMB, _URL_OUT, _URL_SEARCH = range(5)
+_URL_ITEM, _URL_FILE, _URL_THUMB, _URL_OUT, _URL_SEARCH, _URL_FILE2, _URL_IMAGE = range(7)
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,8 @@ def _plants(
         "dbl_out",
         "dbl_chain",
         "thumbnail",
+        "two_files",
+        "image_download",
         "no_identifier",
         "other_action",
         "invalid_row",
@@ -212,10 +214,23 @@ def _plants(
                 )
                 extra.append(dup)
             continue
+        if kind == "two_files":
+            # Two files of the item 10 s apart: two requests (other URLs), one unique.
+            for delta, url_kind in ((50, _URL_FILE), (60, _URL_FILE2)):
+                row = _take(base, np.arange(n))
+                row.offset = base.offset + delta
+                row.action = np.full(n, ACTION_DOWNLOAD)
+                row.url_kind = np.full(n, url_kind)
+                row.label = np.full(n, _LABEL[KEPT])
+                extra.append(row)
+            continue
         row = _take(base, np.arange(n))
         row.offset = base.offset + 50
-        row.label = np.full(n, _LABEL[kind])
-        if kind == "thumbnail":
+        row.label = np.full(n, _LABEL[KEPT if kind == "image_download" else kind])
+        if kind == "image_download":  # an image whose name has a dot: not a thumbnail
+            row.action = np.full(n, ACTION_DOWNLOAD)
+            row.url_kind = np.full(n, _URL_IMAGE)
+        elif kind == "thumbnail":
             row.action = np.full(n, ACTION_DOWNLOAD)
             row.url_kind = np.full(n, _URL_THUMB)
         elif kind == "no_identifier":
@@ -516,12 +531,12 @@ def _url_expr() -> pl.Expr:
     path = (
         pl.when(kind == _URL_ITEM)
         .then(pl.lit("/items/"))
-        .when((kind == _URL_FILE) | (kind == _URL_THUMB))
+        .when(kind.is_in([_URL_FILE, _URL_THUMB, _URL_FILE2, _URL_IMAGE]))
         .then(pl.lit("/bitstream/"))
         .otherwise(pl.lit("/search?query=item+"))
     )
     target = (
-        pl.when((kind == _URL_ITEM) | (kind == _URL_FILE) | (kind == _URL_THUMB))
+        pl.when(kind.is_in([_URL_ITEM, _URL_FILE, _URL_THUMB, _URL_FILE2, _URL_IMAGE]))
         .then(_local_expr())
         .otherwise(pl.col("item").cast(pl.String))
     )
@@ -530,6 +545,10 @@ def _url_expr() -> pl.Expr:
         .then(pl.lit("/document.pdf"))
         .when(kind == _URL_THUMB)
         .then(pl.lit("/document.pdf.jpg"))
+        .when(kind == _URL_FILE2)
+        .then(pl.lit("/appendix.pdf"))
+        .when(kind == _URL_IMAGE)
+        .then(pl.lit("/figure.2019.jpg"))
         .otherwise(pl.lit(""))
     )
     return (
