@@ -18,6 +18,7 @@ from support import item_metrics, manifest_items
 from usage_stats.duckdb_store import DuckDBStatsStore
 from usage_stats.lake import day_leaf
 from usage_stats.metrics import METRICS
+from usage_stats.robots import load_robot_list
 from usage_stats.warehouse import Warehouse
 
 RANGE_TAGS = {
@@ -33,6 +34,7 @@ def run(
     tags=None,
     run_config=None,
     raise_on_error: bool = True,
+    instance: DagsterInstance | None = None,
 ):
     return materialize(
         usage_assets,
@@ -40,7 +42,7 @@ def run(
         tags=tags,
         run_config=run_config,
         resources=build_resources(data.settings),
-        instance=DagsterInstance.ephemeral(),
+        instance=instance or DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
     )
 
@@ -107,7 +109,8 @@ def snapshot_items(frame: pl.DataFrame) -> dict[tuple, tuple]:
 
 
 def test_one_day(generated):
-    result = run(generated, partition=DAYS[0])
+    instance = DagsterInstance.ephemeral()
+    result = run(generated, partition=DAYS[0], instance=instance)
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert sorted((c.check_name, c.passed) for c in checks) == [
@@ -118,6 +121,15 @@ def test_one_day(generated):
     ]
     assert_day_matches_manifest(generated, DAYS[0])
     assert store(generated).days() == [dt.date(2026, 1, 1)]
+    # The run records which robots list decided, on the materialisation and on the run.
+    robots = load_robot_list().version
+    rejected = [
+        m.materialization
+        for m in result.get_asset_materialization_events()
+        if m.materialization.asset_key.path == ["rejected_events"]
+    ]
+    assert rejected[0].metadata["robots_list"].value == robots
+    assert instance.get_run_by_id(result.run_id).tags["usage_stats/robots_list"] == robots
 
 
 def test_identifier_variants_are_one_item(generated):
