@@ -40,9 +40,9 @@ def add_repo(cli, site: int = 1, *extra: str):
 
 def test_db_upgrade_current_downgrade(cli):
     code, out, _ = cli("db", "current")
-    assert (code, out.split()) == (0, ["0003", "(newest:", "0003)"])
-    assert cli("db", "downgrade", "-1")[1].strip() == "admin DB at migration 0002"
-    assert cli("db", "upgrade")[1].strip() == "admin DB at migration 0003 (newest)"
+    assert (code, out.split()) == (0, ["0004", "(newest:", "0004)"])
+    assert cli("db", "downgrade", "-1")[1].strip() == "admin DB at migration 0003"
+    assert cli("db", "upgrade")[1].strip() == "admin DB at migration 0004 (newest)"
 
 
 def test_console_script_is_installed(tmp_path):
@@ -207,3 +207,102 @@ def test_status_command(cli):
     assert "processing status (1 site-day(s))" in out
     assert "robot_behaviour 2, thumbnail 1" in out
     assert "2026-01-02 03:04:05" in out
+
+
+def test_handle_and_doi_prefixes_on_add_update_list_show(cli):
+    code, out, err = add_repo(
+        cli, 1,
+        "--handle-prefix", "https://hdl.handle.net/10669/ ",
+        "--handle-prefix", "hdl:20.500.11764",
+        "--doi-prefix", "doi:10.15517; https://doi.org/10.5555/UCR.",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    (source,) = list_sources(cli.url)
+    assert source.handle_prefixes == ("10669", "20.500.11764")
+    assert source.doi_prefixes == ("10.15517", "10.5555/ucr.")
+    out = cli("sources", "list")[1]
+    assert "handle prefixes" in out and "10669 20.500.11764" in out
+    assert "10.15517 10.5555/ucr." in out
+    out = cli("sources", "show", "1")[1]
+    assert "handle_prefixes" in out and "10669 20.500.11764" in out
+    code, out, _ = cli("sources", "update", "1", "--doi-prefix", "10.15517")
+    assert out.strip() == "updated source 1: doi_prefixes"
+    assert list_sources(cli.url)[0].doi_prefixes == ("10.15517",)
+    assert list_sources(cli.url)[0].handle_prefixes == ("10669", "20.500.11764")
+    assert cli("sources", "update", "1", "--handle-prefix", "")[0] == 0
+    assert list_sources(cli.url)[0].handle_prefixes == ()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--handle-prefix", "kerwa"), "handle_prefixes: handle prefix 'kerwa' is not a handle"),
+        (("--handle-prefix", "10.15517"), "is a DOI prefix: declare it as a DOI prefix"),
+        (("--doi-prefix", "10669"), "doi_prefixes: DOI prefix '10669' is not a DOI prefix"),
+    ],
+)
+def test_bad_prefixes_are_refused(cli, extra, message):
+    code, _, err = add_repo(cli, 1, *extra)
+    assert code == 2 and message in err
+    assert list_sources(cli.url, include_inactive=True) == []
+
+
+def test_a_prefix_declared_by_another_repository_is_refused(cli):
+    assert add_repo(cli, 1, "--handle-prefix", "10669")[0] == 0
+    code, _, err = add_repo(cli, 2, "--handle-prefix", "hdl:10669/")
+    assert code == 2
+    assert (
+        "source 2: handle prefix 10669 is already declared by source 1 (opendoar::1); two "
+        "active repositories cannot own the same prefix" in err
+    )
+    assert add_repo(cli, 2, "--handle-prefix", "10669/kerwa.")[0] == 0  # longer: no conflict
+
+
+PREFIX_HEADER = "site_id,source_key,name,type,country,handle_prefixes,doi_prefixes\n"
+
+
+def test_import_export_prefix_columns_csv_and_xlsx(cli, tmp_path):
+    file = tmp_path / "sources.csv"
+    file.write_text(
+        PREFIX_HEADER
+        + '1,opendoar::1,Repo 1,R,CR,"10669; hdl:20.500.11764 ",https://doi.org/10.15517/\n'
+        + "2,opendoar::2,Repo 2,R,AR,1721.1,doi:10.5555 DOI: 10.1000.10\n"
+        + "4,national::CR,National,N,CR,,\n"
+    )
+    assert cli("sources", "import", str(file))[1].strip() == "added 3, updated 0, unchanged 0"
+    by_site = {s.site_id: s for s in list_sources(cli.url)}
+    assert by_site[1].handle_prefixes == ("10669", "20.500.11764")
+    assert by_site[1].doi_prefixes == ("10.15517",)
+    assert by_site[2].doi_prefixes == ("10.1000.10", "10.5555")
+    assert by_site[4].handle_prefixes == by_site[4].doi_prefixes == ()
+    for name in ("out.csv", "out.xlsx"):
+        assert cli("sources", "export", str(tmp_path / name))[0] == 0
+        assert cli("sources", "import", str(tmp_path / name))[1].strip().endswith("unchanged 3")
+    exported = (tmp_path / "out.csv").read_text().splitlines()
+    assert exported[0].endswith(",handle_prefixes,doi_prefixes")
+    assert exported[1].endswith(",10669;20.500.11764,10.15517")
+
+
+def test_import_names_row_and_column_of_bad_or_clashing_prefixes(cli, tmp_path):
+    assert add_repo(cli, 9, "--doi-prefix", "10.9999")[0] == 0
+    file = tmp_path / "sources.csv"
+    file.write_text(
+        PREFIX_HEADER
+        + "1,opendoar::1,Repo 1,R,CR,kerwa,\n"
+        + "2,opendoar::2,Repo 2,R,CR,,10669\n"
+        + "3,opendoar::3,Repo 3,R,CR,1721.1,\n"
+        + "4,opendoar::4,Repo 4,R,CR,hdl:1721.1,\n"
+        + "5,opendoar::5,Repo 5,R,CR,,doi:10.9999\n"
+        + "6,national::CR,Node,N,CR,1234,\n"
+    )
+    code, _, err = cli("sources", "import", str(file))
+    assert code == 2
+    assert f"{file}, line 2: column 'handle_prefixes': handle prefix 'kerwa' is not" in err
+    assert f"{file}, line 3: column 'doi_prefixes': DOI prefix '10669' is not a DOI" in err
+    assert f"{file}, line 5: handle prefix 1721.1 is already declared by site_id 3 on line 4" in err
+    assert (
+        f"{file}: site_id 5: DOI prefix 10.9999 is already declared by site_id 9 "
+        "(opendoar::9) in the admin DB" in err
+    )
+    assert f"{file}, line 7: handle_prefixes: only repositories (type R) own items" in err
+    assert [s.site_id for s in list_sources(cli.url, include_inactive=True)] == [9]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from stores import fresh_postgres_database
 from usage_stats.admin import db
@@ -16,6 +18,7 @@ from usage_stats.admin.registry import (
     add_source,
     complete_through,
     get_source,
+    list_sources,
     processing_status,
     record_processing,
     update_source,
@@ -38,19 +41,119 @@ def tables(url: str) -> set[str]:
     return set(inspect(db.engine_for(url)).get_table_names()) - {"alembic_version"}
 
 
+def source_columns(url: str) -> set[str]:
+    return {c["name"] for c in inspect(db.engine_for(url)).get_columns("source")}
+
+
 def test_upgrade_from_empty_downgrade_one_step_upgrade_again(url):
     assert tables(url) == set()
     db.upgrade(url)
-    assert db.current_revision(url) == db.head_revision() == "0003"
+    assert db.current_revision(url) == db.head_revision() == "0004"
     assert tables(url) == TABLES
+    assert {"handle_prefixes", "doi_prefixes"} <= source_columns(url)
+    db.downgrade(url, "-1")
+    assert db.current_revision(url) == "0003"
+    assert tables(url) == TABLES
+    assert not {"handle_prefixes", "doi_prefixes"} & source_columns(url)
     db.downgrade(url, "-1")
     assert db.current_revision(url) == "0002"
     assert tables(url) == TABLES - {"sushi_customer"}
     db.upgrade(url)
-    assert db.current_revision(url) == "0003"
+    assert db.current_revision(url) == "0004"
     assert tables(url) == TABLES
     db.downgrade(url, "base")
     assert tables(url) == set()
+
+
+def test_prefix_migration_keeps_sources_and_their_checks(url):
+    """0004 on a DB with sources: they keep every field and declare no prefixes until told;
+    its downgrade rebuilds the table on SQLite, which must keep the CHECK constraints."""
+    db.upgrade(url, "0003")
+    with db.engine_for(url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO source (source_key, name, type, site_id, country, "
+                "identifier_prefix, identifier_rule, custom_var_slot, active) VALUES "
+                "('opendoar::1', 'Kerwa', 'R', 1, 'CR', 'oai:www.kerwa.ucr.ac.cr:', "
+                "'standard', 1, true)"
+            )
+        )
+    db.upgrade(url)
+    assert get_source(url, 1) == REPO
+    update_source(url, 1, handle_prefixes=("10669",), doi_prefixes=("10.15517",))
+    assert get_source(url, 1).handle_prefixes == ("10669",)
+    db.downgrade(url, "0003")
+    with pytest.raises(IntegrityError), db.engine_for(url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO source (source_key, name, type, site_id, identifier_rule, "
+                "custom_var_slot, active) VALUES ('x', 'x', 'Q', 2, 'standard', 1, true)"
+            )
+        )
+    db.upgrade(url)
+    assert get_source(url, 1) == REPO
+
+
+def test_prefixes_are_stored_normalised_and_read_back_as_tuples(url):
+    db.upgrade(url)
+    pasted = dataclasses.replace(
+        REPO,
+        identifier_prefix="\u200b oai:https://www.Kerwa.ucr.ac.cr:8443/server: ",
+        handle_prefixes=("https://hdl.handle.net/10669/ ", "hdl:20.500.11764"),
+        doi_prefixes=("doi:10.15517", "https://doi.org/10.5555/UCR."),
+    )
+    stored = add_source(url, pasted)
+    assert stored.identifier_prefix == "oai:www.kerwa.ucr.ac.cr:"
+    assert stored.handle_prefixes == ("10669", "20.500.11764")
+    assert stored.doi_prefixes == ("10.15517", "10.5555/ucr.")
+    assert get_source(url, 1) == stored
+    with db.engine_for(url).connect() as conn:
+        raw = conn.execute(text("SELECT handle_prefixes, doi_prefixes FROM source")).one()
+    assert tuple(raw) == ("10669 20.500.11764", "10.15517 10.5555/ucr.")
+    assert DbSourceRegistry(url).sources() == [stored]
+    cleared = update_source(url, 1, identifier_prefix=" ", handle_prefixes=(), doi_prefixes=())
+    assert get_source(url, 1) == cleared == dataclasses.replace(REPO, identifier_prefix=None)
+    with db.engine_for(url).connect() as conn:
+        raw = conn.execute(text("SELECT handle_prefixes, doi_prefixes FROM source")).one()
+    assert tuple(raw) == (None, None)
+
+
+def test_a_prefix_another_active_repository_declares_is_refused(url):
+    db.upgrade(url)
+    add_source(url, dataclasses.replace(REPO, handle_prefixes=("10669",)))
+    other = Source(2, "opendoar::2", "Other", "R", "CR", "oai:other.org:", 1)
+    with pytest.raises(
+        SourceRegistryError,
+        match=r"source 2: handle prefix 10669 is already declared by source 1 \(opendoar::1\)",
+    ):
+        add_source(url, dataclasses.replace(other, handle_prefixes=("hdl:10669",)))
+    add_source(url, dataclasses.replace(other, doi_prefixes=("10.15517",)))
+    with pytest.raises(SourceRegistryError, match="DOI prefix 10.15517 is already declared"):
+        update_source(url, 1, doi_prefixes=("10.15517",))
+    # a longer prefix inside another's is no conflict (the longest wins)
+    update_source(url, 1, doi_prefixes=("10.15517/ucr.",))
+    # a disabled repository owns nothing, so its prefix is free
+    update_source(url, 2, active=False)
+    update_source(url, 1, doi_prefixes=("10.15517",))
+    with pytest.raises(SourceRegistryError, match="DOI prefix 10.15517 is already declared"):
+        update_source(url, 2, active=True)
+    assert get_source(url, 2).active is False
+
+
+def test_prefixes_that_are_not_prefixes_cannot_be_saved(url):
+    db.upgrade(url)
+    cases = [
+        ({"handle_prefixes": ("kerwa",)}, "handle_prefixes: handle prefix 'kerwa' is not a handle"),
+        ({"handle_prefixes": ("10.15517",)}, "is a DOI prefix: declare it as a DOI prefix"),
+        ({"doi_prefixes": ("10669",)}, "doi_prefixes: DOI prefix '10669' is not a DOI prefix"),
+    ]
+    for change, message in cases:
+        with pytest.raises(SourceRegistryError, match=re.escape(message)):
+            add_source(url, dataclasses.replace(REPO, **change))
+    node = Source(4, "national::CR", "Node", "N", "CR", None, 1, handle_prefixes=("10669",))
+    with pytest.raises(SourceRegistryError, match="only repositories \\(type R\\) own items"):
+        add_source(url, node)
+    assert list_sources(url, include_inactive=True) == []
 
 
 def test_unmigrated_db_says_what_to_do(url):

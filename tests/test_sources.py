@@ -72,3 +72,56 @@ def test_missing_file_and_columns(tmp_path):
     path = registry_file(tmp_path, "1\n", header="site_id\n")
     with pytest.raises(SourceRegistryError, match="missing required column\\(s\\) type"):
         CsvSourceRegistry(path).sources()
+
+
+PREFIXES = "site_id,type,handle_prefixes,doi_prefixes\n"
+
+
+def test_prefix_columns_are_normalised_and_round_trip(tmp_path):
+    path = registry_file(
+        tmp_path,
+        '1,R,"https://hdl.handle.net/10669/ ; hdl:20.500.11764",DOI: 10.15517\n'
+        "2,R,1721.1 1721.1/,https://doi.org/10.5555/UCR.\n"
+        "3,N,,\n",
+        header=PREFIXES,
+    )
+    one, two, node = CsvSourceRegistry(path).sources()
+    assert (one.handle_prefixes, one.doi_prefixes) == (("10669", "20.500.11764"), ("10.15517",))
+    assert (two.handle_prefixes, two.doi_prefixes) == (("1721.1",), ("10.5555/ucr.",))
+    assert (node.handle_prefixes, node.doi_prefixes) == ((), ())
+    frame = sources_frame([one, two, node])
+    assert frame.get_column("handle_prefixes").to_list() == [
+        ["10669", "20.500.11764"],
+        ["1721.1"],
+        [],
+    ]
+    out = tmp_path / "out.csv"
+    write_sources_csv(out, [one, two, node])
+    assert CsvSourceRegistry(out).sources() == [one, two, node]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("1,R,kerwa,\n", "line 2: column 'handle_prefixes': handle prefix 'kerwa' is not"),
+        ("1,R,,10669\n", "line 2: column 'doi_prefixes': DOI prefix '10669' is not a DOI prefix"),
+        ("1,R,10.1234,\n", "line 2: column 'handle_prefixes': handle prefix '10.1234' is a DOI"),
+        ("1,N,10669,\n", "line 2: handle_prefixes: only repositories (type R) own items"),
+        (
+            "1,R,,10.1234\n2,R,,doi:10.1234/\n",
+            "line 3: DOI prefix 10.1234 is already declared by site_id 1 on line 2",
+        ),
+    ],
+)
+def test_bad_or_shared_prefixes_are_named_by_row_and_column(tmp_path, body, message):
+    path = registry_file(tmp_path, body, header=PREFIXES)
+    with pytest.raises(SourceRegistryError) as error:
+        CsvSourceRegistry(path).sources()
+    assert message in str(error.value)
+
+
+def test_a_disabled_repository_may_keep_a_prefix_another_declares(tmp_path):
+    path = registry_file(
+        tmp_path, "1,R,10669,,false\n2,R,10669,,true\n", header=PREFIXES.strip() + ",active\n"
+    )
+    assert [s.site_id for s in CsvSourceRegistry(path).sources()] == [2]

@@ -23,6 +23,7 @@ from usage_stats.admin.registry import (
     update_source,
 )
 from usage_stats.admin.sushi import SushiCustomerError, add_customer, list_customers
+from usage_stats.ownership import split_prefixes
 from usage_stats.settings import Settings
 from usage_stats.sources import Source, SourceRegistryError, normalize_prefix
 
@@ -43,6 +44,12 @@ SOURCE_OPTIONS = [
     ("--url", "url", str),
     ("--institution", "institution", str),
     ("--oai-base-url", "oai_base_url", str),
+]
+# Options that may be repeated, one prefix each (or several separated by `;` or spaces); the
+# values given replace the source's list, and an empty value clears it.
+PREFIX_OPTIONS = [
+    ("--handle-prefix", "handle_prefixes", "a handle prefix of its items, e.g. 1721.1"),
+    ("--doi-prefix", "doi_prefixes", "a DOI prefix of its items, e.g. 10.1234"),
 ]
 
 
@@ -90,6 +97,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
         add.add_argument(
             flag, dest=field, type=kind, required=flag in ("--key", "--name", "--type")
         )
+    _add_prefix_options(add)
     lst = src.add_parser("list", help="list sources")
     lst.add_argument("--all", action="store_true", help="include disabled sources")
     show = src.add_parser("show", help="one source in full")
@@ -98,6 +106,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     upd.add_argument("site_id", type=_site_id)
     for flag, field, kind in SOURCE_OPTIONS:
         upd.add_argument(flag, dest=field, type=kind)
+    _add_prefix_options(upd)
     upd.add_argument("--active", choices=["true", "false"])
     dis = src.add_parser("disable", help="stop using a source (kept for history)")
     dis.add_argument("site_id", type=_site_id)
@@ -130,9 +139,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     st.add_argument("--to", dest="end", type=_date)
 
 
+def _add_prefix_options(parser: argparse.ArgumentParser) -> None:
+    for flag, field, text in PREFIX_OPTIONS:
+        parser.add_argument(
+            flag, dest=field, action="append", metavar="PREFIX", help=f"{text} (repeatable)"
+        )
+
+
 def _sources_table(sources: list[Source]) -> Table:
     table = Table(title=f"{len(sources)} source(s)")
-    for column in ("site", "key", "name", "type", "country", "prefix", "rule", "slot", "active"):
+    columns = (
+        "site", "key", "name", "type", "country", "prefix", "handle prefixes", "DOI prefixes",
+        "rule", "slot", "active",
+    )  # fmt: skip
+    for column in columns:
         table.add_column(column)
     for s in sources:
         table.add_row(
@@ -142,6 +162,8 @@ def _sources_table(sources: list[Source]) -> Table:
             s.type,
             s.country or "",
             s.identifier_prefix or "",
+            " ".join(s.handle_prefixes),
+            " ".join(s.doi_prefixes),
             s.identifier_rule,
             str(s.custom_var_slot),
             "yes" if s.active else "no",
@@ -155,7 +177,8 @@ def _source_detail(source: Source) -> Table:
     table.add_column("value")
     for field in dataclasses.fields(Source):
         value = getattr(source, field.name)
-        table.add_row(field.name, "" if value is None else str(value))
+        text = " ".join(value) if isinstance(value, tuple) else str(value)
+        table.add_row(field.name, "" if value is None else text)
     return table
 
 
@@ -197,6 +220,10 @@ def _changes(args: argparse.Namespace) -> dict[str, object]:
         changes["country"] = str(changes["country"]).upper() or None
     if "identifier_prefix" in changes:
         changes["identifier_prefix"] = normalize_prefix(str(changes["identifier_prefix"]))
+    for _, field, _ in PREFIX_OPTIONS:
+        values = getattr(args, field, None)
+        if values is not None:  # normalised and checked when saved, like every other field
+            changes[field] = tuple(split_prefixes(values))
     if getattr(args, "active", None) is not None:
         changes["active"] = args.active == "true"
     return changes

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from usage_stats.canonical import lookup_expr
-from usage_stats.identifiers import distinct_index, normalize_identifier_expr, oai_prefix_expr
+from usage_stats.identifiers import distinct_index, normalize_distinct
+from usage_stats.ownership import declarations, owner_ids
 from usage_stats.robots import PACKAGED_LIST, load_robot_list
 
 REJECTION_REASONS = (
@@ -224,38 +225,29 @@ _MAX_SITE_TABLE = 1 << 20
 
 
 def _identifiers(raw: pl.Series, sources: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
-    """Normalised `item_id`, its rank in string order and the owner its prefix names, per
-    distinct raw identifier, and each row's position in that table.
+    """Normalised `item_id`, its rank in string order and the owner its prefix names (OAI,
+    handle or DOI: `usage_stats.ownership`), per distinct raw identifier, and each row's
+    position in that table.
 
     All three depend on the raw identifier alone, so they are computed once per distinct
     spelling (a large day has a few hundred thousand among millions of events); rows carry
     a 4-byte position and read the columns through it only where they are needed.
     """
     distinct = raw.unique()
-    table = (
-        distinct.to_frame("raw")
-        .select(normalize_identifier_expr(pl.col("raw")).alias("item_id"))
-        .with_columns(
-            pl.col("item_id").rank("dense").cast(pl.UInt32).alias("_item_rank"),
-            oai_prefix_expr(pl.col("item_id")).alias("_prefix"),
-        )
-        .join(_owner_prefixes(sources), on="_prefix", how="left", maintain_order="left")
-        .drop("_prefix")
-        .with_columns(pl.col("item_id").is_null().alias("_no_item"))
+    item_id = normalize_distinct(distinct).alias("item_id")
+    table = pl.DataFrame(
+        [item_id, owner_ids(item_id, _owner_prefixes(sources)).alias("_owner")]
+    ).with_columns(
+        pl.col("item_id").rank("dense").cast(pl.UInt32).alias("_item_rank"),
+        pl.col("item_id").is_null().alias("_no_item"),
     )
     return distinct_index(raw, distinct), table
 
 
 def _owner_prefixes(sources: pl.DataFrame) -> pl.DataFrame:
-    """Identifier prefix → owning repository; the first repository listed wins a shared prefix."""
-    return (
-        sources.filter((pl.col("type") == "R") & pl.col("identifier_prefix").is_not_null())
-        .select(
-            pl.col("identifier_prefix").alias("_prefix"),
-            pl.col("site_id").cast(pl.Int32).alias("_owner"),
-        )
-        .unique("_prefix", keep="first", maintain_order=True)
-    )
+    """The OAI, handle and DOI prefixes repositories declare, with their owner; the first
+    repository listed wins a shared prefix (the admin DB refuses to store one)."""
+    return declarations(sources, types=("R",))
 
 
 def _thumbnails(url: pl.Series, pattern: str = THUMBNAIL_URL) -> pl.Series:

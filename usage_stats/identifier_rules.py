@@ -4,7 +4,8 @@ Some repositories spell their identifiers in ways the standard OAI rule cannot m
 handle prefix, a renamed host); the admin DB gives such a source a `regex` rule (pattern and
 replacement) or a `mapping` table. A rule belongs to the source that owns the identifiers, so
 it applies to every event of that source's items, wherever they were recorded: on its own
-site, and on the national node and the portal when the identifier carries its prefix.
+site, and on the national node and the portal when the identifier carries one of its prefixes
+(OAI, handle or DOI, resolved as `usage_stats.ownership` resolves owners).
 
 The rules run on distinct identifiers only and leave sources with the standard rule untouched;
 the cleaning step normalises again, which changes nothing for identifiers already normal.
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from usage_stats.identifiers import normalize_identifier_expr
-from usage_stats.sources import Source, load_mapping
+from usage_stats.identifiers import normalize_identifiers
+from usage_stats.ownership import declarations, owner_ids
+from usage_stats.sources import Source, load_mapping, sources_frame
 
 
 def apply_identifier_rules(events: pl.DataFrame, sources: list[Source]) -> pl.DataFrame:
@@ -23,20 +25,14 @@ def apply_identifier_rules(events: pl.DataFrame, sources: list[Source]) -> pl.Da
     ruled = [s for s in sources if s.identifier_rule != "standard"]
     if not ruled or events.is_empty():
         return events
-    by_prefix = pl.DataFrame(
-        {
-            "_prefix": [s.identifier_prefix for s in ruled if s.identifier_prefix],
-            "_by_prefix": [s.site_id for s in ruled if s.identifier_prefix],
-        },
-        schema={"_prefix": pl.String, "_by_prefix": pl.Int32},
-    )
+    # The ruled sources' own prefixes, whatever their type: a rule follows its identifiers.
+    declared = declarations(sources_frame(ruled), types=("R", "N", "L"))
     rule_sites = [s.site_id for s in ruled]
+    pairs = events.select("site_id", "raw_identifier").unique()
+    normal = normalize_identifiers(pairs.get_column("raw_identifier"))
     pairs = (
-        events.select("site_id", "raw_identifier")
-        .unique()
-        .with_columns(normalize_identifier_expr(pl.col("raw_identifier")).alias("_normal"))
-        .with_columns(pl.col("_normal").str.extract(r"^(oai:[^:]+:)", 1).alias("_prefix"))
-        .join(by_prefix, on="_prefix", how="left")
+        pairs.with_columns(normal.alias("_normal"))
+        .with_columns(owner_ids(normal, declared).alias("_by_prefix"))
         .with_columns(
             pl.coalesce(
                 pl.col("_by_prefix"),

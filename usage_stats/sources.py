@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Protocol
 
 import polars as pl
 import pycountry
+
+from usage_stats.ownership import PrefixError, normalize_prefixes
 
 SOURCE_TYPES = {"R": "repository", "N": "national node", "L": "regional portal"}
 IDENTIFIER_RULES = ("standard", "regex", "mapping")
@@ -39,6 +41,8 @@ CSV_COLUMNS = [
     "institution",
     "oai_base_url",
     "active",
+    "handle_prefixes",
+    "doi_prefixes",
 ]
 
 
@@ -65,6 +69,10 @@ class Source:
     institution: str | None = None
     oai_base_url: str | None = None
     active: bool = True
+    # Naming authorities of the repository's handles and DOIs (normalised: `1721.1`,
+    # `10.1234`), which attribute its items to it when they are seen as handles or DOIs.
+    handle_prefixes: tuple[str, ...] = ()
+    doi_prefixes: tuple[str, ...] = ()
 
 
 class SourceRegistry(Protocol):
@@ -89,15 +97,21 @@ FRAME_SCHEMA: dict[str, pl.DataType] = {
     "institution": pl.String(),
     "oai_base_url": pl.String(),
     "active": pl.Boolean(),
+    "handle_prefixes": pl.List(pl.String()),
+    "doi_prefixes": pl.List(pl.String()),
 }
 
 
 def sources_frame(sources: Iterable[Source]) -> pl.DataFrame:
     """The registry as a frame, the shape the transforms join against."""
-    rows = [{f.name: getattr(s, f.name) for f in fields(Source)} for s in sources]
+    rows = [{f.name: _frame_value(getattr(s, f.name)) for f in fields(Source)} for s in sources]
     if not rows:
         return pl.DataFrame(schema=FRAME_SCHEMA)
     return pl.DataFrame(rows, schema=FRAME_SCHEMA, orient="row")
+
+
+def _frame_value(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -162,7 +176,66 @@ def validate_source(source: Source) -> list[str]:
                 load_mapping(source.mapping_file)
             except SourceRegistryError as exc:
                 errors.append(str(exc))
+    return errors + _prefix_errors(source)
+
+
+def _prefix_errors(source: Source) -> list[str]:
+    """Declared handle and DOI prefixes that cannot be read, or that a source which owns no
+    items declares (only repositories own items: a node's declaration would do nothing)."""
+    errors = []
+    for column, kind in (("handle_prefixes", "hdl"), ("doi_prefixes", "doi")):
+        values = getattr(source, column)
+        if values and source.type != "R":
+            errors.append(
+                f"{column}: only repositories (type R) own items; a source of type "
+                f"{source.type} declares none"
+            )
+        for value in values:
+            try:
+                normalize_prefixes(value, kind)
+            except PrefixError as exc:
+                errors.append(f"{column}: {exc}")
     return errors
+
+
+def normalize_source(source: Source) -> Source:
+    """`source` with every prefix in its stored spelling; what the registry saves, so a
+    pasted trailing space or resolver URL never reaches the admin DB. Call `validate_source`
+    first: an unreadable prefix raises here."""
+    return replace(
+        source,
+        identifier_prefix=normalize_prefix(source.identifier_prefix),
+        handle_prefixes=normalize_prefixes(source.handle_prefixes, "hdl"),
+        doi_prefixes=normalize_prefixes(source.doi_prefixes, "doi"),
+    )
+
+
+def prefix_conflicts(sources: Iterable[Source]) -> list[tuple[Source, Source, str]]:
+    """(earlier, later, what) for every prefix two active repositories both declare: the
+    item's owner would be a guess, so the registry refuses to save it. A longer prefix inside
+    another's (`10.1234/ufsc.` inside `10.1234`) is no conflict: the longest wins."""
+    claimed: dict[tuple[str, str], Source] = {}
+    conflicts = []
+    for source in sources:
+        if source.type != "R" or not source.active:
+            continue
+        declared = (
+            [("identifier prefix", source.identifier_prefix)] if source.identifier_prefix else []
+        )
+        declared += [("handle prefix", p) for p in source.handle_prefixes]
+        declared += [("DOI prefix", p) for p in source.doi_prefixes]
+        for kind, prefix in declared:
+            first = claimed.setdefault((kind, prefix), source)
+            if first is not source:
+                conflicts.append((first, source, f"{kind} {prefix}"))
+    return conflicts
+
+
+def conflict_message(first: Source, later: Source, what: str) -> str:
+    return (
+        f"{what} is already declared by source {first.site_id} ({first.source_key}); "
+        "two active repositories cannot own the same prefix"
+    )
 
 
 def _regex_errors(source: Source) -> list[str]:
@@ -263,6 +336,8 @@ def parse_source_row(row: dict[str, object], where: str) -> Source:
         institution=_text(row, "institution"),
         oai_base_url=_text(row, "oai_base_url"),
         active=_boolean(row.get("active"), where),
+        handle_prefixes=_prefixes(row, "handle_prefixes", "hdl", where),
+        doi_prefixes=_prefixes(row, "doi_prefixes", "doi", where),
     )
     errors = validate_source(source)
     if errors:
@@ -270,13 +345,26 @@ def parse_source_row(row: dict[str, object], where: str) -> Source:
     return source
 
 
-def normalize_prefix(prefix: str | None) -> str | None:
-    """Normalise as if an identifier followed, so `oai:https://host/server:` → `oai:host:`."""
-    from usage_stats.identifiers import normalize_identifier
+def _prefixes(row: dict[str, object], column: str, kind: str, where: str) -> tuple[str, ...]:
+    try:
+        return normalize_prefixes(row.get(column), kind)
+    except PrefixError as exc:
+        raise SourceRegistryError(f"{where}: column '{column}': {exc}") from exc
 
+
+def normalize_prefix(prefix: str | None) -> str | None:
+    """Normalise as if an identifier followed, so `oai:https://host/server:` → `oai:host:`.
+
+    The sample local id has a slash, as a DSpace handle does, so that a port spelled without a
+    scheme (`oai:host:8080:`) is read as the identifiers after it are read (`oai:host:`)."""
+    from usage_stats.identifiers import clean_identifier, normalize_identifier
+
+    prefix = clean_identifier(prefix)
     if prefix is None:
         return None
-    return (normalize_identifier(prefix + "0") or "")[:-1] or None
+    sample = "0/0"
+    key = normalize_identifier(prefix + sample) or ""
+    return (key[: -len(sample)] if key.endswith(sample) else key) or None
 
 
 def read_source_table(path: Path) -> list[tuple[int, dict[str, object]]]:
@@ -336,6 +424,14 @@ def parse_source_table(path: Path) -> tuple[list[Source], list[str]]:
                 f"{keys[source.source_key]}"
             )
             continue
+        clashes = prefix_conflicts([*sources, source])
+        if clashes:
+            first, _, what = clashes[0]
+            problems.append(
+                f"{where}: {what} is already declared by site_id {first.site_id} on line "
+                f"{seen[first.site_id]}; two active repositories cannot own the same prefix"
+            )
+            continue
         seen[source.site_id] = line
         keys[source.source_key] = line
         sources.append(source)
@@ -361,8 +457,7 @@ def write_sources_csv(path: Path, sources: Iterable[Source]) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for s in sources:
-            row = {c: getattr(s, c) for c in CSV_COLUMNS}
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            writer.writerow({c: _cell(getattr(s, c)) for c in CSV_COLUMNS})
 
 
 def write_sources_xlsx(path: Path, sources: Iterable[Source]) -> None:
@@ -374,5 +469,12 @@ def write_sources_xlsx(path: Path, sources: Iterable[Source]) -> None:
     sheet.title = "sources"
     sheet.append(CSV_COLUMNS)
     for s in sources:
-        sheet.append([getattr(s, c) for c in CSV_COLUMNS])
+        sheet.append([_cell(getattr(s, c)) for c in CSV_COLUMNS])
     book.save(path)
+
+
+def _cell(value: object) -> object:
+    """A value as a file cell: lists of prefixes `;`-separated, as the import reads them."""
+    if isinstance(value, tuple):
+        return ";".join(value)
+    return "" if value is None else value

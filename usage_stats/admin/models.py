@@ -13,8 +13,10 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     func,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 IDENTIFIER_RULES = ("standard", "regex", "mapping")
@@ -22,6 +24,27 @@ IDENTIFIER_RULES = ("standard", "regex", "mapping")
 
 class Base(DeclarativeBase):
     pass
+
+
+class PrefixList(TypeDecorator[tuple[str, ...]]):
+    """A source's declared prefixes as one space-separated text, NULL when there are none.
+
+    A text column rather than a child table or JSON: the list is short, read whole with its
+    source, and the same on SQLite, PostgreSQL and MySQL. Prefixes are normalised before they
+    are saved (`usage_stats.sources.normalize_source`) and never contain white space."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: tuple[str, ...] | None, dialect: Dialect) -> str | None:
+        if not value:
+            return None
+        if any(not p or any(c.isspace() for c in p) for p in value):
+            raise ValueError(f"prefixes must be normalised before they are saved: {value!r}")
+        return " ".join(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> tuple[str, ...]:
+        return tuple(value.split()) if value else ()
 
 
 class Country(Base):
@@ -62,6 +85,8 @@ class SourceRow(Base):
     custom_var_slot: Mapped[int] = mapped_column(Integer, default=1)
     oai_base_url: Mapped[str | None] = mapped_column(String(1000))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    handle_prefixes: Mapped[tuple[str, ...]] = mapped_column(PrefixList, default=())
+    doi_prefixes: Mapped[tuple[str, ...]] = mapped_column(PrefixList, default=())
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

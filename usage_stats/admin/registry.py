@@ -2,7 +2,9 @@
 
 `DbSourceRegistry` is what the pipeline asks for its sites: it reads the DB on every call,
 so a source added or changed by an operator is used by the next run without a restart.
-Writes go through `validate_source`: a source whose rule cannot work cannot be saved.
+Writes go through `validate_source`: a source whose rule cannot work cannot be saved; its
+prefixes are stored normalised (`normalize_source`), and a prefix another active repository
+already declares is refused (`prefix_conflicts`): an item's owner is never a guess.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from usage_stats.admin.models import Country, ProcessingStatus, SourceRow
 from usage_stats.sources import (
     Source,
     SourceRegistryError,
+    conflict_message,
+    normalize_source,
     parse_source_table,
+    prefix_conflicts,
     validate_source,
     write_sources_csv,
     write_sources_xlsx,
@@ -33,10 +38,24 @@ def _to_source(row: SourceRow) -> Source:
     return Source(**{name: getattr(row, name) for name in _FIELDS})
 
 
-def _check(source: Source) -> None:
+def _check(source: Source) -> Source:
+    """The source as it will be stored (prefixes normalised), or every problem it has."""
     errors = validate_source(source)
     if errors:
         raise SourceRegistryError(f"source {source.site_id}: " + "; ".join(errors))
+    return normalize_source(source)
+
+
+def _check_conflicts(session, source: Source) -> None:  # noqa: ANN001
+    """Refuse `source` when it declares a prefix another active repository declares."""
+    others = session.scalars(
+        select(SourceRow).where(SourceRow.site_id != source.site_id).order_by(SourceRow.site_id)
+    ).all()
+    for first, later, what in prefix_conflicts([*(_to_source(r) for r in others), source]):
+        if later is source:
+            raise SourceRegistryError(
+                f"source {source.site_id}: " + conflict_message(first, later, what)
+            )
 
 
 @dataclass(frozen=True)
@@ -82,7 +101,7 @@ def _upsert_country(session, code: str | None, national_site_id: int | None = No
 
 
 def add_source(url: str, source: Source) -> Source:
-    _check(source)
+    source = _check(source)
     ensure_current(url)
     with session_scope(url) as session:
         clash = session.scalar(
@@ -94,6 +113,7 @@ def add_source(url: str, source: Source) -> Source:
             what = "site_id" if clash.site_id == source.site_id else "source_key"
             value = source.site_id if what == "site_id" else source.source_key
             raise SourceRegistryError(f"a source with {what} {value!r} already exists")
+        _check_conflicts(session, source)
         session.add(SourceRow(**dataclasses.asdict(source)))
         _upsert_country(session, source.country, source.site_id if source.type == "N" else None)
     return source
@@ -104,9 +124,9 @@ def update_source(url: str, site_id: int, **changes: object) -> Source:
     if unknown:
         raise SourceRegistryError(f"unknown field(s): {', '.join(sorted(unknown))}")
     current = get_source(url, site_id)
-    updated = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
-    _check(updated)
+    updated = _check(dataclasses.replace(current, **changes))  # type: ignore[arg-type]
     with session_scope(url) as session:
+        _check_conflicts(session, updated)
         if updated.source_key != current.source_key:
             key = updated.source_key
             clash = session.scalar(select(SourceRow).where(SourceRow.source_key == key))
@@ -148,6 +168,17 @@ def import_sources(url: str, path: Path, dry_run: bool = False) -> ImportReport:
                 f"{path}: site_id {source.site_id}: source_key {source.source_key!r} belongs to "
                 f"site_id {owner} in the admin DB"
             )
+    # The registry as it would be after the import: the file's rows replace their sites'.
+    in_file = {s.site_id for s in sources}
+    kept = [s for s in existing.values() if s.site_id not in in_file]
+    for first, later, what in prefix_conflicts([*kept, *sources]):
+        if first.site_id in in_file or later.site_id not in in_file:
+            continue  # within the file: named with its lines by parse_source_table
+        problems.append(
+            f"{path}: site_id {later.site_id}: {what} is already declared by site_id "
+            f"{first.site_id} ({first.source_key}) in the admin DB; two active repositories "
+            "cannot own the same prefix"
+        )
     added = [s.site_id for s in sources if s.site_id not in existing]
     updated = [s.site_id for s in sources if s.site_id in existing and existing[s.site_id] != s]
     unchanged = [s.site_id for s in sources if existing.get(s.site_id) == s]
