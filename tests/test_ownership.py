@@ -16,6 +16,7 @@ from usage_stats.identifier_rules import apply_identifier_rules
 from usage_stats.metrics import daily_deltas
 from usage_stats.ownership import declarations, owner_ids, owner_of
 from usage_stats.sources import Source, sources_frame
+from usage_stats.web.common import WebContext
 
 KERWA = Source(
     1, "opendoar::1", "Kerwa", "R", "CR", "oai:www.kerwa.ucr.ac.cr:", 1, 4, 5,
@@ -204,3 +205,20 @@ def test_declarations_reach_the_pipeline_from_the_admin_db(tmp_path):
     result = clean_events(planted_events(), frame)
     owners = result.sessions.group_by("owner_site_id").len().sort("owner_site_id", nulls_last=True)
     assert owners.rows() == [(1, 7), (2, 4), (None, 2)]
+
+
+def test_the_web_services_name_the_same_owner_as_the_pipeline(tmp_path):
+    url = f"sqlite:///{tmp_path / 'admin.db'}"
+    db.upgrade(url)
+    for source in SOURCES:
+        add_source(url, source)
+    context = WebContext(store=None, admin_db_url=url)  # the owner needs no store
+    for key, owner in [
+        ("oai:www.kerwa.ucr.ac.cr:10669/578", 1),
+        ("hdl:10669/578", 1),
+        ("10.15517/ar.9", 2),
+        ("10.15517/rev.1", 1),
+        ("hdl:1721.10/1", None),
+    ]:
+        found = context.owner_of(key)
+        assert (found.site_id if found else None) == owner, key

@@ -482,6 +482,20 @@ BAD += [("/report/repositoryWidget", {"source_id": e}, 404, "source_id") for e i
 BAD += [("/api/v1/global", {"start": e}, 400, "start") for e in EVIL]
 
 
+BAD += [
+    ("/api/v1/global", {"start": "9999", "end": "9999"}, 400, "end"),
+    ("/api/v1/global", {"start": "0001", "end": "0001"}, 400, "end"),
+    ("/api/v1/global", {"start": "0001", "end": "2026"}, 400, "start"),
+    ("/api/v1/global/top", {"start": "9999"}, 400, "start"),
+    (
+        "/report/itemWidget",
+        {"identifier": "oai:repo1.example.org:1001/0", "start_date": "9999", "end_date": "9999"},
+        400,
+        "end_date",
+    ),
+]
+
+
 @pytest.mark.parametrize(("path", "params", "status", "parameter"), BAD)
 def test_bad_input_is_a_4xx_naming_the_parameter(web, path, params, status, parameter):
     client, _ = web
@@ -508,3 +522,68 @@ def test_item_titles_in_top_items_and_item_statistics(web):
     header, first = csv_text.splitlines()[:2]
     assert header.startswith("rank,identifier,title,views")
     assert first.split(",")[2] == (rows[0]["title"] or "")
+
+
+# Dates far outside the calendar the API serves (1900-01-01 .. 2999-12-31), malformed or
+# impossible: always a 400 naming the parameter, on every endpoint that takes dates.
+ITEM = "oai:repo1.example.org:1001/0"
+DATE_ENDPOINTS = [
+    ("/api/v1/global", {}, ("start", "end")),
+    ("/api/v1/global/top", {}, ("start", "end")),
+    ("/api/v1/global/top-sources", {}, ("start", "end")),
+    ("/api/v1/sources/1", {}, ("start", "end")),
+    ("/api/v1/sources/1/top", {}, ("start", "end")),
+    ("/api/v1/nodes/4", {}, ("start", "end")),
+    ("/api/v1/items", {"identifier": ITEM}, ("start", "end")),
+    ("/report/itemWidget", {"identifier": ITEM}, ("start_date", "end_date")),
+    ("/report/itemWidgetByCountry", {"identifier": ITEM}, ("start_date", "end_date")),
+    ("/report/repositoryWidget", {"source_id": "opendoar::1001"}, ("start_date", "end_date")),
+]
+BAD_DATES = [
+    "9999",
+    "0001",
+    "0000",
+    "10000",
+    "1899-12-31",
+    "3000-01-01",
+    "0001-01-01",
+    "9999-12-31",
+    "9999-12",
+    "2026-13",
+    "2026-00",
+    "2026-02-30",
+    "2026-01-32",
+    "2026-1-1",
+    "now-9999y",
+    "now-10000d",
+    "now+1d",
+    "9" * 5000,
+    "２０２６",
+    "-1",
+    "\x00",
+]
+
+
+@pytest.mark.parametrize(("path", "extra", "names"), DATE_ENDPOINTS)
+def test_bad_dates_are_a_400_naming_the_parameter(web, path, extra, names):
+    client, _ = web
+    for name in names:
+        for value in BAD_DATES:
+            response = client.get(path, params={**extra, name: value})
+            assert response.status_code == 400, (name, value[:20], response.text[:200])
+            error = response.json()["error"]
+            assert error["parameter"] == name and name in error["message"]
+            assert len(error["message"]) < 300
+
+
+def test_dates_at_the_edges_of_the_calendar_served(web):
+    client, _ = web
+    for start, end in (("2999-12-01", "2999-12-31"), ("1900-01-01", "1900-12-31")):
+        for granularity in ("day", "week", "month", "quarter", "year"):
+            response = client.get(
+                "/api/v1/global", params={"start": start, "end": end, "granularity": granularity}
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["totals"] == dict.fromkeys(METRICS, 0)
+            assert body["series"][-1]["end"] == end

@@ -44,7 +44,10 @@ def create_app(
     cors_origins: Sequence[str] = (),
     platform: str = "usage-stats",
     cache_seconds: float = 30.0,
+    sushi_limiter: sushi.FailedAuthLimiter | None = None,
 ) -> FastAPI:
+    """`sushi_limiter` counts failed SUSHI authentications per client (Exception 1020); by
+    default from `USAGE_STATS_SUSHI_AUTH_FAILURES` / `USAGE_STATS_SUSHI_AUTH_WINDOW_SECONDS`."""
     app = FastAPI(
         title="usage-stats",
         version="1.0",
@@ -55,6 +58,7 @@ def create_app(
         ),
     )
     app.state.ctx = WebContext(store, admin_db_url, cache_seconds=cache_seconds, platform=platform)
+    app.state.sushi_limiter = sushi_limiter or sushi.FailedAuthLimiter.from_env()
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -15,17 +15,28 @@ import time
 from dataclasses import dataclass, field
 
 import polars as pl
+from sqlalchemy import func, select
 
+from usage_stats.admin.db import ensure_current, session_scope
+from usage_stats.admin.models import ProcessingStatus
 from usage_stats.admin.registry import complete_through, list_sources
 from usage_stats.identifiers import normalize_identifier
 from usage_stats.metrics import METRICS
+from usage_stats.ownership import owner_of
 from usage_stats.sources import Source
 from usage_stats.store import StatsStore
 
 GRANULARITIES = ("day", "week", "month", "quarter", "year")
 MAX_BUCKETS = 4000
 MAX_IDENTIFIER_LENGTH = 1000
-_RELATIVE = re.compile(r"^now(?:-(\d{1,4})([dwMy]))?(?:/[dwMy])?$")
+# Dates the API accepts. Usage cannot predate the web, and a bound well inside the calendar keeps
+# every later step (a year's default window, the last bucket's end + 1 day) away from
+# `date.min` / `date.max`, whose arithmetic overflows into a 500 instead of a named 400.
+MIN_DATE = dt.date(1900, 1, 1)
+MAX_DATE = dt.date(2999, 12, 31)
+_RELATIVE = re.compile(r"^now(?:-([0-9]{1,4})([dwMy]))?(?:/[dwMy])?$")
+# ASCII digits only: `\d` would let other scripts' digits through to `int()`.
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?)?")
 
 
 class ApiError(Exception):
@@ -51,6 +62,7 @@ class WebContext:
     _sources: list[Source] = field(default_factory=list)
     _sources_at: float = -1e9
     _complete: dict[int | None, tuple[float, dt.date | None]] = field(default_factory=dict)
+    _first: dict[int, tuple[float, dt.date | None]] = field(default_factory=dict)
     _coverage: tuple[float, tuple[dt.date | None, dt.date | None]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -75,6 +87,18 @@ class WebContext:
             self._complete[site_id] = (time.monotonic(), value)
         return value
 
+    def first_processed(self, site_id: int) -> dt.date | None:
+        """The first day processed for a site: COUNTER's "first month available" starts there
+        (cached briefly, like `complete_through`)."""
+        with self._lock:
+            cached = self._first.get(site_id)
+            if cached and time.monotonic() - cached[0] <= self.cache_seconds:
+                return cached[1]
+        value = first_processed_day(self.admin_db_url, site_id)
+        with self._lock:
+            self._first[site_id] = (time.monotonic(), value)
+        return value
+
     def coverage(self) -> tuple[dt.date | None, dt.date | None]:
         """First and last day with any usage, from the global scope (a few rows per day, so
         cheap on both stores; cached briefly like the rest)."""
@@ -95,14 +119,19 @@ class WebContext:
         return value
 
     def owner_of(self, identifier: str) -> Source | None:
-        """The repository whose identifier prefix the (normalised) identifier starts with."""
-        best = None
-        for source in self.sources():
-            prefix = source.identifier_prefix
-            if prefix and identifier.startswith(prefix):
-                if best is None or len(prefix) > len(best.identifier_prefix or ""):
-                    best = source
-        return best
+        """The repository owning a normalised key (OAI, handle or DOI prefix), by the same rule
+        as the pipeline's attribution, so the widget names the repository the figures count
+        under."""
+        return owner_of(identifier, self.sources())
+
+
+def first_processed_day(url: str, site_id: int) -> dt.date | None:
+    """One aggregate row, not the site's status rows: asked for every SUSHI request."""
+    ensure_current(url)
+    with session_scope(url) as session:
+        return session.scalar(
+            select(func.min(ProcessingStatus.day)).where(ProcessingStatus.site_id == site_id)
+        )
 
 
 def today() -> dt.date:
@@ -112,31 +141,43 @@ def today() -> dt.date:
 def parse_date(value: str | None, parameter: str, *, end: bool, default: dt.date) -> dt.date:
     """`YYYY-MM-DD` (a datetime's date part is accepted), `YYYY-MM`, `YYYY`, or Elasticsearch
     date math `now`, `now-30d`, `now-2w`, `now-6M`, `now-1y` (as the LA Referencia widgets
-    send). A month or year means its first day as a start and its last day as an end."""
+    send). A month or year means its first day as a start and its last day as an end. Dates
+    outside MIN_DATE..MAX_DATE are refused here, naming the parameter."""
     if value is None or value.strip() == "":
         return default
     text = value.strip()
+    parsed: dt.date | None = None
     relative = _RELATIVE.match(text)
     if relative:
         amount, unit = relative.groups()
-        return _shift(today(), -int(amount or 0), unit or "d")
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?", text):
-            return dt.date.fromisoformat(text[:10])
-        if re.fullmatch(r"\d{4}-\d{2}", text):
-            year, month = int(text[:4]), int(text[5:7])
-            day = calendar.monthrange(year, month)[1] if end else 1
-            return dt.date(year, month, day)
-        if re.fullmatch(r"\d{4}", text):
-            return dt.date(int(text), 12, 31) if end else dt.date(int(text), 1, 1)
-    except ValueError:
-        pass
-    raise ApiError(
-        400,
-        parameter,
-        f"{parameter} must be a date YYYY-MM-DD, YYYY-MM, YYYY or now[-N(d|w|M|y)], "
-        f"got {text[:60]!r}",
-    )
+        parsed = _shift(today(), -int(amount or 0), unit or "d")
+    else:
+        try:
+            if _DAY.fullmatch(text):
+                parsed = dt.date.fromisoformat(text[:10])
+            elif re.fullmatch(r"[0-9]{4}-[0-9]{2}", text):
+                year, month = int(text[:4]), int(text[5:7])
+                day = calendar.monthrange(year, month)[1] if end else 1
+                parsed = dt.date(year, month, day)
+            elif re.fullmatch(r"[0-9]{4}", text):
+                parsed = dt.date(int(text), 12, 31) if end else dt.date(int(text), 1, 1)
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        raise ApiError(
+            400,
+            parameter,
+            f"{parameter} must be a date YYYY-MM-DD, YYYY-MM, YYYY or now[-N(d|w|M|y)], "
+            f"got {text[:60]!r}",
+        )
+    if not MIN_DATE <= parsed <= MAX_DATE:
+        raise ApiError(
+            400,
+            parameter,
+            f"{parameter} must be between {MIN_DATE.isoformat()} and {MAX_DATE.isoformat()}, "
+            f"got {text[:60]!r}",
+        )
+    return parsed
 
 
 def _shift(day: dt.date, amount: int, unit: str) -> dt.date:
@@ -161,7 +202,10 @@ def date_range(
 ) -> tuple[dt.date, dt.date]:
     last = parse_date(end, end_name, end=True, default=today())
     first = parse_date(
-        start, start_name, end=False, default=last - dt.timedelta(days=default_days - 1)
+        start,
+        start_name,
+        end=False,
+        default=max(MIN_DATE, last - dt.timedelta(days=default_days - 1)),
     )
     if last < first:
         raise ApiError(400, end_name, f"{end_name} ({last}) is before {start_name} ({first})")

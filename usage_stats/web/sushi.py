@@ -3,100 +3,88 @@
 A customer (admin DB) is an institution that may fetch the usage of the items of its sites
 (repositories); PR is the platform total of those items, IR the same usage per item, so PR
 totals equal the sum of IR totals by construction. Usage is counted on every site (the
-repository itself, the national node and the portal). Exceptions follow Appendix D: request
-errors (1030, 3020) are HTTP 400, authorisation (2000, 2020) 401; conditions that still give a
-report (3030 no usage, 3031 not ready, 3050 unknown parameter, 3060/3062 bad filter or
-attribute values) are listed in the report header's Exceptions, HTTP 200.
+repository itself, the national node and the portal).
+
+Exceptions are those of the Code of Practice, Appendix D, Table D.1, with its HTTP statuses: a
+request that cannot be served gets one Exception as the body (1000 and 1010 503, 1020 429,
+1030 and 3020 400, 2000 and 2020 401, 2010 and 2011 403); when several apply, the lowest code
+wins, as Appendix D prefers. Conditions under which a report can still be delivered are listed
+in its header with HTTP 200 (3030, 3031, 3032, 3050, 3060, 3062, 3063). Every rule is a line in
+`_report_request` / `_authenticate` / `_period`, so a reader can check them against Table D.1.
+
+A month is "available" for a customer once every day from the first processed day of its sites
+to the month's end has been processed (admin DB processing status): `/r51/reports` announces
+exactly those months, and a report returns usage for exactly those, naming the others in 3031
+(not processed yet) or 3032 (before the first processed month). Usage of a month still being
+processed is never returned, so a harvester cannot store a partial month as final.
 """
 
 from __future__ import annotations
 
 import calendar
-import csv
 import datetime as dt
-import io
+import logging
+import os
 import re
+import threading
+import time
+import urllib.parse
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import polars as pl
 import pycountry
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
-from usage_stats.admin.sushi import Customer, get_customer, verify_api_key
+from usage_stats.admin.db import AdminDbError, ensure_current
+from usage_stats.admin.sushi import Customer, get_customer, list_customers, verify_api_key
+from usage_stats.identifiers import normalize_identifier
+from usage_stats.store import StatsStoreError
 from usage_stats.web.common import WebContext, today
 
+logger = logging.getLogger("usage_stats.web.sushi")
 router = APIRouter(prefix="/r51", tags=["COUNTER SUSHI R5.1"])
 
+# --- Exceptions (Code of Practice, Appendix D, Table D.1) --------------------------------------
+
 MESSAGES = {
+    1000: "Service Not Available",
+    1020: "Client has made too many requests",
     1030: "Insufficient Information to Process Request",
     2000: "Requestor Not Authorized to Access Service",
+    2010: "Requestor is Not Authorized to Access Usage for Institution",
+    2011: "Global Reports Not Supported",
     2020: "APIKey Invalid",
     3020: "Invalid Date Arguments",
     3030: "No Usage Available for Requested Dates",
     3031: "Usage Not Ready for Requested Dates",
+    3032: "Usage No Longer Available for Requested Dates",
     3050: "Parameter Not Recognized in this Context",
     3060: "Invalid ReportFilter Value",
     3062: "Invalid ReportAttribute Value",
+    3063: "Components Not Supported",
 }
-STATUS = {1030: 400, 2000: 401, 2020: 401, 3020: 400}
-METRIC_COLUMNS = {
-    "Total_Item_Investigations": "total_item_investigations",
-    "Total_Item_Requests": "total_item_requests",
-    "Unique_Item_Investigations": "unique_item_investigations",
-    "Unique_Item_Requests": "unique_item_requests",
-}
-REQUESTS = ("Total_Item_Requests", "Unique_Item_Requests")
-COMMON = {"customer_id", "requestor_id", "api_key", "platform", "begin_date", "end_date", "format"}
-REPORTS = {
-    "pr": {
-        "name": "Platform Report",
-        "id": "PR",
-        "params": COMMON
-        | {"metric_type", "data_type", "access_method", "attributes_to_show", "granularity"},
-        "attributes": ("Access_Method", "Country_Code", "Country_Name"),
-        "description": "Platform-level usage of the customer's repositories, every level.",
-    },
-    "pr_p1": {
-        "name": "Platform Usage",
-        "id": "PR_P1",
-        "params": COMMON,
-        "attributes": (),
-        "description": "Standard View of PR: requests of the customer's repositories.",
-    },
-    "ir": {
-        "name": "Item Report",
-        "id": "IR",
-        "params": COMMON
-        | {
-            "metric_type",
-            "data_type",
-            "access_method",
-            "access_type",
-            "attributes_to_show",
-            "granularity",
-            "item_id",
-            "include_parent_details",
-            "include_component_details",
-        },
-        "attributes": ("Access_Method", "Access_Type", "Country_Code", "Country_Name"),
-        "description": "Usage of each item of the customer's repositories.",
-    },
-    "ir_a1": {
-        "name": "Journal Article Requests",
-        "id": "IR_A1",
-        "params": COMMON,
-        "attributes": (),
-        "description": "Standard View of IR: requests per item (repository items are open).",
-    },
-}
+# Codes answered instead of a report, with Table D.1's HTTP status; all others go in a header.
+STATUS = {1000: 503, 1020: 429, 1030: 400, 2000: 401, 2010: 403, 2011: 403, 2020: 401, 3020: 400}
+GLOBAL_CUSTOMER = "0000000000000000"
+# A date before this is a logic error (3020), not a request for old usage (3032): usage
+# statistics predate neither the web nor COUNTER (Release 1, 2003) by this much, and it keeps
+# month arithmetic far from year 1.
+EARLIEST_MONTH = dt.date(2000, 1, 1)
 
 
 class SushiError(Exception):
-    def __init__(self, code: int, data: str) -> None:
+    """A request answered with a single Exception and a non-200 status instead of a report."""
+
+    def __init__(self, code: int, data: str, retry_after: int | None = None) -> None:
         super().__init__(data)
         self.code = code
         self.data = data
+        self.retry_after = retry_after
 
 
 def exception(code: int, data: str | None = None) -> dict:
@@ -107,385 +95,866 @@ def exception(code: int, data: str | None = None) -> dict:
 
 
 def sushi_error_response(exc: SushiError) -> JSONResponse:
-    return JSONResponse(exception(exc.code, exc.data), status_code=STATUS.get(exc.code, 400))
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse(
+        exception(exc.code, exc.data), status_code=STATUS.get(exc.code, 400), headers=headers
+    )
+
+
+def _printable(text: str, limit: int = 40) -> str:
+    """User text echoed in an Exception's Data: bounded, no control characters."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text[:limit])
+
+
+# --- Too many failed authentications (Exception 1020) -----------------------------------------
+
+
+@dataclass
+class FailedAuthLimiter:
+    """Failed authentications per client address in a sliding window.
+
+    A client that failed `limit` times within `window_seconds` gets Exception 1020 (HTTP 429)
+    for every SUSHI request, correct credentials included, until its oldest failure leaves the
+    window: otherwise a key could be guessed between valid requests. Failures are unknown
+    customer_id (2010), unknown or wrong requestor_id (2000, 2010) and wrong api_key (2020);
+    missing parameters and outages are not. At most `max_clients` addresses are remembered
+    (the least recently failing are forgotten first), so a flood of addresses cannot exhaust
+    memory. `limit` 0 turns the limit off."""
+
+    limit: int = 10
+    window_seconds: float = 900.0
+    max_clients: int = 100_000
+    clock: Callable[[], float] = time.monotonic
+    _failures: OrderedDict[str, deque[float]] = field(
+        default_factory=OrderedDict, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FailedAuthLimiter:
+        env = os.environ if env is None else env
+        values = {}
+        for name, key, kind in (
+            ("USAGE_STATS_SUSHI_AUTH_FAILURES", "limit", int),
+            ("USAGE_STATS_SUSHI_AUTH_WINDOW_SECONDS", "window_seconds", float),
+        ):
+            raw = (env.get(name) or "").strip()
+            if raw:
+                try:
+                    values[key] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"{name} must be a number, got {raw!r}") from None
+                if values[key] < 0:
+                    raise ValueError(f"{name} must not be negative, got {raw!r}")
+        return cls(**values)
+
+    def _recent(self, client: str, now: float) -> deque[float] | None:
+        failures = self._failures.get(client)
+        while failures and failures[0] <= now - self.window_seconds:
+            failures.popleft()
+        if failures is not None and not failures:
+            del self._failures[client]
+            return None
+        return failures
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until `client` may try again, or None when it is not blocked."""
+        if self.limit <= 0:
+            return None
+        with self._lock:
+            now = self.clock()
+            failures = self._recent(client, now)
+            if failures is None or len(failures) < self.limit:
+                return None
+            return max(1, int(failures[-self.limit] + self.window_seconds - now + 0.999))
+
+    def record(self, client: str) -> None:
+        if self.limit <= 0:
+            return
+        with self._lock:
+            now = self.clock()
+            failures = self._recent(client, now)
+            if failures is None:
+                failures = self._failures[client] = deque(maxlen=self.limit)
+            failures.append(now)
+            self._failures.move_to_end(client)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+
+    def explain(self, retry_after: int) -> str:
+        return (
+            f"This server allows {self.limit} failed authentications (unknown customer_id or "
+            f"requestor_id, invalid api_key) per client address within "
+            f"{self.window_seconds:g} seconds; retry after {retry_after} seconds."
+        )
+
+
+def _client(request: Request) -> str:
+    """The peer address; behind a reverse proxy, uvicorn's proxy headers set it (its
+    `--forwarded-allow-ips`), so every harvester does not share the proxy's address."""
+    return request.client.host if request.client else "unknown"
+
+
+def _limiter(request: Request) -> FailedAuthLimiter:
+    return request.app.state.sushi_limiter
+
+
+# --- Authentication ---------------------------------------------------------------------------
 
 
 def _ctx(request: Request) -> WebContext:
     return request.app.state.ctx
 
 
-def _authenticate(ctx: WebContext, request: Request) -> Customer:
+def _authenticate(ctx: WebContext, request: Request, required: tuple[str, ...] = ()) -> Customer:
+    """Appendix D's authorisation exceptions, lowest code first: 1020 (blocked client), 1030
+    (customer_id, api_key or a `required` parameter missing), 2011 (the global customer),
+    2010 (customer unknown or inactive, or a requestor_id of another customer), 1030 (this
+    customer's requestor_id missing), 2000 (requestor_id unknown), 2020 (api_key wrong)."""
+    limiter = _limiter(request)
+    client = _client(request)
+    wait = limiter.retry_after(client)
+    if wait is not None:
+        raise SushiError(1020, limiter.explain(wait), retry_after=wait)
     q = request.query_params
     customer_id = (q.get("customer_id") or "").strip()
-    if not customer_id:
-        raise SushiError(1030, "customer_id is required")
-    if len(customer_id) > 100:
-        raise SushiError(2000, "customer_id is not known")
     api_key = q.get("api_key") or ""
-    customer = get_customer(ctx.admin_db_url, customer_id)
+    missing = [p for p in ("customer_id", "api_key", *required) if not (q.get(p) or "").strip()]
+    if missing:
+        raise SushiError(1030, f"{', '.join(missing)} required")
+    if customer_id == GLOBAL_CUSTOMER:
+        raise SushiError(
+            2011, "this server reports usage to customers, not global reports to The World"
+        )
+
+    def refuse(code: int, data: str) -> SushiError:
+        limiter.record(client)
+        return SushiError(code, data)
+
+    customer = get_customer(ctx.admin_db_url, customer_id) if len(customer_id) <= 100 else None
     if customer is None or not customer.active:
-        raise SushiError(2000, "customer_id is not known or not active")
-    if customer.requestor_id and (q.get("requestor_id") or "") != customer.requestor_id:
-        raise SushiError(2000, "requestor_id is missing or not authorised for this customer")
-    if not api_key:
-        raise SushiError(1030, "api_key is required")
+        raise refuse(2010, "customer_id is not known or not active")
+    requestor_id = (q.get("requestor_id") or "").strip()
+    if customer.requestor_id and requestor_id != customer.requestor_id:
+        if not requestor_id:
+            raise SushiError(1030, "requestor_id required for this customer_id")
+        others = {c.requestor_id for c in list_customers(ctx.admin_db_url) if c.requestor_id}
+        if requestor_id in others:
+            raise refuse(2010, "requestor_id is not authorised for this customer_id")
+        raise refuse(2000, "requestor_id is not known")
     if not verify_api_key(api_key, customer.api_key_hash):
-        raise SushiError(2020, "api_key is not valid for this customer")
+        raise refuse(2020, "api_key is not valid for this customer_id")
     return customer
 
 
-def _month_date(text: str, parameter: str, end: bool) -> dt.date:
-    text = text.strip()
+def _guarded(build: Callable[[], Response]) -> Response:
+    """Every SUSHI answer is a COUNTER body: refusals as their Exception, an unreachable stats
+    store or admin DB as Exception 1000 (HTTP 503, Table D.1). Anything else is a bug: logged
+    with its traceback and answered as Exception 1000 with HTTP 500, so it stays visible."""
     try:
-        if re.fullmatch(r"\d{4}-\d{2}", text):
-            year, month = int(text[:4]), int(text[5:])
-        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = dt.date.fromisoformat(text)
-            year, month = day.year, day.month
-        else:
+        return build()
+    except SushiError as exc:
+        return sushi_error_response(exc)
+    except StatsStoreError as exc:
+        logger.error("SUSHI: stats store unavailable: %s", exc)
+        return sushi_error_response(SushiError(1000, "the usage store cannot be reached"))
+    except (AdminDbError, SQLAlchemyError) as exc:
+        logger.error("SUSHI: admin DB unavailable: %s", exc)
+        return sushi_error_response(SushiError(1000, "the customer database cannot be reached"))
+    except Exception:
+        logger.exception("SUSHI: unexpected error")
+        return JSONResponse(exception(1000, "internal error"), status_code=500)
+
+
+# --- Months -----------------------------------------------------------------------------------
+
+
+def _index(day: dt.date) -> int:
+    """A month as one integer, so ranges up to year 9999 are arithmetic, not lists."""
+    return day.year * 12 + day.month - 1
+
+
+def _first_day(index: int) -> dt.date:
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _last_day(index: int) -> dt.date:
+    year, month = divmod(index, 12)
+    return dt.date(year, month + 1, calendar.monthrange(year, month + 1)[1])
+
+
+def month_label(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def _ranges(first: int, last: int) -> str:
+    return month_label(first) if first == last else f"{month_label(first)} to {month_label(last)}"
+
+
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})(?:-([0-9]{2}))?")
+
+
+def _parse_month(text: str, parameter: str) -> int:
+    """`yyyy-mm` or `yyyy-mm-dd` (the day must exist; the month is what counts)."""
+    text = text.strip()
+    match = _MONTH.fullmatch(text)
+    try:
+        if not match:
             raise ValueError
-        if end:
-            return dt.date(year, month, calendar.monthrange(year, month)[1])
-        return dt.date(year, month, 1)
+        year, month, day = int(match[1]), int(match[2]), int(match[3] or 1)
+        dt.date(year, month, day)
     except ValueError:
         raise SushiError(
-            3020, f"{parameter} must be yyyy-mm or yyyy-mm-dd, got {text[:40]!r}"
+            3020, f"{parameter} must be yyyy-mm or yyyy-mm-dd, got {_printable(text)!r}"
         ) from None
+    if dt.date(year, month, 1) < EARLIEST_MONTH:
+        raise SushiError(3020, f"{parameter} {_printable(text)} is before {EARLIEST_MONTH:%Y-%m}")
+    return year * 12 + month - 1
 
 
-def _months(first: dt.date, last: dt.date) -> list[str]:
-    out, year, month = [], first.year, first.month
-    while (year, month) <= (last.year, last.month):
-        out.append(f"{year}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+@dataclass(frozen=True)
+class Availability:
+    """The customer's months that are processed and available: [first, last] (month indices);
+    `first` is None when none of its sites was ever processed, last < first when no month is
+    complete yet."""
+
+    first: int | None
+    last: int | None
+
+    def months(self) -> tuple[str, str]:
+        """First_Month_Available and Last_Month_Available of `/r51/reports`; with nothing
+        available yet an empty range (the last before the first), as the schema needs both."""
+        current = _index(today())
+        first = self.first if self.first is not None else current
+        last = self.last if self.last is not None and self.last >= first else first - 1
+        return month_label(first), month_label(last)
+
+
+def _availability(ctx: WebContext, customer: Customer) -> Availability:
+    firsts = [ctx.first_processed(s) for s in customer.site_ids]
+    completes = [ctx.complete_through(s) for s in customer.site_ids]
+    if not firsts or any(f is None for f in firsts) or any(c is None for c in completes):
+        return Availability(None, None)
+    first = _index(max(f for f in firsts if f is not None))
+    complete = min(c for c in completes if c is not None)
+    last = _index(complete) if complete == _last_day(_index(complete)) else _index(complete) - 1
+    return Availability(first, last)
+
+
+@dataclass(frozen=True)
+class Period:
+    """The months a report covers (Begin_Date/End_Date) and the exceptions about the others."""
+
+    first: int
+    last: int
+    ready: tuple[int, int] | None
+    exceptions: tuple[dict, ...]
+
+
+def _period(requested_first: int, requested_last: int, available: Availability) -> Period:
+    """3020 for a begin in the current month or later; months before the first available are
+    3032, months after the last available (unprocessed, current or future) 3031; only the
+    remaining months are queried, and Begin_Date/End_Date are narrowed to them (Table 3.f's
+    example: a 3031 with the period ending at the last available month). With no month left,
+    the requested period is kept, its end at most the previous month (3031's note)."""
+    current = _index(today())
+    if requested_first >= current:
+        raise SushiError(3020, "begin_date is the current or a future month")
+    if requested_last < requested_first:
+        raise SushiError(3020, "end_date is before begin_date")
+    exceptions = []
+    first, last = requested_first, min(requested_last, current - 1)
+    if available.first is not None and requested_first < available.first:
+        exceptions.append(
+            exception(
+                3032,
+                f"usage is available from {month_label(available.first)}; not for "
+                f"{_ranges(requested_first, min(requested_last, available.first - 1))}",
+            )
+        )
+        first = max(first, available.first)
+    ready_last = available.last if available.first is not None else None
+    unready_from = max(requested_first, (ready_last + 1) if ready_last is not None else 0)
+    if available.first is not None:
+        unready_from = max(unready_from, available.first)
+    if unready_from <= requested_last:
+        exceptions.append(exception(3031, _ranges(unready_from, requested_last)))
+    ready_end = min(last, ready_last) if ready_last is not None else first - 1
+    if first <= ready_end:
+        return Period(first, ready_end, (first, ready_end), tuple(exceptions))
+    return Period(requested_first, last, None, tuple(exceptions))
+
+
+# --- Reports ----------------------------------------------------------------------------------
+
+METRIC_COLUMNS = {
+    "Total_Item_Investigations": "total_item_investigations",
+    "Total_Item_Requests": "total_item_requests",
+    "Unique_Item_Investigations": "unique_item_investigations",
+    "Unique_Item_Requests": "unique_item_requests",
+}
+REQUESTS = ("Total_Item_Requests", "Unique_Item_Requests")
+# What is true of all our usage: repositories' items are open to everyone, there is no text and
+# data mining channel, we hold no item type or year of publication (COUNTER: YOP 0001 = unknown).
+DATA_TYPE = "Unspecified"
+ACCESS_METHOD = "Regular"
+ACCESS_TYPE = "Open"
+YOP_UNKNOWN = "0001"
+# The Code of Practice's value lists (COUNTER_SUSHI API enums), to tell a value we do not
+# support (3060) from one we apply.
+PR_DATA_TYPES = (
+    "Article", "Audiovisual", "Book", "Book_Segment", "Conference", "Conference_Item",
+    "Database_Full_Item", "Dataset", "Image", "Interactive_Resource", "Journal", "Multimedia",
+    "News_Item", "Newspaper_or_Newsletter", "Other", "Patent", "Platform", "Reference_Item",
+    "Reference_Work", "Report", "Software", "Sound", "Standard", "Thesis_or_Dissertation",
+    "Unspecified",
+)  # fmt: skip
+ACCESS_METHODS = ("Regular", "TDM")
+ACCESS_TYPES = ("Controlled", "Open", "Free_To_Read")
+COUNTRIES = {c.alpha_2: c.name for c in pycountry.countries}  # ISO 3166-1: Country_Code, _Name
+COMMON = ("customer_id", "requestor_id", "api_key", "platform", "begin_date", "end_date", "format")
+EXTENSION_FILTERS = ("attributed", "country_code", "subdivision_code")
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    path: str
+    report_id: str
+    name: str
+    description: str
+    params: frozenset[str]
+    # attributes_to_show values we support, in the tabular column order of the Code of Practice
+    attributes: tuple[str, ...] = ()
+    item_report: bool = False
+    standard_view: bool = False
+
+
+REPORTS = {
+    spec.path: spec
+    for spec in (
+        ReportSpec(
+            "pr",
+            "PR",
+            "Platform Report",
+            "Platform-level usage of the customer's repositories, every level.",
+            frozenset(
+                (*COMMON, "metric_type", "data_type", "access_method", "attributes_to_show")
+                + ("granularity", "exclude_monthly_details", *EXTENSION_FILTERS)
+            ),
+            ("Access_Method", "Country_Name", "Country_Code"),
+        ),
+        ReportSpec(
+            "pr_p1",
+            "PR_P1",
+            "Platform Usage",
+            "Standard View of PR: requests of the customer's repositories.",
+            frozenset(COMMON),
+            standard_view=True,
+        ),
+        ReportSpec(
+            "ir",
+            "IR",
+            "Item Report",
+            "Usage of each item of the customer's repositories.",
+            frozenset(
+                (*COMMON, "metric_type", "data_type", "access_method", "access_type", "yop")
+                + ("attributes_to_show", "granularity", "include_parent_details")
+                + ("include_component_details", "item_id", "author", "exclude_monthly_details")
+                + EXTENSION_FILTERS
+            ),
+            ("YOP", "Access_Type", "Access_Method", "Country_Name", "Country_Code"),
+            item_report=True,
+        ),
+        ReportSpec(
+            "ir_a1",
+            "IR_A1",
+            "Journal Article Requests",
+            "Standard View of IR: requests per item (repository items are open).",
+            frozenset(COMMON),
+            item_report=True,
+            standard_view=True,
+        ),
+    )
+}
+
+
+@dataclass
+class ReportRequest:
+    """A report request once parsed: what is applied, and the 3050/3060/3062/3063 exceptions
+    for what is not (each ignored, as Appendix D asks, and the report still delivered)."""
+
+    spec: ReportSpec
+    tabular: bool
+    metrics: list[str]
+    filters: dict = field(default_factory=dict)  # applied Report_Filters besides the dates
+    attributes: list[str] = field(default_factory=list)
+    granularity: str = "Month"
+    parent_details: bool = False
+    exclude_monthly: bool = False
+    item_key: str | None = None
+    country: str | None = None
+    excluded: bool = False  # an applied filter no usage of ours can pass
+    exceptions: list[dict] = field(default_factory=list)
+
+
+def _values(raw: str | None) -> list[str]:
+    out: list[str] = []
+    for value in (raw or "").split("|"):
+        value = value.strip()
+        if value and value not in out:
+            out.append(value)
     return out
 
 
-def _month_end(month: str) -> dt.date:
-    year, number = int(month[:4]), int(month[5:])
-    return dt.date(year, number, calendar.monthrange(year, number)[1])
+def _canonical(value: str, allowed: tuple[str, ...]) -> str | None:
+    return next((a for a in allowed if a.lower() == value.lower()), None)
 
 
-def _list(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split("|") if v.strip()]
+def _boolean(raw: str | None) -> bool | None:
+    """COUNTER's True/False (case-insensitive); None for anything else."""
+    text = (raw or "").strip().lower()
+    return {"true": True, "false": False}.get(text)
+
+
+def _report_request(request: Request, spec: ReportSpec) -> ReportRequest:
+    q = request.query_params
+    fmt = (q.get("format") or "json").strip().lower()
+    parsed = ReportRequest(spec, fmt == "tsv", list(METRIC_COLUMNS))
+    bad_filters: list[str] = []
+    bad_attributes: list[str] = []
+    unknown = sorted(p for p in q if p not in spec.params)
+    if fmt not in ("json", "tsv"):
+        unknown.append(f"format={_printable(fmt)} (json or tsv)")
+    tabular_only = "exclude_monthly_details"
+    if not parsed.tabular and tabular_only in q and tabular_only in spec.params:
+        unknown.append(f"{tabular_only} (tabular reports; JSON has granularity)")
+    if unknown:
+        names = ", ".join(_printable(u, 60) for u in unknown[:20])
+        parsed.exceptions.append(exception(3050, names))
+    if spec.standard_view:
+        parsed.metrics = list(REQUESTS)
+        return parsed
+
+    def given(name: str) -> bool:
+        return name in spec.params and name in q
+
+    if given("metric_type"):
+        values = _values(q["metric_type"])
+        asked = {v.lower() for v in values}
+        supported = [m for m in METRIC_COLUMNS if m.lower() in asked]
+        bad_filters += [
+            f"metric_type={_printable(v)}"
+            for v in values
+            if not _canonical(v, tuple(METRIC_COLUMNS))
+        ]
+        if supported:
+            parsed.metrics = supported
+            parsed.filters["Metric_Type"] = supported
+    if given("data_type"):
+        values = _values(q["data_type"])
+        applied = [DATA_TYPE] if any(v.lower() == DATA_TYPE.lower() for v in values) else []
+        bad_filters += [
+            f"data_type={_printable(v)}"
+            + (" (item types are not known here)" if _canonical(v, PR_DATA_TYPES) else "")
+            for v in values
+            if v.lower() != DATA_TYPE.lower()
+        ]
+        if applied:
+            parsed.filters["Data_Type"] = applied
+    for name, label, allowed, ours in (
+        ("access_type", "Access_Type", ACCESS_TYPES, ACCESS_TYPE),
+        ("access_method", "Access_Method", ACCESS_METHODS, ACCESS_METHOD),
+    ):
+        if given(name):
+            values = _values(q[name])
+            asked = {v.lower() for v in values}
+            applied = [c for c in allowed if c.lower() in asked]
+            bad_filters += [f"{name}={_printable(v)}" for v in values if not _canonical(v, allowed)]
+            if applied:
+                parsed.filters[label] = applied
+                parsed.excluded |= ours not in applied
+    if given("yop"):
+        ranges = []
+        for value in _values(q["yop"]):
+            match = re.fullmatch(r"([0-9]{4})(?:-([0-9]{4}))?", value)
+            if not match or (match[2] and match[2] < match[1]):
+                bad_filters.append(f"yop={_printable(value)}")
+            else:
+                ranges.append(value)
+        if ranges:
+            parsed.filters["YOP"] = ranges
+            parsed.excluded |= not any(r[:4] <= YOP_UNKNOWN <= (r[5:] or r[:4]) for r in ranges)
+    if given("item_id"):
+        raw = q["item_id"].strip()
+        key = normalize_identifier(raw) if raw and len(raw) <= 1000 and "\x00" not in raw else None
+        if key:
+            parsed.item_key = key
+            parsed.filters["Item_ID"] = key if len(key) >= 2 else f"id:{key}"
+        else:
+            bad_filters.append(f"item_id={_printable(raw)}")
+    if given("author"):
+        bad_filters.append(f"author={_printable(q['author'])} (authors are not known here)")
+    if given("country_code"):
+        values = _values(q["country_code"])
+        code = values[0].upper() if len(values) == 1 else ""
+        if code in COUNTRIES:
+            parsed.country = code
+            parsed.filters["Country_Code"] = code
+        else:
+            bad_filters.append(f"country_code={_printable(q['country_code'])} (one ISO code)")
+    for name in ("attributed", "subdivision_code"):
+        if given(name):
+            bad_filters.append(f"{name}={_printable(q[name])} (not supported)")
+    if given("attributes_to_show"):
+        chosen = set()
+        for value in _values(q["attributes_to_show"]):
+            canonical = _canonical(value, spec.attributes)
+            if canonical:
+                chosen.add(canonical)
+            else:
+                bad_attributes.append(f"attributes_to_show={_printable(value)}")
+        parsed.attributes = [a for a in spec.attributes if a in chosen]
+    if given("granularity"):
+        granularity = _canonical(q["granularity"].strip(), ("Month", "Total"))
+        if granularity:
+            parsed.granularity = granularity
+        else:
+            bad_attributes.append(f"granularity={_printable(q['granularity'])}")
+    if given("include_parent_details"):
+        value = _boolean(q["include_parent_details"])
+        if value is None:
+            bad_attributes.append(
+                f"include_parent_details={_printable(q['include_parent_details'])}"
+            )
+        parsed.parent_details = bool(value)
+    if given("include_component_details"):
+        value = _boolean(q["include_component_details"])
+        if value:
+            parsed.exceptions.append(exception(3063, "include_component_details=True"))
+        elif value is None:
+            bad_attributes.append(
+                f"include_component_details={_printable(q['include_component_details'])}"
+            )
+    if parsed.tabular and given("exclude_monthly_details"):
+        value = _boolean(q["exclude_monthly_details"])
+        if value is None:
+            bad_attributes.append(
+                f"exclude_monthly_details={_printable(q['exclude_monthly_details'])}"
+            )
+        parsed.exclude_monthly = bool(value)
+    if parsed.tabular and parsed.granularity == "Total":
+        parsed.exclude_monthly = True
+    if bad_filters:
+        parsed.exceptions.append(exception(3060, "; ".join(bad_filters[:20])))
+    if bad_attributes:
+        parsed.exceptions.append(exception(3062, "; ".join(bad_attributes[:20])))
+    return parsed
 
 
 def _platform(ctx: WebContext) -> str:
     return ctx.platform if len(ctx.platform) >= 2 else "usage-stats"
 
 
-def _item_id(key: str) -> dict:
-    if re.fullmatch(r"10\.[1-9][0-9]{3}[0-9.]*/.+", key):
-        return {"DOI": key}
-    if re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_./]{1,17}:.+", key):
-        return {"Proprietary": key}
-    return {"Proprietary": f"item:{key}"}
-
-
-def _counts(frame: pl.DataFrame, column: str, granularity: str, first_month: str) -> dict:
-    """`{yyyy-mm: n}` without zero months (Counts forbids them); Total puts the period's sum
-    under its first month, the only key form the schema's Counts allows."""
-    if granularity == "Total":
-        total = int(frame.get_column(column).sum()) if frame.height else 0
-        return {first_month: total} if total else {}
-    return {
-        row["month"].strftime("%Y-%m"): int(row[column])
-        for row in frame.iter_rows(named=True)
-        if row[column]
-    }
-
-
-def _country_name(code: str) -> str:
-    country = pycountry.countries.get(alpha_2=code)
-    return country.name if country else "Unknown"
-
-
-def _attribute_groups(
-    frame: pl.DataFrame, attributes: list[str]
-) -> list[tuple[dict, pl.DataFrame]]:
-    """Split one item's (or the platform's) monthly rows by the attributes asked to show."""
-    by_country = "Country_Code" in attributes or "Country_Name" in attributes
-    fixed: dict = {}
-    if "Access_Type" in attributes:
-        fixed["Access_Type"] = "Open"
-    if "Access_Method" in attributes:
-        fixed["Access_Method"] = "Regular"
-    if not by_country:
-        summed = frame.group_by("month").agg(*[pl.col(c).sum() for c in METRIC_COLUMNS.values()])
-        return [(fixed, summed.sort("month"))]
-    groups = []
-    for (code,), part in sorted(frame.partition_by("country", as_dict=True).items()):
-        extra = dict(fixed)
-        if "Country_Code" in attributes and re.fullmatch(r"[A-Z]{2}", code or ""):
-            extra["Country_Code"] = code
-        if "Country_Name" in attributes:
-            extra["Country_Name"] = _country_name(code or "ZZ")
-        summed = part.group_by("month").agg(*[pl.col(c).sum() for c in METRIC_COLUMNS.values()])
-        groups.append((extra, summed.sort("month")))
-    return groups
-
-
-def _performance(
-    frame: pl.DataFrame, metrics: list[str], granularity: str, first_month: str
-) -> dict:
-    out = {}
-    for metric in metrics:
-        counts = _counts(frame, METRIC_COLUMNS[metric], granularity, first_month)
-        if counts:
-            out[metric] = counts
-    return out
-
-
-def _report(request: Request, report: str) -> Response:
-    ctx = _ctx(request)
-    spec = REPORTS[report]
-    q = request.query_params
-    try:
-        customer = _authenticate(ctx, request)
-        missing = [p for p in ("begin_date", "end_date") if not (q.get(p) or "").strip()]
-        if missing:
-            raise SushiError(1030, f"{' and '.join(missing)} required")
-        first = _month_date(q["begin_date"], "begin_date", end=False)
-        last = _month_date(q["end_date"], "end_date", end=True)
-        if last < first:
-            raise SushiError(3020, "end_date is before begin_date")
-        this_month = today().replace(day=1)
-        if first >= this_month:
-            raise SushiError(3020, "begin_date is the current or a future month")
-    except SushiError as exc:
-        return sushi_error_response(exc)
-
-    exceptions: list[dict] = []
-    unknown = sorted(set(q) - spec["params"])
-    if unknown:
-        exceptions.append(exception(3050, ", ".join(u[:40] for u in unknown)))
-    if last >= this_month:
-        last = this_month - dt.timedelta(days=1)
-        exceptions.append(exception(3031, ", ".join(_months(this_month, this_month))))
-    complete = min(
-        (ctx.complete_through(s) or dt.date.min for s in customer.site_ids), default=dt.date.min
-    )
-    not_ready = [m for m in _months(first, last) if _month_end(m) > complete]
-    if not_ready and not any(e["Code"] == 3031 for e in exceptions):
-        exceptions.append(exception(3031, ", ".join(not_ready)))
-
-    if report in ("pr_p1", "ir_a1"):
-        metrics, attributes, granularity = list(REQUESTS), [], "Month"
-    else:
-        metrics = [m for m in METRIC_COLUMNS if m in _list(q.get("metric_type"))] or list(
-            METRIC_COLUMNS
-        )
-        bad = [m for m in _list(q.get("metric_type")) if m not in METRIC_COLUMNS]
-        if bad:
-            exceptions.append(exception(3060, "metric_type: " + ", ".join(b[:40] for b in bad)))
-        attributes = [a for a in _list(q.get("attributes_to_show")) if a in spec["attributes"]]
-        bad = [a for a in _list(q.get("attributes_to_show")) if a not in spec["attributes"]]
-        if bad:
-            exceptions.append(
-                exception(3062, "attributes_to_show: " + ", ".join(b[:40] for b in bad))
-            )
-        granularity = q.get("granularity") or "Month"
-        if granularity not in ("Month", "Total"):
-            exceptions.append(exception(3062, f"granularity: {granularity[:40]}"))
-            granularity = "Month"
-
-    by = ("month", "country") if attributes else ("month",)
-    first_month = first.strftime("%Y-%m")
-    platform = _platform(ctx)
-    items: list[dict] = []
-    item_key = None
-    if report in ("pr", "pr_p1"):
-        frame = ctx.store.sums(
-            "source", first, last, keys=tuple(str(s) for s in customer.site_ids), by=by
-        )
-        if "country" not in frame.columns:
-            frame = frame.with_columns(pl.lit("ZZ").alias("country"))
-        performances = []
-        for extra, part in _attribute_groups(frame, attributes):
-            performance = _performance(part, metrics, granularity, first_month)
-            if performance:
-                performances.append(
-                    {"Data_Type": "Unspecified", **extra, "Performance": performance}
-                )
-        if performances:
-            items = [{"Platform": platform, "Attribute_Performance": performances}]
-    else:
-        keys = None
-        if q.get("item_id") and report == "ir":
-            from usage_stats.identifiers import normalize_identifier
-
-            item_key = normalize_identifier(q["item_id"][:1000]) or ""
-            keys = (item_key,)
-        frame = ctx.store.sums(
-            "item", first, last, keys=keys, owner_site_ids=customer.site_ids, by=("key", *by)
-        )
-        if "country" not in frame.columns:
-            frame = frame.with_columns(pl.lit("ZZ").alias("country"))
-        names = {s.site_id: s.name for s in ctx.sources()}
-        publisher = ", ".join(names.get(s, str(s)) for s in customer.site_ids)
-        report_items = []
-        for (key,), part in sorted(frame.partition_by("key", as_dict=True).items()):
-            performances = []
-            for extra, group in _attribute_groups(part, attributes):
-                performance = _performance(group, metrics, granularity, first_month)
-                if not performance or (report == "ir_a1" and len(performance) < 2):
-                    continue
-                if report == "ir_a1":
-                    performances.append({"Access_Type": "Open", "Performance": performance})
-                else:
-                    performances.append(
-                        {"Data_Type": "Unspecified", **extra, "Performance": performance}
-                    )
-            if performances:
-                report_items.append(
-                    {
-                        "Item": key,
-                        "Publisher": publisher,
-                        "Platform": platform,
-                        "Item_ID": _item_id(key),
-                        "Attribute_Performance": performances,
-                    }
-                )
-        if report_items:
-            items = [{"Items": report_items}]
-    if not items:
-        exceptions.append(exception(3030, f"{first.isoformat()} to {last.isoformat()}"))
-
-    filters: dict = {"Begin_Date": first.isoformat(), "End_Date": last.isoformat()}
-    report_attributes: dict = {}
-    if report == "pr_p1":
-        filters |= {
-            "Access_Method": ["Regular"],
-            "Metric_Type": [
-                "Searches_Platform",
-                "Total_Item_Requests",
-                "Unique_Item_Requests",
-                "Unique_Title_Requests",
-            ],
-        }
-    elif report == "ir_a1":
-        filters |= {
-            "Access_Method": ["Regular"],
-            "Data_Type": ["Article"],
-            "Metric_Type": list(REQUESTS),
-        }
-    else:
-        if _list(q.get("metric_type")):
-            filters["Metric_Type"] = metrics
-        if item_key:
-            filters["Item_ID"] = item_key if len(item_key) >= 2 else f"id:{item_key}"
-        if attributes:
-            report_attributes["Attributes_To_Show"] = attributes
-        if granularity == "Total":
-            report_attributes["Granularity"] = "Total"
-    header: dict = {
-        "Release": "5.1",
-        "Report_ID": spec["id"],
-        "Report_Name": spec["name"],
-        "Created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "Created_By": platform,
-        "Institution_ID": {"Proprietary": [f"{_namespace(platform)}:{customer.customer_id}"]},
-        "Institution_Name": customer.name,
-        "Registry_Record": "",
-        "Report_Filters": filters,
-    }
-    if report_attributes:
-        header["Report_Attributes"] = report_attributes
-    if exceptions:
-        header["Exceptions"] = exceptions
-    body = {"Report_Header": header, "Report_Items": items}
-    if (q.get("format") or "").lower() == "tsv":
-        return _tsv(body, metrics, report)
-    return JSONResponse(body)
-
-
-def _namespace(platform: str) -> str:
+def namespace(platform: str) -> str:
+    """The platform ID as an identifier namespace (COUNTER: a letter, then 1-17 of
+    `[a-zA-Z0-9_./]`), for customer IDs and proprietary item IDs."""
     cleaned = re.sub(r"[^a-zA-Z0-9_./]", "_", platform)
     if not cleaned[:1].isalpha():
         cleaned = "p" + cleaned
     return (cleaned + "__")[:18] if len(cleaned) < 2 else cleaned[:18]
 
 
-def _tsv(body: dict, metrics: list[str], report: str) -> Response:
-    """The tabular form: the 13 header rows, a blank row, then one row per item × metric with
-    Reporting_Period_Total and one column per month."""
-    header = body["Report_Header"]
-    filters = header["Report_Filters"]
-    months = _months(
-        dt.date.fromisoformat(filters["Begin_Date"]), dt.date.fromisoformat(filters["End_Date"])
-    )
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
-    exceptions = "; ".join(
-        f"{e['Code']}: {e['Message']}" + (f" ({e['Data']})" if e.get("Data") else "")
-        for e in header.get("Exceptions", [])
-    )
-    rows = [
-        ("Report_Name", header["Report_Name"]),
-        ("Report_ID", header["Report_ID"]),
-        ("Release", "5.1"),
-        ("Institution_Name", header["Institution_Name"]),
-        (
-            "Institution_ID",
-            "; ".join(f"Proprietary:{v}" for v in header["Institution_ID"]["Proprietary"]),
-        ),
-        ("Metric_Types", "; ".join(metrics)),
-        ("Report_Filters", f"Begin_Date={filters['Begin_Date']}; End_Date={filters['End_Date']}"),
-        ("Report_Attributes", ""),
-        ("Exceptions", exceptions),
-        ("Reporting_Period", f"Begin_Date={filters['Begin_Date']}; End_Date={filters['End_Date']}"),
-        ("Created", header["Created"]),
-        ("Created_By", header["Created_By"]),
-        ("Registry_Record", ""),
-    ]
-    writer.writerows(rows)
-    writer.writerow([])
-    item_report = report.startswith("ir")
-    first_columns = (
-        ["Item", "Publisher", "Platform", "Proprietary_ID"] if item_report else ["Platform"]
-    )
-    writer.writerow([*first_columns, "Metric_Type", "Reporting_Period_Total", *months])
-    entries = []
-    for report_item in body["Report_Items"]:
-        for item in report_item.get("Items", [report_item]):
-            entries.append(item)
-    for item in entries:
-        for performance in item["Attribute_Performance"]:
-            for metric, counts in performance["Performance"].items():
-                lead = (
-                    [item["Item"], item["Publisher"], item["Platform"], item["Item"]]
-                    if item_report
-                    else [item["Platform"]]
-                )
-                writer.writerow(
-                    [*lead, metric, sum(counts.values()), *[counts.get(m, 0) for m in months]]
-                )
-    return Response(
-        out.getvalue(),
-        media_type="text/tab-separated-values; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{header["Report_ID"]}.tsv"'},
-    )
+_DOI = re.compile(r"10\.[1-9][0-9]{3}[0-9.]*/.+")
 
+
+def item_ids(key: str, platform: str) -> dict:
+    """Item_ID of an item key: always a proprietary ID in our namespace (every key is one),
+    its DOI when the key is one, and a resolvable URI where the key implies one."""
+    ids: dict = {}
+    uri = None
+    if _DOI.fullmatch(key):
+        ids["DOI"] = key
+        uri = "https://doi.org/" + urllib.parse.quote(key, safe="/:;()._-")
+    elif key.startswith("hdl:") and "/" in key:
+        uri = "https://hdl.handle.net/" + urllib.parse.quote(key[4:], safe="/._-")
+    elif re.fullmatch(r"https?://[^\s]+", key):
+        uri = key
+    ids["Proprietary"] = f"{namespace(platform)}:{key}"
+    if uri:
+        ids["URI"] = uri
+    return ids
+
+
+def _country_code(country: pl.Expr) -> pl.Expr:
+    """A visitor country as COUNTER's Country_Code, or null where it is unknown ("ZZ", or
+    anything Matomo recorded that is not an ISO 3166-1 code): missing, never "Unknown"."""
+    code = country.str.to_uppercase()
+    return pl.when(code.is_in(list(COUNTRIES))).then(code).otherwise(None)
+
+
+@dataclass
+class Entry:
+    """One report item (the platform, or one repository item) and its usage per attribute
+    combination: `(attributes, {metric: {yyyy-mm: n}})`, non-zero months and metrics only.
+    The JSON and the tabular form are both written from these, so they cannot disagree."""
+
+    key: str
+    columns: dict[str, str]
+    item_id: dict
+    groups: list[tuple[dict[str, str], dict[str, dict[str, int]]]]
+
+
+def _groups(
+    frame: pl.DataFrame, request: ReportRequest
+) -> list[tuple[dict[str, str], dict[str, dict[str, int]]]]:
+    """One item's (or the platform's) monthly rows, split by the attributes to show; rows
+    whose shown attributes are equal (two unknown countries) are one group."""
+    fixed: dict[str, str] = {}
+    if request.spec.report_id == "IR_A1":
+        fixed["Access_Type"] = ACCESS_TYPE
+    else:
+        fixed["Data_Type"] = DATA_TYPE
+    constant = {"YOP": YOP_UNKNOWN, "Access_Type": ACCESS_TYPE, "Access_Method": ACCESS_METHOD}
+    fixed |= {a: constant[a] for a in request.attributes if a in constant}
+    by_country = {"Country_Code", "Country_Name"} & set(request.attributes)
+    if by_country:
+        frame = frame.with_columns(_country_code(pl.col("country")).alias("_cc"))
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("_cc"))
+    summed = frame.group_by("_cc", "month").agg(*[pl.col(c).sum() for c in METRIC_COLUMNS.values()])
+    out = []
+    for (code,), part in sorted(
+        summed.partition_by("_cc", as_dict=True).items(), key=lambda kv: kv[0][0] or ""
+    ):
+        attributes = dict(fixed)
+        if code and "Country_Name" in request.attributes:
+            attributes["Country_Name"] = COUNTRIES[code]
+        if code and "Country_Code" in request.attributes:
+            attributes["Country_Code"] = code
+        performance: dict[str, dict[str, int]] = {}
+        for metric in request.metrics:
+            counts = {
+                row["month"].strftime("%Y-%m"): int(row[METRIC_COLUMNS[metric]])
+                for row in part.sort("month").iter_rows(named=True)
+                if row[METRIC_COLUMNS[metric]]
+            }
+            if counts:
+                performance[metric] = counts
+        if performance:
+            out.append((attributes, performance))
+    return out
+
+
+def _entries(
+    ctx: WebContext, customer: Customer, request: ReportRequest, first: dt.date, last: dt.date
+) -> list[Entry]:
+    platform = _platform(ctx)
+    countries = request.country or {"Country_Code", "Country_Name"} & set(request.attributes)
+    by = ("month", "country") if countries else ("month",)
+    if not request.spec.item_report:
+        frame = ctx.store.sums(
+            "source", first, last, keys=tuple(str(s) for s in customer.site_ids), by=by
+        )
+        frame = _only_country(frame, request.country)
+        groups = _groups(frame, request)
+        return [Entry(platform, {"Platform": platform}, {}, groups)] if groups else []
+    frame = ctx.store.sums(
+        "item",
+        first,
+        last,
+        keys=(request.item_key,) if request.item_key else None,
+        owner_site_ids=customer.site_ids,
+        by=("key", *by),
+    )
+    frame = _only_country(frame, request.country)
+    publisher = ", ".join(
+        (source.name if (source := ctx.source(s)) and source.name else str(s))
+        for s in customer.site_ids
+    )
+    entries = []
+    for (key,), part in sorted(frame.partition_by("key", as_dict=True).items()):
+        groups = _groups(part, request)
+        if groups:
+            ids = item_ids(key, platform)
+            columns = {
+                "Item": key,
+                "Publisher": publisher,
+                "Platform": platform,
+                "DOI": ids.get("DOI", ""),
+                "Proprietary_ID": ids["Proprietary"],
+                "URI": ids.get("URI", ""),
+            }
+            entries.append(Entry(key, columns, ids, groups))
+    titles = ctx.store.titles(tuple(e.key for e in entries)) if entries else {}
+    for entry in entries:
+        entry.columns["Item"] = titles.get(entry.key) or entry.key
+    return entries
+
+
+def _only_country(frame: pl.DataFrame, country: str | None) -> pl.DataFrame:
+    if "country" not in frame.columns:
+        return frame.with_columns(pl.lit(None, dtype=pl.String).alias("country"))
+    if country:
+        return frame.filter(pl.col("country").str.to_uppercase() == country)
+    return frame
+
+
+def _json_items(entries: list[Entry], request: ReportRequest, first_month: str) -> list[dict]:
+    def performance(counts: dict[str, dict[str, int]]) -> dict:
+        if request.granularity == "Total":
+            # Counts only allows yyyy-mm keys: the period's total sits under its first month.
+            return {m: {first_month: sum(c.values())} for m, c in counts.items()}
+        return counts
+
+    if not entries:
+        return []
+    if not request.spec.item_report:
+        [entry] = entries
+        return [
+            {
+                "Platform": entry.columns["Platform"],
+                "Attribute_Performance": [
+                    {**attrs, "Performance": performance(c)} for attrs, c in entry.groups
+                ],
+            }
+        ]
+    items = [
+        {
+            "Item": entry.columns["Item"],
+            "Publisher": entry.columns["Publisher"],
+            "Platform": entry.columns["Platform"],
+            "Item_ID": entry.item_id,
+            "Attribute_Performance": [
+                {**attrs, "Performance": performance(c)} for attrs, c in entry.groups
+            ],
+        }
+        for entry in entries
+    ]
+    return [{"Items": items}]
+
+
+def _header(
+    ctx: WebContext,
+    customer: Customer,
+    request: ReportRequest,
+    period: Period,
+    exceptions: list[dict],
+) -> dict:
+    spec = request.spec
+    platform = _platform(ctx)
+    filters: dict = {}
+    if spec.report_id == "PR_P1":
+        filters["Metric_Type"] = [
+            "Searches_Platform",
+            "Total_Item_Requests",
+            "Unique_Item_Requests",
+            "Unique_Title_Requests",
+        ]
+    elif spec.report_id == "IR_A1":
+        filters["Metric_Type"] = list(REQUESTS)
+    elif "Metric_Type" in request.filters:
+        filters["Metric_Type"] = request.filters["Metric_Type"]
+    filters["Begin_Date"] = _first_day(period.first).isoformat()
+    filters["End_Date"] = _last_day(period.last).isoformat()
+    if spec.report_id == "IR_A1":
+        filters["Data_Type"] = ["Article"]
+    if spec.standard_view:
+        filters["Access_Method"] = ["Regular"]
+    for name in ("Data_Type", "Access_Type", "Access_Method", "YOP", "Item_ID", "Country_Code"):
+        if name in request.filters:
+            filters[name] = request.filters[name]
+    attributes: dict = {}
+    if request.attributes:
+        attributes["Attributes_To_Show"] = request.attributes
+    if request.parent_details:
+        attributes["Include_Parent_Details"] = "True"
+    if request.granularity == "Total" and not request.tabular:
+        attributes["Granularity"] = "Total"
+    if request.exclude_monthly:
+        attributes["Exclude_Monthly_Details"] = "True"
+    header: dict = {
+        "Release": "5.1",
+        "Report_ID": spec.report_id,
+        "Report_Name": spec.name,
+        "Created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Created_By": platform,
+        "Institution_ID": {"Proprietary": [f"{namespace(platform)}:{customer.customer_id}"]},
+        "Institution_Name": customer.name,
+        "Registry_Record": "",
+        "Report_Filters": filters,
+    }
+    if attributes:
+        header["Report_Attributes"] = attributes
+    if exceptions:
+        header["Exceptions"] = sorted(exceptions, key=lambda e: e["Code"])
+    return header
+
+
+def _report(request: Request, spec: ReportSpec) -> Response:
+    ctx = _ctx(request)
+    customer = _authenticate(ctx, request, required=("begin_date", "end_date"))
+    q = request.query_params
+    requested_first = _parse_month(q["begin_date"], "begin_date")
+    requested_last = _parse_month(q["end_date"], "end_date")
+    period = _period(requested_first, requested_last, _availability(ctx, customer))
+    parsed = _report_request(request, spec)
+    exceptions = [*parsed.exceptions, *period.exceptions]
+    entries: list[Entry] = []
+    if period.ready is not None and not parsed.excluded:
+        first, last = _first_day(period.ready[0]), _last_day(period.ready[1])
+        entries = _entries(ctx, customer, parsed, first, last)
+    if period.ready is not None and not entries:
+        # Only the available months: 3030 never speaks for a month that is 3031 or 3032.
+        exceptions.append(
+            exception(
+                3030,
+                f"{_first_day(period.ready[0]).isoformat()} to "
+                f"{_last_day(period.ready[1]).isoformat()}"
+                + (" with the filters given" if parsed.excluded or parsed.filters else ""),
+            )
+        )
+    header = _header(ctx, customer, parsed, period, exceptions)
+    if parsed.tabular:
+        from usage_stats.web.sushi_tabular import tabular_response
+
+        months = [month_label(i) for i in range(period.first, period.last + 1)]
+        return tabular_response(header, entries, parsed, months)
+    items = _json_items(entries, parsed, month_label(period.first))
+    return JSONResponse({"Report_Header": header, "Report_Items": items})
+
+
+# --- Routes -----------------------------------------------------------------------------------
 
 Auth = Annotated[str | None, Query()]
 Date = Annotated[str | None, Query(description="yyyy-mm or yyyy-mm-dd")]
 
 
 @router.get("/status", summary="Server status")
-def status(request: Request, customer_id: Auth = None, platform: Auth = None) -> list[dict]:
+def status(request: Request, platform: Auth = None) -> JSONResponse:
+    """Public, no authentication (Code of Practice 8.1). Service_Active is whether reports can
+    be delivered now, so both the stats store and the admin DB are tried; the reason for a
+    false goes in Alerts, without internals (URLs, errors), which are logged instead."""
     ctx = _ctx(request)
+    alerts = []
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         ctx.store.days()
-        active = True
-    except Exception:  # any store failure means: cannot deliver reports now
-        active = False
-    return [
-        {
-            "Description": f"COUNTER R5.1 usage reports of {_platform(ctx)}",
-            "Service_Active": active,
-            "Note": "Usage of open-access repository items, counted on every network level.",
-        }
-    ]
+    except Exception as exc:  # any store failure means: cannot deliver reports now
+        logger.error("SUSHI status: stats store unavailable: %s", exc)
+        alerts.append({"Date_Time": now, "Alert": "The usage store cannot be reached."})
+    try:
+        ensure_current(ctx.admin_db_url)
+    except Exception as exc:  # any admin DB failure means: cannot authenticate now
+        logger.error("SUSHI status: admin DB unavailable: %s", exc)
+        alerts.append({"Date_Time": now, "Alert": "The customer database cannot be reached."})
+    body: dict = {
+        "Description": f"COUNTER R5.1 usage reports of {_platform(ctx)}",
+        "Service_Active": not alerts,
+        "Note": "Usage of open-access repository items, counted on every network level.",
+    }
+    if alerts:
+        body["Alerts"] = alerts
+    return JSONResponse([body])
 
 
 @router.get("/members", summary="The customer's member list")
@@ -496,14 +965,14 @@ def members(
     api_key: Auth = None,
     platform: Auth = None,
 ) -> Response:
-    try:
+    def build() -> Response:
         customer = _authenticate(_ctx(request), request)
-    except SushiError as exc:
-        return sushi_error_response(exc)
-    member: dict = {"Customer_ID": customer.customer_id, "Institution_Name": customer.name}
-    if customer.requestor_id and customer.requestor_id != (requestor_id or ""):
-        member["Requestor_ID"] = customer.requestor_id
-    return JSONResponse([member])
+        member: dict = {"Customer_ID": customer.customer_id, "Institution_Name": customer.name}
+        if customer.requestor_id and customer.requestor_id != (requestor_id or ""):
+            member["Requestor_ID"] = customer.requestor_id
+        return JSONResponse([member])
+
+    return _guarded(build)
 
 
 @router.get("/reports", summary="The supported reports")
@@ -514,31 +983,29 @@ def reports(
     api_key: Auth = None,
     platform: Auth = None,
 ) -> Response:
-    ctx = _ctx(request)
-    try:
-        _authenticate(ctx, request)
-    except SushiError as exc:
-        return sushi_error_response(exc)
-    days = ctx.store.days()
-    first = (days[0] if days else today()).strftime("%Y-%m")
-    last = (days[-1] if days else today()).strftime("%Y-%m")
-    return JSONResponse(
-        [
-            {
-                "Report_Name": spec["name"],
-                "Report_ID": spec["id"],
-                "Release": "5.1",
-                "Report_Description": spec["description"],
-                "Path": f"/r51/reports/{name}",
-                "First_Month_Available": first,
-                "Last_Month_Available": last,
-            }
-            for name, spec in REPORTS.items()
-        ]
-    )
+    def build() -> Response:
+        ctx = _ctx(request)
+        customer = _authenticate(ctx, request)
+        first, last = _availability(ctx, customer).months()
+        return JSONResponse(
+            [
+                {
+                    "Report_Name": spec.name,
+                    "Report_ID": spec.report_id,
+                    "Release": "5.1",
+                    "Report_Description": spec.description,
+                    "Path": f"/r51/reports/{spec.path}",
+                    "First_Month_Available": first,
+                    "Last_Month_Available": last,
+                }
+                for spec in REPORTS.values()
+            ]
+        )
+
+    return _guarded(build)
 
 
-def _endpoint(name: str):
+def _endpoint(spec: ReportSpec) -> Callable[..., Response]:
     def handler(
         request: Request,
         customer_id: Auth = None,
@@ -546,23 +1013,58 @@ def _endpoint(name: str):
         api_key: Auth = None,
         begin_date: Date = None,
         end_date: Date = None,
-        metric_type: Auth = None,
-        attributes_to_show: Auth = None,
-        granularity: Auth = None,
-        item_id: Auth = None,
         platform: Auth = None,
         format: Annotated[str | None, Query(description="json (default) or tsv")] = None,
     ) -> Response:
-        return _report(request, name)
+        return _guarded(lambda: _report(request, spec))
 
-    handler.__name__ = f"report_{name}"
+    handler.__name__ = f"report_{spec.path}"
     return handler
 
 
-for _name, _spec in REPORTS.items():
+PARAMETER_DOCS = {
+    "metric_type": "Report_Filter: Metric_Types separated by |",
+    "data_type": "Report_Filter: Data_Types separated by | (Unspecified is what we report)",
+    "access_method": "Report_Filter: Regular and/or TDM",
+    "access_type": "Report_Filter: Controlled, Open and/or Free_To_Read",
+    "yop": "Report_Filter: years of publication yyyy or yyyy-yyyy separated by |",
+    "item_id": "Report_Filter: one item identifier, any spelling",
+    "author": "Report_Filter: not supported (3060)",
+    "attributed": "Report_Filter (extension): not supported (3060)",
+    "country_code": "Report_Filter (extension): one ISO 3166-1 alpha-2 code",
+    "subdivision_code": "Report_Filter (extension): not supported (3060)",
+    "attributes_to_show": "Report_Attribute: columns separated by |",
+    "granularity": "Report_Attribute: Month (default) or Total",
+    "include_parent_details": "Report_Attribute: True or False",
+    "include_component_details": "Report_Attribute: components are not supported (3063)",
+    "exclude_monthly_details": "Report_Attribute of the tabular form (format=tsv): True/False",
+}
+DECLARED = {"customer_id", "requestor_id", "api_key", "begin_date", "end_date"} | {
+    "platform",
+    "format",
+}
+
+
+def _openapi_parameters(spec: ReportSpec) -> list[dict]:
+    """The report's own parameters, documented in the OpenAPI (they are read from the query
+    string as a whole, so that unknown ones can be named in 3050)."""
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": PARAMETER_DOCS[name],
+        }
+        for name in sorted(spec.params - DECLARED)
+    ]
+
+
+for _spec in REPORTS.values():
     router.add_api_route(
-        f"/reports/{_name}",
-        _endpoint(_name),
+        f"/reports/{_spec.path}",
+        _endpoint(_spec),
         methods=["GET"],
-        summary=f"{_spec['id']} - {_spec['name']}",
+        summary=f"{_spec.report_id} - {_spec.name}",
+        openapi_extra={"parameters": _openapi_parameters(_spec)},
     )
