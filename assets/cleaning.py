@@ -12,7 +12,7 @@ from dagster import (
     multi_asset,
 )
 
-from assets.metadata import markdown_table, standard_metadata
+from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, CleaningSettings, WarehouseResource
 from usage_stats.admin.registry import DayStatus
@@ -78,13 +78,23 @@ def cleaning(
     for day in partition_days(context):
         raw = store.read("raw_events", day)
         result = clean_events(apply_identifier_rules(raw, sources), registry, rules)
-        store.write("sessions", day, result.sessions)
-        store.write("rejected_events", day, result.rejected)
+        sessions_uri = store.write("sessions", day, result.sessions)
+        rejected_uri = store.write("rejected_events", day, result.rejected)
         kept = store.row_count("sessions", day)
         rejected = store.row_count("rejected_events", day)
         key = day.isoformat()
         kept_rows[key], rejected_rows[key] = kept, rejected
-        reasons.update(rejected_by_reason(result.rejected))
+        day_reasons = rejected_by_reason(result.rejected)
+        reasons.update(day_reasons)
+        report_day(context, "sessions", day, kept, sessions_uri, input_events=raw.height)
+        report_day(
+            context,
+            "rejected_events",
+            day,
+            rejected,
+            rejected_uri,
+            **{f"rejected_{reason}": n for reason, n in day_reasons.items()},
+        )
         statuses += day_statuses(
             raw, result, [s.site_id for s in sources], context.run_id, dt.datetime.now(dt.UTC)
         )
@@ -102,15 +112,15 @@ def cleaning(
     yield MaterializeResult(
         asset_key="sessions",
         metadata={
-            **standard_metadata(kept_rows, SESSION_SCHEMA),
+            **schema_metadata(SESSION_SCHEMA),
             "preview": markdown_table(last.sessions if last else None),
         },
     )
     yield MaterializeResult(
         asset_key="rejected_events",
         metadata={
-            **standard_metadata(rejected_rows, REJECTED_SCHEMA),
-            "rejected_by_reason": MetadataValue.json(dict(reasons)),
+            **schema_metadata(REJECTED_SCHEMA),
+            "rejected_by_reason_in_run": MetadataValue.json(dict(reasons)),
             # which COUNTER robots list decided `robot_user_agent` in this run
             "robots_list": ", ".join(sorted(robots_lists)),
             "preview": markdown_table(last.rejected if last else None),

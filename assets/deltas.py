@@ -9,7 +9,7 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import markdown_table, standard_metadata
+from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import WarehouseResource
 from usage_stats.metrics import DELTA_SCHEMA, METRICS, daily_deltas, duplicate_keys
@@ -36,17 +36,15 @@ NO_DUPLICATES = "no_duplicate_delta_keys"
 )
 def item_daily_deltas(context: AssetExecutionContext, warehouse: WarehouseResource):
     store = warehouse.get_warehouse()
-    rows: dict[str, int] = {}
     duplicates: dict[str, int] = {}
-    totals: dict[str, dict[str, int]] = {}
     top_items = None
     for day in partition_days(context):
         deltas = daily_deltas(store.read("sessions", day))
-        store.write("item_daily_deltas", day, deltas)
-        rows[day.isoformat()] = deltas.height
+        uri = store.write("item_daily_deltas", day, deltas)
         duplicates[day.isoformat()] = duplicate_keys(deltas)
         global_rows = deltas.filter(pl.col("scope") == "global")
-        totals[day.isoformat()] = {m: int(global_rows.get_column(m).sum()) for m in METRICS}
+        totals = {m: int(global_rows.get_column(m).sum()) for m in METRICS}
+        report_day(context, "item_daily_deltas", day, deltas.height, uri, **totals)
         top_items = (
             deltas.filter(pl.col("scope") == "item")
             .group_by("key")
@@ -56,8 +54,7 @@ def item_daily_deltas(context: AssetExecutionContext, warehouse: WarehouseResour
         )
     yield MaterializeResult(
         metadata={
-            **standard_metadata(rows, DELTA_SCHEMA),
-            "global_totals_per_day": MetadataValue.json(totals),
+            **schema_metadata(DELTA_SCHEMA),
             "top_items_last_day": markdown_table(top_items),
         }
     )

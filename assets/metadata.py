@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableSchema
 
 
 def table_schema(schema: dict[str, pl.DataType] | pl.Schema) -> TableSchema:
@@ -25,14 +27,28 @@ def markdown_table(frame: pl.DataFrame | None, limit: int = 10) -> MetadataValue
     return MetadataValue.md("\n".join(lines))
 
 
-def per_day(counts: dict[str, int]) -> MetadataValue:
-    return MetadataValue.json(counts)
+def report_day(
+    context: AssetExecutionContext,
+    asset: str,
+    day: dt.date,
+    rows: int,
+    uri: str | None = None,
+    **numbers: int | float,
+) -> None:
+    """One day's own figures, on that day's materialisation.
+
+    A single-run backfill records one materialisation per partition, and metadata of the
+    run's result lands on every one of them: the range's totals would show on each day. So
+    row counts, the warehouse path and other counts are added per partition, as plain
+    numbers (which the UI plots across partitions); only what holds for every day (schema,
+    preview) goes on the result.
+    """
+    metadata: dict[str, int | float | str] = {"dagster/row_count": rows, **numbers}
+    if uri is not None:
+        metadata["dagster/uri"] = uri
+    context.add_asset_metadata(metadata, asset_key=asset, partition_key=day.isoformat())
 
 
-def standard_metadata(rows_per_day: dict[str, int], schema: dict[str, pl.DataType]) -> dict:
-    """Row count over the run's days, rows per day, and the column schema."""
-    return {
-        "dagster/row_count": sum(rows_per_day.values()),
-        "rows_per_day": per_day(rows_per_day),
-        "dagster/column_schema": table_schema(schema),
-    }
+def schema_metadata(schema: dict[str, pl.DataType]) -> dict:
+    """The column schema: the same on every day's materialisation."""
+    return {"dagster/column_schema": table_schema(schema)}

@@ -2,7 +2,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.metadata import markdown_table, standard_metadata
+from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
 from usage_stats.canonical import CANONICAL_SCHEMA, read_canonical_day
@@ -36,7 +36,6 @@ def raw_events(
     store = warehouse.get_warehouse()
     registry = admin_db.get_registry().sources()
     slots = {s.site_id: s.custom_var_slot for s in registry}
-    rows: dict[str, int] = {}
     files: list[dict[str, object]] = []
     sites_seen: set[int] = set()
     last = None
@@ -54,9 +53,17 @@ def raw_events(
             if previous_titles is not None:
                 others = previous_titles.filter(~pl.col("site_id").is_in(config.sites))
                 titles = pl.concat([others, titles])
-        store.write("raw_events", day, events)
+        uri = store.write("raw_events", day, events)
         store.write("page_titles", day, titles)
-        rows[day.isoformat()] = events.height
+        report_day(
+            context,
+            "raw_events",
+            day,
+            events.height,
+            uri,
+            files_read=len(day_input.files),
+            sites=events.get_column("site_id").n_unique(),
+        )
         files += [{"day": day.isoformat(), **f} for f in day_input.files]
         sites_seen |= set(events.get_column("site_id").drop_nulls().unique().to_list())
         context.log.info(
@@ -65,7 +72,7 @@ def raw_events(
         last = events
     return MaterializeResult(
         metadata={
-            **standard_metadata(rows, CANONICAL_SCHEMA),
+            **schema_metadata(CANONICAL_SCHEMA),
             "files_read": len(files),
             "files": MetadataValue.json(files[:200]),
             "sites": MetadataValue.json(sorted(sites_seen)),

@@ -11,7 +11,7 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import standard_metadata
+from assets.metadata import report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import WarehouseResource
 from usage_stats.metrics import empty_deltas
@@ -47,15 +47,14 @@ def _pending_deltas(store: Warehouse, after: dt.date | None, day: dt.date) -> pl
 def usage_snapshots(context: AssetExecutionContext, warehouse: WarehouseResource):
     store = warehouse.get_warehouse()
     days = partition_days(context)
-    rows: dict[str, int] = {}
     mismatches: dict[str, int] = {}
     previous_day = store.latest_before("usage_snapshots", days[0])
     previous = store.read("usage_snapshots", previous_day) if previous_day else None
     for day in days:
         delta = _pending_deltas(store, previous_day, day)
         snapshot = next_snapshot(previous, delta, day)
-        store.write("usage_snapshots", day, snapshot)
-        rows[day.isoformat()] = snapshot.height
+        uri = store.write("usage_snapshots", day, snapshot)
+        report_day(context, "usage_snapshots", day, snapshot.height, uri)
         mismatches[day.isoformat()] = snapshot_mismatches(
             store.read("usage_snapshots", day), previous, delta
         )
@@ -68,7 +67,7 @@ def usage_snapshots(context: AssetExecutionContext, warehouse: WarehouseResource
         )
     yield MaterializeResult(
         metadata={
-            **standard_metadata(rows, SNAPSHOT_SCHEMA),
+            **schema_metadata(SNAPSHOT_SCHEMA),
             "stale_later_snapshots": MetadataValue.json(later),
         }
     )

@@ -8,6 +8,7 @@ from dagster import (
     asset,
 )
 
+from assets.metadata import report_day
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import StatsStoreResource, WarehouseResource
 
@@ -37,7 +38,6 @@ def stats_index(
 ):
     store = warehouse.get_warehouse()
     target = stats_store.get_store()
-    written: dict[str, dict[str, int]] = {}
     mismatched: dict[str, dict[str, int]] = {}
     for day in partition_days(context):
         deltas = store.read("item_daily_deltas", day)
@@ -46,11 +46,15 @@ def stats_index(
         stored = target.row_count("usage_deltas", day)
         titles = store.read_optional("item_titles", day)
         titled = target.record_titles(day, titles) if titles is not None else 0
-        written[day.isoformat()] = {
-            "deltas": result.delta_rows,
-            "snapshot": result.snapshot_rows,
-            "titles": titled,
-        }
+        report_day(
+            context,
+            "stats_index",
+            day,
+            result.delta_rows + result.snapshot_rows,
+            delta_rows=result.delta_rows,
+            snapshot_rows=result.snapshot_rows,
+            titles_recorded=titled,
+        )
         if stored != deltas.height:
             mismatched[day.isoformat()] = {"stored": stored, "delta_rows": deltas.height}
         context.log.info(
@@ -60,9 +64,6 @@ def stats_index(
     context.log.info(f"stats_index: store arranged for reading in {optimized:.1f} s")
     yield MaterializeResult(
         metadata={
-            "dagster/row_count": sum(w["deltas"] + w["snapshot"] for w in written.values()),
-            "titles_recorded": sum(w["titles"] for w in written.values()),
-            "written_per_day": MetadataValue.json(written),
             "store": type(target).__name__,
             "optimize_seconds": round(optimized, 2),
         }

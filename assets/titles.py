@@ -1,7 +1,7 @@
 import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from assets.metadata import markdown_table, standard_metadata
+from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, WarehouseResource
 from usage_stats.titles import ITEM_TITLE_SCHEMA, latest_item_titles
@@ -31,13 +31,14 @@ def item_titles(
             if page is not None
             else pl.DataFrame(schema=ITEM_TITLE_SCHEMA)
         )
-        store.write("item_titles", day, titles)
+        uri = store.write("item_titles", day, titles)
         rows[day.isoformat()] = titles.height
+        report_day(context, "item_titles", day, titles.height, uri)
         context.log.info(f"item_titles {day}: {titles.height} titled items")
         last = titles
     return MaterializeResult(
         metadata={
-            **standard_metadata(rows, ITEM_TITLE_SCHEMA),
+            **schema_metadata(ITEM_TITLE_SCHEMA),
             "preview": markdown_table(last),
             "days_without_titles": MetadataValue.json([d for d, n in rows.items() if n == 0]),
         }

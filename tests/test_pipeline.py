@@ -159,6 +159,41 @@ def test_three_day_backfill_in_one_run(generated):
     assert [d.isoformat() for d in store(generated).days()] == DAYS
 
 
+def test_each_day_of_a_range_run_carries_its_own_numbers(generated):
+    """One run over three days: every partition's materialisation shows that day's rows,
+    counts and warehouse path, as plain numbers, not the range's totals."""
+    result = run(generated, tags=RANGE_TAGS)
+    assert result.success
+    wh = warehouse(generated)
+    seen: dict[tuple[str, str], dict] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        key = (materialization.asset_key.to_user_string(), materialization.partition)
+        assert key not in seen, f"{key} materialised twice"
+        seen[key] = {k: v.value for k, v in materialization.metadata.items()}
+    tables = ["raw_events", "sessions", "rejected_events", "item_daily_deltas", "usage_snapshots"]
+    for day in DAYS:
+        date = dt.date.fromisoformat(day)
+        expected = generated.manifest["days"][day]
+        for table in [*tables, "item_titles"]:
+            metadata = seen[(table, day)]
+            assert metadata["dagster/row_count"] == wh.row_count(table, date), (table, day)
+            assert isinstance(metadata["dagster/row_count"], int)
+            assert metadata["dagster/uri"].endswith(f"{table}/date={day}/part-0.parquet")
+        assert seen[("raw_events", day)]["dagster/row_count"] == expected["input_events"]
+        assert seen[("sessions", day)]["dagster/row_count"] == expected["kept"]
+        assert seen[("sessions", day)]["input_events"] == expected["input_events"]
+        rejected = seen[("rejected_events", day)]
+        for reason, count in expected["rejected"].items():
+            assert rejected[f"rejected_{reason}"] == count, (day, reason)
+        views = sum(i["views"] for i in generated.manifest["items"] if i["date"] == day)
+        assert seen[("item_daily_deltas", day)]["views"] == views
+        stats = seen[("stats_index", day)]
+        assert stats["delta_rows"] == wh.row_count("item_daily_deltas", date)
+    # the days differ, so a range total shown on every day would have been caught
+    assert len({seen[("sessions", day)]["dagster/row_count"] for day in DAYS}) == len(DAYS)
+
+
 def test_days_one_by_one_equal_the_single_run_backfill(generated, tmp_path):
     from conftest import generate
 
