@@ -1,6 +1,9 @@
 """The code location: assets, checks, jobs, schedules and resources, from the environment."""
 
-from dagster import Definitions
+import os
+from collections.abc import Mapping
+
+from dagster import Definitions, EnvVar
 from dagster_aws.s3 import S3Resource
 
 from assets import ingest_assets, usage_assets
@@ -25,26 +28,50 @@ from sensors import (
 from usage_stats.settings import Settings
 
 
+def from_deployment(name: str, value: str | None, env: Mapping[str, str] | None = None):
+    """`EnvVar(name)` where the deployment sets the variable (to this value), else the value.
+
+    Secrets and deployment settings then reach the resource as a reference that Dagster
+    resolves when a run starts: the UI, the launchpad and the code location's snapshot show
+    the variable's name, never its value, and run config can still override it. Embedded
+    defaults (a laptop's `data/` paths) and values a test passes in stay literal.
+    """
+    env = os.environ if env is None else env
+    if value is None or env.get(name) != value:
+        return value
+    return EnvVar(name)
+
+
 def build_stats_store(settings: Settings) -> StatsStoreResource:
     if settings.stats_store == "opensearch":
         return OpenSearchStatsStoreResource(
-            url=settings.opensearch_url,
+            url=from_deployment("USAGE_STATS_OPENSEARCH_URL", settings.opensearch_url),
             prefix=settings.opensearch_prefix,
             batch_size=settings.opensearch_batch_size,
         )
-    return DuckDBStatsStoreResource(path=settings.duckdb_path)
+    return DuckDBStatsStoreResource(
+        path=from_deployment("USAGE_STATS_DUCKDB_PATH", settings.duckdb_path)
+    )
 
 
 def build_resources(settings: Settings) -> dict:
     # Credentials are not configuration here: boto3 reads AWS_ACCESS_KEY_ID /
     # AWS_SECRET_ACCESS_KEY (or a profile, or an instance role) itself.
-    s3 = S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
+    s3 = S3Resource(
+        endpoint_url=from_deployment("USAGE_STATS_S3_ENDPOINT_URL", settings.s3_endpoint_url),
+        region_name=settings.s3_region,
+    )
     return {
-        "lake": LakeResource(url=settings.lake_url, s3=s3),
-        "warehouse": WarehouseResource(url=settings.warehouse_url, s3=s3),
-        "admin_db": AdminDbResource(url=settings.admin_db_url),
+        "lake": LakeResource(url=from_deployment("USAGE_STATS_LAKE_URL", settings.lake_url), s3=s3),
+        "warehouse": WarehouseResource(
+            url=from_deployment("USAGE_STATS_WAREHOUSE_URL", settings.warehouse_url), s3=s3
+        ),
+        "admin_db": AdminDbResource(
+            url=from_deployment("USAGE_STATS_ADMIN_DB_URL", settings.admin_db_url)
+        ),
         "matomo_db": MatomoDbResource(
-            url=settings.matomo_url, table_prefix=settings.matomo_table_prefix
+            url=from_deployment("USAGE_STATS_MATOMO_URL", settings.matomo_url),
+            table_prefix=settings.matomo_table_prefix,
         ),
         "stats_store": build_stats_store(settings),
         "cleaning_settings": CleaningSettings(
@@ -54,7 +81,7 @@ def build_resources(settings: Settings) -> dict:
             double_click_seconds=settings.double_click_seconds,
             thumbnail_pattern=settings.thumbnail_pattern,
             robots_list=settings.robots_list,
-            ip_salt=settings.ip_salt,
+            ip_salt=from_deployment("USAGE_STATS_IP_SALT", settings.ip_salt),
         ),
     }
 

@@ -104,3 +104,58 @@ def test_dagster_definitions_validate(tmp_path: Path):
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"`dagster definitions validate` timed out: {exc.stdout} {exc.stderr}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+SECRETS = {
+    "USAGE_STATS_IP_SALT": "salt-7f3a9c-never-shown",
+    "USAGE_STATS_ADMIN_DB_URL": "postgresql+psycopg://admin:adm1n-pa55word@db.internal/usage",
+    "USAGE_STATS_MATOMO_URL": "mysql+pymysql://matomo:m4tomo-pa55word@matomo.internal/matomo",
+    "USAGE_STATS_OPENSEARCH_URL": "https://stats:0pensearch-pa55@search.internal:9200",
+    "USAGE_STATS_STATS_STORE": "opensearch",
+}
+SNAPSHOT = """
+import json, sys
+sys.path.insert(0, {root!r})
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._serdes import serialize_value
+from definitions import defs
+repository = defs.get_repository_def()
+snap = RepositorySnap.from_def(repository)
+print(serialize_value(snap))
+"""
+
+
+def test_secrets_reach_resources_as_env_vars_never_as_values(tmp_path: Path):
+    """With secrets in the environment, the code location's snapshot (what the UI and its
+    GraphQL API show) names the variables and holds none of their values."""
+    env = {**os.environ, **SECRETS, "DAGSTER_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", SNAPSHOT.format(root=str(REPO_ROOT))],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    for name, value in SECRETS.items():
+        if name != "USAGE_STATS_STATS_STORE":
+            assert value not in out, f"{name}'s value is in the snapshot"
+            assert "pa55" not in out and "never-shown" not in out
+    from dagster._core.remote_representation.external_data import (
+        RepositorySnap,
+        ResourceConfigEnvVarSnap,
+    )
+    from dagster._serdes import deserialize_value
+
+    snap = deserialize_value(out.strip(), RepositorySnap)
+    env_vars = {
+        (resource.name, field): value.name
+        for resource in snap.resources
+        for field, value in resource.configured_values.items()
+        if isinstance(value, ResourceConfigEnvVarSnap)
+    }
+    assert env_vars[("cleaning_settings", "ip_salt")] == "USAGE_STATS_IP_SALT"
+    assert env_vars[("admin_db", "url")] == "USAGE_STATS_ADMIN_DB_URL"
+    assert env_vars[("matomo_db", "url")] == "USAGE_STATS_MATOMO_URL"
+    assert env_vars[("stats_store", "url")] == "USAGE_STATS_OPENSEARCH_URL"
+    assert set(SECRETS) - {"USAGE_STATS_STATS_STORE"} <= set(snap.utilized_env_vars)
