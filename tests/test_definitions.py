@@ -89,7 +89,7 @@ def test_daily_schedule_targets_the_job():
 def test_dagster_definitions_validate(tmp_path: Path):
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO_ROOT / "instance" / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
     env["DAGSTER_HOME"] = str(home)
     try:

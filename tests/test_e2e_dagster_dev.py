@@ -270,7 +270,7 @@ def dagster_dev(tmp_path: Path, synthetic: dict, request: pytest.FixtureRequest)
     data_dir = tmp_path / "data"
     dagster_home = tmp_path / "home"
     dagster_home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(REPO_ROOT / "instance" / "dagster.yaml", dagster_home / "dagster.yaml")
     log_path = tmp_path / "dagster-dev.log"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"

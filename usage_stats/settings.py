@@ -6,6 +6,7 @@ Every variable is documented in README.md; paths are relative to the working dir
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ class Settings:
     admin_db_url: str
     duckdb_path: str
     start_date: str
+    # the last daily partition (inclusive); unset: partitions run up to yesterday
+    end_date: str | None
     ip_salt: str
     always_human_max_actions: int
     robot_min_actions: int
@@ -76,7 +79,8 @@ class Settings:
                 "USAGE_STATS_ADMIN_DB_URL", f"sqlite:///{(data_dir / 'admin.db').as_posix()}"
             ),
             duckdb_path=env.get("USAGE_STATS_DUCKDB_PATH", str(data_dir / "stats.duckdb")),
-            start_date=env.get("USAGE_STATS_START_DATE", "2025-01-01"),
+            start_date=_iso_date(env, "USAGE_STATS_START_DATE", "2025-01-01"),
+            end_date=_iso_date(env, "USAGE_STATS_END_DATE", None),
             ip_salt=env.get("USAGE_STATS_IP_SALT", DEFAULT_IP_SALT),
             always_human_max_actions=int(number("USAGE_STATS_ALWAYS_HUMAN_MAX_ACTIONS", "10", int)),
             robot_min_actions=int(number("USAGE_STATS_ROBOT_MIN_ACTIONS", "100", int)),
@@ -105,6 +109,18 @@ class Settings:
             web_host=env.get("USAGE_STATS_WEB_HOST", "127.0.0.1"),
             web_port=int(number("USAGE_STATS_WEB_PORT", "8000", int)),
         )
+
+
+def _iso_date(env: dict[str, str], name: str, default: str | None) -> str | None:
+    value = (env.get(name) or "").strip() or default
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError(
+            f"environment variable {name}={value!r} is not a date (YYYY-MM-DD)"
+        ) from None
 
 
 def _regex(env: dict[str, str], name: str, default: str) -> str:
