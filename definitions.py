@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dagster import Definitions, EnvVar
 from dagster_aws.s3 import S3Resource
 
-from assets import ingest_assets, usage_assets
+from assets import described_assets
 from assets.jobs import matomo_export_job, usage_pipeline_job
 from resources import (
     AdminDbResource,
@@ -86,10 +86,12 @@ def build_resources(settings: Settings) -> dict:
     }
 
 
+_settings = Settings.from_env()
+
 defs = Definitions(
-    assets=[*ingest_assets, *usage_assets],
+    assets=described_assets(_settings.stats_store),
     jobs=[usage_pipeline_job, snapshot_refresh_job, matomo_export_job],
     schedules=[daily_usage_schedule, matomo_export_schedule],
     sensors=[raw_files_sensor, late_data_sensor],
-    resources=build_resources(Settings.from_env()),
+    resources=build_resources(_settings),
 )

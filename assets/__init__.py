@@ -1,14 +1,55 @@
 """Dagster assets: one module per pipeline stage, each a thin shell around usage_stats."""
 
+from dagster import AssetSpec, map_asset_specs, with_source_code_references
+
+import assets.beta  # noqa: F401  (first: silences the beta warnings of what follows)
 from assets.cleaning import cleaning
 from assets.deltas import item_daily_deltas
 from assets.matomo_export import matomo_export
+from assets.metadata import table_schema
 from assets.raw_events import raw_events
 from assets.snapshots import usage_snapshots
 from assets.stats_index import stats_index
 from assets.titles import item_titles
+from usage_stats.canonical import CANONICAL_SCHEMA
+from usage_stats.cleaning import REJECTED_SCHEMA, SESSION_SCHEMA
+from usage_stats.metrics import DELTA_SCHEMA
+from usage_stats.snapshots import SNAPSHOT_SCHEMA
+from usage_stats.titles import ITEM_TITLE_SCHEMA
 
 usage_assets = [raw_events, cleaning, item_titles, item_daily_deltas, usage_snapshots, stats_index]
 ingest_assets = [matomo_export]
 
-__all__ = ["ingest_assets", "usage_assets"]
+OWNERS = ["team:usage-stats"]
+# Each warehouse table's columns, shown (with their meaning) before anything is materialised.
+SCHEMAS = {
+    "raw_events": CANONICAL_SCHEMA,
+    "sessions": SESSION_SCHEMA,
+    "rejected_events": REJECTED_SCHEMA,
+    "item_titles": ITEM_TITLE_SCHEMA,
+    "item_daily_deltas": DELTA_SCHEMA,
+    "usage_snapshots": SNAPSHOT_SCHEMA,
+}
+
+
+def described_assets(store_kind: str) -> list:
+    """Every asset with its owners, column schema, a link to its code, and the stats store
+    kind this deployment writes (`duckdb` or `opensearch`), not both."""
+
+    def describe(spec: AssetSpec) -> AssetSpec:
+        name = spec.key.to_user_string()
+        spec = spec.merge_attributes(owners=OWNERS)
+        if name in SCHEMAS:
+            spec = spec.merge_attributes(
+                metadata={"dagster/column_schema": table_schema(SCHEMAS[name])}
+            )
+        if name == "stats_index":
+            spec = spec.replace_attributes(kinds={store_kind})
+        return spec
+
+    return with_source_code_references(
+        map_asset_specs(describe, [*ingest_assets, *usage_assets])
+    )
+
+
+__all__ = ["described_assets", "ingest_assets", "usage_assets"]

@@ -1,12 +1,9 @@
 from dagster import AssetSelection, define_asset_job
 
-from assets.partitions import daily_partitions
-
 # The main job: raw events of a day → stats store, all sites.
 usage_pipeline_job = define_asset_job(
     "usage_pipeline",
     selection=AssetSelection.groups("usage"),
-    partitions_def=daily_partitions,
     description="Raw Matomo events of a day → sessions → deltas → snapshots → stats store.",
 )
 
@@ -14,6 +11,5 @@ usage_pipeline_job = define_asset_job(
 matomo_export_job = define_asset_job(
     "matomo_export_job",
     selection=AssetSelection.groups("ingest"),
-    partitions_def=daily_partitions,
     description="Matomo's log tables of a day → raw Parquet in the lake, every active source.",
 )

@@ -7,10 +7,15 @@ import datetime as dt
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableSchema
 
+from usage_stats.columns import COLUMN_DESCRIPTIONS
+
 
 def table_schema(schema: dict[str, pl.DataType] | pl.Schema) -> TableSchema:
     return TableSchema(
-        columns=[TableColumn(name, str(dtype)) for name, dtype in dict(schema).items()]
+        columns=[
+            TableColumn(name, str(dtype), description=COLUMN_DESCRIPTIONS.get(name))
+            for name, dtype in dict(schema).items()
+        ]
     )
 
 

@@ -1,8 +1,8 @@
 import datetime as dt
-import warnings
 
-from dagster import AssetExecutionContext, BackfillPolicy, BetaWarning, DailyPartitionsDefinition
+from dagster import AssetExecutionContext, BackfillPolicy, DailyPartitionsDefinition
 
+import assets.beta  # noqa: F401  (before any asset: silences the beta warnings)
 from usage_stats.settings import Settings
 
 _settings = Settings.from_env()
@@ -17,10 +17,6 @@ daily_partitions = DailyPartitionsDefinition(
     ),
     timezone="UTC",
 )
-
-# `backfill_policy` is marked beta in this Dagster release; the single-run policy is what the
-# pipeline is built on (tests pin its behaviour), so the warning at every start is only noise.
-warnings.filterwarnings("ignore", category=BetaWarning, message=r"Parameter `backfill_policy`")
 
 # Snapshots chain day after day, so a range is cheapest in one pass; every usage asset uses
 # the same policy so a backfill of the whole pipeline is one run.

@@ -22,7 +22,7 @@ class SiteSelection(Config):
     backfill_policy=single_run,
     group_name="usage",
     kinds={"polars", "parquet"},
-    description="Canonical typed events of a day, all sites (design §3.2); IPs already hashed. "
+    description="Canonical typed events of a day, all sites; IPs already hashed. "
     "Page titles seen with the day's views are kept beside them (page_titles).",
 )
 def raw_events(

@@ -23,7 +23,6 @@ from dagster import (
     sensor,
 )
 
-from assets.partitions import daily_partitions
 from usage_stats.raw_changes import Mark, first_stale_snapshot
 from usage_stats.settings import Settings
 
@@ -33,7 +32,6 @@ RANGE_END = "dagster/asset_partition_range_end"
 snapshot_refresh_job = define_asset_job(
     "snapshot_refresh",
     selection=["usage_snapshots", "stats_index"],
-    partitions_def=daily_partitions,
     description="Rebuilds snapshots (and their indexed copy) from a day on.",
 )
 
@@ -76,7 +74,9 @@ def evaluate_late_data(context: SensorEvaluationContext) -> RunRequest | SkipRea
     job=snapshot_refresh_job,
     minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
     default_status=DefaultSensorStatus.STOPPED,
-    description="Rebuilds every snapshot after a day whose deltas changed (late files).",
+    description="Rebuilds every snapshot after a day whose deltas changed (late files). Turn it "
+    "on in production, with the nightly schedule or the new-file sensor: whenever a past day "
+    "is processed again, the cumulative snapshots after it are stale until it runs.",
 )
 def late_data_sensor(context: SensorEvaluationContext):
     return evaluate_late_data(context)

@@ -60,7 +60,10 @@ def evaluate_raw_files(
     minimum_interval_seconds=_settings.sensor_interval_seconds,
     default_status=DefaultSensorStatus.STOPPED,
     description="Watches the raw layer's recent month prefixes for new or changed Parquet files "
-    "and requests a usage_pipeline run for each affected day.",
+    "and requests a usage_pipeline run for each affected day. Turn it on when files reach the "
+    "lake from elsewhere (another exporter, an upload, a re-export) at times the nightly "
+    "schedule does not know; a deployment whose files come only from matomo_export before "
+    "daily_usage_schedule's hour does not need it.",
 )
 def raw_files_sensor(context: SensorEvaluationContext, lake: LakeResource):
     return evaluate_raw_files(context, lake)

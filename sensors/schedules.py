@@ -9,6 +9,9 @@ daily_usage_schedule = build_schedule_from_partitioned_job(
     name="daily_usage_schedule",
     hour_of_day=Settings.from_env().schedule_hour,
     default_status=DefaultScheduleStatus.STOPPED,
+    description="Each night at USAGE_STATS_SCHEDULE_HOUR (UTC), processes yesterday, all sites. "
+    "Turn it on in production once yesterday's files are in the lake before that hour (the "
+    "Matomo export schedule runs earlier); leave it off on a laptop.",
 )
 
 # Each night, export yesterday from Matomo; history is a backfill of the same job.
@@ -17,4 +20,7 @@ matomo_export_schedule = build_schedule_from_partitioned_job(
     name="matomo_export_schedule",
     hour_of_day=Settings.from_env().export_hour,
     default_status=DefaultScheduleStatus.STOPPED,
+    description="Each night at USAGE_STATS_EXPORT_HOUR (UTC), exports yesterday from Matomo's "
+    "database into the lake. Turn it on where this deployment reads Matomo directly "
+    "(USAGE_STATS_MATOMO_URL set); history is a backfill of matomo_export_job.",
 )

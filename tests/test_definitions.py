@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -159,3 +160,45 @@ def test_secrets_reach_resources_as_env_vars_never_as_values(tmp_path: Path):
     assert env_vars[("matomo_db", "url")] == "USAGE_STATS_MATOMO_URL"
     assert env_vars[("stats_store", "url")] == "USAGE_STATS_OPENSEARCH_URL"
     assert set(SECRETS) - {"USAGE_STATS_STATS_STORE"} <= set(snap.utilized_env_vars)
+
+
+GRAPH_SNAPSHOT = REPO_ROOT / "tests" / "snapshots" / "asset_graph.json"
+
+
+def asset_graph_description() -> dict:
+    """What a change to the asset graph changes: keys, deps, groups, partitions, backfill
+    policy, checks, kinds and owners (descriptions and code references left out)."""
+    from dagster import Definitions
+
+    from assets import described_assets
+    from definitions import build_resources
+
+    embedded = build_resources(Settings.from_env({}))  # the defaults, whatever the environment
+    graph = Definitions(assets=described_assets("duckdb"), resources=embedded).resolve_asset_graph()
+    nodes = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        partitions = node.partitions_def
+        nodes[key.to_user_string()] = {
+            "deps": sorted(k.to_user_string() for k in node.parent_keys),
+            "group": node.group_name,
+            "partitions": type(partitions).__name__ if partitions else None,
+            "single_run_backfill": node.backfill_policy is not None
+            and node.backfill_policy.max_partitions_per_run is None,
+            "checks": sorted(
+                (c.name, graph.get_check_spec(c).blocking) for c in node.check_keys
+            ),
+            "kinds": sorted(node.kinds),
+            "owners": list(node.owners),
+            "pools": sorted(node.pools or []),
+        }
+    return json.loads(json.dumps(nodes))
+
+
+def test_asset_graph_matches_its_snapshot():
+    """An unintended change to the graph fails here; an intended one is recorded by running
+    the test once with UPDATE_SNAPSHOTS=1 and committing tests/snapshots/asset_graph.json."""
+    current = asset_graph_description()
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        GRAPH_SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert current == json.loads(GRAPH_SNAPSHOT.read_text())
