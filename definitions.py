@@ -72,6 +72,7 @@ def build_resources(settings: Settings) -> dict:
         "matomo_db": MatomoDbResource(
             url=from_deployment("USAGE_STATS_MATOMO_URL", settings.matomo_url),
             table_prefix=settings.matomo_table_prefix,
+            chunk_rows=settings.export_chunk_rows,
         ),
         "stats_store": build_stats_store(settings),
         "cleaning_settings": CleaningSettings(
@@ -86,7 +87,7 @@ def build_resources(settings: Settings) -> dict:
     }
 
 
-_settings = Settings.from_env()
+_settings = Settings.current()
 
 defs = Definitions(
     assets=described_assets(_settings.stats_store),

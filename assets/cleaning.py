@@ -20,12 +20,9 @@ from usage_stats.cleaning import (
     REJECTED_SCHEMA,
     REJECTION_REASONS,
     SESSION_SCHEMA,
-    clean_events,
     rejected_by_reason,
 )
-from usage_stats.identifier_rules import apply_identifier_rules
-from usage_stats.processing import day_statuses
-from usage_stats.sources import sources_frame
+from usage_stats.processing import clean_day
 
 RECONCILES = "kept_plus_rejected_equals_input"
 
@@ -66,7 +63,6 @@ def cleaning(
 ):
     store = warehouse.get_warehouse()
     sources = admin_db.get_registry().sources()
-    registry = sources_frame(sources)
     statuses: list[DayStatus] = []
     rules = cleaning_settings.rules()
     kept_rows: dict[str, int] = {}
@@ -77,7 +73,8 @@ def cleaning(
     robots_lists: set[str] = set()
     for day in partition_days(context):
         raw = store.read("raw_events", day)
-        result = clean_events(apply_identifier_rules(raw, sources), registry, rules)
+        cleaned = clean_day(raw, sources, rules, context.run_id, dt.datetime.now(dt.UTC))
+        result = cleaned.result
         sessions_uri = store.write("sessions", day, result.sessions)
         rejected_uri = store.write("rejected_events", day, result.rejected)
         kept = store.row_count("sessions", day)
@@ -95,9 +92,7 @@ def cleaning(
             rejected_uri,
             **{f"rejected_{reason}": n for reason, n in day_reasons.items()},
         )
-        statuses += day_statuses(
-            raw, result, [s.site_id for s in sources], context.run_id, dt.datetime.now(dt.UTC)
-        )
+        statuses += cleaned.statuses
         if kept + rejected != raw.height:
             unbalanced[key] = {"input": raw.height, "kept": kept, "rejected": rejected}
         context.log.info(f"cleaning {day}: {raw.height} in, {kept} kept, {rejected} rejected")

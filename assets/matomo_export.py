@@ -3,9 +3,6 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, LakeResource, MatomoDbResource
 from usage_stats.matomo import export_day
-from usage_stats.settings import Settings
-
-_chunk_rows = Settings.from_env().export_chunk_rows
 
 
 @asset(
@@ -32,7 +29,7 @@ def matomo_export(
             target,
             sites,
             day,
-            _chunk_rows,
+            matomo_db.chunk_rows,
             progress=lambda r: context.log.info(
                 f"exported site {r.site_id} of {r.day}: {r.events} events, {r.visits} visits"
             ),

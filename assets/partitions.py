@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, DailyPartitionsDefini
 import assets.beta  # noqa: F401  (before any asset: silences the beta warnings)
 from usage_stats.settings import Settings
 
-_settings = Settings.from_env()
+_settings = Settings.current()
 # Days in UTC; one run handles all sites of a day (per-site reprocessing is run config). An
 # end date bounds the window (the demo's three days), otherwise it runs up to yesterday.
 daily_partitions = DailyPartitionsDefinition(

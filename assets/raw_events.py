@@ -6,6 +6,7 @@ from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
 from usage_stats.canonical import CANONICAL_SCHEMA, read_canonical_day
+from usage_stats.processing import replace_sites
 from usage_stats.sources import sources_frame
 
 
@@ -45,14 +46,8 @@ def raw_events(
         )
         events, titles = day_input.events, day_input.titles
         if config.sites is not None:
-            previous = store.read_optional("raw_events", day)
-            if previous is not None:
-                others = previous.filter(~pl.col("site_id").is_in(config.sites))
-                events = pl.concat([others, events])
-            previous_titles = store.read_optional("page_titles", day)
-            if previous_titles is not None:
-                others = previous_titles.filter(~pl.col("site_id").is_in(config.sites))
-                titles = pl.concat([others, titles])
+            events = replace_sites(store.read_optional("raw_events", day), events, config.sites)
+            titles = replace_sites(store.read_optional("page_titles", day), titles, config.sites)
         uri = store.write("raw_events", day, events)
         store.write("page_titles", day, titles)
         report_day(

@@ -1,6 +1,4 @@
-import datetime as dt
 
-import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -14,18 +12,14 @@ from dagster import (
 from assets.metadata import report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import WarehouseResource
-from usage_stats.metrics import empty_deltas
-from usage_stats.snapshots import SNAPSHOT_SCHEMA, next_snapshot, snapshot_mismatches
-from usage_stats.warehouse import Warehouse
+from usage_stats.snapshots import (
+    SNAPSHOT_SCHEMA,
+    next_snapshot,
+    pending_deltas,
+    snapshot_mismatches,
+)
 
 CHAINS = "snapshot_equals_previous_plus_delta"
-
-
-def _pending_deltas(store: Warehouse, after: dt.date | None, day: dt.date) -> pl.DataFrame:
-    """Deltas of every processed day in (after, day]: normally just `day` itself."""
-    days = [d for d in store.days("item_daily_deltas") if (after is None or d > after) and d <= day]
-    frames = [store.read("item_daily_deltas", d) for d in days]
-    return pl.concat(frames) if frames else empty_deltas()
 
 
 @asset(
@@ -51,7 +45,7 @@ def usage_snapshots(context: AssetExecutionContext, warehouse: WarehouseResource
     previous_day = store.latest_before("usage_snapshots", days[0])
     previous = store.read("usage_snapshots", previous_day) if previous_day else None
     for day in days:
-        delta = _pending_deltas(store, previous_day, day)
+        delta = pending_deltas(store, previous_day, day)
         snapshot = next_snapshot(previous, delta, day)
         uri = store.write("usage_snapshots", day, snapshot)
         report_day(context, "usage_snapshots", day, snapshot.height, uri)

@@ -1,29 +1,35 @@
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from usage_stats.cleaning import THUMBNAIL_URL, CleaningRules
-from usage_stats.robots import PACKAGED_LIST
+from usage_stats.cleaning import CleaningRules
+
+RULES = CleaningRules()  # the one home of the rules' defaults
 
 
 class CleaningSettings(ConfigurableResource):
     """Thresholds of the cleaning rules and the secret that keys the IP hash."""
 
     always_human_max_actions: int = Field(
-        default=10, description="visits up to this many actions are human"
+        default=RULES.always_human_max_actions,
+        description="visits up to this many actions are human",
     )
     robot_min_actions: int = Field(
-        default=100, description="visits with at least this many actions are robots"
+        default=RULES.robot_min_actions,
+        description="visits with at least this many actions are robots",
     )
     min_average_seconds: float = Field(
-        default=2.0, description="11..99-action visits must average more than this"
+        default=RULES.min_average_seconds,
+        description="visits between the two limits must average more than this per action",
     )
-    double_click_seconds: int = Field(default=30, description="COUNTER double-click window")
+    double_click_seconds: int = Field(
+        default=RULES.double_click_seconds, description="COUNTER double-click window"
+    )
     thumbnail_pattern: str = Field(
-        default=THUMBNAIL_URL,
+        default=RULES.thumbnail_pattern,
         description="URLs matching this regular expression are thumbnails (image renditions)",
     )
     robots_list: str = Field(
-        default=PACKAGED_LIST,
+        default=RULES.robots_list,
         description="robots list: 'counter-robots' (the installed package) or a file path",
     )
     ip_salt: str = Field(description="secret salt of the keyed IP hash")

@@ -11,6 +11,9 @@ class MatomoDbResource(ConfigurableResource):
         default=None, description="SQLAlchemy URL, e.g. mysql+pymysql://user:pw@host/matomo"
     )
     table_prefix: str = Field(default="matomo_", description="Matomo's table prefix")
+    chunk_rows: int = Field(
+        default=50_000, description="rows per streamed chunk (bounds the export's memory)"
+    )
 
     def get_tables(self) -> MatomoTables:
         if not self.url:

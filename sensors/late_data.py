@@ -72,7 +72,7 @@ def evaluate_late_data(context: SensorEvaluationContext) -> RunRequest | SkipRea
 
 @sensor(
     job=snapshot_refresh_job,
-    minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
+    minimum_interval_seconds=Settings.current().sensor_interval_seconds,
     default_status=DefaultSensorStatus.STOPPED,
     description="Rebuilds every snapshot after a day whose deltas changed (late files). Turn it "
     "on in production, with the nightly schedule or the new-file sensor: whenever a past day "

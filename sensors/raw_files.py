@@ -16,7 +16,7 @@ from resources import LakeResource
 from usage_stats.raw_changes import dates_in_file, plan_day_requests, recent_prefixes
 from usage_stats.settings import Settings
 
-_settings = Settings.from_env()
+_settings = Settings.current()
 
 
 def evaluate_raw_files(

@@ -7,7 +7,7 @@ from usage_stats.settings import Settings
 daily_usage_schedule = build_schedule_from_partitioned_job(
     usage_pipeline_job,
     name="daily_usage_schedule",
-    hour_of_day=Settings.from_env().schedule_hour,
+    hour_of_day=Settings.current().schedule_hour,
     default_status=DefaultScheduleStatus.STOPPED,
     description="Each night at USAGE_STATS_SCHEDULE_HOUR (UTC), processes yesterday, all sites. "
     "Turn it on in production once yesterday's files are in the lake before that hour (the "
@@ -18,7 +18,7 @@ daily_usage_schedule = build_schedule_from_partitioned_job(
 matomo_export_schedule = build_schedule_from_partitioned_job(
     matomo_export_job,
     name="matomo_export_schedule",
-    hour_of_day=Settings.from_env().export_hour,
+    hour_of_day=Settings.current().export_hour,
     default_status=DefaultScheduleStatus.STOPPED,
     description="Each night at USAGE_STATS_EXPORT_HOUR (UTC), exports yesterday from Matomo's "
     "database into the lake. Turn it on where this deployment reads Matomo directly "

@@ -1,13 +1,48 @@
-"""Per site and day: what came in, what was kept, what was rejected and why."""
+"""One day's processing steps as the pipeline composes them, and per site and day what came
+in, what was kept, what was rejected and why (the admin DB's processing status)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import polars as pl
 
 from usage_stats.admin.registry import DayStatus
-from usage_stats.cleaning import REJECTION_REASONS, CleaningResult
+from usage_stats.cleaning import REJECTION_REASONS, CleaningResult, CleaningRules, clean_events
+from usage_stats.identifier_rules import apply_identifier_rules
+from usage_stats.sources import Source, sources_frame
+
+
+def replace_sites(
+    stored: pl.DataFrame | None, fresh: pl.DataFrame, sites: list[int] | None
+) -> pl.DataFrame:
+    """A day re-read for some sites only: their fresh rows and the other sites' stored rows.
+
+    An operator re-exports one repository's day without touching the rest of the network.
+    """
+    if sites is None or stored is None:
+        return fresh
+    return pl.concat([stored.filter(~pl.col("site_id").is_in(sites)), fresh])
+
+
+@dataclass
+class CleanedDay:
+    result: CleaningResult
+    statuses: list[DayStatus]
+
+
+def clean_day(
+    raw: pl.DataFrame,
+    sources: list[Source],
+    rules: CleaningRules,
+    run_id: str,
+    finished_at: dt.datetime,
+) -> CleanedDay:
+    """The per-source identifier rules, then the cleaning rules, then each site's status."""
+    result = clean_events(apply_identifier_rules(raw, sources), sources_frame(sources), rules)
+    statuses = day_statuses(raw, result, [s.site_id for s in sources], run_id, finished_at)
+    return CleanedDay(result, statuses)
 
 
 def day_statuses(

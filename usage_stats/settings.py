@@ -7,14 +7,17 @@ Every variable is documented in README.md; paths are relative to the working dir
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from usage_stats.cleaning import THUMBNAIL_URL
-from usage_stats.robots import PACKAGED_LIST
+from usage_stats.cleaning import CleaningRules
+
+# The cleaning rules' defaults live in CleaningRules; the environment only overrides them.
+RULES = CleaningRules()
 
 DEFAULT_IP_SALT = "usage-stats-development-salt"
 
@@ -52,9 +55,17 @@ class Settings:
     export_hour: int
     export_chunk_rows: int
     cors_origins: tuple[str, ...] = ()
+    # The widget endpoints (`/report/*`, `/widget/*`) are embedded in other sites' pages.
+    widget_cors_origins: tuple[str, ...] = ("*",)
     sushi_platform: str = "usage-stats"
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+
+    @classmethod
+    def current(cls) -> Settings:
+        """This process's settings, read from the environment once: every module that needs
+        a setting when the code location loads (partitions, schedules, sensors) shares it."""
+        return _current()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -82,12 +93,22 @@ class Settings:
             start_date=_iso_date(env, "USAGE_STATS_START_DATE", "2025-01-01"),
             end_date=_iso_date(env, "USAGE_STATS_END_DATE", None),
             ip_salt=env.get("USAGE_STATS_IP_SALT", DEFAULT_IP_SALT),
-            always_human_max_actions=int(number("USAGE_STATS_ALWAYS_HUMAN_MAX_ACTIONS", "10", int)),
-            robot_min_actions=int(number("USAGE_STATS_ROBOT_MIN_ACTIONS", "100", int)),
-            min_average_seconds=float(number("USAGE_STATS_MIN_AVERAGE_SECONDS", "2.0", float)),
-            double_click_seconds=int(number("USAGE_STATS_DOUBLE_CLICK_SECONDS", "30", int)),
-            thumbnail_pattern=_regex(env, "USAGE_STATS_THUMBNAIL_PATTERN", THUMBNAIL_URL),
-            robots_list=env.get("USAGE_STATS_ROBOTS_LIST", PACKAGED_LIST).strip() or PACKAGED_LIST,
+            always_human_max_actions=int(
+                number(
+                    "USAGE_STATS_ALWAYS_HUMAN_MAX_ACTIONS", str(RULES.always_human_max_actions), int
+                )
+            ),
+            robot_min_actions=int(
+                number("USAGE_STATS_ROBOT_MIN_ACTIONS", str(RULES.robot_min_actions), int)
+            ),
+            min_average_seconds=float(
+                number("USAGE_STATS_MIN_AVERAGE_SECONDS", str(RULES.min_average_seconds), float)
+            ),
+            double_click_seconds=int(
+                number("USAGE_STATS_DOUBLE_CLICK_SECONDS", str(RULES.double_click_seconds), int)
+            ),
+            thumbnail_pattern=_regex(env, "USAGE_STATS_THUMBNAIL_PATTERN", RULES.thumbnail_pattern),
+            robots_list=env.get("USAGE_STATS_ROBOTS_LIST", "").strip() or RULES.robots_list,
             schedule_hour=int(number("USAGE_STATS_SCHEDULE_HOUR", "3", int)),
             stats_store=_choice(env, "USAGE_STATS_STATS_STORE", "duckdb", ("duckdb", "opensearch")),
             opensearch_url=env.get("USAGE_STATS_OPENSEARCH_URL", "http://127.0.0.1:9200"),
@@ -105,10 +126,20 @@ class Settings:
             cors_origins=tuple(
                 o.strip() for o in env.get("USAGE_STATS_CORS_ORIGINS", "").split(",") if o.strip()
             ),
+            widget_cors_origins=tuple(
+                o.strip()
+                for o in env.get("USAGE_STATS_WIDGET_CORS_ORIGINS", "*").split(",")
+                if o.strip()
+            ),
             sushi_platform=env.get("USAGE_STATS_SUSHI_PLATFORM", "usage-stats"),
             web_host=env.get("USAGE_STATS_WEB_HOST", "127.0.0.1"),
             web_port=int(number("USAGE_STATS_WEB_PORT", "8000", int)),
         )
+
+
+@functools.lru_cache(maxsize=1)
+def _current() -> Settings:
+    return Settings.from_env()
 
 
 def _iso_date(env: dict[str, str], name: str, default: str | None) -> str | None:

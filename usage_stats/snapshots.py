@@ -11,7 +11,8 @@ import datetime as dt
 
 import polars as pl
 
-from usage_stats.metrics import DELTA_SCHEMA, KEY_COLUMNS, METRICS
+from usage_stats.metrics import DELTA_SCHEMA, KEY_COLUMNS, METRICS, empty_deltas
+from usage_stats.warehouse import Warehouse
 
 SNAPSHOT_SCHEMA = DELTA_SCHEMA
 _KEYS = [k for k in KEY_COLUMNS if k != "date"]
@@ -61,3 +62,14 @@ def snapshot_mismatches(
         pl.col(m + "_s") != pl.col(m + "_p") + pl.col(m + "_d") for m in METRICS
     )
     return joined.filter(differs).height
+
+
+def pending_deltas(store: Warehouse, after: dt.date | None, day: dt.date) -> pl.DataFrame:
+    """Deltas of every processed day in (after, day]: normally just `day` itself.
+
+    A snapshot is the previous stored snapshot plus every delta since it, so a day whose
+    snapshot was never built (a gap in a backfill) is not lost from the totals.
+    """
+    days = [d for d in store.days("item_daily_deltas") if (after is None or d > after) and d <= day]
+    frames = [store.read("item_daily_deltas", d) for d in days]
+    return pl.concat(frames) if frames else empty_deltas()
