@@ -48,6 +48,8 @@ def build_stats_store(settings: Settings) -> StatsStoreResource:
             url=from_deployment("USAGE_STATS_OPENSEARCH_URL", settings.opensearch_url),
             prefix=settings.opensearch_prefix,
             batch_size=settings.opensearch_batch_size,
+            admin_db_url=from_deployment("USAGE_STATS_ADMIN_DB_URL", settings.admin_db_url),
+            compat_granularity=settings.opensearch_compat_granularity,
         )
     return DuckDBStatsStoreResource(
         path=from_deployment("USAGE_STATS_DUCKDB_PATH", settings.duckdb_path)

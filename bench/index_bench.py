@@ -3,7 +3,8 @@
 Generates one synthetic day (E events over S sites), computes its deltas and snapshot with
 the library (the same calls as the assets; timed, not the measure), then replaces that day
 in a fresh index set of the local OpenSearch (`scripts/services.sh start opensearch`): delta
-documents, snapshot documents and the LA Referencia compatibility documents.
+documents, snapshot documents and the LA Referencia compatibility documents (monthly by
+default, rebuilt from the month's item deltas in the store; `--compat-granularity day`).
 
     eval "$(scripts/services.sh env)"
     .venv/bin/python bench/index_bench.py --events 10000000 --sites 100
@@ -34,13 +35,15 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument("--compat-granularity", choices=("day", "month"), default="month")
     args = parser.parse_args()
 
+    from usage_stats import lareferencia_index
     from usage_stats.canonical import read_canonical_day
     from usage_stats.cleaning import clean_events
     from usage_stats.lake import open_lake
     from usage_stats.metrics import daily_deltas
-    from usage_stats.opensearch_store import OpenSearchStatsStore, compat_documents
+    from usage_stats.opensearch_store import OpenSearchStatsStore
     from usage_stats.snapshots import next_snapshot
     from usage_stats.sources import CsvSourceRegistry, sources_frame
     from usage_stats.synthetic import SyntheticConfig, write_synthetic
@@ -59,7 +62,9 @@ def main() -> int:
         ).events
         deltas = daily_deltas(clean_events(events, sources_frame(sources)).sessions)
         snapshot = next_snapshot(None, deltas, DAY)
-        compat = compat_documents(deltas).height
+        items = deltas.filter(deltas.get_column("scope") == "item")
+        facts = lareferencia_index.SiteFacts.of(sources)
+        compat = lareferencia_index.documents(items, facts, DAY).height
         n_events = events.height
         del events
         prepared = time.perf_counter() - started
@@ -69,6 +74,8 @@ def main() -> int:
             OPENSEARCH_URL,
             prefix=prefix,
             compat_prefix=f"{prefix}-compat",
+            compat_granularity=args.compat_granularity,
+            sources=sources,
             batch_size=args.batch_size,
         )
         timing: dict = {}
@@ -90,6 +97,7 @@ def main() -> int:
         "peak_rss_mib": timing["peak_rss_mib"],
         "process_peak_rss_mib": sampler.peak / MiB,
         "batch_size": args.batch_size,
+        "compat_granularity": args.compat_granularity,
         "prepare_seconds": prepared,
     }
     print(

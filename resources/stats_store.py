@@ -3,6 +3,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from usage_stats.admin.registry import DbSourceRegistry
 from usage_stats.duckdb_store import DuckDBStatsStore
 from usage_stats.opensearch_store import OpenSearchStatsStore
 from usage_stats.store import StatsStore
@@ -28,14 +29,26 @@ class OpenSearchStatsStoreResource(StatsStoreResource):
     compat_prefix: str = Field(
         default="usage-stats", description="LA Referencia compatibility indices: <prefix>-<idsite>"
     )
+    compat_granularity: str = Field(
+        default="month",
+        description="LA Referencia compatibility documents per site, item and day or month",
+    )
+    admin_db_url: str | None = Field(
+        default=None,
+        description="admin DB whose sources give the compatibility documents their items' "
+        "countries and owners (read at every write); unset: no compatibility set",
+    )
     batch_size: int = Field(default=5000, description="documents per bulk request")
     max_retries: int = Field(default=5, description="attempts per request before failing")
 
     def get_store(self) -> StatsStore:
+        registry = DbSourceRegistry(self.admin_db_url) if self.admin_db_url else None
         return OpenSearchStatsStore(
             self.url,
             prefix=self.prefix,
             compat_prefix=self.compat_prefix,
+            compat_granularity=self.compat_granularity,
+            sources=registry.sources if registry is not None else None,
             batch_size=self.batch_size,
             max_retries=self.max_retries,
         )

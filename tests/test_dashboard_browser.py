@@ -134,6 +134,9 @@ def test_network_figures_equal_the_api_with_change_against_the_previous_period(s
     assert f"{change:+.1%}" in card.locator(".change").inner_text()
     assert page.input_value("#start") == start and page.input_value("#end") == end
     assert page.evaluate("performance.getEntriesByName('first-figures').length") == 1
+    # the page says what it counts: the whole network
+    assert page.get_attribute("#reach", "data-kind") == "network"
+    assert page.inner_text("#reach").startswith("The whole network: every use on every site")
     shoot(page, "dashboard.png")
 
 
@@ -271,6 +274,11 @@ def test_csv_download_matches_the_api(site, open_page):
     _, api, _ = site
     page, _ = open_page("/dashboard/node/cr?range=all&granularity=week")
     assert page.inner_text("#title") == "National node"
+    # the page says what a national node counts, in the API's words
+    label = api.get("/api/v1/nodes/4").json()["reach"]["label"]
+    assert label.startswith("Use of the items of Costa Rica's 1 repository, wherever it happened")
+    assert page.inner_text("#reach") == label
+    assert page.get_attribute("#reach", "data-kind") == "national"
     for panel, params in (
         ("series", {"granularity": "week", "table": "series"}),
         ("country", {"granularity": "week", "table": "country"}),

@@ -11,6 +11,7 @@ from dataclasses import replace
 import polars as pl
 import pytest
 from dagster import DagsterInstance, Definitions, RunRequest, SkipReason, build_sensor_context
+from dagster import build_resources as initialized
 
 from assets import usage_assets
 from assets.jobs import usage_pipeline_job
@@ -50,9 +51,10 @@ def execute(defs: Definitions, instance: DagsterInstance, request: RunRequest) -
 
 def raw_tick(data: GeneratedData, instance: DagsterInstance, cursor: str | None):
     context = build_sensor_context(instance=instance, cursor=cursor)
-    lake = build_resources(data.settings)["lake"]
-    assert isinstance(lake, LakeResource)
-    return evaluate_raw_files(context, lake, today=TODAY)
+    # as Dagster hands it to the sensor: configured, its EnvVars resolved
+    with initialized({"lake": build_resources(data.settings)["lake"]}) as resources:
+        assert isinstance(resources.lake, LakeResource)
+        return evaluate_raw_files(context, resources.lake, today=TODAY)
 
 
 def add_late_file(data: GeneratedData, site: int, day: dt.date) -> int:

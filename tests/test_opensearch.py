@@ -1,4 +1,8 @@
-"""The pipeline on a real OpenSearch: documents, the LA Referencia compatibility set, failures."""
+"""The pipeline on a real OpenSearch: documents, the LA Referencia compatibility set, failures.
+
+The compatibility set's figures are checked in depth, with the original service's own queries,
+in `test_lareferencia_parity.py`; here: that the pipeline writes it, what it does with items the
+original's index mishandled, and how it is replaced."""
 
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ from definitions import build_resources
 from resources import OpenSearchStatsStoreResource
 from stores import opensearch_store
 from support import day_tables, item_metrics, manifest_items
-from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS
+from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
 from usage_stats.opensearch_store import OpenSearchStatsStore
+from usage_stats.sources import CsvSourceRegistry, Source
 from usage_stats.store import StatsStoreError
 
 RANGE = {
@@ -33,20 +38,25 @@ def store():
     store.delete_all()
 
 
-def run(data: GeneratedData, store_resource, **kwargs):
+def run(data: GeneratedData, store_resource: OpenSearchStatsStoreResource, **kwargs):
     resources = build_resources(data.settings) | {"stats_store": store_resource}
     return materialize(
         usage_assets, resources=resources, instance=DagsterInstance.ephemeral(), **kwargs
     )
 
 
-def resource_for(store: OpenSearchStatsStore, **overrides) -> OpenSearchStatsStoreResource:
+def resource_for(
+    store: OpenSearchStatsStore, data: GeneratedData, **overrides
+) -> OpenSearchStatsStoreResource:
+    """The pipeline's resource for `store`, reading the sources from `data`'s admin DB."""
     return OpenSearchStatsStoreResource(
         url=overrides.get("url", store.url),
         prefix=store.prefix,
         batch_size=store.batch_size,
         max_retries=overrides.get("max_retries", 5),
         compat_prefix=store.compat_prefix,
+        compat_granularity=overrides.get("compat_granularity", store.compat_granularity),
+        admin_db_url=data.settings.admin_db_url,
     )
 
 
@@ -77,27 +87,31 @@ def stored_deltas(store: OpenSearchStatsStore, day: str) -> pl.DataFrame:
 
 
 def test_three_day_backfill_indexes_exactly_the_planted_numbers(generated, store):
-    assert run(generated, resource_for(store), tags=RANGE).success
+    assert run(generated, resource_for(store, generated), tags=RANGE).success
     for day in DAYS:
         assert item_metrics(stored_deltas(store, day)) == manifest_items(generated.manifest, [day])
     assert store.days() == [dt.date.fromisoformat(d) for d in DAYS]
 
 
-def test_compatibility_index_matches_la_referencia_shape(generated, store):
-    assert run(generated, resource_for(store), partition_key=DAYS[0]).success
+@pytest.mark.parametrize("granularity", ["day", "month"])
+def test_pipeline_writes_the_compatibility_set(generated, store, granularity):
+    """The pipeline's resource gives the store the admin DB's sources: one index per site
+    where the usage happened, `level` that site's type, and an item's figures per level and
+    visitor country as planted, found with the original service's item query."""
+    resource = resource_for(store, generated, compat_granularity=granularity)
+    assert run(generated, resource, tags=RANGE).success
     item = "oai:repo1.example.org:1001/0"
     client = store.client
-    index = f"{store.compat_prefix}-1"  # the owning repository's index
-    mapping = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
-    assert mapping["id"]["type"] == "keyword"
-    assert mapping["stats_by_country"]["type"] == "nested"
+    pattern = f"{store.compat_prefix}-*"
+    levels = {s["site_id"]: s["type"] for s in generated.manifest["sources"]}
     body = {
         "size": 0,
-        "query": {"bool": {"filter": [{"term": {"id": item}}, {"term": {"date": DAYS[0]}}]}},
+        "query": {"match_phrase": {"identifier": item}},
         "aggs": {
-            "level": {
-                "terms": {"field": "level"},
+            "index": {
+                "terms": {"field": "_index"},
                 "aggs": {
+                    "level": {"terms": {"field": "level"}},
                     "views": {"sum": {"field": "views"}},
                     "countries": {
                         "nested": {"path": "stats_by_country"},
@@ -109,34 +123,39 @@ def test_compatibility_index_matches_la_referencia_shape(generated, store):
                         },
                     },
                 },
-            }
+            },
+            "dates": {"terms": {"field": "date"}},
         },
     }
-    buckets = client.search(index=index, body=body)["aggregations"]["level"]["buckets"]
-    levels = {s["site_id"]: s["type"] for s in generated.manifest["sources"]}
-    expected_levels: dict[str, int] = {}
-    expected_countries: dict[tuple[str, str], int] = {}
-    for (_day, site, item_id, country), metrics in manifest_items(
-        generated.manifest, [DAYS[0]]
-    ).items():
+    result = client.search(index=pattern, body=body)["aggregations"]
+    got_sites: dict[int, int] = {}
+    got_countries: dict[tuple[int, str], int] = {}
+    for bucket in result["index"]["buckets"]:
+        site = int(bucket["key"].rsplit("-", 1)[1])
+        assert [b["key"] for b in bucket["level"]["buckets"]] == [levels[site]]
+        got_sites[site] = int(bucket["views"]["value"])
+        for c in bucket["countries"]["country"]["buckets"]:
+            got_countries[(site, c["key"])] = int(c["views"]["value"])
+    expected_sites: dict[int, int] = {}
+    expected_countries: dict[tuple[int, str], int] = {}
+    for (_day, site, item_id, country), metrics in manifest_items(generated.manifest).items():
         if item_id == item:
-            level = levels[site]
-            expected_levels[level] = expected_levels.get(level, 0) + metrics[0]
-            key = (level, country)
+            expected_sites[site] = expected_sites.get(site, 0) + metrics[0]
+            key = (site, country)
             expected_countries[key] = expected_countries.get(key, 0) + metrics[0]
-    assert {b["key"]: int(b["views"]["value"]) for b in buckets} == expected_levels
-    got_countries = {
-        (b["key"], c["key"]): int(c["views"]["value"])
-        for b in buckets
-        for c in b["countries"]["country"]["buckets"]
-        if c["views"]["value"]
+    assert got_sites == expected_sites
+    assert {k: v for k, v in got_countries.items() if v} == {
+        k: v for k, v in expected_countries.items() if v
     }
-    assert got_countries == {k: v for k, v in expected_countries.items() if v}
-    assert set(LA_REFERENCIA_METRICS) <= set(mapping)
+    dates = sorted(b["key_as_string"][:10] for b in result["dates"]["buckets"])
+    assert dates == (DAYS if granularity == "day" else [DAYS[0]])
+    mapping = client.indices.get_mapping(index=f"{store.compat_prefix}-1")
+    properties = next(iter(mapping.values()))["mappings"]["properties"]
+    assert set(LA_REFERENCIA_METRICS) <= set(properties)
 
 
 def test_unreachable_opensearch_fails_the_run_with_a_clear_message(generated, store):
-    dead = resource_for(store, url="http://127.0.0.1:9", max_retries=2)
+    dead = resource_for(store, generated, url="http://127.0.0.1:9", max_retries=2)
     result = run(generated, dead, partition_key=DAYS[0], raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
@@ -157,8 +176,9 @@ def test_opensearch_stopped_mid_day_then_rerun_equals_a_clean_run(tmp_path):
     once it is back, writing the day again gives exactly the documents of a clean write."""
     data = generate(tmp_path / "data")
     day, deltas, snapshot = day_tables(data, days=1)[0]
-    clean = opensearch_store(batch_size=200)
-    faulty = opensearch_store(batch_size=200, max_retries=3, backoff_seconds=0.5)
+    sources = CsvSourceRegistry(Path(data.settings.sources_file)).sources()
+    clean = opensearch_store(batch_size=200, sources=sources)
+    faulty = opensearch_store(batch_size=200, max_retries=3, backoff_seconds=0.5, sources=sources)
     stopped = []
 
     def stop_after_first_batch(written: int) -> None:
@@ -181,7 +201,245 @@ def test_opensearch_stopped_mid_day_then_rerun_equals_a_clean_run(tmp_path):
         theirs = all_documents(clean, clean.alias(table), day.isoformat())
         assert len(ours) == (deltas if table == "usage_deltas" else snapshot).height
         assert ours == theirs
-    compat = all_documents(faulty, f"{faulty.compat_prefix}-*", day.isoformat())
-    assert compat == all_documents(clean, f"{clean.compat_prefix}-*", day.isoformat())
+    month = day.replace(day=1).isoformat()  # the compatibility set's monthly documents
+    compat = all_documents(faulty, f"{faulty.compat_prefix}-*", month)
+    assert compat
+    assert compat == all_documents(clean, f"{clean.compat_prefix}-*", month)
     faulty.delete_all()
     clean.delete_all()
+
+
+# --- the compatibility set on hand-made usage ---------------------------------------------------
+
+# A Costa Rican repository that also declares its handle prefix, an Argentinian one, Costa
+# Rica's national node and the portal.
+COMPAT_SOURCES = [
+    Source(
+        1, "opendoar::1", "Kerwa", "R", "CR", "oai:www.kerwa.ucr.ac.cr:", 1, 4, 5,
+        handle_prefixes=("10669",),
+    ),
+    Source(2, "opendoar::2", "Repo two", "R", "AR", "oai:repo2.example.org:", 1, 4, 5),
+    Source(4, "national::CR", "National node", "N", "CR", None, 1, None, 5),
+    Source(5, "regional::LA", "Portal", "L", None, None, 6),
+]  # fmt: skip
+LEVEL = {s.site_id: s.type for s in COMPAT_SOURCES}
+
+
+def item_rows(day: dt.date, rows: list[tuple[int, str, int | None, str, int]]) -> pl.DataFrame:
+    """Item deltas of `day`: (site, item, owner, visitor country, views) each, one download per
+    view, no outlinks."""
+    records = [
+        {
+            "date": day,
+            "scope": "item",
+            "key": item,
+            "site_id": site,
+            "level": LEVEL[site],
+            "owner_site_id": owner,
+            "country": country,
+            **dict.fromkeys(METRICS, 0),
+            "views": views,
+            "downloads": views,
+            "conversions": views,
+        }
+        for site, item, owner, country, views in rows
+    ]
+    return pl.DataFrame(records, schema=DELTA_SCHEMA, orient="row")
+
+
+def original_views(store: OpenSearchStatsStore, sites: list[int] | None, must: list) -> int:
+    """Views summed the way the original service's widgets sum them (range on `date`, its
+    `must` clauses), over `<prefix>-<site>` indices or, for the network, `<prefix>-*`."""
+    indices = (
+        f"{store.compat_prefix}-*"
+        if sites is None
+        else ",".join(f"{store.compat_prefix}-{s}" for s in sites)
+    )
+    body = {
+        "size": 0,
+        "query": {
+            "bool": {
+                "must": must,
+                "filter": [
+                    {
+                        "range": {
+                            "date": {
+                                "gte": "now-100y",
+                                "lte": "now+100y",
+                                "format": "strict_date_optional_time",
+                            }
+                        }
+                    }
+                ],
+            }
+        },
+        "aggs": {"views": {"sum": {"field": "views"}}},
+    }
+    result = store.client.search(
+        index=indices, body=body, allow_no_indices=True, ignore_unavailable=True
+    )
+    return int(result["aggregations"]["views"]["value"])
+
+
+JUNE_1 = dt.date(2026, 6, 1)
+USAGE = [
+    (1, "oai:www.kerwa.ucr.ac.cr:10669/578", 1, "CR", 5),
+    # the standard analyser reads the local part as part of one word with the host
+    (1, "oai:www.kerwa.ucr.ac.cr:article/12", 1, "MX", 3),
+    # a handle the repository declares, seen on the national node and the portal
+    (4, "hdl:10669/99", 1, "US", 7),
+    (5, "hdl:10669/99", 1, "BR", 11),
+    # Argentina's item on Costa Rica's node and the portal
+    (4, "oai:repo2.example.org:1/2", 2, "AR", 13),
+    (5, "oai:repo2.example.org:1/2", 2, "AR", 17),
+    # nobody's item on the node (Costa Rica's, as the processor says) and the portal
+    (4, "oai:unknown.org:5", None, "CR", 19),
+    (5, "oai:unknown.org:5", None, "CL", 23),
+]
+
+
+def test_original_queries_find_items_by_owner_country_and_level():
+    """The repository query (`<oai prefix>*`) finds the repository's items by owner — also
+    those the processor's index missed (a letter after the host, a handle) — and nothing
+    else; the national query (root `country`) the node's country's items on the node, its
+    repositories and the portal, plus the node's unowned usage; the network everything."""
+    store = opensearch_store(compat_granularity="day", sources=COMPAT_SOURCES)
+    try:
+        deltas = item_rows(JUNE_1, USAGE)
+        store.replace_day(JUNE_1, deltas, deltas)
+        kerwa = [{"match_phrase": {"identifier": "oai:www.kerwa.ucr.ac.cr*"}}]
+        assert original_views(store, [1, 4, 5], kerwa) == 5 + 3 + 7 + 11
+        repo2 = [{"match_phrase": {"identifier": "oai:repo2.example.org*"}}]
+        assert original_views(store, [2, 4, 5], repo2) == 13 + 17
+        item = [{"match_phrase": {"identifier": "hdl:10669/99"}}]
+        assert original_views(store, [1, 4, 5], item) == 7 + 11
+        national = [{"match": {"country": "CR"}}]
+        assert original_views(store, [4, 1, 5], national) == 5 + 3 + 7 + 11 + 19
+        assert original_views(store, None, []) == sum(row[-1] for row in USAGE)
+        portal = store.client.search(
+            index=f"{store.compat_prefix}-5",
+            body={"query": {"match_phrase": {"identifier": "oai:unknown.org:5"}}},
+        )["hits"]["hits"]
+        assert [h["_source"]["country"] for h in portal] == ["XX"]
+        assert [h["_source"]["identifier"] for h in portal] == ["oai:unknown.org:5"]
+    finally:
+        store.delete_all()
+
+
+def test_a_month_is_rebuilt_from_its_days_whatever_is_rewritten():
+    """Monthly documents sum the month's days; writing a day again with other usage replaces
+    that day's share (an item gone from it leaves the month if no other day has it)."""
+    store = opensearch_store(compat_granularity="month", sources=COMPAT_SOURCES)
+    june_2 = JUNE_1 + dt.timedelta(days=1)
+    try:
+        first = item_rows(JUNE_1, [(1, "oai:www.kerwa.ucr.ac.cr:10669/578", 1, "CR", 5)])
+        store.replace_day(JUNE_1, first, first)
+        second = item_rows(
+            june_2,
+            [
+                (1, "oai:www.kerwa.ucr.ac.cr:10669/578", 1, "CR", 2),
+                (1, "oai:www.kerwa.ucr.ac.cr:10669/579", 1, "PE", 4),
+            ],
+        )
+        store.replace_day(june_2, second, second)
+        by_item = month_documents(store)
+        assert by_item == {
+            "oai:www.kerwa.ucr.ac.cr:10669/578": (7, [("CR", 7)]),
+            "oai:www.kerwa.ucr.ac.cr:10669/579": (4, [("PE", 4)]),
+        }
+        again = item_rows(june_2, [(1, "oai:www.kerwa.ucr.ac.cr:10669/578", 1, "US", 1)])
+        store.replace_day(june_2, again, again)
+        assert month_documents(store) == {
+            "oai:www.kerwa.ucr.ac.cr:10669/578": (6, [("CR", 5), ("US", 1)])
+        }
+        store.replace_day(june_2, again, again)  # the same write twice: nothing added
+        assert month_documents(store) == {
+            "oai:www.kerwa.ucr.ac.cr:10669/578": (6, [("CR", 5), ("US", 1)])
+        }
+    finally:
+        store.delete_all()
+
+
+def month_documents(store: OpenSearchStatsStore) -> dict[str, tuple[int, list]]:
+    """Every compatibility document: identifier → (views, [(visitor country, views)])."""
+    client = store.client
+    hits = client.search(index=f"{store.compat_prefix}-*", body={"size": 100})["hits"]["hits"]
+    docs = [h["_source"] for h in hits]
+    assert all(d["date"] == JUNE_1.isoformat() and d["day"] == 1 for d in docs)
+    assert len({d["id"] for d in docs}) == len(docs)
+    return {
+        d["identifier"]: (d["views"], [(c["country"], c["views"]) for c in d["stats_by_country"]])
+        for d in docs
+    }
+
+
+def test_daily_and_monthly_documents_are_never_mixed():
+    """A store refuses to add monthly documents to a set of daily ones (every widget would
+    count them twice), naming the index and what to do."""
+    daily = opensearch_store(compat_granularity="day", sources=COMPAT_SOURCES)
+    monthly = OpenSearchStatsStore(
+        daily.url,
+        prefix=f"{daily.prefix}x",
+        compat_prefix=daily.compat_prefix,
+        compat_granularity="month",
+        sources=COMPAT_SOURCES,
+    )
+    try:
+        deltas = item_rows(JUNE_1, USAGE)
+        daily.replace_day(JUNE_1, deltas, deltas)
+        with pytest.raises(StatsStoreError, match=r"-compat-1 was written with .*'day'"):
+            monthly.replace_day(JUNE_1, deltas, deltas)
+    finally:
+        daily.delete_all()
+        monthly.delete_all()
+
+
+def test_a_store_without_sources_writes_no_compatibility_set():
+    """Without the registry an item has no country or owner: rather than documents the
+    original's national and repository widgets would silently miss, none."""
+    store = opensearch_store()
+    try:
+        deltas = item_rows(JUNE_1, USAGE)
+        store.replace_day(JUNE_1, deltas, deltas)
+        assert store.row_count("usage_deltas", JUNE_1) == len(USAGE)
+        indices = store.client.indices.get(
+            index=f"{store.compat_prefix}-*", allow_no_indices=True, ignore_unavailable=True
+        )
+        assert indices == {}
+    finally:
+        store.delete_all()
+
+
+def test_overlapping_prefixes_are_refused():
+    """The original reads the network from `<compat_prefix>-*`, which must not reach the
+    store's own indices when the store writes the set."""
+    url = "http://127.0.0.1:9200"
+    with pytest.raises(ValueError, match="overlap"):
+        OpenSearchStatsStore(url, prefix="usage-stats-x", sources=COMPAT_SOURCES)
+    with pytest.raises(ValueError, match="overlap"):
+        OpenSearchStatsStore(url, prefix="p", compat_prefix="p-deltas", sources=COMPAT_SOURCES)
+    OpenSearchStatsStore(url, prefix="usage-stats-x")  # writes no set: only reads
+    with pytest.raises(ValueError, match="compat_granularity"):
+        OpenSearchStatsStore("http://127.0.0.1:9200", compat_granularity="week")
+
+
+def test_an_owner_found_mid_month_owns_the_whole_month():
+    """An item nobody owned on the 1st and a repository owns from the 2nd (its prefix was
+    registered in between) has one monthly document per site, with the latest owner."""
+    store = opensearch_store(compat_granularity="month", sources=COMPAT_SOURCES)
+    june_2 = JUNE_1 + dt.timedelta(days=1)
+    item = "oai:www.kerwa.ucr.ac.cr:10669/578"
+    try:
+        first = item_rows(JUNE_1, [(4, item, None, "CR", 5)])
+        store.replace_day(JUNE_1, first, first)
+        second = item_rows(june_2, [(4, item, 1, "US", 2)])
+        store.replace_day(june_2, second, second)
+        hits = store.client.search(index=f"{store.compat_prefix}-*", body={"size": 10})
+        docs = [h["_source"] for h in hits["hits"]["hits"]]
+        assert [(d["idsite"], d["owner_idsite"], d["country"], d["views"]) for d in docs] == [
+            (4, 1, "CR", 7)
+        ]
+        kerwa = [{"match_phrase": {"identifier": "oai:www.kerwa.ucr.ac.cr*"}}]
+        assert original_views(store, [1, 4, 5], kerwa) == 7
+    finally:
+        store.delete_all()

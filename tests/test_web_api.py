@@ -4,17 +4,16 @@ generator's manifest (two calendar months, three repositories, a node, the porta
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 
 import pytest
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
-from web_support import END, START, load, sums
+from web_support import END, START, load, month, national, owner, sums, week
 
 from stores import opensearch_store
 from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.metrics import LA_REFERENCIA_METRICS, METRICS
+from usage_stats.metrics import METRICS
 from usage_stats.web import create_app
 
 RANGE = {"start": START.isoformat(), "end": END.isoformat()}
@@ -40,16 +39,6 @@ def metrics(row: dict) -> dict:
 def busiest_item(loaded, prefix: str = "oai:repo1.example.org:") -> str:
     per_item = sums(loaded.manifest, by=lambda i: i["item_id"])
     return max((k for k in per_item if k.startswith(prefix)), key=lambda k: per_item[k]["views"])
-
-
-def month(day: str) -> str:
-    return day[:7]
-
-
-def owner(loaded, item_id: str) -> int | None:
-    """The repository whose identifier prefix the item id starts with (longest prefix)."""
-    owners = [(len(p), s) for s, p in loaded.prefixes.items() if item_id.startswith(p)]
-    return max(owners)[1] if owners else None
 
 
 def ranked(per_key: dict, metric: str, limit: int) -> list[tuple[str, dict]]:
@@ -95,10 +84,6 @@ def test_weeks_quarters_years_and_days(web):
     assert weekly["series"][0]["start"] == "2026-01-24"  # clipped: the week began on the 19th
     assert weekly["series"][1]["start"] == "2026-01-26"  # Monday
 
-    def week(day: str) -> str:
-        y, w, _ = dt.date.fromisoformat(day).isocalendar()
-        return f"{y}-W{w:02d}"
-
     expected = sums(loaded.manifest, by=lambda i: week(i["date"]))
     assert {s["period"]: metrics(s) for s in weekly["series"]} == expected
     for grain, label in (("quarter", "2026-Q1"), ("year", "2026")):
@@ -124,11 +109,33 @@ def test_source_includes_national_and_regional_levels(web):
     assert body["source"]["source_key"] == "opendoar::1001"
 
 
-def test_node_portal_and_global(web):
+def test_node_portal_site_and_global(web):
     client, loaded = web
-    for site in (4, 5):
-        body = client.get(f"/api/v1/nodes/{site}", params=RANGE).json()
+    # a national node: its country's items on its country's sites and the portal
+    body = client.get("/api/v1/nodes/4", params=RANGE).json()
+    keep = national(loaded)
+    assert body["totals"] == sums(loaded.manifest, keep)[()]
+    by_level = sums(loaded.manifest, keep, by=lambda i: loaded.levels[i["site_id"]])
+    assert {r["level"]: metrics(r) for r in body["by_level"]} == by_level
+    assert set(by_level) == {"R", "N", "L"}
+    assert {r["country"]: metrics(r) for r in body["by_country"]} == sums(
+        loaded.manifest, keep, by=lambda i: i["country"]
+    )
+    assert (body["scope"], body["key"], body["reach"]["kind"]) == ("national", "4", "national")
+    assert body["reach"]["label"].startswith("Use of the items of Costa Rica's 1 repository")
+    # planted: the node's site also shows Argentina's and Brazil's items, which are not
+    # Costa Rica's (LA Referencia's national widget filters on the item's country)
+    foreign = lambda i: i["site_id"] == 4 and owner(loaded, i["item_id"]) != 1  # noqa: E731
+    assert sums(loaded.manifest, foreign)[()]["views"] > 0
+    # the regional portal: the whole network, as /global
+    portal = client.get("/api/v1/nodes/5", params=RANGE).json()
+    assert portal["totals"] == sums(loaded.manifest)[()]
+    assert portal["reach"]["kind"] == "network"
+    # one site alone
+    for site in (1, 4, 5):
+        body = client.get(f"/api/v1/sites/{site}", params=RANGE).json()
         assert body["totals"] == sums(loaded.manifest, lambda i, s=site: i["site_id"] == s)[()]
+        assert body["reach"]["kind"] == "site" and body["scope"] == "site"
     body = client.get("/api/v1/global", params=RANGE).json()
     assert body["totals"] == sums(loaded.manifest)[()]
     assert {r["country"]: metrics(r) for r in body["by_country"]} == sums(
@@ -150,7 +157,9 @@ def test_top_items_of_source_node_and_global(web):
 
     prefix = loaded.prefixes[2]
     assert top("/api/v1/sources/2/top") == expected(lambda i: i["item_id"].startswith(prefix))
-    assert top("/api/v1/nodes/5/top") == expected(lambda i: i["site_id"] == 5)
+    assert top("/api/v1/sites/5/top") == expected(lambda i: i["site_id"] == 5)
+    assert top("/api/v1/nodes/4/top") == expected(national(loaded))
+    assert top("/api/v1/nodes/5/top") == expected(lambda i: True)
     assert top("/api/v1/global/top") == expected(lambda i: True)
 
 
@@ -165,7 +174,8 @@ def test_series_by_level_of_source_node_and_global(web):
             lambda i: i["item_id"].startswith(prefix),
             lambda i: i["date"],
         ),
-        ("/api/v1/nodes/4", "day", lambda i: i["site_id"] == 4, lambda i: i["date"]),
+        ("/api/v1/sites/4", "day", lambda i: i["site_id"] == 4, lambda i: i["date"]),
+        ("/api/v1/nodes/4", "week", national(loaded), lambda i: week(i["date"])),
         ("/api/v1/global", "month", lambda i: True, lambda i: month(i["date"])),
     ]
     for path, grain, keep, period in cases:
@@ -189,8 +199,10 @@ def test_series_by_level_of_source_node_and_global(web):
     body = client.get("/api/v1/sources/1", params={**RANGE, "granularity": "day"}).json()
     assert [s["level"] for s in body["series_by_level"]] == ["R", "N", "L"]
     assert len(body["series_by_level"][0]["series"]) == 12
-    node = client.get("/api/v1/nodes/4", params=RANGE).json()
+    node = client.get("/api/v1/sites/4", params=RANGE).json()
     assert [s["level"] for s in node["series_by_level"]] == ["N"]
+    node = client.get("/api/v1/nodes/4", params=RANGE).json()
+    assert [s["level"] for s in node["series_by_level"]] == ["R", "N", "L"]
 
 
 def test_top_item_rows_carry_every_metric_whatever_the_ranking(web):
@@ -198,8 +210,10 @@ def test_top_item_rows_carry_every_metric_whatever_the_ranking(web):
     prefix = loaded.prefixes[2]
     cases = [
         ("/api/v1/global/top", lambda i: True),
-        ("/api/v1/nodes/4/top", lambda i: i["site_id"] == 4),
-        ("/api/v1/nodes/5/top", lambda i: i["site_id"] == 5),
+        ("/api/v1/sites/4/top", lambda i: i["site_id"] == 4),
+        ("/api/v1/sites/5/top", lambda i: i["site_id"] == 5),
+        ("/api/v1/nodes/4/top", national(loaded)),
+        ("/api/v1/nodes/5/top", lambda i: True),
         ("/api/v1/sources/2/top", lambda i: i["item_id"].startswith(prefix)),
     ]
     for path, keep in cases:
@@ -238,9 +252,11 @@ def test_top_sources_global_and_of_a_node(web):
     registered = {s.site_id: s for s in loaded.sources}
     cases = [
         ("/api/v1/global/top-sources", lambda i: True),
-        ("/api/v1/nodes/4/top-sources", lambda i: i["site_id"] == 4),
-        ("/api/v1/nodes/5/top-sources", lambda i: i["site_id"] == 5),
-        ("/api/v1/nodes/1/top-sources", lambda i: i["site_id"] == 1),
+        ("/api/v1/sites/4/top-sources", lambda i: i["site_id"] == 4),
+        ("/api/v1/sites/5/top-sources", lambda i: i["site_id"] == 5),
+        ("/api/v1/sites/1/top-sources", lambda i: i["site_id"] == 1),
+        ("/api/v1/nodes/4/top-sources", national(loaded)),
+        ("/api/v1/nodes/5/top-sources", lambda i: True),
     ]
     for path, keep in cases:
         per_owner = sums(
@@ -263,8 +279,10 @@ def test_top_sources_global_and_of_a_node(web):
                     source.country,
                 )
                 assert source.type == "R"
-    # all three repositories' items are used on the node and the portal
-    assert len(client.get("/api/v1/nodes/4/top-sources", params=RANGE).json()["sources"]) == 3
+    # all three repositories' items are used on the node's site; Costa Rica's node counts its own
+    assert len(client.get("/api/v1/sites/4/top-sources", params=RANGE).json()["sources"]) == 3
+    node = client.get("/api/v1/nodes/4/top-sources", params=RANGE).json()["sources"]
+    assert [r["site_id"] for r in node] == [1]
     # the limit
     per_owner = sums(loaded.manifest, by=lambda i: owner(loaded, i["item_id"]))
     per_owner.pop(None, None)
@@ -327,87 +345,7 @@ def test_csv_and_xlsx_downloads(web):
     assert {r[0]: r[1] for r in values[1:]} == {k: v["views"] for k, v in by_level.items()}
 
 
-# --- LA Referencia widgets ---------------------------------------------------------------
-
-
-def level_values(buckets: list[dict]) -> dict:
-    return {b["key"]: {m: b[m]["value"] for m in LA_REFERENCIA_METRICS} for b in buckets}
-
-
-def la(values: dict) -> dict:
-    return {m: values[m] for m in LA_REFERENCIA_METRICS}
-
-
-def test_item_widget_honours_time_unit(web):
-    client, loaded = web
-    item = busiest_item(loaded)
-    params = {"identifier": item, "start_date": "2026-01-24", "end_date": "2026-02-04"}
-    body = client.get("/report/itemWidget", params={**params, "time_unit": "month"}).json()
-    keep = lambda i: i["item_id"] == item  # noqa: E731
-    assert {m: body[m]["value"] for m in LA_REFERENCIA_METRICS} == la(
-        sums(loaded.manifest, keep)[()]
-    )
-    by_level = sums(loaded.manifest, keep, by=lambda i: loaded.levels[i["site_id"]])
-    expected_levels = {k: la(v) for k, v in by_level.items() if any(la(v).values())}
-    assert level_values(body["level"]["buckets"]) == expected_levels
-    assert [b["key"] for b in body["level"]["buckets"]] == sorted(expected_levels, reverse=True)
-    months = [b["key_as_string"] for b in body["time"]["buckets"]]
-    assert months == ["2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z"]
-    by_month = sums(
-        loaded.manifest, keep, by=lambda i: (month(i["date"]), loaded.levels[i["site_id"]])
-    )
-    for bucket in body["time"]["buckets"]:
-        m = bucket["key_as_string"][:7]
-        expected = {
-            lv: la(v) for (mm, lv), v in by_month.items() if mm == m and any(la(v).values())
-        }
-        assert level_values(bucket["level"]["buckets"]) == expected
-    daily = client.get("/report/itemWidget", params={**params, "time_unit": "day"}).json()
-    assert len(daily["time"]["buckets"]) == len(
-        {i["date"] for i in loaded.manifest["items"] if keep(i)}
-    )
-
-
-def test_item_widget_by_country(web):
-    client, loaded = web
-    item = busiest_item(loaded)
-    params = {"identifier": item, "start_date": "2026-01-24", "end_date": "2026-02-04"}
-    body = client.get("/report/itemWidgetByCountry", params={**params, "limit": 2}).json()
-    keep = lambda i: i["item_id"] == item  # noqa: E731
-    per_country = sums(loaded.manifest, keep, by=lambda i: i["country"])
-    ranked = sorted(
-        ((c, v["views"]) for c, v in per_country.items() if v["views"]),
-        key=lambda kv: (-kv[1], kv[0]),
-    )
-    got = [(b["key"], b["count"]["value"]) for b in body["country"]["views"]["buckets"]]
-    assert got == ranked[:2]
-    assert body["views"]["value"] == sums(loaded.manifest, keep)[()]["views"]
-
-
-def test_repository_widgets(web):
-    client, loaded = web
-    prefix = loaded.prefixes[3]
-    keep = lambda i: i["item_id"].startswith(prefix)  # noqa: E731
-    params = {"source_id": "opendoar::1003", "start_date": "2026-01-24", "end_date": "2026-02-04"}
-    body = client.get("/report/repositoryWidget", params={**params, "time_unit": "year"}).json()
-    assert {m: body[m]["value"] for m in LA_REFERENCIA_METRICS} == la(
-        sums(loaded.manifest, keep)[()]
-    )
-    assert set(level_values(body["level"]["buckets"])) == {"R", "N", "L"}
-    assert [b["key_as_string"][:4] for b in body["time"]["buckets"]] == ["2026"]
-    by_country = client.get(
-        "/report/repositoryWidgetByCountry", params={**params, "limit": 250}
-    ).json()
-    per_country = sums(loaded.manifest, keep, by=lambda i: i["country"])
-    got = {b["key"]: b["count"]["value"] for b in by_country["country"]["downloads"]["buckets"]}
-    assert got == {c: v["downloads"] for c, v in per_country.items() if v["downloads"]}
-    # the item widget of a source, and relative dates
-    via_source = client.get("/report/itemWidget", params={"source": "opendoar::1003", **params})
-    assert via_source.status_code == 200
-    relative = client.get(
-        "/report/repositoryWidget", params={"source_id": "opendoar::1003", "start_date": "now-1y"}
-    )
-    assert relative.status_code == 200
+# --- LA Referencia widgets: tests/test_web_widgets.py -------------------------------------
 
 
 # --- bad input ------------------------------------------------------------------------
@@ -430,6 +368,12 @@ BAD = [
     ("/api/v1/global/top", {"format": "pdf"}, 400, "format"),
     ("/api/v1/sources/4/top", {}, 404, "site_id"),
     ("/api/v1/nodes/999/top", {}, 404, "site_id"),
+    ("/api/v1/nodes/1", {}, 404, "site_id"),
+    ("/api/v1/nodes/1/top", {}, 404, "site_id"),
+    ("/api/v1/nodes/1/top-sources", {}, 404, "site_id"),
+    ("/api/v1/sites/999", {}, 404, "site_id"),
+    ("/api/v1/sites/abc/top", {}, 400, "site_id"),
+    ("/api/v1/sites/0/top-sources", {}, 400, "site_id"),
     ("/api/v1/global/top-sources", {"metric": "clicks"}, 400, "metric"),
     ("/api/v1/global/top-sources", {"metric": "views; DROP TABLE x"}, 400, "metric"),
     ("/api/v1/global/top-sources", {"limit": "0"}, 400, "limit"),
@@ -460,6 +404,43 @@ BAD = [
         {"identifier": "oai:repo1.example.org:1001/0", "time_unit": "minute"},
         400,
         "time_unit",
+    ),
+    (
+        "/report/repositoryWidget",
+        {"source_id": "opendoar::1001", "interval": "1m"},
+        400,
+        "interval",
+    ),
+    (
+        "/report/itemWidget",
+        {"identifier": "oai:repo1.example.org:1001/0", "interval": "decade"},
+        400,
+        "interval",
+    ),
+    ("/report/itemWidgetByCountry", {"source": "national::XX"}, 404, "source"),
+    (
+        "/report/repositoryWidgetByCountry",
+        {"source_id": "opendoar::1001", "limit": "0"},
+        400,
+        "limit",
+    ),
+    (
+        "/report/repositoryWidget",
+        {"source_id": "opendoar::1001", "start_date": "now-1q"},
+        400,
+        "start_date",
+    ),
+    (
+        "/report/repositoryWidget",
+        {"source_id": "opendoar::1001", "end_date": "now/q"},
+        400,
+        "end_date",
+    ),
+    (
+        "/report/repositoryWidget",
+        {"source_id": "opendoar::1001", "end_date": "x||+1d"},
+        400,
+        "end_date",
     ),
     (
         "/report/itemWidgetByCountry",
@@ -534,6 +515,7 @@ DATE_ENDPOINTS = [
     ("/api/v1/sources/1", {}, ("start", "end")),
     ("/api/v1/sources/1/top", {}, ("start", "end")),
     ("/api/v1/nodes/4", {}, ("start", "end")),
+    ("/api/v1/sites/4", {}, ("start", "end")),
     ("/api/v1/items", {"identifier": ITEM}, ("start", "end")),
     ("/report/itemWidget", {"identifier": ITEM}, ("start_date", "end_date")),
     ("/report/itemWidgetByCountry", {"identifier": ITEM}, ("start_date", "end_date")),
@@ -556,7 +538,12 @@ BAD_DATES = [
     "2026-1-1",
     "now-9999y",
     "now-10000d",
-    "now+1d",
+    "now+1x",
+    "now-1d/q",
+    "now||-1d",
+    "2026-01-01||-99999d",
+    "2026-01-01T25:00:00Z",
+    "now-" + "1d-" * 40 + "1d",
     "9" * 5000,
     "２０２６",
     "-1",

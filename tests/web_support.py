@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import generate
-from usage_stats.admin.registry import DayStatus, record_processing
+from usage_stats.admin.registry import DayStatus, disable_source, record_processing
 from usage_stats.admin.sushi import add_customer
 from usage_stats.canonical import read_canonical_day
 from usage_stats.cleaning import clean_events
@@ -39,10 +39,17 @@ class Loaded:
     levels: dict[int, str]
 
 
-def load(store, data_dir: Path) -> Loaded:
+def load(store, data_dir: Path, unregistered: tuple[int, ...] = ()) -> Loaded:
+    """`unregistered`: sites the pipeline does not know (their events are rejected as
+    `unknown_site`, their items used elsewhere belong to nobody), disabled in the admin DB,
+    and left out of the manifest's items, sources and prefixes."""
     config = SyntheticConfig(start=START, days=DAYS, events_per_day=1500, seed=7)
     data = generate(data_dir, config)
-    sources = CsvSourceRegistry(Path(data.settings.sources_file)).sources()
+    sources = [
+        s
+        for s in CsvSourceRegistry(Path(data.settings.sources_file)).sources()
+        if s.site_id not in unregistered
+    ]
     slots = {s.site_id: s.custom_var_slot for s in sources}
     lake = open_lake(data.settings.lake_url)
     previous = None
@@ -59,9 +66,15 @@ def load(store, data_dir: Path) -> Loaded:
     url = data.settings.admin_db_url
     record_processing(url, statuses)
     _, api_key = add_customer(url, CUSTOMER, "Repository 1 Library", [1], requestor_id=REQUESTOR)
+    manifest = data.manifest
+    if unregistered:
+        for site_id in unregistered:
+            disable_source(url, site_id)
+        items = [i for i in manifest["items"] if i["site_id"] not in unregistered]
+        manifest = {**manifest, "items": items}
     return Loaded(
         store,
-        data.manifest,
+        manifest,
         url,
         api_key,
         sources,
@@ -101,3 +114,35 @@ def web_client(request, tmp_path_factory):
     yield client, loaded
     if request.param == "opensearch":
         store.delete_all()
+
+
+def month(day: str) -> str:
+    return day[:7]
+
+
+def week(day: str) -> str:
+    y, w, _ = dt.date.fromisoformat(day).isocalendar()
+    return f"{y}-W{w:02d}"
+
+
+def owner(loaded: Loaded, item_id: str) -> int | None:
+    """The repository whose identifier prefix the item id starts with (longest prefix)."""
+    owners = [(len(p), s) for s, p in loaded.prefixes.items() if item_id.startswith(p)]
+    return max(owners)[1] if owners else None
+
+
+def national(loaded: Loaded, country: str = "CR"):
+    """What a national node counts (LA Referencia's national widget): the items of the
+    country's repositories used on those repositories, the node and the regional portal, and
+    items nobody owns used on the country's own sites."""
+    repositories = {s.site_id for s in loaded.sources if s.type == "R" and s.country == country}
+    nodes = {s.site_id for s in loaded.sources if s.type == "N" and s.country == country}
+    portals = {s.site_id for s in loaded.sources if s.type == "L"}
+
+    def keep(item: dict) -> bool:
+        site, holder = item["site_id"], owner(loaded, item["item_id"])
+        if holder is None:
+            return site in repositories | nodes
+        return holder in repositories and site in repositories | nodes | portals
+
+    return keep

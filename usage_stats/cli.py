@@ -159,6 +159,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         store_from_settings(settings),
         settings.admin_db_url,
         cors_origins=settings.cors_origins,
+        widget_cors_origins=settings.widget_cors_origins,
+        document_granularity=settings.opensearch_compat_granularity,
         platform=settings.sushi_platform,
     )
     uvicorn.run(

@@ -18,7 +18,14 @@ import duckdb
 import polars as pl
 
 from usage_stats.metrics import DELTA_SCHEMA, METRICS
-from usage_stats.store import STORE_TABLES, SUM_GROUPS, DayWrite, StatsStoreError, day_frames
+from usage_stats.store import (
+    STORE_TABLES,
+    SUM_GROUPS,
+    DayWrite,
+    RowFilter,
+    StatsStoreError,
+    day_frames,
+)
 
 _SQL_TYPES = {
     pl.Date(): "DATE",
@@ -244,6 +251,57 @@ class DuckDBStatsStore:
             return pl.DataFrame(schema=schema | {m: pl.Int64() for m in METRICS})
         return frame
 
+    def sums_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        where: tuple[RowFilter, ...],
+        by: tuple[str, ...] = (),
+        distinct: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        unknown = (set(by) | set(distinct)) - set(SUM_GROUPS)
+        if unknown:
+            raise ValueError(f"cannot group by {sorted(unknown)}")
+        month = "CAST(date_trunc('month', date) AS DATE)"
+        columns = [f"{month} AS month" if c == "month" else c for c in by]
+        sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
+        counted = ", ".join(month if c == "month" else c for c in distinct)
+        rows = f"count(DISTINCT ({counted}))" if distinct else "count(*)"
+        clause, params = _any_of(scope, start, end, where)
+        sql = (
+            f"SELECT {', '.join([*columns, sums])}, CAST({rows} AS BIGINT) AS \"rows\" "
+            f"FROM usage_deltas WHERE {clause}"
+        )
+        if by:
+            sql += f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}"
+        with self._connect(read_only=True) as con:
+            frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+        if by and frame.is_empty():
+            schema = {c: pl.Date() if c == "month" else DELTA_SCHEMA[c] for c in by}
+            return pl.DataFrame(schema=schema | {m: pl.Int64() for m in (*METRICS, "rows")})
+        return frame
+
+    def top_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        metric: str,
+        limit: int,
+        where: tuple[RowFilter, ...],
+    ) -> pl.DataFrame:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}")
+        clause, params = _any_of(scope, start, end, where)
+        with self._connect(read_only=True) as con:
+            table = con.sql(
+                f"SELECT key, CAST(sum({metric}) AS BIGINT) AS {metric} FROM usage_deltas "
+                f"WHERE {clause} GROUP BY key ORDER BY {metric} DESC, key LIMIT ?",
+                params=[*params, limit],
+            ).to_arrow_table()
+        return pl.from_arrow(table)
+
 
 def _filters(
     scope: str,
@@ -265,3 +323,29 @@ def _filters(
         where.append(f"{column} IN ({', '.join('?' for _ in values)})")
         params.extend(values)
     return " AND ".join(where), params
+
+
+def _any_of(
+    scope: str, start: dt.date, end: dt.date, where: tuple[RowFilter, ...]
+) -> tuple[str, list]:
+    """Scope and dates, and any of the filters (each an AND of its columns; None among owners
+    means no owner), as placeholders: user values travel as parameters, never as SQL."""
+    alternatives, params = [], []
+    for row_filter in where:
+        clauses = []
+        for column, values in (
+            ("key", row_filter.keys),
+            ("site_id", row_filter.site_ids),
+            ("owner_site_id", row_filter.owner_site_ids),
+        ):
+            if values is None:
+                continue
+            present = [v for v in values if v is not None]
+            tests = [f"{column} IN ({', '.join('?' for _ in present)})"] if present else []
+            if len(present) < len(values):
+                tests.append(f"{column} IS NULL")
+            clauses.append("(" + " OR ".join(tests) + ")" if tests else "FALSE")
+            params.extend(present)
+        alternatives.append("(" + (" AND ".join(clauses) or "TRUE") + ")")
+    where_sql = " OR ".join(alternatives) if alternatives else "FALSE"
+    return f"scope = ? AND date BETWEEN ? AND ? AND ({where_sql})", [scope, start, end, *params]

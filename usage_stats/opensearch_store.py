@@ -11,9 +11,12 @@
 - Bulk requests are built as NDJSON by Polars (no per-row Python) in batches of bounded size;
   429/5xx/connection errors are retried with exponential backoff, then fail with a message
   that says OpenSearch is unreachable or refusing, and where.
-- The LA Referencia compatibility set `usage-stats-<idsite>` holds one document per site, item
-  and day with `level` R/N/L, the four LA Referencia metrics and nested `stats_by_country`,
-  in the index of the repository that owns the item, so its existing widgets keep working.
+- The LA Referencia compatibility set `usage-stats-<idsite>` (`usage_stats.lareferencia_index`)
+  is written next to them, in the original processor's layout, so that the original service
+  and its widgets read our figures unchanged: one index per site where the usage happened,
+  one document per site, item and day (or month: `compat_granularity`). It needs the source
+  registry (`sources`) for each item's country and owner; a store given none writes no
+  compatibility set.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +36,10 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, TransportError
 
+from usage_stats import lareferencia_index as compat
 from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
-from usage_stats.store import SUM_GROUPS, DayWrite, StatsStoreError, day_frames
+from usage_stats.sources import Source
+from usage_stats.store import SUM_GROUPS, DayWrite, RowFilter, StatsStoreError, day_frames
 
 _KEYWORDS = ("scope", "key", "level", "country")
 _INTEGERS = ("site_id", "owner_site_id")
@@ -52,31 +57,17 @@ def _mappings() -> dict[str, Any]:
     return {"dynamic": "strict", "properties": properties}
 
 
-def _compat_mappings() -> dict[str, Any]:
-    counts = {m: {"type": "long"} for m in LA_REFERENCIA_METRICS}
-    return {
-        "dynamic": "strict",
-        "properties": {
-            "id": {"type": "keyword"},
-            "idsite": {"type": "integer"},
-            "owner_idsite": {"type": "integer"},
-            "level": {"type": "keyword"},
-            "date": {"type": "date", "format": "yyyy-MM-dd"},
-            **counts,
-            "stats_by_country": {
-                "type": "nested",
-                "properties": {"country": {"type": "keyword"}, **counts},
-            },
-            "write_id": {"type": "keyword"},
-        },
-    }
-
-
 @dataclass
 class OpenSearchStatsStore:
     url: str
     prefix: str = "usagestats"
     compat_prefix: str = COMPAT_PREFIX
+    # The compatibility set's documents: per site, item and "day" or "month" (the original
+    # processor's two modes; its deployed widgets show monthly bars from monthly documents).
+    compat_granularity: str = "month"
+    # The source registry, or a callable returning it (called at every write, so a source
+    # changed between runs is used by the next one). None: no compatibility set is written.
+    sources: Iterable[Source] | Callable[[], Iterable[Source]] | None = None
     batch_size: int = 5_000
     parallel_requests: int = 2
     max_retries: int = 5
@@ -89,6 +80,28 @@ class OpenSearchStatsStore:
     _client: OpenSearch | None = field(default=None, repr=False)
     _templates_ready: bool = field(default=False, repr=False)
     _write_id: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.compat_granularity not in compat.GRANULARITIES:
+            raise ValueError(
+                f"compat_granularity must be one of {compat.GRANULARITIES}, "
+                f"not {self.compat_granularity!r}"
+            )
+        # The original service reads the regional network from `<compat_prefix>-*`: none of
+        # our own indices may match it when the set is written (the compatibility set under
+        # `<prefix>-compat`, as the tests keep it, is fine: `delete_all` then drops both).
+        ours = [f"{self.prefix}-{name}" for name in ("deltas", "snapshots", "titles")]
+        if self.sources is not None and (
+            self.prefix == self.compat_prefix
+            or any(
+                own.startswith(f"{self.compat_prefix}-") or self.compat_prefix.startswith(own)
+                for own in ours
+            )
+        ):
+            raise ValueError(
+                f"index prefixes {self.prefix!r} and {self.compat_prefix!r} overlap: "
+                f"'{self.compat_prefix}-*' would match the store's own indices"
+            )
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -159,16 +172,43 @@ class OpenSearchStatsStore:
                 "index template",
                 lambda a=alias, b=body: self.client.indices.put_index_template(name=a, body=b),
             )
-        compat = {
-            "index_patterns": [f"{self.compat_prefix}-*"],
-            "template": {"settings": settings, "mappings": _compat_mappings()},
-            "priority": 90,
-        }
-        self._call(
-            "index template",
-            lambda: self.client.indices.put_index_template(name=self.compat_prefix, body=compat),
-        )
+        if self.sources is not None:
+            self._check_compat_layout()
+            template = {
+                "index_patterns": [f"{self.compat_prefix}-*"],
+                "template": {
+                    "settings": compat.index_settings(self.replicas),
+                    "mappings": compat.mappings(self.compat_granularity),
+                },
+                "priority": 90,
+            }
+            self._call(
+                "index template",
+                lambda: self.client.indices.put_index_template(
+                    name=self.compat_prefix, body=template
+                ),
+            )
         self._templates_ready = True
+
+    def _check_compat_layout(self) -> None:
+        """Refuse to write next to compatibility indices of another layout or granularity:
+        daily and monthly documents in one set would be counted twice by every widget."""
+        existing = self._call(
+            "compatibility index mappings",
+            lambda: self.client.indices.get_mapping(
+                index=f"{self.compat_prefix}-*", allow_no_indices=True, ignore_unavailable=True
+            ),
+        )
+        expected = {"layout": compat.LAYOUT, "granularity": self.compat_granularity}
+        for index, body in sorted(existing.items()):
+            meta = body.get("mappings", {}).get("_meta", {})
+            found = {k: meta.get(k) for k in expected}
+            if found != expected:
+                raise StatsStoreError(
+                    f"compatibility index {index} was written with {found}, this store writes "
+                    f"{expected}: delete the {self.compat_prefix}-* indices (re-running the "
+                    f"days rebuilds them from the stats store) or configure the same granularity"
+                )
 
     # --- writing --------------------------------------------------------------------------
 
@@ -257,23 +297,86 @@ class OpenSearchStatsStore:
                 )
         return DayWrite(day, deltas.height, snapshot.height)
 
+    def _compat_sources(self) -> list[Source] | None:
+        if self.sources is None:
+            return None
+        return list(self.sources() if callable(self.sources) else self.sources)
+
     def _replace_compat(self, day: dt.date, deltas: pl.DataFrame) -> None:
-        docs = compat_documents(deltas)
-        if docs.is_empty():
-            existing = f"{self.compat_prefix}-*"
-            self._delete_day(existing, day)
+        """Replace the compatibility documents of the period holding `day`: that day's, or in
+        `month` granularity its month's, rebuilt from the month's item deltas in this store (a
+        pure function of what is stored, so re-running any day of the month is idempotent)."""
+        sources = self._compat_sources()
+        if sources is None:
             return
-        for (owner,), part in docs.partition_by("owner_idsite", as_dict=True).items():
-            index = f"{self.compat_prefix}-{owner}"
-            ids = part.select(
-                pl.concat_str(
-                    [pl.col("date"), pl.col("idsite").cast(pl.String), pl.col("id")], separator="|"
-                )
-            ).to_series()
-            lines = self._bulk_lines(part, index, ids)
-            self._bulk(lines, f"indexing {index} of {day}")
-        self._call("refresh", lambda: self.client.indices.refresh(index=f"{self.compat_prefix}-*"))
-        self._delete_day(f"{self.compat_prefix}-*", day)
+        first, last = compat.period_of(day, self.compat_granularity)
+        if self.compat_granularity == "day":
+            items = deltas.filter(pl.col("scope") == "item")
+        else:
+            items = compat.month_items(self._month_item_rows(first, last))
+        docs = compat.documents(items, compat.SiteFacts.of(sources), first)
+        ids = document_ids_within_limit(compat.document_ids(docs))
+        docs = docs.with_columns(ids.alias("id"))
+        for (site,), part in docs.partition_by("idsite", as_dict=True).items():
+            index = f"{self.compat_prefix}-{site}"
+            lines = self._bulk_lines(part, index, part.get_column("id"))
+            self._bulk(lines, f"indexing {index} of {first}")
+        pattern = f"{self.compat_prefix}-*"
+        self._call(
+            "refresh",
+            lambda: self.client.indices.refresh(
+                index=pattern, ignore_unavailable=True, allow_no_indices=True
+            ),
+        )
+        self._delete_day(pattern, first)
+
+    def _month_item_rows(self, first: dt.date, last: dt.date) -> pl.DataFrame:
+        """Item deltas of [first, last] summed per site, item, level, owner and visitor country,
+        with the last day each was seen; one composite aggregation per site, so each page scans
+        one site's documents rather than the whole month's."""
+        query = {
+            "bool": {
+                "filter": [
+                    {"term": {"scope": "item"}},
+                    {"range": {"date": {"gte": first.isoformat(), "lte": last.isoformat()}}},
+                ]
+            }
+        }
+        found = self._search(
+            "usage_deltas",
+            {
+                "size": 0,
+                "query": query,
+                "aggs": {"sites": {"terms": {"field": "site_id", "size": 65_535}}},
+            },
+        )
+        buckets = found.get("aggregations", {}).get("sites", {}).get("buckets", [])
+        sites = [b["key"] for b in buckets]
+        sources = [
+            {c: {"terms": {"field": c, "missing_bucket": True}}}
+            for c in ("key", "level", "owner_site_id", "country")
+        ]
+        aggs: dict[str, Any] = {m: {"sum": {"field": m}} for m in LA_REFERENCIA_METRICS}
+        aggs["last_date"] = {"max": {"field": "date"}}
+        rows = []
+        for site in sorted(sites):
+            filters = [*query["bool"]["filter"], {"term": {"site_id": site}}]
+            site_query = {"bool": {"filter": filters}}
+            for bucket in self._composite_sources("usage_deltas", site_query, sources, aggs):
+                row = {"site_id": site, **bucket["key"]}
+                row |= {m: int(bucket[m]["value"] or 0) for m in LA_REFERENCIA_METRICS}
+                row["last_date"] = int(bucket["last_date"]["value"] or 0)
+                rows.append(row)
+        schema = {
+            "site_id": pl.Int32(),
+            "key": pl.String(),
+            "level": pl.String(),
+            "owner_site_id": pl.Int32(),
+            "country": pl.String(),
+            **{m: pl.Int64() for m in LA_REFERENCIA_METRICS},
+            "last_date": pl.Int64(),
+        }
+        return pl.DataFrame(rows, schema=schema, orient="row")
 
     def _delete_day(self, index: str, day: dt.date) -> None:
         """Delete the day's documents that this write did not touch.
@@ -646,6 +749,104 @@ class OpenSearchStatsStore:
             )
         self._templates_ready = False
 
+    # --- reads over several row sets at once (the web services' national node) -----------
+
+    def sums_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        where: tuple[RowFilter, ...],
+        by: tuple[str, ...] = (),
+        distinct: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        """`sums` over the rows matching any filter of `where`, with each bucket's `rows`
+        (documents, or with `distinct`, the distinct combinations of those columns: exact, by
+        composite buckets of `by` + `distinct`, so it costs one bucket per combination)."""
+        unknown = (set(by) | set(distinct)) - set(SUM_GROUPS)
+        if unknown:
+            raise ValueError(f"cannot group by {sorted(unknown)}")
+        query = _where_query(scope, start, end, where)
+        sums = {m: {"sum": {"field": m}} for m in METRICS}
+        counts = (*METRICS, "rows")
+        if not by and not distinct:
+            body = {"size": 0, "query": query, "aggs": sums, "track_total_hits": True}
+            result = self._search("usage_deltas", body)
+            aggs = result.get("aggregations", {})
+            values = {m: [int(aggs.get(m, {}).get("value") or 0)] for m in METRICS}
+            values["rows"] = [int(result.get("hits", {}).get("total", {}).get("value") or 0)]
+            return pl.DataFrame(values, schema={m: pl.Int64 for m in counts})
+        group = list(dict.fromkeys([*by, *distinct]))
+        sources = []
+        for column in group:
+            if column == "month":
+                source = {"date_histogram": {"field": "date", "calendar_interval": "month"}}
+            else:
+                source = {"terms": {"field": column, "missing_bucket": True}}
+            sources.append({column: source})
+        rows = []
+        for bucket in self._composite_sources("usage_deltas", query, sources, sums):
+            row = dict(bucket["key"])
+            for column in ("date", "month"):
+                if row.get(column) is not None:
+                    row[column] = dt.datetime.fromtimestamp(row[column] / 1000, dt.UTC).date()
+            row |= {m: int(bucket[m]["value"] or 0) for m in METRICS}
+            row["rows"] = int(bucket["doc_count"])
+            rows.append(row)
+        schema = {c: pl.Date() if c == "month" else DELTA_SCHEMA[c] for c in group}
+        schema |= {m: pl.Int64() for m in counts}
+        frame = (
+            pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+        )
+        if distinct:
+            totals = [*(pl.col(m).sum() for m in METRICS), pl.len().cast(pl.Int64).alias("rows")]
+            if not by:
+                if frame.is_empty():
+                    return pl.DataFrame(
+                        {c: [0] for c in counts}, schema=dict.fromkeys(counts, pl.Int64)
+                    )
+                return frame.select(totals)
+            frame = frame.group_by(list(by)).agg(totals).select([*by, *counts])
+        return frame.sort(list(by), nulls_last=True)
+
+    def top_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        metric: str,
+        limit: int,
+        where: tuple[RowFilter, ...],
+    ) -> pl.DataFrame:
+        """`top` over the rows matching any filter of `where`."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}")
+        body = {
+            "size": 0,
+            "query": _where_query(scope, start, end, where),
+            "aggs": {
+                "top": {
+                    "terms": {
+                        "field": "key",
+                        "size": limit,
+                        "order": [{"total": "desc"}, {"_key": "asc"}],
+                    },
+                    "aggs": {"total": {"sum": {"field": metric}}},
+                }
+            },
+        }
+        buckets = (
+            self._search("usage_deltas", body)
+            .get("aggregations", {})
+            .get("top", {})
+            .get("buckets", [])
+        )
+        return pl.DataFrame(
+            [(b["key"], int(b["total"]["value"])) for b in buckets],
+            schema={"key": pl.String, metric: pl.Int64},
+            orient="row",
+        )
+
 
 def _filter_query(
     scope: str,
@@ -663,6 +864,40 @@ def _filter_query(
     for column, values in (("key", keys), ("site_id", site_ids), ("owner_site_id", owner_site_ids)):
         if values is not None:
             filters.append({"terms": {column: list(values)}})
+    return {"bool": {"filter": filters}}
+
+
+def _where_query(
+    scope: str, start: dt.date, end: dt.date, where: tuple[RowFilter, ...]
+) -> dict[str, Any]:
+    """Scope and dates, and any of the filters (each `terms` on its columns; None among the
+    values: the field is absent): values only. (For `sums_where` / `top_where`.)"""
+    alternatives = []
+    for row_filter in where:
+        columns = (
+            ("key", row_filter.keys),
+            ("site_id", row_filter.site_ids),
+            ("owner_site_id", row_filter.owner_site_ids),
+        )
+        if any(values is not None and not values for _, values in columns):
+            continue  # an empty list of values: this alternative matches no row
+        terms: list[dict[str, Any]] = []
+        for column, values in columns:
+            if values is None:
+                continue
+            present = [v for v in values if v is not None]
+            tests: list[dict[str, Any]] = [{"terms": {column: present}}] if present else []
+            if len(present) < len(values):  # None: no value (an item nobody owns)
+                tests.append({"bool": {"must_not": [{"exists": {"field": column}}]}})
+            terms.append(tests[0] if len(tests) == 1 else {"bool": {"should": tests}})
+        alternatives.append({"bool": {"filter": terms}})
+    filters: list[dict[str, Any]] = [
+        {"term": {"scope": scope}},
+        {"range": {"date": {"gte": start.isoformat(), "lte": end.isoformat()}}},
+    ]
+    if not alternatives:
+        return {"bool": {"filter": filters, "must_not": [{"match_all": {}}]}}
+    filters.append({"bool": {"should": alternatives, "minimum_should_match": 1}})
     return {"bool": {"filter": filters}}
 
 
@@ -685,28 +920,3 @@ def document_ids_within_limit(ids: pl.Series) -> pl.Series:
         "sha1:" + hashlib.sha1(value.encode()).hexdigest() for value in ids.gather(positions)
     ]
     return ids.scatter(positions, digests)
-
-
-def compat_documents(deltas: pl.DataFrame) -> pl.DataFrame:
-    """LA Referencia's `usage-stats-<idsite>` shape: per site, item and day, nested countries."""
-    items = deltas.filter(pl.col("scope") == "item").with_columns(
-        pl.coalesce(pl.col("owner_site_id"), pl.col("site_id")).alias("owner_idsite")
-    )
-    metrics = list(LA_REFERENCIA_METRICS)
-    return (
-        items.group_by("date", "site_id", "key", "level", "owner_idsite")
-        .agg(
-            *[pl.col(m).sum() for m in metrics],
-            pl.struct("country", *metrics).sort_by("country").alias("stats_by_country"),
-        )
-        .select(
-            pl.col("key").alias("id"),
-            pl.col("site_id").alias("idsite"),
-            "owner_idsite",
-            "level",
-            pl.col("date").cast(pl.String),
-            *metrics,
-            "stats_by_country",
-        )
-        .sort("owner_idsite", "idsite", "id")
-    )

@@ -60,6 +60,8 @@ class Settings:
     sushi_platform: str = "usage-stats"
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+    # LA Referencia compatibility set: one document per site, item and "day" or "month"
+    opensearch_compat_granularity: str = "month"
 
     @classmethod
     def current(cls) -> Settings:
@@ -134,6 +136,9 @@ class Settings:
             sushi_platform=env.get("USAGE_STATS_SUSHI_PLATFORM", "usage-stats"),
             web_host=env.get("USAGE_STATS_WEB_HOST", "127.0.0.1"),
             web_port=int(number("USAGE_STATS_WEB_PORT", "8000", int)),
+            opensearch_compat_granularity=_choice(
+                env, "USAGE_STATS_COMPAT_GRANULARITY", "month", ("day", "month")
+            ),
         )
 
 

@@ -19,6 +19,23 @@ STORE_TABLES = ("usage_deltas", "usage_snapshots")
 SUM_GROUPS = ("date", "month", "site_id", "level", "country", "owner_site_id", "key")
 
 
+@dataclass(frozen=True)
+class RowFilter:
+    """Rows whose columns hold one of the given values, every given column at once (None = any
+    value, empty = no row; None among `owner_site_ids`: no owner). `sums_where` / `top_where`
+    read the rows matching any of several filters: a national node's usage is "of these
+    owners' items on these sites, or of nobody's on those"."""
+
+    keys: tuple[str, ...] | None = None
+    site_ids: tuple[int, ...] | None = None
+    owner_site_ids: tuple[int | None, ...] | None = None
+
+    def restricted(self, keys: tuple[str, ...]) -> RowFilter:
+        """The same rows, only of `keys`."""
+        within = keys if self.keys is None else tuple(k for k in keys if k in set(self.keys))
+        return RowFilter(within, self.site_ids, self.owner_site_ids)
+
+
 class StatsStoreError(RuntimeError):
     """The store refused or could not complete a write; nothing of that day was changed."""
 
@@ -115,4 +132,34 @@ class StatsStore(Protocol):
 
         The web services' general query (SUSHI item reports: scope item, owners of a customer,
         by key and month); filters are values, never query text."""
+        ...
+
+    def sums_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        where: tuple[RowFilter, ...],
+        by: tuple[str, ...] = (),
+        distinct: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        """Like `sums`, over the rows of one scope matching any filter of `where` (none: no
+        row), plus `rows`: how many stored rows each line adds up, or with `distinct` (columns
+        of `SUM_GROUPS`), how many distinct combinations of those columns. On the item scope
+        by country: LA Referencia's nested per-country entries, one per site, item, day and
+        country (`rows`), or per site, item, month and country (`distinct=("site_id", "key",
+        "month")`), as its processor writes daily or monthly documents."""
+        ...
+
+    def top_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        metric: str,
+        limit: int,
+        where: tuple[RowFilter, ...],
+    ) -> pl.DataFrame:
+        """Like `top`, over the rows matching any filter of `where`: the `limit` keys with most
+        `metric` (ties by key), columns `key` and the metric."""
         ...

@@ -1,4 +1,4 @@
-"""`/api/v1`: item, source, node (national or regional) and global statistics.
+"""`/api/v1`: item, source, node (national or regional), site and global statistics.
 
 One response shape for every scope: totals, a calendar-bucketed series, per-level and
 per-country breakdowns of both the LA Referencia and the COUNTER metrics, and the day up to
@@ -16,6 +16,8 @@ from fastapi.responses import Response
 
 from usage_stats.metrics import COUNTER_METRICS, LA_REFERENCIA_METRICS, METRICS
 from usage_stats.sources import Source
+from usage_stats.store import RowFilter
+from usage_stats.web import reach as reaches
 from usage_stats.web.common import (
     GRANULARITIES,
     ApiError,
@@ -67,25 +69,34 @@ def _rows(frame: pl.DataFrame, column: str) -> list[dict]:
     ]
 
 
+_SCOPE_NAMES = {
+    "item": "item",
+    "repository": "source",
+    "national": "national",
+    "network": "global",
+    "site": "site",
+}
+
+
 def statistics(
     ctx: WebContext,
-    scope: str,
+    reach: reaches.Reach,
     key: str,
     first: dt.date,
     last: dt.date,
     granularity: str,
-    complete_site: int | None,
 ) -> dict:
-    """The full payload of one scope/key: one store query grouped by date, level and country,
+    """The full payload of one reach: its rollup reads grouped by date, level and country,
     folded here into totals, series and breakdowns."""
-    frame = ctx.store.totals(scope, key, first, last, by=("date", "level", "country"))
+    frame = reach.sums(ctx.store, first, last, by=("date", "level", "country"))
     daily = frame.group_by("date").agg(*[pl.col(m).sum() for m in METRICS])
     by_level_daily = frame.group_by("level", "date").agg(*[pl.col(m).sum() for m in METRICS])
     totals = {m: int(frame.get_column(m).sum()) if frame.height else 0 for m in METRICS}
-    complete = ctx.complete_through(complete_site)
+    complete = ctx.complete_through_all(reach.sites)
     return {
-        "scope": scope,
+        "scope": _SCOPE_NAMES[reach.kind],
         "key": key,
+        "reach": {"kind": reach.kind, "label": reach.label},
         "start": first.isoformat(),
         "end": last.isoformat(),
         "granularity": granularity,
@@ -152,7 +163,8 @@ def item_statistics(
     first, last = date_range(start, end)
     grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
     owner = ctx.owner_of(key)
-    payload = statistics(ctx, "item", key, first, last, grain, owner.site_id if owner else None)
+    item = reaches.item(key, (owner.site_id,) if owner else None)
+    payload = statistics(ctx, item, key, first, last, grain)
     if not any(payload["totals"].values()):
         ever = ctx.store.sums("item", dt.date(1970, 1, 1), dt.date(9999, 12, 31), keys=(key,))
         if not any(ever.row(0)):
@@ -194,16 +206,59 @@ def source_statistics(
     source = _site(ctx, site_id, ("R",), "repository")
     first, last = date_range(start, end)
     grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
-    payload = statistics(ctx, "source", str(source.site_id), first, last, grain, source.site_id)
+    payload = statistics(ctx, reaches.repository(source), str(source.site_id), first, last, grain)
     payload["source"] = _source_info(source)
     return _answer(request, payload, format, table, f"source-{source.site_id}")
 
 
+NODE_NOTE = (
+    "A national node (type N): its country's network, that is everything used on the "
+    "country's repositories (level R) and on the node (N), and the use of the country's "
+    "repositories' items on the regional portal (L), as LA Referencia's widgets count it. The "
+    "regional portal (type L): the whole network, as `/global`. For what was used on one site "
+    "alone, see `/sites/{site_id}`."
+)
+
+
+def _node(ctx: WebContext, site_id: str) -> tuple[Source, reaches.Reach]:
+    source = ctx.source(parse_int(site_id, "site_id", 0, 1, 2**31 - 1))
+    if source is not None and source.type == "R":
+        raise ApiError(
+            404,
+            "site_id",
+            f"site_id {source.site_id} is a repository, not a national node or the regional "
+            f"portal: see /api/v1/sources/{source.site_id} (its items) or "
+            f"/api/v1/sites/{source.site_id} (its site)",
+        )
+    source = _site(ctx, site_id, ("N", "L"), "national node or regional portal")
+    return source, reaches.of_source(source, ctx.all_sources())
+
+
 @router.get(
     "/nodes/{site_id}",
-    summary="Usage on a national node or the regional portal (any site), by site id",
+    summary="A national node's country network, or the regional network",
+    description=NODE_NOTE,
 )
 def node_statistics(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    granularity: Granularity = None,
+    format: Format = None,
+    table: Table = None,
+) -> Response:
+    ctx = _ctx(request)
+    source, reach = _node(ctx, site_id)
+    first, last = date_range(start, end)
+    grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
+    payload = statistics(ctx, reach, str(source.site_id), first, last, grain)
+    payload["source"] = _source_info(source)
+    return _answer(request, payload, format, table, f"node-{source.site_id}")
+
+
+@router.get("/sites/{site_id}", summary="What was used on one Matomo site (any type) alone")
+def site_statistics(
     request: Request,
     site_id: str,
     start: Start = None,
@@ -216,9 +271,9 @@ def node_statistics(
     source = _site(ctx, site_id, ("R", "N", "L"), "site")
     first, last = date_range(start, end)
     grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
-    payload = statistics(ctx, "site", str(source.site_id), first, last, grain, source.site_id)
+    payload = statistics(ctx, reaches.site(source), str(source.site_id), first, last, grain)
     payload["source"] = _source_info(source)
-    return _answer(request, payload, format, table, f"node-{source.site_id}")
+    return _answer(request, payload, format, table, f"site-{source.site_id}")
 
 
 @router.get("/global", summary="Everything, on every site")
@@ -233,7 +288,7 @@ def global_statistics(
     ctx = _ctx(request)
     first, last = date_range(start, end)
     grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
-    payload = statistics(ctx, "global", "global", first, last, grain, None)
+    payload = statistics(ctx, reaches.network(), "global", first, last, grain)
     return _answer(request, payload, format, table, "global")
 
 
@@ -244,14 +299,17 @@ def _ranked(
     last: dt.date,
     metric: str,
     count: int,
-    **filters: tuple[int, ...],
+    where: tuple[RowFilter, ...],
 ) -> list[tuple[str, dict[str, int]]]:
-    """The `count` keys of `scope` with most `metric`, each with all its metrics under the same
-    filters, so a table can show views and downloads side by side whatever it is ranked by."""
-    ranked = [key for key, _ in ctx.store.top(scope, first, last, metric, count, **filters).rows()]
+    """The `count` keys of `scope` with most `metric` among the rows of `where`, each with all
+    its metrics over the same rows, so a table can show views and downloads side by side
+    whatever it is ranked by."""
+    top = ctx.store.top_where(scope, first, last, metric, count, where)
+    ranked = [key for key, _ in top.rows()]
     if not ranked:
         return []
-    sums = ctx.store.sums(scope, first, last, keys=tuple(ranked), by=("key",), **filters)
+    only = tuple(w.restricted(tuple(ranked)) for w in where)
+    sums = ctx.store.sums_where(scope, first, last, only, by=("key",))
     metrics = {row["key"]: {m: int(row[m]) for m in METRICS} for row in sums.iter_rows(named=True)}
     return [(key, metrics.get(key, dict.fromkeys(METRICS, 0))) for key in ranked]
 
@@ -265,15 +323,15 @@ def _ranking(
     metric: str | None,
     limit: str | None,
     fmt: str | None,
-    **filters: tuple[int, ...],
+    reach: reaches.Reach,
 ) -> Response:
-    """Top items (`what` = "items") or top repositories (`what` = "sources")."""
+    """Top items (`what` = "items") or top repositories (`what` = "sources") of a reach."""
     ctx = _ctx(request)
     first, last = date_range(start, end)
     chosen_metric = parse_choice(metric, "metric", METRICS, "views")
     count = parse_int(limit, "limit", 10, 1, 1000)
     scope = "item" if what == "items" else "source"
-    ranked = _ranked(ctx, scope, first, last, chosen_metric, count, **filters)
+    ranked = _ranked(ctx, scope, first, last, chosen_metric, count, reach.items)
     titles = ctx.store.titles(tuple(key for key, _ in ranked)) if what == "items" else {}
     rows = []
     for rank, (key, metrics) in enumerate(ranked, start=1):
@@ -288,8 +346,9 @@ def _ranking(
                 "country": source.country if source else None,
             }
         rows.append({"rank": rank, **described, **metrics})
-    complete = ctx.complete_through(None)
+    complete = ctx.complete_through_all(reach.sites)
     payload = {
+        "reach": {"kind": reach.kind, "label": reach.label},
         "start": first.isoformat(),
         "end": last.isoformat(),
         "metric": chosen_metric,
@@ -316,20 +375,16 @@ def source_top(
     format: Format = None,
 ) -> Response:
     source = _site(_ctx(request), site_id, ("R",), "repository")
-    return _ranking(
-        request,
-        "items",
-        f"source-{source.site_id}",
-        start,
-        end,
-        metric,
-        limit,
-        format,
-        owner_site_ids=(source.site_id,),
-    )
+    reach = reaches.repository(source)
+    label = f"source-{source.site_id}"
+    return _ranking(request, "items", label, start, end, metric, limit, format, reach)
 
 
-@router.get("/nodes/{site_id}/top", summary="Top items used on a site (node or portal)")
+@router.get(
+    "/nodes/{site_id}/top",
+    summary="Top items of a national node's country network, or of the regional network",
+    description=NODE_NOTE,
+)
 def node_top(
     request: Request,
     site_id: str,
@@ -339,18 +394,63 @@ def node_top(
     limit: Limit = None,
     format: Format = None,
 ) -> Response:
+    source, reach = _node(_ctx(request), site_id)
+    label = f"node-{source.site_id}"
+    return _ranking(request, "items", label, start, end, metric, limit, format, reach)
+
+
+@router.get(
+    "/nodes/{site_id}/top-sources",
+    summary="Top repositories of a national node's country network, or of the regional network",
+    description=NODE_NOTE,
+)
+def node_top_sources(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> Response:
+    source, reach = _node(_ctx(request), site_id)
+    label = f"node-{source.site_id}"
+    return _ranking(request, "sources", label, start, end, metric, limit, format, reach)
+
+
+@router.get("/sites/{site_id}/top", summary="Top items used on one Matomo site")
+def site_top(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> Response:
     source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
-    return _ranking(
-        request,
-        "items",
-        f"node-{source.site_id}",
-        start,
-        end,
-        metric,
-        limit,
-        format,
-        site_ids=(source.site_id,),
-    )
+    reach = reaches.site(source)
+    label = f"site-{source.site_id}"
+    return _ranking(request, "items", label, start, end, metric, limit, format, reach)
+
+
+@router.get(
+    "/sites/{site_id}/top-sources",
+    summary="Top repositories by the use of their items on one Matomo site",
+)
+def site_top_sources(
+    request: Request,
+    site_id: str,
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> Response:
+    source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
+    reach = reaches.site(source)
+    label = f"site-{source.site_id}"
+    return _ranking(request, "sources", label, start, end, metric, limit, format, reach)
 
 
 @router.get("/global/top", summary="Top items overall")
@@ -362,7 +462,8 @@ def global_top(
     limit: Limit = None,
     format: Format = None,
 ) -> Response:
-    return _ranking(request, "items", "global", start, end, metric, limit, format)
+    reach = reaches.network()
+    return _ranking(request, "items", "global", start, end, metric, limit, format, reach)
 
 
 @router.get("/global/top-sources", summary="Top repositories overall (usage of their items)")
@@ -374,34 +475,8 @@ def global_top_sources(
     limit: Limit = None,
     format: Format = None,
 ) -> Response:
-    return _ranking(request, "sources", "global", start, end, metric, limit, format)
-
-
-@router.get(
-    "/nodes/{site_id}/top-sources",
-    summary="Top repositories by usage of their items on a site (node or portal)",
-)
-def node_top_sources(
-    request: Request,
-    site_id: str,
-    start: Start = None,
-    end: End = None,
-    metric: Metric = None,
-    limit: Limit = None,
-    format: Format = None,
-) -> Response:
-    source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
-    return _ranking(
-        request,
-        "sources",
-        f"node-{source.site_id}",
-        start,
-        end,
-        metric,
-        limit,
-        format,
-        site_ids=(source.site_id,),
-    )
+    reach = reaches.network()
+    return _ranking(request, "sources", "global", start, end, metric, limit, format, reach)
 
 
 @router.get("/coverage", summary="The days with statistics and how far data is complete")

@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from usage_stats.admin.db import AdminDbError
 from usage_stats.settings import Settings
@@ -37,17 +38,54 @@ def _error(status: int, parameter: str | None, message: str) -> JSONResponse:
     )
 
 
+WIDGET_PATHS = ("/report/", "/widget/")
+
+
+class SplitCors:
+    """CORS by path: the widget endpoints (`WIDGET_PATHS`), embedded in repositories' pages
+    everywhere, allow `widget_origins` (any, by default, as LA Referencia's service did); the
+    API, SUSHI and the rest allow `api_origins` (none by default). No credentials: nothing here
+    reads cookies."""
+
+    def __init__(
+        self, app: ASGIApp, widget_origins: Sequence[str], api_origins: Sequence[str]
+    ) -> None:
+        self.app = app
+        self.widget = self._cors(app, widget_origins)
+        self.api = self._cors(app, api_origins)
+
+    @staticmethod
+    def _cors(app: ASGIApp, origins: Sequence[str]) -> ASGIApp:
+        if not origins:
+            return app
+        return CORSMiddleware(
+            app, allow_origins=list(origins), allow_methods=["GET"], allow_headers=["*"]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(WIDGET_PATHS):
+            await self.widget(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
 def create_app(
     store: StatsStore,
     admin_db_url: str,
     *,
     cors_origins: Sequence[str] = (),
+    widget_cors_origins: Sequence[str] = ("*",),
+    document_granularity: str | None = None,
     platform: str = "usage-stats",
     cache_seconds: float = 30.0,
     sushi_limiter: sushi.FailedAuthLimiter | None = None,
 ) -> FastAPI:
     """`sushi_limiter` counts failed SUSHI authentications per client (Exception 1020); by
-    default from `USAGE_STATS_SUSHI_AUTH_FAILURES` / `USAGE_STATS_SUSHI_AUTH_WINDOW_SECONDS`."""
+    default from `USAGE_STATS_SUSHI_AUTH_FAILURES` / `USAGE_STATS_SUSHI_AUTH_WINDOW_SECONDS`.
+    `cors_origins` may call the API and SUSHI from a browser, `widget_cors_origins` the widget
+    endpoints (`/report/*`, `/widget/*`; any origin by default). `document_granularity`
+    ("day" or "month"): the LA Referencia documents whose per-country entries the widgets'
+    country ranking counts; by default the store's compatibility set's, else "month"."""
     app = FastAPI(
         title="usage-stats",
         version="1.0",
@@ -57,15 +95,19 @@ def create_app(
             "(`/dashboard`) and item widget (`/widget/item`) built on this API."
         ),
     )
-    app.state.ctx = WebContext(store, admin_db_url, cache_seconds=cache_seconds, platform=platform)
+    granularity = document_granularity or getattr(store, "compat_granularity", None) or "month"
+    if granularity not in ("day", "month"):
+        raise ValueError(f"document_granularity must be day or month, not {granularity!r}")
+    app.state.ctx = WebContext(
+        store,
+        admin_db_url,
+        cache_seconds=cache_seconds,
+        platform=platform,
+        document_granularity=granularity,
+    )
     app.state.sushi_limiter = sushi_limiter or sushi.FailedAuthLimiter.from_env()
-    if cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(cors_origins),
-            allow_methods=["GET"],
-            allow_headers=["*"],
-        )
+    if cors_origins or widget_cors_origins:
+        app.add_middleware(SplitCors, widget_origins=widget_cors_origins, api_origins=cors_origins)
 
     @app.middleware("http")
     async def log_requests(request: Request, call_next):
@@ -154,5 +196,7 @@ def app_from_env() -> FastAPI:
         store_from_settings(settings),
         settings.admin_db_url,
         cors_origins=settings.cors_origins,
+        widget_cors_origins=settings.widget_cors_origins,
+        document_granularity=settings.opensearch_compat_granularity,
         platform=settings.sushi_platform,
     )

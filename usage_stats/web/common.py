@@ -34,9 +34,19 @@ MAX_IDENTIFIER_LENGTH = 1000
 # `date.min` / `date.max`, whose arithmetic overflows into a 500 instead of a named 400.
 MIN_DATE = dt.date(1900, 1, 1)
 MAX_DATE = dt.date(2999, 12, 31)
-_RELATIVE = re.compile(r"^now(?:-([0-9]{1,4})([dwMy]))?(?:/[dwMy])?$")
+MAX_DATE_TEXT = 100
 # ASCII digits only: `\d` would let other scripts' digits through to `int()`.
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?)?")
+_DAY = re.compile(
+    r"(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?P<time>[T ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?)?"
+    r"(?P<zone>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
+)
+_PARTIAL = re.compile(r"(?P<year>[0-9]{4})(?:-(?P<month>[0-9]{2}))?")
+# OpenSearch date math as LA Referencia's clients send it: an anchor (`now`, or a date followed
+# by `||`) and any number of `+N<unit>`, `-N<unit>` and `/<unit>` (rounding) operations; units
+# y M w d h H m s (M months, m minutes, as in OpenSearch).
+_MATH = re.compile(r"(?P<anchor>now|.+?\|\|)(?P<ops>(?:[+-][0-9]{1,4}[yMwdhHms]|/[yMwdhHms])*)")
+_OPERATION = re.compile(r"(?P<sign>[+-])(?P<amount>[0-9]{1,4})(?P<unit>[yMwdhHms])|/(?P<round>.)")
 
 
 class ApiError(Exception):
@@ -59,8 +69,13 @@ class WebContext:
     admin_db_url: str
     cache_seconds: float = 30.0
     platform: str = "usage-stats"
+    # LA Referencia's documents are per site, item and "day" or "month": the widgets' country
+    # ranking counts entries at this granularity (see web/lareferencia.py)
+    document_granularity: str = "month"
     _sources: list[Source] = field(default_factory=list)
     _sources_at: float = -1e9
+    _everyone: list[Source] = field(default_factory=list)
+    _everyone_at: float = -1e9
     _complete: dict[int | None, tuple[float, dt.date | None]] = field(default_factory=dict)
     _first: dict[int, tuple[float, dt.date | None]] = field(default_factory=dict)
     _coverage: tuple[float, tuple[dt.date | None, dt.date | None]] | None = None
@@ -72,6 +87,34 @@ class WebContext:
                 self._sources = list_sources(self.admin_db_url)
                 self._sources_at = time.monotonic()
             return self._sources
+
+    def all_sources(self) -> list[Source]:
+        """Every registered source, inactive ones too: a node's figures count the history of
+        its country's repositories, also of those no longer tracked (cached like `sources`)."""
+        with self._lock:
+            if time.monotonic() - self._everyone_at > self.cache_seconds:
+                self._everyone = list_sources(self.admin_db_url, include_inactive=True)
+                self._everyone_at = time.monotonic()
+            return self._everyone
+
+    def find_source(self, value: str) -> Source | None:
+        """A source by its key, compared without regard to case (`OPENDOAR::1001` is
+        `opendoar::1001`, as LA Referencia's service reads it), or by its site id."""
+        text = value.strip()
+        for source in self.sources():
+            if source.source_key.lower() == text.lower():
+                return source
+        if text.isascii() and text.isdigit() and len(text) <= 10:
+            return self.source(int(text))
+        return None
+
+    def complete_through_all(self, site_ids: tuple[int, ...] | None) -> dt.date | None:
+        """The last day through which every one of `site_ids` is processed (None: any site)."""
+        if site_ids is None:
+            return self.complete_through(None)
+        days = [self.complete_through(s) for s in site_ids]
+        known = [d for d in days if d is not None]
+        return min(known) if known else None
 
     def source(self, site_id: int) -> Source | None:
         return next((s for s in self.sources() if s.site_id == site_id), None)
@@ -134,41 +177,43 @@ def first_processed_day(url: str, site_id: int) -> dt.date | None:
         )
 
 
+def now() -> dt.datetime:
+    """The current instant, UTC (OpenSearch's `now`)."""
+    return dt.datetime.now(dt.UTC)
+
+
 def today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
+    return now().date()
 
 
 def parse_date(value: str | None, parameter: str, *, end: bool, default: dt.date) -> dt.date:
-    """`YYYY-MM-DD` (a datetime's date part is accepted), `YYYY-MM`, `YYYY`, or Elasticsearch
-    date math `now`, `now-30d`, `now-2w`, `now-6M`, `now-1y` (as the LA Referencia widgets
-    send). A month or year means its first day as a start and its last day as an end. Dates
-    outside MIN_DATE..MAX_DATE are refused here, naming the parameter."""
+    """The day a start or end parameter means.
+
+    - `YYYY-MM-DD`, optionally with a time and zone (`2025-01-01T03:00:00.000Z`, what a browser
+      sends for a `Date`): that day, in UTC;
+    - `YYYY-MM` or `YYYY`: the first day of the month or year as a start, the last as an end;
+    - OpenSearch date math, the subset LA Referencia's clients use: `now`, `now-1h`, `now-30d`,
+      `now-2w`, `now-6M`, `now-1y`, `now-1y/y`, `now/M`, `2024-01-01||+1M/M`: the day of the
+      instant it names. Rounding (`/y`, `/M`, `/w`, `/d`, …) goes to the first instant of the
+      unit for a start and to its last for an end, as OpenSearch rounds `gte` and `lte`.
+
+    Anything else, and days outside MIN_DATE..MAX_DATE, are refused here, naming the parameter.
+    """
     if value is None or value.strip() == "":
         return default
     text = value.strip()
     parsed: dt.date | None = None
-    relative = _RELATIVE.match(text)
-    if relative:
-        amount, unit = relative.groups()
-        parsed = _shift(today(), -int(amount or 0), unit or "d")
-    else:
+    if len(text) <= MAX_DATE_TEXT:
         try:
-            if _DAY.fullmatch(text):
-                parsed = dt.date.fromisoformat(text[:10])
-            elif re.fullmatch(r"[0-9]{4}-[0-9]{2}", text):
-                year, month = int(text[:4]), int(text[5:7])
-                day = calendar.monthrange(year, month)[1] if end else 1
-                parsed = dt.date(year, month, day)
-            elif re.fullmatch(r"[0-9]{4}", text):
-                parsed = dt.date(int(text), 12, 31) if end else dt.date(int(text), 1, 1)
-        except ValueError:
+            parsed = _parse_day(text, end)
+        except (ValueError, OverflowError):
             parsed = None
     if parsed is None:
         raise ApiError(
             400,
             parameter,
-            f"{parameter} must be a date YYYY-MM-DD, YYYY-MM, YYYY or now[-N(d|w|M|y)], "
-            f"got {text[:60]!r}",
+            f"{parameter} must be a date YYYY-MM-DD, YYYY-MM, YYYY or date math such as now, "
+            f"now-1y, now-6M/M, now-1h or 2024-01-01||+1M; got {text[:60]!r}",
         )
     if not MIN_DATE <= parsed <= MAX_DATE:
         raise ApiError(
@@ -180,7 +225,102 @@ def parse_date(value: str | None, parameter: str, *, end: bool, default: dt.date
     return parsed
 
 
+def _parse_day(text: str, end: bool) -> dt.date | None:
+    """The day of a date or date-math expression (None: not one); ValueError / OverflowError
+    for one that names no representable instant."""
+    if _DAY.fullmatch(text) or _PARTIAL.fullmatch(text):
+        return _plain_day(text, end)
+    math = _MATH.fullmatch(text)
+    if not math:
+        return None
+    anchor = math.group("anchor")
+    if anchor == "now":
+        instant = now()
+    else:
+        anchor = anchor[:-2]
+        if not (_DAY.fullmatch(anchor) or _PARTIAL.fullmatch(anchor)):
+            return None
+        instant = _instant(anchor)
+    for operation in _OPERATION.finditer(math.group("ops")):
+        if operation.group("round"):
+            instant = _round(instant, operation.group("round"), up=end)
+        else:
+            amount = int(operation.group("amount"))
+            sign = -1 if operation.group("sign") == "-" else 1
+            instant = _add(instant, sign * amount, operation.group("unit"))
+    return instant.date()
+
+
+def _plain_day(text: str, end: bool) -> dt.date:
+    day = _DAY.fullmatch(text)
+    if day:
+        if day.group("zone") and day.group("zone") != "Z":
+            return _instant(text).date()  # a time in another zone may be another day in UTC
+        if day.group("time"):
+            _instant(text)  # the time must be a time (refuses 25:99)
+        return dt.date.fromisoformat(day.group("day"))
+    partial = _PARTIAL.fullmatch(text)
+    assert partial is not None
+    year = int(partial.group("year"))
+    if partial.group("month") is None:
+        return dt.date(year, 12, 31) if end else dt.date(year, 1, 1)
+    month = int(partial.group("month"))
+    last = calendar.monthrange(year, month)[1] if 1 <= month <= 12 else 1
+    return dt.date(year, month, last if end else 1)
+
+
+def _instant(text: str) -> dt.datetime:
+    """A date or date-time (UTC unless it says otherwise) as an aware UTC instant; a bare year
+    or month is its first instant, as OpenSearch fills missing components."""
+    partial = _PARTIAL.fullmatch(text)
+    if partial:
+        return dt.datetime(
+            int(partial.group("year")), int(partial.group("month") or 1), 1, tzinfo=dt.UTC
+        )
+    moment = dt.datetime.fromisoformat(text.replace(",", ".").replace(" ", "T"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def _add(instant: dt.datetime, amount: int, unit: str) -> dt.datetime:
+    if unit in "yM":
+        day = _shift(instant.date(), amount, unit)
+        return dt.datetime.combine(day, instant.timetz())
+    seconds = {"w": 604800, "d": 86400, "h": 3600, "H": 3600, "m": 60, "s": 1}[unit]
+    return instant + dt.timedelta(seconds=amount * seconds)
+
+
+def _round(instant: dt.datetime, unit: str, *, up: bool) -> dt.datetime:
+    """Down to the first instant of the unit, or (an end) up to its last millisecond."""
+    day = instant.date()
+    if unit == "y":
+        first, following = dt.date(day.year, 1, 1), dt.date(day.year + 1, 1, 1)
+    elif unit == "M":
+        first = day.replace(day=1)
+        following = _shift(first, 1, "M")
+    elif unit == "w":
+        first = day - dt.timedelta(days=day.weekday())  # ISO weeks start on Monday
+        following = first + dt.timedelta(weeks=1)
+    elif unit == "d":
+        first, following = day, day + dt.timedelta(days=1)
+    else:
+        size = {"h": 3600, "H": 3600, "m": 60, "s": 1}.get(unit)
+        if size is None:
+            raise ValueError(f"unknown rounding unit {unit!r}")
+        seconds = instant.hour * 3600 + instant.minute * 60 + instant.second
+        start = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(
+            seconds=seconds - seconds % size
+        )
+        return start + dt.timedelta(seconds=size, milliseconds=-1) if up else start
+    start = dt.datetime.combine(first, dt.time(), dt.UTC)
+    if not up:
+        return start
+    return dt.datetime.combine(following, dt.time(), dt.UTC) - dt.timedelta(milliseconds=1)
+
+
 def _shift(day: dt.date, amount: int, unit: str) -> dt.date:
+    """`day` moved by `amount` days, weeks, months or years (a month's last day clamps)."""
     if unit == "d":
         return day + dt.timedelta(days=amount)
     if unit == "w":
@@ -188,7 +328,6 @@ def _shift(day: dt.date, amount: int, unit: str) -> dt.date:
     months = amount * (12 if unit == "y" else 1)
     index = day.year * 12 + day.month - 1 + months
     year, month = divmod(index, 12)
-    year = max(1, year)
     return dt.date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 

@@ -3,10 +3,26 @@
 Same parameters and the same response shape as the original service, which returned raw
 OpenSearch aggregations: `{views: {value}, …, level: {buckets}, time: {buckets: [{key_as_string,
 key, doc_count, level}]}}` and, by country, `{…, country: {doc_count, views: {buckets: [{key,
-doc_count, count: {value}}]}, …}}` — so existing widgets keep working. Differences, on
-purpose: `time_unit` is honoured (the original bucketed by minute whatever it was asked), the
-figures come from the stats store (DuckDB or OpenSearch alike), and `doc_count` is the number
-of daily store rows (day × level, or day × country) behind a bucket.
+doc_count, count: {value}}]}, …}}` — so the deployed widgets keep working unchanged.
+
+What each endpoint counts (see `reach.py`): an item on every site; a repository's items
+wherever used; a national node's country network (its repositories and the node, and its
+repositories' items on the regional portal); the regional portal the whole network.
+
+- **Time buckets**: calendar months, whatever `time_unit` says. The original ignored
+  `time_unit` and bucketed by minute (`calendar_interval: 1m`), which on its monthly documents
+  (dated the 1st) gave one bucket per month; the deployed widgets rely on that (the item
+  widget sends `time_unit=year`, the repository widget `time_unit=day`, and both label the
+  buckets as months). `time_unit` is still checked; a new client chooses other buckets with
+  `interval` (day, week, month, quarter, year, or 1d, 1w, 1M, 1q, 1y).
+- **By country**: as the original's nested `terms` aggregation: one ranking of countries, by
+  their number of per-country entries (`doc_count`: one per site, item, document period and
+  country with usage; the period is a month or a day as the compatibility set's documents,
+  `document_granularity`), ties by code, cut at `limit`, the same list under every metric
+  (zeros included), so that the widget, which builds its list from one metric's buckets,
+  shows every country.
+- `doc_count` of level and time buckets is the number of daily store rows (day × level)
+  behind a bucket, not of the original's documents; no widget reads it.
 """
 
 from __future__ import annotations
@@ -19,12 +35,12 @@ from fastapi import APIRouter, Query, Request
 
 from usage_stats.metrics import LA_REFERENCIA_METRICS
 from usage_stats.sources import Source
+from usage_stats.web import reach as reaches
 from usage_stats.web.common import (
     GRANULARITIES,
     ApiError,
     WebContext,
     date_range,
-    parse_choice,
     parse_identifier,
     parse_int,
     period_end,
@@ -32,36 +48,74 @@ from usage_stats.web.common import (
 
 router = APIRouter(prefix="/report", tags=["LA Referencia widgets"])
 M = LA_REFERENCIA_METRICS
-_UNITS = {"1d": "day", "1w": "week", "1M": "month", "1q": "quarter", "1y": "year", "1m": "month"}
+# OpenSearch interval names (M: month; m is a minute there, our finest bucket is a day).
+_INTERVALS = {"1d": "day", "1w": "week", "1M": "month", "1q": "quarter", "1y": "year"}
+# What `time_unit` may say: LA Referencia's widgets send day, week, month or year; the
+# original accepted anything and used none of it.
+_TIME_UNITS = {*GRANULARITIES, *_INTERVALS, "1m"}
 
 Identifier = Annotated[str | None, Query(description="item identifier, any spelling")]
 SourceParam = Annotated[
-    str | None, Query(description="source key (e.g. opendoar::1329), site id, or *")
+    str | None,
+    Query(description="source key (e.g. opendoar::1329, any case), site id, or *"),
 ]
-StartDate = Annotated[str | None, Query(description="YYYY-MM-DD or now-1y (default)")]
-EndDate = Annotated[str | None, Query(description="YYYY-MM-DD or now (default)")]
-TimeUnit = Annotated[str | None, Query(description="day, week, month, quarter, year (default)")]
-Limit = Annotated[str | None, Query(description="countries per metric, 1..250 (default 10)")]
+StartDate = Annotated[
+    str | None,
+    Query(description="YYYY-MM-DD, a date-time, or date math: now-1y (default), now-6M/M …"),
+]
+EndDate = Annotated[str | None, Query(description="same forms; now (default)")]
+TimeUnit = Annotated[
+    str | None,
+    Query(
+        description="accepted for LA Referencia's widgets (day, week, month, year); the time "
+        "buckets are calendar months whatever it says: use `interval` for others"
+    ),
+]
+Interval = Annotated[
+    str | None,
+    Query(description="time buckets: day, week, month (default), quarter, year or 1d…1y"),
+]
+Limit = Annotated[str | None, Query(description="countries, 1..250 (default 10)")]
 
 
 def _ctx(request: Request) -> WebContext:
     return request.app.state.ctx
 
 
-def _find_source(ctx: WebContext, value: str | None, parameter: str) -> Source | None:
-    if value is None or value.strip() in ("", "*"):
-        return None
-    text = value.strip()
-    for source in ctx.sources():
-        if source.source_key == text or (text.isdigit() and int(text) == source.site_id):
-            return source
-    raise ApiError(404, parameter, f"the source {text[:80]!r} is not registered")
+def _wildcard(value: str | None) -> bool:
+    return value is None or value.strip() in ("", "*")
 
 
-def _time_unit(value: str | None) -> str:
-    if value is not None and value.strip() in _UNITS:
-        return _UNITS[value.strip()]
-    return parse_choice(value, "time_unit", GRANULARITIES, "year")
+def _find_source(ctx: WebContext, value: str, parameter: str) -> Source:
+    found = ctx.find_source(value)
+    if found is None:
+        raise ApiError(404, parameter, f"the source {value.strip()[:80]!r} is not registered")
+    return found
+
+
+def _buckets(time_unit: str | None, interval: str | None) -> str:
+    """The time buckets: `interval` if given, else calendar months (`time_unit` only checked)."""
+    unit = (time_unit or "").strip()
+    if unit and unit not in _TIME_UNITS and unit.lower() not in GRANULARITIES:
+        raise ApiError(
+            400,
+            "time_unit",
+            f"time_unit must be one of {', '.join(GRANULARITIES)} (buckets are months; choose "
+            f"others with interval), got {time_unit[:60]!r}",
+        )
+    if interval is None or interval.strip() == "":
+        return "month"
+    text = interval.strip()
+    if text in _INTERVALS:
+        return _INTERVALS[text]
+    if text.lower() in GRANULARITIES:
+        return text.lower()
+    raise ApiError(
+        400,
+        "interval",
+        f"interval must be one of {', '.join(GRANULARITIES)} or 1d, 1w, 1M, 1q, 1y (a day is "
+        f"the finest), got {interval[:60]!r}",
+    )
 
 
 def _values(row: dict) -> dict:
@@ -82,7 +136,8 @@ def _level_buckets(frame: pl.DataFrame) -> dict:
 
 
 def widget(frame: pl.DataFrame, unit: str) -> dict:
-    """`frame`: daily sums by date and level → the original widget aggregation shape."""
+    """`frame`: daily sums by date and level → the original widget aggregation shape: totals,
+    levels (R, N, L: key descending) and time buckets that have usage, each by level."""
     totals = {m: int(frame.get_column(m).sum()) if frame.height else 0 for m in M}
     frame = frame.filter(pl.any_horizontal([pl.col(m) > 0 for m in M])) if frame.height else frame
     every = {"day": "1d", "week": "1w", "month": "1mo", "quarter": "1q", "year": "1y"}[unit]
@@ -108,61 +163,76 @@ def widget(frame: pl.DataFrame, unit: str) -> dict:
 
 
 def by_country(frame: pl.DataFrame, limit: int) -> dict:
-    """`frame`: sums by date and country → totals and nested per-metric country buckets."""
+    """`frame`: sums by country with `rows`, the per-country entries behind them (one per site,
+    item, document period and country) → totals and the nested country buckets of the
+    original: countries ranked once by entries (ties by code), the first `limit` under every
+    metric, zeros included."""
     totals = {m: int(frame.get_column(m).sum()) if frame.height else 0 for m in M}
-    country: dict = {"doc_count": 0}
-    if frame.height:
-        frame = frame.filter(pl.any_horizontal([pl.col(m) > 0 for m in M]))
-        country["doc_count"] = frame.height
+    entries = int(frame.get_column("rows").sum()) if frame.height else 0
+    ranked = (
+        frame.filter(pl.col("country").is_not_null() & (pl.col("rows") > 0))
+        .sort(["rows", "country"], descending=[True, False])
+        .to_dicts()
+    )
+    shown, rest = ranked[:limit], ranked[limit:]
+    other = sum(int(r["rows"]) for r in rest)
+    country: dict = {"doc_count": entries}
     for metric in M:
-        buckets, other = [], 0
-        if frame.height:
-            grouped = (
-                frame.filter(pl.col(metric) > 0)
-                .group_by("country")
-                .agg(pl.len().alias("doc_count"), pl.col(metric).sum())
-                .sort([metric, "country"], descending=[True, False])
-            )
-            for i, row in enumerate(grouped.iter_rows(named=True)):
-                if i < limit:
-                    buckets.append(
-                        {
-                            "key": row["country"],
-                            "doc_count": row["doc_count"],
-                            "count": {"value": int(row[metric])},
-                        }
-                    )
-                else:
-                    other += row["doc_count"]
         country[metric] = {
             "doc_count_error_upper_bound": 0,
             "sum_other_doc_count": other,
-            "buckets": buckets,
+            "buckets": [
+                {
+                    "key": r["country"],
+                    "doc_count": int(r["rows"]),
+                    "count": {"value": int(r[metric])},
+                }
+                for r in shown
+            ],
         }
     return {**{m: {"value": totals[m]} for m in M}, "country": country}
 
 
-def _scope_of(source: Source) -> tuple[str, str]:
-    """A repository: its items wherever used (R, N and L levels); a node or the portal: the
-    usage that happened on that site."""
-    return ("source" if source.type == "R" else "site"), str(source.site_id)
-
-
-def _item_or_source(ctx: WebContext, identifier: str | None, source: str | None) -> tuple[str, str]:
-    registered = _find_source(ctx, source, "source")
-    if identifier is not None and identifier.strip() not in ("", "*"):
-        return "item", parse_identifier(identifier)
-    if registered is not None:
-        return _scope_of(registered)
+def _item_reach(
+    ctx: WebContext, identifier: str | None, source: str | None
+) -> tuple[reaches.Reach, bool]:
+    """The reach of the item widget's parameters, and whether an item without usage is known
+    (its prefix is a registered repository's, or a registered source was named): then its
+    answer is zeros, as the original's; an unknown one is 404."""
+    if not _wildcard(identifier):
+        key = parse_identifier(identifier)
+        if ctx.owner_of(key) is not None:
+            return reaches.item(key), True  # the original ignores `source` then
+        named = None if _wildcard(source) else _find_source(ctx, source or "", "source")
+        return reaches.item(key), named is not None
+    if not _wildcard(source):
+        found = _find_source(ctx, source or "", "source")
+        return reaches.of_source(found, ctx.all_sources()), True
     raise ApiError(400, "identifier", "at least one of 'identifier' or 'source' is required")
 
 
-def _require_usage(ctx: WebContext, scope: str, key: str) -> None:
-    if scope != "item":
+def _require_usage(ctx: WebContext, reach: reaches.Reach, known: bool) -> None:
+    if known or reach.kind != "item":
         return
+    key = reach.items[0].keys[0] if reach.items[0].keys else ""
     ever = ctx.store.sums("item", dt.date(1970, 1, 1), dt.date(9999, 12, 31), keys=(key,))
     if not any(ever.row(0)):
-        raise ApiError(404, "identifier", f"the identifier {key!r} has no recorded usage")
+        raise ApiError(
+            404,
+            "identifier",
+            f"the identifier {key!r} has no recorded usage and no registered repository's prefix",
+        )
+
+
+def _countries(
+    ctx: WebContext, reach: reaches.Reach, first: dt.date, last: dt.date
+) -> pl.DataFrame:
+    """Sums by visitor country, with `rows`: the original's nested entries, one per site, item,
+    document period (day or month, `document_granularity`) and country."""
+    per_month = ("site_id", "key", "month") if ctx.document_granularity == "month" else ()
+    return ctx.store.sums_where(
+        "item", first, last, reach.items, by=("country",), distinct=per_month
+    )
 
 
 @router.get("/itemWidget", summary="An item's (or a source's) totals, by level and over time")
@@ -173,14 +243,15 @@ def item_widget(
     start_date: StartDate = None,
     end_date: EndDate = None,
     time_unit: TimeUnit = None,
+    interval: Interval = None,
 ) -> dict:
     ctx = _ctx(request)
-    scope, key = _item_or_source(ctx, identifier, source)
+    reach, known = _item_reach(ctx, identifier, source)
     first, last = date_range(start_date, end_date, start_name="start_date", end_name="end_date")
-    unit = _time_unit(time_unit)
-    frame = ctx.store.totals(scope, key, first, last, by=("date", "level"))
+    unit = _buckets(time_unit, interval)
+    frame = reach.sums(ctx.store, first, last, by=("date", "level"))
     if not any(frame.select(M).sum().row(0)):
-        _require_usage(ctx, scope, key)  # usage in the window proves usage ever: no 2nd query
+        _require_usage(ctx, reach, known)  # usage in the window proves usage ever: no 2nd query
     return widget(frame, unit)
 
 
@@ -194,37 +265,45 @@ def item_widget_by_country(
     limit: Limit = None,
 ) -> dict:
     ctx = _ctx(request)
-    scope, key = _item_or_source(ctx, identifier, source)
+    reach, known = _item_reach(ctx, identifier, source)
     first, last = date_range(start_date, end_date, start_name="start_date", end_name="end_date")
     count = parse_int(limit, "limit", 10, 1, 250)
-    _require_usage(ctx, scope, key)
-    return by_country(ctx.store.totals(scope, key, first, last, by=("date", "country")), count)
+    frame = _countries(ctx, reach, first, last)
+    if not any(frame.select(M).sum().row(0)):
+        _require_usage(ctx, reach, known)
+    return by_country(frame, count)
 
 
-def _repository(ctx: WebContext, source_id: str | None) -> tuple[str, str]:
-    if source_id is None or source_id.strip() in ("", "*"):
+def _repository(ctx: WebContext, source_id: str | None) -> reaches.Reach:
+    if _wildcard(source_id):
         raise ApiError(400, "source_id", "source_id parameter is required")
-    found = _find_source(ctx, source_id, "source_id")
-    assert found is not None
-    return _scope_of(found)
+    found = _find_source(ctx, source_id or "", "source_id")
+    return reaches.of_source(found, ctx.all_sources())
 
 
-@router.get("/repositoryWidget", summary="A repository's (or node's) totals, levels, over time")
+@router.get(
+    "/repositoryWidget",
+    summary="A repository's, national node's or the network's totals, levels, over time",
+)
 def repository_widget(
     request: Request,
     source_id: SourceParam = None,
     start_date: StartDate = None,
     end_date: EndDate = None,
     time_unit: TimeUnit = None,
+    interval: Interval = None,
 ) -> dict:
     ctx = _ctx(request)
-    scope, key = _repository(ctx, source_id)
+    reach = _repository(ctx, source_id)
     first, last = date_range(start_date, end_date, start_name="start_date", end_name="end_date")
-    unit = _time_unit(time_unit)
-    return widget(ctx.store.totals(scope, key, first, last, by=("date", "level")), unit)
+    unit = _buckets(time_unit, interval)
+    return widget(reach.sums(ctx.store, first, last, by=("date", "level")), unit)
 
 
-@router.get("/repositoryWidgetByCountry", summary="A repository's (or node's) totals by country")
+@router.get(
+    "/repositoryWidgetByCountry",
+    summary="A repository's, national node's or the network's totals by visitor country",
+)
 def repository_widget_by_country(
     request: Request,
     source_id: SourceParam = None,
@@ -233,7 +312,7 @@ def repository_widget_by_country(
     limit: Limit = None,
 ) -> dict:
     ctx = _ctx(request)
-    scope, key = _repository(ctx, source_id)
+    reach = _repository(ctx, source_id)
     first, last = date_range(start_date, end_date, start_name="start_date", end_name="end_date")
     count = parse_int(limit, "limit", 10, 1, 250)
-    return by_country(ctx.store.totals(scope, key, first, last, by=("date", "country")), count)
+    return by_country(_countries(ctx, reach, first, last), count)

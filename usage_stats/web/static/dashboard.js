@@ -256,6 +256,15 @@ function renderFigures(totals, previous, previousRange) {
   );
 }
 
+/** What the figures count (the API says it: a national node is its country's items, the network
+ * everything), under the title. */
+function renderReach(reach) {
+  const note = $("reach");
+  note.textContent = reach ? reach.label : "";
+  note.hidden = !reach;
+  note.dataset.kind = reach ? reach.kind : "";
+}
+
 function renderNotice(stats, range) {
   const notice = $("notice");
   const complete = stats.complete_through;
@@ -554,6 +563,7 @@ async function refresh() {
     const [now, then] = await Promise.all([stats, previous]);
     if (generation !== page.generation) return;
     renderFigures(now.totals, then.totals, before);
+    renderReach(now.reach);
     if (!page.marked) {
       performance.mark("first-figures");
       page.marked = true;
