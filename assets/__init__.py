@@ -11,11 +11,11 @@ from assets.raw_events import raw_events
 from assets.snapshots import usage_snapshots
 from assets.stats_index import stats_index
 from assets.titles import item_titles
-from usage_stats.canonical import CANONICAL_SCHEMA
-from usage_stats.cleaning import REJECTED_SCHEMA, SESSION_SCHEMA
-from usage_stats.metrics import DELTA_SCHEMA
-from usage_stats.snapshots import SNAPSHOT_SCHEMA
-from usage_stats.titles import ITEM_TITLE_SCHEMA
+from usage_stats.pipeline.canonical import CANONICAL_SCHEMA
+from usage_stats.pipeline.cleaning import REJECTED_SCHEMA, SESSION_SCHEMA
+from usage_stats.pipeline.metrics import DELTA_SCHEMA
+from usage_stats.pipeline.snapshots import SNAPSHOT_SCHEMA
+from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA
 
 usage_assets = [raw_events, cleaning, item_titles, item_daily_deltas, usage_snapshots, stats_index]
 ingest_assets = [matomo_export]

@@ -16,13 +16,13 @@ from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, CleaningSettings, WarehouseResource
 from usage_stats.admin.registry import DayStatus
-from usage_stats.cleaning import (
+from usage_stats.pipeline.cleaning import (
     REJECTED_SCHEMA,
     REJECTION_REASONS,
     SESSION_SCHEMA,
     rejected_by_reason,
 )
-from usage_stats.processing import clean_day
+from usage_stats.pipeline.processing import clean_day
 
 RECONCILES = "kept_plus_rejected_equals_input"
 

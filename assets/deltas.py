@@ -12,7 +12,7 @@ from dagster import (
 from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import WarehouseResource
-from usage_stats.metrics import DELTA_SCHEMA, METRICS, daily_deltas, duplicate_keys
+from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS, daily_deltas, duplicate_keys
 
 NO_DUPLICATES = "no_duplicate_delta_keys"
 

@@ -2,7 +2,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, LakeResource, MatomoDbResource
-from usage_stats.matomo import export_day
+from usage_stats.ingest.matomo import export_day
 
 
 @asset(

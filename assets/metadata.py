@@ -7,7 +7,7 @@ import datetime as dt
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableSchema
 
-from usage_stats.columns import COLUMN_DESCRIPTIONS
+from usage_stats.pipeline.columns import COLUMN_DESCRIPTIONS
 
 
 def table_schema(schema: dict[str, pl.DataType] | pl.Schema) -> TableSchema:

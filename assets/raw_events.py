@@ -5,9 +5,9 @@ from pydantic import Field
 from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
-from usage_stats.canonical import CANONICAL_SCHEMA, read_canonical_day
-from usage_stats.processing import replace_sites
-from usage_stats.sources import sources_frame
+from usage_stats.admin.sources import sources_frame
+from usage_stats.pipeline.canonical import CANONICAL_SCHEMA, read_canonical_day
+from usage_stats.pipeline.processing import replace_sites
 
 
 class SiteSelection(Config):

@@ -12,7 +12,7 @@ from dagster import (
 from assets.metadata import report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import WarehouseResource
-from usage_stats.snapshots import (
+from usage_stats.pipeline.snapshots import (
     SNAPSHOT_SCHEMA,
     next_snapshot,
     pending_deltas,

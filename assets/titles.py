@@ -4,7 +4,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from assets.metadata import markdown_table, report_day, schema_metadata
 from assets.partitions import daily_partitions, partition_days, single_run
 from resources import AdminDbResource, WarehouseResource
-from usage_stats.titles import ITEM_TITLE_SCHEMA, latest_item_titles
+from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA, latest_item_titles
 
 
 @asset(

@@ -36,9 +36,9 @@ def prepare(events: int, sites: int, workdir: Path) -> dict:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from usage_stats.lake import open_lake
-    from usage_stats.synthetic import SyntheticConfig, write_synthetic
-    from usage_stats.synthetic_matomo import load_lake_into_matomo
+    from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
+    from usage_stats.demo.synthetic_matomo import load_lake_into_matomo
+    from usage_stats.storage.open import open_lake
 
     config = SyntheticConfig(sites=sites, days=1, events_per_day=events, start=DAY)
     started = time.perf_counter()
@@ -67,8 +67,8 @@ def prepare(events: int, sites: int, workdir: Path) -> dict:
 
 
 def export(url: str, sites: list[int], workdir: Path, chunk_rows: int) -> dict:
-    from usage_stats.lake import open_lake
-    from usage_stats.matomo import MatomoTables, export_day, matomo_engine
+    from usage_stats.ingest.matomo import MatomoTables, export_day, matomo_engine
+    from usage_stats.storage.open import open_lake
 
     tables = MatomoTables(matomo_engine(url), "matomo_")
     lake = open_lake(str(workdir / "exported"))

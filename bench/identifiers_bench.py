@@ -17,7 +17,7 @@ import time
 
 import polars as pl
 
-from usage_stats.identifiers import normalize_distinct
+from usage_stats.pipeline.identifiers import normalize_distinct
 
 OAI = (
     "oai:repo{r}.example.org:123456789/{i}",

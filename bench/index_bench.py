@@ -38,15 +38,15 @@ def main() -> int:
     parser.add_argument("--compat-granularity", choices=("day", "month"), default="month")
     args = parser.parse_args()
 
-    from usage_stats import lareferencia_index
-    from usage_stats.canonical import read_canonical_day
-    from usage_stats.cleaning import clean_events
-    from usage_stats.lake import open_lake
-    from usage_stats.metrics import daily_deltas
-    from usage_stats.opensearch_store import OpenSearchStatsStore
-    from usage_stats.snapshots import next_snapshot
-    from usage_stats.sources import CsvSourceRegistry, sources_frame
-    from usage_stats.synthetic import SyntheticConfig, write_synthetic
+    from usage_stats.admin.sources import CsvSourceRegistry, sources_frame
+    from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
+    from usage_stats.pipeline.canonical import read_canonical_day
+    from usage_stats.pipeline.cleaning import clean_events
+    from usage_stats.pipeline.metrics import daily_deltas
+    from usage_stats.pipeline.snapshots import next_snapshot
+    from usage_stats.storage import lareferencia_index
+    from usage_stats.storage.open import open_lake
+    from usage_stats.storage.opensearch_store import OpenSearchStatsStore
 
     with tempfile.TemporaryDirectory(prefix="index-bench-") as tmp, RssSampler() as sampler:
         workdir = Path(tmp)

@@ -104,7 +104,7 @@ def _lake_paths(workdir: Path, events: int, sites: int, seed: int) -> tuple[Path
 
 def generate(events: int, sites: int, seed: int, workdir: Path) -> dict:
     """Write one synthetic day (no manifest: the benchmark needs data, not expected numbers)."""
-    from usage_stats.synthetic import SyntheticConfig, write_synthetic
+    from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
 
     lake, sources = _lake_paths(workdir, events, sites, seed)
     config = SyntheticConfig(sites=sites, days=1, events_per_day=events, start=DAY, seed=seed)
@@ -125,11 +125,11 @@ def run_pipeline(events: int, sites: int, seed: int, workdir: Path) -> dict:
     """raw → cleaning → deltas on the generated day, with per-stage timings and peak RSS."""
     import polars as pl
 
-    from usage_stats.canonical import read_canonical_day
-    from usage_stats.cleaning import clean_events
-    from usage_stats.lake import open_lake
-    from usage_stats.metrics import daily_deltas
-    from usage_stats.sources import CsvSourceRegistry, sources_frame
+    from usage_stats.admin.sources import CsvSourceRegistry, sources_frame
+    from usage_stats.pipeline.canonical import read_canonical_day
+    from usage_stats.pipeline.cleaning import clean_events
+    from usage_stats.pipeline.metrics import daily_deltas
+    from usage_stats.storage.open import open_lake
 
     lake_path, sources_path = _lake_paths(workdir, events, sites, seed)
     registry = CsvSourceRegistry(sources_path).sources()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from usage_stats.robots import load_robot_list
+from usage_stats.pipeline.robots import load_robot_list
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PLATFORMS = (

@@ -65,7 +65,7 @@ def item_key(index: pl.Expr, per_source: int) -> pl.Expr:
 
 def year_of_items(args: argparse.Namespace) -> pl.DataFrame:
     """Item rows of every day: date, key, site_id, level, owner_site_id, country, metrics."""
-    from usage_stats.metrics import METRICS
+    from usage_stats.pipeline.metrics import METRICS
 
     rng = np.random.default_rng(args.seed)
     per_source = args.items // args.sources
@@ -117,7 +117,7 @@ def year_of_items(args: argparse.Namespace) -> pl.DataFrame:
 
 def with_rollups(items: pl.DataFrame) -> pl.DataFrame:
     """Item rows plus source, site and global rollups, as `metrics.daily_deltas` builds them."""
-    from usage_stats.metrics import DELTA_SCHEMA, KEY_COLUMNS, METRICS
+    from usage_stats.pipeline.metrics import DELTA_SCHEMA, KEY_COLUMNS, METRICS
 
     sums = [pl.col(m).sum() for m in METRICS]
     lazy = items.lazy()
@@ -154,7 +154,7 @@ def with_rollups(items: pl.DataFrame) -> pl.DataFrame:
 
 
 def sources_list(count: int) -> list:
-    from usage_stats.sources import Source
+    from usage_stats.admin.sources import Source
 
     node, portal = count + 1, count + 2
     out = [
@@ -207,10 +207,10 @@ def prepare_admin_db(url: str, args: argparse.Namespace) -> dict[int, str]:
 
 def make_store(kind: str, location: str):
     if kind == "duckdb":
-        from usage_stats.duckdb_store import DuckDBStatsStore
+        from usage_stats.storage.duckdb_store import DuckDBStatsStore
 
         return DuckDBStatsStore(Path(location))
-    from usage_stats.opensearch_store import OpenSearchStatsStore
+    from usage_stats.storage.opensearch_store import OpenSearchStatsStore
 
     return OpenSearchStatsStore(OPENSEARCH_URL, prefix=location, compat_prefix=f"{location}-compat")
 

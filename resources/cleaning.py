@@ -1,7 +1,7 @@
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from usage_stats.cleaning import CleaningRules
+from usage_stats.pipeline.cleaning import CleaningRules
 
 RULES = CleaningRules()  # the one home of the rules' defaults
 

@@ -2,8 +2,9 @@ from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from usage_stats.lake import Lake, open_lake
-from usage_stats.warehouse import Warehouse
+from usage_stats.storage.lake import Lake
+from usage_stats.storage.open import open_lake
+from usage_stats.storage.warehouse import Warehouse
 
 
 class LakeResource(ConfigurableResource):

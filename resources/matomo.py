@@ -1,7 +1,7 @@
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from usage_stats.matomo import MatomoExportError, MatomoTables, matomo_engine
+from usage_stats.ingest.matomo import MatomoExportError, MatomoTables, matomo_engine
 
 
 class MatomoDbResource(ConfigurableResource):

@@ -2,7 +2,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from usage_stats.admin.registry import DayStatus, DbSourceRegistry, record_processing
-from usage_stats.sources import SourceRegistry
+from usage_stats.admin.sources import SourceRegistry
 
 
 class AdminDbResource(ConfigurableResource):

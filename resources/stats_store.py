@@ -4,9 +4,9 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from usage_stats.admin.registry import DbSourceRegistry
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.opensearch_store import OpenSearchStatsStore
-from usage_stats.store import StatsStore
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+from usage_stats.storage.store import StatsStore
 
 
 class StatsStoreResource(ConfigurableResource):

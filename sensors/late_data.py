@@ -23,7 +23,7 @@ from dagster import (
     sensor,
 )
 
-from usage_stats.raw_changes import Mark, first_stale_snapshot
+from usage_stats.pipeline.raw_changes import Mark, first_stale_snapshot
 from usage_stats.settings import Settings
 
 RANGE_START = "dagster/asset_partition_range_start"

@@ -13,7 +13,7 @@ from dagster import (
 
 from assets.jobs import usage_pipeline_job
 from resources import LakeResource
-from usage_stats.raw_changes import dates_in_file, plan_day_requests, recent_prefixes
+from usage_stats.pipeline.raw_changes import dates_in_file, plan_day_requests, recent_prefixes
 from usage_stats.settings import Settings
 
 _settings = Settings.current()

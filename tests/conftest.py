@@ -11,10 +11,11 @@ import pytest
 from stores import S3_ENDPOINT_URL, new_bucket, s3_client
 from usage_stats.admin import db
 from usage_stats.admin.registry import import_sources
-from usage_stats.lake import Lake, open_lake
+from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
 from usage_stats.settings import Settings
-from usage_stats.synthetic import SyntheticConfig, write_synthetic
-from usage_stats.warehouse import Warehouse
+from usage_stats.storage.lake import Lake
+from usage_stats.storage.open import open_lake
+from usage_stats.storage.warehouse import Warehouse
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import polars as pl
 
-from usage_stats.canonical import CANONICAL_SCHEMA, read_canonical_day
-from usage_stats.cleaning import clean_events
-from usage_stats.lake import open_lake
-from usage_stats.metrics import METRICS, daily_deltas
+from usage_stats.admin.sources import CsvSourceRegistry, Source, sources_frame
+from usage_stats.pipeline.canonical import CANONICAL_SCHEMA, read_canonical_day
+from usage_stats.pipeline.cleaning import clean_events
+from usage_stats.pipeline.metrics import METRICS, daily_deltas
+from usage_stats.pipeline.snapshots import next_snapshot
 from usage_stats.settings import Settings
-from usage_stats.snapshots import next_snapshot
-from usage_stats.sources import CsvSourceRegistry, Source, sources_frame
+from usage_stats.storage.open import open_lake
 
 DAY = dt.date(2026, 1, 1)
 T0 = dt.datetime(2026, 1, 1, 10, 1, 0, tzinfo=dt.UTC)

@@ -10,8 +10,8 @@ import pytest
 from openpyxl import Workbook
 
 from usage_stats.admin.registry import list_sources
+from usage_stats.admin.sources import CSV_COLUMNS
 from usage_stats.cli import main
-from usage_stats.sources import CSV_COLUMNS
 
 HEADER = ",".join(CSV_COLUMNS[:9]) + ",identifier_rule,rule_pattern,rule_replacement,mapping_file\n"
 

@@ -23,7 +23,7 @@ from usage_stats.admin.registry import (
     record_processing,
     update_source,
 )
-from usage_stats.sources import Source, SourceRegistryError
+from usage_stats.admin.sources import Source, SourceRegistryError
 
 TABLES = {"country", "source", "processing_status", "sushi_customer"}
 REPO = Source(1, "opendoar::1", "Kerwa", "R", "CR", "oai:www.kerwa.ucr.ac.cr:", 1)

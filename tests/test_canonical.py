@@ -7,8 +7,8 @@ import re
 import polars as pl
 import pytest
 
-from usage_stats.canonical import read_canonical_day
-from usage_stats.lake import LakeReadError, day_leaf, raw_files_for_day
+from usage_stats.pipeline.canonical import read_canonical_day
+from usage_stats.storage.lake import LakeReadError, day_leaf, raw_files_for_day
 
 DAY = dt.date(2026, 1, 1)
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from support import at, events, registry
-from usage_stats.cleaning import CleaningRules, clean_events, rejected_by_reason
-from usage_stats.metrics import daily_deltas
-from usage_stats.robots import RobotListError, load_robot_list, robot_user_agents
+from usage_stats.pipeline.cleaning import CleaningRules, clean_events, rejected_by_reason
+from usage_stats.pipeline.metrics import daily_deltas
+from usage_stats.pipeline.robots import RobotListError, load_robot_list, robot_user_agents
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
 

@@ -18,7 +18,7 @@ import pytest
 from browser_support import CHROMIUM, SCREENSHOTS, PageWatch, chromium, serving
 from web_support import END, START, load
 
-from usage_stats.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.web import create_app
 
 pytestmark = pytest.mark.browser

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from usage_stats.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.web import create_app, dashboard
 
 

@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 
 from support import DAY, at, events, registry
-from usage_stats.cleaning import clean_events
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.metrics import daily_deltas
-from usage_stats.snapshots import next_snapshot
-from usage_stats.store import StatsStoreError
+from usage_stats.pipeline.cleaning import clean_events
+from usage_stats.pipeline.metrics import daily_deltas
+from usage_stats.pipeline.snapshots import next_snapshot
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.store import StatsStoreError
 
 DAY2 = DAY + dt.timedelta(days=1)
 

@@ -24,10 +24,10 @@ import pytest
 import requests
 
 from conftest import register_sources
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.metrics import METRICS
+from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
+from usage_stats.pipeline.metrics import METRICS
 from usage_stats.settings import Settings
-from usage_stats.synthetic import SyntheticConfig, write_synthetic
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
 
 pytestmark = pytest.mark.e2e
 

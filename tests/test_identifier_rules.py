@@ -14,7 +14,7 @@ from conftest import DAYS
 from definitions import build_resources
 from support import TEST_SOURCES, events, manifest_items
 from usage_stats.admin.registry import update_source
-from usage_stats.identifier_rules import apply_identifier_rules
+from usage_stats.pipeline.identifier_rules import apply_identifier_rules
 
 REPO, REPO2, NATIONAL, PORTAL = TEST_SOURCES
 HANDLE_RULE = dataclasses.replace(

@@ -11,8 +11,8 @@ import pytest
 
 from bench.identifiers_bench import spellings
 from support import at, events, registry
-from usage_stats.cleaning import clean_events
-from usage_stats.identifiers import (
+from usage_stats.pipeline.cleaning import clean_events
+from usage_stats.pipeline.identifiers import (
     _fast_keys,
     _library_key,
     normalize_distinct,
@@ -20,7 +20,7 @@ from usage_stats.identifiers import (
     normalize_identifier_expr,
     normalize_identifiers,
 )
-from usage_stats.metrics import daily_deltas
+from usage_stats.pipeline.metrics import daily_deltas
 
 OAI = "oai:www.kerwa.ucr.ac.cr:10669/578"
 HANDLE = "hdl:1721.1/123"

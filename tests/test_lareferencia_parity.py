@@ -44,14 +44,14 @@ from parity_support import (
 from conftest import generate
 from stores import opensearch_store
 from usage_stats.admin.registry import DayStatus, record_processing
-from usage_stats.canonical import read_canonical_day
-from usage_stats.cleaning import clean_events
-from usage_stats.lake import open_lake
-from usage_stats.metrics import daily_deltas
-from usage_stats.opensearch_store import OpenSearchStatsStore
-from usage_stats.snapshots import next_snapshot
-from usage_stats.sources import CsvSourceRegistry, sources_frame
-from usage_stats.synthetic import SyntheticConfig
+from usage_stats.admin.sources import CsvSourceRegistry, sources_frame
+from usage_stats.demo.synthetic import SyntheticConfig
+from usage_stats.pipeline.canonical import read_canonical_day
+from usage_stats.pipeline.cleaning import clean_events
+from usage_stats.pipeline.metrics import daily_deltas
+from usage_stats.pipeline.snapshots import next_snapshot
+from usage_stats.storage.open import open_lake
+from usage_stats.storage.opensearch_store import OpenSearchStatsStore
 
 START = dt.date(2026, 4, 1)
 DAYS = 30
@@ -392,7 +392,7 @@ def _all_compat(store: OpenSearchStatsStore) -> dict[str, dict]:
 
 def _stored_day(store: OpenSearchStatsStore, day: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The day's deltas and snapshot as the store holds them (what the pipeline would send)."""
-    from usage_stats.metrics import DELTA_SCHEMA
+    from usage_stats.pipeline.metrics import DELTA_SCHEMA
 
     frames = []
     for table in ("usage_deltas", "usage_snapshots"):

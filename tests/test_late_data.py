@@ -20,14 +20,14 @@ from definitions import build_resources
 from resources import LakeResource
 from sensors.late_data import evaluate_late_data, snapshot_refresh_job
 from sensors.raw_files import evaluate_raw_files
-from usage_stats.lake import day_leaf
-from usage_stats.synthetic import (
+from usage_stats.demo.synthetic import (
     SyntheticConfig,
     _event_columns,
     _visit_columns,
     build_sources,
     generate_day,
 )
+from usage_stats.storage.lake import day_leaf
 
 FIVE_DAYS = [f"2026-01-0{d}" for d in range(1, 6)]
 TODAY = dt.date(2026, 1, 6)
@@ -194,7 +194,7 @@ def test_work_per_tick_is_bounded_and_nothing_is_skipped(generated, monkeypatch)
 
 
 def test_days_of_files():
-    from usage_stats.raw_changes import days_of_file
+    from usage_stats.pipeline.raw_changes import days_of_file
 
     today = dt.date(2026, 2, 10)
     assert days_of_file("events/idsite=3/year=2026/month=2/day=9/a.parquet", today) == [

@@ -19,11 +19,11 @@ from definitions import build_resources
 from resources import MatomoDbResource
 from stores import fresh_matomo_database
 from support import item_metrics, manifest_items
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.lake import LocalLake, day_leaf
-from usage_stats.matomo import MatomoExportError, MatomoTables, export_site_day
-from usage_stats.synthetic import SyntheticConfig
-from usage_stats.synthetic_matomo import load_lake_into_matomo
+from usage_stats.demo.synthetic import SyntheticConfig
+from usage_stats.demo.synthetic_matomo import load_lake_into_matomo
+from usage_stats.ingest.matomo import MatomoExportError, MatomoTables, export_site_day
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.lake import LocalLake, day_leaf
 
 RANGE = {
     "dagster/asset_partition_range_start": DAYS[0],

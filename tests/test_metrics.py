@@ -5,9 +5,9 @@ import datetime as dt
 import polars as pl
 
 from support import DAY, at, events, registry
-from usage_stats.cleaning import clean_events
-from usage_stats.metrics import METRICS, daily_deltas, duplicate_keys
-from usage_stats.snapshots import next_snapshot, snapshot_mismatches
+from usage_stats.pipeline.cleaning import clean_events
+from usage_stats.pipeline.metrics import METRICS, daily_deltas, duplicate_keys
+from usage_stats.pipeline.snapshots import next_snapshot, snapshot_mismatches
 
 ITEM = "oai:www.kerwa.ucr.ac.cr:10669/578"
 

@@ -20,10 +20,10 @@ from definitions import build_resources
 from resources import OpenSearchStatsStoreResource
 from stores import opensearch_store
 from support import day_tables, item_metrics, manifest_items
-from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
-from usage_stats.opensearch_store import OpenSearchStatsStore
-from usage_stats.sources import CsvSourceRegistry, Source
-from usage_stats.store import StatsStoreError
+from usage_stats.admin.sources import CsvSourceRegistry, Source
+from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
+from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+from usage_stats.storage.store import StatsStoreError
 
 RANGE = {
     "dagster/asset_partition_range_start": DAYS[0],

@@ -11,11 +11,11 @@ import pytest
 from support import at, events
 from usage_stats.admin import db
 from usage_stats.admin.registry import DbSourceRegistry, add_source
-from usage_stats.cleaning import clean_events
-from usage_stats.identifier_rules import apply_identifier_rules
-from usage_stats.metrics import daily_deltas
-from usage_stats.ownership import declarations, owner_ids, owner_of
-from usage_stats.sources import Source, sources_frame
+from usage_stats.admin.sources import Source, sources_frame
+from usage_stats.pipeline.cleaning import clean_events
+from usage_stats.pipeline.identifier_rules import apply_identifier_rules
+from usage_stats.pipeline.metrics import daily_deltas
+from usage_stats.pipeline.ownership import declarations, owner_ids, owner_of
 from usage_stats.web.common import WebContext
 
 KERWA = Source(

@@ -15,11 +15,11 @@ from assets import usage_assets
 from conftest import DAYS, GeneratedData
 from definitions import build_resources
 from support import item_metrics, manifest_items
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.lake import day_leaf
-from usage_stats.metrics import METRICS
-from usage_stats.robots import load_robot_list
-from usage_stats.warehouse import Warehouse
+from usage_stats.pipeline.metrics import METRICS
+from usage_stats.pipeline.robots import load_robot_list
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.lake import day_leaf
+from usage_stats.storage.warehouse import Warehouse
 
 RANGE_TAGS = {
     "dagster/asset_partition_range_start": DAYS[0],

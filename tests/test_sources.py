@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from usage_stats.sources import (
+from usage_stats.admin.sources import (
     CsvSourceRegistry,
     SourceRegistryError,
     sources_frame,
     write_sources_csv,
 )
-from usage_stats.synthetic import build_sources
+from usage_stats.demo.synthetic import build_sources
 
 HEADER = "site_id,source_key,name,type,country,identifier_prefix,custom_var_slot\n"
 

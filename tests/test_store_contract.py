@@ -11,8 +11,8 @@ import pytest
 from conftest import DAYS, generate
 from stores import opensearch_store
 from support import day_tables
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.metrics import METRICS
+from usage_stats.pipeline.metrics import METRICS
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
 
 DATES = [dt.date.fromisoformat(d) for d in DAYS]
 

@@ -9,9 +9,9 @@ import polars as pl
 from test_identifier_rules import HANDLE_RULE
 
 from support import TEST_SOURCES
-from usage_stats.canonical import read_canonical_day
-from usage_stats.lake import LocalLake, day_leaf
-from usage_stats.titles import PAGE_TITLE_SCHEMA, latest_item_titles, page_titles
+from usage_stats.pipeline.canonical import read_canonical_day
+from usage_stats.pipeline.titles import PAGE_TITLE_SCHEMA, latest_item_titles, page_titles
+from usage_stats.storage.lake import LocalLake, day_leaf
 
 REPO, REPO2, NATIONAL, PORTAL = TEST_SOURCES
 T0 = dt.datetime(2026, 1, 1, 8, 0, tzinfo=dt.UTC)

@@ -12,8 +12,8 @@ from openpyxl import load_workbook
 from web_support import END, START, load, month, national, owner, sums, week
 
 from stores import opensearch_store
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.metrics import METRICS
+from usage_stats.pipeline.metrics import METRICS
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.web import create_app
 
 RANGE = {"start": START.isoformat(), "end": END.isoformat()}

@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from web_support import END, START, load, month, national, owner, sums
 
 from stores import opensearch_store
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.metrics import LA_REFERENCIA_METRICS, METRICS
+from usage_stats.pipeline.metrics import LA_REFERENCIA_METRICS, METRICS
 from usage_stats.settings import Settings
-from usage_stats.store import RowFilter
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.store import RowFilter
 from usage_stats.web import common, create_app
 
 M = LA_REFERENCIA_METRICS

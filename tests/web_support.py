@@ -11,15 +11,15 @@ from pathlib import Path
 
 from conftest import generate
 from usage_stats.admin.registry import DayStatus, disable_source, record_processing
+from usage_stats.admin.sources import CsvSourceRegistry, sources_frame
 from usage_stats.admin.sushi import add_customer
-from usage_stats.canonical import read_canonical_day
-from usage_stats.cleaning import clean_events
-from usage_stats.lake import open_lake
-from usage_stats.metrics import METRICS, daily_deltas
-from usage_stats.snapshots import next_snapshot
-from usage_stats.sources import CsvSourceRegistry, sources_frame
-from usage_stats.synthetic import SyntheticConfig
-from usage_stats.titles import latest_item_titles
+from usage_stats.demo.synthetic import SyntheticConfig
+from usage_stats.pipeline.canonical import read_canonical_day
+from usage_stats.pipeline.cleaning import clean_events
+from usage_stats.pipeline.metrics import METRICS, daily_deltas
+from usage_stats.pipeline.snapshots import next_snapshot
+from usage_stats.pipeline.titles import latest_item_titles
+from usage_stats.storage.open import open_lake
 
 START = dt.date(2026, 1, 24)
 DAYS = 12  # 2026-01-24 .. 2026-02-04: two calendar months, three ISO weeks and a bit
@@ -102,7 +102,7 @@ def web_client(request, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from stores import opensearch_store
-    from usage_stats.duckdb_store import DuckDBStatsStore
+    from usage_stats.storage.duckdb_store import DuckDBStatsStore
     from usage_stats.web import create_app
 
     if request.param == "duckdb":

@@ -8,14 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from usage_stats import admin_cli
-from usage_stats.cleaning import REJECTION_REASONS
-from usage_stats.duckdb_store import DuckDBStatsStore
-from usage_stats.lake import open_lake
-from usage_stats.metrics import METRICS
+from usage_stats.admin import cli as admin_cli
+from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
+from usage_stats.pipeline.cleaning import REJECTION_REASONS
+from usage_stats.pipeline.metrics import METRICS
 from usage_stats.settings import Settings
-from usage_stats.synthetic import SyntheticConfig, write_synthetic
-from usage_stats.warehouse import Warehouse
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.open import open_lake
+from usage_stats.storage.warehouse import Warehouse
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:

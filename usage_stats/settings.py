@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from usage_stats.cleaning import CleaningRules
+from usage_stats.pipeline.cleaning import CleaningRules
 
 # The cleaning rules' defaults live in CleaningRules; the environment only overrides them.
 RULES = CleaningRules()

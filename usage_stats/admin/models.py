@@ -31,7 +31,7 @@ class PrefixList(TypeDecorator[tuple[str, ...]]):
 
     A text column rather than a child table or JSON: the list is short, read whole with its
     source, and the same on SQLite, PostgreSQL and MySQL. Prefixes are normalised before they
-    are saved (`usage_stats.sources.normalize_source`) and never contain white space."""
+    are saved (`usage_stats.admin.sources.normalize_source`) and never contain white space."""
 
     impl = Text
     cache_ok = True

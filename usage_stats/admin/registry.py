@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 
 from usage_stats.admin.db import ensure_current, session_scope
 from usage_stats.admin.models import Country, ProcessingStatus, SourceRow
-from usage_stats.sources import (
+from usage_stats.admin.sources import (
     Source,
     SourceRegistryError,
     conflict_message,

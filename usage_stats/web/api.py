@@ -14,9 +14,9 @@ import polars as pl
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from usage_stats.metrics import COUNTER_METRICS, LA_REFERENCIA_METRICS, METRICS
-from usage_stats.sources import Source
-from usage_stats.store import RowFilter
+from usage_stats.admin.sources import Source
+from usage_stats.pipeline.metrics import COUNTER_METRICS, LA_REFERENCIA_METRICS, METRICS
+from usage_stats.storage.store import RowFilter
 from usage_stats.web import reach as reaches
 from usage_stats.web.common import (
     GRANULARITIES,

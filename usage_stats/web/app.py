@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from usage_stats.admin.db import AdminDbError
 from usage_stats.settings import Settings
-from usage_stats.store import StatsStore, StatsStoreError
+from usage_stats.storage.store import StatsStore, StatsStoreError
 from usage_stats.web import api, dashboard, lareferencia, sushi
 from usage_stats.web.common import ApiError, WebContext
 
@@ -181,10 +181,10 @@ def create_app(
 
 def store_from_settings(settings: Settings) -> StatsStore:
     if settings.stats_store == "opensearch":
-        from usage_stats.opensearch_store import OpenSearchStatsStore
+        from usage_stats.storage.opensearch_store import OpenSearchStatsStore
 
         return OpenSearchStatsStore(settings.opensearch_url, prefix=settings.opensearch_prefix)
-    from usage_stats.duckdb_store import DuckDBStatsStore
+    from usage_stats.storage.duckdb_store import DuckDBStatsStore
 
     return DuckDBStatsStore(Path(settings.duckdb_path))
 

@@ -20,11 +20,11 @@ from sqlalchemy import func, select
 from usage_stats.admin.db import ensure_current, session_scope
 from usage_stats.admin.models import ProcessingStatus
 from usage_stats.admin.registry import complete_through, list_sources
-from usage_stats.identifiers import normalize_identifier
-from usage_stats.metrics import METRICS
-from usage_stats.ownership import owner_of
-from usage_stats.sources import Source
-from usage_stats.store import StatsStore
+from usage_stats.admin.sources import Source
+from usage_stats.pipeline.identifiers import normalize_identifier
+from usage_stats.pipeline.metrics import METRICS
+from usage_stats.pipeline.ownership import owner_of
+from usage_stats.storage.store import StatsStore
 
 GRANULARITIES = ("day", "week", "month", "quarter", "year")
 MAX_BUCKETS = 4000

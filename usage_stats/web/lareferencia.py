@@ -33,8 +33,8 @@ from typing import Annotated
 import polars as pl
 from fastapi import APIRouter, Query, Request
 
-from usage_stats.metrics import LA_REFERENCIA_METRICS
-from usage_stats.sources import Source
+from usage_stats.admin.sources import Source
+from usage_stats.pipeline.metrics import LA_REFERENCIA_METRICS
 from usage_stats.web import reach as reaches
 from usage_stats.web.common import (
     GRANULARITIES,

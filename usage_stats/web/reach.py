@@ -2,9 +2,9 @@
 regional network or one Matomo site, as sets of stats-store rows.
 
 The meanings of LA Referencia's widget service (`lareferencia-usage-stats-service`), which
-sums documents of per-site indices `usage-stats-<idsite>` (see `usage_stats.lareferencia_index`:
-a document is one item's use on one site, `level` the site's type, root `country` the item's
-country, that is its repository's):
+sums documents of per-site indices `usage-stats-<idsite>` (see
+`usage_stats.storage.lareferencia_index`: a document is one item's use on one site, `level`
+the site's type, root `country` the item's country, that is its repository's):
 
 - **repository**: the use of its items (by OAI, handle or DOI prefix) wherever it happened:
   on the repository (level R), on national nodes (N) and on the regional portal (L). The
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import polars as pl
 import pycountry
 
-from usage_stats.metrics import METRICS
-from usage_stats.sources import Source
-from usage_stats.store import RowFilter, StatsStore
+from usage_stats.admin.sources import Source
+from usage_stats.pipeline.metrics import METRICS
+from usage_stats.storage.store import RowFilter, StatsStore
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from usage_stats.admin.db import AdminDbError, ensure_current
 from usage_stats.admin.sushi import Customer, get_customer, list_customers, verify_api_key
-from usage_stats.identifiers import normalize_identifier
-from usage_stats.store import StatsStoreError
+from usage_stats.pipeline.identifiers import normalize_identifier
+from usage_stats.storage.store import StatsStoreError
 from usage_stats.web.common import WebContext, today
 
 logger = logging.getLogger("usage_stats.web.sushi")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from usage_stats.lake import FileInfo, LakeReadError
+from usage_stats.storage.lake import FileInfo, LakeReadError
 
 
 @dataclass(frozen=True)

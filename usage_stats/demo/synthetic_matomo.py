@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.mysql import BINARY, VARBINARY
 
 from usage_stats import DATA_DIR
-from usage_stats.lake import Lake, read_parquet_file
+from usage_stats.storage.lake import Lake, read_parquet_file
 
 COLUMNS_FILE = DATA_DIR / "matomo_log_tables_columns.tsv"
 LOG_TABLES = ("log_visit", "log_link_visit_action", "log_action")

@@ -18,7 +18,7 @@ from typing import Protocol
 import polars as pl
 import pycountry
 
-from usage_stats.ownership import PrefixError, normalize_prefixes
+from usage_stats.pipeline.ownership import PrefixError, normalize_prefixes
 
 SOURCE_TYPES = {"R": "repository", "N": "national node", "L": "regional portal"}
 IDENTIFIER_RULES = ("standard", "regex", "mapping")
@@ -124,7 +124,7 @@ def sample_identifier(source: Source) -> str:
 
 def load_mapping(path: str) -> pl.DataFrame:
     """A mapping table: CSV with columns `from` and `to` (identifiers after normalisation)."""
-    from usage_stats.identifiers import normalize_identifier_expr
+    from usage_stats.pipeline.identifiers import normalize_identifier_expr
 
     file = Path(path)
     if not file.is_file():
@@ -357,7 +357,7 @@ def normalize_prefix(prefix: str | None) -> str | None:
 
     The sample local id has a slash, as a DSpace handle does, so that a port spelled without a
     scheme (`oai:host:8080:`) is read as the identifiers after it are read (`oai:host:`)."""
-    from usage_stats.identifiers import clean_identifier, normalize_identifier
+    from usage_stats.pipeline.identifiers import clean_identifier, normalize_identifier
 
     prefix = clean_identifier(prefix)
     if prefix is None:

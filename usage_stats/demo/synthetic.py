@@ -22,10 +22,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from usage_stats.canonical import lookup_expr
-from usage_stats.cleaning import REJECTION_REASONS
-from usage_stats.lake import open_lake, write_leaf, write_month_leaf
-from usage_stats.sources import Source, write_sources_csv
+from usage_stats.admin.sources import Source, write_sources_csv
+from usage_stats.pipeline.cleaning import REJECTION_REASONS
+from usage_stats.pipeline.expressions import lookup_expr
+from usage_stats.storage.lake import write_leaf, write_month_leaf
+from usage_stats.storage.open import open_lake
 
 UNKNOWN_SITE_ID = 999
 VISITOR_COUNTRIES = ["ar", "br", "cl", "co", "cr", "mx", "pe", "us", "es", None]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from usage_stats.identifier_rules import apply_identifier_rules
-from usage_stats.identifiers import normalize_identifier_expr
-from usage_stats.sources import Source
+from usage_stats.admin.sources import Source
+from usage_stats.pipeline.identifier_rules import apply_identifier_rules
+from usage_stats.pipeline.identifiers import normalize_identifier_expr
 
 # Per day: the last title each raw identifier was seen with, and when.
 PAGE_TITLE_SCHEMA: dict[str, pl.DataType] = {

@@ -5,7 +5,7 @@ handle prefix, a renamed host); the admin DB gives such a source a `regex` rule 
 replacement) or a `mapping` table. A rule belongs to the source that owns the identifiers, so
 it applies to every event of that source's items, wherever they were recorded: on its own
 site, and on the national node and the portal when the identifier carries one of its prefixes
-(OAI, handle or DOI, resolved as `usage_stats.ownership` resolves owners).
+(OAI, handle or DOI, resolved as `usage_stats.pipeline.ownership` resolves owners).
 
 The rules run on distinct identifiers only and leave sources with the standard rule untouched;
 the cleaning step normalises again, which changes nothing for identifiers already normal.
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from usage_stats.identifiers import normalize_identifiers
-from usage_stats.ownership import declarations, owner_ids
-from usage_stats.sources import Source, load_mapping, sources_frame
+from usage_stats.admin.sources import Source, load_mapping, sources_frame
+from usage_stats.pipeline.identifiers import normalize_identifiers
+from usage_stats.pipeline.ownership import declarations, owner_ids
 
 
 def apply_identifier_rules(events: pl.DataFrame, sources: list[Source]) -> pl.DataFrame:

@@ -11,12 +11,12 @@
 - Bulk requests are built as NDJSON by Polars (no per-row Python) in batches of bounded size;
   429/5xx/connection errors are retried with exponential backoff, then fail with a message
   that says OpenSearch is unreachable or refusing, and where.
-- The LA Referencia compatibility set `usage-stats-<idsite>` (`usage_stats.lareferencia_index`)
-  is written next to them, in the original processor's layout, so that the original service
-  and its widgets read our figures unchanged: one index per site where the usage happened,
-  one document per site, item and day (or month: `compat_granularity`). It needs the source
-  registry (`sources`) for each item's country and owner; a store given none writes no
-  compatibility set.
+- The LA Referencia compatibility set `usage-stats-<idsite>`
+  (`usage_stats.storage.lareferencia_index`) is written next to them, in the original
+  processor's layout, so that the original service and its widgets read our figures
+  unchanged: one index per site where the usage happened, one document per site, item and
+  day (or month: `compat_granularity`). It needs the source registry (`sources`) for each
+  item's country and owner; a store given none writes no compatibility set.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, TransportError
 
-from usage_stats import lareferencia_index as compat
-from usage_stats.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
-from usage_stats.sources import Source
-from usage_stats.store import SUM_GROUPS, DayWrite, RowFilter, StatsStoreError, day_frames
+from usage_stats.admin.sources import Source
+from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
+from usage_stats.storage import lareferencia_index as compat
+from usage_stats.storage.store import SUM_GROUPS, DayWrite, RowFilter, StatsStoreError, day_frames
 
 _KEYWORDS = ("scope", "key", "level", "country")
 _INTEGERS = ("site_id", "owner_site_id")

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, MetaData, Table, create_engine, inspect, select, 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, OperationalError, ProgrammingError
 
-from usage_stats.lake import Lake, day_leaf
+from usage_stats.storage.lake import Lake, day_leaf
 
 _CUSTOM_VAR = re.compile(r"^custom_var_[kv]\d+$")
 DEFAULT_PREFIX = "matomo_"

@@ -9,9 +9,14 @@ from dataclasses import dataclass
 import polars as pl
 
 from usage_stats.admin.registry import DayStatus
-from usage_stats.cleaning import REJECTION_REASONS, CleaningResult, CleaningRules, clean_events
-from usage_stats.identifier_rules import apply_identifier_rules
-from usage_stats.sources import Source, sources_frame
+from usage_stats.admin.sources import Source, sources_frame
+from usage_stats.pipeline.cleaning import (
+    REJECTION_REASONS,
+    CleaningResult,
+    CleaningRules,
+    clean_events,
+)
+from usage_stats.pipeline.identifier_rules import apply_identifier_rules
 
 
 def replace_sites(

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from usage_stats.canonical import lookup_expr
-from usage_stats.identifiers import distinct_index, normalize_distinct
-from usage_stats.ownership import declarations, owner_ids
-from usage_stats.robots import PACKAGED_LIST, load_robot_list
+from usage_stats.pipeline.expressions import lookup_expr
+from usage_stats.pipeline.identifiers import distinct_index, normalize_distinct
+from usage_stats.pipeline.ownership import declarations, owner_ids
+from usage_stats.pipeline.robots import PACKAGED_LIST, load_robot_list
 
 REJECTION_REASONS = (
     "invalid_row",
@@ -79,7 +79,7 @@ class CleaningRules:
     min_average_seconds: float = 2.0
     double_click_seconds: int = 30
     thumbnail_pattern: str = THUMBNAIL_URL
-    # `counter-robots` (the installed package) or a file (see usage_stats.robots)
+    # `counter-robots` (the installed package) or a file (see usage_stats.pipeline.robots)
     robots_list: str = PACKAGED_LIST
 
 
@@ -226,7 +226,7 @@ _MAX_SITE_TABLE = 1 << 20
 
 def _identifiers(raw: pl.Series, sources: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
     """Normalised `item_id`, its rank in string order and the owner its prefix names (OAI,
-    handle or DOI: `usage_stats.ownership`), per distinct raw identifier, and each row's
+    handle or DOI: `usage_stats.pipeline.ownership`), per distinct raw identifier, and each row's
     position in that table.
 
     All three depend on the raw identifier alone, so they are computed once per distinct

@@ -16,8 +16,8 @@ A declared prefix that is a whole naming authority matches it exactly: `1721.1` 
 (`10.1234/ufsc.`, `oai:host:10669/`) matches the start of the identifier, so repositories that
 share a publisher's DOI prefix can each claim their own part; the longest matching prefix wins.
 Only active repositories (type R) own items; two of them declaring the same prefix is refused
-when the registry is saved (`usage_stats.sources.prefix_conflicts`), and a frame that still has
-one (a hand-made registry) gives the prefix to the repository listed first.
+when the registry is saved (`usage_stats.admin.sources.prefix_conflicts`), and a frame that
+still has one (a hand-made registry) gives the prefix to the repository listed first.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from usage_stats.identifiers import clean_identifier, normalize_identifier
+from usage_stats.pipeline.identifiers import clean_identifier, normalize_identifier
 
 if TYPE_CHECKING:
-    from usage_stats.sources import Source
+    from usage_stats.admin.sources import Source
 
 KINDS = ("oai", "hdl", "doi")
 # Source frame column of each kind's declared prefixes (a string, or a list of strings).
@@ -203,7 +203,7 @@ def owner_ids(item_ids: pl.Series, declared: pl.DataFrame) -> pl.Series:
 def owner_of(item_key: str, sources: Iterable[Source]) -> Source | None:
     """The repository owning one normalised key, by the same rule as the pipeline (for the web
     services, which resolve an item's repository from a query parameter)."""
-    from usage_stats.sources import sources_frame
+    from usage_stats.admin.sources import sources_frame
 
     listed = [s for s in sources if s.active]
     owner = owner_ids(pl.Series([item_key], dtype=pl.String), declarations(sources_frame(listed)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow.parquet as pq
 
-from usage_stats.lake import Lake, LakeReadError, read_parquet_file
+from usage_stats.storage.lake import Lake, LakeReadError, read_parquet_file
 
 _DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 

@@ -11,8 +11,8 @@ import datetime as dt
 
 import polars as pl
 
-from usage_stats.metrics import DELTA_SCHEMA, KEY_COLUMNS, METRICS, empty_deltas
-from usage_stats.warehouse import Warehouse
+from usage_stats.pipeline.metrics import DELTA_SCHEMA, KEY_COLUMNS, METRICS, empty_deltas
+from usage_stats.storage.warehouse import Warehouse
 
 SNAPSHOT_SCHEMA = DELTA_SCHEMA
 _KEYS = [k for k in KEY_COLUMNS if k != "date"]

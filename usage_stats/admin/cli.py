@@ -22,10 +22,10 @@ from usage_stats.admin.registry import (
     processing_status,
     update_source,
 )
+from usage_stats.admin.sources import Source, SourceRegistryError, normalize_prefix
 from usage_stats.admin.sushi import SushiCustomerError, add_customer, list_customers
-from usage_stats.ownership import split_prefixes
+from usage_stats.pipeline.ownership import split_prefixes
 from usage_stats.settings import Settings
-from usage_stats.sources import Source, SourceRegistryError, normalize_prefix
 
 # Options of `sources add` / `sources update`: (flag, Source field, type)
 SOURCE_OPTIONS = [

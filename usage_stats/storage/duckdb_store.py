@@ -17,8 +17,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from usage_stats.metrics import DELTA_SCHEMA, METRICS
-from usage_stats.store import (
+from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
+from usage_stats.storage.store import (
     STORE_TABLES,
     SUM_GROUPS,
     DayWrite,

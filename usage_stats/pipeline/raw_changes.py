@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from usage_stats.lake import TABLES, FileInfo, Lake, site_ids_in_lake
+from usage_stats.storage.lake import TABLES, FileInfo, Lake, site_ids_in_lake
 
 _LEAF = re.compile(r"idsite=(\d+)/year=(\d{4})/month=(\d{1,2})(?:/day=(\d{1,2}))?/[^/]+$")
 

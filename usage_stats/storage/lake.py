@@ -2,7 +2,8 @@
 
 `<lake>/{events|visits}/idsite=<N>/year=<YYYY>/month=<M>/day=<D>/<file>.parquet`, month and
 day not zero-padded; older archives have month-level leaves with no `day=` level. A lake is
-addressed by URL; the `Lake` protocol is the seam where the S3 implementation plugs in.
+addressed by URL (`storage/open.py`); the `Lake` protocol is the seam where the S3 implementation
+plugs in.
 """
 
 from __future__ import annotations
@@ -127,20 +128,6 @@ class LocalLake:
 
     def describe(self, key: str) -> str:
         return str(self._path(key))
-
-
-def open_lake(url: str, s3_client: object | None = None) -> Lake:
-    """Lake from a URL: a local folder (plain path or file://) or s3://bucket/prefix."""
-    if url.startswith("s3://"):
-        from usage_stats.s3_lake import S3Lake, parse_s3_url
-
-        if s3_client is None:
-            raise ValueError(f"lake URL {url!r} needs an S3 client")
-        bucket, prefix = parse_s3_url(url)
-        return S3Lake(s3_client, bucket, prefix)
-    if url.startswith("file://"):
-        url = url[len("file://") :]
-    return LocalLake(Path(url))
 
 
 def day_leaf(table: str, site_id: int, day: dt.date) -> str:

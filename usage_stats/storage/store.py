@@ -52,7 +52,7 @@ def day_frames(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Both frames in the store's schema, refused if they hold rows of another day (a day's
     write replaces that day only)."""
-    from usage_stats.metrics import DELTA_SCHEMA
+    from usage_stats.pipeline.metrics import DELTA_SCHEMA
 
     frames = []
     for name, frame in (("deltas", deltas), ("snapshot", snapshot)):

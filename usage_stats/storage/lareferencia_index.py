@@ -67,8 +67,8 @@ from typing import Any
 
 import polars as pl
 
-from usage_stats.metrics import LA_REFERENCIA_METRICS
-from usage_stats.sources import Source
+from usage_stats.admin.sources import Source
+from usage_stats.pipeline.metrics import LA_REFERENCIA_METRICS
 
 GRANULARITIES = ("day", "month")
 # Bumped when the set's mapping changes in a way that old indices cannot take: a store refuses
