@@ -13,7 +13,7 @@ from dagster import (
 )
 
 from assets.metadata import markdown_table, report_day, schema_metadata
-from assets.partitions import daily_partitions, partition_days, single_run
+from assets.partitions import DAILY, WAREHOUSE_TABLE, partition_days
 from resources import AdminDbResource, CleaningSettings, WarehouseResource
 from usage_stats.admin.registry import DayStatus
 from usage_stats.pipeline.cleaning import (
@@ -33,14 +33,14 @@ RECONCILES = "kept_plus_rejected_equals_input"
             "sessions",
             deps=["raw_events"],
             group_name="usage",
-            kinds={"polars", "parquet"},
+            kinds=WAREHOUSE_TABLE,
             description="Kept events with their COUNTER session, normalised item and owner.",
         ),
         AssetSpec(
             "rejected_events",
             deps=["raw_events"],
             group_name="usage",
-            kinds={"polars", "parquet"},
+            kinds=WAREHOUSE_TABLE,
             description="Every event not counted, with exactly one reason.",
         ),
     ],
@@ -52,8 +52,7 @@ RECONCILES = "kept_plus_rejected_equals_input"
             description="Kept + rejected rows written = raw_events rows, every day of the run.",
         )
     ],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY,
 )
 def cleaning(
     context: AssetExecutionContext,

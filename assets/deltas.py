@@ -10,7 +10,7 @@ from dagster import (
 )
 
 from assets.metadata import markdown_table, report_day, schema_metadata
-from assets.partitions import daily_partitions, partition_days, single_run
+from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
 from resources import WarehouseResource
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS, daily_deltas, duplicate_keys
 
@@ -19,10 +19,8 @@ NO_DUPLICATES = "no_duplicate_delta_keys"
 
 @asset(
     deps=["sessions"],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    group_name="usage",
-    kinds={"polars", "parquet"},
+    **DAILY_USAGE,
+    kinds=WAREHOUSE_TABLE,
     check_specs=[
         AssetCheckSpec(
             NO_DUPLICATES,

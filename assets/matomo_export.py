@@ -1,13 +1,12 @@
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from assets.partitions import daily_partitions, partition_days, single_run
+from assets.partitions import DAILY, partition_days
 from resources import AdminDbResource, LakeResource, MatomoDbResource
 from usage_stats.ingest.matomo import export_day
 
 
 @asset(
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
+    **DAILY,
     group_name="ingest",
     kinds={"mysql", "parquet"},
     description="Matomo's log tables → the lake, for every active source, one day at a time. "

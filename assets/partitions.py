@@ -23,6 +23,13 @@ daily_partitions = DailyPartitionsDefinition(
 single_run = BackfillPolicy.single_run()
 
 
+# What every daily stage shares: the day partitions, one run per range, its group; and what a
+# warehouse stage is. `@asset(**DAILY_USAGE, kinds=WAREHOUSE_TABLE, …)`.
+DAILY = {"partitions_def": daily_partitions, "backfill_policy": single_run}
+DAILY_USAGE = {**DAILY, "group_name": "usage"}
+WAREHOUSE_TABLE = {"polars", "parquet"}
+
+
 def partition_days(context: AssetExecutionContext) -> list[dt.date]:
     """The days of this run, ascending: one for a normal run, many for a single-run backfill."""
     return sorted(dt.date.fromisoformat(key) for key in context.partition_keys)

@@ -3,7 +3,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.metadata import markdown_table, report_day, schema_metadata
-from assets.partitions import daily_partitions, partition_days, single_run
+from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
 from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
 from usage_stats.admin.sources import sources_frame
 from usage_stats.pipeline.canonical import CANONICAL_SCHEMA, read_canonical_day
@@ -19,10 +19,8 @@ class SiteSelection(Config):
 
 @asset(
     deps=["matomo_export"],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    group_name="usage",
-    kinds={"polars", "parquet"},
+    **DAILY_USAGE,
+    kinds=WAREHOUSE_TABLE,
     description="Canonical typed events of a day, all sites; IPs already hashed. "
     "Page titles seen with the day's views are kept beside them (page_titles).",
 )

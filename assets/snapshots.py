@@ -10,7 +10,7 @@ from dagster import (
 )
 
 from assets.metadata import report_day, schema_metadata
-from assets.partitions import daily_partitions, partition_days, single_run
+from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
 from resources import WarehouseResource
 from usage_stats.pipeline.snapshots import (
     SNAPSHOT_SCHEMA,
@@ -24,10 +24,8 @@ CHAINS = "snapshot_equals_previous_plus_delta"
 
 @asset(
     deps=["item_daily_deltas"],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    group_name="usage",
-    kinds={"polars", "parquet"},
+    **DAILY_USAGE,
+    kinds=WAREHOUSE_TABLE,
     check_specs=[
         AssetCheckSpec(
             CHAINS,

@@ -9,7 +9,7 @@ from dagster import (
 )
 
 from assets.metadata import report_day
-from assets.partitions import daily_partitions, partition_days, single_run
+from assets.partitions import DAILY_USAGE, partition_days
 from resources import StatsStoreResource, WarehouseResource
 
 MATCHES_DELTAS = "store_rows_equal_delta_rows"
@@ -17,10 +17,8 @@ MATCHES_DELTAS = "store_rows_equal_delta_rows"
 
 @asset(
     deps=["item_daily_deltas", "usage_snapshots", "item_titles"],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    group_name="usage",
-    kinds={"duckdb", "opensearch"},
+    **DAILY_USAGE,
+    kinds={"duckdb", "opensearch"},  # the configured one: assets.described_assets
     pool="stats_store",
     check_specs=[
         AssetCheckSpec(

@@ -2,17 +2,15 @@ import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assets.metadata import markdown_table, report_day, schema_metadata
-from assets.partitions import daily_partitions, partition_days, single_run
+from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
 from resources import AdminDbResource, WarehouseResource
 from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA, latest_item_titles
 
 
 @asset(
     deps=["raw_events"],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    group_name="usage",
-    kinds={"polars", "parquet"},
+    **DAILY_USAGE,
+    kinds=WAREHOUSE_TABLE,
     description="Each item's title as the day's page views last showed it (Matomo page "
     "titles), under the normalised key the statistics use; the stats store keeps the latest.",
 )
