@@ -458,25 +458,9 @@ class OpenSearchStatsStore:
     def _composite(
         self, table: str, query: dict[str, Any], by: tuple[str, ...], aggs: dict[str, Any]
     ) -> Iterator[dict[str, Any]]:
+        """Buckets grouped by the fields `by` (a missing value is a bucket of its own)."""
         sources = [{c: {"terms": {"field": c, "missing_bucket": True}}} for c in by]
-        after = None
-        while True:
-            composite: dict[str, Any] = {"size": 1000, "sources": sources}
-            if after:
-                composite["after"] = after
-            body = {
-                "size": 0,
-                "query": query,
-                "aggs": {"g": {"composite": composite, "aggs": aggs}},
-            }
-            result = self._search(table, body)
-            agg = result.get("aggregations", {}).get("g")
-            if not agg:
-                return
-            yield from agg["buckets"]
-            after = agg.get("after_key")
-            if not after or not agg["buckets"]:
-                return
+        return self._composite_sources(table, query, sources, aggs)
 
     @staticmethod
     def _range_query(scope: str, key: str | None, start: dt.date, end: dt.date) -> dict[str, Any]:
