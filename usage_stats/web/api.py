@@ -8,10 +8,11 @@ which the data is complete, so a client can tell "no usage" from "not processed 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated
 
 import polars as pl
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from usage_stats.admin.sources import Source
@@ -314,22 +315,42 @@ def _ranked(
     return [(key, metrics.get(key, dict.fromkeys(METRICS, 0))) for key in ranked]
 
 
+@dataclass(frozen=True)
+class RankingQuery:
+    """The query parameters every top list takes, as sent (each is checked where it is read)."""
+
+    start: str | None
+    end: str | None
+    metric: str | None
+    limit: str | None
+    format: str | None
+
+
+Metric = Annotated[str | None, Query(description="metric to rank by (default views)")]
+Limit = Annotated[str | None, Query(description="how many items, 1..1000 (default 10)")]
+
+
+def ranking_query(
+    start: Start = None,
+    end: End = None,
+    metric: Metric = None,
+    limit: Limit = None,
+    format: Format = None,
+) -> RankingQuery:
+    return RankingQuery(start, end, metric, limit, format)
+
+
+Ranking = Annotated[RankingQuery, Depends(ranking_query)]
+
+
 def _ranking(
-    request: Request,
-    what: str,
-    label: str,
-    start: str | None,
-    end: str | None,
-    metric: str | None,
-    limit: str | None,
-    fmt: str | None,
-    reach: reaches.Reach,
+    request: Request, what: str, label: str, query: RankingQuery, reach: reaches.Reach
 ) -> Response:
     """Top items (`what` = "items") or top repositories (`what` = "sources") of a reach."""
     ctx = _ctx(request)
-    first, last = date_range(start, end)
-    chosen_metric = parse_choice(metric, "metric", METRICS, "views")
-    count = parse_int(limit, "limit", 10, 1, 1000)
+    first, last = date_range(query.start, query.end)
+    chosen_metric = parse_choice(query.metric, "metric", METRICS, "views")
+    count = parse_int(query.limit, "limit", 10, 1, 1000)
     scope = "item" if what == "items" else "source"
     ranked = _ranked(ctx, scope, first, last, chosen_metric, count, reach.items)
     titles = ctx.store.titles(tuple(key for key, _ in ranked)) if what == "items" else {}
@@ -357,27 +378,19 @@ def _ranking(
         what: rows,
     }
     name = file_name(label, "top", what, chosen_metric, first.isoformat(), last.isoformat())
-    return respond(payload, rows, negotiate(request, fmt), name)
-
-
-Metric = Annotated[str | None, Query(description="metric to rank by (default views)")]
-Limit = Annotated[str | None, Query(description="how many items, 1..1000 (default 10)")]
+    return respond(payload, rows, negotiate(request, query.format), name)
 
 
 @router.get("/sources/{site_id}/top", summary="Top items of a repository (usage everywhere)")
 def source_top(
     request: Request,
     site_id: str,
-    start: Start = None,
-    end: End = None,
-    metric: Metric = None,
-    limit: Limit = None,
-    format: Format = None,
+    query: Ranking,
 ) -> Response:
     source = _site(_ctx(request), site_id, ("R",), "repository")
     reach = reaches.repository(source)
     label = f"source-{source.site_id}"
-    return _ranking(request, "items", label, start, end, metric, limit, format, reach)
+    return _ranking(request, "items", label, query, reach)
 
 
 @router.get(
@@ -388,15 +401,11 @@ def source_top(
 def node_top(
     request: Request,
     site_id: str,
-    start: Start = None,
-    end: End = None,
-    metric: Metric = None,
-    limit: Limit = None,
-    format: Format = None,
+    query: Ranking,
 ) -> Response:
     source, reach = _node(_ctx(request), site_id)
     label = f"node-{source.site_id}"
-    return _ranking(request, "items", label, start, end, metric, limit, format, reach)
+    return _ranking(request, "items", label, query, reach)
 
 
 @router.get(
@@ -407,31 +416,23 @@ def node_top(
 def node_top_sources(
     request: Request,
     site_id: str,
-    start: Start = None,
-    end: End = None,
-    metric: Metric = None,
-    limit: Limit = None,
-    format: Format = None,
+    query: Ranking,
 ) -> Response:
     source, reach = _node(_ctx(request), site_id)
     label = f"node-{source.site_id}"
-    return _ranking(request, "sources", label, start, end, metric, limit, format, reach)
+    return _ranking(request, "sources", label, query, reach)
 
 
 @router.get("/sites/{site_id}/top", summary="Top items used on one Matomo site")
 def site_top(
     request: Request,
     site_id: str,
-    start: Start = None,
-    end: End = None,
-    metric: Metric = None,
-    limit: Limit = None,
-    format: Format = None,
+    query: Ranking,
 ) -> Response:
     source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
     reach = reaches.site(source)
     label = f"site-{source.site_id}"
-    return _ranking(request, "items", label, start, end, metric, limit, format, reach)
+    return _ranking(request, "items", label, query, reach)
 
 
 @router.get(
@@ -441,42 +442,30 @@ def site_top(
 def site_top_sources(
     request: Request,
     site_id: str,
-    start: Start = None,
-    end: End = None,
-    metric: Metric = None,
-    limit: Limit = None,
-    format: Format = None,
+    query: Ranking,
 ) -> Response:
     source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
     reach = reaches.site(source)
     label = f"site-{source.site_id}"
-    return _ranking(request, "sources", label, start, end, metric, limit, format, reach)
+    return _ranking(request, "sources", label, query, reach)
 
 
 @router.get("/global/top", summary="Top items overall")
 def global_top(
     request: Request,
-    start: Start = None,
-    end: End = None,
-    metric: Metric = None,
-    limit: Limit = None,
-    format: Format = None,
+    query: Ranking,
 ) -> Response:
     reach = reaches.network()
-    return _ranking(request, "items", "global", start, end, metric, limit, format, reach)
+    return _ranking(request, "items", "global", query, reach)
 
 
 @router.get("/global/top-sources", summary="Top repositories overall (usage of their items)")
 def global_top_sources(
     request: Request,
-    start: Start = None,
-    end: End = None,
-    metric: Metric = None,
-    limit: Limit = None,
-    format: Format = None,
+    query: Ranking,
 ) -> Response:
     reach = reaches.network()
-    return _ranking(request, "sources", "global", start, end, metric, limit, format, reach)
+    return _ranking(request, "sources", "global", query, reach)
 
 
 @router.get("/coverage", summary="The days with statistics and how far data is complete")
