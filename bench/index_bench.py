@@ -46,7 +46,7 @@ def main() -> int:
     from usage_stats.pipeline.snapshots import next_snapshot
     from usage_stats.storage import lareferencia_index
     from usage_stats.storage.open import open_lake
-    from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+    from usage_stats.storage.opensearch import OpenSearchStatsStore
 
     with tempfile.TemporaryDirectory(prefix="index-bench-") as tmp, RssSampler() as sampler:
         workdir = Path(tmp)

@@ -210,7 +210,7 @@ def make_store(kind: str, location: str):
         from usage_stats.storage.duckdb_store import DuckDBStatsStore
 
         return DuckDBStatsStore(Path(location))
-    from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+    from usage_stats.storage.opensearch import OpenSearchStatsStore
 
     return OpenSearchStatsStore(OPENSEARCH_URL, prefix=location, compat_prefix=f"{location}-compat")
 

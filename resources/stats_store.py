@@ -5,7 +5,7 @@ from pydantic import Field
 
 from usage_stats.admin.registry import DbSourceRegistry
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
-from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+from usage_stats.storage.opensearch import OpenSearchStatsStore
 from usage_stats.storage.store import StatsStore
 
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import requests
 
-from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+from usage_stats.storage.opensearch import OpenSearchStatsStore
 
 OPENSEARCH_URL = os.environ.get("USAGE_STATS_OPENSEARCH_URL", "http://127.0.0.1:9200")
 # The same defaults as scripts/services.sh, so a plain `pytest` finds the servers it started.

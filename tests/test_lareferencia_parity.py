@@ -51,7 +51,7 @@ from usage_stats.pipeline.cleaning import clean_events
 from usage_stats.pipeline.metrics import daily_deltas
 from usage_stats.pipeline.snapshots import next_snapshot
 from usage_stats.storage.open import open_lake
-from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+from usage_stats.storage.opensearch import OpenSearchStatsStore
 
 START = dt.date(2026, 4, 1)
 DAYS = 30

@@ -22,7 +22,7 @@ from stores import opensearch_store
 from support import day_tables, item_metrics, manifest_items
 from usage_stats.admin.sources import CsvSourceRegistry, Source
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
-from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+from usage_stats.storage.opensearch import OpenSearchStatsStore
 from usage_stats.storage.store import StatsStoreError
 
 RANGE = {

@@ -21,7 +21,7 @@ from usage_stats.admin.db import upgrade
 from usage_stats.admin.registry import DayStatus, record_processing
 from usage_stats.admin.sushi import add_customer
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
-from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+from usage_stats.storage.opensearch import OpenSearchStatsStore
 from usage_stats.web import create_app, sushi
 
 SPEC = json.loads((DATA_DIR / "COUNTER_SUSHI_API_5.1_openapi3.1.json").read_text())

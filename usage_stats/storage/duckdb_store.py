@@ -20,11 +20,12 @@ import polars as pl
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
 from usage_stats.storage.store import (
     STORE_TABLES,
-    SUM_GROUPS,
     DayWrite,
     RowFilter,
+    StatsStore,
     StatsStoreError,
     day_frames,
+    empty_sums,
 )
 
 _SQL_TYPES = {
@@ -33,7 +34,6 @@ _SQL_TYPES = {
     pl.Int32(): "INTEGER",
     pl.Int64(): "BIGINT",
 }
-_GROUPABLE = {"date", "site_id", "level", "country", "owner_site_id", "key"}
 
 
 _CREATE_TITLES = (
@@ -48,7 +48,7 @@ def _create_table_sql(table: str) -> str:
 
 
 @dataclass(frozen=True)
-class DuckDBStatsStore:
+class DuckDBStatsStore(StatsStore):
     path: Path
     lock_timeout_seconds: float = 120.0
 
@@ -172,23 +172,6 @@ class DuckDBStatsStore:
             rows = con.execute("SELECT DISTINCT date FROM usage_snapshots ORDER BY date").fetchall()
         return [r[0] for r in rows]
 
-    def totals(
-        self, scope: str, key: str, start: dt.date, end: dt.date, by: tuple[str, ...] = ()
-    ) -> pl.DataFrame:
-        unknown = set(by) - _GROUPABLE
-        if unknown:
-            raise ValueError(f"cannot group by {sorted(unknown)}")
-        group = ", ".join(by)
-        select = f"{group}, " if by else ""
-        sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
-        sql = (
-            f"SELECT {select}{sums} FROM usage_deltas "
-            "WHERE scope = ? AND key = ? AND date BETWEEN ? AND ?"
-            + (f" GROUP BY {group} ORDER BY {group}" if by else "")
-        )
-        with self._connect(read_only=True) as con:
-            return pl.from_arrow(con.sql(sql, params=[scope, key, start, end]).to_arrow_table())
-
     def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame:
         with self._connect(read_only=True) as con:
             table = con.sql(
@@ -198,71 +181,15 @@ class DuckDBStatsStore:
             ).to_arrow_table()
         return pl.from_arrow(table)
 
-    def top(
-        self,
-        scope: str,
-        start: dt.date,
-        end: dt.date,
-        metric: str,
-        limit: int,
-        *,
-        site_ids: tuple[int, ...] | None = None,
-        owner_site_ids: tuple[int, ...] | None = None,
-    ) -> pl.DataFrame:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}")
-        where, params = _filters(scope, start, end, None, site_ids, owner_site_ids)
-        with self._connect(read_only=True) as con:
-            table = con.sql(
-                f"SELECT key, CAST(sum({metric}) AS BIGINT) AS {metric} FROM usage_deltas "
-                f"WHERE {where} GROUP BY key "
-                f"ORDER BY {metric} DESC, key LIMIT ?",
-                params=[*params, limit],
-            ).to_arrow_table()
-        return pl.from_arrow(table)
-
-    def sums(
-        self,
-        scope: str,
-        start: dt.date,
-        end: dt.date,
-        *,
-        keys: tuple[str, ...] | None = None,
-        site_ids: tuple[int, ...] | None = None,
-        owner_site_ids: tuple[int, ...] | None = None,
-        by: tuple[str, ...] = (),
-    ) -> pl.DataFrame:
-        unknown = set(by) - set(SUM_GROUPS)
-        if unknown:
-            raise ValueError(f"cannot group by {sorted(unknown)}")
-        columns = [
-            "CAST(date_trunc('month', date) AS DATE) AS month" if c == "month" else c for c in by
-        ]
-        sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
-        where, params = _filters(scope, start, end, keys, site_ids, owner_site_ids)
-        group = ", ".join(by)
-        sql = f"SELECT {', '.join([*columns, sums])} FROM usage_deltas WHERE {where}"
-        if by:
-            sql += f" GROUP BY {group} ORDER BY {group}"
-        with self._connect(read_only=True) as con:
-            frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
-        if by and frame.is_empty():
-            schema = {c: pl.Date() if c == "month" else DELTA_SCHEMA[c] for c in by}
-            return pl.DataFrame(schema=schema | {m: pl.Int64() for m in METRICS})
-        return frame
-
-    def sums_where(
+    def _sums_where(
         self,
         scope: str,
         start: dt.date,
         end: dt.date,
         where: tuple[RowFilter, ...],
-        by: tuple[str, ...] = (),
-        distinct: tuple[str, ...] = (),
+        by: tuple[str, ...],
+        distinct: tuple[str, ...],
     ) -> pl.DataFrame:
-        unknown = (set(by) | set(distinct)) - set(SUM_GROUPS)
-        if unknown:
-            raise ValueError(f"cannot group by {sorted(unknown)}")
         month = "CAST(date_trunc('month', date) AS DATE)"
         columns = [f"{month} AS month" if c == "month" else c for c in by]
         sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
@@ -270,7 +197,7 @@ class DuckDBStatsStore:
         rows = f"count(DISTINCT ({counted}))" if distinct else "count(*)"
         clause, params = _any_of(scope, start, end, where)
         sql = (
-            f"SELECT {', '.join([*columns, sums])}, CAST({rows} AS BIGINT) AS \"rows\" "
+            f'SELECT {", ".join([*columns, sums])}, CAST({rows} AS BIGINT) AS "rows" '
             f"FROM usage_deltas WHERE {clause}"
         )
         if by:
@@ -278,11 +205,10 @@ class DuckDBStatsStore:
         with self._connect(read_only=True) as con:
             frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
         if by and frame.is_empty():
-            schema = {c: pl.Date() if c == "month" else DELTA_SCHEMA[c] for c in by}
-            return pl.DataFrame(schema=schema | {m: pl.Int64() for m in (*METRICS, "rows")})
+            return empty_sums(by)
         return frame
 
-    def top_where(
+    def _top_where(
         self,
         scope: str,
         start: dt.date,
@@ -291,8 +217,6 @@ class DuckDBStatsStore:
         limit: int,
         where: tuple[RowFilter, ...],
     ) -> pl.DataFrame:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}")
         clause, params = _any_of(scope, start, end, where)
         with self._connect(read_only=True) as con:
             table = con.sql(
@@ -301,28 +225,6 @@ class DuckDBStatsStore:
                 params=[*params, limit],
             ).to_arrow_table()
         return pl.from_arrow(table)
-
-
-def _filters(
-    scope: str,
-    start: dt.date,
-    end: dt.date,
-    keys: tuple[str, ...] | None,
-    site_ids: tuple[int, ...] | None,
-    owner_site_ids: tuple[int, ...] | None,
-) -> tuple[str, list]:
-    """A WHERE clause of placeholders only: user values travel as parameters, never as SQL."""
-    where = ["scope = ?", "date BETWEEN ? AND ?"]
-    params: list = [scope, start, end]
-    for column, values in (("key", keys), ("site_id", site_ids), ("owner_site_id", owner_site_ids)):
-        if values is None:
-            continue
-        if not values:
-            where.append("FALSE")
-            continue
-        where.append(f"{column} IN ({', '.join('?' for _ in values)})")
-        params.extend(values)
-    return " AND ".join(where), params
 
 
 def _any_of(

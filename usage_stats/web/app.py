@@ -181,7 +181,7 @@ def create_app(
 
 def store_from_settings(settings: Settings) -> StatsStore:
     if settings.stats_store == "opensearch":
-        from usage_stats.storage.opensearch_store import OpenSearchStatsStore
+        from usage_stats.storage.opensearch import OpenSearchStatsStore
 
         return OpenSearchStatsStore(settings.opensearch_url, prefix=settings.opensearch_prefix)
     from usage_stats.storage.duckdb_store import DuckDBStatsStore

@@ -1,0 +1,224 @@
+"""How the store reads: query bodies and the frames made of their answers.
+
+Only `term`/`terms`/`range`/`exists` filters: user values are compared, never parsed as query
+syntax. Groupings are composite aggregations paged to the end, so no bucket is ever cut off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import polars as pl
+
+from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
+from usage_stats.storage.opensearch.client import Connection
+from usage_stats.storage.store import RowFilter, empty_sums
+
+_COUNTS = (*METRICS, "rows")
+
+
+def _scope_and_dates(scope: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
+    return [
+        {"term": {"scope": scope}},
+        {"range": {"date": {"gte": start.isoformat(), "lte": end.isoformat()}}},
+    ]
+
+
+def where_query(
+    scope: str, start: dt.date, end: dt.date, where: tuple[RowFilter, ...]
+) -> dict[str, Any]:
+    """Scope and dates, and any of the filters (each `terms` on its columns; None among the
+    values: the field is absent)."""
+    alternatives = []
+    for row_filter in where:
+        columns = (
+            ("key", row_filter.keys),
+            ("site_id", row_filter.site_ids),
+            ("owner_site_id", row_filter.owner_site_ids),
+        )
+        if any(values is not None and not values for _, values in columns):
+            continue  # an empty list of values: this alternative matches no row
+        terms: list[dict[str, Any]] = []
+        for column, values in columns:
+            if values is None:
+                continue
+            present = [v for v in values if v is not None]
+            tests: list[dict[str, Any]] = [{"terms": {column: present}}] if present else []
+            if len(present) < len(values):  # None: no value (an item nobody owns)
+                tests.append({"bool": {"must_not": [{"exists": {"field": column}}]}})
+            terms.append(tests[0] if len(tests) == 1 else {"bool": {"should": tests}})
+        alternatives.append({"bool": {"filter": terms}})
+    filters = _scope_and_dates(scope, start, end)
+    if not alternatives:
+        return {"bool": {"filter": filters, "must_not": [{"match_all": {}}]}}
+    if alternatives == [{"bool": {"filter": []}}]:  # one filter on nothing: every row
+        return {"bool": {"filter": filters}}
+    filters.append({"bool": {"should": alternatives, "minimum_should_match": 1}})
+    return {"bool": {"filter": filters}}
+
+
+def _group_sources(columns: list[str]) -> list[dict[str, Any]]:
+    """Composite sources of `columns`; `month` buckets `date` by calendar month, a missing
+    value is a bucket of its own."""
+    sources = []
+    for column in columns:
+        if column == "month":
+            source = {"date_histogram": {"field": "date", "calendar_interval": "month"}}
+        else:
+            source = {"terms": {"field": column, "missing_bucket": True}}
+        sources.append({column: source})
+    return sources
+
+
+def _epoch_day(millis: int) -> dt.date:
+    return dt.datetime.fromtimestamp(millis / 1000, dt.UTC).date()
+
+
+def sum_rows(
+    connection: Connection,
+    index: str,
+    scope: str,
+    start: dt.date,
+    end: dt.date,
+    where: tuple[RowFilter, ...],
+    by: tuple[str, ...],
+    distinct: tuple[str, ...],
+) -> pl.DataFrame:
+    """The store's `sums_where`, with each bucket's `rows` (documents, or with `distinct`, the
+    distinct combinations of those columns: exact, by composite buckets of `by` + `distinct`,
+    so it costs one bucket per combination)."""
+    query = where_query(scope, start, end, where)
+    sums = {m: {"sum": {"field": m}} for m in METRICS}
+    if not by and not distinct:
+        body = {"size": 0, "query": query, "aggs": sums, "track_total_hits": True}
+        result = connection.search(index, body)
+        aggs = result.get("aggregations", {})
+        values = {m: [int(aggs.get(m, {}).get("value") or 0)] for m in METRICS}
+        values["rows"] = [int(result.get("hits", {}).get("total", {}).get("value") or 0)]
+        return pl.DataFrame(values, schema={m: pl.Int64 for m in _COUNTS})
+    group = list(dict.fromkeys([*by, *distinct]))
+    rows = []
+    for bucket in connection.composite(index, query, _group_sources(group), sums):
+        row = dict(bucket["key"])
+        for column in ("date", "month"):
+            if row.get(column) is not None:
+                row[column] = _epoch_day(row[column])
+        row |= {m: int(bucket[m]["value"] or 0) for m in METRICS}
+        row["rows"] = int(bucket["doc_count"])
+        rows.append(row)
+    schema = dict(empty_sums(tuple(group)).schema)
+    frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    if distinct:
+        totals = [*(pl.col(m).sum() for m in METRICS), pl.len().cast(pl.Int64).alias("rows")]
+        if not by:
+            if frame.is_empty():
+                return pl.DataFrame(
+                    {c: [0] for c in _COUNTS}, schema=dict.fromkeys(_COUNTS, pl.Int64)
+                )
+            return frame.select(totals)
+        frame = frame.group_by(list(by)).agg(totals).select([*by, *_COUNTS])
+    return frame.sort(list(by), nulls_last=True)
+
+
+def top_keys(
+    connection: Connection,
+    index: str,
+    scope: str,
+    start: dt.date,
+    end: dt.date,
+    metric: str,
+    limit: int,
+    where: tuple[RowFilter, ...],
+) -> pl.DataFrame:
+    """The store's `top_where`: a terms aggregation ordered by the metric, then the key."""
+    body = {
+        "size": 0,
+        "query": where_query(scope, start, end, where),
+        "aggs": {
+            "top": {
+                "terms": {
+                    "field": "key",
+                    "size": limit,
+                    "order": [{"total": "desc"}, {"_key": "asc"}],
+                },
+                "aggs": {"total": {"sum": {"field": metric}}},
+            }
+        },
+    }
+    buckets = connection.search(index, body).get("aggregations", {}).get("top", {})
+    return pl.DataFrame(
+        [(b["key"], int(b["total"]["value"])) for b in buckets.get("buckets", [])],
+        schema={"key": pl.String, metric: pl.Int64},
+        orient="row",
+    )
+
+
+def snapshot_rows(
+    connection: Connection, index: str, scope: str, key: str, day: dt.date
+) -> pl.DataFrame:
+    query = {
+        "bool": {
+            "filter": [
+                {"term": {"scope": scope}},
+                {"term": {"key": key}},
+                {"term": {"date": day.isoformat()}},
+            ]
+        }
+    }
+    result = connection.search(index, {"size": 10_000, "query": query})
+    rows = [hit["_source"] for hit in result["hits"]["hits"]]
+    for row in rows:
+        row.pop("write_id", None)
+        row["date"] = dt.date.fromisoformat(row["date"])
+    frame = (
+        pl.DataFrame(rows, schema=DELTA_SCHEMA, orient="row")
+        if rows
+        else pl.DataFrame(schema=DELTA_SCHEMA)
+    )
+    return frame.sort(["site_id", "level", "country"], nulls_last=True)
+
+
+def stored_days(connection: Connection, index: str) -> list[dt.date]:
+    buckets = connection.composite(index, {"match_all": {}}, _group_sources(["date"]), {})
+    return [_epoch_day(bucket["key"]["date"]) for bucket in buckets]
+
+
+def month_item_rows(
+    connection: Connection, index: str, first: dt.date, last: dt.date
+) -> pl.DataFrame:
+    """Item deltas of [first, last] summed per site, item, level, owner and visitor country,
+    with the last day each was seen (the compatibility set's monthly documents); one composite
+    aggregation per site, so each page scans one site's documents rather than the month's."""
+    dates = {"range": {"date": {"gte": first.isoformat(), "lte": last.isoformat()}}}
+    filters = [{"term": {"scope": "item"}}, dates]
+    found = connection.search(
+        index,
+        {
+            "size": 0,
+            "query": {"bool": {"filter": filters}},
+            "aggs": {"sites": {"terms": {"field": "site_id", "size": 65_535}}},
+        },
+    )
+    buckets = found.get("aggregations", {}).get("sites", {}).get("buckets", [])
+    sources = _group_sources(["key", "level", "owner_site_id", "country"])
+    aggs: dict[str, Any] = {m: {"sum": {"field": m}} for m in LA_REFERENCIA_METRICS}
+    aggs["last_date"] = {"max": {"field": "date"}}
+    rows = []
+    for site in sorted(b["key"] for b in buckets):
+        site_query = {"bool": {"filter": [*filters, {"term": {"site_id": site}}]}}
+        for bucket in connection.composite(index, site_query, sources, aggs):
+            row = {"site_id": site, **bucket["key"]}
+            row |= {m: int(bucket[m]["value"] or 0) for m in LA_REFERENCIA_METRICS}
+            row["last_date"] = int(bucket["last_date"]["value"] or 0)
+            rows.append(row)
+    schema = {
+        "site_id": pl.Int32(),
+        "key": pl.String(),
+        "level": pl.String(),
+        "owner_site_id": pl.Int32(),
+        "country": pl.String(),
+        **{m: pl.Int64() for m in LA_REFERENCIA_METRICS},
+        "last_date": pl.Int64(),
+    }
+    return pl.DataFrame(rows, schema=schema, orient="row")

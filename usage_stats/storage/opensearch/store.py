@@ -1,0 +1,326 @@
+"""The OpenSearch stats store: production indices behind aliases.
+
+- Deltas go to yearly indices `<prefix>-deltas-<YYYY>`, snapshots to monthly indices
+  `<prefix>-snapshots-<YYYY-MM>` (a snapshot holds every key every day, so they grow fastest);
+  aliases `<prefix>-deltas` / `<prefix>-snapshots` are what readers query.
+- The LA Referencia compatibility set `usage-stats-<idsite>`
+  (`usage_stats.storage.lareferencia_index`) is written next to them, in the original
+  processor's layout, so that the original service and its widgets read our figures
+  unchanged: one index per site where the usage happened, one document per site, item and
+  day (or month: `compat_granularity`). It needs the source registry (`sources`) for each
+  item's country and owner; a store given none writes no compatibility set.
+
+Requests and their retries are `client`'s, documents and templates `writes`', query bodies
+`queries`'; this class says which index each table lives in and in what order a day is
+written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import polars as pl
+from opensearchpy import OpenSearch
+
+from usage_stats.admin.sources import Source
+from usage_stats.storage import lareferencia_index as compat
+from usage_stats.storage.opensearch import queries, writes
+from usage_stats.storage.opensearch.client import Connection
+from usage_stats.storage.store import (
+    STORE_TABLES,
+    DayWrite,
+    RowFilter,
+    StatsStore,
+    StatsStoreError,
+    day_frames,
+)
+
+COMPAT_PREFIX = "usage-stats"
+
+
+@dataclass
+class OpenSearchStatsStore(StatsStore):
+    url: str
+    prefix: str = "usagestats"
+    compat_prefix: str = COMPAT_PREFIX
+    # The compatibility set's documents: per site, item and "day" or "month" (the original
+    # processor's two modes; its deployed widgets show monthly bars from monthly documents).
+    compat_granularity: str = "month"
+    # The source registry, or a callable returning it (called at every write, so a source
+    # changed between runs is used by the next one). None: no compatibility set is written.
+    sources: Iterable[Source] | Callable[[], Iterable[Source]] | None = None
+    batch_size: int = 5_000
+    parallel_requests: int = 2
+    max_retries: int = 5
+    backoff_seconds: float = 0.5
+    replicas: int = 0
+    timeout_seconds: float = 60.0
+    # Called after every successful bulk batch; the fault tests use it to stop the server
+    # mid-write, operators could use it for progress.
+    on_batch: Callable[[int], None] | None = None
+    _connection: Connection | None = field(default=None, repr=False)
+    _templates_ready: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.compat_granularity not in compat.GRANULARITIES:
+            raise ValueError(
+                f"compat_granularity must be one of {compat.GRANULARITIES}, "
+                f"not {self.compat_granularity!r}"
+            )
+        # The original service reads the regional network from `<compat_prefix>-*`: none of
+        # our own indices may match it when the set is written (the compatibility set under
+        # `<prefix>-compat`, as the tests keep it, is fine: `delete_all` then drops both).
+        ours = [f"{self.prefix}-{name}" for name in ("deltas", "snapshots", "titles")]
+        if self.sources is not None and (
+            self.prefix == self.compat_prefix
+            or any(
+                own.startswith(f"{self.compat_prefix}-") or self.compat_prefix.startswith(own)
+                for own in ours
+            )
+        ):
+            raise ValueError(
+                f"index prefixes {self.prefix!r} and {self.compat_prefix!r} overlap: "
+                f"'{self.compat_prefix}-*' would match the store's own indices"
+            )
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            self._connection = Connection(
+                self.url,
+                timeout_seconds=self.timeout_seconds,
+                max_retries=self.max_retries,
+                backoff_seconds=self.backoff_seconds,
+                batch_size=self.batch_size,
+                parallel_requests=self.parallel_requests,
+            )
+        return self._connection
+
+    @property
+    def client(self) -> OpenSearch:
+        """The underlying opensearch-py client (for operators' and tests' own requests)."""
+        return self.connection.client
+
+    def alias(self, table: str) -> str:
+        return f"{self.prefix}-{'deltas' if table == 'usage_deltas' else 'snapshots'}"
+
+    def index_for(self, table: str, day: dt.date) -> str:
+        if table == "usage_deltas":
+            return f"{self.prefix}-deltas-{day.year}"
+        return f"{self.prefix}-snapshots-{day.year}-{day.month:02d}"
+
+    def titles_index(self) -> str:
+        return f"{self.prefix}-titles"
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def ensure_templates(self) -> None:
+        if self._templates_ready:
+            return
+        con = self.connection
+        for table in STORE_TABLES:
+            alias = self.alias(table)
+            body = writes.index_template(alias, self.replicas)
+            con.call(
+                "index template",
+                lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
+            )
+        if self.sources is not None:
+            self._check_compat_layout()
+            template = {
+                "index_patterns": [f"{self.compat_prefix}-*"],
+                "template": {
+                    "settings": compat.index_settings(self.replicas),
+                    "mappings": compat.mappings(self.compat_granularity),
+                },
+                "priority": 90,
+            }
+            con.call(
+                "index template",
+                lambda: con.client.indices.put_index_template(
+                    name=self.compat_prefix, body=template
+                ),
+            )
+        self._templates_ready = True
+
+    def _check_compat_layout(self) -> None:
+        """Refuse to write next to compatibility indices of another layout or granularity:
+        daily and monthly documents in one set would be counted twice by every widget."""
+        con = self.connection
+        existing = con.call(
+            "compatibility index mappings",
+            lambda: con.client.indices.get_mapping(
+                index=f"{self.compat_prefix}-*", allow_no_indices=True, ignore_unavailable=True
+            ),
+        )
+        expected = {"layout": compat.LAYOUT, "granularity": self.compat_granularity}
+        for index, body in sorted(existing.items()):
+            meta = body.get("mappings", {}).get("_meta", {})
+            found = {k: meta.get(k) for k in expected}
+            if found != expected:
+                raise StatsStoreError(
+                    f"compatibility index {index} was written with {found}, this store writes "
+                    f"{expected}: delete the {self.compat_prefix}-* indices (re-running the "
+                    f"days rebuilds them from the stats store) or configure the same granularity"
+                )
+
+    def delete_all(self) -> None:
+        """Drop every index and template of this store and its compatibility set."""
+        con = self.connection
+        for pattern in (f"{self.prefix}-*", f"{self.compat_prefix}-*"):
+            con.call(
+                "delete",
+                lambda p=pattern: con.client.indices.delete(
+                    index=p, ignore_unavailable=True, allow_no_indices=True
+                ),
+            )
+        for name in (self.alias("usage_deltas"), self.alias("usage_snapshots"), self.compat_prefix):
+            con.call(
+                "delete template",
+                lambda n=name: con.client.indices.delete_index_template(name=n, ignore=[404]),
+            )
+        self._templates_ready = False
+
+    # --- writing --------------------------------------------------------------------------
+
+    def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
+        deltas, snapshot = day_frames(day, deltas, snapshot)
+        self.ensure_templates()
+        con = self.connection
+        write_id = uuid.uuid4().hex
+        for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
+            encoded = frame.with_columns(pl.col("date").cast(pl.String))
+            ids = frame.select(writes.row_key_ids()).to_series()
+            lines = writes.bulk_lines(encoded, self.index_for(table, day), ids, write_id)
+            con.bulk(lines, f"indexing {table} of {day}", self.on_batch)
+            con.refresh(self.alias(table))
+            writes.delete_stale(con, self.alias(table), day, write_id)
+        self._replace_compat(day, deltas, write_id)
+        for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
+            stored = self.row_count(table, day)
+            if stored != frame.height:
+                raise StatsStoreError(
+                    f"{self.alias(table)} for {day}: {stored} documents stored, "
+                    f"{frame.height} expected"
+                )
+        return DayWrite(day, deltas.height, snapshot.height)
+
+    def _replace_compat(self, day: dt.date, deltas: pl.DataFrame, write_id: str) -> None:
+        """Replace the compatibility documents of the period holding `day`: that day's, or in
+        `month` granularity its month's, rebuilt from the month's item deltas in this store (a
+        pure function of what is stored, so re-running any day of the month is idempotent)."""
+        if self.sources is None:
+            return
+        sources = list(self.sources() if callable(self.sources) else self.sources)
+        first, last = compat.period_of(day, self.compat_granularity)
+        if self.compat_granularity == "day":
+            items = deltas.filter(pl.col("scope") == "item")
+        else:
+            rows = queries.month_item_rows(self.connection, self.alias("usage_deltas"), first, last)
+            items = compat.month_items(rows)
+        docs = compat.documents(items, compat.SiteFacts.of(sources), first)
+        ids = writes.document_ids_within_limit(compat.document_ids(docs))
+        docs = docs.with_columns(ids.alias("id"))
+        for (site,), part in docs.partition_by("idsite", as_dict=True).items():
+            index = f"{self.compat_prefix}-{site}"
+            lines = writes.bulk_lines(part, index, part.get_column("id"), write_id)
+            self.connection.bulk(lines, f"indexing {index} of {first}", self.on_batch)
+        pattern = f"{self.compat_prefix}-*"
+        self.connection.refresh(pattern)
+        writes.delete_stale(self.connection, pattern, first, write_id)
+
+    def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:
+        frame = titles.select(
+            pl.col("key").cast(pl.String), pl.col("title").cast(pl.String)
+        ).filter(pl.col("key").is_not_null() & pl.col("title").is_not_null())
+        if frame.is_empty():
+            return 0
+        con = self.connection
+        index = self.titles_index()
+        if not con.call("titles index", lambda: con.client.indices.exists(index=index)):
+            body = writes.titles_index_body(self.replicas)
+            con.call(
+                "titles index",
+                lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
+            )
+        lines = writes.title_lines(frame, index, day)
+        for start in range(0, lines.len(), self.batch_size):
+            body = lines.slice(start, self.batch_size).str.join("\n").item() + "\n"
+            result = con.call("titles", lambda b=body: con.client.bulk(body=b))
+            refused = [
+                item["index"]
+                for item in result.get("items", [])
+                if item["index"].get("error") and item["index"].get("status") != 409
+            ]
+            if refused:
+                raise StatsStoreError(
+                    f"OpenSearch refused {len(refused)} title(s) of {day}: {refused[0]['error']}"
+                )
+        con.call("refresh", lambda: con.client.indices.refresh(index=index))
+        return frame.height
+
+    def optimize(self) -> float:
+        """Nothing to arrange: OpenSearch merges segments by itself and every query is served
+        by the inverted index on scope and key."""
+        return 0.0
+
+    # --- reading --------------------------------------------------------------------------
+
+    def titles(self, keys: tuple[str, ...]) -> dict[str, str]:
+        if not keys:
+            return {}
+        con = self.connection
+        ids = writes.document_ids_within_limit(pl.Series(list(keys), dtype=pl.String)).to_list()
+        try:
+            result = con.call(
+                "titles", lambda: con.client.mget(index=self.titles_index(), body={"ids": ids})
+            )
+        except StatsStoreError as exc:
+            if "index_not_found" in str(exc):  # nothing titled yet
+                return {}
+            raise
+        return {
+            doc["_source"]["key"]: doc["_source"]["title"]
+            for doc in result.get("docs", [])
+            if doc.get("found")
+        }
+
+    def row_count(self, table: str, day: dt.date) -> int:
+        if table not in STORE_TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        return self.connection.count(self.alias(table), {"term": {"date": day.isoformat()}})
+
+    def days(self) -> list[dt.date]:
+        return queries.stored_days(self.connection, self.alias("usage_snapshots"))
+
+    def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame:
+        return queries.snapshot_rows(
+            self.connection, self.alias("usage_snapshots"), scope, key, day
+        )
+
+    def _sums_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        where: tuple[RowFilter, ...],
+        by: tuple[str, ...],
+        distinct: tuple[str, ...],
+    ) -> pl.DataFrame:
+        index = self.alias("usage_deltas")
+        return queries.sum_rows(self.connection, index, scope, start, end, where, by, distinct)
+
+    def _top_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        metric: str,
+        limit: int,
+        where: tuple[RowFilter, ...],
+    ) -> pl.DataFrame:
+        index = self.alias("usage_deltas")
+        return queries.top_keys(self.connection, index, scope, start, end, metric, limit, where)

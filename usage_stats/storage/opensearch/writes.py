@@ -1,0 +1,140 @@
+"""What the store writes: mappings, index templates, bulk lines and document ids.
+
+Bulk requests are built as NDJSON by Polars (no per-row Python). Document ids are the row's
+key, so re-indexing a day overwrites the same documents; each write also tags its documents
+with a write id and finally deletes that day's documents with any other write id, so a day
+that lost keys leaves nothing stale behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+import polars as pl
+
+from usage_stats.pipeline.metrics import METRICS
+from usage_stats.storage.opensearch.client import Connection
+
+_KEYWORDS = ("scope", "key", "level", "country")
+_INTEGERS = ("site_id", "owner_site_id")
+# Every write ends with an explicit refresh, so periodic refreshes would only slow bulk
+# indexing down.
+_REFRESH_INTERVAL = "30s"
+
+
+def mappings() -> dict[str, Any]:
+    """Deltas' and snapshots' fields, all explicit: nothing is left to dynamic mapping."""
+    properties: dict[str, Any] = {"date": {"type": "date", "format": "yyyy-MM-dd"}}
+    properties |= {k: {"type": "keyword"} for k in _KEYWORDS}
+    properties |= {k: {"type": "integer"} for k in _INTEGERS}
+    properties |= {m: {"type": "long"} for m in METRICS}
+    properties["write_id"] = {"type": "keyword"}
+    return {"dynamic": "strict", "properties": properties}
+
+
+def index_template(alias: str, replicas: int) -> dict[str, Any]:
+    """The template of the dated indices behind `alias`, which puts each new one under it."""
+    settings = {
+        "number_of_shards": 1,
+        "number_of_replicas": replicas,
+        "refresh_interval": _REFRESH_INTERVAL,
+    }
+    return {
+        "index_patterns": [f"{alias}-*"],
+        "template": {"settings": settings, "mappings": mappings(), "aliases": {alias: {}}},
+        "priority": 100,
+    }
+
+
+def titles_index_body(replicas: int) -> dict[str, Any]:
+    return {
+        "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "key": {"type": "keyword"},
+                "title": {"type": "text", "index": False},
+                "date": {"type": "date", "format": "strict_date"},
+            },
+        },
+    }
+
+
+def row_key_ids() -> pl.Expr:
+    """The row key as document id: stable across versions and readable in the UI."""
+    parts = [pl.col("date").cast(pl.String)] + [
+        pl.col(c).cast(pl.String).fill_null("-")
+        for c in ("scope", "key", "site_id", "level", "country")
+    ]
+    return pl.concat_str(parts, separator="|").alias("_id")
+
+
+def document_ids_within_limit(ids: pl.Series) -> pl.Series:
+    """OpenSearch ids are at most 512 bytes; the rare longer key becomes its SHA-1."""
+    too_long = ids.str.len_bytes() > 512
+    if not too_long.any():
+        return ids
+    positions = too_long.arg_true()
+    digests = [
+        "sha1:" + hashlib.sha1(value.encode()).hexdigest() for value in ids.gather(positions)
+    ]
+    return ids.scatter(positions, digests)
+
+
+def bulk_lines(frame: pl.DataFrame, index: str, ids: pl.Series, write_id: str) -> pl.Series:
+    """`{"index": …}` and document lines, JSON-encoded by Polars in one vectorised pass; each
+    document carries `write_id`."""
+    ids = document_ids_within_limit(ids)
+    documents = frame.with_columns(pl.lit(write_id).alias("write_id"))
+    action = pl.struct(
+        pl.struct(pl.lit(index).alias("_index"), pl.lit(ids).alias("_id")).alias("index")
+    ).struct.json_encode()
+    document = pl.struct(pl.all()).struct.json_encode()
+    return documents.select(
+        pl.concat_str([action, pl.lit("\n"), document]).alias("line")
+    ).get_column("line")
+
+
+def title_lines(titles: pl.DataFrame, index: str, day: dt.date) -> pl.Series:
+    """One document per item whose external version is the day: an older day's title is
+    refused (409, expected) and the same day's re-run replaces it (`external_gte`)."""
+    ids = document_ids_within_limit(titles.get_column("key"))
+    action = pl.struct(
+        pl.struct(
+            pl.lit(index).alias("_index"),
+            pl.lit(ids).alias("_id"),
+            pl.lit(day.toordinal()).alias("version"),
+            pl.lit("external_gte").alias("version_type"),
+        ).alias("index")
+    ).struct.json_encode()
+    document = pl.struct("key", "title", pl.lit(day.isoformat()).alias("date")).struct.json_encode()
+    return titles.select(pl.concat_str([action, pl.lit("\n"), document]).alias("line")).get_column(
+        "line"
+    )
+
+
+def delete_stale(connection: Connection, index: str, day: dt.date, write_id: str) -> None:
+    """Delete the day's documents that the write `write_id` did not touch.
+
+    Done with scroll + bulk delete rather than `_delete_by_query`, which lives in the reindex
+    module that minimal distributions (and some managed services) lack.
+    """
+    query = {
+        "bool": {
+            "filter": [{"term": {"date": day.isoformat()}}],
+            "must_not": [{"term": {"write_id": write_id}}],
+        }
+    }
+    body = {"query": query, "_source": False, "size": connection.batch_size}
+    for hits in connection.scroll("search for stale documents", index, body):
+        actions = [
+            json.dumps({"delete": {"_index": hit["_index"], "_id": hit["_id"]}}) for hit in hits
+        ]
+        lines = "\n".join(actions) + "\n"
+        connection.call(
+            "removal of stale documents", lambda b=lines: connection.client.bulk(body=b)
+        )
+    connection.refresh(index)
