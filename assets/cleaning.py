@@ -12,8 +12,9 @@ from dagster import (
     multi_asset,
 )
 
-from assets.metadata import markdown_table, report_day, schema_metadata
-from assets.partitions import DAILY, WAREHOUSE_TABLE, partition_days
+from assets.days import each_day, write_day
+from assets.metadata import markdown_table, schema_metadata
+from assets.partitions import DAILY, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, WarehouseResource
 from usage_stats.admin.registry import DayStatus
 from usage_stats.pipeline.cleaning import (
@@ -70,27 +71,26 @@ def cleaning(
     unbalanced: dict[str, dict[str, int]] = {}
     last = None
     robots_lists: set[str] = set()
-    for day in partition_days(context):
+    for day in each_day(context, "cleaning"):
         raw = store.read("raw_events", day)
         cleaned = clean_day(raw, sources, rules, context.run_id, dt.datetime.now(dt.UTC))
         result = cleaned.result
-        sessions_uri = store.write("sessions", day, result.sessions)
-        rejected_uri = store.write("rejected_events", day, result.rejected)
+        day_reasons = rejected_by_reason(result.rejected)
+        reasons.update(day_reasons)
+        write_day(context, store, "sessions", day, result.sessions, input_events=raw.height)
+        write_day(
+            context,
+            store,
+            "rejected_events",
+            day,
+            result.rejected,
+            **{f"rejected_{reason}": n for reason, n in day_reasons.items()},
+        )
+        # What was stored, read back: the balance below checks the files, not the frames.
         kept = store.row_count("sessions", day)
         rejected = store.row_count("rejected_events", day)
         key = day.isoformat()
         kept_rows[key], rejected_rows[key] = kept, rejected
-        day_reasons = rejected_by_reason(result.rejected)
-        reasons.update(day_reasons)
-        report_day(context, "sessions", day, kept, sessions_uri, input_events=raw.height)
-        report_day(
-            context,
-            "rejected_events",
-            day,
-            rejected,
-            rejected_uri,
-            **{f"rejected_{reason}": n for reason, n in day_reasons.items()},
-        )
         statuses += cleaned.statuses
         if kept + rejected != raw.height:
             unbalanced[key] = {"input": raw.height, "kept": kept, "rejected": rejected}

@@ -9,8 +9,9 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import markdown_table, report_day, schema_metadata
-from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
+from assets.days import each_day, write_day
+from assets.metadata import markdown_table, schema_metadata
+from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE
 from resources import WarehouseResource
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS, daily_deltas, duplicate_keys
 
@@ -36,13 +37,12 @@ def item_daily_deltas(context: AssetExecutionContext, warehouse: WarehouseResour
     store = warehouse.get_warehouse()
     duplicates: dict[str, int] = {}
     top_items = None
-    for day in partition_days(context):
+    for day in each_day(context, "item_daily_deltas"):
         deltas = daily_deltas(store.read("sessions", day))
-        uri = store.write("item_daily_deltas", day, deltas)
         duplicates[day.isoformat()] = duplicate_keys(deltas)
         global_rows = deltas.filter(pl.col("scope") == "global")
         totals = {m: int(global_rows.get_column(m).sum()) for m in METRICS}
-        report_day(context, "item_daily_deltas", day, deltas.height, uri, **totals)
+        write_day(context, store, "item_daily_deltas", day, deltas, **totals)
         top_items = (
             deltas.filter(pl.col("scope") == "item")
             .group_by("key")

@@ -2,8 +2,9 @@ import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.metadata import markdown_table, report_day, schema_metadata
-from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
+from assets.days import each_day, write_day
+from assets.metadata import markdown_table, schema_metadata
+from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
 from usage_stats.admin.sources import sources_frame
 from usage_stats.pipeline.canonical import CANONICAL_SCHEMA, read_canonical_day
@@ -38,7 +39,7 @@ def raw_events(
     files: list[dict[str, object]] = []
     sites_seen: set[int] = set()
     last = None
-    for day in partition_days(context):
+    for day in each_day(context, "raw_events"):
         day_input = read_canonical_day(
             lake.get_lake(), day, slots, cleaning_settings.ip_salt, config.sites
         )
@@ -46,14 +47,13 @@ def raw_events(
         if config.sites is not None:
             events = replace_sites(store.read_optional("raw_events", day), events, config.sites)
             titles = replace_sites(store.read_optional("page_titles", day), titles, config.sites)
-        uri = store.write("raw_events", day, events)
         store.write("page_titles", day, titles)
-        report_day(
+        write_day(
             context,
+            store,
             "raw_events",
             day,
-            events.height,
-            uri,
+            events,
             files_read=len(day_input.files),
             sites=events.get_column("site_id").n_unique(),
         )

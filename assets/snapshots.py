@@ -9,7 +9,8 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import report_day, schema_metadata
+from assets.days import each_day, write_day
+from assets.metadata import schema_metadata
 from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
 from resources import WarehouseResource
 from usage_stats.pipeline.snapshots import (
@@ -42,11 +43,10 @@ def usage_snapshots(context: AssetExecutionContext, warehouse: WarehouseResource
     mismatches: dict[str, int] = {}
     previous_day = store.latest_before("usage_snapshots", days[0])
     previous = store.read("usage_snapshots", previous_day) if previous_day else None
-    for day in days:
+    for day in each_day(context, "usage_snapshots"):
         delta = pending_deltas(store, previous_day, day)
         snapshot = next_snapshot(previous, delta, day)
-        uri = store.write("usage_snapshots", day, snapshot)
-        report_day(context, "usage_snapshots", day, snapshot.height, uri)
+        write_day(context, store, "usage_snapshots", day, snapshot)
         mismatches[day.isoformat()] = snapshot_mismatches(
             store.read("usage_snapshots", day), previous, delta
         )

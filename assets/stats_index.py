@@ -8,8 +8,9 @@ from dagster import (
     asset,
 )
 
+from assets.days import each_day
 from assets.metadata import report_day
-from assets.partitions import DAILY_USAGE, partition_days
+from assets.partitions import DAILY_USAGE
 from resources import StatsStoreResource, WarehouseResource
 
 MATCHES_DELTAS = "store_rows_equal_delta_rows"
@@ -37,7 +38,7 @@ def stats_index(
     store = warehouse.get_warehouse()
     target = stats_store.get_store()
     mismatched: dict[str, dict[str, int]] = {}
-    for day in partition_days(context):
+    for day in each_day(context, "stats_index"):
         deltas = store.read("item_daily_deltas", day)
         snapshot = store.read("usage_snapshots", day)
         result = target.replace_day(day, deltas, snapshot)

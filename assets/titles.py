@@ -1,8 +1,9 @@
 import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from assets.metadata import markdown_table, report_day, schema_metadata
-from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
+from assets.days import each_day, write_day
+from assets.metadata import markdown_table, schema_metadata
+from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE
 from resources import AdminDbResource, WarehouseResource
 from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA, latest_item_titles
 
@@ -21,7 +22,7 @@ def item_titles(
     sources = admin_db.get_registry().sources()
     rows: dict[str, int] = {}
     last = None
-    for day in partition_days(context):
+    for day in each_day(context, "item_titles"):
         # A day read before page titles were kept has none: its items stay untitled.
         page = store.read_optional("page_titles", day)
         titles = (
@@ -29,9 +30,8 @@ def item_titles(
             if page is not None
             else pl.DataFrame(schema=ITEM_TITLE_SCHEMA)
         )
-        uri = store.write("item_titles", day, titles)
+        write_day(context, store, "item_titles", day, titles)
         rows[day.isoformat()] = titles.height
-        report_day(context, "item_titles", day, titles.height, uri)
         context.log.info(f"item_titles {day}: {titles.height} titled items")
         last = titles
     return MaterializeResult(

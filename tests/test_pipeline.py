@@ -162,7 +162,8 @@ def test_three_day_backfill_in_one_run(generated):
 def test_each_day_of_a_range_run_carries_its_own_numbers(generated):
     """One run over three days: every partition's materialisation shows that day's rows,
     counts and warehouse path, as plain numbers, not the range's totals."""
-    result = run(generated, tags=RANGE_TAGS)
+    instance = DagsterInstance.ephemeral()
+    result = run(generated, tags=RANGE_TAGS, instance=instance)
     assert result.success
     wh = warehouse(generated)
     seen: dict[tuple[str, str], dict] = {}
@@ -192,6 +193,12 @@ def test_each_day_of_a_range_run_carries_its_own_numbers(generated):
         assert stats["delta_rows"] == wh.row_count("item_daily_deltas", date)
     # the days differ, so a range total shown on every day would have been caught
     assert len({seen[("sessions", day)]["dagster/row_count"] for day in DAYS}) == len(DAYS)
+    # and a long range says how far it is, stage by stage
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    for stage in ("raw_events", "cleaning", "item_daily_deltas", "stats_index"):
+        for n, day in enumerate(DAYS, 1):
+            assert any(f"{stage}: day {n} of {len(DAYS)}, {day}" in m for m in messages), stage
+    assert any("s left)" in m for m in messages)
 
 
 def test_days_one_by_one_equal_the_single_run_backfill(generated, tmp_path):
