@@ -17,6 +17,7 @@ repository's figures are exactly the sum of its items'. COUNTER sessions are bou
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 import polars as pl
 
@@ -219,12 +220,18 @@ def _rollup(items: pl.LazyFrame, scope: str, key: pl.Expr, by: list[str]) -> pl.
     )
 
 
-def daily_deltas(sessions: pl.DataFrame) -> pl.DataFrame:
+def daily_deltas(sessions: pl.DataFrame | Iterable[pl.DataFrame]) -> pl.DataFrame:
     """All scopes of one or more days, in the delta schema, sorted for stable output.
 
-    The item rows are collected once and the three rollups over them run as one lazy query.
+    `sessions` is a frame or the pieces of a day (`usage_stats.pipeline.pieces`), each whole
+    sites: item rows are per site, so each piece's are final, and only they (far fewer than
+    the events) are held together. The three rollups over them run as one lazy query.
     """
-    items = item_deltas(sessions).cast({m: pl.Int64 for m in METRICS}).lazy()
+    pieces = [sessions] if isinstance(sessions, pl.DataFrame) else sessions
+    per_piece = [item_deltas(piece).cast({m: pl.Int64 for m in METRICS}) for piece in pieces]
+    if not per_piece:
+        return empty_deltas()
+    items = pl.concat(per_piece, how="vertical_relaxed").lazy()
     owned = items.filter(pl.col("owner_site_id").is_not_null())
     source = _rollup(
         owned,
