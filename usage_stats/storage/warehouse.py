@@ -65,8 +65,11 @@ class Warehouse:
         return f"{self._folder(table, day)}/part-{part}.parquet"
 
     def _write_part(self, table: str, day: dt.date, part: int, frame: pl.DataFrame) -> None:
+        """LZ4 and no column statistics: the next stage reads every row of a day anyway, and
+        on a 10M-event day these halve the write (zstd with statistics: 7.2 s, LZ4 without:
+        4.1 s, for files a third larger; bench/README.md)."""
         buffer = io.BytesIO()
-        frame.write_parquet(buffer)
+        frame.write_parquet(buffer, compression="lz4", statistics=False)
         self.lake.write_bytes(self._part_key(table, day, part), buffer.getvalue())
 
     def _part_keys(self, table: str, day: dt.date) -> list[str]:
