@@ -44,17 +44,19 @@ THUMBNAIL_URL = (
     r"(?i)\.(?:" + "|".join(RENDITION_SOURCES) + r")\.(?:jpe?g|png)(?:[?#].*)?$"
 )
 
+# Level, item and country are categorical: a day has few of each next to its rows, and the
+# deltas group on their codes (usage_stats.pipeline.metrics) without hashing a string per row.
 SESSION_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "site_id": pl.Int32(),
-    "level": pl.String(),
+    "level": pl.Categorical(),
     "session_id": pl.UInt64(),
     "visit_id": pl.Int64(),
     "event_time": pl.Datetime("us", "UTC"),
     "action": pl.String(),
-    "item_id": pl.String(),
+    "item_id": pl.Categorical(),
     "owner_site_id": pl.Int32(),
-    "country": pl.String(),
+    "country": pl.Categorical(),
 }
 
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
@@ -208,7 +210,7 @@ def _site_level(site_info: pl.DataFrame) -> pl.Expr:
     duplicated = site_ids.filter(site_ids.is_duplicated()).unique().sort().to_list()
     if duplicated:
         raise ValueError(f"the source registry lists site id(s) {duplicated} more than once")
-    levels = known.get_column("level")
+    levels = known.get_column("level").cast(pl.Categorical)
     low = min(site_ids.min() or 0, 0)
     size = (site_ids.max() or 0) - low + 1
     if size > _MAX_SITE_TABLE:
@@ -241,7 +243,9 @@ def _identifiers(raw: pl.Series, sources: pl.DataFrame) -> tuple[pl.Series, pl.D
         pl.col("item_id").rank("dense").cast(pl.UInt32).alias("_item_rank"),
         pl.col("item_id").is_null().alias("_no_item"),
     )
-    return distinct_index(raw, distinct), table
+    return distinct_index(raw, distinct), table.with_columns(
+        pl.col("item_id").cast(pl.Categorical).alias("_item_code")
+    )
 
 
 def _owner_prefixes(sources: pl.DataFrame) -> pl.DataFrame:
@@ -356,7 +360,7 @@ def clean_events(
         .filter(pl.col("_fate").is_null())
         .with_columns(
             level.alias("level"),
-            identifier("item_id").alias("item_id"),
+            identifier("_item_code").alias("item_id"),
             owner.alias("owner_site_id"),
             pl.col("visitor_country").fill_null(UNKNOWN_COUNTRY).alias("country"),
         )
