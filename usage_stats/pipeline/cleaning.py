@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from usage_stats.pipeline.canonical import ACTIONS, CANONICAL_SCHEMA, visitor_key
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.pipeline.identifiers import distinct_index, normalize_distinct
 from usage_stats.pipeline.ownership import declarations, owner_ids
@@ -53,7 +54,7 @@ SESSION_SCHEMA: dict[str, pl.DataType] = {
     "session_id": pl.UInt64(),
     "visit_id": pl.Int64(),
     "event_time": pl.Datetime("us", "UTC"),
-    "action": pl.String(),
+    "action": ACTIONS,
     "item_id": pl.Categorical(),
     "owner_site_id": pl.Int32(),
     "country": pl.Categorical(),
@@ -112,8 +113,10 @@ def robot_behaviour_expr(rules: CleaningRules) -> pl.Expr:
 
 def session_id_expr() -> pl.Expr:
     """COUNTER session: Matomo's visit within the day; else user agent + IP hash + date + hour."""
+    # The agent as a string: a categorical would hash its code, which depends on the process.
+    agent = pl.col("user_agent").cast(pl.String)
     surrogate = pl.struct(
-        "site_id", "user_agent", "ip_hash", "date", pl.col("event_time").dt.hour().alias("hour")
+        "site_id", agent, "ip_hash", "date", pl.col("event_time").dt.hour().alias("hour")
     ).hash(seed=2)
     return pl.when(pl.col("visit_id").is_not_null()).then(_visit_session()).otherwise(surrogate)
 
@@ -144,7 +147,9 @@ def counter_user_expr(frame: pl.DataFrame) -> pl.Expr:
         user = pl.col("user_hash")
         branches.append((user.is_not_null(), pl.struct(site, user).hash(seed=3)))
     if has["cookie"]:
-        known = cookie.is_not_null() & (cookie != "")
+        known = cookie.is_not_null()
+        if frame.schema["visitor_id"] == pl.String:
+            known = known & (cookie != "")
         branches.append((known, pl.struct(site, cookie).hash(seed=4)))
     if has["ip"]:
         ip, agent = pl.col("ip_hash"), pl.col("user_agent").fill_null("")
@@ -272,6 +277,24 @@ def _thumbnails(url: pl.Series, pattern: str = THUMBNAIL_URL) -> pl.Series:
     return result.scatter(maybe.arg_true(), found)
 
 
+_COMPACT = ("visitor_id", "action", "visitor_country", "user_agent")
+
+
+def _compact(events: pl.DataFrame) -> pl.DataFrame:
+    """`events` in the canonical schema's compact types (`CANONICAL_SCHEMA`), whatever
+    types the columns arrive in (frames built by hand have strings): no-op on a read day."""
+    casts = {}
+    for name in _COMPACT:
+        dtype = events.schema[name]
+        if dtype == CANONICAL_SCHEMA[name]:
+            continue
+        if name == "visitor_id":
+            casts[name] = visitor_key(pl.col(name), dtype)
+        else:
+            casts[name] = pl.col(name).cast(CANONICAL_SCHEMA[name])
+    return events.with_columns(**casts) if casts else events
+
+
 def clean_events(
     events: pl.DataFrame,
     sources: pl.DataFrame,
@@ -292,10 +315,11 @@ def clean_events(
         pl.col("type").alias("level"),
     )
     robots = load_robot_list(rules.robots_list)
-    agents = events.get_column("user_agent").unique()
-    robot_agents = agents.filter(robots.robot_mask(agents))
+    frame = _compact(events)
+    # The list's expressions run once per distinct agent; rows are matched on their codes.
+    agents = frame.get_column("user_agent").unique()
+    robot_codes = agents.filter(robots.robot_mask(agents.cast(pl.String))).to_physical()
     level = _site_level(site_info)
-    frame = events
     index, identifiers = _identifiers(frame.get_column("raw_identifier"), sources)
 
     def identifier(name: str) -> pl.Expr:
@@ -320,7 +344,7 @@ def clean_events(
         .then(code["unknown_site"])
         .when(pl.col("action").is_null())
         .then(code["other_action"])
-        .when(pl.col("user_agent").is_in(robot_agents.implode()))
+        .when(pl.col("user_agent").to_physical().is_in(robot_codes.implode()))
         .then(code["robot_user_agent"])
         .when(robot_behaviour_expr(rules))
         .then(code["robot_behaviour"])
