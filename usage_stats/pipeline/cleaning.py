@@ -241,16 +241,43 @@ def _identifiers(raw: pl.Series, sources: pl.DataFrame) -> tuple[pl.Series, pl.D
     a 4-byte position and read the columns through it only where they are needed.
     """
     distinct = raw.unique()
-    item_id = normalize_distinct(distinct).alias("item_id")
+    item_id = normalize_distinct(distinct.cast(pl.String)).alias("item_id")
     table = pl.DataFrame(
         [item_id, owner_ids(item_id, _owner_prefixes(sources)).alias("_owner")]
     ).with_columns(
         pl.col("item_id").rank("dense").cast(pl.UInt32).alias("_item_rank"),
         pl.col("item_id").is_null().alias("_no_item"),
     )
-    return distinct_index(raw, distinct), table.with_columns(
+    index = _code_index(raw, distinct) if raw.dtype == pl.Categorical else None
+    if index is None:
+        index = distinct_index(raw, distinct)
+    return index, table.with_columns(
         pl.col("item_id").cast(pl.Categorical).alias("_item_code")
     )
+
+
+def _code_index(raw: pl.Series, distinct: pl.Series) -> pl.Series | None:
+    """`distinct_index` for a categorical: each row's position read from a table indexed by
+    its code, no hashing; None when the codes are spread too wide for such a table."""
+    codes = distinct.to_physical()
+    known = codes.drop_nulls()
+    if known.is_empty():
+        return None
+    low, high = known.min(), known.max()
+    if high - low > max(4 * raw.len(), 1 << 20):
+        return None
+    positions = pl.int_range(distinct.len(), dtype=pl.UInt32, eager=True)
+    table = pl.Series([None] * (high - low + 1), dtype=pl.UInt32)
+    table = table.scatter(known - low, positions.filter(codes.is_not_null()))
+    # a null identifier: the position of null among the distinct values
+    null_at = codes.is_null().arg_true()
+    rows = raw.to_physical().to_frame("code").select(
+        pl.lit(table).gather(pl.col("code").cast(pl.Int64) - low)
+    )
+    index = rows.to_series()
+    if null_at.len():
+        index = index.fill_null(null_at.cast(pl.UInt32)[0])
+    return index
 
 
 def _owner_prefixes(sources: pl.DataFrame) -> pl.DataFrame:
@@ -277,7 +304,7 @@ def _thumbnails(url: pl.Series, pattern: str = THUMBNAIL_URL) -> pl.Series:
     return result.scatter(maybe.arg_true(), found)
 
 
-_COMPACT = ("visitor_id", "action", "visitor_country", "user_agent")
+_COMPACT = ("visitor_id", "action", "raw_identifier", "visitor_country", "user_agent")
 
 
 def _compact(events: pl.DataFrame) -> pl.DataFrame:
