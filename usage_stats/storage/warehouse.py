@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import re
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,7 +31,13 @@ _PART = re.compile(r"/part-(\d+)\.parquet$")
 
 @dataclass
 class DayParts:
-    """The parts of one table and day being written (see `Warehouse.day_parts`)."""
+    """The parts of one table and day being written (see `Warehouse.day_parts`).
+
+    A part is written in the background while the stage makes the next piece: encoding
+    Parquet keeps about one core busy, so on two cores the write of a piece and the work on
+    the next one overlap instead of taking turns. One write at a time is in flight, so at
+    most one piece more than the stage's own is held (`append` waits for the previous one).
+    """
 
     warehouse: Warehouse
     table: str
@@ -38,6 +45,8 @@ class DayParts:
     rows: int = 0
     count: int = 0
     schema: pl.Schema | None = field(default=None, repr=False)
+    _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pending: Future | None = field(default=None, repr=False)
 
     def append(self, frame: pl.DataFrame) -> None:
         """Write the next part (an empty frame is kept only if it is the day's only part)."""
@@ -45,9 +54,29 @@ class DayParts:
             self.schema = frame.schema
         if frame.is_empty():
             return
-        self.warehouse._write_part(self.table, self.day, self.count, frame)
+        self.wait()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"write-{self.table}")
+        self._pending = self._writer.submit(
+            self.warehouse._write_part, self.table, self.day, self.count, frame
+        )
         self.count += 1
         self.rows += frame.height
+
+    def wait(self) -> None:
+        """Until the part being written is written (its error, if any, raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the last write and stop the writer thread."""
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
 
     @property
     def uri(self) -> str:
@@ -110,7 +139,10 @@ class Warehouse:
         replaces. A day with no rows gets one empty part, so its schema is still known.
         """
         parts = DayParts(self, table, day)
-        yield parts
+        try:
+            yield parts
+        finally:
+            parts.close()
         if parts.count == 0:
             empty = pl.DataFrame(schema=parts.schema) if parts.schema is not None else None
             if empty is None:
