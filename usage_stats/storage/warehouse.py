@@ -164,17 +164,9 @@ class Warehouse:
         return keys
 
     def parts(self, table: str, day: dt.date) -> Iterator[pl.DataFrame]:
-        """The day's parts one at a time (a stage holds one piece of the day at once, and
-        the next one is read in the background while it works on it: see `DayParts`)."""
-        keys = self._require(table, day)
-        with ThreadPoolExecutor(1, thread_name_prefix=f"read-{table}") as reader:
-            following = reader.submit(read_parquet_file, self.lake, keys[0])
-            for n in range(len(keys)):
-                part = following.result()
-                if n + 1 < len(keys):
-                    following = reader.submit(read_parquet_file, self.lake, keys[n + 1])
-                yield part
-                del part
+        """The day's parts one at a time (a stage holds one piece of the day at once)."""
+        for key in self._require(table, day):
+            yield read_parquet_file(self.lake, key)
 
     def read(self, table: str, day: dt.date) -> pl.DataFrame:
         frames = list(self.parts(table, day))
