@@ -66,7 +66,9 @@ def build_resources(settings: Settings) -> dict:
     return {
         "lake": LakeResource(url=from_deployment("USAGE_STATS_LAKE_URL", settings.lake_url), s3=s3),
         "warehouse": WarehouseResource(
-            url=from_deployment("USAGE_STATS_WAREHOUSE_URL", settings.warehouse_url), s3=s3
+            url=from_deployment("USAGE_STATS_WAREHOUSE_URL", settings.warehouse_url),
+            s3=s3,
+            piece_mib=settings.piece_mib,
         ),
         "admin_db": AdminDbResource(
             url=from_deployment("USAGE_STATS_ADMIN_DB_URL", settings.admin_db_url)

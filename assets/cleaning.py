@@ -12,7 +12,7 @@ from dagster import (
     multi_asset,
 )
 
-from assets.days import each_day, write_day
+from assets.days import each_day, report_parts
 from assets.metadata import markdown_table, schema_metadata
 from assets.partitions import DAILY, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, WarehouseResource
@@ -23,7 +23,7 @@ from usage_stats.pipeline.cleaning import (
     SESSION_SCHEMA,
     rejected_by_reason,
 )
-from usage_stats.pipeline.processing import clean_day
+from usage_stats.pipeline.processing import DayTally, clean_piece
 
 RECONCILES = "kept_plus_rejected_equals_input"
 
@@ -63,6 +63,7 @@ def cleaning(
 ):
     store = warehouse.get_warehouse()
     sources = admin_db.get_registry().sources()
+    active = [s.site_id for s in sources]
     statuses: list[DayStatus] = []
     rules = cleaning_settings.rules()
     kept_rows: dict[str, int] = {}
@@ -72,31 +73,37 @@ def cleaning(
     last = None
     robots_lists: set[str] = set()
     for day in each_day(context, "cleaning"):
-        raw = store.read("raw_events", day)
-        cleaned = clean_day(raw, sources, rules, context.run_id, dt.datetime.now(dt.UTC))
-        result = cleaned.result
-        day_reasons = rejected_by_reason(result.rejected)
+        tally = DayTally()
+        events_in = 0
+        day_reasons: Counter[str] = Counter({r: 0 for r in REJECTION_REASONS})
+        with (
+            store.day_parts("sessions", day) as sessions,
+            store.day_parts("rejected_events", day) as rejected,
+        ):
+            # Piece by piece as raw_events wrote them, each whole sites: one piece in memory.
+            for raw in store.parts("raw_events", day):
+                result = clean_piece(raw, sources, rules)
+                sessions.append(result.sessions)
+                rejected.append(result.rejected)
+                tally.add(raw, result)
+                events_in += raw.height
+                day_reasons.update(rejected_by_reason(result.rejected))
+                robots_lists.add(result.robots_list_version)
+                last = result
         reasons.update(day_reasons)
-        write_day(context, store, "sessions", day, result.sessions, input_events=raw.height)
-        write_day(
-            context,
-            store,
-            "rejected_events",
-            day,
-            result.rejected,
-            **{f"rejected_{reason}": n for reason, n in day_reasons.items()},
+        report_parts(context, sessions, input_events=events_in)
+        report_parts(
+            context, rejected, **{f"rejected_{reason}": n for reason, n in day_reasons.items()}
         )
+        statuses += tally.statuses(active, context.run_id, dt.datetime.now(dt.UTC))
         # What was stored, read back: the balance below checks the files, not the frames.
         kept = store.row_count("sessions", day)
-        rejected = store.row_count("rejected_events", day)
+        dropped = store.row_count("rejected_events", day)
         key = day.isoformat()
-        kept_rows[key], rejected_rows[key] = kept, rejected
-        statuses += cleaned.statuses
-        if kept + rejected != raw.height:
-            unbalanced[key] = {"input": raw.height, "kept": kept, "rejected": rejected}
-        context.log.info(f"cleaning {day}: {raw.height} in, {kept} kept, {rejected} rejected")
-        last = result
-        robots_lists.add(result.robots_list_version)
+        kept_rows[key], rejected_rows[key] = kept, dropped
+        if kept + dropped != events_in:
+            unbalanced[key] = {"input": events_in, "kept": kept, "rejected": dropped}
+        context.log.info(f"cleaning {day}: {events_in} in, {kept} kept, {dropped} rejected")
     admin_db.record_processing(statuses)
     if robots_lists:
         # on the run too, so the runs list tells which list each run used

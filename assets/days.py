@@ -16,7 +16,7 @@ from dagster import AssetExecutionContext
 
 from assets.metadata import report_day
 from assets.partitions import partition_days
-from usage_stats.storage.warehouse import Warehouse
+from usage_stats.storage.warehouse import DayParts, Warehouse
 
 
 def each_day(context: AssetExecutionContext, stage: str) -> Iterator[dt.date]:
@@ -48,3 +48,10 @@ def write_day(
     uri = warehouse.write(table, day, frame)
     report_day(context, table, day, frame.height, uri, **numbers)
     return uri
+
+
+def report_parts(context: AssetExecutionContext, parts: DayParts, **numbers: int | float) -> None:
+    """Report a table written in parts (`Warehouse.day_parts`): rows, where, how many parts."""
+    report_day(
+        context, parts.table, parts.day, parts.rows, parts.uri, parts=parts.count, **numbers
+    )

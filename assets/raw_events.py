@@ -2,13 +2,13 @@ import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.days import each_day, write_day
+from assets.days import each_day, report_parts
 from assets.metadata import markdown_table, schema_metadata
 from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
 from usage_stats.admin.sources import sources_frame
-from usage_stats.pipeline.canonical import CANONICAL_SCHEMA, read_canonical_day
-from usage_stats.pipeline.processing import replace_sites
+from usage_stats.pipeline.canonical import CANONICAL_SCHEMA
+from usage_stats.pipeline.processing import canonical_pieces, kept_sites, replace_sites
 
 
 class SiteSelection(Config):
@@ -39,30 +39,47 @@ def raw_events(
     files: list[dict[str, object]] = []
     sites_seen: set[int] = set()
     last = None
+    piece_bytes = int(warehouse.piece_mib * 2**20)
     for day in each_day(context, "raw_events"):
-        day_input = read_canonical_day(
-            lake.get_lake(), day, slots, cleaning_settings.ip_salt, config.sites
+        # A re-run for some sites keeps the others' stored rows (read before any write).
+        kept = (
+            kept_sites(store.parts("raw_events", day), config.sites)
+            if config.sites is not None and store.exists("raw_events", day)
+            else []
         )
-        events, titles = day_input.events, day_input.titles
+        titles = []
+        day_files: list[dict[str, object]] = []
+        day_sites: set[int] = set()
+        with store.day_parts("raw_events", day) as parts:
+            for part in kept:
+                parts.append(part)
+                day_sites |= set(part.get_column("site_id").unique().to_list())
+            pieces = canonical_pieces(
+                lake.get_lake(), day, slots, cleaning_settings.ip_salt, piece_bytes, config.sites
+            )
+            for n, piece in enumerate(pieces, 1):
+                parts.append(piece.events)
+                titles.append(piece.titles)
+                day_files += piece.files
+                piece_sites = set(piece.events.get_column("site_id").unique().to_list())
+                day_sites |= piece_sites
+                context.log.info(
+                    f"raw_events {day}: piece {n}, {piece.events.height} events of "
+                    f"{len(piece_sites)} site(s) from {len(piece.files)} files"
+                )
+                last = piece.events.head(10)
+        day_titles = pl.concat(titles)
         if config.sites is not None:
-            events = replace_sites(store.read_optional("raw_events", day), events, config.sites)
-            titles = replace_sites(store.read_optional("page_titles", day), titles, config.sites)
-        store.write("page_titles", day, titles)
-        write_day(
-            context,
-            store,
-            "raw_events",
-            day,
-            events,
-            files_read=len(day_input.files),
-            sites=events.get_column("site_id").n_unique(),
-        )
-        files += [{"day": day.isoformat(), **f} for f in day_input.files]
-        sites_seen |= set(events.get_column("site_id").drop_nulls().unique().to_list())
+            stored_titles = store.read_optional("page_titles", day)
+            day_titles = replace_sites(stored_titles, day_titles, config.sites)
+        store.write("page_titles", day, day_titles)
+        report_parts(context, parts, files_read=len(day_files), sites=len(day_sites))
+        files += [{"day": day.isoformat(), **f} for f in day_files]
+        sites_seen |= {s for s in day_sites if s is not None}
         context.log.info(
-            f"raw_events {day}: {events.height} rows from {len(day_input.files)} files"
+            f"raw_events {day}: {parts.rows} rows from {len(day_files)} files, "
+            f"{parts.count} part(s)"
         )
-        last = events
     return MaterializeResult(
         metadata={
             **schema_metadata(CANONICAL_SCHEMA),

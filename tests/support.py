@@ -35,6 +35,7 @@ def at(seconds: float) -> dt.datetime:
 
 
 _OWN_COOKIE = object()
+_AS_STRINGS = ("visitor_id", "action", "visitor_country", "user_agent")
 
 
 def events(*rows: dict) -> pl.DataFrame:
@@ -61,7 +62,9 @@ def events(*rows: dict) -> pl.DataFrame:
     for row in full:
         if row["visitor_id"] is _OWN_COOKIE:  # each visit its own visitor unless said otherwise
             row["visitor_id"] = f"{row['site_id']}-{row['visit_id']}"
-    frame = pl.DataFrame(full, schema=CANONICAL_SCHEMA, orient="row")
+    # Hand-made frames spell the compact columns as strings; cleaning takes either.
+    schema = {**CANONICAL_SCHEMA, **dict.fromkeys(_AS_STRINGS, pl.String())}
+    frame = pl.DataFrame(full, schema=schema, orient="row")
     per_visit = ["site_id", "visit_id"]
     return frame.with_columns(
         pl.col("visit_first_action_time").fill_null(pl.col("event_time").min().over(per_visit)),

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from usage_stats.pipeline.cleaning import CleaningRules
+from usage_stats.pipeline.pieces import DEFAULT_PIECE_MIB
 
 # The cleaning rules' defaults live in CleaningRules; the environment only overrides them.
 RULES = CleaningRules()
@@ -54,6 +55,8 @@ class Settings:
     matomo_table_prefix: str
     export_hour: int
     export_chunk_rows: int
+    # how much of a day a stage holds at once (MiB of raw event files per piece)
+    piece_mib: float = DEFAULT_PIECE_MIB
     cors_origins: tuple[str, ...] = ()
     # The widget endpoints (`/report/*`, `/widget/*`) are embedded in other sites' pages.
     widget_cors_origins: tuple[str, ...] = ("*",)
@@ -125,6 +128,10 @@ class Settings:
             matomo_table_prefix=env.get("USAGE_STATS_MATOMO_TABLE_PREFIX", "matomo_"),
             export_hour=int(number("USAGE_STATS_EXPORT_HOUR", "1", int)),
             export_chunk_rows=int(number("USAGE_STATS_EXPORT_CHUNK_ROWS", "50000", int)),
+            piece_mib=_non_negative(
+                float(number("USAGE_STATS_PIECE_MIB", str(DEFAULT_PIECE_MIB), float)),
+                "USAGE_STATS_PIECE_MIB",
+            ),
             cors_origins=tuple(
                 o.strip() for o in env.get("USAGE_STATS_CORS_ORIGINS", "").split(",") if o.strip()
             ),
@@ -168,6 +175,12 @@ def _regex(env: dict[str, str], name: str, default: str) -> str:
         raise ValueError(
             f"environment variable {name}={value!r} is not a valid regular expression"
         ) from exc
+    return value
+
+
+def _non_negative(value: float, name: str) -> float:
+    if value < 0:
+        raise ValueError(f"environment variable {name}={value!r} must not be negative")
     return value
 
 

@@ -53,18 +53,25 @@ VISIT_OPTIONAL = {
     "user_id": "str",
 }
 
+ACTIONS = pl.Enum(["view", "download", "outlink"])
+
+# Compact types: a day is millions of rows, written to the warehouse and read back by
+# cleaning. The visitor id is only ever compared, so a 64-bit hash of it will do; the action,
+# country and user agent (copied from the visit to each of its events) are codes, and so is
+# the raw identifier (a day has a few hundred thousand spellings among millions of events:
+# cleaning works on each once, and its codes index them).
 CANONICAL_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "site_id": pl.Int32(),
     "visit_id": pl.Int64(),
-    "visitor_id": pl.String(),
+    "visitor_id": pl.UInt64(),
     "event_time": pl.Datetime("us", "UTC"),
     "action_type": pl.Int16(),
-    "action": pl.String(),
+    "action": ACTIONS,
     "url": pl.String(),
-    "raw_identifier": pl.String(),
-    "visitor_country": pl.String(),
-    "user_agent": pl.String(),
+    "raw_identifier": pl.Categorical(),
+    "visitor_country": pl.Categorical(),
+    "user_agent": pl.Categorical(),
     "ip_hash": pl.UInt64(),
     # Matomo's `user_id` (a logged-in user), keyed-hashed like the IP: the COUNTER user of the
     # double-click rule where there is one, never stored in clear
@@ -186,10 +193,18 @@ def _collect_source(source: pl.LazyFrame, where: str) -> pl.DataFrame:
         raise LakeReadError(f"{where}: cannot read Parquet file ({exc})") from exc
 
 
-def _id_as_hex(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+def visitor_key(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Matomo's visitor id (binary, a string or an integer) as a 64-bit hash; null where there
+    is none (null or empty). Only compared (the COUNTER user of the double-click rule, within
+    a site): two of a site's visitors sharing a hash is as unlikely as in `cleaning._clicks`."""
     if dtype == pl.Binary:
-        return expr.bin.encode("hex")
-    return expr.cast(pl.String)
+        return pl.when(expr.bin.size() > 0).then(expr.hash(seed=11))
+    if dtype == pl.String:
+        return pl.when(expr != "").then(expr.hash(seed=11))
+    if dtype == pl.Null:
+        return pl.lit(None, dtype=pl.UInt64)
+    # integers: their decimal spelling, as a string id would be hashed
+    return expr.cast(pl.String).pipe(visitor_key, pl.String())
 
 
 @dataclass
@@ -278,9 +293,9 @@ def _event_exprs(
         else pl.lit("")
     )
     visitor = (
-        _id_as_hex(pl.col("idvisitor"), visitor_dtype)
+        visitor_key(pl.col("idvisitor"), visitor_dtype)
         if visitor_dtype is not None
-        else pl.lit(None, dtype=pl.String)
+        else pl.lit(None, dtype=pl.UInt64)
     )
     return [
         pl.lit(day, dtype=pl.Date).alias("date"),
@@ -336,8 +351,9 @@ def _visit_exprs(
     return [
         pl.col("idsite").cast(pl.Int32).alias("site_id"),
         pl.col("idvisit").cast(pl.Int64).alias("visit_id"),
-        country.alias("visitor_country"),
-        agent.cast(pl.String).alias("user_agent"),
+        # as codes once per visit, not per event
+        country.cast(pl.Categorical).alias("visitor_country"),
+        agent.cast(pl.String).cast(pl.Categorical).alias("user_agent"),
         ip_hash.cast(pl.UInt64).alias("ip_hash"),
         user_hash.cast(pl.UInt64).alias("user_hash"),
         pl.col("visit_first_action_time").cast(pl.Datetime("us", "UTC")),
@@ -497,7 +513,7 @@ def _join_visits(events: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
     )
 
 
-_ACTION = lookup_expr(pl.col("action_type"), MATOMO_ACTION_TYPES, None, pl.String()).alias("action")
+_ACTION = lookup_expr(pl.col("action_type"), MATOMO_ACTION_TYPES, None, ACTIONS).alias("action")
 
 
 def _fill_missing_visits(events: pl.DataFrame) -> pl.DataFrame:

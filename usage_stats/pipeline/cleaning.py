@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from usage_stats.pipeline.canonical import ACTIONS, CANONICAL_SCHEMA, visitor_key
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.pipeline.identifiers import distinct_index, normalize_distinct
 from usage_stats.pipeline.ownership import declarations, owner_ids
@@ -44,17 +45,19 @@ THUMBNAIL_URL = (
     r"(?i)\.(?:" + "|".join(RENDITION_SOURCES) + r")\.(?:jpe?g|png)(?:[?#].*)?$"
 )
 
+# Level, item and country are categorical: a day has few of each next to its rows, and the
+# deltas group on their codes (usage_stats.pipeline.metrics) without hashing a string per row.
 SESSION_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "site_id": pl.Int32(),
-    "level": pl.String(),
+    "level": pl.Categorical(),
     "session_id": pl.UInt64(),
     "visit_id": pl.Int64(),
     "event_time": pl.Datetime("us", "UTC"),
-    "action": pl.String(),
-    "item_id": pl.String(),
+    "action": ACTIONS,
+    "item_id": pl.Categorical(),
     "owner_site_id": pl.Int32(),
-    "country": pl.String(),
+    "country": pl.Categorical(),
 }
 
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
@@ -110,8 +113,10 @@ def robot_behaviour_expr(rules: CleaningRules) -> pl.Expr:
 
 def session_id_expr() -> pl.Expr:
     """COUNTER session: Matomo's visit within the day; else user agent + IP hash + date + hour."""
+    # The agent as a string: a categorical would hash its code, which depends on the process.
+    agent = pl.col("user_agent").cast(pl.String)
     surrogate = pl.struct(
-        "site_id", "user_agent", "ip_hash", "date", pl.col("event_time").dt.hour().alias("hour")
+        "site_id", agent, "ip_hash", "date", pl.col("event_time").dt.hour().alias("hour")
     ).hash(seed=2)
     return pl.when(pl.col("visit_id").is_not_null()).then(_visit_session()).otherwise(surrogate)
 
@@ -142,7 +147,9 @@ def counter_user_expr(frame: pl.DataFrame) -> pl.Expr:
         user = pl.col("user_hash")
         branches.append((user.is_not_null(), pl.struct(site, user).hash(seed=3)))
     if has["cookie"]:
-        known = cookie.is_not_null() & (cookie != "")
+        known = cookie.is_not_null()
+        if frame.schema["visitor_id"] == pl.String:
+            known = known & (cookie != "")
         branches.append((known, pl.struct(site, cookie).hash(seed=4)))
     if has["ip"]:
         ip, agent = pl.col("ip_hash"), pl.col("user_agent").fill_null("")
@@ -208,7 +215,7 @@ def _site_level(site_info: pl.DataFrame) -> pl.Expr:
     duplicated = site_ids.filter(site_ids.is_duplicated()).unique().sort().to_list()
     if duplicated:
         raise ValueError(f"the source registry lists site id(s) {duplicated} more than once")
-    levels = known.get_column("level")
+    levels = known.get_column("level").cast(pl.Categorical)
     low = min(site_ids.min() or 0, 0)
     size = (site_ids.max() or 0) - low + 1
     if size > _MAX_SITE_TABLE:
@@ -234,14 +241,43 @@ def _identifiers(raw: pl.Series, sources: pl.DataFrame) -> tuple[pl.Series, pl.D
     a 4-byte position and read the columns through it only where they are needed.
     """
     distinct = raw.unique()
-    item_id = normalize_distinct(distinct).alias("item_id")
+    item_id = normalize_distinct(distinct.cast(pl.String)).alias("item_id")
     table = pl.DataFrame(
         [item_id, owner_ids(item_id, _owner_prefixes(sources)).alias("_owner")]
     ).with_columns(
         pl.col("item_id").rank("dense").cast(pl.UInt32).alias("_item_rank"),
         pl.col("item_id").is_null().alias("_no_item"),
     )
-    return distinct_index(raw, distinct), table
+    index = _code_index(raw, distinct) if raw.dtype == pl.Categorical else None
+    if index is None:
+        index = distinct_index(raw, distinct)
+    return index, table.with_columns(
+        pl.col("item_id").cast(pl.Categorical).alias("_item_code")
+    )
+
+
+def _code_index(raw: pl.Series, distinct: pl.Series) -> pl.Series | None:
+    """`distinct_index` for a categorical: each row's position read from a table indexed by
+    its code, no hashing; None when the codes are spread too wide for such a table."""
+    codes = distinct.to_physical()
+    known = codes.drop_nulls()
+    if known.is_empty():
+        return None
+    low, high = known.min(), known.max()
+    if high - low > max(4 * raw.len(), 1 << 20):
+        return None
+    positions = pl.int_range(distinct.len(), dtype=pl.UInt32, eager=True)
+    table = pl.Series([None] * (high - low + 1), dtype=pl.UInt32)
+    table = table.scatter(known - low, positions.filter(codes.is_not_null()))
+    # a null identifier: the position of null among the distinct values
+    null_at = codes.is_null().arg_true()
+    rows = raw.to_physical().to_frame("code").select(
+        pl.lit(table).gather(pl.col("code").cast(pl.Int64) - low)
+    )
+    index = rows.to_series()
+    if null_at.len():
+        index = index.fill_null(null_at.cast(pl.UInt32)[0])
+    return index
 
 
 def _owner_prefixes(sources: pl.DataFrame) -> pl.DataFrame:
@@ -268,6 +304,24 @@ def _thumbnails(url: pl.Series, pattern: str = THUMBNAIL_URL) -> pl.Series:
     return result.scatter(maybe.arg_true(), found)
 
 
+_COMPACT = ("visitor_id", "action", "raw_identifier", "visitor_country", "user_agent")
+
+
+def _compact(events: pl.DataFrame) -> pl.DataFrame:
+    """`events` in the canonical schema's compact types (`CANONICAL_SCHEMA`), whatever
+    types the columns arrive in (frames built by hand have strings): no-op on a read day."""
+    casts = {}
+    for name in _COMPACT:
+        dtype = events.schema[name]
+        if dtype == CANONICAL_SCHEMA[name]:
+            continue
+        if name == "visitor_id":
+            casts[name] = visitor_key(pl.col(name), dtype)
+        else:
+            casts[name] = pl.col(name).cast(CANONICAL_SCHEMA[name])
+    return events.with_columns(**casts) if casts else events
+
+
 def clean_events(
     events: pl.DataFrame,
     sources: pl.DataFrame,
@@ -288,10 +342,11 @@ def clean_events(
         pl.col("type").alias("level"),
     )
     robots = load_robot_list(rules.robots_list)
-    agents = events.get_column("user_agent").unique()
-    robot_agents = agents.filter(robots.robot_mask(agents))
+    frame = _compact(events)
+    # The list's expressions run once per distinct agent; rows are matched on their codes.
+    agents = frame.get_column("user_agent").unique()
+    robot_codes = agents.filter(robots.robot_mask(agents.cast(pl.String))).to_physical()
     level = _site_level(site_info)
-    frame = events
     index, identifiers = _identifiers(frame.get_column("raw_identifier"), sources)
 
     def identifier(name: str) -> pl.Expr:
@@ -316,7 +371,7 @@ def clean_events(
         .then(code["unknown_site"])
         .when(pl.col("action").is_null())
         .then(code["other_action"])
-        .when(pl.col("user_agent").is_in(robot_agents.implode()))
+        .when(pl.col("user_agent").to_physical().is_in(robot_codes.implode()))
         .then(code["robot_user_agent"])
         .when(robot_behaviour_expr(rules))
         .then(code["robot_behaviour"])
@@ -356,7 +411,7 @@ def clean_events(
         .filter(pl.col("_fate").is_null())
         .with_columns(
             level.alias("level"),
-            identifier("item_id").alias("item_id"),
+            identifier("_item_code").alias("item_id"),
             owner.alias("owner_site_id"),
             pl.col("visitor_country").fill_null(UNKNOWN_COUNTRY).alias("country"),
         )

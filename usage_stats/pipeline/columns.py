@@ -9,7 +9,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "site_id": "Matomo site id where the use happened (repository, national node or portal)",
     "level": "network level of that site: R repository, N national node, L regional portal",
     "visit_id": "Matomo visit id (idvisit), unique within a site",
-    "visitor_id": "Matomo visitor id (the user cookie), hex; the COUNTER user after a login",
+    "visitor_id": "Matomo visitor id (the user cookie) as a 64-bit hash; the COUNTER user",
     "user_hash": "keyed hash of Matomo's user_id (a logged-in user); never the id itself",
     "ip_hash": "keyed hash of the visitor's IP address (salted); IPs are never stored",
     "user_agent": "the browser's user agent where the export has one (Matomo's tables do not)",

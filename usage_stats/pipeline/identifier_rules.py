@@ -29,7 +29,7 @@ def apply_identifier_rules(events: pl.DataFrame, sources: list[Source]) -> pl.Da
     declared = declarations(sources_frame(ruled), types=("R", "N", "L"))
     rule_sites = [s.site_id for s in ruled]
     pairs = events.select("site_id", "raw_identifier").unique()
-    normal = normalize_identifiers(pairs.get_column("raw_identifier"))
+    normal = normalize_identifiers(pairs.get_column("raw_identifier").cast(pl.String))
     pairs = (
         pairs.with_columns(normal.alias("_normal"))
         .with_columns(owner_ids(normal, declared).alias("_by_prefix"))
@@ -63,6 +63,10 @@ def apply_identifier_rules(events: pl.DataFrame, sources: list[Source]) -> pl.Da
     table = pl.concat(rewritten)
     return (
         events.join(table, on=["site_id", "raw_identifier"], how="left", maintain_order="left")
-        .with_columns(pl.coalesce("_ruled", "raw_identifier").alias("raw_identifier"))
+        .with_columns(
+            pl.coalesce(
+                pl.col("_ruled").cast(events.schema["raw_identifier"]), "raw_identifier"
+            ).alias("raw_identifier")
+        )
         .drop("_ruled")
     )

@@ -17,6 +17,7 @@ repository's figures are exactly the sum of its items'. COUNTER sessions are bou
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 import polars as pl
 
@@ -144,13 +145,18 @@ def _coded_item_keys(sessions: pl.DataFrame):
     exactly (dense codes side by side in 64 bits), and the function that turns `_key` back
     into the columns; None when the columns are of other types or the codes do not fit.
 
-    Integers and dates are coded as the offset from their minimum, strings through their
-    distinct values (items, countries, levels: few next to the rows); 0 stands for null.
+    Integers and dates are coded as the offset from their minimum, categoricals (what
+    cleaning writes: `SESSION_SCHEMA`) as the offset of their code from the smallest one,
+    strings through their distinct values (items, countries, levels: few next to the rows);
+    0 stands for null. A categorical's strings are only looked up for its distinct codes.
     """
     schema = sessions.schema
     strings = [n for n in ITEM_KEYS if schema[n] == pl.String]
+    categoricals = [n for n in ITEM_KEYS if isinstance(schema[n], pl.Categorical)]
     numbers = [n for n in ITEM_KEYS if n not in strings]
-    if not all(schema[n].is_integer() or schema[n] == pl.Date for n in numbers):
+    if not all(
+        schema[n].is_integer() or schema[n] == pl.Date or n in categoricals for n in numbers
+    ):
         return None
     physical = {n: pl.col(n).to_physical().cast(pl.Int64) for n in numbers}
     frame = sessions.lazy()
@@ -161,11 +167,22 @@ def _coded_item_keys(sessions: pl.DataFrame):
                 *(e.max().alias(f"{n}_max") for n, e in physical.items()),
             ),
             *(frame.select(pl.col(n).unique().drop_nulls()) for n in strings),
+            *(
+                frame.select(pl.col(n).unique().drop_nulls()).select(
+                    physical[n].alias("code"), pl.col(n).cast(pl.String).alias("value")
+                )
+                for n in categoricals
+            ),
         ]
     )
-    values = {n: d.to_series() for n, d in zip(strings, distinct, strict=True)}
+    values = {n: d.to_series() for n, d in zip(strings, distinct, strict=False)}
     low = {n: ranges.item(0, f"{n}_min") or 0 for n in numbers}
     high = {n: ranges.item(0, f"{n}_max") or 0 for n in numbers}
+    # per categorical: its strings by code − low + 1 (slot 0: null)
+    lookups = {}
+    for n, d in zip(categoricals, distinct[len(strings) :], strict=True):
+        table = pl.Series(n, [None] * (high[n] - low[n] + 2), dtype=pl.String)
+        lookups[n] = table.scatter(d.get_column("code") - low[n] + 1, d.get_column("value"))
     codes: dict[str, pl.Expr] = {}
     widths: dict[str, int] = {}
     for n in ITEM_KEYS:
@@ -185,7 +202,8 @@ def _coded_item_keys(sessions: pl.DataFrame):
     coded = sessions.select(packed.alias("_key"), "session_id", "action")
 
     def decode(items: pl.DataFrame) -> pl.DataFrame:
-        """The key columns back from `_key`, in the types of the sessions."""
+        """The key columns back from `_key`, in the types of the sessions (strings for
+        categoricals, as the delta table has them)."""
         key = pl.col("_key")
         restored = {}
         for n in ITEM_KEYS:
@@ -195,6 +213,8 @@ def _coded_item_keys(sessions: pl.DataFrame):
             if n in values:
                 lookup = pl.concat([pl.Series([None], dtype=pl.String), values[n]])
                 restored[n] = pl.lit(lookup).gather(code)
+            elif n in lookups:
+                restored[n] = pl.lit(lookups[n]).gather(code)
             else:
                 offset = pl.when(code > 0).then(code.cast(pl.Int64) + (low[n] - 1))
                 restored[n] = offset.cast(schema[n])
@@ -219,12 +239,18 @@ def _rollup(items: pl.LazyFrame, scope: str, key: pl.Expr, by: list[str]) -> pl.
     )
 
 
-def daily_deltas(sessions: pl.DataFrame) -> pl.DataFrame:
+def daily_deltas(sessions: pl.DataFrame | Iterable[pl.DataFrame]) -> pl.DataFrame:
     """All scopes of one or more days, in the delta schema, sorted for stable output.
 
-    The item rows are collected once and the three rollups over them run as one lazy query.
+    `sessions` is a frame or the pieces of a day (`usage_stats.pipeline.pieces`), each whole
+    sites: item rows are per site, so each piece's are final, and only they (far fewer than
+    the events) are held together. The three rollups over them run as one lazy query.
     """
-    items = item_deltas(sessions).cast({m: pl.Int64 for m in METRICS}).lazy()
+    pieces = [sessions] if isinstance(sessions, pl.DataFrame) else sessions
+    per_piece = [item_deltas(piece).cast({m: pl.Int64 for m in METRICS}) for piece in pieces]
+    if not per_piece:
+        return empty_deltas()
+    items = pl.concat(per_piece, how="vertical_relaxed").lazy()
     owned = items.filter(pl.col("owner_site_id").is_not_null())
     source = _rollup(
         owned,

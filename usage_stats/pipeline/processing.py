@@ -4,12 +4,14 @@ in, what was kept, what was rejected and why (the admin DB's processing status).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from usage_stats.admin.registry import DayStatus
 from usage_stats.admin.sources import Source, sources_frame
+from usage_stats.pipeline.canonical import DayInput, empty_canonical, read_canonical_day
 from usage_stats.pipeline.cleaning import (
     REJECTION_REASONS,
     CleaningResult,
@@ -17,6 +19,9 @@ from usage_stats.pipeline.cleaning import (
     clean_events,
 )
 from usage_stats.pipeline.identifier_rules import apply_identifier_rules
+from usage_stats.pipeline.pieces import plan_pieces, site_weights
+from usage_stats.pipeline.titles import empty_page_titles
+from usage_stats.storage.lake import Lake, raw_files_for_day
 
 
 def replace_sites(
@@ -31,52 +36,79 @@ def replace_sites(
     return pl.concat([stored.filter(~pl.col("site_id").is_in(sites)), fresh])
 
 
+def canonical_pieces(
+    lake: Lake,
+    day: dt.date,
+    slots: dict[int, int],
+    ip_salt: str,
+    piece_bytes: int,
+    sites: list[int] | None = None,
+) -> Iterator[DayInput]:
+    """The day's canonical events piece by piece (`usage_stats.pipeline.pieces`), each piece
+    whole sites; only `sites` if given. A day without files is one empty piece."""
+    files = raw_files_for_day(lake, "events", day, sites)
+    pieces = plan_pieces(site_weights(files), piece_bytes)
+    if not pieces:
+        yield DayInput(empty_canonical(), [], empty_page_titles())
+    for piece in pieces:
+        yield read_canonical_day(lake, day, slots, ip_salt, list(piece))
+
+
+def kept_sites(stored: Iterable[pl.DataFrame], sites: list[int]) -> list[pl.DataFrame]:
+    """The stored parts without the rows of `sites` (those a restricted re-run re-reads).
+
+    Read whole before anything is written, so a re-run that fails midway leaves the stored
+    day as it was. Each part holds whole sites, so what is left of it still does.
+    """
+    kept = [part.filter(~pl.col("site_id").is_in(sites)) for part in stored]
+    return [part for part in kept if not part.is_empty()]
+
+
+def clean_piece(raw: pl.DataFrame, sources: list[Source], rules: CleaningRules) -> CleaningResult:
+    """The per-source identifier rules, then the cleaning rules, on a day or a piece of it
+    (whole sites: every rule works within a site)."""
+    return clean_events(apply_identifier_rules(raw, sources), sources_frame(sources), rules)
+
+
 @dataclass
-class CleanedDay:
-    result: CleaningResult
-    statuses: list[DayStatus]
+class DayTally:
+    """Per site: events in, kept and rejected by reason, added up piece by piece."""
 
+    day: dt.date | None = None
+    events_in: dict[int, int] = field(default_factory=dict)
+    kept: dict[int, int] = field(default_factory=dict)
+    rejected: dict[int, dict[str, int]] = field(default_factory=dict)
 
-def clean_day(
-    raw: pl.DataFrame,
-    sources: list[Source],
-    rules: CleaningRules,
-    run_id: str,
-    finished_at: dt.datetime,
-) -> CleanedDay:
-    """The per-source identifier rules, then the cleaning rules, then each site's status."""
-    result = clean_events(apply_identifier_rules(raw, sources), sources_frame(sources), rules)
-    statuses = day_statuses(raw, result, [s.site_id for s in sources], run_id, finished_at)
-    return CleanedDay(result, statuses)
+    def add(self, raw: pl.DataFrame, result: CleaningResult) -> None:
+        if raw.is_empty():
+            return
+        self.day = self.day or raw.get_column("date")[0]
+        for site, n in raw.group_by("site_id").len().iter_rows():
+            self.events_in[site] = self.events_in.get(site, 0) + n
+        for site, n in result.sessions.group_by("site_id").len().iter_rows():
+            self.kept[site] = self.kept.get(site, 0) + n
+        for site, reason, n in result.rejected.group_by("site_id", "reason").len().iter_rows():
+            reasons = self.rejected.setdefault(site, dict.fromkeys(REJECTION_REASONS, 0))
+            reasons[reason] += n
 
-
-def day_statuses(
-    raw: pl.DataFrame,
-    result: CleaningResult,
-    active_sites: list[int],
-    run_id: str,
-    finished_at: dt.datetime,
-) -> list[DayStatus]:
-    """One status per site that had events or is active (a quiet day is a processed day)."""
-    if raw.is_empty():
-        return []
-    day = raw.get_column("date")[0]
-    events_in = dict(raw.group_by("site_id").len().iter_rows())
-    kept = dict(result.sessions.group_by("site_id").len().iter_rows())
-    rejected: dict[int, dict[str, int]] = {}
-    for site, reason, n in result.rejected.group_by("site_id", "reason").len().iter_rows():
-        rejected.setdefault(site, dict.fromkeys(REJECTION_REASONS, 0))[reason] = n
-    sites = sorted({s for s in events_in if s is not None} | set(active_sites))
-    return [
-        DayStatus(
-            site_id=site,
-            day=day,
-            events_in=events_in.get(site, 0),
-            kept=kept.get(site, 0),
-            rejected=sum(rejected.get(site, {}).values()),
-            rejected_by_reason={k: v for k, v in rejected.get(site, {}).items() if v},
-            run_id=run_id,
-            finished_at=finished_at,
-        )
-        for site in sites
-    ]
+    def statuses(
+        self, active_sites: list[int], run_id: str, finished_at: dt.datetime
+    ) -> list[DayStatus]:
+        """One status per site that had events or is active (a quiet day is a processed
+        day); none for a day without any event."""
+        if self.day is None:
+            return []
+        sites = sorted({s for s in self.events_in if s is not None} | set(active_sites))
+        return [
+            DayStatus(
+                site_id=site,
+                day=self.day,
+                events_in=self.events_in.get(site, 0),
+                kept=self.kept.get(site, 0),
+                rejected=sum(self.rejected.get(site, {}).values()),
+                rejected_by_reason={k: v for k, v in self.rejected.get(site, {}).items() if v},
+                run_id=run_id,
+                finished_at=finished_at,
+            )
+            for site in sites
+        ]

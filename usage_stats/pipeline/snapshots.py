@@ -40,28 +40,23 @@ def next_snapshot(previous: pl.DataFrame | None, delta: pl.DataFrame, day: dt.da
 def snapshot_mismatches(
     snapshot: pl.DataFrame, previous: pl.DataFrame | None, delta: pl.DataFrame
 ) -> int:
-    """Keys where snapshot ≠ previous + delta, recomputed independently of `next_snapshot`."""
+    """Keys where snapshot ≠ previous + delta, recomputed independently of `next_snapshot`.
 
-    def totals(frame: pl.DataFrame | None, suffix: str) -> pl.DataFrame:
-        if frame is None or frame.is_empty():
-            return pl.DataFrame(
-                schema={
-                    **{k: SNAPSHOT_SCHEMA[k] for k in _KEYS},
-                    **{m + suffix: pl.Int64 for m in METRICS},
-                }
-            )
-        return frame.group_by(_KEYS).agg(pl.col(m).sum().alias(m + suffix) for m in METRICS)
-
-    joined = (
-        totals(snapshot, "_s")
-        .join(totals(previous, "_p"), on=_KEYS, how="full", coalesce=True, nulls_equal=True)
-        .join(totals(delta, "_d"), on=_KEYS, how="full", coalesce=True, nulls_equal=True)
-        .with_columns(pl.col(m + sfx).fill_null(0) for m in METRICS for sfx in ("_s", "_p", "_d"))
-    )
-    differs = pl.any_horizontal(
-        pl.col(m + "_s") != pl.col(m + "_p") + pl.col(m + "_d") for m in METRICS
-    )
-    return joined.filter(differs).height
+    One group-by over the three, the snapshot's metrics added and the others subtracted:
+    a key whose sums are not all zero differs (what joining the three tables of totals on
+    the keys tells, without the joins).
+    """
+    schema = {k: SNAPSHOT_SCHEMA[k] for k in _KEYS} | {m: pl.Int64() for m in METRICS}
+    frames = [
+        frame.lazy()
+        .select(*_KEYS, *(pl.col(m).cast(pl.Int64) * sign for m in METRICS))
+        .cast(schema)
+        for frame, sign in ((snapshot, 1), (previous, -1), (delta, -1))
+        if frame is not None
+    ]
+    sums = pl.concat(frames).group_by(_KEYS).agg(pl.col(m).sum() for m in METRICS)
+    differs = pl.any_horizontal(pl.col(m) != 0 for m in METRICS)
+    return sums.filter(differs).select(pl.len()).collect().item()
 
 
 def pending_deltas(store: Warehouse, after: dt.date | None, day: dt.date) -> pl.DataFrame:

@@ -143,6 +143,8 @@ class RawFile:
     key: str
     site_id: int
     month_level: bool
+    # bytes on storage: how the day is split into pieces of similar weight
+    size: int = 0
 
 
 def site_ids_in_lake(lake: Lake, table: str = "events") -> list[int]:
@@ -161,10 +163,13 @@ def raw_files_for_day(
     site_ids = site_ids_in_lake(lake, table) if sites is None else sorted(sites)
     files: list[RawFile] = []
     for site_id in site_ids:
-        for key in lake.list_files(day_leaf(table, site_id, day)):
-            files.append(RawFile(key, site_id, month_level=False))
-        for key in lake.list_files(month_leaf(table, site_id, day)):
-            files.append(RawFile(key, site_id, month_level=True))
+        for info in lake.stat_files(day_leaf(table, site_id, day)):
+            files.append(RawFile(info.key, site_id, month_level=False, size=info.size))
+        month = month_leaf(table, site_id, day)
+        archived = lake.list_files(month)  # rare (older dumps): sized only when present
+        sizes = {i.key: i.size for i in lake.stat_files(month)} if archived else {}
+        for key in archived:
+            files.append(RawFile(key, site_id, month_level=True, size=sizes.get(key, 0)))
     return files
 
 
