@@ -73,7 +73,7 @@ serve: install
 
 ## bench: events/second and peak memory per stage (1M and 10M events over 100 sites)
 bench: install
-	$(BIN)/python bench/pipeline_bench.py --events 1000000 10000000 --sites 100
+	$(BIN)/python bench/run_bench.py --events 1000000 10000000 --sites 100 --with-library
 
 ## services: install (cached) and start OpenSearch and MinIO on 127.0.0.1 (scripts/services.sh)
 services:
