@@ -238,7 +238,8 @@ def test_article_versions(value: str, version: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["http://purl.org/coar/version/c_be7fb7dd8ff6fe43", "NA", "1.0.3", "manuscrito aceptado"]
+    "value",
+    ["http://purl.org/coar/version/c_be7fb7dd8ff6fe43", "NA", "1.0.3", "manuscrito aceptado"],
 )
 def test_no_article_version(value: str) -> None:
     # "not applicable", a software version, a label COAR gives to two versions (AM and P)

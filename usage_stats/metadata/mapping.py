@@ -438,7 +438,7 @@ def _interpret(raw: _Raw) -> tuple[dict[str, Any], dict[str, list[str]]]:
         projects.append(value)
         if vocab.is_grant(value):
             if (found_grant := vocab.grant(value)) is None:
-                problem("projects", value)
+                problem("funders", value)
             else:
                 funders.append(found_grant.funder)
     fields["funders"] = _unique(funders)
