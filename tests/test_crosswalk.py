@@ -149,21 +149,23 @@ def item_rows(deltas: pl.DataFrame) -> dict[tuple, tuple]:
 def test_the_table_resolves_each_alias_to_its_record():
     table = crosswalk()
     assert table.schema == CROSSWALK_SCHEMA
-    rows = {r["alias"]: (r["item_key"], r["owner_site_id"], r["claims"]) for r in table.to_dicts()}
+    rows = {
+        r["alias"]: (r["item_key"], r["owner_site_id"], r["ambiguous"]) for r in table.to_dicts()
+    }
     assert rows == {
-        A: (A, 1, 1),  # D lists it too, but a record's own key wins
-        "10.15517/rev.1": (A, 1, 1),  # the node's copy claims nothing
-        "hdl:10669/578": (A, 1, 1),
-        "https://www.kerwa.ucr.ac.cr/items/abc": (A, 1, 1),
-        B: (B, 1, 1),
-        "10.15517/old.9": (B, 1, 1),  # deleted: still its record's
-        "10.15517/moved": (E, 2, 1),  # a live record's identifier beats a deleted one's
-        C: (C, 1, 1),
-        "10.9999/shared": (None, None, 2),  # ambiguous
-        D: (D, 2, 1),
-        E: (E, 2, 1),
-        F: (F, 2, 1),
-        G: (G, 2, 1),
+        A: (A, 1, False),  # D lists it too, but a record's own key wins
+        "10.15517/rev.1": (A, 1, False),  # the node's copy claims nothing
+        "hdl:10669/578": (A, 1, False),
+        "https://www.kerwa.ucr.ac.cr/items/abc": (A, 1, False),
+        B: (B, 1, False),
+        "10.15517/old.9": (B, 1, False),  # deleted: still its record's
+        "10.15517/moved": (E, 2, False),  # a live record's identifier beats a deleted one's
+        C: (C, 1, False),
+        "10.9999/shared": (None, None, True),  # ambiguous
+        D: (D, 2, False),
+        E: (E, 2, False),
+        F: (F, 2, False),
+        G: (G, 2, False),
     }
     assert crosswalk_summary(table) == {
         "crosswalk_aliases": 12,
@@ -176,9 +178,9 @@ def test_the_table_resolves_each_alias_to_its_record():
 
 
 def test_without_naming_the_repositories_every_record_claims():
-    rows = {r["alias"]: r["claims"] for r in crosswalk_table(RECORDS).to_dicts()}
-    assert rows["10.15517/rev.1"] == 2 and rows["hdl:10669/578"] == 2
-    assert rows[NODE] == 1
+    rows = {r["alias"]: r["ambiguous"] for r in crosswalk_table(RECORDS).to_dicts()}
+    assert rows["10.15517/rev.1"] and rows["hdl:10669/578"]
+    assert not rows[NODE]
 
 
 def test_two_deleted_records_or_two_own_keys_are_ambiguous_too():
@@ -190,8 +192,8 @@ def test_two_deleted_records_or_two_own_keys_are_ambiguous_too():
             record(2, F),  # one OAI id harvested from two repositories
         )
     )
-    rows = {r["alias"]: (r["item_key"], r["claims"]) for r in table.to_dicts()}
-    assert rows["10.1/x"] == (None, 2) and rows[F] == (None, 2)
+    rows = {r["alias"]: (r["item_key"], r["ambiguous"]) for r in table.to_dicts()}
+    assert rows["10.1/x"] == (None, True) and rows[F] == (None, True)
     assert crosswalk_table(metadata()).is_empty()
 
 
@@ -321,3 +323,24 @@ def test_an_aggregator_record_is_nobodys_even_under_its_own_key():
     national node) leaves a cross-walk that resolves nothing."""
     table = source_crosswalk(RECORDS, [dataclasses.replace(s, type="N") for s in SOURCES])
     assert table is not None and table.is_empty()
+
+
+def test_one_record_stored_twice_or_listing_an_identifier_twice_is_one_claim():
+    twice = record(1, A, "10.1/a", "doi:10.1/A", "10.1/a")
+    table = crosswalk_table(metadata(twice, {**twice, "source_key": "again", "deleted": True}))
+    rows = {
+        r["alias"]: (r["item_key"], r["owner_site_id"], r["ambiguous"]) for r in table.to_dicts()
+    }
+    assert rows == {A: (A, 1, False), "10.1/a": (A, 1, False)}
+    assert ambiguous_claims(metadata(twice)).is_empty()
+
+
+def test_three_repositories_holding_one_doi_are_all_named():
+    three = metadata(
+        record(1, A, "10.1/x"), record(2, D, "10.1/x"), record(3, "oai:r3:1", "10.1/x")
+    )
+    assert ambiguous_claims(three).select("item_key", "site_id").rows() == [
+        ("oai:r3:1", 3),
+        (D, 2),
+        (A, 1),
+    ]

@@ -20,8 +20,8 @@ normalised as usage is, so a key matches whatever spelling the tracker recorded)
 - **Which claim wins.** A record's own OAI key beats any other record listing it among its
   identifiers (a relation, a copy); a live record's identifier beats a deleted record's (a
   DOI re-deposited under a new record resolves to the new one). Within the best kind, two or
-  more different records (item key and site) make the alias **ambiguous**: it keeps
-  `claims` > 1, no `item_key` and no owner, is never resolved (its use stays counted under
+  more different records (item key and site) make the alias **ambiguous**: it is kept with
+  `ambiguous` true, no `item_key` and no owner, is never resolved (its use stays counted under
   the alias, owned as the declared prefixes say) and is counted and reported: by
   `crosswalk_summary`, `ambiguous_claims`, and per day by the cleaning asset (events kept
   under an ambiguous alias).
@@ -59,7 +59,7 @@ CROSSWALK_SCHEMA = pl.Schema(
         "alias_hash": pl.UInt64(),  # alias.hash(), for the membership test of a piece's keys
         "item_key": pl.String(),  # the record's key (null when ambiguous)
         "owner_site_id": pl.Int32(),  # the record's source's site (null when ambiguous)
-        "claims": pl.UInt32(),  # different records claiming the alias in the winning kind
+        "ambiguous": pl.Boolean(),  # several records claim the alias (in the winning kind)
     }
 )
 
@@ -83,9 +83,10 @@ def empty_crosswalk() -> pl.DataFrame:
     return pl.DataFrame(schema=CROSSWALK_SCHEMA)
 
 
-def _claims(metadata: pl.DataFrame, repositories: Collection[int] | None) -> pl.DataFrame:
-    """(alias, item_key, site_id, deleted, kind) of every claim in the winning kind of its
-    alias: one row per claiming record."""
+def _records(metadata: pl.DataFrame, repositories: Collection[int] | None) -> pl.DataFrame:
+    """The records that claim aliases, one row per record (item key and site): a record
+    stored twice (a repository registered under two source keys) is one record, deleted only
+    when every copy says so."""
     records = metadata.lazy().filter(pl.col("item_key").is_not_null())
     if repositories is not None:
         records = records.filter(pl.col("site_id").is_in(list(repositories)))
@@ -94,34 +95,69 @@ def _claims(metadata: pl.DataFrame, repositories: Collection[int] | None) -> pl.
         pl.col("site_id").cast(pl.Int32),
         pl.col("deleted").fill_null(False),
         "item_keys",
-    )
-    own = records.select(
-        pl.col("item_key").alias("alias"),
-        "item_key",
-        "site_id",
-        "deleted",
-        pl.lit(_OWN).alias("kind"),
+    ).collect()
+    if records.select(pl.struct("item_key", "site_id").is_duplicated().any()).item():
+        records = records.group_by("item_key", "site_id", maintain_order=True).agg(
+            pl.col("deleted").all(),
+            pl.col("item_keys").list.explode(keep_nulls=False, empty_as_null=False),
+        )
+    return records
+
+
+def _claims(records: pl.DataFrame) -> pl.LazyFrame:
+    """(alias, _kind, _record) of every claim, `_record` the claiming record's row."""
+    indexed = records.lazy().with_row_index("_record")
+    own = indexed.select(
+        pl.col("item_key").alias("alias"), pl.lit(_OWN, pl.UInt64).alias("_kind"), "_record"
     )
     listed = (
-        records.explode("item_keys")
+        indexed.select("item_keys", "item_key", "deleted", "_record")
+        .explode("item_keys")
         .filter(pl.col("item_keys").is_not_null() & (pl.col("item_keys") != pl.col("item_key")))
         .select(
             pl.col("item_keys").alias("alias"),
-            "item_key",
-            "site_id",
-            "deleted",
-            pl.when(pl.col("deleted")).then(_DELETED).otherwise(_LIVE).alias("kind"),
+            pl.when(pl.col("deleted"))
+            .then(_DELETED)
+            .otherwise(_LIVE)
+            .cast(pl.UInt64)
+            .alias("_kind"),
+            "_record",
         )
     )
-    record = ["alias", "item_key", "site_id"]
+    return pl.concat([own, listed])
+
+
+_LOW = (1 << 32) - 1
+
+
+def _best(claims: pl.LazyFrame) -> pl.LazyFrame:
+    """Per alias: the kind of its best claims and the first and last record among them.
+
+    One group-by with two integer minimums (a day's table is built from millions of
+    aliases): kind and record packed as `kind << 32 | record` and as `kind << 32 | (2³² − 1 −
+    record)`; the smallest of each names the best kind with its first and its last record,
+    and the alias is ambiguous when they differ (a record listing an identifier twice, or as
+    its own key too, is still one record).
+    """
+    kind = pl.col("_kind") * pl.lit(1 << 32, pl.UInt64)
+    record = pl.col("_record").cast(pl.UInt64)
     return (
-        pl.concat([own, listed])
-        .with_columns(pl.col("kind").cast(pl.UInt8))
-        # a record listing one identifier twice (or as its own key too) claims it once
-        .group_by(record)
-        .agg(pl.col("kind").min(), pl.col("deleted").first())
-        .filter(pl.col("kind") == pl.col("kind").min().over("alias"))
-        .collect()
+        claims.select(
+            "alias",
+            (kind + record).alias("_first"),
+            (kind + (pl.lit(_LOW, pl.UInt64) - record)).alias("_last"),
+        )
+        .group_by("alias")
+        .agg(pl.col("_first").min(), pl.col("_last").min())
+        .select(
+            "alias",
+            (pl.col("_first") // (1 << 32)).alias("_kind"),
+            (pl.col("_first") % (1 << 32)).cast(pl.UInt32).alias("_record"),
+            (
+                (pl.col("_first") % (1 << 32))
+                != (pl.lit(_LOW, pl.UInt64) - pl.col("_last") % (1 << 32))
+            ).alias("ambiguous"),
+        )
     )
 
 
@@ -130,30 +166,31 @@ def crosswalk_table(
 ) -> pl.DataFrame:
     """alias → (item_key, owner_site_id) from harvested records (`ITEM_METADATA_SCHEMA`:
     `site_id`, `item_key`, `deleted`, `item_keys` are read), ambiguous aliases included with
-    `claims` > 1 and no item (see the module's docstring for the rules).
+    `ambiguous` true and no item (see the module's docstring for the rules).
 
     `repositories`: the site ids whose records own items (the registry's repositories); the
     records of other sites (aggregators) then claim nothing. None: every record claims.
+    Rows are in no particular order.
     """
-    if metadata.is_empty():
+    records = _records(metadata, repositories)
+    if records.is_empty():
         return empty_crosswalk()
-    single = pl.col("claims") == 1
+    resolved = ~pl.col("ambiguous")
+    record = pl.col("_record")
     table = (
-        _claims(metadata, repositories)
-        .group_by("alias")
-        .agg(
-            pl.len().cast(pl.UInt32).alias("claims"),
-            pl.col("item_key").first(),
-            pl.col("site_id").first().alias("owner_site_id"),
-        )
+        _best(_claims(records))
         .select(
             "alias",
             pl.col("alias").hash().alias("alias_hash"),
-            pl.when(single).then(pl.col("item_key")).alias("item_key"),
-            pl.when(single).then(pl.col("owner_site_id")).alias("owner_site_id"),
-            "claims",
+            pl.when(resolved)
+            .then(pl.lit(records.get_column("item_key")).gather(record))
+            .alias("item_key"),
+            pl.when(resolved)
+            .then(pl.lit(records.get_column("site_id")).gather(record))
+            .alias("owner_site_id"),
+            "ambiguous",
         )
-        .sort("alias")
+        .collect()
     )
     return table.cast(dict(CROSSWALK_SCHEMA))
 
@@ -163,13 +200,19 @@ def ambiguous_claims(
 ) -> pl.DataFrame:
     """The records claiming each ambiguous alias (one row per alias and record), for a report
     an operator can act on (two repositories holding one DOI, a record listing another's)."""
-    if metadata.is_empty():
+    records = _records(metadata, repositories)
+    if records.is_empty():
         return pl.DataFrame(schema=AMBIGUOUS_SCHEMA)
-    claims = _claims(metadata, repositories)
+    claims = _claims(records)
+    ambiguous = _best(claims).filter(pl.col("ambiguous")).select("alias", "_kind")
     return (
-        claims.filter(pl.len().over("alias") > 1)
+        claims.join(ambiguous, on=["alias", "_kind"])
+        .select("alias", "_record")
+        .unique()
+        .join(records.lazy().with_row_index("_record"), on="_record")
         .select(list(AMBIGUOUS_SCHEMA))
         .sort("alias", "item_key", "site_id")
+        .collect()
         .cast(dict(AMBIGUOUS_SCHEMA))
     )
 
@@ -177,7 +220,7 @@ def ambiguous_claims(
 def crosswalk_summary(table: pl.DataFrame) -> dict[str, int]:
     """How many aliases the table resolves and how many are ambiguous (for the run's
     metadata)."""
-    ambiguous = int((table.get_column("claims") > 1).sum())
+    ambiguous = int(table.get_column("ambiguous").sum())
     return {"crosswalk_aliases": table.height - ambiguous, "crosswalk_ambiguous_aliases": ambiguous}
 
 
@@ -198,13 +241,13 @@ def resolve_keys(
     hashes = table.get_column("alias_hash") if "alias_hash" in table.columns else None
     if hashes is None:
         hashes = table.get_column("alias").hash()
-    near = table.select("alias", "item_key", "owner_site_id", "claims").filter(
+    near = table.select("alias", "item_key", "owner_site_id", "ambiguous").filter(
         hashes.is_in(keys.drop_nulls().hash().implode())
     )
     if near.is_empty():
         return keys, owners, status
     key, record = pl.col("key"), pl.col("item_key")
-    single = pl.col("claims") == 1
+    single = ~pl.col("ambiguous")
     rekey = single & (record != key)
     own = single & (record == key)
     resolved = (
@@ -222,7 +265,7 @@ def resolve_keys(
             .then(REKEYED)
             .when(own)
             .then(OWN_KEY)
-            .when(pl.col("claims") > 1)
+            .when(pl.col("ambiguous"))
             .then(AMBIGUOUS)
             .otherwise(UNMATCHED)
             .cast(pl.UInt8)
