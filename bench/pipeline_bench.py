@@ -283,6 +283,8 @@ def print_table(results: list[dict]) -> None:
         )
         for name in STAGES:
             s = run["stages"][name]
+            if name == "crosswalk" and not s["rows_in"]:
+                continue  # no cross-walk asked for
             print(
                 f"{'':>12} {name:<10} {s['rows_in']:>12,} {s['rows_out']:>12,} "
                 f"{s['seconds']:>8.2f} {s['cpu_seconds']:>7.2f} "
