@@ -161,6 +161,25 @@ def _best(claims: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _split(claims: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series, pl.DataFrame]:
+    """The claims of aliases claimed once (with their hashes), and those of aliases claimed
+    more than once.
+
+    Nearly every alias has one claim, and a group-by over millions of strings is most of the
+    cost of building the table. An alias whose hash occurs once is claimed once (equal strings
+    have equal hashes), and finding the repeated hashes takes a sort of integers; only the
+    claims under a repeated hash (an own key listed by another record, a shared DOI, a rare
+    hash collision) are grouped on their strings.
+    """
+    hashes = claims.get_column("alias").hash()
+    ordered = hashes.sort()
+    repeated = ordered.filter(ordered == ordered.shift(1)).unique()
+    if repeated.is_empty():
+        return claims, hashes, claims.clear()
+    shared = hashes.is_in(repeated.implode())
+    return claims.filter(~shared), hashes.filter(~shared), claims.filter(shared)
+
+
 def crosswalk_table(
     metadata: pl.DataFrame, repositories: Collection[int] | None = None
 ) -> pl.DataFrame:
@@ -175,22 +194,36 @@ def crosswalk_table(
     records = _records(metadata, repositories)
     if records.is_empty():
         return empty_crosswalk()
+    single, hashes, shared = _split(_claims(records).collect())
+    best = _best(shared.lazy()).collect()
+    winners = pl.concat(
+        [
+            single.select(
+                "alias",
+                hashes.alias("alias_hash"),
+                "_record",
+                pl.lit(False).alias("ambiguous"),
+            ),
+            best.select(
+                "alias",
+                pl.col("alias").hash().alias("alias_hash"),
+                "_record",
+                "ambiguous",
+            ),
+        ]
+    )
     resolved = ~pl.col("ambiguous")
     record = pl.col("_record")
-    table = (
-        _best(_claims(records))
-        .select(
-            "alias",
-            pl.col("alias").hash().alias("alias_hash"),
-            pl.when(resolved)
-            .then(pl.lit(records.get_column("item_key")).gather(record))
-            .alias("item_key"),
-            pl.when(resolved)
-            .then(pl.lit(records.get_column("site_id")).gather(record))
-            .alias("owner_site_id"),
-            "ambiguous",
-        )
-        .collect()
+    table = winners.select(
+        "alias",
+        "alias_hash",
+        pl.when(resolved)
+        .then(pl.lit(records.get_column("item_key")).gather(record))
+        .alias("item_key"),
+        pl.when(resolved)
+        .then(pl.lit(records.get_column("site_id")).gather(record))
+        .alias("owner_site_id"),
+        "ambiguous",
     )
     return table.cast(dict(CROSSWALK_SCHEMA))
 
@@ -203,7 +236,8 @@ def ambiguous_claims(
     records = _records(metadata, repositories)
     if records.is_empty():
         return pl.DataFrame(schema=AMBIGUOUS_SCHEMA)
-    claims = _claims(records)
+    _, _, shared = _split(_claims(records).collect())
+    claims = shared.lazy()
     ambiguous = _best(claims).filter(pl.col("ambiguous")).select("alias", "_kind")
     return (
         claims.join(ambiguous, on=["alias", "_kind"])
