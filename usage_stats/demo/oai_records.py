@@ -153,9 +153,7 @@ def _planted(source: Source, owner: int, item: int, seed: int) -> PlantedRecord:
     doi_written = rng.choice(DOI_SPELLINGS).format(doi) if doi else None
     handle = f"{handle_prefix(owner)}/{item}"
     handle_written = rng.choice(HANDLE_SPELLINGS).format(handle)
-    project = (
-        f"info:eu-repo/grantAgreement/ANID/FONDECYT/{11000 + item}" if item % 6 == 1 else None
-    )
+    project = f"info:eu-repo/grantAgreement/ANID/FONDECYT/{11000 + item}" if item % 6 == 1 else None
     local = f"{1000 + owner}/{item}"
     identifier = f"{item_key(owner)}/{item}"
     record = PlantedRecord(
@@ -205,7 +203,11 @@ def _planted(source: Source, owner: int, item: int, seed: int) -> PlantedRecord:
 
 
 def planted_records(
-    sources: list[Source], n_items: int, seed: int, epoch: int = 1, changed_at: dt.datetime | None = None
+    sources: list[Source],
+    n_items: int,
+    seed: int,
+    epoch: int = 1,
+    changed_at: dt.datetime | None = None,
 ) -> list[PlantedRecord]:
     """The records of every repository at `epoch` (1, or 2: after edits stamped `changed_at`)."""
     records = []
@@ -259,8 +261,10 @@ def epoch_changes(sources: list[Source], n_items: int, seed: int) -> dict[str, d
 def _el(tag: str, text: str | None, **attrs: str) -> str:
     if text is None:
         return ""
-    attributes = "".join(f" {k.replace('_', ':', 1) if k.startswith('xml_') else k}={quoteattr(v)}"
-                         for k, v in attrs.items())
+    attributes = "".join(
+        f" {k.replace('_', ':', 1) if k.startswith('xml_') else k}={quoteattr(v)}"
+        for k, v in attrs.items()
+    )
     return f"<{tag}{attributes}>{escape(text)}</{tag}>"
 
 
@@ -292,8 +296,9 @@ def oai_dc(record: PlantedRecord) -> str:
 def oai_openaire(record: PlantedRecord) -> str:
     """OpenAIRE Guidelines for Literature Repositories v4 (`oai_openaire`)."""
     type_uri = next((u for w, u, _ in RESOURCE_TYPES if w == record.type_written), None)
-    type_label = next((label for w, _, label in RESOURCE_TYPES if w == record.type_written),
-                      record.type_written)
+    type_label = next(
+        (label for w, _, label in RESOURCE_TYPES if w == record.type_written), record.type_written
+    )
     access = next(a for a in ACCESS_RIGHTS if a[0] == record.access_written)
     creators = "".join(
         f"<datacite:creator>{_el('datacite:creatorName', c)}</datacite:creator>"
@@ -331,8 +336,9 @@ def oai_openaire(record: PlantedRecord) -> str:
         + funding
         + identifier
         + "<datacite:alternateIdentifiers>"
-        + _el("datacite:alternateIdentifier", record.handle_written,
-              alternateIdentifierType="Handle")
+        + _el(
+            "datacite:alternateIdentifier", record.handle_written, alternateIdentifierType="Handle"
+        )
         + _el("datacite:alternateIdentifier", record.url, alternateIdentifierType="URL")
         + "</datacite:alternateIdentifiers>"
         + f"<datacite:dates>{dates}</datacite:dates>"
@@ -343,8 +349,13 @@ def oai_openaire(record: PlantedRecord) -> str:
         + _el("datacite:rights", access[2], rightsURI=access[1])
         + f"<datacite:subjects>{subjects}</datacite:subjects>"
         + _el("oaire:version", "VoR", uri="http://purl.org/coar/version/c_970fb48d4fbd8a85")
-        + _el("oaire:file", record.url + "/document.pdf", accessRightsURI=access[1],
-              mimeType="application/pdf", objectType="fulltext")
+        + _el(
+            "oaire:file",
+            record.url + "/document.pdf",
+            accessRightsURI=access[1],
+            mimeType="application/pdf",
+            objectType="fulltext",
+        )
         + "</oaire:resource>"
     )
 
@@ -352,7 +363,9 @@ def oai_openaire(record: PlantedRecord) -> str:
 def dim(record: PlantedRecord) -> str:
     """DSpace's internal metadata (`dim`), as DSpace 6/7 OAI exposes it."""
 
-    def field(element: str, qualifier: str | None, value: str | None, lang: str | None = None) -> str:
+    def field(
+        element: str, qualifier: str | None, value: str | None, lang: str | None = None
+    ) -> str:
         if value is None:
             return ""
         attrs = {"mdschema": "dc", "element": element}
@@ -380,7 +393,8 @@ def dim(record: PlantedRecord) -> str:
     if record.embargo_end:
         parts.append(field("date", "embargoEnd", str(record.embargo_end)))
     return (
-        '<dim:dim xmlns:dim="http://www.dspace.org/xmlns/dspace/dim">' + "".join(parts)
+        '<dim:dim xmlns:dim="http://www.dspace.org/xmlns/dspace/dim">'
+        + "".join(parts)
         + "</dim:dim>"
     )
 

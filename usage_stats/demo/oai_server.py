@@ -76,8 +76,9 @@ class RecordsInterface(DataInterface):
         self.records = {r["identifier"]: r for r in records}
         self.order = [r["identifier"] for r in records]
         self.stamps = [_parse_stamp(r["datestamp"]) for r in records]
-        earliest = source.get("earliest_datestamp") or (records[0]["datestamp"] if records else
-                                                        "2000-01-01T00:00:00Z")
+        earliest = source.get("earliest_datestamp") or (
+            records[0]["datestamp"] if records else "2000-01-01T00:00:00Z"
+        )
         self._identify = Identify(
             repository_name=source.get("name", "Test repository"),
             base_url=base_url,
@@ -195,7 +196,9 @@ class Provider:
                 self._interfaces[key] = RecordsInterface(source, base_url, self._versions[name])
             return self._interfaces[key]
 
-    def respond(self, name: str, source_key: str, base_url: str, args: dict[str, str]) -> bytes | None:
+    def respond(
+        self, name: str, source_key: str, base_url: str, args: dict[str, str]
+    ) -> bytes | None:
         data = self.interface(name, source_key, base_url)
         if data is None:
             return None
@@ -213,7 +216,9 @@ class Handler(BaseHTTPRequestHandler):
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
-    def _send(self, status: int, body: bytes, content_type: str = "text/xml; charset=utf-8") -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "text/xml; charset=utf-8"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -230,8 +235,9 @@ class Handler(BaseHTTPRequestHandler):
         base_url = f"http://{host}{parts.path}"
         body = self.provider.respond(segments[1], segments[2], base_url, args)
         if body is None:
-            self._send(404, f"no source {segments[2]} in dataset {segments[1]}\n".encode(),
-                       "text/plain")
+            self._send(
+                404, f"no source {segments[2]} in dataset {segments[1]}\n".encode(), "text/plain"
+            )
         else:
             self._send(200, body)
 
@@ -256,7 +262,7 @@ class Handler(BaseHTTPRequestHandler):
             dataset = json.loads(self.rfile.read(length))
             assert isinstance(dataset.get("sources"), dict)
         except Exception:
-            self._send(400, b"a dataset is JSON: {\"sources\": {...}}\n", "text/plain")
+            self._send(400, b'a dataset is JSON: {"sources": {...}}\n', "text/plain")
             return
         self.provider.put(unquote(segments[1]), dataset)
         self._send(204, b"")
@@ -295,14 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     provider = Provider()
-    dataset = (
-        json.loads(args.records.read_text()) if args.records else demo_dataset(args.page_size)
-    )
+    dataset = json.loads(args.records.read_text()) if args.records else demo_dataset(args.page_size)
     provider.put("demo", dataset)
     server = make_server(args.host, args.port, provider)
     server.verbose = args.verbose  # type: ignore[attr-defined]
-    print(f"OAI-PMH test provider on http://{args.host}:{args.port}/oai/<dataset>/<source_key>",
-          flush=True)
+    print(
+        f"OAI-PMH test provider on http://{args.host}:{args.port}/oai/<dataset>/<source_key>",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
