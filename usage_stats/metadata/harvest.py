@@ -158,6 +158,7 @@ class PoliteSickle(Sickle):
 
     def harvest(self, **kwargs: str) -> _ParsedResponse:
         """One OAI request, retried within bounds; a parsed response or a HarvestError."""
+        kwargs = {"verb": kwargs.pop("verb"), **kwargs}  # the verb first, as people read URLs
         self.last_url = requests.Request("GET", self.endpoint, params=kwargs).prepare().url or ""
         settings = self.settings
         for attempt in range(settings.max_retries + 1):
