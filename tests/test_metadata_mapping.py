@@ -1,0 +1,333 @@
+"""map_record on real-shaped records of each format, with planted truth for every field."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from usage_stats.metadata.mapping import (
+    FIELDS,
+    MetadataError,
+    map_record,
+    map_records,
+    metadata_frame,
+)
+from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
+
+DATA = Path(__file__).parent / "data" / "metadata"
+RT = "http://purl.org/coar/resource_type/"
+AR = "http://purl.org/coar/access_right/"
+GRANT_EC = "info:eu-repo/grantAgreement/EC/H2020/776609/EU/Water JPI/WATERJPI"
+
+
+def xml(prefix: str) -> bytes:
+    return (DATA / f"{prefix}.xml").read_bytes()
+
+
+OAI_DC = {
+    "metadata_format": "oai_dc",
+    "title": "Calidad del agua en la cuenca del río Reventazón",
+    "creators": ["Mora Vargas, Ana", "Silva, João"],
+    # dc:date holds a deposit timestamp (2020) and the publication (2019-05): the earliest
+    "publication_date": dt.date(2019, 5, 1),
+    "publication_year": 2019,
+    "resource_type": RT + "c_6501",
+    "access_rights": AR + "c_f1cf",
+    "embargo_end": dt.date(2021, 6, 30),
+    "language": "spa",
+    "subjects": ["Calidad del agua", "Hidrología"],
+    "publisher": "Universidad de Costa Rica",
+    "funders": ["EC"],
+    "projects": [GRANT_EC],
+    "affiliations": [],
+    "formats": ["application/pdf"],  # "24 p." is an extent, not a format
+    "identifiers": [
+        "https://repositorio.ucr.ac.cr/handle/10669/81234",
+        "https://doi.org/10.15517/RBT.V67I2.35000",
+        "Revista de Biología Tropical, 67(2), 2019",
+    ],
+    # the citation is no key of the item
+    "item_keys": ["hdl:10669/81234", "10.15517/rbt.v67i2.35000"],
+    "doi": "10.15517/rbt.v67i2.35000",
+    "handle": "hdl:10669/81234",
+    "urls": [
+        "https://repositorio.ucr.ac.cr/handle/10669/81234",
+        "https://doi.org/10.15517/RBT.V67I2.35000",
+    ],
+    "article_version": "VoR",
+    "problems": [],
+}
+
+OAI_OPENAIRE = {
+    "metadata_format": "oai_openaire",
+    "title": "Calidad del agua en la cuenca del río Reventazón",  # not the TranslatedTitle
+    "creators": ["Mora Vargas, Ana", "Silva, João"],
+    "publication_date": dt.date(2019, 5, 17),  # the Issued date, not Accepted
+    "publication_year": 2019,
+    "resource_type": RT + "c_2df8fbb1",
+    "access_rights": AR + "c_f1cf",
+    "embargo_end": dt.date(2021, 6, 30),  # the Available date
+    "language": "spa",
+    "subjects": ["Water quality", "551.48"],
+    "publisher": "Universidad de Costa Rica",
+    "funders": ["European Commission"],
+    "projects": [GRANT_EC],
+    "affiliations": ["Universidad de Costa Rica", "Universidade de São Paulo"],
+    "formats": ["application/pdf"],
+    "identifiers": [
+        "https://repositorio.ucr.ac.cr/handle/10669/81234",
+        "10.15517/rbt.v67i2.35000",
+    ],
+    "item_keys": ["hdl:10669/81234", "10.15517/rbt.v67i2.35000"],
+    "doi": "10.15517/rbt.v67i2.35000",
+    "handle": "hdl:10669/81234",
+    "urls": ["https://repositorio.ucr.ac.cr/handle/10669/81234"],
+    "article_version": "AM",
+    "problems": [],
+}
+
+DIM = {
+    "metadata_format": "dim",
+    "title": "Ensino de ciências na escola pública",
+    "creators": ["Oliveira, Maria de Souza"],  # not the advisor
+    "publication_date": dt.date(2018, 1, 1),  # dc.date.issued, not accessioned
+    "publication_year": 2018,
+    "resource_type": RT + "c_bdcc",
+    "access_rights": AR + "c_abf2",
+    "embargo_end": None,
+    "language": "por",
+    "subjects": ["Educação", "Education"],
+    "publisher": "Universidade Federal do Rio Grande do Sul",
+    "funders": ["CAPES"],
+    "projects": ["info:eu-repo/grantAgreement/CAPES/PROEX/88887.123456/BR"],
+    "affiliations": ["Universidade Federal do Rio Grande do Sul"],
+    "formats": ["application/pdf"],
+    "identifiers": ["http://hdl.handle.net/10183/184567", "001079953"],  # not the ISSN
+    "item_keys": ["hdl:10183/184567"],
+    "doi": None,
+    "handle": "hdl:10183/184567",
+    "urls": ["http://hdl.handle.net/10183/184567"],
+    "article_version": "VoR",
+    "problems": [],
+}
+
+XOAI = {
+    "metadata_format": "xoai",
+    "title": "Relaves mineros en el norte de Chile",
+    "creators": ["Rojas, Pedro"],
+    "publication_date": dt.date(2021, 7, 1),
+    "publication_year": 2021,
+    "resource_type": RT + "c_3248",
+    "access_rights": AR + "c_abf2",
+    "embargo_end": None,
+    "language": "spa",
+    "subjects": ["Minería"],
+    "publisher": None,
+    "funders": [],
+    "projects": [],
+    "affiliations": [],
+    "formats": ["application/pdf"],
+    "identifiers": [
+        "https://repositorio.uchile.cl/handle/2250/181234",
+        "doi:10.1016/J.EXAMPLE.2021.04.001",
+        "2250/181234",
+        "oai:repositorio.uchile.cl:2250/181234",
+    ],
+    "item_keys": [
+        "hdl:2250/181234",
+        "10.1016/j.example.2021.04.001",
+        "oai:repositorio.uchile.cl:2250/181234",
+    ],
+    "doi": "10.1016/j.example.2021.04.001",
+    "handle": "hdl:2250/181234",
+    "urls": ["https://repositorio.uchile.cl/handle/2250/181234"],
+    "article_version": None,
+    "problems": [],
+}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [("oai_dc", OAI_DC), ("oai_openaire", OAI_OPENAIRE), ("dim", DIM), ("xoai", XOAI)],
+)
+def test_each_format(prefix: str, expected: dict[str, object]) -> None:
+    mapped = map_record({prefix: xml(prefix)})
+    assert list(mapped) == list(FIELDS)
+    for field in FIELDS:
+        assert mapped[field] == expected[field], field
+
+
+def test_richer_format_wins_and_oai_dc_fills_gaps() -> None:
+    mapped = map_record({"oai_dc": xml("oai_dc"), "oai_openaire": xml("oai_openaire")})
+    expected = dict(OAI_OPENAIRE)
+    # every identifier of every format, richest first
+    expected["identifiers"] = [
+        *OAI_OPENAIRE["identifiers"],
+        "https://doi.org/10.15517/RBT.V67I2.35000",
+        "Revista de Biología Tropical, 67(2), 2019",
+    ]
+    expected["urls"] = OAI_DC["urls"]
+    assert mapped == expected
+
+
+def test_gaps_filled_from_oai_dc() -> None:
+    openaire = (
+        b'<oaire:resource xmlns:oaire="http://namespace.openaire.eu/schema/oaire/"'
+        b' xmlns:datacite="http://datacite.org/schema/kernel-4">'
+        b"<datacite:titles><datacite:title>Only a title</datacite:title></datacite:titles>"
+        b"</oaire:resource>"
+    )
+    mapped = map_record({"oai_openaire": openaire, "oai_dc": xml("oai_dc")})
+    assert mapped["metadata_format"] == "oai_openaire"
+    assert mapped["title"] == "Only a title"
+    for field in ("creators", "resource_type", "access_rights", "language", "publication_date"):
+        assert mapped[field] == OAI_DC[field], field
+
+
+DC_HEAD = (
+    '<oai_dc:dc xmlns:oai_dc="http://www.openarchives.org/OAI/2.0/oai_dc/"'
+    ' xmlns:dc="http://purl.org/dc/elements/1.1/">'
+)
+
+
+def dc(*elements: str) -> bytes:
+    return (DC_HEAD + "".join(elements) + "</oai_dc:dc>").encode()
+
+
+def test_unknown_values_are_problems_and_fields_stay_empty() -> None:
+    mapped = map_record(
+        {
+            "oai_dc": dc(
+                "<dc:title>T</dc:title>",
+                "<dc:date>sin fecha</dc:date>",
+                "<dc:type>Cosa rara</dc:type>",
+                "<dc:type>info:eu-repo/semantics/weirdThing</dc:type>",
+                "<dc:rights>info:eu-repo/semantics/halfOpenAccess</dc:rights>",
+                "<dc:rights>Todos los derechos reservados</dc:rights>",
+                "<dc:date>info:eu-repo/date/embargoEnd/pronto</dc:date>",
+                "<dc:language>Lengua rara</dc:language>",
+                "<dc:relation>info:eu-repo/grantAgreement/EC</dc:relation>",
+            )
+        }
+    )
+    assert mapped["publication_date"] is None
+    assert mapped["publication_year"] is None
+    assert mapped["resource_type"] is None
+    assert mapped["access_rights"] is None
+    assert mapped["embargo_end"] is None
+    assert mapped["language"] is None
+    assert mapped["funders"] == []
+    assert mapped["projects"] == ["info:eu-repo/grantAgreement/EC"]  # as written
+    assert mapped["problems"] == [
+        "publication_date: sin fecha",
+        "resource_type: Cosa rara",
+        "resource_type: info:eu-repo/semantics/weirdThing",
+        "access_rights: info:eu-repo/semantics/halfOpenAccess",
+        "embargo_end: info:eu-repo/date/embargoEnd/pronto",
+        "language: Lengua rara",
+        "funders: info:eu-repo/grantAgreement/EC",  # its funder could not be read
+    ]
+
+
+def test_unknown_value_beside_a_known_one_is_no_problem() -> None:
+    mapped = map_record(
+        {
+            "oai_dc": dc(
+                "<dc:type>Cosa rara</dc:type>",
+                "<dc:type>Text</dc:type>",
+                "<dc:type>info:eu-repo/semantics/bachelorThesis</dc:type>",
+                "<dc:date>s.f.</dc:date>",
+                "<dc:date>2017</dc:date>",
+            )
+        }
+    )
+    # the specific type wins over "Text"
+    assert mapped["resource_type"] == RT + "c_7a1f"
+    assert mapped["publication_date"] == dt.date(2017, 1, 1)
+    assert mapped["problems"] == []
+
+
+def test_problem_of_a_richer_format_filled_by_oai_dc_is_none() -> None:
+    openaire = (
+        b'<oaire:resource xmlns:oaire="http://namespace.openaire.eu/schema/oaire/">'
+        b'<oaire:resourceType uri="http://purl.org/coar/resource_type/c_nope">nope'
+        b"</oaire:resourceType></oaire:resource>"
+    )
+    mapped = map_record(
+        {"oai_openaire": openaire, "oai_dc": dc("<dc:type>info:eu-repo/semantics/book</dc:type>")}
+    )
+    assert mapped["resource_type"] == RT + "c_2f33"
+    assert mapped["problems"] == []
+    alone = map_record({"oai_openaire": openaire})
+    # a URI and its label are one statement: one problem, named by the URI
+    assert alone["problems"] == ["resource_type: http://purl.org/coar/resource_type/c_nope"]
+
+
+def test_malformed_format_is_a_problem_and_the_record_is_kept() -> None:
+    mapped = map_record({"oai_openaire": b"<oaire:resource><unclosed>", "oai_dc": xml("oai_dc")})
+    assert mapped["metadata_format"] == "oai_dc"
+    assert mapped["title"] == OAI_DC["title"]
+    assert len(mapped["problems"]) == 1
+    assert mapped["problems"][0].startswith("metadata: oai_openaire: ")
+
+
+def test_wrong_root_element_is_unreadable() -> None:
+    mapped = map_record({"dim": xml("oai_dc"), "oai_dc": xml("oai_dc")})
+    assert mapped["metadata_format"] == "oai_dc"
+    assert mapped["problems"] == [
+        "metadata: dim: root element {http://www.openarchives.org/OAI/2.0/oai_dc/}dc,"
+        " expected {http://www.dspace.org/xmlns/dspace/dim}dim"
+    ]
+
+
+def test_no_readable_format_raises() -> None:
+    with pytest.raises(MetadataError, match=r"oai_openaire: empty; oai_dc: Namespace prefix"):
+        map_record({"oai_dc": b"<oai_dc:dc", "oai_openaire": b""})
+    with pytest.raises(MetadataError, match="no supported format"):
+        map_record({"mods": b"<mods/>"})
+
+
+def test_unsupported_format_beside_a_readable_one() -> None:
+    mapped = map_record({"mods": b"<mods/>", "oai_dc": dc("<dc:title>T</dc:title>")})
+    assert mapped["title"] == "T"
+    assert mapped["problems"] == ["metadata: mods: format not read"]
+
+
+def test_entities_are_not_expanded() -> None:
+    record = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + dc(
+        "<dc:title>a&e;b</dc:title>"
+    )
+    assert "root:" not in (map_record({"oai_dc": record})["title"] or "")
+
+
+def test_map_records_keeps_order_and_errors_in_place() -> None:
+    records = [
+        {"oai_dc": xml("oai_dc")},
+        {"oai_dc": b"not xml"},
+        {"dim": xml("dim")},
+    ]
+    mapped = map_records(records)
+    assert mapped[0] == map_record(records[0])
+    assert isinstance(mapped[1], MetadataError)
+    assert mapped[2] == map_record(records[2])
+
+
+def test_metadata_frame_has_the_schema() -> None:
+    rows = [
+        {
+            "source_key": "opendoar::1",
+            "oai_identifier": "oai:x:1",
+            **map_record({"dim": xml("dim")}),
+        },
+        {"source_key": "opendoar::1", **map_record({"oai_dc": dc("<dc:title>T</dc:title>")})},
+    ]
+    frame = metadata_frame(rows)
+    assert frame.schema == ITEM_METADATA_SCHEMA
+    assert frame.height == 2
+    assert frame.get_column("publication_date").to_list() == [dt.date(2018, 1, 1), None]
+    assert frame.get_column("item_keys").to_list() == [["hdl:10183/184567"], []]
+    assert frame.get_column("oai_identifier").to_list() == ["oai:x:1", None]
+    assert frame.get_column("deleted").dtype == pl.Boolean
