@@ -183,10 +183,10 @@ def test_configured_sets_limit_the_harvest(env):
 
 
 def test_records_without_readable_metadata_are_kept_and_counted(env):
-    from usage_stats.metadata import store as store_module
+    from usage_stats.metadata.mapping import MetadataError
 
     def unreadable(metadata):
-        raise store_module._metadata_error()("no format could be read")
+        raise MetadataError("no format could be read")
 
     o = _harvest(env, mapper=unreadable)["opendoar::1002"]
     state = env[2].read_current("opendoar::1002")
@@ -344,3 +344,55 @@ def test_the_delay_between_requests_is_kept():
         )
         elapsed = time.monotonic() - started
     assert len(seen) == 4 and elapsed >= 3 * 0.2
+
+
+def test_harvest_and_map_give_the_planted_values_and_identifier_spellings(env, tmp_path):
+    """With the real mapping: every field the generator planted, read from oai_dc plus
+    OpenAIRE v4 or DSpace dim, and every identifier spelling normalised for the cross-walk."""
+    from usage_stats.demo.synthetic import write_synthetic
+
+    url, sources, store = env
+    outcomes = _harvest(env, mapper=None)
+    manifest = write_synthetic(CONFIG, str(tmp_path / "lake"), with_manifest=True).manifest
+    expected = manifest["metadata"]["records"]
+    assert {r["source_key"] for r in expected} == {
+        "opendoar::1001",
+        "opendoar::1002",
+        "opendoar::1003",
+    }
+    state = {r["oai_identifier"]: r for r in store.read_all_current().iter_rows(named=True)}
+    assert set(state) == {r["oai_identifier"] for r in expected}
+    fields = [
+        "title",
+        "creators",
+        "publication_year",
+        "resource_type",
+        "access_rights",
+        "language",
+        "subjects",
+        "doi",
+        "handle",
+        "projects",
+        "sets",
+        "item_key",
+        "deleted",
+    ]
+    problems = 0
+    for want in expected:
+        got = state[want["oai_identifier"]]
+        if want["deleted"]:
+            assert got["deleted"] and got["title"] is None
+            continue
+        for name in fields:
+            assert got[name] == want[name], (want["oai_identifier"], name)
+        for name in ("publication_date", "embargo_end"):
+            value = got[name].isoformat() if got[name] else None
+            assert value == want[name], (want["oai_identifier"], name)
+        assert sorted({p.split(":")[0] for p in got["problems"]}) == want["problem_fields"]
+        problems += bool(want["problem_fields"])
+        # the cross-walk: the DOI, the handle and the OAI id each resolve to this record
+        keys = set(got["item_keys"])
+        assert want["handle"] in keys and got["item_key"] == want["item_key"]
+        if want["doi"]:
+            assert want["doi"] in keys
+    assert sum(o.with_problems for o in outcomes.values()) == problems > 0

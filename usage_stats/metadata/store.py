@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote
 import polars as pl
 
 from usage_stats.metadata.harvest import HarvestedRecord, SourceHarvest
+from usage_stats.metadata.mapping import MetadataError, map_records
 from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA, METADATA_CHANGES_SCHEMA
 from usage_stats.pipeline.identifiers import normalize_identifier
 from usage_stats.storage.lake import Lake, read_parquet_file
@@ -59,44 +60,50 @@ def parse_datestamp(text: str) -> dt.datetime | None:
         return None
 
 
-def default_mapper() -> Mapper:
-    """The shared mapping of record formats to fields (`usage_stats.metadata.mapping`)."""
-    from usage_stats.metadata.mapping import map_record
-
-    return map_record
-
-
-def _metadata_error() -> type[Exception]:
-    try:
-        from usage_stats.metadata.mapping import MetadataError
-    except ImportError:  # the mapping is not installed: only injected mappers are used
-        return ValueError
-    return MetadataError
-
-
 def _empty_fields() -> dict[str, object]:
     return {name: ([] if name in _LISTS else None) for name in MAPPED_FIELDS}
 
 
-def record_rows(harvest: SourceHarvest, mapper: Mapper, harvested_at: dt.datetime) -> pl.DataFrame:
+def record_rows(
+    harvest: SourceHarvest, harvested_at: dt.datetime, mapper: Mapper | None = None
+) -> pl.DataFrame:
     """The harvested records as ITEM_METADATA_SCHEMA rows (deleted ones with empty fields).
 
-    A record no format of which can be read is kept, with its fields empty and the reason
-    in `problems`, so it is counted and its identifier still known."""
-    error = _metadata_error()
+    The mapping is `usage_stats.metadata.mapping` (`map_records`: one identifier
+    normalisation for the whole harvest), or `mapper` per record. A record no format of
+    which can be read is kept, with its fields empty and the reason in `problems`, so it is
+    counted and its identifier still known."""
+    live = [r for r in harvest.records if not r.deleted]
+    if mapper is None:
+        mapped = iter(map_records([r.metadata for r in live]))
+    else:
+        mapped = iter(_map_each(mapper, [r.metadata for r in live]))
     rows = []
     target = harvest.target
     for record in harvest.records:
         fields = _empty_fields()
         if not record.deleted:
-            try:
-                fields.update(mapper(record.metadata))
-            except error as exc:
-                fields["problems"] = [f"metadata: {exc}"]
+            result = next(mapped)
+            if isinstance(result, MetadataError):
+                fields["problems"] = [f"metadata: {result}"]
+            else:
+                fields.update(result)
         rows.append(_row(target.source_key, target.site_id, record, fields, harvested_at))
     if not rows:
         return pl.DataFrame(schema=ITEM_METADATA_SCHEMA)
     return pl.DataFrame(rows, schema=ITEM_METADATA_SCHEMA, orient="row")
+
+
+def _map_each(
+    mapper: Mapper, records: list[Mapping[str, bytes]]
+) -> list[dict[str, object] | MetadataError]:
+    out: list[dict[str, object] | MetadataError] = []
+    for metadata in records:
+        try:
+            out.append(mapper(metadata))
+        except MetadataError as error:
+            out.append(error)
+    return out
 
 
 def _row(

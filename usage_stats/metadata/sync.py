@@ -25,7 +25,6 @@ from usage_stats.metadata.store import (
     Mapper,
     MetadataStore,
     apply_harvest,
-    default_mapper,
     parse_datestamp,
     record_rows,
 )
@@ -76,7 +75,6 @@ def harvest_sources(
 ) -> list[SourceOutcome]:
     """Each source with an OAI base URL harvested from its last response date (or `since`,
     or everything when `full`), stored, and its status recorded; the others skipped."""
-    mapper = mapper or default_mapper()
     targets, skipped = split_sources(sources)
     outcomes = [
         SourceOutcome(s.source_key, s.site_id, "skipped", "no OAI base URL") for s in skipped
@@ -102,7 +100,7 @@ def harvest_one(
     since: str | None,
     full: bool,
     settings: ClientSettings | None,
-    mapper: Mapper,
+    mapper: Mapper | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SourceOutcome:
     started = time.monotonic()
@@ -120,7 +118,7 @@ def harvest_one(
             seconds=time.monotonic() - started,
         )
     harvested_at = dt.datetime.now(dt.UTC)
-    rows = record_rows(harvest, mapper, harvested_at)
+    rows = record_rows(harvest, harvested_at, mapper)
     applied = apply_harvest(
         store.read_current(target.source_key),
         rows,
