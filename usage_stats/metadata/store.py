@@ -27,7 +27,7 @@ import polars as pl
 from usage_stats.metadata.harvest import HarvestedRecord, SourceHarvest
 from usage_stats.metadata.mapping import MetadataError, map_records
 from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA, METADATA_CHANGES_SCHEMA
-from usage_stats.pipeline.identifiers import normalize_identifier
+from usage_stats.pipeline.identifiers import normalize_identifiers
 from usage_stats.storage.lake import Lake, read_parquet_file
 
 CURRENT = "item_metadata"
@@ -80,7 +80,11 @@ def record_rows(
         mapped = iter(_map_each(mapper, [r.metadata for r in live]))
     rows = []
     target = harvest.target
-    for record in harvest.records:
+    # One normalisation pass for every identifier (a Polars pass costs ~2 ms however short).
+    keys = normalize_identifiers(
+        pl.Series([r.identifier for r in harvest.records], dtype=pl.String)
+    )
+    for record, item_key in zip(harvest.records, keys, strict=True):
         fields = _empty_fields()
         if not record.deleted:
             result = next(mapped)
@@ -88,7 +92,9 @@ def record_rows(
                 fields["problems"] = [f"metadata: {result}"]
             else:
                 fields.update(result)
-        rows.append(_row(target.source_key, target.site_id, record, fields, harvested_at))
+        row = _row(target.source_key, target.site_id, record, fields, harvested_at)
+        row["item_key"] = item_key
+        rows.append(row)
     if not rows:
         return pl.DataFrame(schema=ITEM_METADATA_SCHEMA)
     return pl.DataFrame(rows, schema=ITEM_METADATA_SCHEMA, orient="row")
@@ -121,7 +127,7 @@ def _row(
         "source_key": source_key,
         "site_id": site_id,
         "oai_identifier": record.identifier,
-        "item_key": normalize_identifier(record.identifier),
+        "item_key": None,  # normalised for the whole harvest at once
         "datestamp": datestamp,
         "deleted": record.deleted,
         "sets": list(record.sets),
