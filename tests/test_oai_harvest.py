@@ -396,3 +396,57 @@ def test_harvest_and_map_give_the_planted_values_and_identifier_spellings(env, t
         if want["doi"]:
             assert want["doi"] in keys
     assert sum(o.with_problems for o in outcomes.values()) == problems > 0
+
+
+def test_cli_harvest_prints_progress_and_resumes(env, monkeypatch, tmp_path, capsys):
+    from usage_stats.admin.registry import add_source
+    from usage_stats.cli import main
+
+    url, sources, _ = env
+    add_source(url, sources[0])
+    monkeypatch.setenv("USAGE_STATS_ADMIN_DB_URL", url)
+    monkeypatch.setenv("USAGE_STATS_WAREHOUSE_URL", str(tmp_path / "cli-warehouse"))
+    monkeypatch.setenv("USAGE_STATS_OAI_DELAY", "0")
+    assert main(["harvest", "--source", "opendoar::1001"]) == 0
+    out = capsys.readouterr().out
+    assert "opendoar::1001: oai_dc: 7 record(s)" in out
+    n = len([r for r in planted_records(sources, N_ITEMS, CONFIG.seed) if r.site_id == 1])
+    assert f"opendoar::1001: {n} record(s) since the beginning (oai_dc, oai_openaire)" in out
+    assert main(["harvest", "--source", "opendoar::1001"]) == 0
+    assert "opendoar::1001: 0 record(s) since 20" in capsys.readouterr().out
+    assert main(["harvest", "--source", "opendoar::9"]) == 2
+    assert "no active source with key 'opendoar::9'" in capsys.readouterr().err
+
+
+def test_asset_stores_the_good_sources_then_fails_naming_the_bad(env, tmp_path):
+    from dagster import materialize
+    from dagster_aws.s3 import S3Resource
+
+    from assets.item_metadata import item_metadata
+    from resources import AdminDbResource, HarvestSettings, WarehouseResource
+    from usage_stats.admin.registry import add_source, list_sources
+
+    url, sources, _ = env
+    for s in sources:
+        add_source(url, s)
+    resources = {
+        "warehouse": WarehouseResource(url=str(tmp_path / "wh"), s3=S3Resource()),
+        "admin_db": AdminDbResource(url=url),
+        "harvest_settings": HarvestSettings(delay=0, timeout=5, max_retries=0),
+    }
+    result = materialize([item_metadata], resources=resources)
+    [event] = result.asset_materializations_for_node("item_metadata")
+    assert event.metadata["added"].value == sum(
+        not r.deleted for r in planted_records(sources, N_ITEMS, CONFIG.seed)
+    )
+    assert "national::CR, regional::LA" in event.metadata["skipped"].value
+    from usage_stats.admin.registry import update_source
+
+    update_source(url, 2, oai_base_url="http://127.0.0.1:9/oai")  # nothing listens on port 9
+    assert len(list_sources(url)) == 5
+    failed = materialize([item_metadata], resources=resources, raise_on_error=False)
+    assert not failed.success
+    [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    text = failure.event_specific_data.error.message
+    assert "1 of 3 source(s) failed (the others are stored): source opendoar::1002: " in text
+    assert "unreachable" in text
