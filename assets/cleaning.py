@@ -18,6 +18,7 @@ from assets.metadata import markdown_table, schema_metadata
 from assets.partitions import DAILY, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, WarehouseResource
 from usage_stats.admin.registry import DayStatus
+from usage_stats.metadata.store import MetadataStore
 from usage_stats.pipeline.cleaning import (
     REJECTED_SCHEMA,
     REJECTION_REASONS,
@@ -34,15 +35,7 @@ RECONCILES = "kept_plus_rejected_equals_input"
 def current_item_metadata(store: Warehouse) -> pl.DataFrame | None:
     """The harvested records' current state (`ITEM_METADATA_SCHEMA`, every source), as the
     `item_metadata` asset stores it in the warehouse; None when nothing has been harvested,
-    and then the day is cleaned without a cross-walk, exactly as before any harvest.
-
-    Reads `usage_stats.metadata.store.MetadataStore`, which the harvester brings (branch
-    oai-harvest); until that module is installed there is nothing harvested to read.
-    """
-    try:
-        from usage_stats.metadata.store import MetadataStore
-    except ImportError:  # the harvester is not part of this build yet: nothing harvested
-        return None
+    and then the day is cleaned without a cross-walk, exactly as before any harvest."""
     metadata = MetadataStore(store.lake)
     if not metadata.sources():
         return None

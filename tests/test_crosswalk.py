@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib
 
 import polars as pl
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from support import at, events
 from usage_stats.admin.sources import Source, sources_frame
 from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
+from usage_stats.metadata.store import MetadataStore, apply_harvest
 from usage_stats.pipeline.cleaning import SESSION_SCHEMA, CleaningRules, clean_events
 from usage_stats.pipeline.crosswalk import (
     AMBIGUOUS,
@@ -348,10 +348,9 @@ def test_three_repositories_holding_one_doi_are_all_named():
     ]
 
 
-def test_the_pipeline_in_pieces_with_harvested_records_counts_the_moved_items(
-    generated, tmp_path, monkeypatch
-):
-    """Through Dagster, with the cleaning asset reading harvested records: a third of the
+def test_the_pipeline_in_pieces_with_harvested_records_counts_the_moved_items(generated, tmp_path):
+    """Through Dagster, with the cleaning asset reading the harvested records the warehouse
+    holds (`MetadataStore`, as the item_metadata asset writes them): a third of the
     generated items are records of another key that list the tracked OAI id among their
     identifiers. Each moved item's planted numbers come out under its record's key, owned by
     its repository, and the day in pieces (one site each) equals the day whole."""
@@ -365,13 +364,20 @@ def test_the_pipeline_in_pieces_with_harvested_records_counts_the_moved_items(
     moved = {k: v for k, v in moved.items() if k.startswith("oai:repo")}
     owner = {v: int(k.split(":")[1].removeprefix("repo").split(".")[0]) for k, v in moved.items()}
     records = metadata(*(record(owner[new], new, old) for old, new in moved.items()))
-    # (`assets.cleaning` the attribute is the asset; the module is in sys.modules)
-    module = importlib.import_module("assets.cleaning")
-    monkeypatch.setattr(module, "current_item_metadata", lambda store: records)
+    harvested_at = dt.datetime(2026, 1, 4, tzinfo=dt.UTC)
+
+    def harvest(data) -> None:
+        """The records stored as the item_metadata asset stores them, one source each."""
+        store = MetadataStore(data.warehouse().lake)
+        for (key,), frame in records.group_by("source_key"):
+            applied = apply_harvest(store.read_current(key), frame, harvested_at)
+            store.write(key, applied, "2026-01-04T00:00:00Z")
 
     whole = generate(tmp_path / "whole", kind=generated.kind)
+    harvest(whole)
     assert run(whole, tags=RANGE_TAGS).success
     pieces = in_pieces(generated)
+    harvest(pieces)
     result = run(pieces, tags=RANGE_TAGS)
     assert result.success
     reported = {
