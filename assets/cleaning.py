@@ -1,6 +1,7 @@
 import datetime as dt
 from collections import Counter
 
+import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -17,15 +18,28 @@ from assets.metadata import markdown_table, schema_metadata
 from assets.partitions import DAILY, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, WarehouseResource
 from usage_stats.admin.registry import DayStatus
+from usage_stats.metadata.store import MetadataStore
 from usage_stats.pipeline.cleaning import (
     REJECTED_SCHEMA,
     REJECTION_REASONS,
     SESSION_SCHEMA,
     rejected_by_reason,
 )
-from usage_stats.pipeline.processing import DayTally, clean_piece
+from usage_stats.pipeline.crosswalk import ambiguous_claims, crosswalk_summary
+from usage_stats.pipeline.processing import DayTally, clean_piece, source_crosswalk
+from usage_stats.storage.warehouse import Warehouse
 
 RECONCILES = "kept_plus_rejected_equals_input"
+
+
+def current_item_metadata(store: Warehouse) -> pl.DataFrame | None:
+    """The harvested records' current state (`ITEM_METADATA_SCHEMA`, every source), as the
+    `item_metadata` asset stores it in the warehouse; None when nothing has been harvested,
+    and then the day is cleaned without a cross-walk, exactly as before any harvest."""
+    metadata = MetadataStore(store.lake)
+    if not metadata.sources():
+        return None
+    return metadata.read_all_current()
 
 
 @multi_asset(
@@ -72,17 +86,24 @@ def cleaning(
     unbalanced: dict[str, dict[str, int]] = {}
     last = None
     robots_lists: set[str] = set()
+    # One cross-walk for the run, from the records as harvested now: the current records
+    # say which item an identifier names, whichever day the use happened on.
+    metadata = current_item_metadata(store)
+    crosswalk = source_crosswalk(metadata, sources)
+    crosswalk_metadata = _crosswalk_metadata(metadata, crosswalk, sources)
     for day in each_day(context, "cleaning"):
         tally = DayTally()
         events_in = 0
         day_reasons: Counter[str] = Counter({r: 0 for r in REJECTION_REASONS})
+        resolved: Counter[str] = Counter()
         with (
             store.day_parts("sessions", day) as sessions,
             store.day_parts("rejected_events", day) as rejected,
         ):
             # Piece by piece as raw_events wrote them, each whole sites: one piece in memory.
             for raw in store.parts("raw_events", day):
-                result = clean_piece(raw, sources, rules)
+                result = clean_piece(raw, sources, rules, crosswalk)
+                resolved.update(result.crosswalk)
                 sessions.append(result.sessions)
                 rejected.append(result.rejected)
                 tally.add(raw, result)
@@ -91,7 +112,9 @@ def cleaning(
                 robots_lists.add(result.robots_list_version)
                 last = result
         reasons.update(day_reasons)
-        report_parts(context, sessions, input_events=events_in)
+        # with a cross-walk: kept events counted on a record's item through one of its
+        # identifiers, and kept events left under an alias several records claim
+        report_parts(context, sessions, input_events=events_in, **resolved)
         report_parts(
             context, rejected, **{f"rejected_{reason}": n for reason, n in day_reasons.items()}
         )
@@ -114,6 +137,7 @@ def cleaning(
         asset_key="sessions",
         metadata={
             **schema_metadata(SESSION_SCHEMA),
+            **crosswalk_metadata,
             "preview": markdown_table(last.sessions if last else None),
         },
     )
@@ -138,3 +162,20 @@ def cleaning(
             "unbalanced_days": MetadataValue.json(unbalanced),
         },
     )
+
+
+def _crosswalk_metadata(
+    metadata: pl.DataFrame | None, crosswalk: pl.DataFrame | None, sources: list
+) -> dict:
+    """What the run's cross-walk resolves, and which aliases it leaves ambiguous (with the
+    records claiming them: an operator can tell two repositories holding one DOI)."""
+    if metadata is None or crosswalk is None:
+        return {"crosswalk": MetadataValue.md("_no harvested records: no cross-walk_")}
+    summary = crosswalk_summary(crosswalk)
+    found = {**summary, "crosswalk_records": metadata.height}
+    if summary["crosswalk_ambiguous_aliases"]:
+        repositories = [s.site_id for s in sources if s.type == "R"]
+        found["crosswalk_ambiguous"] = markdown_table(
+            ambiguous_claims(metadata, repositories), limit=20
+        )
+    return found

@@ -8,6 +8,10 @@ their peaks instead of its own. Generation time is reported but is not part of t
 
     .venv/bin/python bench/pipeline_bench.py --events 1000000 10000000 --sites 100
 
+`--crosswalk N` adds the identifier cross-walk (issue 14): N harvested records of the
+repositories (`bench_metadata`, written once to the workdir), read and built into the table
+once (stage `crosswalk`) and applied in cleaning, as the cleaning asset does.
+
 Results are printed as a table and written to `bench/results/<timestamp>.json`.
 """
 
@@ -34,7 +38,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 DAY = dt.date(2026, 1, 1)
 IP_SALT = "bench-salt"
 SAMPLE_SECONDS = 0.02
-STAGES = ("raw", "cleaning", "deltas")
+STAGES = ("raw", "crosswalk", "cleaning", "deltas")
 MiB = 1024 * 1024
 
 
@@ -121,14 +125,58 @@ def generate(events: int, sites: int, seed: int, workdir: Path) -> dict:
     }
 
 
-def run_pipeline(events: int, sites: int, seed: int, workdir: Path) -> dict:
-    """raw → cleaning → deltas on the generated day, with per-stage timings and peak RSS."""
+def bench_metadata(sources: list, records: int):
+    """`records` harvested records spread over the repositories, in the columns the
+    cross-walk reads (site_id, item_key, deleted, item_keys; `ITEM_METADATA_SCHEMA`).
+
+    Record i of repository o is the generated item `oai:repo<o>.example.org:<o+1000>/<i>`
+    (items beyond those the generator uses are records nobody used that day), with a DOI, a
+    handle and a landing-page URL; every tenth is a record of another key that lists the
+    generated OAI identifier among its identifiers, so its use is re-keyed; every twentieth is
+    deleted. A worst case for the table's size (four aliases per record) and a realistic mix
+    of keys that resolve to themselves and keys that move.
+    """
+    import polars as pl
+
+    repositories = [s.site_id for s in sources if s.type == "R"]
+    per_repository = -(-records // len(repositories))
+    # item by item across the repositories, so that every repository has its share
+    frame = pl.DataFrame({"item": pl.int_range(per_repository, eager=True)}).join(
+        pl.DataFrame({"site_id": pl.Series(repositories, dtype=pl.Int32)}), how="cross"
+    )
+    frame = frame.head(records).select("site_id", "item")
+    o, i = pl.col("site_id"), pl.col("item")
+    generated = pl.format("oai:repo{}.example.org:{}/{}", o, o + 1000, i)
+    moved = i % 10 == 3
+    own = pl.when(moved).then(pl.format("oai:records{}.example.org:{}", o, i)).otherwise(generated)
+    return frame.select(
+        "site_id",
+        own.alias("item_key"),
+        (i % 20 == 7).alias("deleted"),
+        pl.concat_list(
+            own,
+            generated,
+            pl.format("10.5555/{}.{}", o, i),
+            pl.format("hdl:{}/{}", o + 1000, i),
+            pl.format("https://repo{}.example.org/items/{}", o, i),
+        ).alias("item_keys"),
+    )
+
+
+def run_pipeline(
+    events: int, sites: int, seed: int, workdir: Path, crosswalk_records: int = 0
+) -> dict:
+    """raw → cleaning → deltas on the generated day, with per-stage timings and peak RSS;
+    with `crosswalk_records`, the cross-walk of that many records built (its own stage) and
+    applied in cleaning."""
     import polars as pl
 
     from usage_stats.admin.sources import CsvSourceRegistry, sources_frame
     from usage_stats.pipeline.canonical import read_canonical_day
     from usage_stats.pipeline.cleaning import clean_events
+    from usage_stats.pipeline.crosswalk import crosswalk_summary
     from usage_stats.pipeline.metrics import daily_deltas
+    from usage_stats.pipeline.processing import source_crosswalk
     from usage_stats.storage.open import open_lake
 
     lake_path, sources_path = _lake_paths(workdir, events, sites, seed)
@@ -137,6 +185,11 @@ def run_pipeline(events: int, sites: int, seed: int, workdir: Path) -> dict:
     registry_frame = sources_frame(registry)
     lake = open_lake(str(lake_path))
     stages: dict[str, dict] = {name: {} for name in STAGES}
+    # The records, as the cleaning asset reads them from the warehouse: generated once,
+    # outside the timed stages; reading them is part of the `crosswalk` stage.
+    metadata_path = workdir / f"metadata_s{sites}_r{crosswalk_records}.parquet"
+    if crosswalk_records and not metadata_path.exists():
+        bench_metadata(registry, crosswalk_records).write_parquet(metadata_path)
     gc.collect()
     with RssSampler() as sampler:
         baseline = sampler.peak
@@ -147,11 +200,22 @@ def run_pipeline(events: int, sites: int, seed: int, workdir: Path) -> dict:
             s["rows_out"] = day_input.events.height
         events_frame = day_input.events
         del day_input
+        crosswalk = None
+        with sampler.stage(stages["crosswalk"]) as s:
+            s["rows_in"] = s["rows_out"] = 0
+            if crosswalk_records:
+                metadata = pl.read_parquet(metadata_path)
+                crosswalk = source_crosswalk(metadata, registry)
+                s["rows_in"] = metadata.height
+                s["rows_out"] = crosswalk.height
+                s.update(crosswalk_summary(crosswalk))
+                del metadata
         with sampler.stage(stages["cleaning"]) as s:
-            cleaned = clean_events(events_frame, registry_frame)
+            cleaned = clean_events(events_frame, registry_frame, crosswalk=crosswalk)
             s["rows_in"] = events_frame.height
             s["rows_out"] = cleaned.sessions.height
             s["rows_rejected"] = cleaned.rejected.height
+            s.update(cleaned.crosswalk)
         del events_frame
         sessions = cleaned.sessions
         del cleaned
@@ -195,6 +259,8 @@ def _child(mode: str, events: int, args: argparse.Namespace) -> dict:
         str(args.seed),
         "--workdir",
         str(args.workdir),
+        "--crosswalk",
+        str(args.crosswalk),
     ]
     done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -222,6 +288,8 @@ def print_table(results: list[dict]) -> None:
         )
         for name in STAGES:
             s = run["stages"][name]
+            if name == "crosswalk" and not s["rows_in"]:
+                continue  # no cross-walk asked for
             print(
                 f"{'':>12} {name:<10} {s['rows_in']:>12,} {s['rows_out']:>12,} "
                 f"{s['seconds']:>8.2f} {s['cpu_seconds']:>7.2f} "
@@ -266,13 +334,24 @@ def main(argv: list[str] | None = None) -> int:
         help="run the pipeline this many times per size (each in a fresh process) and report "
         "the fastest; all runs go to the JSON file",
     )
+    parser.add_argument(
+        "--crosswalk",
+        type=int,
+        default=0,
+        metavar="N",
+        help="apply the identifier cross-walk of N harvested records (about 4N aliases) built "
+        "from the generated items; 0: none, as before any harvest",
+    )
     parser.add_argument("--child", choices=["generate", "run"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         work = args.workdir.resolve()
-        fn = generate if args.child == "generate" else run_pipeline
-        print(json.dumps(fn(args.events[0], args.sites, args.seed, work)))
+        if args.child == "generate":
+            found = generate(args.events[0], args.sites, args.seed, work)
+        else:
+            found = run_pipeline(args.events[0], args.sites, args.seed, work, args.crosswalk)
+        print(json.dumps(found))
         return 0
 
     temp = None
@@ -310,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "timestamp": stamp,
         "sites": args.sites,
         "seed": args.seed,
+        "crosswalk_records": args.crosswalk,
         "machine": {
             "cpus": os.cpu_count(),
             "memory_gib": psutil.virtual_memory().total / 1024**3,

@@ -8,11 +8,12 @@ carried into either output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from usage_stats.pipeline.canonical import ACTIONS, CANONICAL_SCHEMA, visitor_key
+from usage_stats.pipeline.crosswalk import AMBIGUOUS, REKEYED, resolve_keys
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.pipeline.identifiers import distinct_index, normalize_distinct
 from usage_stats.pipeline.ownership import declarations, owner_ids
@@ -41,9 +42,7 @@ RENDITION_SOURCES = (
 # for images). Only a known file extension before the image extension makes a thumbnail, so
 # `photo.2019.jpg`, `figure.v2.png` or `map.large.jpeg` are downloads. Configuration:
 # `CleaningRules.thumbnail_pattern` (`USAGE_STATS_THUMBNAIL_PATTERN`).
-THUMBNAIL_URL = (
-    r"(?i)\.(?:" + "|".join(RENDITION_SOURCES) + r")\.(?:jpe?g|png)(?:[?#].*)?$"
-)
+THUMBNAIL_URL = r"(?i)\.(?:" + "|".join(RENDITION_SOURCES) + r")\.(?:jpe?g|png)(?:[?#].*)?$"
 
 # Level, item and country are categorical: a day has few of each next to its rows, and the
 # deltas group on their codes (usage_stats.pipeline.metrics) without hashing a string per row.
@@ -92,6 +91,9 @@ class CleaningResult:
     rejected: pl.DataFrame
     # which robots list decided (`RobotList.version`), for the run's metadata
     robots_list_version: str = ""
+    # kept events the identifier cross-walk counted on another item (`crosswalk_rekeyed`)
+    # or left under an alias several records claim (`crosswalk_ambiguous`)
+    crosswalk: dict[str, int] = field(default_factory=dict)
 
 
 def robot_behaviour_expr(rules: CleaningRules) -> pl.Expr:
@@ -231,29 +233,30 @@ def _site_level(site_info: pl.DataFrame) -> pl.Expr:
 _MAX_SITE_TABLE = 1 << 20
 
 
-def _identifiers(raw: pl.Series, sources: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
+def _identifiers(
+    raw: pl.Series, sources: pl.DataFrame, crosswalk: pl.DataFrame | None = None
+) -> tuple[pl.Series, pl.DataFrame]:
     """Normalised `item_id`, its rank in string order and the owner its prefix names (OAI,
-    handle or DOI: `usage_stats.pipeline.ownership`), per distinct raw identifier, and each row's
-    position in that table.
+    handle or DOI: `usage_stats.pipeline.ownership`), resolved through the identifier
+    cross-walk of harvested records where one is given (`usage_stats.pipeline.crosswalk`),
+    per distinct raw identifier, and each row's position in that table.
 
-    All three depend on the raw identifier alone, so they are computed once per distinct
+    All of them depend on the raw identifier alone, so they are computed once per distinct
     spelling (a large day has a few hundred thousand among millions of events); rows carry
     a 4-byte position and read the columns through it only where they are needed.
     """
     distinct = raw.unique()
     item_id = normalize_distinct(distinct.cast(pl.String)).alias("item_id")
-    table = pl.DataFrame(
-        [item_id, owner_ids(item_id, _owner_prefixes(sources)).alias("_owner")]
-    ).with_columns(
+    owner = owner_ids(item_id, _owner_prefixes(sources)).alias("_owner")
+    item_id, owner, status = resolve_keys(item_id, owner, crosswalk)
+    table = pl.DataFrame([item_id, owner, status.alias("_crosswalk")]).with_columns(
         pl.col("item_id").rank("dense").cast(pl.UInt32).alias("_item_rank"),
         pl.col("item_id").is_null().alias("_no_item"),
     )
     index = _code_index(raw, distinct) if raw.dtype == pl.Categorical else None
     if index is None:
         index = distinct_index(raw, distinct)
-    return index, table.with_columns(
-        pl.col("item_id").cast(pl.Categorical).alias("_item_code")
-    )
+    return index, table.with_columns(pl.col("item_id").cast(pl.Categorical).alias("_item_code"))
 
 
 def _code_index(raw: pl.Series, distinct: pl.Series) -> pl.Series | None:
@@ -271,8 +274,10 @@ def _code_index(raw: pl.Series, distinct: pl.Series) -> pl.Series | None:
     table = table.scatter(known - low, positions.filter(codes.is_not_null()))
     # a null identifier: the position of null among the distinct values
     null_at = codes.is_null().arg_true()
-    rows = raw.to_physical().to_frame("code").select(
-        pl.lit(table).gather(pl.col("code").cast(pl.Int64) - low)
+    rows = (
+        raw.to_physical()
+        .to_frame("code")
+        .select(pl.lit(table).gather(pl.col("code").cast(pl.Int64) - low))
     )
     index = rows.to_series()
     if null_at.len():
@@ -326,8 +331,11 @@ def clean_events(
     events: pl.DataFrame,
     sources: pl.DataFrame,
     rules: CleaningRules = CleaningRules(),
+    crosswalk: pl.DataFrame | None = None,
 ) -> CleaningResult:
-    """Apply the cleaning rules to one day of canonical events.
+    """Apply the cleaning rules to one day of canonical events; with a `crosswalk`
+    (`usage_stats.pipeline.crosswalk.crosswalk_table`), use recorded under an identifier of a
+    harvested record counts on that record's item and repository.
 
     Built for days of millions of events, where copies of the wide frame of the day decide
     both time and peak memory. Each row's fate is a one-byte code until the rows are
@@ -347,7 +355,7 @@ def clean_events(
     agents = frame.get_column("user_agent").unique()
     robot_codes = agents.filter(robots.robot_mask(agents.cast(pl.String))).to_physical()
     level = _site_level(site_info)
-    index, identifiers = _identifiers(frame.get_column("raw_identifier"), sources)
+    index, identifiers = _identifiers(frame.get_column("raw_identifier"), sources, crosswalk)
 
     def identifier(name: str) -> pl.Expr:
         return pl.lit(identifiers.get_column(name)).gather(pl.col("_identifier"))
@@ -421,7 +429,30 @@ def clean_events(
         sessions=sessions.cast(SESSION_SCHEMA).collect(),
         rejected=rejected.cast(REJECTED_SCHEMA).collect(),
         robots_list_version=robots.version,
+        crosswalk=_crosswalk_counts(frame, identifiers) if crosswalk is not None else {},
     )
+
+
+def _crosswalk_counts(frame: pl.DataFrame, identifiers: pl.DataFrame) -> dict[str, int]:
+    """Kept events the cross-walk moved to a record's item, and kept events under an alias
+    several records claim (not resolved): the day's report of what the cross-walk did.
+    Only rows whose identifier the cross-walk touched are looked at."""
+    status = identifiers.get_column("_crosswalk")
+    counts = {"crosswalk_rekeyed": 0, "crosswalk_ambiguous": 0}
+    touched = status.is_in([REKEYED, AMBIGUOUS])
+    if not touched.any():
+        return counts
+    code = pl.lit(status).gather(pl.col("_identifier"))
+    found = (
+        frame.lazy()
+        .filter(pl.col("_fate").is_null())
+        .select(
+            (code == REKEYED).sum().alias("crosswalk_rekeyed"),
+            (code == AMBIGUOUS).sum().alias("crosswalk_ambiguous"),
+        )
+        .collect()
+    )
+    return {name: int(found.item(0, name)) for name in counts}
 
 
 def rejected_by_reason(rejected: pl.DataFrame) -> dict[str, int]:

@@ -18,6 +18,7 @@ from usage_stats.pipeline.cleaning import (
     CleaningRules,
     clean_events,
 )
+from usage_stats.pipeline.crosswalk import crosswalk_table
 from usage_stats.pipeline.identifier_rules import apply_identifier_rules
 from usage_stats.pipeline.pieces import plan_pieces, site_weights
 from usage_stats.pipeline.titles import empty_page_titles
@@ -64,10 +65,28 @@ def kept_sites(stored: Iterable[pl.DataFrame], sites: list[int]) -> list[pl.Data
     return [part for part in kept if not part.is_empty()]
 
 
-def clean_piece(raw: pl.DataFrame, sources: list[Source], rules: CleaningRules) -> CleaningResult:
+def clean_piece(
+    raw: pl.DataFrame,
+    sources: list[Source],
+    rules: CleaningRules,
+    crosswalk: pl.DataFrame | None = None,
+) -> CleaningResult:
     """The per-source identifier rules, then the cleaning rules, on a day or a piece of it
-    (whole sites: every rule works within a site)."""
-    return clean_events(apply_identifier_rules(raw, sources), sources_frame(sources), rules)
+    (whole sites: every rule works within a site), with the identifier cross-walk of the
+    harvested records where there is one (`usage_stats.pipeline.crosswalk`): it works per
+    distinct identifier, so a piece resolves exactly as the whole day would."""
+    return clean_events(
+        apply_identifier_rules(raw, sources), sources_frame(sources), rules, crosswalk
+    )
+
+
+def source_crosswalk(metadata: pl.DataFrame | None, sources: list[Source]) -> pl.DataFrame | None:
+    """The cross-walk of the harvested records (`ITEM_METADATA_SCHEMA`) in which only the
+    registry's repositories own items; None without records (nothing harvested yet: the day
+    is cleaned exactly as before any harvest)."""
+    if metadata is None or metadata.is_empty():
+        return None
+    return crosswalk_table(metadata, repositories=[s.site_id for s in sources if s.type == "R"])
 
 
 @dataclass

@@ -59,9 +59,11 @@ def load_robot_list(source: str = PACKAGED_LIST) -> RobotList:
     """The list named by `source`: `counter-robots` (the installed package) or a file path."""
     if source == PACKAGED_LIST:
         package = resources.files("counter_robots") / "data"
-        lines = [line for name in _PACKAGE_FILES for line in package.joinpath(name).read_text(
-            encoding="utf-8"
-        ).splitlines()]
+        lines = [
+            line
+            for name in _PACKAGE_FILES
+            for line in package.joinpath(name).read_text(encoding="utf-8").splitlines()
+        ]
         version = f"{PACKAGED_LIST} {metadata.version(PACKAGED_LIST)}"
         return _checked(lines, version, source)
     path = Path(source)
@@ -74,7 +76,7 @@ def load_robot_list(source: str = PACKAGED_LIST) -> RobotList:
             lines = [entry["pattern"] for entry in json.loads(text)]
         except (ValueError, TypeError, KeyError) as exc:
             raise RobotListError(
-                f"robots list {source}: not a COUNTER JSON list of {{\"pattern\": …}} ({exc})"
+                f'robots list {source}: not a COUNTER JSON list of {{"pattern": …}} ({exc})'
             ) from exc
     else:
         lines = text.splitlines()
