@@ -46,7 +46,7 @@ def current_item_metadata(store: Warehouse) -> pl.DataFrame | None:
     specs=[
         AssetSpec(
             "sessions",
-            deps=["raw_events"],
+            deps=["raw_events", "item_metadata"],
             group_name="usage",
             kinds=WAREHOUSE_TABLE,
             description="Kept events with their COUNTER session, normalised item and owner.",
