@@ -17,6 +17,12 @@ to the month's end has been processed (admin DB processing status): `/r51/report
 exactly those months, and a report returns usage for exactly those, naming the others in 3031
 (not processed yet) or 3032 (before the first processed month). Usage of a month still being
 processed is never returned, so a harvester cannot store a partial month as final.
+
+Item reports describe each item by its harvested record (`StatsStore.item_metadata`): title,
+authors, dates, version, publisher, identifiers, and the COUNTER Data_Type, YOP and Access_Type
+the vocabularies map its resource type, year and access rights to (`_item_rows`). Access_Type
+is the item's on the day of use, so an embargo ending inside the period splits its usage. An
+item without a record is Unspecified, YOP 0001, Open; IR_A1 (journal articles) leaves it out.
 """
 
 from __future__ import annotations
@@ -865,7 +871,10 @@ def _keep(frame: pl.DataFrame, request: ReportRequest) -> pl.DataFrame:
     if "Access_Type" in request.filters:
         frame = frame.filter(pl.col("Access_Type").is_in(request.filters["Access_Type"]))
     if "YOP" in request.filters:
-        within = [pl.col("YOP").is_between(pl.lit(r[:4]), pl.lit(r[5:] or r[:4])) for r in request.filters["YOP"]]
+        within = [
+            pl.col("YOP").is_between(pl.lit(r[:4]), pl.lit(r[5:] or r[:4]))
+            for r in request.filters["YOP"]
+        ]
         frame = frame.filter(pl.any_horizontal(within))
     return frame
 
@@ -1235,7 +1244,8 @@ def _endpoint(spec: ReportSpec) -> Callable[..., Response]:
 
 PARAMETER_DOCS = {
     "metric_type": "Report_Filter: Metric_Types separated by |",
-    "data_type": "Report_Filter: Data_Types separated by | (Unspecified is what we report)",
+    "data_type": "Report_Filter: Data_Types separated by | (IR: each item's, from its harvested "
+    "record, Unspecified without one; PR: Unspecified)",
     "access_method": "Report_Filter: Regular and/or TDM",
     "access_type": "Report_Filter: Controlled, Open and/or Free_To_Read",
     "yop": "Report_Filter: years of publication yyyy or yyyy-yyyy separated by |",
