@@ -7,11 +7,12 @@ from dagster import Definitions, EnvVar
 from dagster_aws.s3 import S3Resource
 
 from assets import described_assets
-from assets.jobs import matomo_export_job, usage_pipeline_job
+from assets.jobs import item_metadata_job, matomo_export_job, usage_pipeline_job
 from resources import (
     AdminDbResource,
     CleaningSettings,
     DuckDBStatsStoreResource,
+    HarvestSettings,
     LakeResource,
     MatomoDbResource,
     OpenSearchStatsStoreResource,
@@ -79,6 +80,11 @@ def build_resources(settings: Settings) -> dict:
             chunk_rows=settings.export_chunk_rows,
         ),
         "stats_store": build_stats_store(settings),
+        "harvest_settings": HarvestSettings(
+            delay=settings.oai_delay,
+            timeout=settings.oai_timeout,
+            max_retries=settings.oai_max_retries,
+        ),
         "cleaning_settings": CleaningSettings(
             always_human_max_actions=settings.always_human_max_actions,
             robot_min_actions=settings.robot_min_actions,
@@ -95,7 +101,7 @@ _settings = Settings.current()
 
 defs = Definitions(
     assets=described_assets(_settings.stats_store),
-    jobs=[usage_pipeline_job, snapshot_refresh_job, matomo_export_job],
+    jobs=[usage_pipeline_job, snapshot_refresh_job, matomo_export_job, item_metadata_job],
     schedules=[daily_usage_schedule, matomo_export_schedule],
     sensors=[raw_files_sensor, late_data_sensor],
     resources=build_resources(_settings),

@@ -5,12 +5,14 @@ from dagster import AssetSpec, map_asset_specs, with_source_code_references
 import assets.beta  # noqa: F401  (first: silences the beta warnings of what follows)
 from assets.cleaning import cleaning
 from assets.deltas import item_daily_deltas
+from assets.item_metadata import item_metadata
 from assets.matomo_export import matomo_export
 from assets.metadata import table_schema
 from assets.raw_events import raw_events
 from assets.snapshots import usage_snapshots
 from assets.stats_index import stats_index
 from assets.titles import item_titles
+from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
 from usage_stats.pipeline.canonical import CANONICAL_SCHEMA
 from usage_stats.pipeline.cleaning import REJECTED_SCHEMA, SESSION_SCHEMA
 from usage_stats.pipeline.metrics import DELTA_SCHEMA
@@ -18,7 +20,7 @@ from usage_stats.pipeline.snapshots import SNAPSHOT_SCHEMA
 from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA
 
 usage_assets = [raw_events, cleaning, item_titles, item_daily_deltas, usage_snapshots, stats_index]
-ingest_assets = [matomo_export]
+ingest_assets = [matomo_export, item_metadata]
 
 OWNERS = ["team:usage-stats"]
 # Each warehouse table's columns, shown (with their meaning) before anything is materialised.
@@ -29,6 +31,7 @@ SCHEMAS = {
     "item_titles": ITEM_TITLE_SCHEMA,
     "item_daily_deltas": DELTA_SCHEMA,
     "usage_snapshots": SNAPSHOT_SCHEMA,
+    "item_metadata": ITEM_METADATA_SCHEMA,
 }
 
 
@@ -47,9 +50,7 @@ def described_assets(store_kind: str) -> list:
             spec = spec.replace_attributes(kinds={store_kind})
         return spec
 
-    return with_source_code_references(
-        map_asset_specs(describe, [*ingest_assets, *usage_assets])
-    )
+    return with_source_code_references(map_asset_specs(describe, [*ingest_assets, *usage_assets]))
 
 
 __all__ = ["described_assets", "ingest_assets", "usage_assets"]

@@ -18,6 +18,14 @@ usage_pipeline_job = define_asset_job(
 # Yesterday's Matomo logs → the lake; the new-file sensor (or the nightly pipeline) takes over.
 matomo_export_job = define_asset_job(
     "matomo_export_job",
-    selection=AssetSelection.groups("ingest"),
+    selection=AssetSelection.assets("matomo_export"),
     description="Matomo's log tables of a day → raw Parquet in the lake, every active source.",
+)
+
+# Every source's OAI-PMH records (not partitioned: each run harvests what changed since the last).
+item_metadata_job = define_asset_job(
+    "item_metadata_job",
+    selection=AssetSelection.assets("item_metadata"),
+    description="OAI-PMH harvest of every active source with an OAI base URL: the changes "
+    "since its last completed harvest.",
 )

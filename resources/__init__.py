@@ -1,6 +1,7 @@
 """Dagster resources: thin configurable wrappers around the domain library's stores."""
 
 from resources.cleaning import CleaningSettings
+from resources.harvest import HarvestSettings
 from resources.lake import LakeResource, WarehouseResource
 from resources.matomo import MatomoDbResource
 from resources.sources import AdminDbResource
@@ -13,6 +14,7 @@ from resources.stats_store import (
 __all__ = [
     "CleaningSettings",
     "DuckDBStatsStoreResource",
+    "HarvestSettings",
     "LakeResource",
     "OpenSearchStatsStoreResource",
     "AdminDbResource",

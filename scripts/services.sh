@@ -4,12 +4,14 @@
 #   - MinIO as the S3-compatible store (built from source with `go install`)
 #   - PostgreSQL for the admin database (Debian's `postgresql` package)
 #   - MariaDB standing in for a Matomo database (Debian's `mariadb-server` package)
+#   - an OAI-PMH data provider (`oai-repo` from PyPI, usage_stats/demo/oai_server.py) serving
+#     planted records; tests put datasets of their own into it
 # PostgreSQL and MariaDB are apt-installed when their binaries are missing (that needs root),
 # but run as our own instances on our own data directories, never as the Debian system
 # cluster/service (which, where apt may start services, listens on 5432/3306: our defaults
 # are 5433/3307). As root they run as the package's system users `postgres` and `mysql`.
 #
-# Usage: scripts/services.sh start|stop|status|env [opensearch|minio|postgres|mariadb]
+# Usage: scripts/services.sh start|stop|status|env [opensearch|minio|postgres|mariadb|oai]
 #   start   install what is missing, start what is not running, wait until all answer
 #   stop    stop all (OpenSearch and MinIO: whole process trees; PostgreSQL: fast shutdown;
 #           MariaDB: clean shutdown); fine when nothing runs
@@ -28,6 +30,8 @@
 #                                  `usage_stats` (the role may create databases)
 #   USAGE_STATS_MARIADB_PORT       MariaDB port (default 3307); user and password `matomo`
 #                                  (all privileges, from 127.0.0.1/localhost), database `matomo`
+#   USAGE_STATS_OAI_PORT           OAI-PMH test provider port (default 8765); sources at
+#                                  http://127.0.0.1:<port>/oai/<dataset>/<source key>
 #   USAGE_STATS_SERVICES_TIMEOUT   seconds to wait for each server to answer (default 120)
 # PostgreSQL and MariaDB keep their data in <services dir>/postgres and <services dir>/mariadb,
 # unless started as root from a services dir their system user cannot reach (a parent closed
@@ -67,6 +71,12 @@ MY_PORT="${USAGE_STATS_MARIADB_PORT:-3307}"
 MY_USER=mysql         # system user (made by Debian's package) the server runs as when we are root
 MY_DB=matomo          # database, user and password the tests use
 MY_BIN=/usr/sbin/mariadbd
+
+OAI_PORT="${USAGE_STATS_OAI_PORT:-8765}"
+OAI_MODULE=usage_stats.demo.oai_server
+# The project's own interpreter (make's venv) when there is one: the provider needs oai-repo.
+PYTHON="${USAGE_STATS_PYTHON:-$ROOT/.venv/bin/python}"
+[[ -x $PYTHON ]] || PYTHON="$(command -v python3)"
 
 TIMEOUT="${USAGE_STATS_SERVICES_TIMEOUT:-120}"
 RUN="$SD/run"    # pid files
@@ -579,6 +589,31 @@ wait_mariadb() {
     fail_with_log mariadb "not answering within ${TIMEOUT}s"
 }
 
+# ---------------------------------------------------------------- OAI-PMH test provider
+
+oai_pid() { live_pid oai "$OAI_MODULE"; }
+
+launch_oai() {
+    "$PYTHON" -c 'import oai_repo' 2>/dev/null \
+        || die "oai: $PYTHON cannot import oai_repo (pip install -e '.[dev]', or make install)"
+    launch oai env -C "$ROOT" PYTHONPATH="$ROOT" "$PYTHON" -m "$OAI_MODULE" \
+        --host 127.0.0.1 --port "$OAI_PORT"
+    say "oai: starting (pid $(<"$RUN/oai.pid"))"
+}
+
+wait_oai() {
+    local deadline=$((SECONDS + TIMEOUT))
+    while ((SECONDS < deadline)); do
+        still_running oai || fail_with_log oai "exited during startup"
+        if curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$OAI_PORT/health"; then
+            say "oai: up, oai-repo $("$PYTHON" -c 'import importlib.metadata as m; print(m.version("oai-repo"))'), http://127.0.0.1:$OAI_PORT/oai/demo/<source key>"
+            return 0
+        fi
+        sleep 0.3
+    done
+    fail_with_log oai "not answering within ${TIMEOUT}s"
+}
+
 # ---------------------------------------------------------------- commands
 
 # Which servers a command acts on: all, or the one named after the command (the fault tests
@@ -586,7 +621,7 @@ wait_mariadb() {
 wants() { [[ -z $ONLY || $ONLY == "$1" ]]; }
 
 cmd_start() {
-    local os_new=0 minio_new=0 pg_new=0 my_new=0
+    local os_new=0 minio_new=0 pg_new=0 my_new=0 oai_new=0
     local -a packages=()
 
     # Start OpenSearch first, then build MinIO, install and start PostgreSQL and MariaDB while
@@ -648,10 +683,22 @@ cmd_start() {
         my_new=1
     fi
 
+    if ! wants oai; then
+        :
+    elif oai_pid >/dev/null; then
+        say "oai: already running (pid $(oai_pid))"
+    else
+        listening "$OAI_PORT" \
+            && die "port $OAI_PORT is taken but not by our OAI-PMH provider; stop that or set USAGE_STATS_OAI_PORT"
+        launch_oai
+        oai_new=1
+    fi
+
     ((os_new)) && wait_opensearch
     ((minio_new)) && wait_minio
     ((pg_new)) && wait_postgres
     ((my_new)) && wait_mariadb
+    ((oai_new)) && wait_oai
     return 0
 }
 
@@ -662,6 +709,7 @@ cmd_stop() {
     if wants minio; then stop_one minio "$MINIO_BIN server"; fi
     if wants postgres; then stop_one postgres "$PG_DATA" INT; fi
     if wants mariadb; then stop_one mariadb "--datadir=$MY_DATA"; fi  # TERM: clean shutdown
+    if wants oai; then stop_one oai "$OAI_MODULE"; fi
 }
 
 cmd_status() {
@@ -700,6 +748,14 @@ cmd_status() {
     else
         say "mariadb: not running"; rc=3
     fi
+    if ! wants oai; then
+        :
+    elif pid="$(oai_pid)"; then
+        say "oai: running (pid $pid), http://127.0.0.1:$OAI_PORT, $(curl -sf --max-time 2 \
+            "http://127.0.0.1:$OAI_PORT/health" >/dev/null && echo answering || echo 'not answering')"
+    else
+        say "oai: not running"; rc=3
+    fi
     return "$rc"  # 0 only when every server asked about runs (like LSB status codes)
 }
 
@@ -712,10 +768,11 @@ export AWS_DEFAULT_REGION=$S3_REGION
 export USAGE_STATS_OPENSEARCH_URL=http://127.0.0.1:$OS_PORT
 export USAGE_STATS_ADMIN_DB_TEST_POSTGRES_URL=postgresql+psycopg://$PG_ROLE:$PG_ROLE@127.0.0.1:$PG_PORT/$PG_ROLE
 export USAGE_STATS_MATOMO_TEST_URL=mysql+pymysql://$MY_DB:$MY_DB@127.0.0.1:$MY_PORT/$MY_DB
+export USAGE_STATS_TEST_OAI_URL=http://127.0.0.1:$OAI_PORT
 EOF
 }
 
-USAGE="usage: $0 start|stop|status|env [opensearch|minio|postgres|mariadb]"
+USAGE="usage: $0 start|stop|status|env [opensearch|minio|postgres|mariadb|oai]"
 ONLY="${2:-}"
 case "${1:-}" in
     env) cmd_env; exit 0 ;;  # needs no directory and no lock
@@ -723,7 +780,7 @@ case "${1:-}" in
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
 case "$ONLY" in
-    "" | opensearch | minio | postgres | mariadb) ;;
+    "" | opensearch | minio | postgres | mariadb | oai) ;;
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
 

@@ -25,7 +25,7 @@ from usage_stats.admin.registry import (
 )
 from usage_stats.admin.sources import Source, SourceRegistryError
 
-TABLES = {"country", "source", "processing_status", "sushi_customer"}
+TABLES = {"country", "source", "processing_status", "sushi_customer", "harvest_status"}
 REPO = Source(1, "opendoar::1", "Kerwa", "R", "CR", "oai:www.kerwa.ucr.ac.cr:", 1)
 
 
@@ -48,18 +48,22 @@ def source_columns(url: str) -> set[str]:
 def test_upgrade_from_empty_downgrade_one_step_upgrade_again(url):
     assert tables(url) == set()
     db.upgrade(url)
-    assert db.current_revision(url) == db.head_revision() == "0004"
+    assert db.current_revision(url) == db.head_revision() == "0005"
     assert tables(url) == TABLES
-    assert {"handle_prefixes", "doi_prefixes"} <= source_columns(url)
+    assert {"handle_prefixes", "doi_prefixes", "oai_sets"} <= source_columns(url)
+    db.downgrade(url, "-1")
+    assert db.current_revision(url) == "0004"
+    assert tables(url) == TABLES - {"harvest_status"}
+    assert "oai_sets" not in source_columns(url)
     db.downgrade(url, "-1")
     assert db.current_revision(url) == "0003"
-    assert tables(url) == TABLES
+    assert tables(url) == TABLES - {"harvest_status"}
     assert not {"handle_prefixes", "doi_prefixes"} & source_columns(url)
     db.downgrade(url, "-1")
     assert db.current_revision(url) == "0002"
-    assert tables(url) == TABLES - {"sushi_customer"}
+    assert tables(url) == TABLES - {"sushi_customer", "harvest_status"}
     db.upgrade(url)
-    assert db.current_revision(url) == "0004"
+    assert db.current_revision(url) == "0005"
     assert tables(url) == TABLES
     db.downgrade(url, "base")
     assert tables(url) == set()
@@ -200,3 +204,54 @@ def test_processing_status_is_replaced_per_site_and_day(url):
     assert rows[0].rejected_by_reason == {"thumbnail": 2}
     assert complete_through(url, 1) == day + dt.timedelta(days=1)
     assert processing_status(url, start=day + dt.timedelta(days=1))[0].run_id == "run-a"
+
+
+def test_harvest_status_round_trip_and_failures_keep_the_last_from(url):
+    from usage_stats.admin.registry import (
+        SourceHarvestStatus,
+        harvest_status,
+        record_harvest_failure,
+        record_harvest_success,
+    )
+
+    db.upgrade(url)
+    stored = add_source(
+        url,
+        dataclasses.replace(
+            REPO,
+            oai_base_url="https://kerwa.ucr.ac.cr/oai",
+            oai_sets=("com_10669_1", "col_10669_2:sub"),
+        ),
+    )
+    assert get_source(url, 1).oai_sets == ("com_10669_1", "col_10669_2:sub") == stored.oai_sets
+    with pytest.raises(SourceRegistryError, match="not an OAI-PMH setSpec"):
+        update_source(url, 1, oai_sets=("a set",))
+    with pytest.raises(SourceRegistryError, match="oai_base_url must be an http"):
+        update_source(url, 1, oai_base_url="ftp://kerwa")
+    run = dt.datetime(2026, 2, 1, 10, 0, 5, tzinfo=dt.UTC)
+    record_harvest_failure(url, "opendoar::1", "source opendoar::1: HTTP 500", run)
+    [first] = harvest_status(url)
+    assert (first.last_status, first.last_response_date, first.records_total) == ("failed", None, 0)
+    ok = SourceHarvestStatus(
+        "opendoar::1",
+        run,
+        "ok",
+        "2026-02-01T10:00:00Z",
+        run,
+        None,
+        ("oai_dc", "oai_openaire"),
+        40,
+        37,
+        0,
+        3,
+        4,
+        40,
+    )
+    record_harvest_success(url, ok)
+    assert harvest_status(url, "opendoar::1") == [ok]
+    later = run + dt.timedelta(days=1)
+    record_harvest_failure(url, "opendoar::1", "source opendoar::1: unreachable", later)
+    [failed] = harvest_status(url)
+    assert failed == dataclasses.replace(
+        ok, last_run_at=later, last_status="failed", last_error="source opendoar::1: unreachable"
+    )

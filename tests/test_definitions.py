@@ -32,8 +32,11 @@ ASSET_KEYS = {
         "usage_snapshots",
         "stats_index",
         "matomo_export",
+        "item_metadata",
     )
 }
+# Harvested when the repositories change, not per usage day.
+UNPARTITIONED = {AssetKey("item_metadata")}
 CHECK_KEYS = {
     AssetCheckKey(AssetKey("sessions"), "kept_plus_rejected_equals_input"),
     AssetCheckKey(AssetKey("item_daily_deltas"), "no_duplicate_delta_keys"),
@@ -49,7 +52,7 @@ def test_assets_and_checks_are_defined():
     for key in CHECK_KEYS:
         assert graph.get_check_spec(key).blocking, f"{key} should be blocking"
     start = Settings.from_env().start_date
-    for key in ASSET_KEYS:
+    for key in ASSET_KEYS - UNPARTITIONED:
         node = graph.get(key)
         partitions = node.partitions_def
         assert isinstance(partitions, DailyPartitionsDefinition), key
@@ -64,14 +67,24 @@ def test_usage_pipeline_job_resolves():
     job = defs.resolve_job_def("usage_pipeline")
     assert job.name == "usage_pipeline"
     assert isinstance(job.partitions_def, DailyPartitionsDefinition)
-    assert set(job.asset_layer.executable_asset_keys) == ASSET_KEYS - {AssetKey("matomo_export")}
+    assert set(job.asset_layer.executable_asset_keys) == ASSET_KEYS - {
+        AssetKey("matomo_export"),
+        AssetKey("item_metadata"),
+    }
     assert set(job.asset_layer.asset_graph.asset_check_keys) == CHECK_KEYS
+
+
+def graph_node_of(name: str):
+    return defs.resolve_asset_graph().get(AssetKey(name))
 
 
 def test_sensors_and_export_job_are_defined():
     assert {s.name for s in defs.sensors} == {"raw_files_sensor", "late_data_sensor"}
     export = defs.resolve_job_def("matomo_export_job")
     assert set(export.asset_layer.executable_asset_keys) == {AssetKey("matomo_export")}
+    harvest = defs.resolve_job_def("item_metadata_job")
+    assert set(harvest.asset_layer.executable_asset_keys) == {AssetKey("item_metadata")}
+    assert graph_node_of("item_metadata").partitions_def is None
     schedule = defs.resolve_schedule_def("matomo_export_schedule")
     assert schedule.cron_schedule == f"0 {Settings.from_env().export_hour} * * *"
     # raw_events reads what the export writes (and files that arrive from elsewhere).

@@ -117,6 +117,73 @@ def _compare_with_manifest(
     return "every figure matches" if not problems else "MISMATCH in " + ", ".join(problems)
 
 
+def _harvest(args: argparse.Namespace, settings: Settings) -> int:
+    """One source's OAI-PMH records, with progress per page; exit 1 when the harvest failed
+    (nothing stored, the next run starts from the same date), 2 for a source that cannot be
+    harvested at all."""
+    from usage_stats.admin.db import AdminDbError
+    from usage_stats.admin.registry import list_sources
+    from usage_stats.metadata.harvest import ClientSettings
+    from usage_stats.metadata.store import MetadataStore
+    from usage_stats.metadata.sync import harvest_sources
+
+    url = args.url or settings.admin_db_url
+    try:
+        sources = [s for s in list_sources(url) if s.source_key == args.source]
+    except AdminDbError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not sources:
+        print(f"error: no active source with key {args.source!r}", file=sys.stderr)
+        return 2
+    if not sources[0].oai_base_url:
+        print(
+            f"error: source {args.source} has no OAI base URL "
+            f"(usage-stats sources update {sources[0].site_id} --oai-base-url URL)",
+            file=sys.stderr,
+        )
+        return 2
+    store = MetadataStore(open_lake(settings.warehouse_url))
+    client = ClientSettings(
+        delay=settings.oai_delay if args.delay is None else args.delay,
+        timeout=settings.oai_timeout,
+        max_retries=settings.oai_max_retries,
+    )
+    since = f"{args.start.isoformat()}T00:00:00Z" if args.start else None
+    print(
+        f"harvesting {args.source} from {sources[0].oai_base_url} "
+        f"({'everything' if args.full else since or 'changes since the last harvest'})",
+        flush=True,
+    )
+    [outcome] = harvest_sources(
+        sources,
+        store,
+        url,
+        client,
+        full=args.full,
+        since=since,
+        progress=lambda line: print(f"  {line}", flush=True),
+    )
+    if outcome.status == "failed":
+        print(f"error: {outcome.note}", file=sys.stderr)
+        return 1
+    print(
+        f"{outcome.source_key}: {outcome.seen} record(s) since {outcome.since or 'the beginning'} "
+        f"({', '.join(outcome.formats)}): {outcome.added} added, {outcome.updated} updated, "
+        f"{outcome.deleted} deleted, {outcome.with_problems} with problems; {outcome.total} "
+        f"stored in {outcome.uri}; next harvest from {outcome.response_date} "
+        f"({outcome.requests} requests, {outcome.seconds:.1f} s)"
+    )
+    return 0
+
+
+def _iso_day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usage-stats", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the web services (API, widgets, SUSHI) with uvicorn")
     serve.add_argument("--host", help="bind address (default: USAGE_STATS_WEB_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: USAGE_STATS_WEB_PORT, 8000)")
+    harv = sub.add_parser("harvest", help="harvest one source's records over OAI-PMH")
+    harv.add_argument("--source", required=True, help="the source key, e.g. opendoar::1001")
+    when = harv.add_mutually_exclusive_group()
+    when.add_argument("--full", action="store_true", help="every record, not only the changes")
+    when.add_argument(
+        "--from", dest="start", type=_iso_day, help="changes since this day (YYYY-MM-DD)"
+    )
+    harv.add_argument(
+        "--delay", type=float, help="seconds between requests (USAGE_STATS_OAI_DELAY)"
+    )
+    harv.add_argument("--url", help="admin DB URL (default: USAGE_STATS_ADMIN_DB_URL)")
     admin_cli.add_parsers(sub)
     return parser
 
@@ -175,7 +253,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    handlers = {"generate": _generate, "summary": _summary, "serve": _serve}
+    handlers = {"generate": _generate, "summary": _summary, "serve": _serve, "harvest": _harvest}
     if args.command in handlers:
         return handlers[args.command](args, settings)
     return admin_cli.run(args, settings)

@@ -65,6 +65,10 @@ class Settings:
     web_port: int = 8000
     # LA Referencia compatibility set: one document per site, item and "day" or "month"
     opensearch_compat_granularity: str = "month"
+    # OAI-PMH harvesting: seconds between requests to one source, request timeout, retries
+    oai_delay: float = 0.5
+    oai_timeout: float = 60.0
+    oai_max_retries: int = 3
 
     @classmethod
     def current(cls) -> Settings:
@@ -146,6 +150,11 @@ class Settings:
             opensearch_compat_granularity=_choice(
                 env, "USAGE_STATS_COMPAT_GRANULARITY", "month", ("day", "month")
             ),
+            oai_delay=_non_negative(
+                float(number("USAGE_STATS_OAI_DELAY", "0.5", float)), "USAGE_STATS_OAI_DELAY"
+            ),
+            oai_timeout=float(number("USAGE_STATS_OAI_TIMEOUT", "60", float)),
+            oai_max_retries=int(number("USAGE_STATS_OAI_MAX_RETRIES", "3", int)),
         )
 
 

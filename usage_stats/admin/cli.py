@@ -50,6 +50,7 @@ SOURCE_OPTIONS = [
 PREFIX_OPTIONS = [
     ("--handle-prefix", "handle_prefixes", "a handle prefix of its items, e.g. 1721.1"),
     ("--doi-prefix", "doi_prefixes", "a DOI prefix of its items, e.g. 10.1234"),
+    ("--oai-set", "oai_sets", "an OAI-PMH setSpec to harvest (none: the whole repository)"),
 ]
 
 

@@ -87,6 +87,8 @@ class SourceRow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     handle_prefixes: Mapped[tuple[str, ...]] = mapped_column(PrefixList, default=())
     doi_prefixes: Mapped[tuple[str, ...]] = mapped_column(PrefixList, default=())
+    # OAI-PMH setSpecs to harvest (none: the whole repository); setSpecs hold no white space.
+    oai_sets: Mapped[tuple[str, ...]] = mapped_column(PrefixList, default=())
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -125,3 +127,29 @@ class SushiCustomer(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class HarvestStatus(Base):
+    """The last OAI-PMH harvest of one source: where the next one starts, and what it did.
+
+    `last_response_date` only moves when a harvest completes, so a failed run leaves the next
+    one starting where the last good one ended."""
+
+    __tablename__ = "harvest_status"
+    __table_args__ = (
+        CheckConstraint("last_status IN ('ok', 'failed')", name="ck_harvest_status_status"),
+    )
+
+    source_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_response_date: Mapped[str | None] = mapped_column(String(32))
+    last_completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[str] = mapped_column(String(10))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    formats: Mapped[tuple[str, ...]] = mapped_column(PrefixList, default=())
+    records_seen: Mapped[int] = mapped_column(Integer, default=0)
+    records_added: Mapped[int] = mapped_column(Integer, default=0)
+    records_updated: Mapped[int] = mapped_column(Integer, default=0)
+    records_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    records_with_problems: Mapped[int] = mapped_column(Integer, default=0)
+    records_total: Mapped[int] = mapped_column(Integer, default=0)

@@ -18,7 +18,7 @@ import pycountry
 from sqlalchemy import delete, select
 
 from usage_stats.admin.db import ensure_current, session_scope
-from usage_stats.admin.models import Country, ProcessingStatus, SourceRow
+from usage_stats.admin.models import Country, HarvestStatus, ProcessingStatus, SourceRow
 from usage_stats.admin.sources import (
     Source,
     SourceRegistryError,
@@ -274,3 +274,76 @@ def complete_through(url: str, site_id: int | None = None) -> dt.date | None:
             break
         last = day
     return last
+
+
+# --- OAI-PMH harvest status ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceHarvestStatus:
+    """What the last harvest of a source did; `last_response_date` is the next `from`."""
+
+    source_key: str
+    last_run_at: dt.datetime
+    last_status: str  # ok | failed
+    last_response_date: str | None = None
+    last_completed_at: dt.datetime | None = None
+    last_error: str | None = None
+    formats: tuple[str, ...] = ()
+    records_seen: int = 0
+    records_added: int = 0
+    records_updated: int = 0
+    records_deleted: int = 0
+    records_with_problems: int = 0
+    records_total: int = 0
+
+
+_HARVEST_FIELDS = [f.name for f in dataclasses.fields(SourceHarvestStatus)]
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite and MySQL hand back naive datetimes; every stored one was UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def harvest_status(url: str, source_key: str | None = None) -> list[SourceHarvestStatus]:
+    ensure_current(url)
+    with session_scope(url) as session:
+        query = select(HarvestStatus).order_by(HarvestStatus.source_key)
+        if source_key is not None:
+            query = query.where(HarvestStatus.source_key == source_key)
+        out = []
+        for row in session.scalars(query).all():
+            values = {name: getattr(row, name) for name in _HARVEST_FIELDS}
+            values["last_run_at"] = _utc(values["last_run_at"])
+            values["last_completed_at"] = _utc(values["last_completed_at"])
+            out.append(SourceHarvestStatus(**values))
+        return out
+
+
+def record_harvest_success(url: str, status: SourceHarvestStatus) -> None:
+    """Replace the source's status with a completed harvest's."""
+    ensure_current(url)
+    with session_scope(url) as session:
+        row = session.get(HarvestStatus, status.source_key)
+        if row is None:
+            row = HarvestStatus(source_key=status.source_key)
+            session.add(row)
+        for name in _HARVEST_FIELDS:
+            setattr(row, name, getattr(status, name))
+
+
+def record_harvest_failure(url: str, source_key: str, error: str, run_at: dt.datetime) -> None:
+    """Note a failed run, keeping the last completed harvest's response date and counts: the
+    next run starts from there, and the counts stay those of the data actually stored."""
+    ensure_current(url)
+    with session_scope(url) as session:
+        row = session.get(HarvestStatus, source_key)
+        if row is None:
+            row = HarvestStatus(source_key=source_key, formats=())
+            session.add(row)
+        row.last_run_at = run_at
+        row.last_status = "failed"
+        row.last_error = error

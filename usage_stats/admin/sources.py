@@ -18,7 +18,7 @@ from typing import Protocol
 import polars as pl
 import pycountry
 
-from usage_stats.pipeline.ownership import PrefixError, normalize_prefixes
+from usage_stats.pipeline.ownership import PrefixError, normalize_prefixes, split_prefixes
 
 SOURCE_TYPES = {"R": "repository", "N": "national node", "L": "regional portal"}
 IDENTIFIER_RULES = ("standard", "regex", "mapping")
@@ -43,6 +43,7 @@ CSV_COLUMNS = [
     "active",
     "handle_prefixes",
     "doi_prefixes",
+    "oai_sets",
 ]
 
 
@@ -73,6 +74,8 @@ class Source:
     # `10.1234`), which attribute its items to it when they are seen as handles or DOIs.
     handle_prefixes: tuple[str, ...] = ()
     doi_prefixes: tuple[str, ...] = ()
+    # OAI-PMH setSpecs the harvest is limited to (none: the whole repository at oai_base_url).
+    oai_sets: tuple[str, ...] = ()
 
 
 class SourceRegistry(Protocol):
@@ -99,6 +102,7 @@ FRAME_SCHEMA: dict[str, pl.DataType] = {
     "active": pl.Boolean(),
     "handle_prefixes": pl.List(pl.String()),
     "doi_prefixes": pl.List(pl.String()),
+    "oai_sets": pl.List(pl.String()),
 }
 
 
@@ -176,7 +180,25 @@ def validate_source(source: Source) -> list[str]:
                 load_mapping(source.mapping_file)
             except SourceRegistryError as exc:
                 errors.append(str(exc))
-    return errors + _prefix_errors(source)
+    return errors + _prefix_errors(source) + _oai_errors(source)
+
+
+# A setSpec as OAI-PMH 2.0 defines it: unreserved URI characters, `:` between levels.
+_SET_SPEC = re.compile(r"^[A-Za-z0-9\-_.!~*'()]+(:[A-Za-z0-9\-_.!~*'()]+)*$")
+
+
+def _oai_errors(source: Source) -> list[str]:
+    """An OAI base URL that no harvester could request, or sets no OAI server could name."""
+    errors = []
+    url = source.oai_base_url
+    if url is not None and not re.match(r"^https?://[^\s/]+", url):
+        errors.append(f"oai_base_url must be an http(s) URL, got {url!r}")
+    for spec in source.oai_sets:
+        if not _SET_SPEC.match(spec):
+            errors.append(f"oai_sets: {spec!r} is not an OAI-PMH setSpec")
+    if source.oai_sets and not url:
+        errors.append("oai_sets: sets need an oai_base_url to be harvested from")
+    return errors
 
 
 def _prefix_errors(source: Source) -> list[str]:
@@ -338,6 +360,7 @@ def parse_source_row(row: dict[str, object], where: str) -> Source:
         active=_boolean(row.get("active"), where),
         handle_prefixes=_prefixes(row, "handle_prefixes", "hdl", where),
         doi_prefixes=_prefixes(row, "doi_prefixes", "doi", where),
+        oai_sets=tuple(split_prefixes(row.get("oai_sets"))),
     )
     errors = validate_source(source)
     if errors:

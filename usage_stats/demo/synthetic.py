@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from usage_stats.admin.sources import Source, write_sources_csv
+from usage_stats.demo.oai_records import planted_metadata_manifest
 from usage_stats.pipeline.cleaning import REJECTION_REASONS
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.storage.lake import write_leaf, write_month_leaf
@@ -673,6 +674,11 @@ def write_synthetic(
     if with_manifest:
         truth = pl.concat(truth_frames)
         result.manifest = build_manifest(config, sources, truth, all_plants)
+        # The records an OAI-PMH harvest of the repositories must read (drawn apart from the
+        # events' random stream, so the usage figures are what they were without them).
+        result.manifest["metadata"] = planted_metadata_manifest(
+            sources, items_per_site(config), config.seed
+        )
         if manifest_path is not None:
             manifest_path.parent.mkdir(parents=True, exist_ok=True)
             manifest_path.write_text(json.dumps(result.manifest, indent=1, default=str))
