@@ -6,6 +6,7 @@ import assets.beta  # noqa: F401  (first: silences the beta warnings of what fol
 from assets.cleaning import cleaning
 from assets.deltas import item_daily_deltas
 from assets.item_metadata import item_metadata
+from assets.item_metadata_index import item_metadata_index
 from assets.matomo_export import matomo_export
 from assets.metadata import table_schema
 from assets.raw_events import raw_events
@@ -20,7 +21,7 @@ from usage_stats.pipeline.snapshots import SNAPSHOT_SCHEMA
 from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA
 
 usage_assets = [raw_events, cleaning, item_titles, item_daily_deltas, usage_snapshots, stats_index]
-ingest_assets = [matomo_export, item_metadata]
+ingest_assets = [matomo_export, item_metadata, item_metadata_index]
 
 OWNERS = ["team:usage-stats"]
 # Each warehouse table's columns, shown (with their meaning) before anything is materialised.
@@ -46,7 +47,7 @@ def described_assets(store_kind: str) -> list:
             spec = spec.merge_attributes(
                 metadata={"dagster/column_schema": table_schema(SCHEMAS[name])}
             )
-        if name == "stats_index":
+        if name in ("stats_index", "item_metadata_index"):
             spec = spec.replace_attributes(kinds={store_kind})
         return spec
 

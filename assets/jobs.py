@@ -25,7 +25,7 @@ matomo_export_job = define_asset_job(
 # Every source's OAI-PMH records (not partitioned: each run harvests what changed since the last).
 item_metadata_job = define_asset_job(
     "item_metadata_job",
-    selection=AssetSelection.assets("item_metadata"),
+    selection=AssetSelection.assets("item_metadata", "item_metadata_index"),
     description="OAI-PMH harvest of every active source with an OAI base URL: the changes "
-    "since its last completed harvest.",
+    "since its last completed harvest; then the current records into the stats store.",
 )

@@ -33,10 +33,11 @@ ASSET_KEYS = {
         "stats_index",
         "matomo_export",
         "item_metadata",
+        "item_metadata_index",
     )
 }
 # Harvested when the repositories change, not per usage day.
-UNPARTITIONED = {AssetKey("item_metadata")}
+UNPARTITIONED = {AssetKey("item_metadata"), AssetKey("item_metadata_index")}
 CHECK_KEYS = {
     AssetCheckKey(AssetKey("sessions"), "kept_plus_rejected_equals_input"),
     AssetCheckKey(AssetKey("item_daily_deltas"), "no_duplicate_delta_keys"),
@@ -70,6 +71,7 @@ def test_usage_pipeline_job_resolves():
     assert set(job.asset_layer.executable_asset_keys) == ASSET_KEYS - {
         AssetKey("matomo_export"),
         AssetKey("item_metadata"),
+        AssetKey("item_metadata_index"),
     }
     assert set(job.asset_layer.asset_graph.asset_check_keys) == CHECK_KEYS
 
@@ -83,7 +85,10 @@ def test_sensors_and_export_job_are_defined():
     export = defs.resolve_job_def("matomo_export_job")
     assert set(export.asset_layer.executable_asset_keys) == {AssetKey("matomo_export")}
     harvest = defs.resolve_job_def("item_metadata_job")
-    assert set(harvest.asset_layer.executable_asset_keys) == {AssetKey("item_metadata")}
+    assert set(harvest.asset_layer.executable_asset_keys) == {
+        AssetKey("item_metadata"),
+        AssetKey("item_metadata_index"),
+    }
     assert graph_node_of("item_metadata").partitions_def is None
     schedule = defs.resolve_schedule_def("matomo_export_schedule")
     assert schedule.cron_schedule == f"0 {Settings.from_env().export_hour} * * *"
@@ -198,9 +203,7 @@ def asset_graph_description() -> dict:
             "partitions": type(partitions).__name__ if partitions else None,
             "single_run_backfill": node.backfill_policy is not None
             and node.backfill_policy.max_partitions_per_run is None,
-            "checks": sorted(
-                (c.name, graph.get_check_spec(c).blocking) for c in node.check_keys
-            ),
+            "checks": sorted((c.name, graph.get_check_spec(c).blocking) for c in node.check_keys),
             "kinds": sorted(node.kinds),
             "owners": list(node.owners),
             "pools": sorted(node.pools or []),

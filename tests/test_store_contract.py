@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 
+import metadata_support as md
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from conftest import DAYS, generate
 from stores import opensearch_store
 from support import day_tables
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.store import STORED_METADATA_SCHEMA
 
 DATES = [dt.date.fromisoformat(d) for d in DAYS]
 
@@ -170,3 +173,72 @@ def test_item_titles_latest_day_wins_and_old_days_do_not_bring_old_titles_back(s
     store.record_titles(DATES[2], titles((key, "Third day")))
     assert store.titles((key, other)) == {key: "Third day", other: "Other"}
     assert store.record_titles(DATES[2], titles()) == 0
+
+
+def test_item_metadata_exact_rows_upsert_and_idempotent_re_record(store):
+    """Harvested records come back exactly (lists, dates, the deleted flag); a later
+    datestamp replaces, an older one does not, the same one replaces (a correction), and
+    recording the same frame twice changes nothing (on both stores)."""
+    base = f"oai:metadata.example.org:{id(store)}"
+    article, thesis, gone = f"{base}/1", f"{base}/2", f"{base}/3"
+    assert store.item_metadata((article,)).is_empty()
+    assert store.item_metadata(()).schema == STORED_METADATA_SCHEMA
+    records = [
+        md.record(
+            article,
+            title="Artículo: “comillas” y ñ",
+            creators=["Pérez, Ana", "Silva, João", "Smith, J."],
+            publication_date=dt.date(2019, 5, 17),
+            publication_year=2019,
+            resource_type=md.ARTICLE,
+            access_rights=md.EMBARGOED,
+            embargo_end=dt.date(2026, 2, 2),
+            publisher="Revista de Pruebas",
+            doi="10.1234/abc.1",
+            handle="hdl:10669/1",
+            urls=["https://repo.example.org/handle/10669/1"],
+            article_version="VoR",
+        ),
+        md.record(thesis, title="Tesis", resource_type=md.THESIS, access_rights=md.RESTRICTED),
+        md.record(gone, title="Retirado", deleted=True, resource_type=md.BOOK),
+    ]
+    assert store.record_item_metadata(md.frame(*records)) == 3
+    got = store.item_metadata((gone, "oai:nowhere:1", article, thesis, article))
+    assert_frame_equal(got, md.stored(*records))
+    assert store.record_item_metadata(md.frame(*records)) == 3  # idempotent
+    assert_frame_equal(store.item_metadata((article, thesis, gone)), md.stored(*records))
+
+    later = md.record(
+        article,
+        title="Corrected",
+        datestamp=dt.datetime(2026, 2, 1, 12, 30, 15, 123456, tzinfo=dt.UTC),
+        access_rights=md.OPEN,
+    )
+    older = md.record(thesis, title="Old state", datestamp=dt.datetime(2025, 6, 1, tzinfo=dt.UTC))
+    same_day = md.record(gone, title="Retirado (corregido)", deleted=True)
+    assert store.record_item_metadata(md.frame(later, older, same_day)) == 3
+    expected = md.stored(later, records[1], same_day)
+    assert_frame_equal(store.item_metadata((article, thesis, gone)), expected)
+    # two rows of one item in one frame: the later datestamp wins, whatever the order
+    first = md.record(thesis, title="A", datestamp=dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    second = md.record(thesis, title="B", datestamp=dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
+    assert store.record_item_metadata(md.frame(second, first)) == 1
+    assert store.item_metadata((thesis,))["title"].to_list() == ["B"]
+    assert store.record_item_metadata(md.frame()) == 0
+
+
+def test_report_titles_prefer_the_harvested_title(store):
+    base = f"oai:report-titles.example.org:{id(store)}"
+    harvested, untitled, tracked_only = f"{base}/1", f"{base}/2", f"{base}/3"
+    pairs = [(harvested, "Tracker 1"), (untitled, "Tracker 2"), (tracked_only, "Tracker 3")]
+    store.record_titles(DATES[0], pl.DataFrame(pairs, schema=["key", "title"], orient="row"))
+    store.record_item_metadata(
+        md.frame(md.record(harvested, title="Harvested 1"), md.record(untitled, title=None))
+    )
+    assert store.report_titles((harvested, untitled, tracked_only, "oai:nowhere:2")) == {
+        harvested: "Harvested 1",
+        untitled: "Tracker 2",
+        tracked_only: "Tracker 3",
+    }
+    assert store.titles((harvested,)) == {harvested: "Tracker 1"}  # the tracker's, kept
+    assert store.report_titles(()) == {}

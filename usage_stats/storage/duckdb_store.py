@@ -20,12 +20,14 @@ import polars as pl
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
 from usage_stats.storage.store import (
     STORE_TABLES,
+    STORED_METADATA_SCHEMA,
     DayWrite,
     RowFilter,
     StatsStore,
     StatsStoreError,
     day_frames,
     empty_sums,
+    metadata_frame,
 )
 
 _SQL_TYPES = {
@@ -40,6 +42,31 @@ _CREATE_TITLES = (
     "CREATE TABLE IF NOT EXISTS item_titles (key VARCHAR PRIMARY KEY, title VARCHAR NOT NULL, "
     "date DATE NOT NULL)"
 )
+
+
+# Harvested metadata, one row per item (`STORED_METADATA_SCHEMA`); datestamps are stored as UTC
+# without a zone, so no session time zone can shift them. No primary key: `record_item_metadata`
+# keeps keys unique itself, in one transaction, because DuckDB's ON CONFLICT DO UPDATE rewrites
+# 50,000 rows with list columns in about 10 s, where delete-and-insert takes well under one.
+_METADATA_SQL_TYPES = {
+    pl.String(): "VARCHAR",
+    pl.Boolean(): "BOOLEAN",
+    pl.Date(): "DATE",
+    pl.Int32(): "INTEGER",
+    pl.Datetime("us", "UTC"): "TIMESTAMP",
+    pl.List(pl.String()): "VARCHAR[]",
+}
+_METADATA_COLUMNS = ", ".join(STORED_METADATA_SCHEMA)
+_CREATE_METADATA = (
+    "CREATE TABLE IF NOT EXISTS item_metadata ("
+    + ", ".join(
+        f"{name} {_METADATA_SQL_TYPES[dtype]}" for name, dtype in STORED_METADATA_SCHEMA.items()
+    )
+    + ")"
+)
+_NAIVE_UTC = [
+    name for name, dtype in STORED_METADATA_SCHEMA.items() if dtype == pl.Datetime("us", "UTC")
+]
 
 
 def _create_table_sql(table: str) -> str:
@@ -74,6 +101,7 @@ class DuckDBStatsStore(StatsStore):
                 for table in STORE_TABLES:
                     con.execute(_create_table_sql(table))
                 con.execute(_CREATE_TITLES)
+                con.execute(_CREATE_METADATA)
             yield con
         finally:
             con.close()
@@ -134,6 +162,66 @@ class DuckDBStatsStore(StatsStore):
                 list(keys),
             ).fetchall()
         return dict(rows)
+
+    def record_item_metadata(self, metadata: pl.DataFrame) -> int:
+        """In one transaction: delete the stored rows the incoming ones replace (an equal or
+        later datestamp), then insert the incoming rows whose item has no stored row left
+        (those of an older datestamp find theirs and are dropped)."""
+        frame = metadata_frame(metadata).with_columns(
+            pl.col(c).dt.replace_time_zone(None) for c in _NAIVE_UTC
+        )
+        if frame.is_empty():
+            return 0
+        oldest = "TIMESTAMP '-infinity'"
+        with self._connect() as con:
+            con.register("incoming_metadata", frame.to_arrow())
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(
+                    "DELETE FROM item_metadata USING incoming_metadata i "
+                    "WHERE item_metadata.item_key = i.item_key "
+                    f"AND coalesce(i.datestamp, {oldest}) "
+                    f">= coalesce(item_metadata.datestamp, {oldest})"
+                )
+                con.execute(
+                    f"INSERT INTO item_metadata SELECT {_METADATA_COLUMNS} "
+                    "FROM incoming_metadata i WHERE NOT EXISTS "
+                    "(SELECT 1 FROM item_metadata m WHERE m.item_key = i.item_key)"
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                con.unregister("incoming_metadata")
+        return frame.height
+
+    def item_metadata(self, keys: tuple[str, ...]) -> pl.DataFrame:
+        """A join with the keys as a registered frame: one statement however many keys (a
+        repository's IR asks for tens of thousands)."""
+        empty = pl.DataFrame(schema=STORED_METADATA_SCHEMA)
+        if not keys:
+            return empty
+        wanted = pl.DataFrame(
+            {"item_key": list(dict.fromkeys(keys))}, schema={"item_key": pl.String}
+        )
+        with self._connect(read_only=True) as con:
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'item_metadata'"
+            ).fetchall()[0][0]
+            if not exists:  # a store written before metadata was kept
+                return empty
+            con.register("wanted_keys", wanted.to_arrow())
+            columns = ", ".join(f"m.{c}" for c in STORED_METADATA_SCHEMA)
+            table = con.sql(
+                f"SELECT {columns} FROM item_metadata m JOIN wanted_keys w USING (item_key) "
+                "ORDER BY m.item_key"
+            ).to_arrow_table()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame.with_columns(pl.col(c).dt.replace_time_zone("UTC") for c in _NAIVE_UTC).cast(
+            STORED_METADATA_SCHEMA
+        )
 
     def optimize(self) -> float:
         """Rewrite both tables ordered by scope, key and date, in one transaction.

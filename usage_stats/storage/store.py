@@ -16,6 +16,30 @@ import polars as pl
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
 
 STORE_TABLES = ("usage_deltas", "usage_snapshots")
+# What the stats store keeps of each harvested record (`ITEM_METADATA_SCHEMA`): the fields the
+# web services answer with (titles, SUSHI item reports). The web app reads only the stats store
+# and the admin DB, so these travel from the warehouse into the store; the rest of the record
+# (subjects, funders, problems...) stays in the warehouse.
+STORED_METADATA_SCHEMA = pl.Schema(
+    {
+        "item_key": pl.String(),
+        "source_key": pl.String(),
+        "datestamp": pl.Datetime("us", "UTC"),
+        "deleted": pl.Boolean(),
+        "title": pl.String(),
+        "creators": pl.List(pl.String()),
+        "publication_date": pl.Date(),
+        "publication_year": pl.Int32(),
+        "resource_type": pl.String(),
+        "access_rights": pl.String(),
+        "embargo_end": pl.Date(),
+        "publisher": pl.String(),
+        "doi": pl.String(),
+        "handle": pl.String(),
+        "urls": pl.List(pl.String()),
+        "article_version": pl.String(),
+    }
+)
 # Columns `sums` can group by; `month` is the first day of the calendar month of `date`, computed
 # in the store so a year of daily rows per item is not shipped to the caller to be re-bucketed.
 SUM_GROUPS = ("date", "month", "site_id", "level", "country", "owner_site_id", "key")
@@ -86,6 +110,46 @@ class StatsStore(ABC):
     @abstractmethod
     def titles(self, keys: tuple[str, ...]) -> dict[str, str]:
         """The known titles of `keys` (an untitled item is absent)."""
+
+    @abstractmethod
+    def record_item_metadata(self, metadata: pl.DataFrame) -> int:
+        """Harvested records (`ITEM_METADATA_SCHEMA`, or at least the columns of
+        `STORED_METADATA_SCHEMA`) replace the stored rows of their items, one row per
+        `item_key`: a record whose datestamp is older than the stored one's is ignored (a late
+        or repeated harvest never brings an old state back), an equal one replaces it (re-
+        recording is idempotent). A deleted record is kept with `deleted` true and its last
+        known fields, so reports on past usage still describe the item. Returns how many items
+        were given (`metadata_frame` rows)."""
+
+    @abstractmethod
+    def item_metadata(self, keys: tuple[str, ...]) -> pl.DataFrame:
+        """The stored metadata of `keys` (`STORED_METADATA_SCHEMA`, ordered by `item_key`;
+        items without metadata are absent).
+
+        This is the only metadata read SUSHI needs: the Data_Type / Access_Type / YOP filters
+        are applied by the report builder to the items that have usage in the report's period
+        (`usage_stats.web.sushi`), not by a store-side search for matching keys. Access_Type
+        depends on the day of use (an embargo ends), and items without metadata must still
+        match `Unspecified` / `0001`, neither of which a search of stored records can answer;
+        and the report's items are already known from the usage query, so fetching their
+        rows by key (one join in DuckDB, `mget` pages by id in OpenSearch) costs one round
+        trip per few thousand items, well under a second for a repository's tens of
+        thousands."""
+
+    def report_titles(self, keys: tuple[str, ...]) -> dict[str, str]:
+        """The title reports and widgets show: the harvested record's (issue 14: the
+        repository's own description), else the tracker's (`titles`: a page title anyone who
+        sends tracking requests can set), for items not harvested or harvested untitled."""
+        if not keys:
+            return {}
+        harvested = {
+            key: title
+            for key, title in self.item_metadata(keys).select("item_key", "title").iter_rows()
+            if title
+        }
+        missing = tuple(k for k in keys if k not in harvested)
+        tracked = self.titles(missing) if missing else {}
+        return {**tracked, **harvested}
 
     @abstractmethod
     def optimize(self) -> float:
@@ -201,6 +265,24 @@ class StatsStore(ABC):
         top items) or of items owned by `owner_site_ids` (a repository's top items)."""
         where = (RowFilter(None, site_ids, owner_site_ids),)
         return self.top_where(scope, start, end, metric, limit, where)
+
+
+def metadata_frame(metadata: pl.DataFrame) -> pl.DataFrame:
+    """Harvested records as the store keeps them: `STORED_METADATA_SCHEMA`'s columns, no row
+    without an item key, one row per item (the latest datestamp; among equals, the last
+    harvested, then the first source key, so the choice never depends on row order)."""
+    missing = [c for c in STORED_METADATA_SCHEMA if c not in metadata.columns]
+    if missing:
+        raise ValueError(f"item metadata lacks column(s) {missing}")
+    order = [c for c in ("datestamp", "harvested_at") if c in metadata.columns]
+    frame = metadata.filter(pl.col("item_key").is_not_null() & (pl.col("item_key") != ""))
+    frame = frame.sort(
+        [*order, "source_key"],
+        descending=[*([True] * len(order)), False],
+        nulls_last=True,
+    )
+    frame = frame.unique("item_key", keep="first", maintain_order=True)
+    return frame.select(list(STORED_METADATA_SCHEMA)).cast(STORED_METADATA_SCHEMA).sort("item_key")
 
 
 def check_groups(by: tuple[str, ...], distinct: tuple[str, ...] = ()) -> None:

@@ -170,7 +170,7 @@ def item_statistics(
         ever = ctx.store.sums("item", dt.date(1970, 1, 1), dt.date(9999, 12, 31), keys=(key,))
         if not any(ever.row(0)):
             raise ApiError(404, "identifier", f"no usage is recorded for identifier {key!r}")
-    payload["title"] = ctx.store.titles((key,)).get(key)
+    payload["title"] = ctx.store.report_titles((key,)).get(key)
     payload["owner"] = _source_info(owner) if owner else None
     return _answer(request, payload, format, table, f"item-{key}")
 
@@ -353,7 +353,7 @@ def _ranking(
     count = parse_int(query.limit, "limit", 10, 1, 1000)
     scope = "item" if what == "items" else "source"
     ranked = _ranked(ctx, scope, first, last, chosen_metric, count, reach.items)
-    titles = ctx.store.titles(tuple(key for key, _ in ranked)) if what == "items" else {}
+    titles = ctx.store.report_titles(tuple(key for key, _ in ranked)) if what == "items" else {}
     rows = []
     for rank, (key, metrics) in enumerate(ranked, start=1):
         if what == "items":

@@ -17,6 +17,12 @@ to the month's end has been processed (admin DB processing status): `/r51/report
 exactly those months, and a report returns usage for exactly those, naming the others in 3031
 (not processed yet) or 3032 (before the first processed month). Usage of a month still being
 processed is never returned, so a harvester cannot store a partial month as final.
+
+Item reports describe each item by its harvested record (`StatsStore.item_metadata`): title,
+authors, dates, version, publisher, identifiers, and the COUNTER Data_Type, YOP and Access_Type
+the vocabularies map its resource type, year and access rights to (`_item_rows`). Access_Type
+is the item's on the day of use, so an embargo ending inside the period splits its usage. An
+item without a record is Unspecified, YOP 0001, Open; IR_A1 (journal articles) leaves it out.
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from usage_stats.admin.db import AdminDbError, ensure_current
 from usage_stats.admin.sushi import Customer, get_customer, list_customers, verify_api_key
+from usage_stats.metadata.vocabularies import (
+    ARTICLE_VERSIONS,
+    COUNTER_ITEM_DATA_TYPES,
+    EMBARGOED_ACCESS,
+    counter_access_type,
+    counter_data_type,
+)
 from usage_stats.pipeline.identifiers import normalize_identifier
 from usage_stats.storage.store import StatsStoreError
 from usage_stats.web.common import WebContext, today
@@ -394,12 +407,19 @@ METRIC_COLUMNS = {
     "Unique_Item_Requests": "unique_item_requests",
 }
 REQUESTS = ("Total_Item_Requests", "Unique_Item_Requests")
-# What is true of all our usage: repositories' items are open to everyone, there is no text and
-# data mining channel, we hold no item type or year of publication (COUNTER: YOP 0001 = unknown).
+# What an item's harvested record does not say (and what the platform report, which is not split
+# by item, shows): no item type is Unspecified, an unknown year of publication is 0001 (COUNTER);
+# without an access right the item is Open, as a repository's items are open to everyone unless
+# its record says otherwise. There is no text and data mining channel: every use is Regular.
 DATA_TYPE = "Unspecified"
 ACCESS_METHOD = "Regular"
 ACCESS_TYPE = "Open"
 YOP_UNKNOWN = "0001"
+# Item-level elements of IR (Attributes_To_Show; always in IR_A1): shown beside Item, not in
+# Attribute_Performance.
+ITEM_ELEMENTS = ("Authors", "Publication_Date", "Article_Version")
+IR_DATA_TYPES = tuple(sorted(COUNTER_ITEM_DATA_TYPES))
+MAX_AUTHORS = 3  # the specification's Authors holds at most three
 # The Code of Practice's value lists (COUNTER_SUSHI API enums), to tell a value we do not
 # support (3060) from one we apply.
 PR_DATA_TYPES = (
@@ -462,14 +482,15 @@ REPORTS = {
                 + ("include_component_details", "item_id", "author", "exclude_monthly_details")
                 + EXTENSION_FILTERS
             ),
-            ("YOP", "Access_Type", "Access_Method", "Country_Name", "Country_Code"),
+            (*ITEM_ELEMENTS, "YOP", "Access_Type", "Access_Method", "Country_Name", "Country_Code"),
             item_report=True,
         ),
         ReportSpec(
             "ir_a1",
             "IR_A1",
             "Journal Article Requests",
-            "Standard View of IR: requests per item (repository items are open).",
+            "Standard View of IR: requests of the journal articles (harvested records whose "
+            "type is a journal article, Data_Type Article).",
             frozenset(COMMON),
             item_report=True,
             standard_view=True,
@@ -551,13 +572,16 @@ def _report_request(request: Request, spec: ReportSpec) -> ReportRequest:
             parsed.metrics = supported
             parsed.filters["Metric_Type"] = supported
     if given("data_type"):
+        # IR: any item Data_Type, applied to each item's (from its harvested record). PR is
+        # not split by item, so its one Data_Type is Unspecified.
         values = _values(q["data_type"])
-        applied = [DATA_TYPE] if any(v.lower() == DATA_TYPE.lower() for v in values) else []
+        allowed = IR_DATA_TYPES if spec.item_report else (DATA_TYPE,)
+        why = "not an item Data_Type" if spec.item_report else "the platform is not split by type"
+        applied = [c for c in allowed if c.lower() in {v.lower() for v in values}]
         bad_filters += [
-            f"data_type={_printable(v)}"
-            + (" (item types are not known here)" if _canonical(v, PR_DATA_TYPES) else "")
+            f"data_type={_printable(v)}" + (f" ({why})" if _canonical(v, PR_DATA_TYPES) else "")
             for v in values
-            if v.lower() != DATA_TYPE.lower()
+            if not _canonical(v, allowed)
         ]
         if applied:
             parsed.filters["Data_Type"] = applied
@@ -572,7 +596,8 @@ def _report_request(request: Request, spec: ReportSpec) -> ReportRequest:
             bad_filters += [f"{name}={_printable(v)}" for v in values if not _canonical(v, allowed)]
             if applied:
                 parsed.filters[label] = applied
-                parsed.excluded |= ours not in applied
+                # Access_Type is an item's, applied to its rows by the report builder.
+                parsed.excluded |= name == "access_method" and ours not in applied
     if given("yop"):
         ranges = []
         for value in _values(q["yop"]):
@@ -582,8 +607,7 @@ def _report_request(request: Request, spec: ReportSpec) -> ReportRequest:
             else:
                 ranges.append(value)
         if ranges:
-            parsed.filters["YOP"] = ranges
-            parsed.excluded |= not any(r[:4] <= YOP_UNKNOWN <= (r[5:] or r[:4]) for r in ranges)
+            parsed.filters["YOP"] = ranges  # applied to each item's YOP by the report builder
     if given("item_id"):
         raw = q["item_id"].strip()
         key = normalize_identifier(raw) if raw and len(raw) <= 1000 and "\x00" not in raw else None
@@ -667,18 +691,48 @@ def namespace(platform: str) -> str:
 _DOI = re.compile(r"10\.[1-9][0-9]{3}[0-9.]*/.+")
 
 
-def item_ids(key: str, platform: str) -> dict:
-    """Item_ID of an item key: always a proprietary ID in our namespace (every key is one),
-    its DOI when the key is one, and a resolvable URI where the key implies one."""
+def _doi_uri(doi: str) -> str:
+    return "https://doi.org/" + urllib.parse.quote(doi, safe="/:;()._-")
+
+
+def _handle_uri(handle: str) -> str | None:
+    return (
+        "https://hdl.handle.net/" + urllib.parse.quote(handle[4:], safe="/._-")
+        if handle.startswith("hdl:") and "/" in handle
+        else None
+    )
+
+
+def item_ids(
+    key: str,
+    platform: str,
+    doi: str | None = None,
+    handle: str | None = None,
+    urls: tuple[str, ...] | list[str] = (),
+) -> dict:
+    """Item_ID of an item key: always a proprietary ID in our namespace (every key is one);
+    the DOI of the key, else of its harvested record; a URI: the one the key implies (DOI or
+    handle resolver, a URL key), else the record's DOI, handle, then first web address, so a
+    persistent identifier is preferred to a landing page that may move."""
     ids: dict = {}
     uri = None
     if _DOI.fullmatch(key):
         ids["DOI"] = key
-        uri = "https://doi.org/" + urllib.parse.quote(key, safe="/:;()._-")
+        uri = _doi_uri(key)
     elif key.startswith("hdl:") and "/" in key:
-        uri = "https://hdl.handle.net/" + urllib.parse.quote(key[4:], safe="/._-")
+        uri = _handle_uri(key)
     elif re.fullmatch(r"https?://[^\s]+", key):
         uri = key
+    if "DOI" not in ids and doi and _DOI.fullmatch(doi):
+        ids["DOI"] = doi
+    if uri is None:
+        web = [u.strip() for u in urls if re.fullmatch(r"https?://\S+", u.strip())]
+        if "DOI" in ids:
+            uri = _doi_uri(ids["DOI"])
+        elif handle and _handle_uri(handle):
+            uri = _handle_uri(handle)
+        elif web:
+            uri = urllib.parse.quote(web[0], safe=":/?#[]@!$&'()*+,;=%~")
     ids["Proprietary"] = f"{namespace(platform)}:{key}"
     if uri:
         ids["URI"] = uri
@@ -696,37 +750,58 @@ def _country_code(country: pl.Expr) -> pl.Expr:
 class Entry:
     """One report item (the platform, or one repository item) and its usage per attribute
     combination: `(attributes, {metric: {yyyy-mm: n}})`, non-zero months and metrics only.
-    The JSON and the tabular form are both written from these, so they cannot disagree."""
+    `elements` are the item-level elements the JSON shows beside Item (Authors,
+    Publication_Date, Article_Version); `columns` the same values as tabular cells. The JSON
+    and the tabular form are both written from these, so they cannot disagree."""
 
     key: str
     columns: dict[str, str]
     item_id: dict
     groups: list[tuple[dict[str, str], dict[str, dict[str, int]]]]
+    elements: dict = field(default_factory=dict)
+
+
+def _shown(request: ReportRequest) -> list[str]:
+    """The attribute columns a report's rows are split by: IR_A1 by Access_Type (its one
+    attribute), IR by Data_Type and the YOP / Access_Type asked for, PR by its Data_Type."""
+    if request.spec.report_id == "IR_A1":
+        return ["Access_Type"]
+    if not request.spec.item_report:
+        return ["Data_Type"]
+    return ["Data_Type", *(a for a in ("YOP", "Access_Type") if a in request.attributes)]
 
 
 def _groups(
     frame: pl.DataFrame, request: ReportRequest
 ) -> list[tuple[dict[str, str], dict[str, dict[str, int]]]]:
-    """One item's (or the platform's) monthly rows, split by the attributes to show; rows
-    whose shown attributes are equal (two unknown countries) are one group."""
-    fixed: dict[str, str] = {}
-    if request.spec.report_id == "IR_A1":
-        fixed["Access_Type"] = ACCESS_TYPE
-    else:
-        fixed["Data_Type"] = DATA_TYPE
-    constant = {"YOP": YOP_UNKNOWN, "Access_Type": ACCESS_TYPE, "Access_Method": ACCESS_METHOD}
-    fixed |= {a: constant[a] for a in request.attributes if a in constant}
+    """One item's (or the platform's) monthly rows, split by the attributes shown; rows whose
+    shown attributes are equal (two unknown countries, two days of one month with the same
+    Access_Type) are one group. `frame` has `month`, the metrics and the columns of
+    `_shown(request)` (PR: filled here with its constant Data_Type)."""
+    shown = _shown(request)
+    if "Data_Type" in shown and "Data_Type" not in frame.columns:
+        frame = frame.with_columns(pl.lit(DATA_TYPE).alias("Data_Type"))
+    fixed = {"Access_Method": ACCESS_METHOD} if "Access_Method" in request.attributes else {}
     by_country = {"Country_Code", "Country_Name"} & set(request.attributes)
     if by_country:
         frame = frame.with_columns(_country_code(pl.col("country")).alias("_cc"))
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("_cc"))
-    summed = frame.group_by("_cc", "month").agg(*[pl.col(c).sum() for c in METRIC_COLUMNS.values()])
+    split = [*shown, "_cc"]
+    summed = frame.group_by(*split, "month").agg(
+        *[pl.col(c).sum() for c in METRIC_COLUMNS.values()]
+    )
     out = []
-    for (code,), part in sorted(
-        summed.partition_by("_cc", as_dict=True).items(), key=lambda kv: kv[0][0] or ""
+    for values, part in sorted(
+        summed.partition_by(split, as_dict=True).items(),
+        key=lambda kv: tuple(v or "" for v in kv[0]),
     ):
-        attributes = dict(fixed)
+        attributes = {name: value for name, value in zip(shown, values, strict=False)}
+        attributes = {
+            k: attributes[k] for k in ("Data_Type", "YOP", "Access_Type") if k in attributes
+        }
+        attributes |= fixed
+        code = values[-1]
         if code and "Country_Name" in request.attributes:
             attributes["Country_Name"] = COUNTRIES[code]
         if code and "Country_Code" in request.attributes:
@@ -745,6 +820,135 @@ def _groups(
     return out
 
 
+def _yop(year: pl.Expr) -> pl.Expr:
+    """COUNTER's YOP: four digits, 0001 when the year is unknown (or not a year 1-9999)."""
+    known = year.is_not_null() & (year >= 1) & (year <= 9999)
+    return pl.when(known).then(year.cast(pl.String).str.zfill(4)).otherwise(pl.lit(YOP_UNKNOWN))
+
+
+def _described(metadata: pl.DataFrame) -> pl.DataFrame:
+    """Per item key: its Data_Type and YOP from its harvested record (each distinct resource
+    type mapped once by `counter_data_type`, the vocabularies' one mapping)."""
+    types = metadata.get_column("resource_type").unique().to_list()
+    data_types = {t: counter_data_type(t) for t in types if t is not None}
+    return metadata.select(
+        pl.col("item_key").alias("key"),
+        pl.col("resource_type")
+        .replace_strict(data_types, default=DATA_TYPE, return_dtype=pl.String)
+        .alias("Data_Type"),
+        _yop(pl.col("publication_year")).alias("YOP"),
+        "access_rights",
+        "embargo_end",
+    )
+
+
+def _access_types(frame: pl.DataFrame) -> pl.DataFrame:
+    """Each row's Access_Type on its `date` (`counter_access_type`, evaluated once per distinct
+    access right, embargo end and date); Open where the record states no access right."""
+    combos = frame.select("access_rights", "embargo_end", "date").unique()
+    combos = combos.with_columns(
+        pl.Series(
+            "Access_Type",
+            [
+                counter_access_type(rights, end, day) or ACCESS_TYPE
+                for rights, end, day in combos.iter_rows()
+            ],
+            dtype=pl.String,
+        )
+    )
+    return frame.join(
+        combos, on=["access_rights", "embargo_end", "date"], how="left", nulls_equal=True
+    )
+
+
+def _keep(frame: pl.DataFrame, request: ReportRequest) -> pl.DataFrame:
+    """The filters on item attributes: IR_A1's Data_Type Article, and IR's Data_Type, YOP and
+    Access_Type filters, applied to each row's own values (unknown: Unspecified, 0001, Open)."""
+    data_types = ["Article"] if request.spec.report_id == "IR_A1" else None
+    data_types = request.filters.get("Data_Type", data_types)
+    if data_types is not None:
+        frame = frame.filter(pl.col("Data_Type").is_in(data_types))
+    if "Access_Type" in request.filters:
+        frame = frame.filter(pl.col("Access_Type").is_in(request.filters["Access_Type"]))
+    if "YOP" in request.filters:
+        within = [
+            pl.col("YOP").is_between(pl.lit(r[:4]), pl.lit(r[5:] or r[:4]))
+            for r in request.filters["YOP"]
+        ]
+        frame = frame.filter(pl.any_horizontal(within))
+    return frame
+
+
+def _item_rows(
+    ctx: WebContext,
+    customer: Customer,
+    request: ReportRequest,
+    first: dt.date,
+    last: dt.date,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The customer's items' usage per key and month (and country), with each row's Data_Type,
+    YOP and Access_Type, filtered; and the stored metadata of the items with usage.
+
+    Access_Type is the item's on the day of use: an embargo that ends inside the period splits
+    the item's usage at its end date. Months are evaluated on their first day, except for the
+    few items whose embargo ends on another day of the period: those are read per day."""
+    countries = request.country or {"Country_Code", "Country_Name"} & set(request.attributes)
+    extra = ("country",) if countries else ()
+    keys = (request.item_key,) if request.item_key else None
+    monthly = ctx.store.sums(
+        "item",
+        first,
+        last,
+        keys=keys,
+        owner_site_ids=customer.site_ids,
+        by=("key", "month", *extra),
+    )
+    monthly = _only_country(monthly, request.country)
+    metadata = ctx.store.item_metadata(tuple(monthly.get_column("key").unique().sort()))
+    described = _described(metadata)
+    end = pl.col("embargo_end")
+    mid_month = described.filter(
+        (pl.col("access_rights") == EMBARGOED_ACCESS)
+        & (end > first)
+        & (end <= last)
+        & (end.dt.day() != 1)
+    ).get_column("key")
+    monthly = monthly.with_columns(pl.col("month").alias("date"))
+    if not mid_month.is_empty():
+        daily = ctx.store.sums(
+            "item",
+            first,
+            last,
+            keys=tuple(mid_month.to_list()),
+            owner_site_ids=customer.site_ids,
+            by=("key", "date", *extra),
+        )
+        daily = _only_country(daily, request.country).with_columns(
+            pl.col("date").dt.truncate("1mo").alias("month")
+        )
+        monthly = pl.concat(
+            [
+                monthly.filter(~pl.col("key").is_in(mid_month.implode())),
+                daily.select(monthly.columns),
+            ]
+        )
+    rows = monthly.join(described, on="key", how="left").with_columns(
+        pl.col("Data_Type").fill_null(DATA_TYPE), pl.col("YOP").fill_null(YOP_UNKNOWN)
+    )
+    return _keep(_access_types(rows), request), metadata
+
+
+def _authors(creators: list[str] | None) -> list[str]:
+    """The first three distinct creators the specification accepts (a name of two characters
+    or more), in the record's order."""
+    names: list[str] = []
+    for name in creators or []:
+        name = " ".join(name.split())
+        if len(name) >= 2 and name not in names:
+            names.append(name)
+    return names[:MAX_AUTHORS]
+
+
 def _entries(
     ctx: WebContext, customer: Customer, request: ReportRequest, first: dt.date, last: dt.date
 ) -> list[Entry]:
@@ -758,36 +962,51 @@ def _entries(
         frame = _only_country(frame, request.country)
         groups = _groups(frame, request)
         return [Entry(platform, {"Platform": platform}, {}, groups)] if groups else []
-    frame = ctx.store.sums(
-        "item",
-        first,
-        last,
-        keys=(request.item_key,) if request.item_key else None,
-        owner_site_ids=customer.site_ids,
-        by=("key", *by),
-    )
-    frame = _only_country(frame, request.country)
-    publisher = ", ".join(
+    frame, metadata = _item_rows(ctx, customer, request, first, last)
+    records = {row["item_key"]: row for row in metadata.iter_rows(named=True)}
+    repository = ", ".join(
         (source.name if (source := ctx.source(s)) and source.name else str(s))
         for s in customer.site_ids
+    )
+    shown = set(request.attributes) | (
+        set(ITEM_ELEMENTS) if request.spec.report_id == "IR_A1" else set()
     )
     entries = []
     for (key,), part in sorted(frame.partition_by("key", as_dict=True).items()):
         groups = _groups(part, request)
-        if groups:
-            ids = item_ids(key, platform)
-            columns = {
-                "Item": key,
-                "Publisher": publisher,
-                "Platform": platform,
-                "DOI": ids.get("DOI", ""),
-                "Proprietary_ID": ids["Proprietary"],
-                "URI": ids.get("URI", ""),
-            }
-            entries.append(Entry(key, columns, ids, groups))
-    titles = ctx.store.titles(tuple(e.key for e in entries)) if entries else {}
+        if not groups:
+            continue
+        record = records.get(key) or {}
+        ids = item_ids(
+            key, platform, record.get("doi"), record.get("handle"), record.get("urls") or ()
+        )
+        authors = _authors(record.get("creators"))
+        published = record.get("publication_date")
+        version = record.get("article_version")
+        elements: dict = {}
+        if "Authors" in shown and authors:
+            elements["Authors"] = [{"Name": name} for name in authors]
+        if "Publication_Date" in shown and published:
+            elements["Publication_Date"] = published.isoformat()
+        if "Article_Version" in shown and version in ARTICLE_VERSIONS:
+            elements["Article_Version"] = version
+        columns = {
+            "Item": record.get("title") or key,
+            "Publisher": record.get("publisher") or repository,
+            "Platform": platform,
+            "Authors": "; ".join(authors),
+            "Publication_Date": published.isoformat() if published else "",
+            "Article_Version": elements.get("Article_Version", ""),
+            "DOI": ids.get("DOI", ""),
+            "Proprietary_ID": ids["Proprietary"],
+            "URI": ids.get("URI", ""),
+        }
+        entries.append(Entry(key, columns, ids, groups, elements))
+    untitled = tuple(e.key for e in entries if not (records.get(e.key) or {}).get("title"))
+    titles = ctx.store.titles(untitled) if untitled else {}
     for entry in entries:
-        entry.columns["Item"] = titles.get(entry.key) or entry.key
+        if entry.key in titles:
+            entry.columns["Item"] = titles[entry.key] or entry.key
     return entries
 
 
@@ -823,6 +1042,7 @@ def _json_items(entries: list[Entry], request: ReportRequest, first_month: str) 
             "Item": entry.columns["Item"],
             "Publisher": entry.columns["Publisher"],
             "Platform": entry.columns["Platform"],
+            **entry.elements,
             "Item_ID": entry.item_id,
             "Attribute_Performance": [
                 {**attrs, "Performance": performance(c)} for attrs, c in entry.groups
@@ -1024,7 +1244,8 @@ def _endpoint(spec: ReportSpec) -> Callable[..., Response]:
 
 PARAMETER_DOCS = {
     "metric_type": "Report_Filter: Metric_Types separated by |",
-    "data_type": "Report_Filter: Data_Types separated by | (Unspecified is what we report)",
+    "data_type": "Report_Filter: Data_Types separated by | (IR: each item's, from its harvested "
+    "record, Unspecified without one; PR: Unspecified)",
     "access_method": "Report_Filter: Regular and/or TDM",
     "access_type": "Report_Filter: Controlled, Open and/or Free_To_Read",
     "yop": "Report_Filter: years of publication yyyy or yyyy-yyyy separated by |",

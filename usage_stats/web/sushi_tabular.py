@@ -36,6 +36,7 @@ HEADER_LABELS = (
     "Registry_Record",
 )
 ITEM_COLUMNS = ("Item", "Publisher", "Publisher_ID", "Platform")
+ITEM_ELEMENTS = ("Authors", "Publication_Date", "Article_Version")
 ITEM_IDENTIFIERS = ("DOI", "Proprietary_ID", "ISBN", "Print_ISSN", "Online_ISSN", "URI")
 PARENT_COLUMNS = (
     "Parent_Title",
@@ -92,11 +93,13 @@ def columns(request: ReportRequest) -> list[str]:
     if not request.spec.item_report:
         out = ["Platform", "Data_Type"]
     else:
-        out = [*ITEM_COLUMNS, *ITEM_IDENTIFIERS]
+        # Authors, Publication_Date and Article_Version are item columns: after Platform.
+        elements = [a for a in ITEM_ELEMENTS if a in request.attributes]
+        out = [*ITEM_COLUMNS, *elements, *ITEM_IDENTIFIERS]
         if request.parent_details:
             out += PARENT_COLUMNS
         out.append("Data_Type")
-    return out + list(request.attributes)
+    return out + [a for a in request.attributes if a not in ITEM_ELEMENTS]
 
 
 def _value(value: object) -> str:

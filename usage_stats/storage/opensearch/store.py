@@ -31,11 +31,13 @@ from usage_stats.storage.opensearch import queries, writes
 from usage_stats.storage.opensearch.client import Connection
 from usage_stats.storage.store import (
     STORE_TABLES,
+    STORED_METADATA_SCHEMA,
     DayWrite,
     RowFilter,
     StatsStore,
     StatsStoreError,
     day_frames,
+    metadata_frame,
 )
 
 COMPAT_PREFIX = "usage-stats"
@@ -73,7 +75,9 @@ class OpenSearchStatsStore(StatsStore):
         # The original service reads the regional network from `<compat_prefix>-*`: none of
         # our own indices may match it when the set is written (the compatibility set under
         # `<prefix>-compat`, as the tests keep it, is fine: `delete_all` then drops both).
-        ours = [f"{self.prefix}-{name}" for name in ("deltas", "snapshots", "titles")]
+        ours = [
+            f"{self.prefix}-{name}" for name in ("deltas", "snapshots", "titles", "item-metadata")
+        ]
         if self.sources is not None and (
             self.prefix == self.compat_prefix
             or any(
@@ -114,6 +118,9 @@ class OpenSearchStatsStore(StatsStore):
 
     def titles_index(self) -> str:
         return f"{self.prefix}-titles"
+
+    def metadata_index(self) -> str:
+        return f"{self.prefix}-item-metadata"
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -261,6 +268,59 @@ class OpenSearchStatsStore(StatsStore):
                 )
         con.call("refresh", lambda: con.client.indices.refresh(index=index))
         return frame.height
+
+    def record_item_metadata(self, metadata: pl.DataFrame) -> int:
+        frame = metadata_frame(metadata)
+        if frame.is_empty():
+            return 0
+        con = self.connection
+        index = self.metadata_index()
+        if not con.call("item metadata index", lambda: con.client.indices.exists(index=index)):
+            body = writes.metadata_index_body(self.replicas)
+            con.call(
+                "item metadata index",
+                lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
+            )
+        lines = writes.metadata_lines(frame, index)
+        for start in range(0, lines.len(), self.batch_size):
+            body = lines.slice(start, self.batch_size).str.join("\n").item() + "\n"
+            result = con.call("item metadata", lambda b=body: con.client.bulk(body=b))
+            refused = [
+                item["index"]
+                for item in result.get("items", [])
+                if item["index"].get("error") and item["index"].get("status") != 409
+            ]
+            if refused:
+                raise StatsStoreError(
+                    f"OpenSearch refused {len(refused)} item metadata record(s): "
+                    f"{refused[0]['error']}"
+                )
+        con.call("refresh", lambda: con.client.indices.refresh(index=index))
+        return frame.height
+
+    def item_metadata(self, keys: tuple[str, ...]) -> pl.DataFrame:
+        """`mget` by id in pages of `batch_size` ids (ids are the keys)."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return pl.DataFrame(schema=STORED_METADATA_SCHEMA)
+        con = self.connection
+        index = self.metadata_index()
+        ids = writes.document_ids_within_limit(pl.Series(unique, dtype=pl.String)).to_list()
+        found: list[dict] = []
+        for start in range(0, len(ids), self.batch_size):
+            page = ids[start : start + self.batch_size]
+            try:
+                result = con.call(
+                    "item metadata",
+                    lambda p=page: con.client.mget(index=index, body={"ids": p}),
+                )
+            except StatsStoreError as exc:
+                if "index_not_found" in str(exc):  # nothing harvested yet
+                    return pl.DataFrame(schema=STORED_METADATA_SCHEMA)
+                raise
+            found += [d["_source"] for d in result.get("docs", []) if d.get("found")]
+        frame = writes.metadata_documents(found, STORED_METADATA_SCHEMA)
+        return frame.sort("item_key")
 
     def optimize(self) -> float:
         """Nothing to arrange: OpenSearch merges segments by itself and every query is served

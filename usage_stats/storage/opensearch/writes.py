@@ -63,6 +63,77 @@ def titles_index_body(replicas: int) -> dict[str, Any]:
     }
 
 
+# Harvested metadata (`STORED_METADATA_SCHEMA`) as documents: read back by id only, so nothing
+# but the key is searchable; dates travel as ISO strings.
+_METADATA_FIELDS: dict[str, dict[str, Any]] = {
+    "item_key": {"type": "keyword"},
+    "source_key": {"type": "keyword"},
+    "datestamp": {"type": "date", "format": "strict_date_optional_time"},
+    "deleted": {"type": "boolean"},
+    "title": {"type": "text", "index": False},
+    "creators": {"type": "keyword", "index": False},
+    "publication_date": {"type": "date", "format": "strict_date"},
+    "publication_year": {"type": "integer"},
+    "resource_type": {"type": "keyword"},
+    "access_rights": {"type": "keyword"},
+    "embargo_end": {"type": "date", "format": "strict_date"},
+    "publisher": {"type": "keyword", "index": False},
+    "doi": {"type": "keyword"},
+    "handle": {"type": "keyword"},
+    "urls": {"type": "keyword", "index": False},
+    "article_version": {"type": "keyword"},
+}
+
+
+def metadata_index_body(replicas: int) -> dict[str, Any]:
+    return {
+        "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+        "mappings": {"dynamic": "strict", "properties": _METADATA_FIELDS},
+    }
+
+
+def metadata_lines(metadata: pl.DataFrame, index: str) -> pl.Series:
+    """One document per item whose external version is its datestamp in microseconds: an
+    older record is refused (409, expected), the same datestamp replaces (`external_gte`),
+    as titles are versioned by day."""
+    ids = document_ids_within_limit(metadata.get_column("item_key"))
+    version = pl.col("datestamp").dt.epoch("us").fill_null(0).clip(lower_bound=0)
+    encoded = metadata.with_columns(
+        version.alias("_version"),
+        pl.col("datestamp").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+        *(pl.col(c).cast(pl.String) for c in ("publication_date", "embargo_end")),
+    )
+    action = pl.struct(
+        pl.struct(
+            pl.lit(index).alias("_index"),
+            pl.lit(ids).alias("_id"),
+            pl.col("_version").alias("version"),
+            pl.lit("external_gte").alias("version_type"),
+        ).alias("index")
+    ).struct.json_encode()
+    document = pl.struct(*_METADATA_FIELDS).struct.json_encode()
+    lines = encoded.select(pl.concat_str([action, pl.lit("\n"), document]).alias("line"))
+    return lines.get_column("line")
+
+
+def metadata_documents(sources: list[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:
+    """Documents read back as a frame of `schema` (the ISO strings parsed again)."""
+    text = {
+        name: pl.String() if name in ("datestamp", "publication_date", "embargo_end") else dtype
+        for name, dtype in schema.items()
+    }
+    frame = (
+        pl.DataFrame(sources, schema=text, orient="row") if sources else pl.DataFrame(schema=text)
+    )
+    return frame.with_columns(
+        pl.col("datestamp").str.to_datetime(
+            "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC"
+        ),
+        pl.col("publication_date").str.to_date("%Y-%m-%d"),
+        pl.col("embargo_end").str.to_date("%Y-%m-%d"),
+    ).cast(schema)
+
+
 def row_key_ids() -> pl.Expr:
     """The row key as document id: stable across versions and readable in the UI."""
     parts = [pl.col("date").cast(pl.String)] + [
