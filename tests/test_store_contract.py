@@ -13,6 +13,7 @@ from polars.testing import assert_frame_equal
 from conftest import DAYS, generate
 from stores import opensearch_store
 from support import day_tables
+from usage_stats.pipeline.crosswalk import crosswalk_table
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.storage.store import STORED_METADATA_SCHEMA
@@ -242,3 +243,38 @@ def test_report_titles_prefer_the_harvested_title(store):
     }
     assert store.titles((harvested,)) == {harvested: "Tracker 1"}  # the tracker's, kept
     assert store.report_titles(()) == {}
+
+
+def test_aliases_resolve_exactly_replace_whole_and_are_idempotent(store):
+    """The cross-walk table into the store: each alias of another key resolves to its record's
+    item; own keys, ambiguous aliases and unknown keys do not; re-recording changes nothing;
+    a new table replaces the old one whole (an alias that became ambiguous stops resolving)."""
+    base = f"oai:aliases.example.org:{id(store)}"
+    a, b, c = f"{base}/1", f"{base}/2", f"{base}/3"
+    doi_a, hdl_a, url_b, shared = "10.999/a", "hdl:999/1", "https://x.example.org/b", "10.999/s"
+    first = md.frame(
+        md.record(a, item_keys=[a, doi_a, hdl_a, shared]),
+        md.record(b, site_id=2, item_keys=[b, url_b]),
+    )
+    assert store.resolve_aliases((doi_a,)) == {}  # nothing recorded yet: no error
+    table = crosswalk_table(first)
+    assert store.record_aliases(table) == 4
+    asked = (doi_a, hdl_a, url_b, shared, a, b, "10.999/none", doi_a)
+    expected = {doi_a: a, hdl_a: a, url_b: b, shared: a}
+    assert store.resolve_aliases(asked) == expected
+    assert store.record_aliases(table) == 4  # idempotent
+    assert store.resolve_aliases(asked) == expected
+    assert store.resolve_aliases(()) == {}
+
+    # A third record now lists the shared DOI (ambiguous), `a` dropped its handle.
+    second = md.frame(
+        md.record(a, item_keys=[a, doi_a, shared]),
+        md.record(b, site_id=2, item_keys=[b, url_b]),
+        md.record(c, site_id=3, item_keys=[c, shared]),
+    )
+    table = crosswalk_table(second)
+    assert table.filter(pl.col("alias") == shared)["ambiguous"].to_list() == [True]
+    assert store.record_aliases(table) == 2
+    assert store.resolve_aliases(asked) == {doi_a: a, url_b: b}
+    assert store.record_aliases(crosswalk_table(md.frame())) == 0  # an empty table empties
+    assert store.resolve_aliases(asked) == {}

@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 
+import metadata_support as md
 import pytest
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 from web_support import END, START, load, month, national, owner, sums, week
 
 from stores import opensearch_store
+from usage_stats.pipeline.crosswalk import crosswalk_table
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.web import create_app
@@ -574,3 +576,35 @@ def test_dates_at_the_edges_of_the_calendar_served(web):
             body = response.json()
             assert body["totals"] == dict.fromkeys(METRICS, 0)
             assert body["series"][-1]["end"] == end
+
+
+def test_a_records_doi_and_handle_url_answer_its_oai_items_figures(web):
+    """After the cross-walk, use recorded under a record's DOI or handle is counted on its
+    OAI item: asked by either, the API answers that item's figures; an alias two records
+    claim (ambiguous) is not resolved and is answered as any key without usage (404)."""
+    client, loaded = web
+    item = busiest_item(loaded)
+    other = busiest_item(loaded, "oai:repo2.example.org:")
+    doi, handle, shared = "10.77777/e2e.web", "hdl:77777/1", "10.77777/shared"
+    records = md.frame(
+        md.record(item, site_id=1, item_keys=[item, doi, handle, shared]),
+        md.record(other, site_id=2, item_keys=[other, shared]),
+    )
+    loaded.store.record_aliases(crosswalk_table(records))
+    try:
+        expected = sums(loaded.manifest, lambda i: i["item_id"] == item)[()]
+        for spelled in ("https://doi.org/10.77777/E2E.WEB", "https://hdl.handle.net/77777/1"):
+            response = client.get("/api/v1/items", params={"identifier": spelled, **RANGE})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["key"] == item
+            assert body["totals"] == expected
+            assert body["owner"]["site_id"] == 1
+        response = client.get("/api/v1/items", params={"identifier": shared, **RANGE})
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["parameter"] == "identifier"
+        for bad in ("doi:", "\u200b", "x" * 5000, "10.77777/e2e.web\x00"):  # 4xx, never 500
+            status = client.get("/api/v1/items", params={"identifier": bad}).status_code
+            assert status in (400, 404), bad
+    finally:
+        loaded.store.record_aliases(crosswalk_table(md.frame()))

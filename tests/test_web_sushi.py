@@ -33,6 +33,7 @@ from usage_stats.admin.db import session_scope
 from usage_stats.admin.models import SushiCustomer
 from usage_stats.admin.registry import DayStatus, record_processing
 from usage_stats.admin.sushi import add_customer
+from usage_stats.pipeline.crosswalk import crosswalk_table
 from usage_stats.web import create_app, sushi
 
 # The COUNTER SUSHI 5.1 OpenAPI document (CC BY-SA, licence beside it), shipped with the project.
@@ -1228,3 +1229,33 @@ def test_tabular_cells_stay_cells(web, monkeypatch):
     table = tabular(web, "ir")
     assert '\'=HYPERLINK("x") A B' in {r[0] for r in table.body}
     assert all(len(r) == len(table.headings) for r in table.body)
+
+
+def test_item_id_filter_by_a_records_doi_reports_its_oai_item(web):
+    """A DOI the cross-walk resolves asks for the record's OAI item (its use was counted
+    there); an ambiguous one resolves to nothing: no usage (3030), as an unknown item."""
+    per_item = sums(web.loaded.manifest, by=lambda i: i["item_id"])
+    item_key = max(
+        (k for k in per_item if k.startswith(web.loaded.prefixes[1])),
+        key=lambda k: per_item[k]["total_item_requests"],
+    )
+    other = max(k for k in per_item if k.startswith(web.loaded.prefixes[2]))
+    doi, shared = "10.77777/sushi.1", "10.77777/sushi.shared"
+    records = md.frame(
+        md.record(item_key, site_id=1, item_keys=[item_key, doi, shared]),
+        md.record(other, site_id=2, item_keys=[other, shared]),
+    )
+    web.loaded.store.record_aliases(crosswalk_table(records))
+    try:
+        body = ok(web, "ir", item_id=f"https://doi.org/{doi}")
+        assert body["Report_Header"]["Report_Filters"]["Item_ID"] == doi  # what was asked
+        [only] = list(entries(body))
+        assert only["Item_ID"]["Proprietary"] == f"usage_stats:{item_key}"
+        performance = only["Attribute_Performance"][0]["Performance"]
+        assert (
+            sum(performance["Total_Item_Requests"].values())
+            == (per_item[item_key]["total_item_requests"])
+        )
+        assert codes(ok(web, "ir", item_id=shared)) == [3030]
+    finally:
+        web.loaded.store.record_aliases(crosswalk_table(md.frame()))

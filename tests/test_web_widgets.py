@@ -15,11 +15,13 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 
+import metadata_support as md
 import pytest
 from fastapi.testclient import TestClient
 from web_support import END, START, load, month, national, owner, sums
 
 from stores import opensearch_store
+from usage_stats.pipeline.crosswalk import crosswalk_table
 from usage_stats.pipeline.metrics import LA_REFERENCIA_METRICS, METRICS
 from usage_stats.settings import Settings
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
@@ -457,3 +459,27 @@ def test_widget_cors_setting():
         {"USAGE_STATS_WIDGET_CORS_ORIGINS": "https://a.example, https://b.example"}
     ).widget_cors_origins == ("https://a.example", "https://b.example")
     assert Settings.from_env({}).cors_origins == ()
+
+
+def test_item_widget_by_a_records_doi_or_handle_counts_its_oai_item(web):
+    """The widget asked for a DOI or handle the cross-walk resolves shows the record's OAI
+    item; an ambiguous alias is not resolved (an unknown key without usage: 404)."""
+    client, loaded = web
+    item = busiest_item(loaded)
+    other = busiest_item(loaded, "oai:repo2.example.org:")
+    doi, handle, shared = "10.77777/widget.1", "hdl:77777/w1", "10.77777/widget.shared"
+    records = md.frame(
+        md.record(item, site_id=1, item_keys=[item, doi, handle, shared]),
+        md.record(other, site_id=2, item_keys=[other, shared]),
+    )
+    loaded.store.record_aliases(crosswalk_table(records))
+    try:
+        for spelled in (f"doi:{doi}", "https://hdl.handle.net/77777/w1"):
+            response = client.get("/report/itemWidget", params={"identifier": spelled, **RANGE})
+            assert response.status_code == 200, response.text
+            expect_widget(response.json(), loaded, lambda i: i["item_id"] == item)
+        response = client.get("/report/itemWidget", params={"identifier": shared, **RANGE})
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["parameter"] == "identifier"
+    finally:
+        loaded.store.record_aliases(crosswalk_table(md.frame()))

@@ -25,6 +25,7 @@ from usage_stats.storage.store import (
     RowFilter,
     StatsStore,
     StatsStoreError,
+    alias_frame,
     day_frames,
     empty_sums,
     metadata_frame,
@@ -64,6 +65,7 @@ _CREATE_METADATA = (
     )
     + ")"
 )
+_CREATE_ALIASES = "CREATE TABLE IF NOT EXISTS item_aliases (alias VARCHAR, item_key VARCHAR)"
 _NAIVE_UTC = [
     name for name, dtype in STORED_METADATA_SCHEMA.items() if dtype == pl.Datetime("us", "UTC")
 ]
@@ -102,6 +104,7 @@ class DuckDBStatsStore(StatsStore):
                     con.execute(_create_table_sql(table))
                 con.execute(_CREATE_TITLES)
                 con.execute(_CREATE_METADATA)
+                con.execute(_CREATE_ALIASES)
             yield con
         finally:
             con.close()
@@ -222,6 +225,40 @@ class DuckDBStatsStore(StatsStore):
         return frame.with_columns(pl.col(c).dt.replace_time_zone("UTC") for c in _NAIVE_UTC).cast(
             STORED_METADATA_SCHEMA
         )
+
+    def record_aliases(self, crosswalk: pl.DataFrame) -> int:
+        """Delete everything and insert the new table in one transaction: readers see the old
+        cross-walk or the new one, never a mix."""
+        frame = alias_frame(crosswalk)
+        with self._connect() as con:
+            con.register("incoming_aliases", frame.to_arrow())
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM item_aliases")
+                con.execute("INSERT INTO item_aliases SELECT alias, item_key FROM incoming_aliases")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                con.unregister("incoming_aliases")
+        return frame.height
+
+    def resolve_aliases(self, keys: tuple[str, ...]) -> dict[str, str]:
+        if not keys:
+            return {}
+        with self._connect(read_only=True) as con:
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'item_aliases'"
+            ).fetchone()[0]
+            if not exists:  # a store written before the cross-walk was kept
+                return {}
+            rows = con.execute(
+                "SELECT alias, item_key FROM item_aliases "
+                f"WHERE alias IN ({', '.join('?' for _ in keys)})",
+                list(keys),
+            ).fetchall()
+        return dict(rows)
 
     def optimize(self) -> float:
         """Rewrite both tables ordered by scope, key and date, in one transaction.

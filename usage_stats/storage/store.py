@@ -40,6 +40,10 @@ STORED_METADATA_SCHEMA = pl.Schema(
         "article_version": pl.String(),
     }
 )
+# The identifier cross-walk as the web services read it (`record_aliases`): one row per alias
+# (a DOI, handle or URL a harvested record carries) that resolves to another key, the record's
+# item. Own keys and ambiguous aliases are not kept: neither resolves to anything else.
+ALIAS_SCHEMA = pl.Schema({"alias": pl.String(), "item_key": pl.String()})
 # Columns `sums` can group by; `month` is the first day of the calendar month of `date`, computed
 # in the store so a year of daily rows per item is not shipped to the caller to be re-bucketed.
 SUM_GROUPS = ("date", "month", "site_id", "level", "country", "owner_site_id", "key")
@@ -135,6 +139,23 @@ class StatsStore(ABC):
         rows by key (one join in DuckDB, `mget` pages by id in OpenSearch) costs one round
         trip per few thousand items, well under a second for a repository's tens of
         thousands."""
+
+    @abstractmethod
+    def record_aliases(self, crosswalk: pl.DataFrame) -> int:
+        """The identifier cross-walk (`usage_stats.pipeline.crosswalk.crosswalk_table`:
+        `alias`, `item_key`, `ambiguous`) **replaces** the stored one whole, atomically for
+        readers (DuckDB: one transaction; OpenSearch: new documents first, then the stale ones
+        removed): the table is built from every record's current state, so an alias that
+        became ambiguous (a second repository now lists the DOI) or whose record dropped it
+        must stop resolving, which an upsert would never do. Kept: the aliases that resolve
+        to another key (`alias_frame`). Returns how many were kept."""
+
+    @abstractmethod
+    def resolve_aliases(self, keys: tuple[str, ...]) -> dict[str, str]:
+        """The record item key of each of `keys` that is a stored alias (normalised keys; a
+        key that is no alias, an item's own key or an ambiguous alias is absent). The web
+        services ask this of a requested identifier, so `/api/v1/items?identifier=<DOI>`
+        answers the figures the cleaning counted under the record's OAI key."""
 
     def report_titles(self, keys: tuple[str, ...]) -> dict[str, str]:
         """The title reports and widgets show: the harvested record's (issue 14: the
@@ -283,6 +304,28 @@ def metadata_frame(metadata: pl.DataFrame) -> pl.DataFrame:
     )
     frame = frame.unique("item_key", keep="first", maintain_order=True)
     return frame.select(list(STORED_METADATA_SCHEMA)).cast(STORED_METADATA_SCHEMA).sort("item_key")
+
+
+def alias_frame(crosswalk: pl.DataFrame) -> pl.DataFrame:
+    """The aliases a store keeps of a cross-walk table (`ALIAS_SCHEMA`, ordered by alias):
+    resolved ones that name another key. An ambiguous alias has no item (the cleaning left
+    its use under the alias itself, so the web must read it there too), an own key resolves
+    to itself."""
+    missing = [c for c in ("alias", "item_key", "ambiguous") if c not in crosswalk.columns]
+    if missing:
+        raise ValueError(f"cross-walk lacks column(s) {missing}")
+    return (
+        crosswalk.filter(
+            ~pl.col("ambiguous").fill_null(True)
+            & pl.col("alias").is_not_null()
+            & pl.col("item_key").is_not_null()
+            & (pl.col("alias") != pl.col("item_key"))
+        )
+        .select(list(ALIAS_SCHEMA))
+        .cast(ALIAS_SCHEMA)
+        .unique("alias", keep="first")
+        .sort("alias")
+    )
 
 
 def check_groups(by: tuple[str, ...], distinct: tuple[str, ...] = ()) -> None:

@@ -160,7 +160,7 @@ def item_statistics(
     table: Table = None,
 ) -> Response:
     ctx = _ctx(request)
-    key = parse_identifier(identifier)
+    key = ctx.item_key(parse_identifier(identifier))
     first, last = date_range(start, end)
     grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
     owner = ctx.owner_of(key)

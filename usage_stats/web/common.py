@@ -161,6 +161,15 @@ class WebContext:
             self._coverage = (time.monotonic(), value)
         return value
 
+    def item_key(self, identifier: str) -> str:
+        """The key the pipeline counts a normalised identifier's use under: a DOI, handle or
+        URL a harvested record carries is the record's OAI item after the cross-walk
+        (`StatsStore.resolve_aliases`, recorded by `item_metadata_index`), anything else
+        (an own key, an ambiguous alias, an unknown key) is its own key, as the cleaning left
+        it. Asked per request, not cached: a new harvest's aliases show at once, and one
+        lookup by key is cheap on both stores."""
+        return self.store.resolve_aliases((identifier,)).get(identifier, identifier)
+
     def owner_of(self, identifier: str) -> Source | None:
         """The repository owning a normalised key (OAI, handle or DOI prefix), by the same rule
         as the pipeline's attribution, so the widget names the repository the figures count

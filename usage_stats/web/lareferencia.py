@@ -200,7 +200,7 @@ def _item_reach(
     (its prefix is a registered repository's, or a registered source was named): then its
     answer is zeros, as the original's; an unknown one is 404."""
     if not _wildcard(identifier):
-        key = parse_identifier(identifier)
+        key = ctx.item_key(parse_identifier(identifier))
         if ctx.owner_of(key) is not None:
             return reaches.item(key), True  # the original ignores `source` then
         named = None if _wildcard(source) else _find_source(ctx, source or "", "source")

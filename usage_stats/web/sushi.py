@@ -894,7 +894,9 @@ def _item_rows(
     few items whose embargo ends on another day of the period: those are read per day."""
     countries = request.country or {"Country_Code", "Country_Name"} & set(request.attributes)
     extra = ("country",) if countries else ()
-    keys = (request.item_key,) if request.item_key else None
+    # The requested Item_ID as the cross-walk counted it: a record's DOI or handle asks for
+    # the record's OAI item (the filter in the header still echoes what was asked).
+    keys = (ctx.item_key(request.item_key),) if request.item_key else None
     monthly = ctx.store.sums(
         "item",
         first,

@@ -36,6 +36,7 @@ from usage_stats.storage.store import (
     RowFilter,
     StatsStore,
     StatsStoreError,
+    alias_frame,
     day_frames,
     metadata_frame,
 )
@@ -76,7 +77,8 @@ class OpenSearchStatsStore(StatsStore):
         # our own indices may match it when the set is written (the compatibility set under
         # `<prefix>-compat`, as the tests keep it, is fine: `delete_all` then drops both).
         ours = [
-            f"{self.prefix}-{name}" for name in ("deltas", "snapshots", "titles", "item-metadata")
+            f"{self.prefix}-{name}"
+            for name in ("deltas", "snapshots", "titles", "item-metadata", "item-aliases")
         ]
         if self.sources is not None and (
             self.prefix == self.compat_prefix
@@ -121,6 +123,9 @@ class OpenSearchStatsStore(StatsStore):
 
     def metadata_index(self) -> str:
         return f"{self.prefix}-item-metadata"
+
+    def aliases_index(self) -> str:
+        return f"{self.prefix}-item-aliases"
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -297,6 +302,52 @@ class OpenSearchStatsStore(StatsStore):
                 )
         con.call("refresh", lambda: con.client.indices.refresh(index=index))
         return frame.height
+
+    def record_aliases(self, crosswalk: pl.DataFrame) -> int:
+        """One document per alias (its id), every one carrying this write's id; once all are
+        indexed and visible, the documents of earlier writes are removed (scroll + bulk
+        delete, as a day's stale rows): an alias no longer in the table stops resolving, and
+        a failure midway leaves the earlier table resolving as before."""
+        frame = alias_frame(crosswalk)
+        con = self.connection
+        index = self.aliases_index()
+        if not con.call("item aliases index", lambda: con.client.indices.exists(index=index)):
+            body = writes.aliases_index_body(self.replicas)
+            con.call(
+                "item aliases index",
+                lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
+            )
+        write_id = uuid.uuid4().hex
+        if not frame.is_empty():
+            lines = writes.bulk_lines(frame, index, frame.get_column("alias"), write_id)
+            con.bulk(lines, "indexing item aliases", self.on_batch)
+        con.refresh(index)
+        writes.delete_other_writes(con, index, write_id)
+        return frame.height
+
+    def resolve_aliases(self, keys: tuple[str, ...]) -> dict[str, str]:
+        """`mget` by id (ids are the aliases), in pages of `batch_size`."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        con = self.connection
+        index = self.aliases_index()
+        ids = writes.document_ids_within_limit(pl.Series(unique, dtype=pl.String)).to_list()
+        resolved: dict[str, str] = {}
+        for start in range(0, len(ids), self.batch_size):
+            page = ids[start : start + self.batch_size]
+            try:
+                result = con.call(
+                    "item aliases", lambda p=page: con.client.mget(index=index, body={"ids": p})
+                )
+            except StatsStoreError as exc:
+                if "index_not_found" in str(exc):  # no cross-walk recorded yet
+                    return {}
+                raise
+            for doc in result.get("docs", []):
+                if doc.get("found"):
+                    resolved[doc["_source"]["alias"]] = doc["_source"]["item_key"]
+        return {k: resolved[k] for k in unique if k in resolved}
 
     def item_metadata(self, keys: tuple[str, ...]) -> pl.DataFrame:
         """`mget` by id in pages of `batch_size` ids (ids are the keys)."""

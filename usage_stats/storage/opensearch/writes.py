@@ -49,6 +49,40 @@ def index_template(alias: str, replicas: int) -> dict[str, Any]:
     }
 
 
+def delete_other_writes(connection: Connection, index: str, write_id: str) -> None:
+    """Delete the documents of `index` that the write `write_id` did not touch (a table
+    replaced whole, such as the item aliases); scroll + bulk delete, as `delete_stale`."""
+    body = {
+        "query": {"bool": {"must_not": [{"term": {"write_id": write_id}}]}},
+        "_source": False,
+        "size": connection.batch_size,
+    }
+    for hits in connection.scroll("search for replaced documents", index, body):
+        actions = [
+            json.dumps({"delete": {"_index": hit["_index"], "_id": hit["_id"]}}) for hit in hits
+        ]
+        lines = "\n".join(actions) + "\n"
+        connection.call(
+            "removal of replaced documents", lambda b=lines: connection.client.bulk(body=b)
+        )
+    connection.refresh(index)
+
+
+def aliases_index_body(replicas: int) -> dict[str, Any]:
+    """Aliases are read by id only; `write_id` is searched to drop a replaced table's rows."""
+    return {
+        "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "alias": {"type": "keyword"},
+                "item_key": {"type": "keyword", "index": False},
+                "write_id": {"type": "keyword"},
+            },
+        },
+    }
+
+
 def titles_index_body(replicas: int) -> dict[str, Any]:
     return {
         "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
