@@ -27,11 +27,13 @@ from resources import AdminDbResource, StatsStoreResource, WarehouseResource
 from usage_stats.metadata.store import MetadataStore
 from usage_stats.pipeline.records import (
     RECORD_SCHEMA,
-    record_deltas as compute_deltas,
     record_snapshot,
     record_snapshot_mismatches,
     source_levels,
     subcount_mismatches,
+)
+from usage_stats.pipeline.records import (
+    record_deltas as compute_deltas,
 )
 
 DAILY_RECORDS = {**DAILY, "group_name": "records"}
