@@ -56,7 +56,9 @@ def described_assets(store_kind: str) -> list:
             spec = spec.replace_attributes(kinds={store_kind})
         return spec
 
-    return with_source_code_references(map_asset_specs(describe, [*ingest_assets, *usage_assets, *record_assets]))
+    return with_source_code_references(
+        map_asset_specs(describe, [*ingest_assets, *usage_assets, *record_assets])
+    )
 
 
 __all__ = ["described_assets", "ingest_assets", "record_assets", "usage_assets"]
