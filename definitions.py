@@ -7,7 +7,12 @@ from dagster import Definitions, EnvVar
 from dagster_aws.s3 import S3Resource
 
 from assets import described_assets
-from assets.jobs import item_metadata_job, matomo_export_job, usage_pipeline_job
+from assets.jobs import (
+    item_metadata_job,
+    matomo_export_job,
+    record_stats_job,
+    usage_pipeline_job,
+)
 from resources import (
     AdminDbResource,
     CleaningSettings,
@@ -101,7 +106,13 @@ _settings = Settings.current()
 
 defs = Definitions(
     assets=described_assets(_settings.stats_store),
-    jobs=[usage_pipeline_job, snapshot_refresh_job, matomo_export_job, item_metadata_job],
+    jobs=[
+        usage_pipeline_job,
+        snapshot_refresh_job,
+        matomo_export_job,
+        item_metadata_job,
+        record_stats_job,
+    ],
     schedules=[daily_usage_schedule, matomo_export_schedule],
     sensors=[raw_files_sensor, late_data_sensor],
     resources=build_resources(_settings),

@@ -10,6 +10,7 @@ from assets.item_metadata_index import item_metadata_index
 from assets.matomo_export import matomo_export
 from assets.metadata import table_schema
 from assets.raw_events import raw_events
+from assets.records import record_deltas, record_snapshots
 from assets.snapshots import usage_snapshots
 from assets.stats_index import stats_index
 from assets.titles import item_titles
@@ -17,11 +18,13 @@ from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
 from usage_stats.pipeline.canonical import CANONICAL_SCHEMA
 from usage_stats.pipeline.cleaning import REJECTED_SCHEMA, SESSION_SCHEMA
 from usage_stats.pipeline.metrics import DELTA_SCHEMA
+from usage_stats.pipeline.records import RECORD_SCHEMA
 from usage_stats.pipeline.snapshots import SNAPSHOT_SCHEMA
 from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA
 
 usage_assets = [raw_events, cleaning, item_titles, item_daily_deltas, usage_snapshots, stats_index]
 ingest_assets = [matomo_export, item_metadata, item_metadata_index]
+record_assets = [record_deltas, record_snapshots]
 
 OWNERS = ["team:usage-stats"]
 # Each warehouse table's columns, shown (with their meaning) before anything is materialised.
@@ -33,6 +36,8 @@ SCHEMAS = {
     "item_daily_deltas": DELTA_SCHEMA,
     "usage_snapshots": SNAPSHOT_SCHEMA,
     "item_metadata": ITEM_METADATA_SCHEMA,
+    "record_deltas": RECORD_SCHEMA,
+    "record_snapshots": RECORD_SCHEMA,
 }
 
 
@@ -51,7 +56,9 @@ def described_assets(store_kind: str) -> list:
             spec = spec.replace_attributes(kinds={store_kind})
         return spec
 
-    return with_source_code_references(map_asset_specs(describe, [*ingest_assets, *usage_assets]))
+    return with_source_code_references(
+        map_asset_specs(describe, [*ingest_assets, *usage_assets, *record_assets])
+    )
 
 
-__all__ = ["described_assets", "ingest_assets", "usage_assets"]
+__all__ = ["described_assets", "ingest_assets", "record_assets", "usage_assets"]

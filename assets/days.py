@@ -52,6 +52,4 @@ def write_day(
 
 def report_parts(context: AssetExecutionContext, parts: DayParts, **numbers: int | float) -> None:
     """Report a table written in parts (`Warehouse.day_parts`): rows, where, how many parts."""
-    report_day(
-        context, parts.table, parts.day, parts.rows, parts.uri, parts=parts.count, **numbers
-    )
+    report_day(context, parts.table, parts.day, parts.rows, parts.uri, parts=parts.count, **numbers)

@@ -29,3 +29,12 @@ item_metadata_job = define_asset_job(
     description="OAI-PMH harvest of every active source with an OAI base URL: the changes "
     "since its last completed harvest; then the current records into the stats store.",
 )
+
+# Record statistics of a day (or, as a single-run backfill, of every day from the first one a
+# late harvest changed): recomputed from the harvested change log, into the stats store.
+record_stats_job = define_asset_job(
+    "record_stats",
+    selection=AssetSelection.groups("records"),
+    config=IN_ONE_PROCESS,
+    description="Harvested records → record deltas and snapshots → stats store, per day.",
+)

@@ -34,6 +34,8 @@ ASSET_KEYS = {
         "matomo_export",
         "item_metadata",
         "item_metadata_index",
+        "record_deltas",
+        "record_snapshots",
     )
 }
 # Harvested when the repositories change, not per usage day.
@@ -43,6 +45,9 @@ CHECK_KEYS = {
     AssetCheckKey(AssetKey("item_daily_deltas"), "no_duplicate_delta_keys"),
     AssetCheckKey(AssetKey("usage_snapshots"), "snapshot_equals_previous_plus_delta"),
     AssetCheckKey(AssetKey("stats_index"), "store_rows_equal_delta_rows"),
+    AssetCheckKey(AssetKey("record_deltas"), "subcounts_add_up_to_totals"),
+    AssetCheckKey(AssetKey("record_snapshots"), "record_snapshot_equals_previous_plus_delta"),
+    AssetCheckKey(AssetKey("record_snapshots"), "subcounts_add_up_to_totals"),
 }
 
 
@@ -72,8 +77,25 @@ def test_usage_pipeline_job_resolves():
         AssetKey("matomo_export"),
         AssetKey("item_metadata"),
         AssetKey("item_metadata_index"),
+        *RECORD_KEYS,
     }
-    assert set(job.asset_layer.asset_graph.asset_check_keys) == CHECK_KEYS
+    assert set(job.asset_layer.asset_graph.asset_check_keys) == {
+        k for k in CHECK_KEYS if k.asset_key not in RECORD_KEYS
+    }
+
+
+RECORD_KEYS = {AssetKey("record_deltas"), AssetKey("record_snapshots")}
+
+
+def test_record_stats_job_resolves():
+    job = defs.resolve_job_def("record_stats")
+    assert isinstance(job.partitions_def, DailyPartitionsDefinition)
+    assert set(job.asset_layer.executable_asset_keys) == RECORD_KEYS
+    assert set(job.asset_layer.asset_graph.asset_check_keys) == {
+        k for k in CHECK_KEYS if k.asset_key in RECORD_KEYS
+    }
+    assert graph_node_of("record_snapshots").parent_keys == {AssetKey("record_deltas")}
+    assert graph_node_of("record_deltas").parent_keys == {AssetKey("item_metadata")}
 
 
 def graph_node_of(name: str):

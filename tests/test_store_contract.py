@@ -16,7 +16,7 @@ from support import day_tables
 from usage_stats.pipeline.crosswalk import crosswalk_table
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
-from usage_stats.storage.store import STORED_METADATA_SCHEMA
+from usage_stats.storage.store import STORED_METADATA_SCHEMA, StatsStoreError
 
 DATES = [dt.date.fromisoformat(d) for d in DAYS]
 
@@ -278,3 +278,57 @@ def test_aliases_resolve_exactly_replace_whole_and_are_idempotent(store):
     assert store.resolve_aliases(asked) == {doi_a: a, url_b: b}
     assert store.record_aliases(crosswalk_table(md.frame())) == 0  # an empty table empties
     assert store.resolve_aliases(asked) == {}
+
+
+def _record_rows(day: dt.date, *rows: tuple) -> pl.DataFrame:
+    """Record rows (scope, key, level, basis, field, value, added, removed) of `day`."""
+    from usage_stats.pipeline.records import RECORD_SCHEMA
+
+    frame = pl.DataFrame(
+        [(day, *r[:6], r[6], r[7], r[6] - r[7]) for r in rows], schema=RECORD_SCHEMA, orient="row"
+    )
+    return frame
+
+
+def test_record_days_exact_rows_replaced_and_idempotent(store):
+    day, other = dt.date(2025, 6, 1), dt.date(2025, 6, 2)
+    art, thesis = "coar:article", "coar:thesis"
+    deltas = _record_rows(
+        day,
+        ("global", "global", "R", "datestamp", "total", "", 3, 1),
+        ("global", "global", "R", "datestamp", "resource_type", art, 2, 1),
+        ("global", "global", "R", "datestamp", "resource_type", thesis, 1, 0),
+        ("source", "7", None, "publication", "total", "", 1, 0),
+    )
+    snapshot = deltas.with_columns(pl.col("added") + 10, pl.col("total") + 10)
+    assert store.replace_record_day(other, _record_rows(other), _record_rows(other)).delta_rows == 0
+    for _ in range(2):  # the second write replaces the first: idempotent
+        write = store.replace_record_day(day, deltas, snapshot)
+        assert (write.delta_rows, write.snapshot_rows) == (4, 4)
+        assert store.record_row_count("record_deltas", day) == 4
+        assert store.record_row_count("record_snapshots", day) == 4
+    by_type = store.record_totals(
+        "global", "global", day, other, field="resource_type", by=("value",)
+    )
+    assert by_type.rows() == [(art, 2, 1, 1), (thesis, 1, 0, 1)]
+    assert store.record_totals("source", "7", day, day, basis="publication").rows() == [(1, 0, 1)]
+    assert store.record_totals("global", "global", day, day, by=("month",)).rows() == [
+        (dt.date(2025, 6, 1), 3, 1, 2)
+    ]
+    assert store.record_snapshot("global", "global", day, field="resource_type").rows() == [
+        ("R", art, 12, 1, 11),
+        ("R", thesis, 11, 0, 11),
+    ]
+    assert store.record_snapshot("source", "7", day, basis="publication", level=None).rows() == [
+        (None, "", 11, 0, 11)
+    ]
+    # A smaller day replaces the day whole: no stale row stays behind.
+    store.replace_record_day(day, deltas.head(1), snapshot.head(1))
+    assert store.record_row_count("record_deltas", day) == 1
+    assert store.record_snapshot("global", "global", day, field="resource_type").is_empty()
+    assert store.record_totals("global", "global", day, day, level="R").rows() == [(3, 1, 2)]
+    with pytest.raises(ValueError):
+        store.record_totals("global", "global", day, day, field="colour")
+    with pytest.raises(StatsStoreError):
+        store.replace_record_day(other, deltas, snapshot)
+    assert store.record_row_count("record_deltas", day) == 1  # a refused write changed nothing

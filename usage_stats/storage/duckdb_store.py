@@ -18,17 +18,22 @@ import duckdb
 import polars as pl
 
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
+from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA
 from usage_stats.storage.store import (
+    RECORD_TABLES,
     STORE_TABLES,
     STORED_METADATA_SCHEMA,
     DayWrite,
+    RecordQuery,
     RowFilter,
     StatsStore,
     StatsStoreError,
     alias_frame,
     day_frames,
+    empty_record_sums,
     empty_sums,
     metadata_frame,
+    record_day_frames,
 )
 
 _SQL_TYPES = {
@@ -71,6 +76,11 @@ _NAIVE_UTC = [
 ]
 
 
+def _create_record_table_sql(table: str) -> str:
+    columns = ", ".join(f"{name} {_SQL_TYPES[dtype]}" for name, dtype in RECORD_SCHEMA.items())
+    return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
+
+
 def _create_table_sql(table: str) -> str:
     columns = ", ".join(f"{name} {_SQL_TYPES[dtype]}" for name, dtype in DELTA_SCHEMA.items())
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
@@ -105,6 +115,8 @@ class DuckDBStatsStore(StatsStore):
                 con.execute(_CREATE_TITLES)
                 con.execute(_CREATE_METADATA)
                 con.execute(_CREATE_ALIASES)
+                for table in RECORD_TABLES:
+                    con.execute(_create_record_table_sql(table))
             yield con
         finally:
             con.close()
@@ -132,6 +144,67 @@ class DuckDBStatsStore(StatsStore):
                 con.execute("ROLLBACK")
                 raise
         return DayWrite(day, deltas.height, snapshot.height)
+
+    def replace_record_day(
+        self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+    ) -> DayWrite:
+        """Delete the day's rows of both record tables and insert the new ones in one
+        transaction: readers see the old day or the new, never half."""
+        deltas, snapshot = record_day_frames(day, deltas, snapshot)
+        names = ", ".join(RECORD_SCHEMA)
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table, frame in zip(RECORD_TABLES, (deltas, snapshot), strict=True):
+                    con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
+                    con.register("incoming_records", frame.to_arrow())
+                    con.execute(f"INSERT INTO {table} SELECT {names} FROM incoming_records")
+                    con.unregister("incoming_records")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return DayWrite(day, deltas.height, snapshot.height)
+
+    def record_row_count(self, table: str, day: dt.date) -> int:
+        if table not in RECORD_TABLES:
+            raise ValueError(f"unknown record table {table!r}")
+        with self._connect() as con:
+            return con.execute(f"SELECT count(*) FROM {table} WHERE date = ?", [day]).fetchone()[0]
+
+    def _record_totals(
+        self, query: RecordQuery, start: dt.date, end: dt.date, by: tuple[str, ...]
+    ) -> pl.DataFrame:
+        month = "CAST(date_trunc('month', date) AS DATE)"
+        columns = [f"{month} AS month" if c == "month" else c for c in by]
+        sums = ", ".join(f"CAST(coalesce(sum({c}), 0) AS BIGINT) AS {c}" for c in RECORD_COUNTS)
+        clause, params = _record_clause(query)
+        sql = (
+            f"SELECT {', '.join([*columns, sums])} FROM record_deltas "
+            f"WHERE {clause} AND date BETWEEN ? AND ?"
+        )
+        if by:
+            sql += f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}"
+        # Writable: a store that never saw a record day still has its (empty) tables.
+        with self._connect() as con:
+            frame = pl.from_arrow(con.sql(sql, params=[*params, start, end]).to_arrow_table())
+        assert isinstance(frame, pl.DataFrame)
+        if by and frame.is_empty():
+            return empty_record_sums(by)
+        return frame
+
+    def _record_snapshot(self, query: RecordQuery, day: dt.date) -> pl.DataFrame:
+        clause, params = _record_clause(query)
+        counts = ", ".join(RECORD_COUNTS)
+        with self._connect() as con:
+            table = con.sql(
+                f"SELECT level, value, {counts} FROM record_snapshots "
+                f"WHERE {clause} AND date = ? ORDER BY level NULLS LAST, value",
+                params=[*params, day],
+            ).to_arrow_table()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame.cast({c: RECORD_SCHEMA[c] for c in frame.columns})
 
     def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:
         frame = titles.select(
@@ -350,6 +423,15 @@ class DuckDBStatsStore(StatsStore):
                 params=[*params, limit],
             ).to_arrow_table()
         return pl.from_arrow(table)
+
+
+def _record_clause(query: RecordQuery) -> tuple[str, list]:
+    clause = "scope = ? AND key = ? AND basis = ? AND field = ?"
+    params: list = [query.scope, query.key, query.basis, query.field]
+    if query.level is not None:
+        clause += " AND level = ?"
+        params.append(query.level)
+    return clause, params
 
 
 def _any_of(

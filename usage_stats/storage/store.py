@@ -14,8 +14,21 @@ from dataclasses import dataclass
 import polars as pl
 
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
+from usage_stats.pipeline.records import (
+    BASES,
+    RECORD_COUNTS,
+    RECORD_SCHEMA,
+    RECORD_SCOPES,
+    SUBCOUNT_FIELDS,
+    TOTAL,
+)
 
 STORE_TABLES = ("usage_deltas", "usage_snapshots")
+# Record statistics (`usage_stats.pipeline.records`): tables of their own, written per day by
+# `replace_record_day`, never touched by the usage writes or `optimize`.
+RECORD_TABLES = ("record_deltas", "record_snapshots")
+# Columns `record_totals` can group by (`month`: the first day of the month of `date`).
+RECORD_GROUPS = ("date", "month", "level", "value")
 # What the stats store keeps of each harvested record (`ITEM_METADATA_SCHEMA`): the fields the
 # web services answer with (titles, SUSHI item reports). The web app reads only the stats store
 # and the admin DB, so these travel from the warehouse into the store; the rest of the record
@@ -92,6 +105,46 @@ def day_frames(
     return frames[0], frames[1]
 
 
+def record_day_frames(
+    day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Both record frames in `RECORD_SCHEMA`, refused if they hold rows of another day."""
+    frames = []
+    for name, frame in (("record deltas", deltas), ("record snapshot", snapshot)):
+        frame = frame.select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA)
+        other_days = frame.filter(pl.col("date") != day).height
+        if other_days:
+            raise StatsStoreError(f"{name} for {day} hold {other_days} row(s) of other days")
+        frames.append(frame)
+    return frames[0], frames[1]
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """One checked record-statistics question: a scope's key, a date basis and one field
+    (`total` or a subcount), optionally one level (None: every level, each its own rows)."""
+
+    scope: str
+    key: str
+    basis: str = "datestamp"
+    field: str = "total"
+    level: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope not in RECORD_SCOPES:
+            raise ValueError(f"unknown record scope {self.scope!r}")
+        if self.basis not in BASES:
+            raise ValueError(f"unknown date basis {self.basis!r}")
+        if self.field not in (TOTAL, *SUBCOUNT_FIELDS):
+            raise ValueError(f"unknown record field {self.field!r}")
+
+
+def empty_record_sums(by: tuple[str, ...]) -> pl.DataFrame:
+    """What `record_totals` grouped by `by` answers when no row matches."""
+    schema = {c: pl.Date() if c == "month" else RECORD_SCHEMA[c] for c in by}
+    return pl.DataFrame(schema=schema | {c: pl.Int64() for c in RECORD_COUNTS})
+
+
 class StatsStore(ABC):
     """The interface both stores implement, and the queries every store answers alike.
 
@@ -104,6 +157,65 @@ class StatsStore(ABC):
     @abstractmethod
     def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
         """Atomically replace everything stored for `day` (deltas and snapshot)."""
+
+    @abstractmethod
+    def replace_record_day(
+        self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+    ) -> DayWrite:
+        """Atomically replace the record statistics stored for `day` (`RECORD_SCHEMA` deltas
+        and snapshot), as `replace_day` does for usage."""
+
+    @abstractmethod
+    def record_row_count(self, table: str, day: dt.date) -> int:
+        """Rows of `table` (one of `RECORD_TABLES`) stored for `day`."""
+
+    def record_totals(
+        self,
+        scope: str,
+        key: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        basis: str = "datestamp",
+        field: str = "total",
+        level: str | None = None,
+        by: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        """Records added and removed (and `total`, their difference) over [start, end] for one
+        scope/key, date basis and field, grouped by columns of `RECORD_GROUPS` and ordered by
+        them: "records added in a period by type" is `field="resource_type", by=("value",)`,
+        the records-over-time chart `by=("date",)`. Every level's rows are added up unless
+        `level` names one (a national node's own harvest repeats its repositories' records:
+        ask level R for the repositories')."""
+        unknown = set(by) - set(RECORD_GROUPS)
+        if unknown:
+            raise ValueError(f"cannot group records by {sorted(unknown)}")
+        return self._record_totals(RecordQuery(scope, key, basis, field, level), start, end, by)
+
+    def record_snapshot(
+        self,
+        scope: str,
+        key: str,
+        day: dt.date,
+        *,
+        basis: str = "datestamp",
+        field: str = "total",
+        level: str | None = None,
+    ) -> pl.DataFrame:
+        """The cumulative record rows of one scope/key, basis and field on `day` (`level`,
+        `value`, `added`, `removed`, `total`, ordered by level and value): "total records by
+        type on day d" is `field="resource_type"`."""
+        return self._record_snapshot(RecordQuery(scope, key, basis, field, level), day)
+
+    @abstractmethod
+    def _record_totals(
+        self, query: RecordQuery, start: dt.date, end: dt.date, by: tuple[str, ...]
+    ) -> pl.DataFrame:
+        """`record_totals` with checked arguments."""
+
+    @abstractmethod
+    def _record_snapshot(self, query: RecordQuery, day: dt.date) -> pl.DataFrame:
+        """`record_snapshot` with checked arguments."""
 
     @abstractmethod
     def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:

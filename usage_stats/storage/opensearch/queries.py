@@ -12,8 +12,9 @@ from typing import Any
 import polars as pl
 
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
+from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA
 from usage_stats.storage.opensearch.client import Connection
-from usage_stats.storage.store import RowFilter, empty_sums
+from usage_stats.storage.store import RecordQuery, RowFilter, empty_record_sums, empty_sums
 
 _COUNTS = (*METRICS, "rows")
 
@@ -222,3 +223,66 @@ def month_item_rows(
         "last_date": pl.Int64(),
     }
     return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _record_filters(query: RecordQuery) -> list[dict[str, Any]]:
+    filters: list[dict[str, Any]] = [
+        {"term": {"scope": query.scope}},
+        {"term": {"key": query.key}},
+        {"term": {"basis": query.basis}},
+        {"term": {"field": query.field}},
+    ]
+    if query.level is not None:
+        filters.append({"term": {"level": query.level}})
+    return filters
+
+
+def record_sum_rows(
+    connection: Connection,
+    index: str,
+    query: RecordQuery,
+    start: dt.date,
+    end: dt.date,
+    by: tuple[str, ...],
+) -> pl.DataFrame:
+    """The store's `record_totals`: sums, or a composite aggregation paged to the end."""
+    dates = {"range": {"date": {"gte": start.isoformat(), "lte": end.isoformat()}}}
+    body_query = {"bool": {"filter": [*_record_filters(query), dates]}}
+    sums = {c: {"sum": {"field": c}} for c in RECORD_COUNTS}
+    if not by:
+        result = connection.search(index, {"size": 0, "query": body_query, "aggs": sums})
+        aggs = result.get("aggregations", {})
+        values = {c: [int(aggs.get(c, {}).get("value") or 0)] for c in RECORD_COUNTS}
+        return pl.DataFrame(values, schema=dict.fromkeys(RECORD_COUNTS, pl.Int64))
+    rows = []
+    for bucket in connection.composite(index, body_query, _group_sources(list(by)), sums):
+        row = dict(bucket["key"])
+        for column in ("date", "month"):
+            if row.get(column) is not None:
+                row[column] = _epoch_day(row[column])
+        row |= {c: int(bucket[c]["value"] or 0) for c in RECORD_COUNTS}
+        rows.append(row)
+    schema = dict(empty_record_sums(by).schema)
+    frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    return frame.sort(list(by), nulls_last=True)
+
+
+def record_snapshot_rows(
+    connection: Connection, index: str, query: RecordQuery, day: dt.date
+) -> pl.DataFrame:
+    """The store's `record_snapshot`: every matching document, paged by scroll."""
+    filters = [*_record_filters(query), {"term": {"date": day.isoformat()}}]
+    fields = ["level", "value", *RECORD_COUNTS]
+    body = {
+        "query": {"bool": {"filter": filters}},
+        "_source": fields,
+        "size": connection.batch_size,
+    }
+    rows = [
+        {f: hit["_source"].get(f) for f in fields}
+        for hits in connection.scroll("record snapshot", index, body)
+        for hit in hits
+    ]
+    schema = {f: RECORD_SCHEMA[f] for f in fields}
+    frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    return frame.sort(["level", "value"], nulls_last=True)

@@ -30,15 +30,18 @@ from usage_stats.storage import lareferencia_index as compat
 from usage_stats.storage.opensearch import queries, writes
 from usage_stats.storage.opensearch.client import Connection
 from usage_stats.storage.store import (
+    RECORD_TABLES,
     STORE_TABLES,
     STORED_METADATA_SCHEMA,
     DayWrite,
+    RecordQuery,
     RowFilter,
     StatsStore,
     StatsStoreError,
     alias_frame,
     day_frames,
     metadata_frame,
+    record_day_frames,
 )
 
 COMPAT_PREFIX = "usage-stats"
@@ -78,7 +81,15 @@ class OpenSearchStatsStore(StatsStore):
         # `<prefix>-compat`, as the tests keep it, is fine: `delete_all` then drops both).
         ours = [
             f"{self.prefix}-{name}"
-            for name in ("deltas", "snapshots", "titles", "item-metadata", "item-aliases")
+            for name in (
+                "deltas",
+                "snapshots",
+                "titles",
+                "item-metadata",
+                "item-aliases",
+                "record-deltas",
+                "record-snapshots",
+            )
         ]
         if self.sources is not None and (
             self.prefix == self.compat_prefix
@@ -113,6 +124,18 @@ class OpenSearchStatsStore(StatsStore):
     def alias(self, table: str) -> str:
         return f"{self.prefix}-{'deltas' if table == 'usage_deltas' else 'snapshots'}"
 
+    def record_alias(self, table: str) -> str:
+        """Record statistics' aliases: `<prefix>-record-deltas` / `<prefix>-record-snapshots`,
+        over yearly delta and monthly snapshot indices, as usage."""
+        if table not in RECORD_TABLES:
+            raise ValueError(f"unknown record table {table!r}")
+        return f"{self.prefix}-{table.replace('_', '-')}"
+
+    def record_index_for(self, table: str, day: dt.date) -> str:
+        if table == "record_deltas":
+            return f"{self.record_alias(table)}-{day.year}"
+        return f"{self.record_alias(table)}-{day.year}-{day.month:02d}"
+
     def index_for(self, table: str, day: dt.date) -> str:
         if table == "usage_deltas":
             return f"{self.prefix}-deltas-{day.year}"
@@ -136,6 +159,13 @@ class OpenSearchStatsStore(StatsStore):
         for table in STORE_TABLES:
             alias = self.alias(table)
             body = writes.index_template(alias, self.replicas)
+            con.call(
+                "index template",
+                lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
+            )
+        for table in RECORD_TABLES:
+            alias = self.record_alias(table)
+            body = writes.index_template(alias, self.replicas, writes.record_mappings())
             con.call(
                 "index template",
                 lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
@@ -189,7 +219,12 @@ class OpenSearchStatsStore(StatsStore):
                     index=p, ignore_unavailable=True, allow_no_indices=True
                 ),
             )
-        for name in (self.alias("usage_deltas"), self.alias("usage_snapshots"), self.compat_prefix):
+        for name in (
+            self.alias("usage_deltas"),
+            self.alias("usage_snapshots"),
+            *(self.record_alias(t) for t in RECORD_TABLES),
+            self.compat_prefix,
+        ):
             con.call(
                 "delete template",
                 lambda n=name: con.client.indices.delete_index_template(name=n, ignore=[404]),
@@ -219,6 +254,48 @@ class OpenSearchStatsStore(StatsStore):
                     f"{frame.height} expected"
                 )
         return DayWrite(day, deltas.height, snapshot.height)
+
+    def replace_record_day(
+        self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+    ) -> DayWrite:
+        """As `replace_day`: documents by row key overwrite the day's, then the day's
+        documents of other writes are removed, and the stored counts are checked."""
+        deltas, snapshot = record_day_frames(day, deltas, snapshot)
+        self.ensure_templates()
+        con = self.connection
+        write_id = uuid.uuid4().hex
+        for table, frame in zip(RECORD_TABLES, (deltas, snapshot), strict=True):
+            alias = self.record_alias(table)
+            if frame.height:
+                encoded = frame.with_columns(pl.col("date").cast(pl.String))
+                ids = frame.select(writes.record_key_ids()).to_series()
+                index = self.record_index_for(table, day)
+                lines = writes.bulk_lines(encoded, index, ids, write_id)
+                con.bulk(lines, f"indexing {table} of {day}", self.on_batch)
+            con.refresh(alias)
+            writes.delete_stale(con, alias, day, write_id)
+        for table, frame in zip(RECORD_TABLES, (deltas, snapshot), strict=True):
+            stored = self.record_row_count(table, day)
+            if stored != frame.height:
+                raise StatsStoreError(
+                    f"{self.record_alias(table)} for {day}: {stored} documents stored, "
+                    f"{frame.height} expected"
+                )
+        return DayWrite(day, deltas.height, snapshot.height)
+
+    def record_row_count(self, table: str, day: dt.date) -> int:
+        alias = self.record_alias(table)
+        return self.connection.count(alias, {"term": {"date": day.isoformat()}})
+
+    def _record_totals(
+        self, query: RecordQuery, start: dt.date, end: dt.date, by: tuple[str, ...]
+    ) -> pl.DataFrame:
+        index = self.record_alias("record_deltas")
+        return queries.record_sum_rows(self.connection, index, query, start, end, by)
+
+    def _record_snapshot(self, query: RecordQuery, day: dt.date) -> pl.DataFrame:
+        index = self.record_alias("record_snapshots")
+        return queries.record_snapshot_rows(self.connection, index, query, day)
 
     def _replace_compat(self, day: dt.date, deltas: pl.DataFrame, write_id: str) -> None:
         """Replace the compatibility documents of the period holding `day`: that day's, or in

@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from usage_stats.pipeline.metrics import METRICS
+from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_KEYS
 from usage_stats.storage.opensearch.client import Connection
 
 _KEYWORDS = ("scope", "key", "level", "country")
@@ -35,8 +36,28 @@ def mappings() -> dict[str, Any]:
     return {"dynamic": "strict", "properties": properties}
 
 
-def index_template(alias: str, replicas: int) -> dict[str, Any]:
-    """The template of the dated indices behind `alias`, which puts each new one under it."""
+def record_mappings() -> dict[str, Any]:
+    """Record statistics' fields (`RECORD_SCHEMA`), all explicit."""
+    properties: dict[str, Any] = {"date": {"type": "date", "format": "yyyy-MM-dd"}}
+    properties |= {k: {"type": "keyword"} for k in RECORD_KEYS if k != "date"}
+    properties |= {c: {"type": "long"} for c in RECORD_COUNTS}
+    properties["write_id"] = {"type": "keyword"}
+    return {"dynamic": "strict", "properties": properties}
+
+
+def record_key_ids() -> pl.Expr:
+    """A record row's key as its document id (a missing level as `-`)."""
+    parts = [pl.col("date").cast(pl.String)] + [
+        pl.col(c).cast(pl.String).fill_null("-") for c in RECORD_KEYS if c != "date"
+    ]
+    return pl.concat_str(parts, separator="|").alias("_id")
+
+
+def index_template(
+    alias: str, replicas: int, mapping: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The template of the dated indices behind `alias`, which puts each new one under it
+    (usage mappings unless `mapping` is given)."""
     settings = {
         "number_of_shards": 1,
         "number_of_replicas": replicas,
@@ -44,7 +65,11 @@ def index_template(alias: str, replicas: int) -> dict[str, Any]:
     }
     return {
         "index_patterns": [f"{alias}-*"],
-        "template": {"settings": settings, "mappings": mappings(), "aliases": {alias: {}}},
+        "template": {
+            "settings": settings,
+            "mappings": mapping or mappings(),
+            "aliases": {alias: {}},
+        },
         "priority": 100,
     }
 

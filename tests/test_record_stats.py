@@ -1,0 +1,300 @@
+"""Record statistics on planted truth: added, removed, totals, both date bases, subcounts,
+late harvests, and the same figures from both stats stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import metadata_support as md
+import polars as pl
+import pytest
+
+from stores import opensearch_store
+from usage_stats.admin.sources import Source
+from usage_stats.metadata.store import MetadataStore, apply_harvest
+from usage_stats.pipeline.records import (
+    RECORD_SCHEMA,
+    record_deltas,
+    record_snapshot,
+    record_snapshot_mismatches,
+    source_levels,
+    subcount_mismatches,
+)
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.lake import LocalLake
+
+D1, D2, D3, D4 = (dt.date(2026, 1, d) for d in (10, 11, 12, 13))
+SOURCES = [
+    Source(1, "repo::one", "One", "R", "cr", None, 1, national_site_id=9),
+    Source(2, "repo::two", "Two", "R", "cr", None, 1, national_site_id=9),
+    Source(3, "repo::three", "Three", "R", "ar", None, 1),
+]
+LEVELS = source_levels(SOURCES)
+
+
+def stamp(day: dt.date, hour: int = 12) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.UTC)
+
+
+def rec(source: int, n: int, day: dt.date, **fields: object) -> dict:
+    key = f"oai:repo{source}:{n}"
+    return md.record(
+        key,
+        source_key=SOURCES[source - 1].source_key,
+        site_id=source,
+        datestamp=stamp(day),
+        **fields,
+    )
+
+
+class Harvests:
+    """Harvests applied as `item_metadata` applies them, into a local warehouse."""
+
+    def __init__(self, tmp_path) -> None:
+        self.store = MetadataStore(LocalLake(tmp_path / "warehouse"))
+        self.count = 0
+
+    def harvest(self, source: int, *records: dict) -> None:
+        self.count += 1
+        at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC) + dt.timedelta(hours=self.count)
+        key = SOURCES[source - 1].source_key
+        rows = [r | {"harvested_at": at} for r in records]
+        applied = apply_harvest(self.store.read_current(key), md.frame(*rows), at)
+        self.store.write(key, applied, at.isoformat().replace("+00:00", "Z"))
+
+    def state(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return self.store.read_all_current(), self.store.read_changes()
+
+
+def planted(tmp_path) -> Harvests:
+    """Repository 1: two articles on D1 (one open, one with two subjects), a thesis on D2;
+    the first article deleted on D3. Repository 2: a book on D2 published on D1. Repository
+    3 (another country): an article on D3, published on D2, with no language."""
+    h = Harvests(tmp_path)
+    h.harvest(
+        1,
+        rec(
+            1,
+            1,
+            D1,
+            resource_type=md.ARTICLE,
+            access_rights=md.OPEN,
+            language="spa",
+            publication_date=D1,
+            subjects=["física"],
+        ),
+        rec(
+            1,
+            2,
+            D1,
+            resource_type=md.ARTICLE,
+            access_rights=md.RESTRICTED,
+            language="spa",
+            subjects=["física", "química"],
+            formats=["application/pdf"],
+        ),
+        rec(
+            1,
+            3,
+            D2,
+            resource_type=md.THESIS,
+            access_rights=md.OPEN,
+            language="por",
+            publication_date=D2,
+        ),
+    )
+    h.harvest(2, rec(2, 1, D2, resource_type=md.BOOK, language="spa", publication_date=D1))
+    h.harvest(3, rec(3, 1, D3, resource_type=md.ARTICLE, publication_date=D2))
+    h.harvest(1, rec(1, 1, D3, deleted=True))
+    return h
+
+
+def figures(
+    frame: pl.DataFrame,
+    scope: str,
+    key: str,
+    basis: str = "datestamp",
+    field: str = "total",
+    level: str = "R",
+) -> dict[str, tuple[int, int, int]]:
+    rows = frame.filter(
+        (pl.col("scope") == scope)
+        & (pl.col("key") == key)
+        & (pl.col("basis") == basis)
+        & (pl.col("field") == field)
+        & (pl.col("level") == level)
+    )
+    return {r["value"]: (r["added"], r["removed"], r["total"]) for r in rows.iter_rows(named=True)}
+
+
+def test_records_added_and_removed_by_day_and_type(tmp_path):
+    current, changes = planted(tmp_path).state()
+    deltas = {d: record_deltas(current, changes, LEVELS, d) for d in (D1, D2, D3, D4)}
+    assert figures(deltas[D1], "source", "1") == {"": (2, 0, 2)}
+    assert figures(deltas[D1], "source", "1", field="resource_type") == {md.ARTICLE: (2, 0, 2)}
+    assert figures(deltas[D2], "global", "global", field="resource_type") == {
+        md.THESIS: (1, 0, 1),
+        md.BOOK: (1, 0, 1),
+    }
+    assert figures(deltas[D2], "national", "CR") == {"": (2, 0, 2)}
+    # D3: repository 3's article arrives, repository 1's first article is deleted.
+    assert figures(deltas[D3], "global", "global") == {"": (1, 1, 0)}
+    assert figures(deltas[D3], "national", "CR", field="access_status") == {md.OPEN: (0, 1, -1)}
+    assert figures(deltas[D3], "national", "AR", field="language") == {"": (1, 0, 1)}
+    assert deltas[D4].is_empty()
+    for d in (D1, D2, D3):
+        assert deltas[d].schema == RECORD_SCHEMA
+        assert subcount_mismatches(deltas[d]) == 0
+
+
+def test_snapshots_total_by_type_and_chain(tmp_path):
+    current, changes = planted(tmp_path).state()
+    snaps = {d: record_snapshot(current, changes, LEVELS, d) for d in (D1, D2, D3, D4)}
+    assert figures(snaps[D2], "global", "global") == {"": (4, 0, 4)}
+    assert figures(snaps[D3], "global", "global") == {"": (5, 1, 4)}
+    assert figures(snaps[D3], "global", "global", field="resource_type") == {
+        md.ARTICLE: (3, 1, 2),
+        md.THESIS: (1, 0, 1),
+        md.BOOK: (1, 0, 1),
+    }
+    # A list field: a record counts once per subject, never more than the total.
+    assert figures(snaps[D3], "source", "1", field="subject") == {
+        "física": (2, 1, 1),
+        "química": (1, 0, 1),
+        "": (1, 0, 1),
+    }
+    assert figures(snaps[D4], "national", "CR") == {"": (4, 1, 3)}
+    previous = None
+    for d in (D1, D2, D3, D4):
+        delta = record_deltas(current, changes, LEVELS, d)
+        assert record_snapshot_mismatches(snaps[d], previous, delta) == 0
+        assert subcount_mismatches(snaps[d]) == 0
+        previous = snaps[d]
+    assert (
+        record_snapshot_mismatches(
+            snaps[D3], snaps[D1], record_deltas(current, changes, LEVELS, D3)
+        )
+        > 0
+    )
+
+
+def test_publication_date_basis(tmp_path):
+    current, changes = planted(tmp_path).state()
+    d1 = record_deltas(current, changes, LEVELS, D1)
+    # Published on D1: the book (repository 2); the deleted article left this basis.
+    assert figures(d1, "global", "global", basis="publication") == {"": (1, 0, 1)}
+    d2 = record_deltas(current, changes, LEVELS, D2)
+    assert figures(d2, "global", "global", basis="publication", field="resource_type") == {
+        md.THESIS: (1, 0, 1),
+        md.ARTICLE: (1, 0, 1),
+    }
+    snap = record_snapshot(current, changes, LEVELS, D4)
+    assert figures(snap, "global", "global", basis="publication") == {"": (3, 0, 3)}
+
+
+def test_a_late_harvest_changes_earlier_days_and_later_snapshots(tmp_path):
+    h = planted(tmp_path)
+    before = record_snapshot(*h.state(), LEVELS, D4)
+    # Repository 2 reveals two older records (datestamps D1 and D2) in a later harvest.
+    h.harvest(2, rec(2, 2, D1, resource_type=md.THESIS), rec(2, 3, D2, resource_type=md.BOOK))
+    current, changes = h.state()
+    assert figures(record_deltas(current, changes, LEVELS, D1), "source", "2") == {"": (1, 0, 1)}
+    assert figures(record_deltas(current, changes, LEVELS, D2), "source", "2") == {"": (2, 0, 2)}
+    after = record_snapshot(current, changes, LEVELS, D4)
+    assert figures(before, "global", "global") == {"": (5, 1, 4)}
+    assert figures(after, "global", "global") == {"": (7, 1, 6)}
+    # The snapshot stored before the late harvest no longer chains to the new deltas.
+    d2 = record_deltas(current, changes, LEVELS, D2)
+    old_d1 = record_snapshot(*planted(tmp_path / "old").state(), LEVELS, D1)
+    assert record_snapshot_mismatches(record_snapshot(current, changes, LEVELS, D2), old_d1, d2)
+
+
+def test_a_record_seen_only_deleted_is_never_counted(tmp_path):
+    h = Harvests(tmp_path)
+    h.harvest(1, rec(1, 9, D1, deleted=True))
+    current, changes = h.state()
+    assert record_snapshot(current, changes, LEVELS, D2).is_empty()
+
+
+@pytest.fixture(params=["duckdb", "opensearch"])
+def stats_store(request, tmp_path):
+    if request.param == "duckdb":
+        yield DuckDBStatsStore(tmp_path / "stats.duckdb")
+        return
+    store = opensearch_store(batch_size=50)
+    yield store
+    store.delete_all()
+
+
+def test_the_same_figures_from_both_stores(stats_store, tmp_path):
+    current, changes = planted(tmp_path).state()
+    for d in (D1, D2, D3, D4):
+        delta = record_deltas(current, changes, LEVELS, d)
+        snap = record_snapshot(current, changes, LEVELS, d)
+        written = stats_store.replace_record_day(d, delta, snap)
+        assert (written.delta_rows, written.snapshot_rows) == (delta.height, snap.height)
+        assert stats_store.record_row_count("record_deltas", d) == delta.height
+        assert stats_store.record_row_count("record_snapshots", d) == snap.height
+    by_type = stats_store.record_totals(
+        "global", "global", D1, D4, field="resource_type", by=("value",)
+    )
+    assert by_type.rows() == [(md.BOOK, 1, 0, 1), (md.THESIS, 1, 0, 1), (md.ARTICLE, 3, 1, 2)]
+    by_day = stats_store.record_totals("national", "CR", D1, D4, level="R", by=("date",))
+    assert by_day.rows() == [(D1, 2, 0, 2), (D2, 2, 0, 2), (D3, 0, 1, -1)]
+    assert stats_store.record_totals("source", "3", D1, D4).rows() == [(1, 0, 1)]
+    snapshot = stats_store.record_snapshot("source", "1", D3, field="subject")
+    assert snapshot.rows() == [
+        ("R", "", 1, 0, 1),
+        ("R", "física", 2, 1, 1),
+        ("R", "química", 1, 0, 1),
+    ]
+    published = stats_store.record_snapshot("global", "global", D2, basis="publication")
+    assert published.rows() == [("R", "", 3, 0, 3)]
+    assert stats_store.record_totals("source", "404", D1, D4, by=("value",)).is_empty()
+
+
+def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_rematerialised(tmp_path):
+    """The record_stats job over D1..D3: checks pass, the store answers the planted figures;
+    after a late harvest, re-materialising from the first changed day fixes every later day."""
+    from dagster import materialize
+    from dagster_aws.s3 import S3Resource
+
+    from assets.records import record_deltas as deltas_asset
+    from assets.records import record_snapshots as snapshots_asset
+    from resources import AdminDbResource, DuckDBStatsStoreResource, WarehouseResource
+    from usage_stats.admin import db
+    from usage_stats.admin.registry import add_source
+
+    url = f"sqlite:///{tmp_path / 'admin.db'}"
+    db.upgrade(url)
+    for s in SOURCES:
+        add_source(url, s)
+    h = planted(tmp_path)
+    resources = {
+        "warehouse": WarehouseResource(url=str(tmp_path / "warehouse"), s3=S3Resource()),
+        "admin_db": AdminDbResource(url=url),
+        "stats_store": DuckDBStatsStoreResource(path=str(tmp_path / "stats.duckdb")),
+    }
+
+    def run(*days: dt.date):
+        for day in days:
+            result = materialize(
+                [deltas_asset, snapshots_asset], resources=resources, partition_key=day.isoformat()
+            )
+            assert result.success
+            assert all(e.passed for e in result.get_asset_check_evaluations())
+
+    run(D1, D2, D3)
+    store = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    assert store.record_snapshot("global", "global", D3).rows() == [("R", "", 5, 1, 4)]
+    h.harvest(2, rec(2, 2, D1, resource_type=md.THESIS))
+    # Only D1 re-materialised: the stored D2 delta no longer chains to the new D1 snapshot…
+    run(D1)
+    assert store.record_snapshot("global", "global", D1).rows() == [("R", "", 3, 0, 3)]
+    assert store.record_snapshot("global", "global", D3).rows() == [("R", "", 5, 1, 4)]
+    # …and re-materialising the later days brings their snapshots up to date.
+    run(D2, D3)
+    assert store.record_snapshot("global", "global", D3).rows() == [("R", "", 6, 1, 5)]
+    assert store.record_totals(
+        "source", "2", D1, D3, field="resource_type", by=("value",)
+    ).rows() == [(md.BOOK, 1, 0, 1), (md.THESIS, 1, 0, 1)]

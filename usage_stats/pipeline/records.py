@@ -1,0 +1,261 @@
+"""Record statistics: how many harvested records each scope gained, lost and holds, per day.
+
+Computed from the warehouse's item metadata (`usage_stats.metadata.store`): the change log
+says when each record appeared and when it was deleted, the current state says what it is
+(type, access, language, ...). One long table, `RECORD_SCHEMA`, for deltas and snapshots:
+
+- `scope` / `key`: `source` (key: the repository's Matomo site id, as the usage `source`
+  scope; a source is one site, so it is also the record's `site`), `national` (key: the
+  source's country, ISO alpha-2 upper case: the national node's records) and `global`
+  (`global`: the regional network). `level` is the type of the source the record was
+  harvested from (R repository, N national node, L regional portal), as usage rows carry the
+  level of the site where use happened: a national node that exposes its country's records
+  over OAI-PMH would count them a second time, so readers pick the level (R: the records of
+  the repositories) rather than add levels up.
+- `basis`: `datestamp`: a record is *added* on the UTC day of the datestamp of its `added`
+  change (its first appearance, or its return after a deletion) and *removed* on that of its
+  `deleted` change (only when it was counted before: a record never seen alive is never
+  removed); `publication`: each live record is *added* on its publication date (records
+  published that day; a deleted record leaves this basis entirely, so nothing is removed).
+- `field` / `value`: `total` / `""` is the count itself; every other field is a subcount by
+  one metadata field of the record's current state (`SUBCOUNT_FIELDS`), a missing value
+  under `""`. Single-valued fields (`SINGLE_FIELDS`) add up to the total; a record counts
+  once under each of its values of a list field (subjects, funders, ...), so those overlap.
+- `added`, `removed`, `total`: deltas hold the day's counts and `total` = added − removed;
+  snapshots the cumulative sums up to and including their day, so
+  snapshot(d) = snapshot(d − 1) + delta(d) holds for every column.
+
+Deltas and snapshots are both computed from the whole change log every time (no chain over
+stored days): a late harvest that reveals older records changes the days of their
+datestamps, and re-materialising those and every later day brings them up to date. Fields
+are the record's current ones: a record whose type changed is counted under its new type on
+every day, so subcounts of a day always match the total of that day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import polars as pl
+
+from usage_stats.admin.sources import Source
+
+RECORD_SCOPES = ("source", "national", "global")
+BASES = ("datestamp", "publication")
+# Subcount field -> the ITEM_METADATA_SCHEMA column it counts.
+SINGLE_FIELDS = {
+    "resource_type": "resource_type",
+    "access_status": "access_rights",
+    "language": "language",
+    "publisher": "publisher",
+}
+LIST_FIELDS = {
+    "subject": "subjects",
+    "funder": "funders",
+    "affiliation": "affiliations",
+    "file_format": "formats",
+}
+SUBCOUNT_FIELDS = (*SINGLE_FIELDS, *LIST_FIELDS)
+TOTAL = "total"
+RECORD_COUNTS = ("added", "removed", "total")
+RECORD_KEYS = ("date", "scope", "key", "level", "basis", "field", "value")
+RECORD_SCHEMA = pl.Schema(
+    {
+        "date": pl.Date(),
+        "scope": pl.String(),
+        "key": pl.String(),
+        "level": pl.String(),
+        "basis": pl.String(),
+        "field": pl.String(),
+        "value": pl.String(),
+        "added": pl.Int64(),
+        "removed": pl.Int64(),
+        "total": pl.Int64(),
+    }
+)
+SOURCE_LEVELS_SCHEMA = pl.Schema(
+    {"source_key": pl.String(), "level": pl.String(), "country": pl.String()}
+)
+_RECORD = ["source_key", "oai_identifier"]
+
+
+def empty_records() -> pl.DataFrame:
+    return pl.DataFrame(schema=RECORD_SCHEMA)
+
+
+def source_levels(sources: Iterable[Source]) -> pl.DataFrame:
+    """Each source's level (its type) and country: what rolls records up to scopes."""
+    rows = [(s.source_key, s.type, (s.country or "").upper() or None) for s in sources]
+    return pl.DataFrame(rows, schema=SOURCE_LEVELS_SCHEMA, orient="row")
+
+
+def record_events(current: pl.DataFrame, changes: pl.DataFrame) -> pl.DataFrame:
+    """One row per counted event: `source_key`, `oai_identifier`, `basis`, `date`, `added`,
+    `removed` (0/1).
+
+    Datestamp basis: a record's added/deleted changes in harvest order; an `added` counts,
+    a `deleted` counts only after an `added` (the record was alive). An unreadable datestamp
+    falls back to the day of the harvest that logged it."""
+    log = (
+        changes.lazy()
+        .filter(pl.col("change").cast(pl.String).is_in(["added", "deleted"]))
+        .with_columns(
+            pl.col("change").cast(pl.String),
+            pl.coalesce("datestamp", "harvested_at").dt.date().alias("date"),
+        )
+        .sort([*_RECORD, "harvested_at", "datestamp"], nulls_last=True)
+        .with_columns(pl.col("change").shift(1).over(_RECORD).alias("_before"))
+        .filter(
+            (pl.col("change") == "added")
+            | ((pl.col("change") == "deleted") & (pl.col("_before") == "added"))
+        )
+        .select(
+            *_RECORD,
+            pl.lit("datestamp").alias("basis"),
+            "date",
+            (pl.col("change") == "added").cast(pl.Int64).alias("added"),
+            (pl.col("change") == "deleted").cast(pl.Int64).alias("removed"),
+        )
+    )
+    published = (
+        current.lazy()
+        .filter(~pl.col("deleted") & pl.col("publication_date").is_not_null())
+        .select(
+            *_RECORD,
+            pl.lit("publication").alias("basis"),
+            pl.col("publication_date").alias("date"),
+            pl.lit(1, dtype=pl.Int64).alias("added"),
+            pl.lit(0, dtype=pl.Int64).alias("removed"),
+        )
+    )
+    return pl.concat([log, published]).collect()
+
+
+def _count(
+    events: pl.LazyFrame, current: pl.DataFrame, levels: pl.DataFrame, day: dt.date
+) -> pl.DataFrame:
+    """Sum `events` per scope, level, basis and subcount value, all dated `day`."""
+    columns = [*SINGLE_FIELDS.values(), *LIST_FIELDS.values()]
+    fields = current.lazy().select(*_RECORD, "site_id", *columns).unique(_RECORD, keep="last")
+    rows = (
+        events.join(fields, on=_RECORD, how="left")
+        .join(levels.lazy(), on="source_key", how="left")
+        .with_columns(pl.col("site_id").cast(pl.String).alias("_source"))
+    )
+    counts = [pl.col("added").sum(), pl.col("removed").sum()]
+    parts = [rows.with_columns(pl.lit(TOTAL).alias("field"), pl.lit("").alias("value"))]
+    for name, column in SINGLE_FIELDS.items():
+        parts.append(
+            rows.with_columns(
+                pl.lit(name).alias("field"), pl.col(column).fill_null("").alias("value")
+            )
+        )
+    for name, column in LIST_FIELDS.items():
+        values = pl.col(column).list.unique()
+        parts.append(
+            rows.with_columns(
+                pl.lit(name).alias("field"),
+                pl.when(values.list.len().fill_null(0) > 0)
+                .then(values)
+                .otherwise(pl.lit([""], dtype=pl.List(pl.String)))
+                .alias("value"),
+            ).explode("value")
+        )
+    keep = ["_source", "country", "level", "basis", "field", "value", "added", "removed"]
+    long = pl.concat([p.select(keep) for p in parts]).with_columns(pl.col("value").fill_null(""))
+    by = ["level", "basis", "field", "value"]
+    scopes = [
+        long.filter(pl.col("_source").is_not_null())
+        .group_by(["_source", *by])
+        .agg(counts)
+        .with_columns(pl.lit("source").alias("scope"), pl.col("_source").alias("key")),
+        long.filter(pl.col("country").is_not_null())
+        .group_by(["country", *by])
+        .agg(counts)
+        .with_columns(pl.lit("national").alias("scope"), pl.col("country").alias("key")),
+        long.group_by(by)
+        .agg(counts)
+        .with_columns(pl.lit("global").alias("scope"), pl.lit("global").alias("key")),
+    ]
+    return (
+        pl.concat([s.select("scope", "key", *by, "added", "removed") for s in scopes])
+        .with_columns(
+            pl.lit(day, dtype=pl.Date).alias("date"),
+            (pl.col("added") - pl.col("removed")).alias("total"),
+        )
+        .select(list(RECORD_SCHEMA))
+        .cast(RECORD_SCHEMA)
+        .sort(list(RECORD_KEYS), nulls_last=True)
+        .collect()
+    )
+
+
+def record_deltas(
+    current: pl.DataFrame, changes: pl.DataFrame, levels: pl.DataFrame, day: dt.date
+) -> pl.DataFrame:
+    """Records added and removed on `day`, per scope, level, basis and subcount value (only
+    rows with an event)."""
+    events = record_events(current, changes).lazy().filter(pl.col("date") == day)
+    return _count(events, current, levels, day)
+
+
+def record_snapshot(
+    current: pl.DataFrame, changes: pl.DataFrame, levels: pl.DataFrame, day: dt.date
+) -> pl.DataFrame:
+    """Records added and removed up to and including `day`, and the total they leave, per
+    scope, level, basis and subcount value (every value ever counted, even at total 0)."""
+    events = record_events(current, changes).lazy().filter(pl.col("date") <= day)
+    return _count(events, current, levels, day)
+
+
+_KEYS = [k for k in RECORD_KEYS if k != "date"]
+
+
+def record_snapshot_mismatches(
+    snapshot: pl.DataFrame, previous: pl.DataFrame | None, delta: pl.DataFrame
+) -> int:
+    """Keys where snapshot ≠ previous + delta in any count, by one signed group-by (as
+    `usage_stats.pipeline.snapshots.snapshot_mismatches`)."""
+    schema = {k: RECORD_SCHEMA[k] for k in _KEYS} | {c: pl.Int64() for c in RECORD_COUNTS}
+    frames = [
+        frame.lazy().select(*_KEYS, *(pl.col(c) * sign for c in RECORD_COUNTS)).cast(schema)
+        for frame, sign in ((snapshot, 1), (previous, -1), (delta, -1))
+        if frame is not None
+    ]
+    sums = pl.concat(frames).group_by(_KEYS).agg(pl.col(c).sum() for c in RECORD_COUNTS)
+    differs = pl.any_horizontal(pl.col(c) != 0 for c in RECORD_COUNTS)
+    return sums.filter(differs).select(pl.len()).collect().item()
+
+
+def subcount_mismatches(frame: pl.DataFrame) -> int:
+    """Subcounts that disagree with their total, per (date, scope, key, level, basis):
+    a single-valued field's values must add up to the total in every count; a list field's
+    value can never exceed it (a record counts once per value, so values overlap)."""
+    group = ["date", "scope", "key", "level", "basis"]
+    totals = frame.filter(pl.col("field") == TOTAL).select(
+        *group, *(pl.col(c).alias(f"_{c}") for c in RECORD_COUNTS)
+    )
+    subs = frame.filter(pl.col("field") != TOTAL)
+    single = (
+        subs.filter(pl.col("field").is_in(list(SINGLE_FIELDS)))
+        .group_by([*group, "field"])
+        .agg(pl.col(c).sum() for c in RECORD_COUNTS)
+        .join(totals, on=group, how="full", coalesce=True, nulls_equal=True)
+        .filter(
+            pl.any_horizontal(
+                pl.col(c).fill_null(0) != pl.col(f"_{c}").fill_null(0) for c in RECORD_COUNTS
+            )
+        )
+    )
+    listed = (
+        subs.filter(pl.col("field").is_in(list(LIST_FIELDS)))
+        .join(totals, on=group, how="left", nulls_equal=True)
+        .filter(
+            pl.any_horizontal(
+                pl.col(c).abs() > pl.col(f"_{c}").fill_null(0).abs() for c in ("added", "removed")
+            )
+        )
+    )
+    # A total without any single-valued subcount (the full join's null field) also counts.
+    return single.height + listed.height
