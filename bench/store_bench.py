@@ -14,8 +14,9 @@ At each size of `--days` (a copy of the store at that size, except the largest),
 - reads, median of `--repeats` calls (each opens its connection, as the web services do):
   an item over the whole history by month, a repository (source scope) by month and level,
   global totals by date, the top 10 items, a repository's top 10 items;
-- then the same store arranged the old way (`sort_fully`, the whole tables sorted, as
-  `optimize` did before runs): one more day appended with it, and the same reads.
+- then a copy arranged the old way (`sort_fully`, the whole tables sorted, as `optimize` did
+  before runs): one more day appended to each store, each maintained its own way, and the
+  same reads, taking turns call by call between the two stores.
 
     .venv/bin/python bench/store_bench.py --days 1 30 365                 # web_bench's size
     .venv/bin/python bench/store_bench.py --days 1 30 --rows-per-day 1200000 \\
@@ -117,29 +118,39 @@ def read_plan(templates: list[pl.DataFrame], args: argparse.Namespace) -> dict[s
     }
 
 
-def reads(store: DuckDBStatsStore, days: int, plan: dict[str, list]) -> dict[str, float]:
-    """Median ms of each query over the whole stored history, connection included."""
+def reads(stores: dict[str, DuckDBStatsStore], days: int, plan: dict[str, list]) -> dict:
+    """Median ms of each query over the whole stored history on each store, connection
+    included; the stores take turns call by call, so a change of load hits both alike."""
     first, last = FIRST_DAY, FIRST_DAY + dt.timedelta(days=days)
-    queries: dict[str, Callable[[int], object]] = {
-        "item_by_month": lambda i: store.totals("item", plan["items"][i], first, last, ("month",)),
-        "source_by_month": lambda i: store.sums(
-            "source", first, last, keys=(str(plan["sources"][i]),), by=("month", "level")
-        ),
-        "global_by_date": lambda i: store.totals("global", "global", first, last, ("date",)),
-        "top_items": lambda i: store.top("item", first, last, "views", 10),
-        "source_top_items": lambda i: store.top(
-            "item", first, last, "views", 10, owner_site_ids=(plan["sources"][i],)
-        ),
-    }
-    out = {}
-    for name, query in queries.items():
-        query(0)  # warm the page cache
-        times = []
+
+    def queries(store: DuckDBStatsStore) -> dict[str, Callable[[int], object]]:
+        return {
+            "item_by_month": lambda i: store.totals(
+                "item", plan["items"][i], first, last, ("month",)
+            ),
+            "source_by_month": lambda i: store.sums(
+                "source", first, last, keys=(str(plan["sources"][i]),), by=("month", "level")
+            ),
+            "global_by_date": lambda i: store.totals("global", "global", first, last, ("date",)),
+            "top_items": lambda i: store.top("item", first, last, "views", 10),
+            "source_top_items": lambda i: store.top(
+                "item", first, last, "views", 10, owner_site_ids=(plan["sources"][i],)
+            ),
+        }
+
+    each = {name: queries(store) for name, store in stores.items()}
+    out: dict[str, dict[str, float]] = {name: {} for name in stores}
+    for query in each[next(iter(stores))]:
+        times: dict[str, list[float]] = {name: [] for name in stores}
+        for name in stores:
+            each[name][query](0)  # warm the page cache
         for i in range(len(plan["items"])):
-            started = time.perf_counter()
-            query(i)
-            times.append(time.perf_counter() - started)
-        out[name] = round(statistics.median(times) * 1000, 1)
+            for name in stores:
+                started = time.perf_counter()
+                each[name][query](i)
+                times[name].append(time.perf_counter() - started)
+        for name in stores:
+            out[name][query] = round(statistics.median(times[name]) * 1000, 1)
     return out
 
 
@@ -148,7 +159,8 @@ def file_mib(path: Path) -> float:
 
 
 def measure(path: Path, days: int, templates, plan, args) -> dict:
-    """Append and rewrite with runs, then the same store sorted whole: timings and reads."""
+    """Append and rewrite with runs; then a copy sorted whole, the old way; both get one more
+    day, each its own way, and the reads alternate between them."""
     store = DuckDBStatsStore(path, run_rows=args.run_rows)
     result: dict = {"days": days, "file_mib": file_mib(path), "runs": runs_summary(store)}
     result["append"] = stats_index_day(store, day_of(templates, days), store.optimize)
@@ -160,12 +172,18 @@ def measure(path: Path, days: int, templates, plan, args) -> dict:
     result["rewrite"] = rewrites[0]
     result["rewrite_totals"] = [r["total"] for r in rewrites]
     result["file_mib_after_rewrites"] = sizes
+    whole_path = path.with_name("whole.duckdb")
+    shutil.copyfile(path, whole_path)
+    whole = DuckDBStatsStore(whole_path)
+    last = day_of(templates, days + 1)
+    result["append_sorted_whole"] = stats_index_day(whole, last, whole.sort_fully)
+    result["append_again"] = stats_index_day(store, last, store.optimize)
     result["runs_after"] = runs_summary(store)
-    result["reads_runs"] = reads(store, days + 1, plan)
-    old = stats_index_day(store, day_of(templates, days + 1), store.sort_fully)
-    result["append_sorted_whole"] = old
-    result["file_mib_sorted_whole"] = file_mib(path)
-    result["reads_sorted_whole"] = reads(store, days + 2, plan)
+    result["file_mib_after"] = file_mib(path)
+    result["file_mib_sorted_whole"] = file_mib(whole_path)
+    both = reads({"runs": store, "sorted_whole": whole}, days + 2, plan)
+    result["reads_runs"], result["reads_sorted_whole"] = both["runs"], both["sorted_whole"]
+    whole_path.unlink()
     return result
 
 
@@ -185,12 +203,14 @@ def print_stage(stage: dict) -> None:
     for label, key in (
         ("append, runs", "append"),
         ("rewrite mid-history, runs", "rewrite"),
+        ("append again, runs", "append_again"),
         ("append, sorted whole", "append_sorted_whole"),
     ):
         print(f"  {label:<26}" + "".join(f"{stage[key][s]:>14.2f}" for s in steps))
     print(
         f"  rewrites (total s): {stage['rewrite_totals']}; file MiB after each: "
-        f"{stage['file_mib_after_rewrites']}; sorted whole: {stage['file_mib_sorted_whole']}"
+        f"{stage['file_mib_after_rewrites']}; at the end {stage['file_mib_after']}, "
+        f"sorted whole {stage['file_mib_sorted_whole']}"
     )
     print(f"  {'reads, median ms':<20}{'runs':>10}{'sorted whole':>14}{'ratio':>8}")
     for name, ms in stage["reads_runs"].items():
