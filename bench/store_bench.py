@@ -188,15 +188,16 @@ def measure(path: Path, days: int, templates, plan, args) -> dict:
 
 
 def runs_summary(store: DuckDBStatsStore) -> dict[str, list[int]]:
-    """Rows of each run, per table."""
-    return {table: [rows for _, _, rows in runs] for table, runs in store.runs().items()}
+    """Rows of each run, per table and part."""
+    return {f"{t}/{p}": [rows for _, _, rows in runs] for (t, p), runs in store.runs().items()}
 
 
 def print_stage(stage: dict) -> None:
-    runs = stage["runs_after"]["usage_deltas"]
+    items, rollups = (stage["runs_after"][f"usage_deltas/{p}"] for p in ("item", "rollup"))
     print(
-        f"\n{stage['days']} days stored, {stage['file_mib']} MiB, "
-        f"{len(runs)} delta runs (rows {min(runs):,}–{max(runs):,})"
+        f"\n{stage['days']} days stored, {stage['file_mib']} MiB; delta runs: "
+        f"{len(items)} of items (rows {min(items):,}–{max(items):,}), "
+        f"{len(rollups)} of rollups (rows {min(rollups):,}–{max(rollups):,})"
     )
     steps = ("replace_day", "row_count", "record_titles", "optimize", "total")
     print(f"  {'one day, seconds':<26}" + "".join(f"{s:>14}" for s in steps))

@@ -196,7 +196,7 @@ def test_item_titles_latest_day_wins_and_old_days_do_not_bring_old_titles_back(s
 # read, so it is never migrated), and "sorted whole" (`sort_fully`, the old `optimize`).
 
 
-def history(tables: list, days: int = 24) -> list[tuple[dt.date, pl.DataFrame, pl.DataFrame]]:
+def history(tables: list, days: int = 16) -> list[tuple[dt.date, pl.DataFrame, pl.DataFrame]]:
     """`days` days made of the generated ones: other dates, other counts, some days without
     item rows (small days) so runs of different sizes form."""
     out = []
@@ -244,8 +244,7 @@ class Stores:
         """One stats_index run of `day` on each store."""
         self.runs.replace_day(day, deltas, snapshot)
         self.runs.optimize()
-        self.whole.replace_day(day, deltas, snapshot)
-        self.whole.sort_fully()
+        self.whole.replace_day(day, deltas, snapshot)  # sorted whole when compared
         raw_replace(self.unsorted.path, day, deltas, snapshot)
 
 
@@ -297,6 +296,7 @@ def answers(store: DuckDBStatsStore, days: list[dt.date], frames: list[pl.DataFr
 def assert_same(stores: Stores, written: dict) -> None:
     days = sorted(written)
     frames = [written[d] for d in days]
+    stores.whole.sort_fully()
     for table in STORE_TABLES:
         expected = table_rows(stores.unsorted, table)
         assert table_rows(stores.runs, table) == expected, table
@@ -333,7 +333,7 @@ def runs_are_sorted(store: DuckDBStatsStore) -> bool:
 
 @pytest.fixture
 def maintained(contract_data, tmp_path):
-    """24 days written day by day, each followed by its maintenance, on the three stores."""
+    """16 days written day by day, each followed by its maintenance, on the three stores."""
     _, tables = contract_data
     stores = Stores(tmp_path)
     written = {}
@@ -347,9 +347,12 @@ def maintained(contract_data, tmp_path):
 def test_runs_answer_exactly_like_an_unsorted_and_a_sorted_store(maintained, rewrite):
     stores, written, tables = maintained
     days = sorted(written)
-    runs = stores.runs.runs()["usage_deltas"]
+    arranged = stores.runs.runs()
+    runs = arranged[("usage_deltas", "item")]
     assert 1 < len(runs) < len(days) // 2  # days were merged, into more than one run
-    assert sum(rows for _, _, rows in runs) == sum(f.height for f in written.values())
+    assert len(arranged[("usage_deltas", "rollup")]) < len(runs)  # smaller, fewer runs
+    stored = sum(r for p in ("item", "rollup") for _, _, r in arranged[("usage_deltas", p)])
+    assert stored == sum(f.height for f in written.values())
     if rewrite != "none":
         index = len(days) - 1 if rewrite == "last" else len(days) // 2
         day, deltas, snapshot = tables[(index + 1) % len(tables)]
@@ -363,7 +366,8 @@ def test_runs_answer_exactly_like_an_unsorted_and_a_sorted_store(maintained, rew
         written[new_day] = shifted(deltas, new_day, 7)
     assert_same(stores, written)
     assert runs_are_sorted(stores.runs)
-    assert max(rows for _, _, rows in stores.runs.runs()["usage_deltas"][:-1]) < 3 * SMALL_RUNS
+    for runs in stores.runs.runs().values():  # merges stop once a run is large enough
+        assert all(rows < 3 * SMALL_RUNS for _, _, rows in runs[:-1])
 
 
 def test_repeated_maintenance_changes_nothing(maintained):
@@ -375,7 +379,7 @@ def test_repeated_maintenance_changes_nothing(maintained):
         assert stores.runs.runs() == before
     stores.runs.sort_fully()
     stores.runs.sort_fully()
-    assert [len(r) for r in stores.runs.runs().values()] == [1, 1]
+    assert [len(r) for r in stores.runs.runs().values()] == [1, 1, 1, 1]
     stores.runs.optimize()
     assert {t: table_rows(stores.runs, t) for t in STORE_TABLES} == rows
     assert_same(stores, written)
@@ -389,7 +393,8 @@ def test_every_day_alone_when_days_are_larger_than_runs(contract_data, tmp_path)
     for day, deltas, snapshot in history(tables, days=6):
         stores.write(day, deltas, snapshot)
         written[day] = deltas
-    assert [days for _, days, _ in stores.runs.runs()["usage_deltas"]] == [1] * 6
+    for runs in stores.runs.runs().values():
+        assert [days for _, days, _ in runs] == [1] * len(runs)
     assert_same(stores, written)
 
 
@@ -406,8 +411,9 @@ def test_a_store_from_before_runs_is_sorted_once_at_its_first_write(contract_dat
     day, deltas, snapshot = history(tables, days=9)[-1]
     stores.write(day, deltas, snapshot)
     written[day] = deltas
-    runs = stores.runs.runs()["usage_deltas"]
-    assert runs[0][1] == 8  # the old days, one sorted run
+    with_items = sum(d.get_column("scope").eq("item").any() for d in written.values()) - 1
+    runs = stores.runs.runs()[("usage_deltas", "item")]
+    assert runs[0][1] == with_items  # the old days' items, one sorted run
     assert_same(stores, written)
     assert runs_are_sorted(stores.runs)
 
@@ -416,11 +422,11 @@ def test_a_merge_that_would_lose_or_double_rows_is_refused(maintained):
     """The registry says how many rows each day has: a merge reading other counts stops
     and leaves the store as it was."""
     stores, written, tables = maintained
-    day, deltas, snapshot = history(tables, days=len(written) + 1)[-1]
-    stores.runs.replace_day(day, deltas, snapshot)
-    stores.whole.replace_day(day, deltas, snapshot)
-    raw_replace(stores.unsorted.path, day, deltas, snapshot)
-    written[day] = deltas
+    for day, deltas, snapshot in history(tables, days=len(written) + 2)[-2:]:
+        stores.runs.replace_day(day, deltas, snapshot)  # two small runs: the next optimize
+        stores.whole.replace_day(day, deltas, snapshot)  # merges them at least
+        raw_replace(stores.unsorted.path, day, deltas, snapshot)
+        written[day] = deltas
     con = duckdb.connect(str(stores.runs.path))
     con.execute(
         "UPDATE store_runs SET rows = rows + 1 WHERE tbl = 'usage_deltas' AND date = ?", [day]

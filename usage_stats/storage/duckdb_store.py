@@ -11,8 +11,11 @@ growing with history (14 s a night at 30 days of a 10M-event day, minutes after 
 tables are therefore kept as sorted *runs* instead, each a set of days whose rows were
 written together, ordered by scope, key and date, and listed in `store_runs`:
 
-- `replace_day` deletes the day and appends it sorted, as a run of its own (sorting one day
-  costs what the day costs); the run it came from stays sorted, only smaller;
+- `replace_day` deletes the day and appends it sorted, as runs of its own (sorting one day
+  costs what the day costs); the runs it came from stay sorted, only smaller;
+- a day's item rows and its rollups (source, site, global: a few thousand rows) are separate
+  runs, so the rollups of many large days still merge into few runs and a repository's or
+  the network's year reads a few row groups even when each day's items are a run alone;
 - `optimize` merges the runs smaller than `run_rows` (default four row groups) into one
   sorted run. A day's stats_index run merges at most the one open run and the new day, so
   its cost is bounded by `run_rows` whatever the history; a day larger than that is already a
@@ -62,12 +65,14 @@ _CREATE_TITLES = (
 )
 
 
-# Which run each day of each table belongs to, and its row count (so run sizes are known
-# without scanning the tables). A day with no row has no entry.
+# Which run each part (item rows, rollups) of each day of each table belongs to, and its row
+# count, so run sizes are known without scanning the tables. An empty part has no entry; a
+# run id belongs to one table and part.
 _CREATE_RUNS = (
     "CREATE TABLE IF NOT EXISTS store_runs (tbl VARCHAR NOT NULL, date DATE NOT NULL, "
-    "run BIGINT NOT NULL, rows BIGINT NOT NULL)"
+    "part VARCHAR NOT NULL, run BIGINT NOT NULL, rows BIGINT NOT NULL)"
 )
+_PARTS = {"item": "scope = 'item'", "rollup": "scope <> 'item'"}
 ROW_GROUP_ROWS = 122_880
 # Runs below this size are merged at each `optimize`: four row groups keep a day's merge under
 # a second and leave about seven runs for a year of 9,000-row days (bench/store_bench.py).
@@ -152,11 +157,13 @@ class DuckDBStatsStore(StatsStore):
                             f"{table} for {day}: {stored} rows stored, {frame.height} expected"
                         )
                     con.execute("DELETE FROM store_runs WHERE tbl = ? AND date = ?", [table, day])
-                    if frame.height:
-                        con.execute(
-                            "INSERT INTO store_runs VALUES (?, ?, ?, ?)",
-                            [table, day, _next_run(con), frame.height],
-                        )
+                    items = int(frame.get_column("scope").eq("item").sum())
+                    for part, rows in (("item", items), ("rollup", frame.height - items)):
+                        if rows:
+                            con.execute(
+                                "INSERT INTO store_runs VALUES (?, ?, ?, ?, ?)",
+                                [table, day, part, _next_run(con), rows],
+                            )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -206,16 +213,17 @@ class DuckDBStatsStore(StatsStore):
             con.execute("BEGIN TRANSACTION")
             try:
                 for table in STORE_TABLES:
-                    small = [
-                        run
-                        for (run,) in con.execute(
-                            "SELECT run FROM store_runs WHERE tbl = ? GROUP BY run "
-                            "HAVING sum(rows) < ? ORDER BY run",
-                            [table, self.run_rows],
-                        ).fetchall()
-                    ]
-                    if len(small) > 1:
-                        _merge_runs(con, table, small)
+                    for part in _PARTS:
+                        small = [
+                            run
+                            for (run,) in con.execute(
+                                "SELECT run FROM store_runs WHERE tbl = ? AND part = ? "
+                                "GROUP BY run HAVING sum(rows) < ? ORDER BY run",
+                                [table, part, self.run_rows],
+                            ).fetchall()
+                        ]
+                        if len(small) > 1:
+                            _merge_runs(con, table, part, small)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -239,16 +247,19 @@ class DuckDBStatsStore(StatsStore):
             con.execute("CHECKPOINT")
         return time.perf_counter() - started
 
-    def runs(self) -> dict[str, list[tuple[int, int, int]]]:
-        """Per table, each run as (run, days, rows), in run order: how the store is arranged."""
+    def runs(self) -> dict[tuple[str, str], list[tuple[int, int, int]]]:
+        """Per table and part (`item`, `rollup`), each run as (run, days, rows), in run order:
+        how the store is arranged."""
         with self._connect() as con:
             rows = con.execute(
-                "SELECT tbl, run, count(*), sum(rows) FROM store_runs GROUP BY tbl, run "
-                "ORDER BY tbl, run"
+                "SELECT tbl, part, run, count(*), sum(rows) FROM store_runs "
+                "GROUP BY tbl, part, run ORDER BY tbl, part, run"
             ).fetchall()
-        out: dict[str, list[tuple[int, int, int]]] = {t: [] for t in STORE_TABLES}
-        for table, run, days, count in rows:
-            out[table].append((run, days, int(count)))
+        out: dict[tuple[str, str], list[tuple[int, int, int]]] = {
+            (t, p): [] for t in STORE_TABLES for p in _PARTS
+        }
+        for table, part, run, days, count in rows:
+            out[(table, part)].append((run, days, int(count)))
         return out
 
     def row_count(self, table: str, day: dt.date) -> int:
@@ -321,10 +332,10 @@ def _next_run(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("SELECT coalesce(max(run), 0) + 1 FROM store_runs").fetchone()[0]
 
 
-def _merge_runs(con: duckdb.DuckDBPyConnection, table: str, runs: list[int]) -> None:
-    """Rewrite the days of `runs` as one run sorted by scope, key and date, appended at the end
-    of the table; refused if the rows read are not the rows the runs list (nothing lost or
-    doubled). Inside the caller's transaction."""
+def _merge_runs(con: duckdb.DuckDBPyConnection, table: str, part: str, runs: list[int]) -> None:
+    """Rewrite `part` of the days of `runs` as one run sorted by scope, key and date, appended
+    at the end of the table; refused if the rows read are not the rows the runs list (nothing
+    lost or doubled). Inside the caller's transaction."""
     marks = ", ".join("?" for _ in runs)
     days = [
         d
@@ -337,7 +348,7 @@ def _merge_runs(con: duckdb.DuckDBPyConnection, table: str, runs: list[int]) -> 
         f"SELECT sum(rows) FROM store_runs WHERE tbl = ? AND run IN ({marks})", [table, *runs]
     ).fetchone()[0]
     # The range lets the scan skip row groups by their dates before testing the list.
-    where = f"date BETWEEN ? AND ? AND date IN ({', '.join('?' for _ in days)})"
+    where = f"date BETWEEN ? AND ? AND date IN ({', '.join('?' for _ in days)}) AND {_PARTS[part]}"
     params = [days[0], days[-1], *days]
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE merging AS SELECT * FROM {table} WHERE {where}", params
@@ -366,10 +377,12 @@ def _sort_fully(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP TABLE {table}")
         con.execute(f"ALTER TABLE {table}_sorted RENAME TO {table}")
         con.execute("DELETE FROM store_runs WHERE tbl = ?", [table])
-        con.execute(
-            f"INSERT INTO store_runs SELECT ?, date, ?, count(*) FROM {table} GROUP BY date",
-            [table, _next_run(con)],
-        )
+        for part, rows in _PARTS.items():
+            con.execute(
+                f"INSERT INTO store_runs SELECT ?, date, ?, ?, count(*) FROM {table} "
+                f"WHERE {rows} GROUP BY date",
+                [table, part, _next_run(con)],
+            )
 
 
 def _any_of(
