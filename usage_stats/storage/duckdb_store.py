@@ -26,9 +26,10 @@ written together, ordered by scope, key and date, and listed in `store_runs`:
 
 Measured (bench/README.md, "Store maintenance"): a year of 9,000-row days is 7 runs, a day's
 maintenance at most 2 s and reads 1.1-1.6× the fully sorted table; 1.5M-row days are a run
-each, maintained in under 2 s where sorting the whole took 70-130 s at 30 days, and read 2-4×
-slower than sorted whole. Coarser merges (by month, or of runs of similar size) would read
-faster but cost a large day's history at once, on the day they happen.
+each, maintained in under 0.5 s where sorting the whole took 36-130 s at 30 days, and read
+1.8-5.6× slower than sorted whole (an item's history reads a row group per day). Coarser
+merges (by month, or of runs of similar size) would read faster but cost a large day's
+history at once, on the day they happen.
 
 `sort_fully` still rewrites everything as one run, the old nightly arrangement: it is what a
 store written before `store_runs` existed gets once, at its first write.
