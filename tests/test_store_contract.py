@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from pathlib import Path
 
+import duckdb
 import metadata_support as md
 import polars as pl
 import pytest
@@ -14,17 +16,28 @@ from conftest import DAYS, generate
 from stores import opensearch_store
 from support import day_tables
 from usage_stats.pipeline.crosswalk import crosswalk_table
-from usage_stats.pipeline.metrics import METRICS
-from usage_stats.storage.duckdb_store import DuckDBStatsStore
-from usage_stats.storage.store import STORED_METADATA_SCHEMA, StatsStoreError
+from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
+from usage_stats.storage.duckdb_store import DuckDBStatsStore, _create_table_sql
+from usage_stats.storage.store import (
+    STORE_TABLES,
+    STORED_METADATA_SCHEMA,
+    RowFilter,
+    StatsStoreError,
+)
 
 DATES = [dt.date.fromisoformat(d) for d in DAYS]
+# A generated day is 750-800 delta rows and 750-1,300 snapshot rows: runs of this size merge
+# two or three days, so the contract and the maintenance tests below go through merges.
+SMALL_RUNS = 2_000
 
 
-@pytest.fixture(scope="module", params=["duckdb", "opensearch"])
+@pytest.fixture(scope="module", params=["duckdb", "duckdb-runs", "opensearch"])
 def store(request, tmp_path_factory):
-    if request.param == "duckdb":
-        yield DuckDBStatsStore(tmp_path_factory.mktemp("duckdb") / "stats.duckdb")
+    if request.param.startswith("duckdb"):
+        run_rows = SMALL_RUNS if request.param == "duckdb-runs" else 10**9
+        yield DuckDBStatsStore(
+            tmp_path_factory.mktemp("duckdb") / "stats.duckdb", run_rows=run_rows
+        )
         return
     store = opensearch_store(batch_size=500)
     yield store
@@ -32,13 +45,21 @@ def store(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded(store, tmp_path_factory):
-    """Loaded once per store; tests that change a day restore it before they end."""
+def contract_data(tmp_path_factory):
+    """The generated days, once for every store of the module."""
     generated = generate(tmp_path_factory.mktemp("data"))
-    tables = day_tables(generated)
+    return generated, day_tables(generated)
+
+
+@pytest.fixture(scope="module")
+def loaded(store, contract_data):
+    """Loaded once per store, `optimize` after each day as stats_index does; tests that change
+    a day restore it before they end."""
+    generated, tables = contract_data
     for day, deltas, snapshot in tables:
         write = store.replace_day(day, deltas, snapshot)
         assert (write.delta_rows, write.snapshot_rows) == (deltas.height, snapshot.height)
+        store.optimize()
     return store, generated, tables
 
 
@@ -332,3 +353,251 @@ def test_record_days_exact_rows_replaced_and_idempotent(store):
     with pytest.raises(StatsStoreError):
         store.replace_record_day(other, deltas, snapshot)
     assert store.record_row_count("record_deltas", day) == 1  # a refused write changed nothing
+
+
+# --- DuckDB maintenance: sorted runs answer exactly as the old arrangements ------------------
+# The reference stores are loaded the old ways: "unsorted", rows appended in shuffled order into
+# a file without `store_runs` (as before runs, between a write and the nightly sort; it is only
+# read, so it is never migrated), and "sorted whole" (`sort_fully`, the old `optimize`).
+
+
+def history(tables: list, days: int = 16) -> list[tuple[dt.date, pl.DataFrame, pl.DataFrame]]:
+    """`days` days made of the generated ones: other dates, other counts, some days without
+    item rows (small days) so runs of different sizes form."""
+    out = []
+    for i in range(days):
+        _, deltas, snapshot = tables[i % len(tables)]
+        day = DATES[0] + dt.timedelta(days=i)
+        if i % 5 == 3:
+            deltas = deltas.filter(pl.col("scope") != "item")
+        out.append((day, *(shifted(f, day, i) for f in (deltas, snapshot))))
+    return out
+
+
+def shifted(frame: pl.DataFrame, day: dt.date, by: int) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(day).alias("date"), *[pl.col(m) + by for m in METRICS])
+
+
+def raw_replace(path: Path, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> None:
+    """A day written as before runs: no `store_runs`, rows in no particular order."""
+    con = duckdb.connect(str(path))
+    try:
+        for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
+            con.execute(_create_table_sql(table))
+            con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
+            shuffled = (
+                frame.select(list(DELTA_SCHEMA))
+                .cast(DELTA_SCHEMA)
+                .sample(fraction=1.0, shuffle=True, seed=day.toordinal())
+            )
+            con.register("incoming", shuffled.to_arrow())
+            con.execute(f"INSERT INTO {table} SELECT * FROM incoming")
+            con.unregister("incoming")
+    finally:
+        con.close()
+
+
+class Stores:
+    """The store under test and the two references, written alike."""
+
+    def __init__(self, tmp_path: Path, run_rows: int = SMALL_RUNS) -> None:
+        self.runs = DuckDBStatsStore(tmp_path / "runs.duckdb", run_rows=run_rows)
+        self.whole = DuckDBStatsStore(tmp_path / "whole.duckdb")
+        self.unsorted = DuckDBStatsStore(tmp_path / "unsorted.duckdb")
+
+    def write(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> None:
+        """One stats_index run of `day` on each store."""
+        self.runs.replace_day(day, deltas, snapshot)
+        self.runs.optimize()
+        self.whole.replace_day(day, deltas, snapshot)  # sorted whole when compared
+        raw_replace(self.unsorted.path, day, deltas, snapshot)
+
+
+def table_rows(store: DuckDBStatsStore, table: str) -> list[tuple]:
+    """Every row, sorted: equal lists mean no row lost, none doubled."""
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        rows = con.execute(f"SELECT {', '.join(DELTA_SCHEMA)} FROM {table}").fetchall()
+    finally:
+        con.close()
+    return sorted(rows, key=repr)
+
+
+def answers(store: DuckDBStatsStore, days: list[dt.date], frames: list[pl.DataFrame]) -> list:
+    """The StatsStore queries over every scope, some keys of each, the whole history and a
+    part of it, grouped and filtered in the ways the web services ask."""
+    deltas = pl.concat(frames)
+    first, last, middle = days[0], days[-1], days[len(days) // 2]
+    out: list = [store.days()]
+    for scope in ("item", "source", "site", "global"):
+        keys = deltas.filter(pl.col("scope") == scope).get_column("key").unique().sort()
+        for key in keys.gather_every(max(1, len(keys) // 3)).to_list():
+            out.append(store.totals(scope, key, first, last, by=("month",)))
+            out.append(store.totals(scope, key, middle, last, by=("date", "level", "country")))
+            out.append(store.snapshot(scope, key, middle))
+        for metric in ("views", "unique_item_requests"):
+            out.append(store.top(scope, first, last, metric, 7))
+            out.append(store.top(scope, middle, last, metric, 3, site_ids=(1, 2)))
+        out.append(store.sums(scope, first, last, by=("date", "level")))
+    owners = deltas.filter(pl.col("scope") == "item").get_column("owner_site_id")
+    owner = owners.drop_nulls().min()
+    filters = (
+        RowFilter(None, (owner,), (owner,)),
+        RowFilter(None, None, (None, owner)),
+        RowFilter(tuple(deltas.get_column("key").unique().sort().head(5).to_list())),
+    )
+    for where in (filters, filters[:1], filters[1:2], ()):
+        for by in (("key",), ("country",), ("month", "site_id")):
+            out.append(store.sums_where("item", first, last, where, by=by))
+        out.append(
+            store.sums_where(
+                "item", first, last, where, by=("country",), distinct=("site_id", "key", "month")
+            )
+        )
+        out.append(store.top_where("item", first, last, "views", 10, where))
+    return out
+
+
+def assert_same(stores: Stores, written: dict) -> None:
+    days = sorted(written)
+    frames = [written[d] for d in days]
+    stores.whole.sort_fully()
+    for table in STORE_TABLES:
+        expected = table_rows(stores.unsorted, table)
+        assert table_rows(stores.runs, table) == expected, table
+        assert table_rows(stores.whole, table) == expected, table
+    reference = answers(stores.unsorted, days, frames)
+    for store in (stores.runs, stores.whole):
+        got = answers(store, days, frames)
+        assert len(got) == len(reference)
+        for mine, theirs in zip(got, reference, strict=True):
+            if isinstance(theirs, pl.DataFrame):
+                assert_frame_equal(mine, theirs)
+            else:
+                assert mine == theirs
+
+
+def runs_are_sorted(store: DuckDBStatsStore) -> bool:
+    """Each run's rows lie in scope, key, date order in the file (what reading fast needs)."""
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        for table in STORE_TABLES:
+            unsorted = con.execute(
+                f"SELECT count(*) FROM (SELECT r.run, t.scope, t.key, t.date, lag(t.scope) OVER w "
+                f"AS ps, lag(t.key) OVER w AS pk, lag(t.date) OVER w AS pd FROM {table} t "
+                f"JOIN store_runs r ON r.tbl = '{table}' AND r.date = t.date AND r.part = "
+                f"CASE WHEN t.scope = 'item' THEN 'item' ELSE 'rollup' END "
+                f"WINDOW w AS (PARTITION BY r.run ORDER BY t.rowid)) "
+                f"WHERE ps IS NOT NULL AND (scope, key, date) < (ps, pk, pd)"
+            ).fetchone()[0]
+            if unsorted:
+                return False
+    finally:
+        con.close()
+    return True
+
+
+@pytest.fixture
+def maintained(contract_data, tmp_path):
+    """16 days written day by day, each followed by its maintenance, on the three stores."""
+    _, tables = contract_data
+    stores = Stores(tmp_path)
+    written = {}
+    for day, deltas, snapshot in history(tables):
+        stores.write(day, deltas, snapshot)
+        written[day] = deltas
+    return stores, written, tables
+
+
+@pytest.mark.parametrize("rewrite", ["none", "middle", "last", "middle-then-new-day"])
+def test_runs_answer_exactly_like_an_unsorted_and_a_sorted_store(maintained, rewrite):
+    stores, written, tables = maintained
+    days = sorted(written)
+    arranged = stores.runs.runs()
+    runs = arranged[("usage_deltas", "item")]
+    assert 1 < len(runs) < len(days) // 2  # days were merged, into more than one run
+    assert len(arranged[("usage_deltas", "rollup")]) < len(runs)  # smaller, fewer runs
+    stored = sum(r for p in ("item", "rollup") for _, _, r in arranged[("usage_deltas", p)])
+    assert stored == sum(f.height for f in written.values())
+    if rewrite != "none":
+        index = len(days) - 1 if rewrite == "last" else len(days) // 2
+        day, deltas, snapshot = tables[(index + 1) % len(tables)]
+        deltas, snapshot = (shifted(f, days[index], 100) for f in (deltas, snapshot))
+        stores.write(days[index], deltas, snapshot)
+        written[days[index]] = deltas
+    if rewrite == "middle-then-new-day":
+        day, deltas, snapshot = tables[0]
+        new_day = days[-1] + dt.timedelta(days=1)
+        stores.write(new_day, shifted(deltas, new_day, 7), shifted(snapshot, new_day, 7))
+        written[new_day] = shifted(deltas, new_day, 7)
+    assert_same(stores, written)
+    assert runs_are_sorted(stores.runs)
+    for runs in stores.runs.runs().values():  # merges stop once a run is large enough
+        assert all(rows < 3 * SMALL_RUNS for _, _, rows in runs[:-1])
+
+
+def test_repeated_maintenance_changes_nothing(maintained):
+    stores, written, _ = maintained
+    before = stores.runs.runs()
+    rows = {t: table_rows(stores.runs, t) for t in STORE_TABLES}
+    for _ in range(3):
+        stores.runs.optimize()
+        assert stores.runs.runs() == before
+    stores.runs.sort_fully()
+    stores.runs.sort_fully()
+    assert [len(r) for r in stores.runs.runs().values()] == [1, 1, 1, 1]
+    stores.runs.optimize()
+    assert {t: table_rows(stores.runs, t) for t in STORE_TABLES} == rows
+    assert_same(stores, written)
+
+
+def test_every_day_alone_when_days_are_larger_than_runs(contract_data, tmp_path):
+    """Days above the run size are runs of their own: maintenance merges nothing."""
+    _, tables = contract_data
+    stores = Stores(tmp_path, run_rows=100)
+    written = {}
+    for day, deltas, snapshot in history(tables, days=6):
+        stores.write(day, deltas, snapshot)
+        written[day] = deltas
+    for runs in stores.runs.runs().values():
+        assert [days for _, days, _ in runs] == [1] * len(runs)
+    assert_same(stores, written)
+
+
+def test_a_store_from_before_runs_is_sorted_once_at_its_first_write(contract_data, tmp_path):
+    _, tables = contract_data
+    stores = Stores(tmp_path)
+    written = {}
+    for day, deltas, snapshot in history(tables, days=8):
+        raw_replace(stores.runs.path, day, deltas, snapshot)  # the store under test too
+        stores.whole.replace_day(day, deltas, snapshot)
+        raw_replace(stores.unsorted.path, day, deltas, snapshot)
+        written[day] = deltas
+    assert_same(stores, written)  # read as it is, without store_runs
+    with_items = sum(d.get_column("scope").eq("item").any() for d in written.values())
+    day, deltas, snapshot = history(tables, days=9)[-1]
+    stores.write(day, deltas, snapshot)
+    written[day] = deltas
+    runs = stores.runs.runs()[("usage_deltas", "item")]
+    assert runs[0][1] == with_items  # the old days' items, one sorted run
+    assert_same(stores, written)
+    assert runs_are_sorted(stores.runs)
+
+
+def test_a_merge_that_would_lose_or_double_rows_is_refused(maintained):
+    """The registry says how many rows each day has: a merge reading other counts stops
+    and leaves the store as it was."""
+    stores, written, tables = maintained
+    for day, deltas, snapshot in history(tables, days=len(written) + 2)[-2:]:
+        stores.runs.replace_day(day, deltas, snapshot)  # two small runs: the next optimize
+        stores.whole.replace_day(day, deltas, snapshot)  # merges them at least
+        raw_replace(stores.unsorted.path, day, deltas, snapshot)
+        written[day] = deltas
+    con = duckdb.connect(str(stores.runs.path))
+    con.execute(
+        "UPDATE store_runs SET rows = rows + 1 WHERE tbl = 'usage_deltas' AND date = ?", [day]
+    )
+    con.close()
+    with pytest.raises(StatsStoreError, match="rows, .* registered"):
+        stores.runs.optimize()
+    assert_same(stores, written)

@@ -3,6 +3,36 @@
 DuckDB allows one writing process per file; Dagster runs of different days are separate
 processes, so connections are opened per operation and a locked file is retried for a while
 before the write fails with a clear message.
+
+Reads are fast when rows of one scope and key sit together: DuckDB skips row groups (122,880
+rows) and column segments by their min/max, so a query for one item reads a few of them
+instead of the whole table. Sorting the whole table after every run gave that, at a cost
+growing with history (14 s a night at 30 days of a 10M-event day, minutes after a year). The
+tables are therefore kept as sorted *runs* instead, each a set of days whose rows were
+written together, ordered by scope, key and date, and listed in `store_runs`:
+
+- `replace_day` deletes the day and appends it sorted, as runs of its own (sorting one day
+  costs what the day costs); the runs it came from stay sorted, only smaller;
+- a day's item rows and its rollups (source, site, global: a few thousand rows) are separate
+  runs, so the rollups of many large days still merge into few runs and a repository's or
+  the network's year reads a few row groups even when each day's items are a run alone;
+- `optimize` merges the runs smaller than `run_rows` (default four row groups) into one
+  sorted run. A day's stats_index run merges at most the one open run and the new day, so
+  its cost is bounded by `run_rows` whatever the history; a day larger than that is already a
+  good run alone. A query reads about one row group or segment per run: a year of small days
+  is a handful of runs, a year of million-row days is a run per day.
+- DuckDB (2.0) compacts row groups emptied by deletes at each checkpoint and reuses the freed
+  blocks, so re-written and merged days grow the file by about one merged run, not more.
+
+Measured (bench/README.md, "Store maintenance"): a year of 9,000-row days is 7 runs, a day's
+maintenance at most 2 s and reads 1.1-1.6× the fully sorted table; 1.5M-row days are a run
+each, maintained in under 0.5 s where sorting the whole took 36-130 s at 30 days, and read
+1.8-5.6× slower than sorted whole (an item's history reads a row group per day). Coarser
+merges (by month, or of runs of similar size) would read faster but cost a large day's
+history at once, on the day they happen.
+
+`sort_fully` still rewrites everything as one run, the old nightly arrangement: it is what a
+store written before `store_runs` existed gets once, at its first write.
 """
 
 from __future__ import annotations
@@ -81,6 +111,21 @@ def _create_record_table_sql(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
 
 
+# Which run each part (item rows, rollups) of each day of each table belongs to, and its row
+# count, so run sizes are known without scanning the tables. An empty part has no entry; a
+# run id belongs to one table and part.
+_CREATE_RUNS = (
+    "CREATE TABLE IF NOT EXISTS store_runs (tbl VARCHAR NOT NULL, date DATE NOT NULL, "
+    "part VARCHAR NOT NULL, run BIGINT NOT NULL, rows BIGINT NOT NULL)"
+)
+_PARTS = {"item": "scope = 'item'", "rollup": "scope <> 'item'"}
+ROW_GROUP_ROWS = 122_880
+# Runs below this size are merged at each `optimize`: four row groups keep a day's merge under
+# a second and leave about seven runs for a year of 9,000-row days (bench/store_bench.py).
+RUN_ROWS = 4 * ROW_GROUP_ROWS
+_RUN_ORDER = "scope, key, date, site_id, level, country"
+
+
 def _create_table_sql(table: str) -> str:
     columns = ", ".join(f"{name} {_SQL_TYPES[dtype]}" for name, dtype in DELTA_SCHEMA.items())
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
@@ -90,6 +135,7 @@ def _create_table_sql(table: str) -> str:
 class DuckDBStatsStore(StatsStore):
     path: Path
     lock_timeout_seconds: float = 120.0
+    run_rows: int = RUN_ROWS
 
     @contextmanager
     def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -110,16 +156,35 @@ class DuckDBStatsStore(StatsStore):
                 delay = min(delay * 2, 2.0)
         try:
             if not read_only:
-                for table in STORE_TABLES:
-                    con.execute(_create_table_sql(table))
-                con.execute(_CREATE_TITLES)
-                con.execute(_CREATE_METADATA)
-                con.execute(_CREATE_ALIASES)
-                for table in RECORD_TABLES:
-                    con.execute(_create_record_table_sql(table))
+                self._prepare(con)
             yield con
         finally:
             con.close()
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create what is missing; a store from before `store_runs` is sorted and registered
+        as one run, once (its rows were sorted by the old nightly rewrite anyway)."""
+        had_runs = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_runs'"
+        ).fetchone()[0]
+        for table in STORE_TABLES:
+            con.execute(_create_table_sql(table))
+        con.execute(_CREATE_TITLES)
+        con.execute(_CREATE_METADATA)
+        con.execute(_CREATE_ALIASES)
+        for table in RECORD_TABLES:
+            con.execute(_create_record_table_sql(table))
+        if had_runs:
+            return
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(_CREATE_RUNS)
+            if any(con.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in STORE_TABLES):
+                _sort_fully(con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
         deltas, snapshot = day_frames(day, deltas, snapshot)
@@ -130,7 +195,9 @@ class DuckDBStatsStore(StatsStore):
                     con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
                     con.register("incoming", frame.to_arrow())
                     names = ", ".join(DELTA_SCHEMA)
-                    con.execute(f"INSERT INTO {table} SELECT {names} FROM incoming")
+                    con.execute(
+                        f"INSERT INTO {table} SELECT {names} FROM incoming ORDER BY {_RUN_ORDER}"
+                    )
                     con.unregister("incoming")
                     stored = con.execute(
                         f"SELECT count(*) FROM {table} WHERE date = ?", [day]
@@ -139,6 +206,14 @@ class DuckDBStatsStore(StatsStore):
                         raise StatsStoreError(
                             f"{table} for {day}: {stored} rows stored, {frame.height} expected"
                         )
+                    con.execute("DELETE FROM store_runs WHERE tbl = ? AND date = ?", [table, day])
+                    items = int(frame.get_column("scope").eq("item").sum())
+                    for part, rows in (("item", items), ("rollup", frame.height - items)):
+                        if rows:
+                            con.execute(
+                                "INSERT INTO store_runs VALUES (?, ?, ?, ?, ?)",
+                                [table, day, part, _next_run(con), rows],
+                            )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -334,30 +409,63 @@ class DuckDBStatsStore(StatsStore):
         return dict(rows)
 
     def optimize(self) -> float:
-        """Rewrite both tables ordered by scope, key and date, in one transaction.
-
-        DuckDB skips row groups by their min/max; days are written one by one, so every row
-        group holds every scope and key and each query reads the whole table. Sorted, a query
-        for one scope and key reads a few row groups: 2.5× faster for a year of 100,000 items,
-        for a 2 s rewrite (bench/README.md). Days written later are appended unsorted until the
-        next call, at the end of each stats_index run. Returns the seconds it took."""
+        """Merge the runs smaller than `run_rows` into one sorted run per table, in one
+        transaction, then checkpoint (which also compacts what deletes emptied). After a
+        one-day run that is the open run and the new day: bounded by `run_rows`, not by
+        history. Returns the seconds it took."""
         started = time.perf_counter()
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 for table in STORE_TABLES:
-                    con.execute(
-                        f"CREATE TABLE {table}_sorted AS "
-                        f"SELECT * FROM {table} ORDER BY scope, key, date"
-                    )
-                    con.execute(f"DROP TABLE {table}")
-                    con.execute(f"ALTER TABLE {table}_sorted RENAME TO {table}")
+                    for part in _PARTS:
+                        small = [
+                            run
+                            for (run,) in con.execute(
+                                "SELECT run FROM store_runs WHERE tbl = ? AND part = ? "
+                                "GROUP BY run HAVING sum(rows) < ? ORDER BY run",
+                                [table, part, self.run_rows],
+                            ).fetchall()
+                        ]
+                        if len(small) > 1:
+                            _merge_runs(con, table, part, small)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
             con.execute("CHECKPOINT")
         return time.perf_counter() - started
+
+    def sort_fully(self) -> float:
+        """Rewrite both tables as one sorted run each: the fastest layout to read, at a cost
+        growing with history (the nightly arrangement before runs; kept for comparison in
+        bench/store_bench.py and for an operator who wants it). Returns the seconds it took."""
+        started = time.perf_counter()
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                _sort_fully(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("CHECKPOINT")
+        return time.perf_counter() - started
+
+    def runs(self) -> dict[tuple[str, str], list[tuple[int, int, int]]]:
+        """Per table and part (`item`, `rollup`), each run as (run, days, rows), in run order:
+        how the store is arranged."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT tbl, part, run, count(*), sum(rows) FROM store_runs "
+                "GROUP BY tbl, part, run ORDER BY tbl, part, run"
+            ).fetchall()
+        out: dict[tuple[str, str], list[tuple[int, int, int]]] = {
+            (t, p): [] for t in STORE_TABLES for p in _PARTS
+        }
+        for table, part, run, days, count in rows:
+            out[(table, part)].append((run, days, int(count)))
+        return out
 
     def row_count(self, table: str, day: dt.date) -> int:
         if table not in STORE_TABLES:
@@ -432,6 +540,63 @@ def _record_clause(query: RecordQuery) -> tuple[str, list]:
         clause += " AND level = ?"
         params.append(query.level)
     return clause, params
+
+
+def _next_run(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT coalesce(max(run), 0) + 1 FROM store_runs").fetchone()[0]
+
+
+def _merge_runs(con: duckdb.DuckDBPyConnection, table: str, part: str, runs: list[int]) -> None:
+    """Rewrite `part` of the days of `runs` as one run sorted by scope, key and date, appended
+    at the end of the table; refused if the rows read are not the rows the runs list (nothing
+    lost or doubled). Inside the caller's transaction."""
+    marks = ", ".join("?" for _ in runs)
+    days = [
+        d
+        for (d,) in con.execute(
+            f"SELECT date FROM store_runs WHERE tbl = ? AND run IN ({marks}) ORDER BY date",
+            [table, *runs],
+        ).fetchall()
+    ]
+    expected = con.execute(
+        f"SELECT sum(rows) FROM store_runs WHERE tbl = ? AND run IN ({marks})", [table, *runs]
+    ).fetchone()[0]
+    # The range lets the scan skip row groups by their dates before testing the list.
+    where = f"date BETWEEN ? AND ? AND date IN ({', '.join('?' for _ in days)}) AND {_PARTS[part]}"
+    params = [days[0], days[-1], *days]
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE merging AS SELECT * FROM {table} WHERE {where}", params
+    )
+    read = con.execute("SELECT count(*) FROM merging").fetchone()[0]
+    if read != expected:
+        raise StatsStoreError(f"{table}: runs {runs} hold {read} rows, {expected} registered")
+    deleted = con.execute(f"DELETE FROM {table} WHERE {where}", params).fetchone()[0]
+    inserted = con.execute(
+        f"INSERT INTO {table} SELECT * FROM merging ORDER BY {_RUN_ORDER}"
+    ).fetchone()[0]
+    con.execute("DROP TABLE merging")
+    if deleted != read or inserted != read:
+        raise StatsStoreError(f"{table}: merging {read} rows deleted {deleted}, wrote {inserted}")
+    con.execute(
+        f"UPDATE store_runs SET run = ? WHERE tbl = ? AND run IN ({marks})",
+        [_next_run(con), table, *runs],
+    )
+
+
+def _sort_fully(con: duckdb.DuckDBPyConnection) -> None:
+    """Both tables rewritten sorted, each registered as one run; inside the caller's
+    transaction."""
+    for table in STORE_TABLES:
+        con.execute(f"CREATE TABLE {table}_sorted AS SELECT * FROM {table} ORDER BY {_RUN_ORDER}")
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"ALTER TABLE {table}_sorted RENAME TO {table}")
+        con.execute("DELETE FROM store_runs WHERE tbl = ?", [table])
+        for part, rows in _PARTS.items():
+            con.execute(
+                f"INSERT INTO store_runs SELECT ?, date, ?, ?, count(*) FROM {table} "
+                f"WHERE {rows} GROUP BY date",
+                [table, part, _next_run(con)],
+            )
 
 
 def _any_of(

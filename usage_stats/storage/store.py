@@ -287,7 +287,8 @@ class StatsStore(ABC):
     @abstractmethod
     def optimize(self) -> float:
         """Arrange what is stored for fast reads after a run's writes; returns the seconds it
-        took (DuckDB sorts its tables; OpenSearch merges segments by itself: nothing to do)."""
+        took (DuckDB merges its small sorted runs; OpenSearch merges segments by itself:
+        nothing to do)."""
 
     @abstractmethod
     def row_count(self, table: str, day: dt.date) -> int:
