@@ -41,7 +41,7 @@ record_stats_job = define_asset_job(
 
 # Usage subcounts of a day (or a single-run backfill): the usage run's item deltas and
 # snapshots broken down by item metadata, into the stats store. A job of its own, run after
-# the usage pipeline (about 3 CPU s for a 10M-event day, bench/README.md): a failure of the
+# the usage pipeline (about 8 CPU s for a 10M-event day, bench/README.md): a failure of the
 # breakdowns never holds the usage figures back.
 usage_subcounts_job = define_asset_job(
     "usage_subcounts",
