@@ -110,7 +110,8 @@ def main() -> None:
     print(f"subcounts of {rows:,} item rows × {items:,} items: {wall:.2f} s wall, {used:.2f} s CPU")
     print(f"rows: {full.height:,} untruncated, {cut.height:,} stored (top 20 + other)")
     print(
-        f"mismatches: {total_mismatches(cut)}; load average {os.getloadavg()}; cores {os.cpu_count()}"
+        f"mismatches: {total_mismatches(cut)}; load average {os.getloadavg()}; "
+        f"cores {os.cpu_count()}"
     )
 
 
