@@ -12,6 +12,7 @@ from assets.jobs import (
     matomo_export_job,
     record_stats_job,
     usage_pipeline_job,
+    usage_subcounts_job,
 )
 from resources import (
     AdminDbResource,
@@ -112,6 +113,7 @@ defs = Definitions(
         matomo_export_job,
         item_metadata_job,
         record_stats_job,
+        usage_subcounts_job,
     ],
     schedules=[daily_usage_schedule, matomo_export_schedule],
     sensors=[raw_files_sensor, late_data_sensor],

@@ -14,6 +14,7 @@ from assets.records import record_deltas, record_snapshots
 from assets.snapshots import usage_snapshots
 from assets.stats_index import stats_index
 from assets.titles import item_titles
+from assets.usage_subcounts import usage_subcount_deltas, usage_subcount_snapshots
 from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
 from usage_stats.pipeline.canonical import CANONICAL_SCHEMA
 from usage_stats.pipeline.cleaning import REJECTED_SCHEMA, SESSION_SCHEMA
@@ -21,10 +22,12 @@ from usage_stats.pipeline.metrics import DELTA_SCHEMA
 from usage_stats.pipeline.records import RECORD_SCHEMA
 from usage_stats.pipeline.snapshots import SNAPSHOT_SCHEMA
 from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA
+from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_SCHEMA
 
 usage_assets = [raw_events, cleaning, item_titles, item_daily_deltas, usage_snapshots, stats_index]
 ingest_assets = [matomo_export, item_metadata, item_metadata_index]
 record_assets = [record_deltas, record_snapshots]
+subcount_assets = [usage_subcount_deltas, usage_subcount_snapshots]
 
 OWNERS = ["team:usage-stats"]
 # Each warehouse table's columns, shown (with their meaning) before anything is materialised.
@@ -38,6 +41,8 @@ SCHEMAS = {
     "item_metadata": ITEM_METADATA_SCHEMA,
     "record_deltas": RECORD_SCHEMA,
     "record_snapshots": RECORD_SCHEMA,
+    "usage_subcount_deltas": USAGE_SUBCOUNT_SCHEMA,
+    "usage_subcount_snapshots": USAGE_SUBCOUNT_SCHEMA,
 }
 
 
@@ -57,8 +62,8 @@ def described_assets(store_kind: str) -> list:
         return spec
 
     return with_source_code_references(
-        map_asset_specs(describe, [*ingest_assets, *usage_assets, *record_assets])
+        map_asset_specs(describe, [*ingest_assets, *usage_assets, *record_assets, *subcount_assets])
     )
 
 
-__all__ = ["described_assets", "ingest_assets", "record_assets", "usage_assets"]
+__all__ = ["described_assets", "ingest_assets", "record_assets", "subcount_assets", "usage_assets"]

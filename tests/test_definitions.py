@@ -36,6 +36,8 @@ ASSET_KEYS = {
         "item_metadata_index",
         "record_deltas",
         "record_snapshots",
+        "usage_subcount_deltas",
+        "usage_subcount_snapshots",
     )
 }
 # Harvested when the repositories change, not per usage day.
@@ -48,6 +50,11 @@ CHECK_KEYS = {
     AssetCheckKey(AssetKey("record_deltas"), "subcounts_add_up_to_totals"),
     AssetCheckKey(AssetKey("record_snapshots"), "record_snapshot_equals_previous_plus_delta"),
     AssetCheckKey(AssetKey("record_snapshots"), "subcounts_add_up_to_totals"),
+    AssetCheckKey(AssetKey("usage_subcount_deltas"), "usage_subcounts_add_up_to_totals"),
+    AssetCheckKey(
+        AssetKey("usage_subcount_snapshots"), "usage_subcount_snapshot_equals_previous_plus_delta"
+    ),
+    AssetCheckKey(AssetKey("usage_subcount_snapshots"), "usage_subcounts_add_up_to_totals"),
 }
 
 
@@ -78,13 +85,33 @@ def test_usage_pipeline_job_resolves():
         AssetKey("item_metadata"),
         AssetKey("item_metadata_index"),
         *RECORD_KEYS,
+        *SUBCOUNT_KEYS,
     }
     assert set(job.asset_layer.asset_graph.asset_check_keys) == {
-        k for k in CHECK_KEYS if k.asset_key not in RECORD_KEYS
+        k for k in CHECK_KEYS if k.asset_key not in RECORD_KEYS | SUBCOUNT_KEYS
     }
 
 
 RECORD_KEYS = {AssetKey("record_deltas"), AssetKey("record_snapshots")}
+SUBCOUNT_KEYS = {AssetKey("usage_subcount_deltas"), AssetKey("usage_subcount_snapshots")}
+
+
+def test_usage_subcounts_job_resolves():
+    """Its own job, beside the usage pipeline (which stays as it was)."""
+    job = defs.resolve_job_def("usage_subcounts")
+    assert isinstance(job.partitions_def, DailyPartitionsDefinition)
+    assert set(job.asset_layer.executable_asset_keys) == SUBCOUNT_KEYS
+    assert set(job.asset_layer.asset_graph.asset_check_keys) == {
+        k for k in CHECK_KEYS if k.asset_key in SUBCOUNT_KEYS
+    }
+    assert graph_node_of("usage_subcount_deltas").parent_keys == {
+        AssetKey("item_daily_deltas"),
+        AssetKey("item_metadata"),
+    }
+    assert graph_node_of("usage_subcount_snapshots").parent_keys == {
+        AssetKey("usage_subcount_deltas"),
+        AssetKey("usage_snapshots"),
+    }
 
 
 def test_record_stats_job_resolves():

@@ -601,3 +601,76 @@ def test_a_merge_that_would_lose_or_double_rows_is_refused(maintained):
     with pytest.raises(StatsStoreError, match="rows, .* registered"):
         stores.runs.optimize()
     assert_same(stores, written)
+
+
+def _subcount_rows(day: dt.date, *rows: tuple) -> pl.DataFrame:
+    """Usage-subcount rows (scope, key, level, field, value, views, downloads) of `day`; the
+    other metrics 0."""
+    from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_SCHEMA
+
+    zeros = (0,) * (len(METRICS) - 2)
+    return pl.DataFrame(
+        [(day, *r, *zeros) for r in rows], schema=USAGE_SUBCOUNT_SCHEMA, orient="row"
+    )
+
+
+def test_subcount_days_exact_rows_replaced_and_idempotent(store):
+    from usage_stats.pipeline.usage_subcounts import OTHER
+
+    day, other = dt.date(2025, 7, 1), dt.date(2025, 7, 2)
+    art, thesis, book = "coar:article", "coar:thesis", "coar:book"
+    deltas = _subcount_rows(
+        day,
+        ("global", "global", "R", "total", "", 10, 4),
+        ("global", "global", "R", "resource_type", art, 6, 1),
+        ("global", "global", "R", "resource_type", thesis, 2, 3),
+        ("global", "global", "R", "resource_type", "", 1, 0),
+        ("global", "global", "R", "resource_type", OTHER, 1, 0),
+        ("global", "global", "N", "total", "", 5, 0),
+        ("global", "global", "N", "resource_type", book, 5, 0),
+        ("source", "7", "R", "item", "oai:x" * 200, 3, 2),  # a value longer than an id
+    )
+    snapshot = deltas.with_columns(pl.col("views") + 100)
+    assert store.replace_subcount_day(other, deltas.clear(), deltas.clear()).delta_rows == 0
+    for _ in range(2):  # the second write replaces the first: idempotent
+        write = store.replace_subcount_day(day, deltas, snapshot)
+        assert (write.delta_rows, write.snapshot_rows) == (8, 8)
+        assert store.subcount_row_count("usage_subcount_deltas", day) == 8
+        assert store.subcount_row_count("usage_subcount_snapshots", day) == 8
+    cols = ["value", "views", "downloads"]
+    by_type = store.subcounts("global", "global", day, other, field="resource_type")
+    assert by_type.select(cols).rows() == [
+        (art, 6, 1),
+        (book, 5, 0),
+        (thesis, 2, 3),
+        ("", 1, 0),
+        (OTHER, 1, 0),
+    ]
+    top = store.subcounts(
+        "global", "global", day, day, field="resource_type", metric="downloads", limit=1
+    )
+    assert top.select(cols).rows() == [(thesis, 2, 3), ("", 1, 0), (OTHER, 12, 1)]
+    assert top.get_column("views").sum() == 15  # the remainder keeps the sum
+    level_r = store.subcounts("global", "global", day, day, level="R")
+    assert level_r.select(cols).rows() == [("", 10, 4)]
+    assert store.subcounts("source", "7", day, day, field="item").select(cols).rows() == [
+        ("oai:x" * 200, 3, 2)
+    ]
+    snap = store.subcount_snapshot("global", "global", day, field="resource_type", limit=2)
+    assert snap.select(cols).rows() == [
+        (art, 106, 1),
+        (book, 105, 0),
+        ("", 101, 0),
+        (OTHER, 203, 3),
+    ]
+    # A smaller day replaces the day whole: no stale row stays behind.
+    store.replace_subcount_day(day, deltas.head(1), snapshot.head(1))
+    assert store.subcount_row_count("usage_subcount_deltas", day) == 1
+    assert store.subcounts("global", "global", day, day, field="resource_type").is_empty()
+    with pytest.raises(ValueError):
+        store.subcounts("global", "global", day, day, field="colour")
+    with pytest.raises(ValueError):
+        store.subcounts("site", "1", day, day)
+    with pytest.raises(StatsStoreError):
+        store.replace_subcount_day(other, deltas, snapshot)
+    assert store.subcount_row_count("usage_subcount_deltas", day) == 1  # refused: unchanged

@@ -49,21 +49,25 @@ import polars as pl
 
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
 from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA
+from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_SCHEMA
 from usage_stats.storage.store import (
     RECORD_TABLES,
     STORE_TABLES,
     STORED_METADATA_SCHEMA,
+    USAGE_SUBCOUNT_TABLES,
     DayWrite,
     RecordQuery,
     RowFilter,
     StatsStore,
     StatsStoreError,
+    SubcountQuery,
     alias_frame,
     day_frames,
     empty_record_sums,
     empty_sums,
     metadata_frame,
     record_day_frames,
+    subcount_day_frames,
 )
 
 _SQL_TYPES = {
@@ -108,6 +112,13 @@ _NAIVE_UTC = [
 
 def _create_record_table_sql(table: str) -> str:
     columns = ", ".join(f"{name} {_SQL_TYPES[dtype]}" for name, dtype in RECORD_SCHEMA.items())
+    return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
+
+
+def _create_subcount_table_sql(table: str) -> str:
+    columns = ", ".join(
+        f"{name} {_SQL_TYPES[dtype]}" for name, dtype in USAGE_SUBCOUNT_SCHEMA.items()
+    )
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
 
 
@@ -174,6 +185,8 @@ class DuckDBStatsStore(StatsStore):
         con.execute(_CREATE_ALIASES)
         for table in RECORD_TABLES:
             con.execute(_create_record_table_sql(table))
+        for table in USAGE_SUBCOUNT_TABLES:
+            con.execute(_create_subcount_table_sql(table))
         if had_runs:
             return
         con.execute("BEGIN TRANSACTION")
@@ -266,6 +279,53 @@ class DuckDBStatsStore(StatsStore):
         assert isinstance(frame, pl.DataFrame)
         if by and frame.is_empty():
             return empty_record_sums(by)
+        return frame
+
+    def replace_subcount_day(
+        self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+    ) -> DayWrite:
+        """Delete the day's rows of both subcount tables and insert the new ones in one
+        transaction: readers see the old day or the new, never half."""
+        deltas, snapshot = subcount_day_frames(day, deltas, snapshot)
+        names = ", ".join(USAGE_SUBCOUNT_SCHEMA)
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table, frame in zip(USAGE_SUBCOUNT_TABLES, (deltas, snapshot), strict=True):
+                    con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
+                    con.register("incoming_subcounts", frame.to_arrow())
+                    con.execute(f"INSERT INTO {table} SELECT {names} FROM incoming_subcounts")
+                    con.unregister("incoming_subcounts")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return DayWrite(day, deltas.height, snapshot.height)
+
+    def subcount_row_count(self, table: str, day: dt.date) -> int:
+        if table not in USAGE_SUBCOUNT_TABLES:
+            raise ValueError(f"unknown subcount table {table!r}")
+        with self._connect() as con:
+            return con.execute(f"SELECT count(*) FROM {table} WHERE date = ?", [day]).fetchone()[0]
+
+    def _subcount_sums(
+        self, table: str, query: SubcountQuery, start: dt.date, end: dt.date
+    ) -> pl.DataFrame:
+        sums = ", ".join(f"CAST(sum({m}) AS BIGINT) AS {m}" for m in METRICS)
+        clause = "scope = ? AND key = ? AND field = ? AND date BETWEEN ? AND ?"
+        params: list = [query.scope, query.key, query.field, start, end]
+        if query.level is not None:
+            clause += " AND level = ?"
+            params.append(query.level)
+        # Writable: a store that never saw a subcount day still has its (empty) tables.
+        with self._connect() as con:
+            frame = pl.from_arrow(
+                con.sql(
+                    f"SELECT value, {sums} FROM {table} WHERE {clause} GROUP BY value",
+                    params=params,
+                ).to_arrow_table()
+            )
+        assert isinstance(frame, pl.DataFrame)
         return frame
 
     def _record_snapshot(self, query: RecordQuery, day: dt.date) -> pl.DataFrame:

@@ -22,11 +22,21 @@ from usage_stats.pipeline.records import (
     SUBCOUNT_FIELDS,
     TOTAL,
 )
+from usage_stats.pipeline.usage_subcounts import (
+    OTHER,
+    UNKNOWN,
+    USAGE_SUBCOUNT_FIELDS,
+    USAGE_SUBCOUNT_SCHEMA,
+    USAGE_SUBCOUNT_SCOPES,
+)
 
 STORE_TABLES = ("usage_deltas", "usage_snapshots")
 # Record statistics (`usage_stats.pipeline.records`): tables of their own, written per day by
 # `replace_record_day`, never touched by the usage writes or `optimize`.
 RECORD_TABLES = ("record_deltas", "record_snapshots")
+# Usage subcounts (`usage_stats.pipeline.usage_subcounts`): tables of their own too, written
+# per day by `replace_subcount_day`, never touched by the usage writes or `optimize`.
+USAGE_SUBCOUNT_TABLES = ("usage_subcount_deltas", "usage_subcount_snapshots")
 # Columns `record_totals` can group by (`month`: the first day of the month of `date`).
 RECORD_GROUPS = ("date", "month", "level", "value")
 # What the stats store keeps of each harvested record (`ITEM_METADATA_SCHEMA`): the fields the
@@ -117,6 +127,59 @@ def record_day_frames(
             raise StatsStoreError(f"{name} for {day} hold {other_days} row(s) of other days")
         frames.append(frame)
     return frames[0], frames[1]
+
+
+def subcount_day_frames(
+    day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Both usage-subcount frames in `USAGE_SUBCOUNT_SCHEMA`, refused if they hold rows of
+    another day."""
+    frames = []
+    for name, frame in (("subcount deltas", deltas), ("subcount snapshot", snapshot)):
+        frame = frame.select(list(USAGE_SUBCOUNT_SCHEMA)).cast(USAGE_SUBCOUNT_SCHEMA)
+        other_days = frame.filter(pl.col("date") != day).height
+        if other_days:
+            raise StatsStoreError(f"{name} for {day} hold {other_days} row(s) of other days")
+        frames.append(frame)
+    return frames[0], frames[1]
+
+
+@dataclass(frozen=True)
+class SubcountQuery:
+    """One checked usage-subcount question: a scope's key and one field (`total` or a
+    subcount), optionally one level (None: every level added up, as usage levels are the use
+    on different sites)."""
+
+    scope: str
+    key: str
+    field: str = "total"
+    level: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope not in USAGE_SUBCOUNT_SCOPES:
+            raise ValueError(f"unknown subcount scope {self.scope!r}")
+        if self.field not in (TOTAL, *USAGE_SUBCOUNT_FIELDS):
+            raise ValueError(f"unknown subcount field {self.field!r}")
+
+
+def ranked_subcounts(sums: pl.DataFrame, metric: str, limit: int | None) -> pl.DataFrame:
+    """Subcount sums (`value` and the metrics) ordered by `metric` (descending, then value),
+    `OTHER` last; with `limit`, only the first `limit` values are kept and the rest is added
+    to `OTHER`, so the rows still add up. `""` (unknown) is kept apart from the ranking, as
+    the stored top-N does. A period's sums hold the values of every day's top-N: a value cut
+    into `OTHER` on some days counts there on those days (the rows add up all the same)."""
+    schema = {"value": pl.String()} | {m: pl.Int64() for m in METRICS}
+    frame = sums.select(list(schema)).cast(schema)
+    named = ~pl.col("value").is_in([OTHER, UNKNOWN])
+    ranked = frame.filter(named).sort([metric, "value"], descending=[True, False])
+    rest = frame.filter(pl.col("value") == OTHER)
+    if limit is not None:
+        rest = pl.concat([rest, ranked.slice(limit)])
+        ranked = ranked.head(limit)
+    parts = [ranked, frame.filter(pl.col("value") == UNKNOWN)]
+    if not rest.is_empty():
+        parts.append(rest.select(pl.lit(OTHER).alias("value"), *(pl.col(m).sum() for m in METRICS)))
+    return pl.concat([p.cast(schema) for p in parts])
 
 
 @dataclass(frozen=True)
@@ -216,6 +279,64 @@ class StatsStore(ABC):
     @abstractmethod
     def _record_snapshot(self, query: RecordQuery, day: dt.date) -> pl.DataFrame:
         """`record_snapshot` with checked arguments."""
+
+    @abstractmethod
+    def replace_subcount_day(
+        self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+    ) -> DayWrite:
+        """Atomically replace the usage subcounts stored for `day` (`USAGE_SUBCOUNT_SCHEMA`
+        deltas and snapshot), as `replace_day` does for usage."""
+
+    @abstractmethod
+    def subcount_row_count(self, table: str, day: dt.date) -> int:
+        """Rows of `table` (one of `USAGE_SUBCOUNT_TABLES`) stored for `day`."""
+
+    def subcounts(
+        self,
+        scope: str,
+        key: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        field: str = "total",
+        metric: str = "views",
+        level: str | None = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Usage of one scope/key over [start, end] by the values of `field` (`value` and
+        the metrics; `total`: one row, value `""`), summed over days (and levels unless
+        `level` names one), ordered by `metric`; `limit` cuts to the top values and adds the
+        rest to `OTHER` (`ranked_subcounts`): "top 20 resource types of repository 7 in
+        May" is `field="resource_type", limit=20`."""
+        check_metric(metric)
+        query = SubcountQuery(scope, key, field, level)
+        sums = self._subcount_sums(USAGE_SUBCOUNT_TABLES[0], query, start, end)
+        return ranked_subcounts(sums, metric, limit)
+
+    def subcount_snapshot(
+        self,
+        scope: str,
+        key: str,
+        day: dt.date,
+        *,
+        field: str = "total",
+        metric: str = "views",
+        level: str | None = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """The cumulative usage of one scope/key up to `day` by the values of `field`, as
+        `subcounts` (top-N of the cumulative figures, as stored)."""
+        check_metric(metric)
+        query = SubcountQuery(scope, key, field, level)
+        sums = self._subcount_sums(USAGE_SUBCOUNT_TABLES[1], query, day, day)
+        return ranked_subcounts(sums, metric, limit)
+
+    @abstractmethod
+    def _subcount_sums(
+        self, table: str, query: SubcountQuery, start: dt.date, end: dt.date
+    ) -> pl.DataFrame:
+        """The metrics of `table`'s rows matching `query` over [start, end], summed per
+        `value` (any order)."""
 
     @abstractmethod
     def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:

@@ -14,7 +14,13 @@ import polars as pl
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
 from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA
 from usage_stats.storage.opensearch.client import Connection
-from usage_stats.storage.store import RecordQuery, RowFilter, empty_record_sums, empty_sums
+from usage_stats.storage.store import (
+    RecordQuery,
+    RowFilter,
+    SubcountQuery,
+    empty_record_sums,
+    empty_sums,
+)
 
 _COUNTS = (*METRICS, "rows")
 
@@ -286,3 +292,26 @@ def record_snapshot_rows(
     schema = {f: RECORD_SCHEMA[f] for f in fields}
     frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
     return frame.sort(["level", "value"], nulls_last=True)
+
+
+def subcount_sum_rows(
+    connection: Connection, index: str, query: SubcountQuery, start: dt.date, end: dt.date
+) -> pl.DataFrame:
+    """The store's `_subcount_sums`: a composite aggregation on `value`, paged to the end."""
+    filters: list[dict[str, Any]] = [
+        {"term": {"scope": query.scope}},
+        {"term": {"key": query.key}},
+        {"term": {"field": query.field}},
+        {"range": {"date": {"gte": start.isoformat(), "lte": end.isoformat()}}},
+    ]
+    if query.level is not None:
+        filters.append({"term": {"level": query.level}})
+    sums = {m: {"sum": {"field": m}} for m in METRICS}
+    rows = [
+        {"value": bucket["key"]["value"], **{m: int(bucket[m]["value"] or 0) for m in METRICS}}
+        for bucket in connection.composite(
+            index, {"bool": {"filter": filters}}, _group_sources(["value"]), sums
+        )
+    ]
+    schema = {"value": pl.String()} | {m: pl.Int64() for m in METRICS}
+    return pl.DataFrame(rows, schema=schema, orient="row")

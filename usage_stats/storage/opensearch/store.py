@@ -33,15 +33,18 @@ from usage_stats.storage.store import (
     RECORD_TABLES,
     STORE_TABLES,
     STORED_METADATA_SCHEMA,
+    USAGE_SUBCOUNT_TABLES,
     DayWrite,
     RecordQuery,
     RowFilter,
     StatsStore,
     StatsStoreError,
+    SubcountQuery,
     alias_frame,
     day_frames,
     metadata_frame,
     record_day_frames,
+    subcount_day_frames,
 )
 
 COMPAT_PREFIX = "usage-stats"
@@ -89,6 +92,8 @@ class OpenSearchStatsStore(StatsStore):
                 "item-aliases",
                 "record-deltas",
                 "record-snapshots",
+                "usage-subcount-deltas",
+                "usage-subcount-snapshots",
             )
         ]
         if self.sources is not None and (
@@ -131,6 +136,18 @@ class OpenSearchStatsStore(StatsStore):
             raise ValueError(f"unknown record table {table!r}")
         return f"{self.prefix}-{table.replace('_', '-')}"
 
+    def subcount_alias(self, table: str) -> str:
+        """Usage subcounts' aliases: `<prefix>-usage-subcount-deltas` / `-snapshots`, over
+        yearly delta and monthly snapshot indices, as usage."""
+        if table not in USAGE_SUBCOUNT_TABLES:
+            raise ValueError(f"unknown subcount table {table!r}")
+        return f"{self.prefix}-{table.replace('_', '-')}"
+
+    def subcount_index_for(self, table: str, day: dt.date) -> str:
+        if table == "usage_subcount_deltas":
+            return f"{self.subcount_alias(table)}-{day.year}"
+        return f"{self.subcount_alias(table)}-{day.year}-{day.month:02d}"
+
     def record_index_for(self, table: str, day: dt.date) -> str:
         if table == "record_deltas":
             return f"{self.record_alias(table)}-{day.year}"
@@ -166,6 +183,13 @@ class OpenSearchStatsStore(StatsStore):
         for table in RECORD_TABLES:
             alias = self.record_alias(table)
             body = writes.index_template(alias, self.replicas, writes.record_mappings())
+            con.call(
+                "index template",
+                lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
+            )
+        for table in USAGE_SUBCOUNT_TABLES:
+            alias = self.subcount_alias(table)
+            body = writes.index_template(alias, self.replicas, writes.subcount_mappings())
             con.call(
                 "index template",
                 lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
@@ -223,6 +247,7 @@ class OpenSearchStatsStore(StatsStore):
             self.alias("usage_deltas"),
             self.alias("usage_snapshots"),
             *(self.record_alias(t) for t in RECORD_TABLES),
+            *(self.subcount_alias(t) for t in USAGE_SUBCOUNT_TABLES),
             self.compat_prefix,
         ):
             con.call(
@@ -296,6 +321,45 @@ class OpenSearchStatsStore(StatsStore):
     def _record_snapshot(self, query: RecordQuery, day: dt.date) -> pl.DataFrame:
         index = self.record_alias("record_snapshots")
         return queries.record_snapshot_rows(self.connection, index, query, day)
+
+    def replace_subcount_day(
+        self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame
+    ) -> DayWrite:
+        """As `replace_record_day`: documents by row key overwrite the day's, then the day's
+        documents of other writes are removed, and the stored counts are checked."""
+        deltas, snapshot = subcount_day_frames(day, deltas, snapshot)
+        self.ensure_templates()
+        con = self.connection
+        write_id = uuid.uuid4().hex
+        for table, frame in zip(USAGE_SUBCOUNT_TABLES, (deltas, snapshot), strict=True):
+            alias = self.subcount_alias(table)
+            if frame.height:
+                encoded = frame.with_columns(pl.col("date").cast(pl.String))
+                ids = frame.select(writes.subcount_key_ids()).to_series()
+                index = self.subcount_index_for(table, day)
+                lines = writes.bulk_lines(encoded, index, ids, write_id)
+                con.bulk(lines, f"indexing {table} of {day}", self.on_batch)
+            con.refresh(alias)
+            writes.delete_stale(con, alias, day, write_id)
+        for table, frame in zip(USAGE_SUBCOUNT_TABLES, (deltas, snapshot), strict=True):
+            stored = self.subcount_row_count(table, day)
+            if stored != frame.height:
+                raise StatsStoreError(
+                    f"{self.subcount_alias(table)} for {day}: {stored} documents stored, "
+                    f"{frame.height} expected"
+                )
+        return DayWrite(day, deltas.height, snapshot.height)
+
+    def subcount_row_count(self, table: str, day: dt.date) -> int:
+        alias = self.subcount_alias(table)
+        return self.connection.count(alias, {"term": {"date": day.isoformat()}})
+
+    def _subcount_sums(
+        self, table: str, query: SubcountQuery, start: dt.date, end: dt.date
+    ) -> pl.DataFrame:
+        return queries.subcount_sum_rows(
+            self.connection, self.subcount_alias(table), query, start, end
+        )
 
     def _replace_compat(self, day: dt.date, deltas: pl.DataFrame, write_id: str) -> None:
         """Replace the compatibility documents of the period holding `day`: that day's, or in

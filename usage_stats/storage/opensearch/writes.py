@@ -17,6 +17,7 @@ import polars as pl
 
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_KEYS
+from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_KEYS
 from usage_stats.storage.opensearch.client import Connection
 
 _KEYWORDS = ("scope", "key", "level", "country")
@@ -43,6 +44,24 @@ def record_mappings() -> dict[str, Any]:
     properties |= {c: {"type": "long"} for c in RECORD_COUNTS}
     properties["write_id"] = {"type": "keyword"}
     return {"dynamic": "strict", "properties": properties}
+
+
+def subcount_mappings() -> dict[str, Any]:
+    """Usage subcounts' fields (`USAGE_SUBCOUNT_SCHEMA`), all explicit."""
+    properties: dict[str, Any] = {"date": {"type": "date", "format": "yyyy-MM-dd"}}
+    properties |= {k: {"type": "keyword"} for k in USAGE_SUBCOUNT_KEYS if k != "date"}
+    properties |= {m: {"type": "long"} for m in METRICS}
+    properties["write_id"] = {"type": "keyword"}
+    return {"dynamic": "strict", "properties": properties}
+
+
+def subcount_key_ids() -> pl.Expr:
+    """A subcount row's key as its document id (a missing level as `-`; a value too long for
+    an id is hashed by `document_ids_within_limit`)."""
+    parts = [pl.col("date").cast(pl.String)] + [
+        pl.col(c).cast(pl.String).fill_null("-") for c in USAGE_SUBCOUNT_KEYS if c != "date"
+    ]
+    return pl.concat_str(parts, separator="|").alias("_id")
 
 
 def record_key_ids() -> pl.Expr:

@@ -1,0 +1,168 @@
+"""Usage subcounts per day: thin shells around `usage_stats.pipeline.usage_subcounts`.
+
+Built beside the usage pipeline from what it wrote (item deltas, usage snapshots) and the
+harvested metadata; their own job (`usage_subcounts`), so the nightly usage run never waits
+on, or fails for, the breakdowns. Both are recomputed from their inputs, never from a stored
+subcount day: re-materialising a day after a harvest or a late-data re-run brings it up to
+date.
+"""
+
+import datetime as dt
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from assets.days import each_day, write_day
+from assets.metadata import markdown_table, schema_metadata
+from assets.partitions import DAILY, WAREHOUSE_TABLE
+from resources import AdminDbResource, StatsStoreResource, WarehouseResource
+from usage_stats.metadata.store import MetadataStore
+from usage_stats.pipeline.usage_subcounts import (
+    TOP_N,
+    USAGE_SUBCOUNT_SCHEMA,
+    chain_mismatches,
+    full_subcounts,
+    item_fields,
+    owner_countries,
+    top_n,
+    total_mismatches,
+)
+
+DAILY_SUBCOUNTS = {**DAILY, "group_name": "usage_subcounts"}
+ADD_UP = "usage_subcounts_add_up_to_totals"
+CHAINS = "usage_subcount_snapshot_equals_previous_plus_delta"
+_PREVIEW = (pl.col("scope") == "global") & pl.col("field").is_in(["total", "resource_type"])
+
+
+def _inputs(warehouse: WarehouseResource, admin_db: AdminDbResource):
+    fields = item_fields(MetadataStore(warehouse.get_warehouse().lake).read_all_current())
+    return fields, owner_countries(admin_db.get_registry().sources())
+
+
+def _add_up_check(bad: dict[str, int]) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=ADD_UP,
+        passed=not any(bad.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"mismatched_subcounts_per_day": MetadataValue.json(bad)},
+    )
+
+
+_ADD_UP_SPEC = {
+    "blocking": True,
+    "description": "Single-valued subcounts (with unknown and other) add up to the total in "
+    "every metric; no list-field value exceeds it.",
+}
+
+
+@asset(
+    deps=["item_daily_deltas", "item_metadata"],
+    **DAILY_SUBCOUNTS,
+    kinds=WAREHOUSE_TABLE,
+    check_specs=[AssetCheckSpec(ADD_UP, asset="usage_subcount_deltas", **_ADD_UP_SPEC)],
+    description=f"A day's usage per repository, national node and the network by resource "
+    f"type, access status, language, subject, publisher, funder, affiliation, file format, "
+    f"visitor country and item: top {TOP_N} per field (by any metric) and an '(other)' "
+    f"remainder, so shares add up.",
+)
+def usage_subcount_deltas(
+    context: AssetExecutionContext, warehouse: WarehouseResource, admin_db: AdminDbResource
+):
+    fields, owners = _inputs(warehouse, admin_db)
+    store = warehouse.get_warehouse()
+    bad: dict[str, int] = {}
+    last = None
+    for day in each_day(context, "usage_subcount_deltas"):
+        last = top_n(full_subcounts(store.read("item_daily_deltas", day), fields, owners, day))
+        write_day(context, store, "usage_subcount_deltas", day, last)
+        bad[day.isoformat()] = total_mismatches(last)
+    yield MaterializeResult(
+        metadata={
+            **schema_metadata(USAGE_SUBCOUNT_SCHEMA),
+            "items_with_metadata": fields.height,
+            "preview": markdown_table(last.filter(_PREVIEW) if last is not None else None),
+        }
+    )
+    yield _add_up_check(bad)
+
+
+@asset(
+    deps=["usage_subcount_deltas", "usage_snapshots"],
+    **DAILY_SUBCOUNTS,
+    kinds=WAREHOUSE_TABLE,
+    pool="stats_store",
+    check_specs=[
+        AssetCheckSpec(
+            CHAINS,
+            asset="usage_subcount_snapshots",
+            blocking=True,
+            description="Before top-N, every key: subcounts of snapshot(d) = those of "
+            "snapshot(d−1) + those of delta(d), with the same metadata.",
+        ),
+        AssetCheckSpec(ADD_UP, asset="usage_subcount_snapshots", **_ADD_UP_SPEC),
+    ],
+    description="Cumulative usage per scope by the same fields (top-N of the cumulative "
+    "figures); written with the day's subcount deltas into the stats store, the day replaced "
+    "atomically.",
+)
+def usage_subcount_snapshots(
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    admin_db: AdminDbResource,
+    stats_store: StatsStoreResource,
+):
+    fields, owners = _inputs(warehouse, admin_db)
+    store = warehouse.get_warehouse()
+    target = stats_store.get_store()
+    chain: dict[str, int] = {}
+    bad: dict[str, int] = {}
+    snapshot = None
+    for day in each_day(context, "usage_subcount_snapshots"):
+        full = full_subcounts(store.read("usage_snapshots", day), fields, owners, day)
+        before = store.latest_before("usage_snapshots", day)
+        if before is None or before == day - dt.timedelta(days=1):
+            previous = (
+                full_subcounts(store.read("usage_snapshots", before), fields, owners, day)
+                if before
+                else None
+            )
+            delta = full_subcounts(store.read("item_daily_deltas", day), fields, owners, day)
+            chain[day.isoformat()] = chain_mismatches(full, previous, delta)
+        else:  # a gap in the usage snapshots: their own chain check reports it
+            context.log.warning(f"no usage snapshot the day before {day}: chain not checked")
+        snapshot = top_n(full)
+        written = target.replace_subcount_day(
+            day, store.read("usage_subcount_deltas", day), snapshot
+        )
+        write_day(
+            context,
+            store,
+            "usage_subcount_snapshots",
+            day,
+            snapshot,
+            store_delta_rows=written.delta_rows,
+            store_snapshot_rows=written.snapshot_rows,
+        )
+        bad[day.isoformat()] = total_mismatches(snapshot)
+    yield MaterializeResult(
+        metadata={
+            **schema_metadata(USAGE_SUBCOUNT_SCHEMA),
+            "store": type(target).__name__,
+            "preview": markdown_table(snapshot.filter(_PREVIEW) if snapshot is not None else None),
+        }
+    )
+    yield AssetCheckResult(
+        check_name=CHAINS,
+        passed=not any(chain.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"mismatched_keys_per_day": MetadataValue.json(chain)},
+    )
+    yield _add_up_check(bad)

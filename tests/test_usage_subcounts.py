@@ -1,0 +1,212 @@
+"""Usage subcounts on planted truth: usage by each subcount, top-N with a remainder that adds
+up, unknown metadata, the snapshot chain, and the same figures from both stats stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import metadata_support as md
+import polars as pl
+import pytest
+
+from stores import opensearch_store
+from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
+from usage_stats.pipeline.snapshots import next_snapshot
+from usage_stats.pipeline.usage_subcounts import (
+    OTHER,
+    OWNER_SCHEMA,
+    chain_mismatches,
+    full_subcounts,
+    item_fields,
+    top_n,
+    total_mismatches,
+    usage_subcounts,
+)
+from usage_stats.storage.duckdb_store import DuckDBStatsStore
+
+D1, D2 = dt.date(2026, 1, 10), dt.date(2026, 1, 11)
+OWNERS = pl.DataFrame([(1, "CR"), (2, "CR"), (3, "AR")], schema=OWNER_SCHEMA, orient="row")
+META = md.frame(
+    md.record(
+        "a",
+        resource_type=md.ARTICLE,
+        access_rights=md.OPEN,
+        language="spa",
+        subjects=["física", "química"],
+        formats=["application/pdf"],
+        publisher="UCR",
+    ),
+    md.record(
+        "b",
+        resource_type=md.THESIS,
+        access_rights=md.OPEN,
+        language="por",
+        subjects=["física"],
+        funders=["FAPESP"],
+    ),
+    md.record(
+        "c",
+        resource_type=md.ARTICLE,
+        access_rights=md.RESTRICTED,
+        language="spa",
+        affiliations=["UBA"],
+    ),
+)
+
+
+def usage(day: dt.date, *rows: tuple) -> pl.DataFrame:
+    """Item rows (key, site, level, owner, country, views, downloads); other metrics 0."""
+    full = [
+        (day, "item", k, site, level, owner, country, views, downloads, *(0,) * (len(METRICS) - 2))
+        for k, site, level, owner, country, views, downloads in rows
+    ]
+    columns = ["date", "scope", "key", "site_id", "level", "owner_site_id", "country", *METRICS]
+    return pl.DataFrame(full, schema=columns, orient="row").cast(DELTA_SCHEMA)
+
+
+DAY1 = usage(
+    D1,
+    ("a", 1, "R", 1, "BR", 10, 4),
+    ("a", 9, "N", 1, "CR", 2, 0),
+    ("b", 2, "R", 2, "BR", 6, 6),
+    ("c", 3, "R", 3, "AR", 3, 1),
+    ("z", 1, "R", 1, None, 5, 0),  # no metadata, no visitor country
+    ("y", 8, "R", None, "CL", 1, 1),  # no owner: only global
+)
+DAY2 = usage(D2, ("b", 2, "R", 2, "BR", 1, 0), ("c", 3, "R", 3, "AR", 1, 1))
+
+
+def rows(frame: pl.DataFrame, scope: str, key: str, level: str, field: str) -> dict:
+    sel = frame.filter(
+        (pl.col("scope") == scope)
+        & (pl.col("key") == key)
+        & (pl.col("level") == level)
+        & (pl.col("field") == field)
+    )
+    return {v: (views, dl) for v, views, dl in sel.select("value", "views", "downloads").rows()}
+
+
+def test_usage_by_each_subcount_exact():
+    out = usage_subcounts(DAY1, META, OWNERS, D1)
+    assert total_mismatches(out) == 0
+    assert rows(out, "global", "global", "R", "total") == {"": (25, 12)}
+    assert rows(out, "global", "global", "N", "total") == {"": (2, 0)}
+    assert rows(out, "global", "global", "R", "resource_type") == {
+        md.ARTICLE: (13, 5),
+        md.THESIS: (6, 6),
+        "": (6, 1),
+    }
+    assert rows(out, "global", "global", "R", "access_status") == {
+        md.OPEN: (16, 10),
+        md.RESTRICTED: (3, 1),
+        "": (6, 1),
+    }
+    assert rows(out, "global", "global", "R", "language") == {
+        "spa": (13, 5),
+        "por": (6, 6),
+        "": (6, 1),
+    }
+    assert rows(out, "global", "global", "R", "publisher") == {"UCR": (10, 4), "": (15, 8)}
+    # list fields: a counts under both subjects; the values overlap
+    assert rows(out, "global", "global", "R", "subject") == {
+        "física": (16, 10),
+        "química": (10, 4),
+        "": (9, 2),
+    }
+    assert rows(out, "global", "global", "R", "funder") == {"FAPESP": (6, 6), "": (19, 6)}
+    assert rows(out, "global", "global", "R", "affiliation") == {"UBA": (3, 1), "": (22, 11)}
+    assert rows(out, "global", "global", "R", "file_format") == {
+        "application/pdf": (10, 4),
+        "": (15, 8),
+    }
+    assert rows(out, "global", "global", "R", "country") == {
+        "BR": (16, 10),
+        "AR": (3, 1),
+        "CL": (1, 1),
+        "": (5, 0),
+    }
+    assert rows(out, "global", "global", "R", "item") == {
+        "a": (10, 4),
+        "b": (6, 6),
+        "c": (3, 1),
+        "z": (5, 0),
+        "y": (1, 1),
+    }
+    # scopes: repository 1 (a, z), national CR (repositories 1 and 2), AR; y nowhere but global
+    assert rows(out, "source", "1", "R", "item") == {"a": (10, 4), "z": (5, 0)}
+    assert rows(out, "source", "1", "N", "country") == {"CR": (2, 0)}
+    assert rows(out, "national", "CR", "R", "total") == {"": (21, 10)}
+    assert rows(out, "national", "AR", "R", "resource_type") == {md.ARTICLE: (3, 1)}
+    assert set(out.filter(pl.col("scope") == "source").get_column("key")) == {"1", "2", "3"}
+
+
+def test_top_n_keeps_the_largest_by_any_metric_and_the_remainder_adds_up():
+    out = usage_subcounts(DAY1, META, OWNERS, D1, n=1)
+    assert total_mismatches(out) == 0
+    # by views: a; by downloads: b — both kept; z, c and y → other (an item key is its value)
+    assert rows(out, "global", "global", "R", "item") == {"a": (10, 4), "b": (6, 6), OTHER: (9, 2)}
+    assert rows(out, "global", "global", "R", "country") == {
+        "BR": (16, 10),
+        "": (5, 0),
+        OTHER: (4, 2),
+    }
+    # list field: other sums the cut values (química), so the rows keep the overlapping sum
+    assert rows(out, "global", "global", "R", "subject") == {
+        "física": (16, 10),
+        "": (9, 2),
+        OTHER: (10, 4),
+    }
+    none = usage_subcounts(DAY1, META, OWNERS, D1, n=0)
+    assert rows(none, "global", "global", "R", "language") == {"": (6, 1), OTHER: (19, 11)}
+    assert total_mismatches(none) == 0
+
+
+def test_unknown_metadata_counts_under_empty_value():
+    out = usage_subcounts(DAY1, META.clear(), OWNERS, D1)
+    assert total_mismatches(out) == 0
+    for field in ("resource_type", "subject", "funder", "language"):
+        assert rows(out, "global", "global", "R", field) == {"": (25, 12)}
+
+
+def test_snapshot_chain_before_top_n_and_top_n_on_cumulative_figures():
+    fields = item_fields(META)
+    snap1 = next_snapshot(None, DAY1, D1)
+    snap2 = next_snapshot(snap1, DAY2, D2)
+    full1 = full_subcounts(snap1, fields, OWNERS, D1)
+    full2 = full_subcounts(snap2, fields, OWNERS, D2)
+    delta2 = full_subcounts(DAY2, fields, OWNERS, D2)
+    assert chain_mismatches(full2, full1, delta2) == 0
+    assert chain_mismatches(full2, full1, delta2.head(0)) > 0
+    cut = top_n(full2, 1)
+    assert total_mismatches(cut) == 0
+    assert rows(cut, "global", "global", "R", "item") == {"a": (10, 4), "b": (7, 6), OTHER: (10, 3)}
+
+
+@pytest.fixture(params=["duckdb", "opensearch"])
+def store(request, tmp_path):
+    if request.param == "duckdb":
+        yield DuckDBStatsStore(tmp_path / "stats.duckdb")
+        return
+    store = opensearch_store(batch_size=500)
+    yield store
+    store.delete_all()
+
+
+def test_same_figures_on_both_stores(store):
+    fields = item_fields(META)
+    snap1 = next_snapshot(None, DAY1, D1)
+    snap2 = next_snapshot(snap1, DAY2, D2)
+    for day, delta, snap in ((D1, DAY1, snap1), (D2, DAY2, snap2)):
+        store.replace_subcount_day(
+            day,
+            usage_subcounts(delta, fields, OWNERS, day),
+            usage_subcounts(snap, fields, OWNERS, day),
+        )
+    cols = ["value", "views", "downloads"]
+    got = store.subcounts("global", "global", D1, D2, field="resource_type", level="R")
+    assert got.select(cols).rows() == [(md.ARTICLE, 14, 6), (md.THESIS, 7, 6), ("", 6, 1)]
+    top = store.subcounts("national", "CR", D1, D2, field="item", metric="downloads", limit=1)
+    assert top.select(cols).rows() == [("b", 7, 6), (OTHER, 17, 4)]
+    assert store.subcounts("global", "global", D1, D2).select(cols).rows() == [("", 29, 13)]
+    snap = store.subcount_snapshot("source", "3", D2, field="country")
+    assert snap.select(cols).rows() == [("AR", 4, 2)]

@@ -1,0 +1,271 @@
+"""Usage subcounts: a day's usage (and the cumulative usage) broken down by item metadata.
+
+Built beside the usage pipeline, from what it already wrote: the `item` rows of
+`item_daily_deltas` (deltas) or of `usage_snapshots` (cumulative), joined on the item key to
+the harvested item metadata (`usage_stats.metadata.store.MetadataStore.read_all_current`).
+One long table, `USAGE_SUBCOUNT_SCHEMA`, for deltas and snapshots, in the layout of record
+statistics (`usage_stats.pipeline.records`):
+
+- `scope` / `key`: `source` (key: the owning repository's Matomo site id, as the usage
+  `source` scope), `national` (key: the owning repository's country, ISO alpha-2 upper case,
+  as record statistics' national scope) and `global` (`global`). An item nobody owns counts
+  only globally. `level` is the level of the site where the use happened (R, N, L), as in
+  the usage rows; levels are different sites' use, so they add up.
+- `field` / `value`: `total` / `""` is the scope's usage itself; every other field is a
+  subcount: the record's metadata fields (`SUBCOUNT_FIELDS` of record statistics: resource
+  type, access status, language, publisher; subject, funder, affiliation, file format), the
+  visitor's `country` and the `item` (top items). An item without metadata, or without the
+  field, counts under `""` (unknown), so single-valued fields (`USAGE_SINGLE_FIELDS`) add up
+  to the total exactly.
+- List fields (`LIST_FIELDS`): an item's usage counts in full under each of its values (an
+  article on two subjects adds its views to both), so their values overlap and add up to
+  *at least* the total; a share of a list field is a share of that sum.
+- Top-N: per (date, scope, key, level, field), the values kept are those among the `top_n`
+  largest by *any* metric (so "most downloaded" is as exact as "most viewed"), plus `""`
+  always (how much use has no metadata is a quality figure, not a ranking). The rest is one
+  row, value `OTHER`, holding their sums: every field's rows add up to what they did before
+  the cut (the total for single-valued fields, the overlapping sum for list fields). `OTHER`
+  is reserved: no vocabulary produces it.
+
+Snapshots are the same breakdown of the cumulative usage snapshot's item rows, so before
+top-N, snapshot(d) = snapshot(d − 1) + delta(d) (`usage_snapshots` is that chain) whenever
+both are broken down with the same metadata; top-N is then applied to the cumulative
+figures, the remainder keeping the sum. Fields are the record's current ones, as in record
+statistics: a record whose type changed counts under its new type.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import polars as pl
+
+from usage_stats.admin.sources import Source
+from usage_stats.pipeline.metrics import METRICS
+from usage_stats.pipeline.records import LIST_FIELDS, SINGLE_FIELDS, TOTAL
+
+USAGE_SUBCOUNT_SCOPES = ("source", "national", "global")
+# Fields of the usage rows themselves, not of the record: who used it from where, and what.
+USAGE_ROW_FIELDS = ("country", "item")
+USAGE_SINGLE_FIELDS = (*SINGLE_FIELDS, *USAGE_ROW_FIELDS)
+USAGE_SUBCOUNT_FIELDS = (*USAGE_SINGLE_FIELDS, *LIST_FIELDS)
+OTHER = "(other)"
+UNKNOWN = ""
+TOP_N = 20
+USAGE_SUBCOUNT_KEYS = ("date", "scope", "key", "level", "field", "value")
+USAGE_SUBCOUNT_SCHEMA = pl.Schema(
+    {
+        "date": pl.Date(),
+        "scope": pl.String(),
+        "key": pl.String(),
+        "level": pl.String(),
+        "field": pl.String(),
+        "value": pl.String(),
+        **{m: pl.Int64() for m in METRICS},
+    }
+)
+OWNER_SCHEMA = pl.Schema({"owner_site_id": pl.Int32(), "national": pl.String()})
+_CELL = ["owner_site_id", "national", "level"]
+_GROUP = ["date", "scope", "key", "level", "field"]
+_METADATA_COLUMNS = [*SINGLE_FIELDS.values(), *LIST_FIELDS.values()]
+
+
+def empty_usage_subcounts() -> pl.DataFrame:
+    return pl.DataFrame(schema=USAGE_SUBCOUNT_SCHEMA)
+
+
+def owner_countries(sources: Iterable[Source]) -> pl.DataFrame:
+    """Each repository's site id and country (upper case): what rolls its items' use up to
+    its national node, as `records.source_levels` does for its records."""
+    rows = [(s.site_id, (s.country or "").upper() or None) for s in sources]
+    return pl.DataFrame(rows, schema=OWNER_SCHEMA, orient="row")
+
+
+def item_fields(metadata: pl.DataFrame) -> pl.DataFrame:
+    """One metadata row per item key (the subcount columns only): the latest datestamp, then
+    the last harvested, then the first source key, so the choice never depends on row order
+    (as the stats store's `metadata_frame`). Deleted records keep their last fields: past use
+    of a withdrawn item is still described."""
+    order = [c for c in ("datestamp", "harvested_at") if c in metadata.columns]
+    return (
+        metadata.lazy()
+        .filter(pl.col("item_key").is_not_null())
+        .sort([*order, "source_key"], descending=[*([True] * len(order)), False], nulls_last=True)
+        .unique("item_key", keep="first", maintain_order=True)
+        .select("item_key", *_METADATA_COLUMNS)
+        .collect()
+    )
+
+
+def full_subcounts(
+    usage: pl.DataFrame, fields: pl.DataFrame, owners: pl.DataFrame, day: dt.date
+) -> pl.DataFrame:
+    """Every subcount of `usage`'s item rows (delta or snapshot schema), untruncated, dated
+    `day`: the scope totals and each field's every value.
+
+    Item rows are first summed per cell (owner, its country, level) and value, one group-by
+    for all fields; the three scopes then roll the much smaller cells up."""
+    rows = (
+        usage.lazy()
+        .filter(pl.col("scope") == "item")
+        .select(
+            pl.col("key").alias("item_key"),
+            pl.col("level"),
+            pl.col("owner_site_id").cast(pl.Int32),
+            pl.col("country").fill_null(UNKNOWN),
+            *(pl.col(m).cast(pl.Int64) for m in METRICS),
+        )
+        .join(owners.lazy().unique("owner_site_id"), on="owner_site_id", how="left")
+        .group_by([*_CELL, "item_key", "country"])
+        .agg(pl.col(m).sum() for m in METRICS)
+        .join(fields.lazy(), on="item_key", how="left")
+    )
+    sums = [pl.col(m).sum() for m in METRICS]
+
+    def part(field: str, value: pl.Expr, explode: bool = False) -> pl.LazyFrame:
+        frame = rows.select(*_CELL, pl.lit(field).alias("field"), value.alias("value"), *METRICS)
+        if explode:
+            frame = frame.explode("value")
+        return frame.group_by([*_CELL, "field", "value"]).agg(sums)
+
+    parts = [
+        part(TOTAL, pl.lit(UNKNOWN)),
+        part("country", pl.col("country")),
+        part("item", pl.col("item_key")),
+        *(part(f, pl.col(c).fill_null(UNKNOWN)) for f, c in SINGLE_FIELDS.items()),
+    ]
+    for name, column in LIST_FIELDS.items():
+        values = pl.col(column).list.drop_nulls().list.unique()
+        listed = (
+            pl.when(values.list.len().fill_null(0) > 0)
+            .then(values)
+            .otherwise(pl.lit([UNKNOWN], dtype=pl.List(pl.String)))
+        )
+        parts.append(part(name, listed, explode=True))
+    cells = pl.concat(parts).collect().lazy()
+    by = ["level", "field", "value"]
+    scopes = [
+        cells.filter(pl.col("owner_site_id").is_not_null())
+        .group_by(["owner_site_id", *by])
+        .agg(sums)
+        .with_columns(
+            pl.lit("source").alias("scope"), pl.col("owner_site_id").cast(pl.String).alias("key")
+        ),
+        cells.filter(pl.col("national").is_not_null())
+        .group_by(["national", *by])
+        .agg(sums)
+        .with_columns(pl.lit("national").alias("scope"), pl.col("national").alias("key")),
+        cells.group_by(by)
+        .agg(sums)
+        .with_columns(pl.lit("global").alias("scope"), pl.lit("global").alias("key")),
+    ]
+    return (
+        pl.concat([s.select("scope", "key", *by, *METRICS) for s in scopes])
+        .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
+        .select(list(USAGE_SUBCOUNT_SCHEMA))
+        .cast(USAGE_SUBCOUNT_SCHEMA)
+        .collect()
+    )
+
+
+def top_n(full: pl.DataFrame, n: int = TOP_N) -> pl.DataFrame:
+    """Keep, per (date, scope, key, level, field), the values among the `n` largest by any
+    metric (ties by value; a zero earns no place) and `""` (ranked apart: it takes no place
+    among the `n`); the rest becomes one `OTHER` row with their sums."""
+    if n < 0:
+        raise ValueError("top-N needs n ≥ 0")
+    frame = full.lazy()
+    totals = frame.filter(pl.col("field") == TOTAL)
+    ranked = (
+        frame.filter(pl.col("field") != TOTAL)
+        .sort([*_GROUP, "value"], nulls_last=True)
+        .with_columns(
+            pl.min_horizontal(
+                pl.when((pl.col("value") != UNKNOWN) & (pl.col(m) > 0))
+                .then(pl.col(m))
+                .rank("ordinal", descending=True)
+                .over(_GROUP)
+                for m in METRICS
+            ).alias("_rank")
+        )
+    )
+    keep = (pl.col("_rank") <= n) | (pl.col("value") == UNKNOWN)
+    rest = (
+        ranked.filter(~keep)
+        .group_by(_GROUP)
+        .agg(pl.col(m).sum() for m in METRICS)
+        .with_columns(pl.lit(OTHER).alias("value"))
+    )
+    columns = list(USAGE_SUBCOUNT_SCHEMA)
+    return (
+        pl.concat([f.select(columns) for f in (totals, ranked.filter(keep), rest)])
+        .cast(USAGE_SUBCOUNT_SCHEMA)
+        .sort(list(USAGE_SUBCOUNT_KEYS), nulls_last=True)
+        .collect()
+    )
+
+
+def usage_subcounts(
+    usage: pl.DataFrame,
+    metadata: pl.DataFrame,
+    owners: pl.DataFrame,
+    day: dt.date,
+    n: int = TOP_N,
+) -> pl.DataFrame:
+    """The stored subcounts of one day's usage rows (deltas, or a cumulative snapshot):
+    `full_subcounts` cut to the top `n`. `metadata` is `ITEM_METADATA_SCHEMA` rows (or
+    `item_fields` of them)."""
+    fields = metadata if metadata.columns == ["item_key", *_METADATA_COLUMNS] else None
+    fields = item_fields(metadata) if fields is None else fields
+    return top_n(full_subcounts(usage, fields, owners, day), n)
+
+
+_KEYS = [k for k in USAGE_SUBCOUNT_KEYS if k != "date"]
+
+
+def chain_mismatches(
+    snapshot: pl.DataFrame, previous: pl.DataFrame | None, delta: pl.DataFrame
+) -> int:
+    """Keys where the untruncated snapshot ≠ previous + delta in any metric (one signed
+    group-by, as `usage_stats.pipeline.snapshots.snapshot_mismatches`)."""
+    schema = {k: USAGE_SUBCOUNT_SCHEMA[k] for k in _KEYS} | {m: pl.Int64() for m in METRICS}
+    frames = [
+        frame.lazy().select(*_KEYS, *(pl.col(m) * sign for m in METRICS)).cast(schema)
+        for frame, sign in ((snapshot, 1), (previous, -1), (delta, -1))
+        if frame is not None
+    ]
+    sums = pl.concat(frames).group_by(_KEYS).agg(pl.col(m).sum() for m in METRICS)
+    differs = pl.any_horizontal(pl.col(m) != 0 for m in METRICS)
+    return sums.filter(differs).select(pl.len()).collect().item()
+
+
+def total_mismatches(frame: pl.DataFrame) -> int:
+    """Subcounts that disagree with their total, per (date, scope, key, level) and field: a
+    single-valued field's rows (with `""` and `OTHER`) must add up to the total in every
+    metric; no value of a list field may exceed it (values overlap; `OTHER` of a list field
+    sums several values, so it may). A total without a field's rows counts too."""
+    group = ["date", "scope", "key", "level"]
+    totals = frame.filter(pl.col("field") == TOTAL).select(
+        *group, *(pl.col(m).alias(f"_{m}") for m in METRICS)
+    )
+    present = frame.select(group).unique()
+    expected = present.join(pl.DataFrame({"field": list(USAGE_SINGLE_FIELDS)}), how="cross")
+    single = (
+        frame.filter(pl.col("field").is_in(list(USAGE_SINGLE_FIELDS)))
+        .group_by([*group, "field"])
+        .agg(pl.col(m).sum() for m in METRICS)
+        .join(expected, on=[*group, "field"], how="full", coalesce=True, nulls_equal=True)
+        .join(totals, on=group, how="full", coalesce=True, nulls_equal=True)
+        .filter(
+            pl.any_horizontal(
+                pl.col(m).fill_null(0) != pl.col(f"_{m}").fill_null(0) for m in METRICS
+            )
+        )
+    )
+    listed = (
+        frame.filter(pl.col("field").is_in(list(LIST_FIELDS)) & (pl.col("value") != OTHER))
+        .join(totals, on=group, how="left", nulls_equal=True)
+        .filter(pl.any_horizontal(pl.col(m) > pl.col(f"_{m}").fill_null(0) for m in METRICS))
+    )
+    return single.height + listed.height
