@@ -674,3 +674,51 @@ def test_subcount_days_exact_rows_replaced_and_idempotent(store):
     with pytest.raises(StatsStoreError):
         store.replace_subcount_day(other, deltas, snapshot)
     assert store.subcount_row_count("usage_subcount_deltas", day) == 1  # refused: unchanged
+
+
+def test_snapshot_sums_are_the_cumulative_series(loaded):
+    """`snapshot_sums_where` per day equals the stored snapshots' rows added up, and the last
+    day's equals the whole manifest (every use so far)."""
+    from usage_stats.storage.store import RowFilter
+
+    store, data, _ = loaded
+    every = (RowFilter(),)
+    series = store.snapshot_sums_where("global", DATES[0], DATES[-1], every)
+    assert series.get_column("date").to_list() == DATES
+    last = series.filter(pl.col("date") == DATES[-1]).select(METRICS).row(0)
+    assert last == manifest_sums(data.manifest)[()]
+    item = "oai:repo2.example.org:1002/0"
+    one = store.snapshot_sums_where("item", DATES[0], DATES[-1], (RowFilter(keys=(item,)),))
+    for day, *metrics in one.select("date", *METRICS).iter_rows():
+        snapshot = store.snapshot("item", item, day)
+        assert tuple(metrics) == tuple(int(snapshot.get_column(m).sum()) for m in METRICS)
+    with pytest.raises(ValueError):
+        store.snapshot_sums_where("global", DATES[0], DATES[-1], every, by=("month",))
+
+
+def test_record_cumulative_and_record_days(store):
+    first, second = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    art = "coar:article"
+    snap1 = _record_rows(
+        first,
+        ("global", "global", "R", "datestamp", "total", "", 5, 1),
+        ("global", "global", "R", "datestamp", "resource_type", art, 5, 1),
+    )
+    snap2 = _record_rows(
+        second,
+        ("global", "global", "R", "datestamp", "total", "", 7, 1),
+        ("global", "global", "N", "datestamp", "total", "", 2, 0),
+    )
+    store.replace_record_day(first, snap1.head(0), snap1)
+    store.replace_record_day(second, snap2.head(0), snap2)
+    assert {first, second} <= set(store.record_days())
+    assert store.record_cumulative("global", "global", first, second).rows() == [
+        (first, 5, 1, 4),
+        (second, 9, 1, 8),
+    ]
+    assert store.record_cumulative(
+        "global", "global", first, second, level="R", field="resource_type", by=("date", "value")
+    ).rows() == [(first, art, 5, 1, 4)]
+    assert store.record_cumulative("global", "nowhere", first, second).is_empty()
+    with pytest.raises(ValueError):
+        store.record_cumulative("global", "global", first, second, by=("value",))

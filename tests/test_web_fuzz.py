@@ -16,8 +16,10 @@ def test_no_server_errors_on_any_operation(web):
     client, _ = web
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
     checked = 0
+    paths = set()
     for result in schema.get_all_operations():
         operation = result.ok()
+        paths.add(operation.path)
 
         @given(case=operation.as_strategy())
         @settings(
@@ -40,3 +42,10 @@ def test_no_server_errors_on_any_operation(web):
         run()
         checked += 1
     assert checked >= 15
+    # The record statistics and cumulative series are fuzzed too (path parameters included).
+    assert {
+        "/api/v1/records/global/breakdown/{field}",
+        "/api/v1/records/nodes/{site_id}/breakdown/{field}",
+        "/api/v1/global/cumulative",
+        "/api/v1/items/cumulative",
+    } <= paths

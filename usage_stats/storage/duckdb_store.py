@@ -260,15 +260,28 @@ class DuckDBStatsStore(StatsStore):
         with self._connect() as con:
             return con.execute(f"SELECT count(*) FROM {table} WHERE date = ?", [day]).fetchone()[0]
 
+    def record_days(self) -> list[dt.date]:
+        # Writable: a store that never saw a record day still has its (empty) tables.
+        with self._connect() as con:
+            rows = con.execute("SELECT DISTINCT date FROM record_snapshots ORDER BY date")
+            return [r[0] for r in rows.fetchall()]
+
     def _record_totals(
-        self, query: RecordQuery, start: dt.date, end: dt.date, by: tuple[str, ...]
+        self,
+        query: RecordQuery,
+        start: dt.date,
+        end: dt.date,
+        by: tuple[str, ...],
+        table: str = "record_deltas",
     ) -> pl.DataFrame:
+        if table not in RECORD_TABLES:
+            raise ValueError(f"unknown record table {table!r}")
         month = "CAST(date_trunc('month', date) AS DATE)"
         columns = [f"{month} AS month" if c == "month" else c for c in by]
         sums = ", ".join(f"CAST(coalesce(sum({c}), 0) AS BIGINT) AS {c}" for c in RECORD_COUNTS)
         clause, params = _record_clause(query)
         sql = (
-            f"SELECT {', '.join([*columns, sums])} FROM record_deltas "
+            f"SELECT {', '.join([*columns, sums])} FROM {table} "
             f"WHERE {clause} AND date BETWEEN ? AND ?"
         )
         if by:
@@ -555,7 +568,10 @@ class DuckDBStatsStore(StatsStore):
         where: tuple[RowFilter, ...],
         by: tuple[str, ...],
         distinct: tuple[str, ...],
+        table: str = "usage_deltas",
     ) -> pl.DataFrame:
+        if table not in STORE_TABLES:
+            raise ValueError(f"unknown table {table!r}")
         month = "CAST(date_trunc('month', date) AS DATE)"
         columns = [f"{month} AS month" if c == "month" else c for c in by]
         sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
@@ -564,7 +580,7 @@ class DuckDBStatsStore(StatsStore):
         clause, params = _any_of(scope, start, end, where)
         sql = (
             f'SELECT {", ".join([*columns, sums])}, CAST({rows} AS BIGINT) AS "rows" '
-            f"FROM usage_deltas WHERE {clause}"
+            f"FROM {table} WHERE {clause}"
         )
         if by:
             sql += f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}"

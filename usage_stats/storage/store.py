@@ -270,11 +270,45 @@ class StatsStore(ABC):
         type on day d" is `field="resource_type"`."""
         return self._record_snapshot(RecordQuery(scope, key, basis, field, level), day)
 
+    def record_cumulative(
+        self,
+        scope: str,
+        key: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        basis: str = "datestamp",
+        field: str = "total",
+        level: str | None = None,
+        by: tuple[str, ...] = ("date",),
+    ) -> pl.DataFrame:
+        """The stored record snapshots of one scope/key, basis and field on every day of
+        [start, end], summed per day (and per `value` or `level` if `by` names them): the
+        cumulative series. Snapshots are read, not deltas summed, because the first stored
+        snapshot holds every record harvested before the first stored day (a repository's
+        history), which no stored delta does. `by` must hold `date` (summing snapshots of
+        several days means nothing)."""
+        if "date" not in by or not set(by) <= {"date", "level", "value"}:
+            raise ValueError(f"record snapshots are grouped by date (and level, value), not {by}")
+        query = RecordQuery(scope, key, basis, field, level)
+        return self._record_totals(query, start, end, by, "record_snapshots")
+
+    @abstractmethod
+    def record_days(self) -> list[dt.date]:
+        """Every day with a stored record snapshot, in order: a cumulative figure "as of" a
+        day is the snapshot of the last of these on or before it."""
+
     @abstractmethod
     def _record_totals(
-        self, query: RecordQuery, start: dt.date, end: dt.date, by: tuple[str, ...]
+        self,
+        query: RecordQuery,
+        start: dt.date,
+        end: dt.date,
+        by: tuple[str, ...],
+        table: str = "record_deltas",
     ) -> pl.DataFrame:
-        """`record_totals` with checked arguments."""
+        """`record_totals` (or with `table="record_snapshots"`, `record_cumulative`) with
+        checked arguments."""
 
     @abstractmethod
     def _record_snapshot(self, query: RecordQuery, day: dt.date) -> pl.DataFrame:
@@ -443,6 +477,24 @@ class StatsStore(ABC):
         check_groups(by, distinct)
         return self._sums_where(scope, start, end, where, by, distinct)
 
+    def snapshot_sums_where(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        where: tuple[RowFilter, ...],
+        by: tuple[str, ...] = ("date",),
+    ) -> pl.DataFrame:
+        """The cumulative metrics of the snapshot rows of one scope matching any filter of
+        `where`, summed per stored day of [start, end] (and per other columns of `by`, which
+        must hold `date`: snapshots of several days do not add up). The cumulative series the
+        snapshots hold, read as `sums_where` reads deltas; a day without a stored snapshot is
+        absent, a stored day where no row matches too (see `days`)."""
+        if "date" not in by or "month" in by:
+            raise ValueError(f"snapshots are summed per date, not by {by}")
+        check_groups(by)
+        return self._sums_where(scope, start, end, where, by, (), "usage_snapshots").drop("rows")
+
     def top_where(
         self,
         scope: str,
@@ -466,8 +518,10 @@ class StatsStore(ABC):
         where: tuple[RowFilter, ...],
         by: tuple[str, ...],
         distinct: tuple[str, ...],
+        table: str = "usage_deltas",
     ) -> pl.DataFrame:
-        """`sums_where` with checked arguments."""
+        """`sums_where` (or with `table="usage_snapshots"`, `snapshot_sums_where`) with
+        checked arguments."""
 
     @abstractmethod
     def _top_where(

@@ -23,6 +23,7 @@ from usage_stats.web.common import (
     GRANULARITIES,
     ApiError,
     WebContext,
+    cumulative_series,
     date_range,
     parse_choice,
     parse_identifier,
@@ -466,6 +467,140 @@ def global_top_sources(
 ) -> Response:
     reach = reaches.network()
     return _ranking(request, "sources", "global", query, reach)
+
+
+CUMULATIVE_NOTE = (
+    "All use up to and including each bucket's `as_of` day, the last day of the bucket with a "
+    "stored snapshot (the cumulative tables the pipeline keeps): not a sum over the range. A "
+    "bucket with no processed day has `as_of` and every metric null. The reach is that of the "
+    "same path without `/cumulative`."
+)
+
+
+def cumulative(
+    ctx: WebContext,
+    reach: reaches.Reach,
+    key: str,
+    first: dt.date,
+    last: dt.date,
+    granularity: str,
+) -> dict:
+    """The cumulative series of a reach: its snapshots' figures at the end of each bucket."""
+    frame = reach.cumulative(ctx.store, first, last)
+    complete = ctx.complete_through_all(reach.sites)
+    return {
+        "scope": _SCOPE_NAMES[reach.kind],
+        "key": key,
+        "reach": {"kind": reach.kind, "label": reach.label},
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "granularity": granularity,
+        "complete_through": complete.isoformat() if complete else None,
+        "series": cumulative_series(frame, ctx.store.days(), first, last, granularity, METRICS),
+    }
+
+
+def _cumulative_answer(
+    request: Request,
+    reach: reaches.Reach,
+    key: str,
+    label: str,
+    query: CumulativeQuery,
+    extra: dict | None = None,
+) -> Response:
+    ctx = _ctx(request)
+    first, last = date_range(query.start, query.end)
+    grain = parse_choice(query.granularity, "granularity", GRANULARITIES, "month")
+    chosen = negotiate(request, query.format)
+    payload = cumulative(ctx, reach, key, first, last, grain) | (extra or {})
+    name = file_name(label, "cumulative", payload["start"], payload["end"], grain)
+    return respond(payload, payload["series"], chosen, name)
+
+
+@dataclass(frozen=True)
+class CumulativeQuery:
+    """The query parameters of every cumulative series, as sent."""
+
+    start: str | None
+    end: str | None
+    granularity: str | None
+    format: str | None
+
+
+def cumulative_query(
+    start: Start = None,
+    end: End = None,
+    granularity: Granularity = None,
+    format: Format = None,
+) -> CumulativeQuery:
+    return CumulativeQuery(start, end, granularity, format)
+
+
+Cumulative = Annotated[CumulativeQuery, Depends(cumulative_query)]
+
+
+@router.get(
+    "/items/cumulative",
+    summary="Cumulative use of one item per day, week, month… (from the snapshots)",
+    description=CUMULATIVE_NOTE,
+)
+def item_cumulative(
+    request: Request,
+    query: Cumulative,
+    identifier: Annotated[str | None, Query(description="OAI id, DOI, handle…")] = None,
+) -> Response:
+    ctx = _ctx(request)
+    key = ctx.item_key(parse_identifier(identifier))
+    owner = ctx.owner_of(key)
+    reach = reaches.item(key, (owner.site_id,) if owner else None)
+    return _cumulative_answer(request, reach, key, f"item-{key}", query)
+
+
+@router.get(
+    "/sources/{site_id}/cumulative",
+    summary="Cumulative use of a repository's items (from the snapshots)",
+    description=CUMULATIVE_NOTE,
+)
+def source_cumulative(request: Request, site_id: str, query: Cumulative) -> Response:
+    source = _site(_ctx(request), site_id, ("R",), "repository")
+    extra = {"source": _source_info(source)}
+    label = f"source-{source.site_id}"
+    reach = reaches.repository(source)
+    return _cumulative_answer(request, reach, str(source.site_id), label, query, extra)
+
+
+@router.get(
+    "/nodes/{site_id}/cumulative",
+    summary="Cumulative use of a national node's country network, or of the regional network",
+    description=f"{CUMULATIVE_NOTE} {NODE_NOTE}",
+)
+def node_cumulative(request: Request, site_id: str, query: Cumulative) -> Response:
+    source, reach = _node(_ctx(request), site_id)
+    extra = {"source": _source_info(source)}
+    label = f"node-{source.site_id}"
+    return _cumulative_answer(request, reach, str(source.site_id), label, query, extra)
+
+
+@router.get(
+    "/sites/{site_id}/cumulative",
+    summary="Cumulative use on one Matomo site alone (from the snapshots)",
+    description=CUMULATIVE_NOTE,
+)
+def site_cumulative(request: Request, site_id: str, query: Cumulative) -> Response:
+    source = _site(_ctx(request), site_id, ("R", "N", "L"), "site")
+    extra = {"source": _source_info(source)}
+    label = f"site-{source.site_id}"
+    reach = reaches.site(source)
+    return _cumulative_answer(request, reach, str(source.site_id), label, query, extra)
+
+
+@router.get(
+    "/global/cumulative",
+    summary="Cumulative use of the whole network (from the snapshots)",
+    description=CUMULATIVE_NOTE,
+)
+def global_cumulative(request: Request, query: Cumulative) -> Response:
+    return _cumulative_answer(request, reaches.network(), "global", "global", query)
 
 
 @router.get("/coverage", summary="The days with statistics and how far data is complete")

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from usage_stats.admin.db import AdminDbError
 from usage_stats.settings import Settings
 from usage_stats.storage.store import StatsStore, StatsStoreError
-from usage_stats.web import api, dashboard, lareferencia, sushi
+from usage_stats.web import api, dashboard, lareferencia, records_api, sushi
 from usage_stats.web.common import ApiError, WebContext
 
 logger = logging.getLogger("usage_stats.web")
@@ -172,6 +172,7 @@ def create_app(
         return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
 
     app.include_router(api.router)
+    app.include_router(records_api.router)
     app.include_router(lareferencia.router)
     app.include_router(sushi.router)
     app.include_router(dashboard.router)

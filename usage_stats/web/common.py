@@ -7,6 +7,7 @@ than a parsed value: dates, ints, normalised identifiers and fixed vocabularies.
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import datetime as dt
 import re
@@ -467,6 +468,39 @@ def series(
                 "start": max(start, first).isoformat(),
                 "end": min(period_end(start, granularity), last).isoformat(),
                 **{m: int(row.get(m, 0)) for m in metrics},
+            }
+        )
+    return out
+
+
+def cumulative_series(
+    daily: pl.DataFrame,
+    stored: list[dt.date],
+    first: dt.date,
+    last: dt.date,
+    granularity: str,
+    columns: tuple[str, ...],
+) -> list[dict]:
+    """Cumulative figures per calendar bucket of [first, last]: each bucket shows the figures
+    (`daily`, per `date`) of the last stored snapshot day (`stored`) within it, as `as_of`. A
+    stored day with no row of `daily` counts 0 (nothing yet); a bucket with no stored day
+    (not processed) has `as_of` and every figure null, so a chart can tell "no data" from
+    zero, and cumulative figures are never summed over days."""
+    values = {row["date"]: row for row in daily.iter_rows(named=True)} if daily.height else {}
+    days = sorted(d for d in stored if first <= d <= last)
+    out = []
+    for start in periods(first, last, granularity):
+        low, high = max(start, first), min(period_end(start, granularity), last)
+        at = bisect.bisect_right(days, high)
+        as_of = days[at - 1] if at and days[at - 1] >= low else None
+        row = values.get(as_of, {}) if as_of else {}
+        out.append(
+            {
+                "period": period_label(start, granularity),
+                "start": low.isoformat(),
+                "end": high.isoformat(),
+                "as_of": as_of.isoformat() if as_of else None,
+                **{c: (int(row.get(c) or 0) if as_of else None) for c in columns},
             }
         )
     return out

@@ -72,6 +72,18 @@ class Reach:
             .sort(list(by), nulls_last=True)
         )
 
+    def cumulative(self, store: StatsStore, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """The cumulative figures (all use up to each day) per stored snapshot day of
+        [start, end]: the same signed parts as `sums`, read from the snapshots. A day where
+        the reach has no row is absent (its cumulative is 0 if that day is stored)."""
+        parts = [
+            store.snapshot_sums_where(scope, start, end, (where,)).with_columns(
+                pl.col(m) * sign for m in METRICS
+            )
+            for sign, scope, where in self.figures
+        ]
+        return pl.concat(parts).group_by("date").agg(pl.col(m).sum() for m in METRICS).sort("date")
+
 
 def country_name(code: str | None) -> str:
     if not code:

@@ -312,10 +312,18 @@ class OpenSearchStatsStore(StatsStore):
         alias = self.record_alias(table)
         return self.connection.count(alias, {"term": {"date": day.isoformat()}})
 
+    def record_days(self) -> list[dt.date]:
+        return queries.stored_days(self.connection, self.record_alias("record_snapshots"))
+
     def _record_totals(
-        self, query: RecordQuery, start: dt.date, end: dt.date, by: tuple[str, ...]
+        self,
+        query: RecordQuery,
+        start: dt.date,
+        end: dt.date,
+        by: tuple[str, ...],
+        table: str = "record_deltas",
     ) -> pl.DataFrame:
-        index = self.record_alias("record_deltas")
+        index = self.record_alias(table)
         return queries.record_sum_rows(self.connection, index, query, start, end, by)
 
     def _record_snapshot(self, query: RecordQuery, day: dt.date) -> pl.DataFrame:
@@ -561,8 +569,9 @@ class OpenSearchStatsStore(StatsStore):
         where: tuple[RowFilter, ...],
         by: tuple[str, ...],
         distinct: tuple[str, ...],
+        table: str = "usage_deltas",
     ) -> pl.DataFrame:
-        index = self.alias("usage_deltas")
+        index = self.alias(table)
         return queries.sum_rows(self.connection, index, scope, start, end, where, by, distinct)
 
     def _top_where(
