@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
@@ -23,6 +24,10 @@ from usage_stats.storage.store import StatsStoreError
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _COMPOSITE_PAGE = 10_000
+# Only what `send` reads of a bulk answer: each item's status and any error, in order (the
+# full answer repeats index, id, version and shards for every document, and parsing it costs
+# the client as much as building the request).
+BULK_ANSWER = "errors,items.*.status,items.*.error"
 
 
 @dataclass
@@ -32,6 +37,9 @@ class Connection:
     max_retries: int = 5
     backoff_seconds: float = 0.5
     batch_size: int = 5_000
+    # A bulk request also ends at this many bytes: a request of a few MiB keeps the node's
+    # write threads busy without holding large bodies in its 512 MiB heap.
+    batch_bytes: int = 8 * 1024 * 1024
     parallel_requests: int = 2
     _client: OpenSearch | None = field(default=None, repr=False)
 
@@ -75,7 +83,9 @@ class Connection:
         """One bulk request; documents refused with 429/5xx are sent again, with backoff."""
         delay = self.backoff_seconds
         for attempt in range(1, self.max_retries + 1):
-            result = self.call(what, lambda b=body: self.client.bulk(body=b))
+            result = self.call(
+                what, lambda b=body: self.client.bulk(body=b, filter_path=BULK_ANSWER)
+            )
             if not result.get("errors"):
                 return
             lines = body.splitlines()
@@ -94,6 +104,18 @@ class Connection:
             time.sleep(delay)
             delay *= 2
 
+    def batches(self, lines: pl.Series) -> Iterator[tuple[int, int]]:
+        """(start, length) of consecutive batches of at most `batch_size` lines and
+        `batch_bytes` bytes (a single longer line is a batch of its own)."""
+        ends = (lines.str.len_bytes() + 1).cum_sum().to_numpy()
+        start, total = 0, len(ends)
+        while start < total:
+            before = ends[start - 1] if start else 0
+            end = int(np.searchsorted(ends, before + self.batch_bytes, side="right"))
+            end = max(start + 1, min(end, start + self.batch_size))
+            yield start, end - start
+            start = end
+
     def bulk(
         self, lines: pl.Series, what: str, on_batch: Callable[[int], None] | None = None
     ) -> int:
@@ -111,8 +133,8 @@ class Connection:
                     on_batch(written)
 
             try:
-                for start in range(0, lines.len(), self.batch_size):
-                    chunk = lines.slice(start, self.batch_size)
+                for start, length in self.batches(lines):
+                    chunk = lines.slice(start, length)
                     body = chunk.str.join("\n").item() + "\n"
                     pending.append((pool.submit(self.send, body, what), chunk.len()))
                     if len(pending) >= self.parallel_requests:

@@ -84,13 +84,17 @@ def document_ids_within_limit(ids: pl.Series) -> pl.Series:
     return ids.scatter(positions, digests)
 
 
-def bulk_lines(frame: pl.DataFrame, index: str, ids: pl.Series, write_id: str) -> pl.Series:
+def bulk_lines(
+    frame: pl.DataFrame, index: str | pl.Expr, ids: pl.Series, write_id: str
+) -> pl.Series:
     """`{"index": …}` and document lines, JSON-encoded by Polars in one vectorised pass; each
-    document carries `write_id`."""
+    document carries `write_id`. `index` may be an expression of `frame`'s columns (one
+    stream of requests to many indices)."""
     ids = document_ids_within_limit(ids)
     documents = frame.with_columns(pl.lit(write_id).alias("write_id"))
+    target = pl.lit(index) if isinstance(index, str) else index
     action = pl.struct(
-        pl.struct(pl.lit(index).alias("_index"), pl.lit(ids).alias("_id")).alias("index")
+        pl.struct(target.alias("_index"), pl.lit(ids).alias("_id")).alias("index")
     ).struct.json_encode()
     document = pl.struct(pl.all()).struct.json_encode()
     return documents.select(
@@ -116,7 +120,7 @@ def title_lines(titles: pl.DataFrame, index: str, day: dt.date) -> pl.Series:
     )
 
 
-def delete_stale(connection: Connection, index: str, day: dt.date, write_id: str) -> None:
+def delete_stale(connection: Connection, index: str, day: dt.date, write_id: str) -> int:
     """Delete the day's documents that the write `write_id` did not touch.
 
     Done with scroll + bulk delete rather than `_delete_by_query`, which lives in the reindex
@@ -129,12 +133,17 @@ def delete_stale(connection: Connection, index: str, day: dt.date, write_id: str
         }
     }
     body = {"query": query, "_source": False, "size": connection.batch_size}
+    deleted = 0
     for hits in connection.scroll("search for stale documents", index, body):
         actions = [
             json.dumps({"delete": {"_index": hit["_index"], "_id": hit["_id"]}}) for hit in hits
         ]
         lines = "\n".join(actions) + "\n"
         connection.call(
-            "removal of stale documents", lambda b=lines: connection.client.bulk(body=b)
+            "removal of stale documents",
+            lambda b=lines: connection.client.bulk(body=b, filter_path="errors"),
         )
-    connection.refresh(index)
+        deleted += len(hits)
+    if deleted:  # a fresh day has nothing stale, and its write was refreshed already
+        connection.refresh(index)
+    return deleted
