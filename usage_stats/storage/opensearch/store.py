@@ -212,7 +212,7 @@ class OpenSearchStatsStore(StatsStore):
         con.refresh(",".join(self.index_for(table, day) for table, _ in tables))
         for table, _ in tables:
             writes.delete_stale(con, self.alias(table), day, write_id)
-        self._replace_compat(day, deltas, write_id)
+        self._replace_compat(day, deltas)
         for table, frame in tables:
             stored = self.row_count(table, day)
             if stored != frame.height:
@@ -222,7 +222,7 @@ class OpenSearchStatsStore(StatsStore):
                 )
         return DayWrite(day, deltas.height, snapshot.height)
 
-    def _replace_compat(self, day: dt.date, deltas: pl.DataFrame, write_id: str) -> None:
+    def _replace_compat(self, day: dt.date, deltas: pl.DataFrame) -> None:
         """Replace the compatibility documents of the period holding `day`: that day's, or in
         `month` granularity its month's, rebuilt from the month's item deltas in this store (a
         pure function of what is stored, so re-running any day of the month is idempotent).
@@ -240,14 +240,28 @@ class OpenSearchStatsStore(StatsStore):
         docs = compat.documents(items, compat.SiteFacts.of(sources), first)
         ids = writes.document_ids_within_limit(compat.document_ids(docs))
         docs = docs.with_columns(ids.alias("id"))
-        sites = docs.get_column("idsite").unique().sort().to_list()
-        self._create_compat_indices([f"{self.compat_prefix}-{site}" for site in sites])
-        index = pl.concat_str(pl.lit(f"{self.compat_prefix}-"), pl.col("idsite").cast(pl.String))
-        lines = writes.bulk_lines(docs, index, docs.get_column("id"), write_id)
-        self.connection.bulk(lines, f"indexing the compatibility set of {first}", self.on_batch)
+        # `write_id` is here the document's digest: what is stored with the same digest
+        # needs no rewrite (most of a month on its later days), what the period holds under
+        # ids the new set lacks is stale.
+        docs = docs.with_columns(writes.content_digests(docs))
         pattern = f"{self.compat_prefix}-*"
-        self.connection.refresh(pattern)
-        writes.delete_stale(self.connection, pattern, first, write_id)
+        self.connection.refresh(pattern)  # an interrupted write's documents count too
+        stored = writes.stored_write_ids(self.connection, pattern, first)
+        changed = docs.join(stored, on=["id", "write_id"], how="anti")
+        stale = stored.join(docs, on="id", how="anti")
+        if not changed.is_empty():
+            sites = changed.get_column("idsite").unique().sort().to_list()
+            self._create_compat_indices([f"{self.compat_prefix}-{site}" for site in sites])
+            index = pl.concat_str(
+                pl.lit(f"{self.compat_prefix}-"), pl.col("idsite").cast(pl.String)
+            )
+            lines = writes.bulk_lines(changed, index, changed.get_column("id"), None)
+            what = f"indexing the compatibility set of {first}"
+            self.connection.bulk(lines, what, self.on_batch)
+        if not stale.is_empty():
+            writes.delete_documents(self.connection, stale)
+        if not (changed.is_empty() and stale.is_empty()):
+            self.connection.refresh(pattern)
 
     def _create_compat_indices(self, indices: list[str]) -> None:
         """Create the missing ones a few at a time: a bulk request creates the indices it
