@@ -79,8 +79,9 @@ class Connection:
 
     # --- bulk -----------------------------------------------------------------------------
 
-    def send(self, body: str, what: str) -> None:
-        """One bulk request; documents refused with 429/5xx are sent again, with backoff."""
+    def send(self, body: str, what: str, expected: frozenset[int] = frozenset()) -> None:
+        """One bulk request; documents refused with 429/5xx are sent again, with backoff, and
+        refusals with an `expected` status (409 of an older version) are no failure."""
         delay = self.backoff_seconds
         for attempt in range(1, self.max_retries + 1):
             result = self.call(
@@ -92,8 +93,10 @@ class Connection:
             failed = [
                 (i, item["index"])
                 for i, item in enumerate(result["items"])
-                if item["index"].get("error")
+                if item["index"].get("error") and item["index"].get("status") not in expected
             ]
+            if not failed:
+                return
             statuses = {f.get("status") for _, f in failed}
             if not statuses <= RETRYABLE_STATUS or attempt == self.max_retries:
                 raise StatsStoreError(
@@ -117,7 +120,11 @@ class Connection:
             start = end
 
     def bulk(
-        self, lines: pl.Series, what: str, on_batch: Callable[[int], None] | None = None
+        self,
+        lines: pl.Series,
+        what: str,
+        on_batch: Callable[[int], None] | None = None,
+        expected: frozenset[int] = frozenset(),
     ) -> int:
         """Send NDJSON `lines` in batches, `parallel_requests` at a time so OpenSearch indexes
         one batch while the next is on its way; `on_batch` hears the running total."""
@@ -136,7 +143,7 @@ class Connection:
                 for start, length in self.batches(lines):
                     chunk = lines.slice(start, length)
                     body = chunk.str.join("\n").item() + "\n"
-                    pending.append((pool.submit(self.send, body, what), chunk.len()))
+                    pending.append((pool.submit(self.send, body, what, expected), chunk.len()))
                     if len(pending) >= self.parallel_requests:
                         settle(pending.pop(0))
                 while pending:

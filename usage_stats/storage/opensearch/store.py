@@ -29,7 +29,7 @@ from opensearchpy import OpenSearch
 from usage_stats.admin.sources import Source
 from usage_stats.storage import lareferencia_index as compat
 from usage_stats.storage.opensearch import queries, writes
-from usage_stats.storage.opensearch.client import BULK_ANSWER, Connection
+from usage_stats.storage.opensearch.client import Connection
 from usage_stats.storage.store import (
     STORE_TABLES,
     DayWrite,
@@ -303,20 +303,8 @@ class OpenSearchStatsStore(StatsStore):
                 lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
             )
         lines = writes.title_lines(frame, index, day)
-        for start, length in con.batches(lines):
-            body = lines.slice(start, length).str.join("\n").item() + "\n"
-            result = con.call(
-                "titles", lambda b=body: con.client.bulk(body=b, filter_path=BULK_ANSWER)
-            )
-            refused = [
-                item["index"]
-                for item in result.get("items", [])
-                if item["index"].get("error") and item["index"].get("status") != 409
-            ]
-            if refused:
-                raise StatsStoreError(
-                    f"OpenSearch refused {len(refused)} title(s) of {day}: {refused[0]['error']}"
-                )
+        # 409: the item has a later day's title already
+        con.bulk(lines, f"titles of {day}", expected=frozenset({409}))
         con.call("refresh", lambda: con.client.indices.refresh(index=index))
         return frame.height
 

@@ -3,7 +3,10 @@
 Bulk requests are built as NDJSON by Polars (no per-row Python). Document ids are the row's
 key, so re-indexing a day overwrites the same documents; each write also tags its documents
 with a write id and finally deletes that day's documents with any other write id, so a day
-that lost keys leaves nothing stale behind.
+that lost keys leaves nothing stale behind. The compatibility set's `write_id` is instead each
+document's digest (`content_digests`): a month's documents are rebuilt on every day's write,
+and most of them come out the same, so the store sends only those whose digest changed and
+deletes what the period holds under ids the new set lacks.
 """
 
 from __future__ import annotations
