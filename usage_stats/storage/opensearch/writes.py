@@ -137,7 +137,8 @@ def delete_stale(connection: Connection, index: str, day: dt.date, write_id: str
             "must_not": [{"term": {"write_id": write_id}}],
         }
     }
-    body = {"query": query, "_source": False, "size": connection.batch_size}
+    # a scroll page is at most `index.max_result_window` (10,000) hits
+    body = {"query": query, "_source": False, "size": min(connection.batch_size, 10_000)}
     deleted = 0
     for hits in connection.scroll("search for stale documents", index, body):
         actions = [
