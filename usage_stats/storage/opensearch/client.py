@@ -25,8 +25,8 @@ from usage_stats.storage.store import StatsStoreError
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _COMPOSITE_PAGE = 10_000
 # Only what `send` reads of a bulk answer: each item's status and any error, in order (the
-# full answer repeats index, id, version and shards for every document, and parsing it costs
-# the client as much as building the request).
+# full answer repeats index, id, version and shards for every document: client CPU spent on
+# parsing what nobody reads, on a machine the node shares).
 BULK_ANSWER = "errors,items.*.status,items.*.error"
 
 
@@ -37,8 +37,8 @@ class Connection:
     max_retries: int = 5
     backoff_seconds: float = 0.5
     batch_size: int = 5_000
-    # A bulk request also ends at this many bytes: a request of a few MiB keeps the node's
-    # write threads busy without holding large bodies in its 512 MiB heap.
+    # A bulk request also ends at this many bytes, so that documents of many countries (the
+    # compatibility set's) cannot make one request weigh on the node's heap.
     batch_bytes: int = 8 * 1024 * 1024
     parallel_requests: int = 2
     _client: OpenSearch | None = field(default=None, repr=False)
