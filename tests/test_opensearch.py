@@ -6,6 +6,7 @@ original's index mishandled, and how it is replaced."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 from pathlib import Path
@@ -443,3 +444,70 @@ def test_an_owner_found_mid_month_owns_the_whole_month():
         assert original_views(store, [1, 4, 5], kerwa) == 7
     finally:
         store.delete_all()
+
+
+def compat_sources(store: OpenSearchStatsStore) -> dict[str, dict]:
+    """Every compatibility document by id, as stored (`write_id`, the digest, included)."""
+    client = store.client
+    client.indices.refresh(index=f"{store.compat_prefix}-*")
+    hits = client.search(index=f"{store.compat_prefix}-*", body={"size": 1000, "version": True})[
+        "hits"
+    ]["hits"]
+    return {h["_id"]: {**h["_source"], "_version": h["_version"]} for h in hits}
+
+
+def test_a_rewritten_month_equals_the_month_written_once():
+    """Re-writing a mid-month day with less usage, after an interrupted write and a registry
+    change, leaves exactly the documents a clean store writes; a document the rewrite does
+    not change is not sent again."""
+    june = [JUNE_1 + dt.timedelta(days=n) for n in range(3)]
+    kerwa, repo2 = "oai:www.kerwa.ucr.ac.cr:10669/", "oai:repo2.example.org:1/"
+    days = [
+        item_rows(june[0], [(1, kerwa + "1", 1, "CR", 5), (4, repo2 + "2", 2, "AR", 3)]),
+        item_rows(june[1], [(1, kerwa + "1", 1, "US", 2), (1, kerwa + "3", 1, "PE", 4)]),
+        item_rows(june[2], [(5, "hdl:10669/9", 1, "BR", 6), (4, repo2 + "2", 2, "AR", 1)]),
+    ]
+    # day 2 again: the item only it had is gone, the other has other usage
+    rewritten = item_rows(june[1], [(1, kerwa + "1", 1, "CL", 7)])
+    registry = list(COMPAT_SOURCES)
+    store = opensearch_store(compat_granularity="month", sources=lambda: registry, batch_size=1)
+    clean = opensearch_store(compat_granularity="month", sources=COMPAT_SOURCES)
+    try:
+        for deltas in days:
+            store.replace_day(deltas.get_column("date")[0], deltas, deltas)
+        before = compat_sources(store)
+        assert kerwa + "3" in {d["identifier"] for d in before.values()}
+        # interrupted once its first compatibility document is sent: day 2's deltas are
+        # stored, the month's documents half rewritten
+        sent = []
+
+        def interrupt(written: int) -> None:
+            sent.append(written)
+            if len(sent) == 2 * rewritten.height + 1:
+                raise RuntimeError("interrupted")
+
+        store.on_batch = interrupt
+        with pytest.raises(RuntimeError, match="interrupted"):
+            store.replace_day(june[1], rewritten, rewritten)
+        store.on_batch = None
+        store.replace_day(june[1], rewritten, rewritten)
+        for deltas in (days[0], rewritten, days[2]):
+            clean.replace_day(deltas.get_column("date")[0], deltas, deltas)
+        after, expected = compat_sources(store), compat_sources(clean)
+        unversioned = {k: {f: v for f, v in d.items() if f != "_version"} for k, d in after.items()}
+        assert unversioned == {
+            k: {f: v for f, v in d.items() if f != "_version"} for k, d in expected.items()
+        }
+        assert kerwa + "3" not in {d["identifier"] for d in after.values()}
+        # repo2's item on the national node: untouched by day 2, not sent again
+        untouched = next(k for k, d in after.items() if d["identifier"] == repo2 + "2")
+        assert after[untouched]["_version"] == before[untouched]["_version"]
+
+        # the registry changes: Argentina's repository is Uruguay's now; a day that does not
+        # have its item rewrites its document all the same
+        registry[1] = dataclasses.replace(registry[1], country="UY")
+        store.replace_day(june[1], rewritten, rewritten)
+        assert compat_sources(store)[untouched]["country"] == "UY"
+    finally:
+        store.delete_all()
+        clean.delete_all()

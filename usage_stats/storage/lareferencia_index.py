@@ -94,7 +94,8 @@ def index_settings(replicas: int) -> dict[str, Any]:
 
 def mappings(granularity: str) -> dict[str, Any]:
     """The processor's fields and types, plus our bookkeeping (`owner_idsite`, `owner_prefix`,
-    `write_id`); `_meta` records the layout and granularity the indices were written with."""
+    `write_id`: the document's digest, so that an unchanged document is not sent again);
+    `_meta` records the layout and granularity the indices were written with."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
     counts = {m: {"type": "long"} for m in LA_REFERENCIA_METRICS}

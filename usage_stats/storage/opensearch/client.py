@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
@@ -23,6 +24,10 @@ from usage_stats.storage.store import StatsStoreError
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _COMPOSITE_PAGE = 10_000
+# Only what `send` reads of a bulk answer: each item's status and any error, in order (the
+# full answer repeats index, id, version and shards for every document: client CPU spent on
+# parsing what nobody reads, on a machine the node shares).
+BULK_ANSWER = "errors,items.*.status,items.*.error"
 
 
 @dataclass
@@ -32,6 +37,9 @@ class Connection:
     max_retries: int = 5
     backoff_seconds: float = 0.5
     batch_size: int = 5_000
+    # A bulk request also ends at this many bytes, so that documents of many countries (the
+    # compatibility set's) cannot make one request weigh on the node's heap.
+    batch_bytes: int = 8 * 1024 * 1024
     parallel_requests: int = 2
     _client: OpenSearch | None = field(default=None, repr=False)
 
@@ -71,19 +79,24 @@ class Connection:
 
     # --- bulk -----------------------------------------------------------------------------
 
-    def send(self, body: str, what: str) -> None:
-        """One bulk request; documents refused with 429/5xx are sent again, with backoff."""
+    def send(self, body: str, what: str, expected: frozenset[int] = frozenset()) -> None:
+        """One bulk request; documents refused with 429/5xx are sent again, with backoff, and
+        refusals with an `expected` status (409 of an older version) are no failure."""
         delay = self.backoff_seconds
         for attempt in range(1, self.max_retries + 1):
-            result = self.call(what, lambda b=body: self.client.bulk(body=b))
+            result = self.call(
+                what, lambda b=body: self.client.bulk(body=b, filter_path=BULK_ANSWER)
+            )
             if not result.get("errors"):
                 return
             lines = body.splitlines()
             failed = [
                 (i, item["index"])
                 for i, item in enumerate(result["items"])
-                if item["index"].get("error")
+                if item["index"].get("error") and item["index"].get("status") not in expected
             ]
+            if not failed:
+                return
             statuses = {f.get("status") for _, f in failed}
             if not statuses <= RETRYABLE_STATUS or attempt == self.max_retries:
                 raise StatsStoreError(
@@ -94,8 +107,24 @@ class Connection:
             time.sleep(delay)
             delay *= 2
 
+    def batches(self, lines: pl.Series) -> Iterator[tuple[int, int]]:
+        """(start, length) of consecutive batches of at most `batch_size` lines and
+        `batch_bytes` bytes (a single longer line is a batch of its own)."""
+        ends = (lines.str.len_bytes() + 1).cum_sum().to_numpy()
+        start, total = 0, len(ends)
+        while start < total:
+            before = ends[start - 1] if start else 0
+            end = int(np.searchsorted(ends, before + self.batch_bytes, side="right"))
+            end = max(start + 1, min(end, start + self.batch_size))
+            yield start, end - start
+            start = end
+
     def bulk(
-        self, lines: pl.Series, what: str, on_batch: Callable[[int], None] | None = None
+        self,
+        lines: pl.Series,
+        what: str,
+        on_batch: Callable[[int], None] | None = None,
+        expected: frozenset[int] = frozenset(),
     ) -> int:
         """Send NDJSON `lines` in batches, `parallel_requests` at a time so OpenSearch indexes
         one batch while the next is on its way; `on_batch` hears the running total."""
@@ -111,10 +140,10 @@ class Connection:
                     on_batch(written)
 
             try:
-                for start in range(0, lines.len(), self.batch_size):
-                    chunk = lines.slice(start, self.batch_size)
+                for start, length in self.batches(lines):
+                    chunk = lines.slice(start, length)
                     body = chunk.str.join("\n").item() + "\n"
-                    pending.append((pool.submit(self.send, body, what), chunk.len()))
+                    pending.append((pool.submit(self.send, body, what, expected), chunk.len()))
                     if len(pending) >= self.parallel_requests:
                         settle(pending.pop(0))
                 while pending:

@@ -7,6 +7,8 @@ syntax. Groupings are composite aggregations paged to the end, so no bucket is e
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from typing import Any
 
 import polars as pl
@@ -192,18 +194,28 @@ def stored_days(connection: Connection, index: str) -> list[dt.date]:
 
 
 def month_item_rows(
-    connection: Connection, index: str, first: dt.date, last: dt.date
+    connection: Connection,
+    index: str,
+    first: dt.date,
+    last: dt.date,
+    except_day: dt.date | None = None,
 ) -> pl.DataFrame:
     """Item deltas of [first, last] summed per site, item, level, owner and visitor country,
     with the last day each was seen (the compatibility set's monthly documents); one composite
-    aggregation per site, so each page scans one site's documents rather than the month's."""
+    aggregation per site, so each page scans one site's documents rather than the month's.
+
+    `except_day` leaves out a day the caller holds in memory: the day being written, whose
+    documents need not be searchable yet (and on the 1st nothing is left to read)."""
     dates = {"range": {"date": {"gte": first.isoformat(), "lte": last.isoformat()}}}
-    filters = [{"term": {"scope": "item"}}, dates]
+    filters: list[dict[str, Any]] = [{"term": {"scope": "item"}}, dates]
+    query: dict[str, Any] = {"filter": filters}
+    if except_day is not None:
+        query["must_not"] = [{"term": {"date": except_day.isoformat()}}]
     found = connection.search(
         index,
         {
             "size": 0,
-            "query": {"bool": {"filter": filters}},
+            "query": {"bool": query},
             "aggs": {"sites": {"terms": {"field": "site_id", "size": 65_535}}},
         },
     )
@@ -211,24 +223,43 @@ def month_item_rows(
     sources = _group_sources(["key", "level", "owner_site_id", "country"])
     aggs: dict[str, Any] = {m: {"sum": {"field": m}} for m in LA_REFERENCIA_METRICS}
     aggs["last_date"] = {"max": {"field": "date"}}
-    rows = []
-    for site in sorted(b["key"] for b in buckets):
-        site_query = {"bool": {"filter": [*filters, {"term": {"site_id": site}}]}}
+
+    def site_rows(site: int) -> list[dict[str, Any]]:
+        site_query = {"bool": {**query, "filter": [*filters, {"term": {"site_id": site}}]}}
+        rows = []
         for bucket in connection.composite(index, site_query, sources, aggs):
             row = {"site_id": site, **bucket["key"]}
             row |= {m: int(bucket[m]["value"] or 0) for m in LA_REFERENCIA_METRICS}
             row["last_date"] = int(bucket["last_date"]["value"] or 0)
             rows.append(row)
-    schema = {
-        "site_id": pl.Int32(),
-        "key": pl.String(),
-        "level": pl.String(),
-        "owner_site_id": pl.Int32(),
-        "country": pl.String(),
-        **{m: pl.Int64() for m in LA_REFERENCIA_METRICS},
-        "last_date": pl.Int64(),
-    }
-    return pl.DataFrame(rows, schema=schema, orient="row")
+        return rows
+
+    # Sites side by side: the node aggregates one while the client reads another's answer.
+    with ThreadPoolExecutor(max_workers=connection.parallel_requests) as pool:
+        rows = list(chain.from_iterable(pool.map(site_rows, sorted(b["key"] for b in buckets))))
+    return pl.DataFrame(rows, schema=MONTH_ITEM_SCHEMA, orient="row")
+
+
+MONTH_ITEM_SCHEMA: dict[str, pl.DataType] = {
+    "site_id": pl.Int32(),
+    "key": pl.String(),
+    "level": pl.String(),
+    "owner_site_id": pl.Int32(),
+    "country": pl.String(),
+    **{m: pl.Int64() for m in LA_REFERENCIA_METRICS},
+    "last_date": pl.Int64(),
+}
+
+
+def day_item_rows(deltas: pl.DataFrame) -> pl.DataFrame:
+    """A day's item deltas (in the store's schema) as `month_item_rows` answers them: its
+    `last_date` the day in epoch milliseconds, as a `max` of the `date` field reads."""
+    return (
+        deltas.filter(pl.col("scope") == "item")
+        .with_columns(pl.col("date").cast(pl.Datetime("ms")).cast(pl.Int64).alias("last_date"))
+        .select(list(MONTH_ITEM_SCHEMA))
+        .cast(MONTH_ITEM_SCHEMA)
+    )
 
 
 def _record_filters(query: RecordQuery) -> list[dict[str, Any]]:

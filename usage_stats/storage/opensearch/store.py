@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -48,6 +49,9 @@ from usage_stats.storage.store import (
 )
 
 COMPAT_PREFIX = "usage-stats"
+# Index creations in flight at once: the node applies them one by one but acknowledges each
+# only once its shard has started, which several requests can wait for together.
+_CREATING = 4
 
 
 @dataclass
@@ -263,15 +267,25 @@ class OpenSearchStatsStore(StatsStore):
         self.ensure_templates()
         con = self.connection
         write_id = uuid.uuid4().hex
-        for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
-            encoded = frame.with_columns(pl.col("date").cast(pl.String))
-            ids = frame.select(writes.row_key_ids()).to_series()
-            lines = writes.bulk_lines(encoded, self.index_for(table, day), ids, write_id)
-            con.bulk(lines, f"indexing {table} of {day}", self.on_batch)
-            con.refresh(self.alias(table))
+        # Both tables in one stream of requests: the node never waits between them.
+        tables = (("usage_deltas", deltas), ("usage_snapshots", snapshot))
+        lines = pl.concat(
+            [
+                writes.bulk_lines(
+                    frame.with_columns(pl.col("date").cast(pl.String)),
+                    self.index_for(table, day),
+                    frame.select(writes.row_key_ids()).to_series(),
+                    write_id,
+                )
+                for table, frame in tables
+            ]
+        )
+        con.bulk(lines, f"indexing deltas and snapshots of {day}", self.on_batch)
+        con.refresh(",".join(self.index_for(table, day) for table, _ in tables))
+        for table, _ in tables:
             writes.delete_stale(con, self.alias(table), day, write_id)
-        self._replace_compat(day, deltas, write_id)
-        for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
+        self._replace_compat(day, deltas)
+        for table, frame in tables:
             stored = self.row_count(table, day)
             if stored != frame.height:
                 raise StatsStoreError(
@@ -369,10 +383,11 @@ class OpenSearchStatsStore(StatsStore):
             self.connection, self.subcount_alias(table), query, start, end
         )
 
-    def _replace_compat(self, day: dt.date, deltas: pl.DataFrame, write_id: str) -> None:
+    def _replace_compat(self, day: dt.date, deltas: pl.DataFrame) -> None:
         """Replace the compatibility documents of the period holding `day`: that day's, or in
         `month` granularity its month's, rebuilt from the month's item deltas in this store (a
-        pure function of what is stored, so re-running any day of the month is idempotent)."""
+        pure function of what is stored, so re-running any day of the month is idempotent).
+        The day itself is taken from `deltas`, which are now its stored deltas."""
         if self.sources is None:
             return
         sources = list(self.sources() if callable(self.sources) else self.sources)
@@ -380,18 +395,59 @@ class OpenSearchStatsStore(StatsStore):
         if self.compat_granularity == "day":
             items = deltas.filter(pl.col("scope") == "item")
         else:
-            rows = queries.month_item_rows(self.connection, self.alias("usage_deltas"), first, last)
-            items = compat.month_items(rows)
+            index = self.alias("usage_deltas")
+            rows = queries.month_item_rows(self.connection, index, first, last, except_day=day)
+            items = compat.month_items(pl.concat([rows, queries.day_item_rows(deltas)]))
         docs = compat.documents(items, compat.SiteFacts.of(sources), first)
         ids = writes.document_ids_within_limit(compat.document_ids(docs))
         docs = docs.with_columns(ids.alias("id"))
-        for (site,), part in docs.partition_by("idsite", as_dict=True).items():
-            index = f"{self.compat_prefix}-{site}"
-            lines = writes.bulk_lines(part, index, part.get_column("id"), write_id)
-            self.connection.bulk(lines, f"indexing {index} of {first}", self.on_batch)
+        # `write_id` is here the document's digest: what is stored with the same digest
+        # needs no rewrite (most of a month on its later days), what the period holds under
+        # ids the new set lacks is stale.
+        docs = docs.with_columns(writes.content_digests(docs))
         pattern = f"{self.compat_prefix}-*"
-        self.connection.refresh(pattern)
-        writes.delete_stale(self.connection, pattern, first, write_id)
+        self.connection.refresh(pattern)  # an interrupted write's documents count too
+        stored = writes.stored_write_ids(self.connection, pattern, first)
+        changed = docs.join(stored, on=["id", "write_id"], how="anti")
+        stale = stored.join(docs, on="id", how="anti")
+        if not changed.is_empty():
+            sites = changed.get_column("idsite").unique().sort().to_list()
+            self._create_compat_indices([f"{self.compat_prefix}-{site}" for site in sites])
+            index = pl.concat_str(
+                pl.lit(f"{self.compat_prefix}-"), pl.col("idsite").cast(pl.String)
+            )
+            lines = writes.bulk_lines(changed, index, changed.get_column("id"), None)
+            what = f"indexing the compatibility set of {first}"
+            self.connection.bulk(lines, what, self.on_batch)
+        if not stale.is_empty():
+            writes.delete_documents(self.connection, stale)
+        if not (changed.is_empty() and stale.is_empty()):
+            self.connection.refresh(pattern)
+
+    def _create_compat_indices(self, indices: list[str]) -> None:
+        """Create the missing ones a few at a time: a bulk request creates the indices it
+        names one after another, and each costs the node a cluster state update (about a
+        hundred on the first day of a store: most of that day's time)."""
+        con = self.connection
+        pattern = f"{self.compat_prefix}-*"
+        existing = con.call(
+            "compatibility indices",
+            lambda: con.client.indices.get_alias(
+                index=pattern, allow_no_indices=True, ignore_unavailable=True
+            ),
+        )
+        missing = [index for index in indices if index not in existing]
+        if not missing:
+            return
+
+        def create(index: str) -> None:
+            # 400: created meanwhile (by another writer); the template gives the rest.
+            con.call(
+                "compatibility index", lambda: con.client.indices.create(index=index, ignore=400)
+            )
+
+        with ThreadPoolExecutor(max_workers=_CREATING) as pool:
+            list(pool.map(create, missing))
 
     def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:
         frame = titles.select(
@@ -408,18 +464,8 @@ class OpenSearchStatsStore(StatsStore):
                 lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
             )
         lines = writes.title_lines(frame, index, day)
-        for start in range(0, lines.len(), self.batch_size):
-            body = lines.slice(start, self.batch_size).str.join("\n").item() + "\n"
-            result = con.call("titles", lambda b=body: con.client.bulk(body=b))
-            refused = [
-                item["index"]
-                for item in result.get("items", [])
-                if item["index"].get("error") and item["index"].get("status") != 409
-            ]
-            if refused:
-                raise StatsStoreError(
-                    f"OpenSearch refused {len(refused)} title(s) of {day}: {refused[0]['error']}"
-                )
+        # 409: the item has a later day's title already
+        con.bulk(lines, f"titles of {day}", expected=frozenset({409}))
         con.call("refresh", lambda: con.client.indices.refresh(index=index))
         return frame.height
 

@@ -3,7 +3,10 @@
 Bulk requests are built as NDJSON by Polars (no per-row Python). Document ids are the row's
 key, so re-indexing a day overwrites the same documents; each write also tags its documents
 with a write id and finally deletes that day's documents with any other write id, so a day
-that lost keys leaves nothing stale behind.
+that lost keys leaves nothing stale behind. The compatibility set's `write_id` is instead each
+document's digest (`content_digests`): a month's documents are rebuilt on every day's write,
+and most of them come out the same, so the store sends only those whose digest changed and
+deletes what the period holds under ids the new set lacks.
 """
 
 from __future__ import annotations
@@ -233,13 +236,19 @@ def document_ids_within_limit(ids: pl.Series) -> pl.Series:
     return ids.scatter(positions, digests)
 
 
-def bulk_lines(frame: pl.DataFrame, index: str, ids: pl.Series, write_id: str) -> pl.Series:
+def bulk_lines(
+    frame: pl.DataFrame, index: str | pl.Expr, ids: pl.Series, write_id: str | None
+) -> pl.Series:
     """`{"index": …}` and document lines, JSON-encoded by Polars in one vectorised pass; each
-    document carries `write_id`."""
+    document carries `write_id` (None: `frame` has its own column). `index` may be an
+    expression of `frame`'s columns (one stream of requests to many indices)."""
     ids = document_ids_within_limit(ids)
-    documents = frame.with_columns(pl.lit(write_id).alias("write_id"))
+    documents = (
+        frame if write_id is None else frame.with_columns(pl.lit(write_id).alias("write_id"))
+    )
+    target = pl.lit(index) if isinstance(index, str) else index
     action = pl.struct(
-        pl.struct(pl.lit(index).alias("_index"), pl.lit(ids).alias("_id")).alias("index")
+        pl.struct(target.alias("_index"), pl.lit(ids).alias("_id")).alias("index")
     ).struct.json_encode()
     document = pl.struct(pl.all()).struct.json_encode()
     return documents.select(
@@ -265,7 +274,7 @@ def title_lines(titles: pl.DataFrame, index: str, day: dt.date) -> pl.Series:
     )
 
 
-def delete_stale(connection: Connection, index: str, day: dt.date, write_id: str) -> None:
+def delete_stale(connection: Connection, index: str, day: dt.date, write_id: str) -> int:
     """Delete the day's documents that the write `write_id` did not touch.
 
     Done with scroll + bulk delete rather than `_delete_by_query`, which lives in the reindex
@@ -277,13 +286,64 @@ def delete_stale(connection: Connection, index: str, day: dt.date, write_id: str
             "must_not": [{"term": {"write_id": write_id}}],
         }
     }
-    body = {"query": query, "_source": False, "size": connection.batch_size}
+    # a scroll page is at most `index.max_result_window` (10,000) hits
+    body = {"query": query, "_source": False, "size": min(connection.batch_size, 10_000)}
+    deleted = 0
     for hits in connection.scroll("search for stale documents", index, body):
         actions = [
             json.dumps({"delete": {"_index": hit["_index"], "_id": hit["_id"]}}) for hit in hits
         ]
         lines = "\n".join(actions) + "\n"
         connection.call(
-            "removal of stale documents", lambda b=lines: connection.client.bulk(body=b)
+            "removal of stale documents",
+            lambda b=lines: connection.client.bulk(body=b, filter_path="errors"),
         )
-    connection.refresh(index)
+        deleted += len(hits)
+    if deleted:  # a fresh day has nothing stale, and its write was refreshed already
+        connection.refresh(index)
+    return deleted
+
+
+def content_digests(frame: pl.DataFrame) -> pl.Series:
+    """A digest of each row's document, for `write_id` where an unchanged document need not
+    be sent again. Polars' hash may change between its versions: then every document differs
+    once and is rewritten, which is only slower."""
+    encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    return encoded.hash(seed=0x5EED).cast(pl.String).alias("write_id")
+
+
+def stored_write_ids(connection: Connection, index: str, day: dt.date) -> pl.DataFrame:
+    """Index, id and `write_id` of every document of `day` in `index`, from doc values."""
+    body = {
+        "query": {"term": {"date": day.isoformat()}},
+        "_source": False,
+        "docvalue_fields": ["write_id"],
+        "size": 10_000,
+    }
+    indices: list[str] = []
+    ids: list[str] = []
+    write_ids: list[str | None] = []
+    for hits in connection.scroll("search for stored documents", index, body):
+        for hit in hits:
+            indices.append(hit["_index"])
+            ids.append(hit["_id"])
+            write_ids.append(hit.get("fields", {}).get("write_id", [None])[0])
+    return pl.DataFrame(
+        {"_index": indices, "id": ids, "write_id": write_ids},
+        schema={"_index": pl.String, "id": pl.String, "write_id": pl.String},
+    )
+
+
+def delete_documents(connection: Connection, documents: pl.DataFrame) -> None:
+    """Delete the documents `_index`, `id` of `documents`, in batches."""
+    lines = documents.select(
+        pl.struct(pl.struct("_index", pl.col("id").alias("_id")).alias("delete"))
+        .struct.json_encode()
+        .alias("line")
+    ).to_series()
+    for start, length in connection.batches(lines):
+        body = lines.slice(start, length).str.join("\n").item() + "\n"
+        connection.call(
+            "removal of stale documents",
+            lambda b=body: connection.client.bulk(body=b, filter_path="errors"),
+        )
