@@ -5,28 +5,21 @@ remainders adding up to the whole, CSV and XLSX the same rows, bad input a 4xx."
 
 from __future__ import annotations
 
-import csv
 import io
 
 import metadata_support as md
 import pytest
-from fastapi.testclient import TestClient
+from breakdown_support import app_client, csv_rows, get, text_row
 from openpyxl import load_workbook
 from test_record_stats import SOURCES
 from test_usage_subcounts import D1, D2, DAY1, DAY2, META, OWNERS
 
 from stores import opensearch_store
-from usage_stats.admin import db
-from usage_stats.admin.registry import add_source
-from usage_stats.admin.sources import Source
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.pipeline.snapshots import next_snapshot
 from usage_stats.pipeline.usage_subcounts import OTHER, item_fields, usage_subcounts
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
-from usage_stats.web import create_app
 
-NODE = Source(9, "node::cr", "Nodo CR", "N", "cr", None, 1)
-PORTAL = Source(10, "portal::la", "Portal", "L", None, None, 1)
 EMPTY = dict.fromkeys(METRICS, 0)
 
 
@@ -47,19 +40,9 @@ def client(request, tmp_path_factory):
             usage_subcounts(delta, fields, OWNERS, day),
             usage_subcounts(snap, fields, OWNERS, day),
         )
-    url = f"sqlite:///{tmp / 'admin.db'}"
-    db.upgrade(url)
-    for source in (*SOURCES, NODE, PORTAL):
-        add_source(url, source)
-    yield TestClient(create_app(store, url), raise_server_exceptions=False)
+    yield app_client(store, tmp, SOURCES)
     if request.param == "opensearch":
         store.delete_all()
-
-
-def get(client: TestClient, path: str, **params: str) -> dict:
-    response = client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def counts(views: int, downloads: int) -> dict:
@@ -174,14 +157,6 @@ def test_cumulative_before_any_stored_day_is_empty(client):
         assert part["unknown"]["share"] is None
 
 
-def _csv(text: str) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def _text(row: dict) -> dict:
-    return {k: "" if v is None else str(v) for k, v in row.items()}
-
-
 @pytest.mark.parametrize("table", ["period", "cumulative"])
 def test_csv_and_xlsx_hold_the_json_rows(client, table):
     path = "/api/v1/nodes/9/breakdown/resource_type"
@@ -191,7 +166,7 @@ def test_csv_and_xlsx_hold_the_json_rows(client, table):
     response = client.get(path, params=params | {"format": "csv"})
     assert response.status_code == 200
     assert 'filename="usage-node-9-resource_type' in response.headers["content-disposition"]
-    assert _csv(response.text) == [_text(r) for r in rows]
+    assert csv_rows(response.text) == [text_row(r) for r in rows]
     response = client.get(path, params=params | {"format": "xlsx"})
     sheet = load_workbook(io.BytesIO(response.content)).active
     table_rows = list(sheet.iter_rows(values_only=True))
