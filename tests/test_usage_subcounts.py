@@ -202,6 +202,7 @@ def test_same_figures_on_both_stores(store):
             usage_subcounts(delta, fields, OWNERS, day),
             usage_subcounts(snap, fields, OWNERS, day),
         )
+    assert store.subcount_days() == [D1, D2]
     cols = ["value", "views", "downloads"]
     got = store.subcounts("global", "global", D1, D2, field="resource_type", level="R")
     assert got.select(cols).rows() == [(md.ARTICLE, 14, 6), (md.THESIS, 7, 6), ("", 6, 1)]

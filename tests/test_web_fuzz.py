@@ -42,10 +42,14 @@ def test_no_server_errors_on_any_operation(web):
         run()
         checked += 1
     assert checked >= 15
-    # The record statistics and cumulative series are fuzzed too (path parameters included).
+    # Record statistics, usage breakdowns and cumulative series are fuzzed too (path
+    # parameters included).
     assert {
         "/api/v1/records/global/breakdown/{field}",
         "/api/v1/records/nodes/{site_id}/breakdown/{field}",
         "/api/v1/global/cumulative",
         "/api/v1/items/cumulative",
+        "/api/v1/global/breakdown/{field}",
+        "/api/v1/sources/{site_id}/breakdown/{field}",
+        "/api/v1/nodes/{site_id}/breakdown/{field}",
     } <= paths

@@ -5,28 +5,20 @@ the cumulative usage series equal to the generated manifest."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 
 import metadata_support as md
 import pytest
-from fastapi.testclient import TestClient
+from breakdown_support import app_client, csv_rows, get, text_row
 from openpyxl import load_workbook
 from test_record_stats import D1, D2, D3, D4, LEVELS, SOURCES, planted
 from web_support import END, START, national, sums, web_client
 
 from stores import opensearch_store
-from usage_stats.admin import db
-from usage_stats.admin.registry import add_source
-from usage_stats.admin.sources import Source
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.pipeline.records import record_deltas, record_snapshot
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
-from usage_stats.web import create_app
-
-NODE = Source(9, "node::cr", "Nodo CR", "N", "cr", None, 1)
-PORTAL = Source(10, "portal::la", "Portal", "L", None, None, 1)
 
 
 @pytest.fixture(scope="module", params=["duckdb", "opensearch"])
@@ -41,19 +33,9 @@ def records(request, tmp_path_factory):
     for day in (D1, D2, D3, D4):
         deltas = record_deltas(current, changes, LEVELS, day)
         store.replace_record_day(day, deltas, record_snapshot(current, changes, LEVELS, day))
-    url = f"sqlite:///{tmp / 'admin.db'}"
-    db.upgrade(url)
-    for source in (*SOURCES, NODE, PORTAL):
-        add_source(url, source)
-    yield TestClient(create_app(store, url), raise_server_exceptions=False)
+    yield app_client(store, tmp, SOURCES)
     if request.param == "opensearch":
         store.delete_all()
-
-
-def get(client: TestClient, path: str, **params: str) -> dict:
-    response = client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def bucket(period: str, start: str, end: str, counts: tuple, as_of: str | None, total) -> dict:
@@ -184,14 +166,6 @@ def test_breakdown_of_a_list_field_and_ranked_by_period(records):
     assert [r["share"] for r in added["values"]] == [0.5, 0.5]
 
 
-def _csv(text: str) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def _text(row: dict) -> dict:
-    return {k: "" if v is None else str(v) for k, v in row.items()}
-
-
 def test_csv_and_xlsx_hold_the_json_rows(records):
     for path, rows_of in (
         ("/api/v1/records/global", lambda b: b["series"]),
@@ -204,7 +178,7 @@ def test_csv_and_xlsx_hold_the_json_rows(records):
         response = records.get(path, params=params | {"format": "csv"})
         assert response.status_code == 200
         assert 'filename="records-global' in response.headers["content-disposition"]
-        assert _csv(response.text) == [_text(r) for r in rows]
+        assert csv_rows(response.text) == [text_row(r) for r in rows]
         response = records.get(path, params=params | {"format": "xlsx"})
         sheet = load_workbook(io.BytesIO(response.content)).active
         table = list(sheet.iter_rows(values_only=True))
@@ -274,13 +248,13 @@ def test_cumulative_usage_is_the_manifest_and_the_running_sum(web):
     expected = sums(loaded.manifest, keep=national(loaded, node.country))[()]
     assert {m: months[1][m] for m in METRICS} == expected
     assert all(months[2][m] is None for m in METRICS)
-    csv_rows = _csv(
+    exported = csv_rows(
         client.get(
             f"/api/v1/nodes/{node.site_id}/cumulative",
             params={"start": START.isoformat(), "end": later, "format": "csv"},
         ).text
     )
-    assert csv_rows == [_text(b) for b in months]
+    assert exported == [text_row(b) for b in months]
     repository = next(s for s in loaded.sources if s.type == "R")
     last = get(client, f"/api/v1/sources/{repository.site_id}/cumulative", end=END.isoformat())
     totals = get(

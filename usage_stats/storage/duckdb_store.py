@@ -315,6 +315,11 @@ class DuckDBStatsStore(StatsStore):
                 raise
         return DayWrite(day, deltas.height, snapshot.height)
 
+    def subcount_days(self) -> list[dt.date]:
+        with self._connect() as con:
+            rows = con.execute("SELECT DISTINCT date FROM usage_subcount_snapshots ORDER BY date")
+            return [r[0] for r in rows.fetchall()]
+
     def subcount_row_count(self, table: str, day: dt.date) -> int:
         if table not in USAGE_SUBCOUNT_TABLES:
             raise ValueError(f"unknown subcount table {table!r}")

@@ -322,6 +322,11 @@ class StatsStore(ABC):
         deltas and snapshot), as `replace_day` does for usage."""
 
     @abstractmethod
+    def subcount_days(self) -> list[dt.date]:
+        """Every day with a stored usage-subcount snapshot, in order: a cumulative breakdown
+        "as of" a day is the snapshot of the last of these on or before it."""
+
+    @abstractmethod
     def subcount_row_count(self, table: str, day: dt.date) -> int:
         """Rows of `table` (one of `USAGE_SUBCOUNT_TABLES`) stored for `day`."""
 

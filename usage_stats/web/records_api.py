@@ -10,7 +10,6 @@ the rest into an "other" remainder, so the rows always add up to what the field 
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated
@@ -19,12 +18,19 @@ import polars as pl
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from usage_stats.admin.sources import Source
 from usage_stats.pipeline.records import BASES, LIST_FIELDS, SUBCOUNT_FIELDS
-from usage_stats.web.api import End, Format, Granularity, Start, _ctx, _node, _site, _source_info
+from usage_stats.web.api import End, Format, Granularity, Start, _ctx, _source_info
+from usage_stats.web.breakdowns import (
+    Limit,
+    Scope,
+    global_scope,
+    last_on_or_before,
+    node_scope,
+    share,
+    source_scope,
+)
 from usage_stats.web.common import (
     GRANULARITIES,
-    ApiError,
     WebContext,
     cumulative_series,
     date_range,
@@ -75,42 +81,12 @@ Level = Annotated[
     ),
 ]
 FieldName = Annotated[str, Path(description=f"the subcount field: {', '.join(SUBCOUNT_FIELDS)}")]
-Limit = Annotated[str | None, Query(description="how many values to list, 1..1000 (default 20)")]
 RankBy = Annotated[
     str | None, Query(description="total (cumulative, default), added, removed or net (period)")
 ]
 
 
-@dataclass(frozen=True)
-class RecordScope:
-    """Whose records: a `RECORD_SCOPES` scope and key, the level read by default, and the
-    registered source the path named (None: global)."""
-
-    scope: str
-    key: str
-    label: str
-    default_level: str
-    source: Source | None = None
-
-
-def _source_scope(ctx: WebContext, site_id: str) -> RecordScope:
-    """A harvested source (any type): its own records, whatever level they carry."""
-    source = _site(ctx, site_id, ("R", "N", "L"), "source")
-    return RecordScope("source", str(source.site_id), f"source-{source.site_id}", "all", source)
-
-
-def _node_scope(ctx: WebContext, site_id: str) -> RecordScope:
-    """A national node: its country's records; the regional portal: the whole network's."""
-    source, _ = _node(ctx, site_id)
-    if source.type == "L":
-        return RecordScope("global", "global", f"node-{source.site_id}", "R", source)
-    country = (source.country or "").upper()
-    if not country:
-        raise ApiError(404, "site_id", f"national node {source.site_id} has no country")
-    return RecordScope("national", country, f"node-{source.site_id}", "R", source)
-
-
-GLOBAL = RecordScope("global", "global", "global", "R")
+GLOBAL = global_scope("R")
 
 
 @dataclass(frozen=True)
@@ -145,7 +121,7 @@ class Checked:
     level: str | None  # None: every level added up
 
 
-def _checked(query: RecordsQuery, scope: RecordScope) -> Checked:
+def _checked(query: RecordsQuery, scope: Scope) -> Checked:
     first, last = date_range(query.start, query.end)
     basis = parse_choice(query.basis, "basis", BASES, "datestamp")
     level = parse_choice(query.level, "level", LEVEL_CHOICES, scope.default_level)
@@ -154,12 +130,10 @@ def _checked(query: RecordsQuery, scope: RecordScope) -> Checked:
 
 def _as_of(ctx: WebContext, day: dt.date) -> dt.date | None:
     """The last day on or before `day` with a stored record snapshot."""
-    days = ctx.store.record_days()
-    at = bisect.bisect_right(days, day)
-    return days[at - 1] if at else None
+    return last_on_or_before(ctx.store.record_days(), day)
 
 
-def _head(scope: RecordScope, checked: Checked, as_of: dt.date | None) -> dict:
+def _head(scope: Scope, checked: Checked, as_of: dt.date | None) -> dict:
     return {
         "scope": scope.scope,
         "key": scope.key,
@@ -176,9 +150,7 @@ def _period(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.rename({"total": "net"})
 
 
-def record_statistics(
-    ctx: WebContext, scope: RecordScope, checked: Checked, granularity: str
-) -> dict:
+def record_statistics(ctx: WebContext, scope: Scope, checked: Checked, granularity: str) -> dict:
     """Period and cumulative figures of one scope, and both per calendar bucket."""
     store, where = ctx.store, {"basis": checked.basis, "level": checked.level}
     first, last = checked.first, checked.last
@@ -207,13 +179,9 @@ def record_statistics(
     }
 
 
-def _share(part: int, whole: int) -> float | None:
-    return round(part / whole, 6) if whole else None
-
-
 def breakdown(
     ctx: WebContext,
-    scope: RecordScope,
+    scope: Scope,
     checked: Checked,
     field: str,
     limit: int,
@@ -250,12 +218,12 @@ def breakdown(
     values = [
         {"rank": rank, "value": row["value"], "values": 1}
         | {c: int(row[c]) for c in columns}
-        | {"share": _share(int(row[rank_by]), whole[rank_by])}
+        | {"share": share(int(row[rank_by]), whole[rank_by])}
         for rank, row in enumerate(top.iter_rows(named=True), start=1)
     ]
     other_counts = {c: int(rest.get_column(c).sum()) for c in columns}
     other = {"rank": None, "value": None, "values": rest.height} | other_counts
-    other["share"] = _share(other_counts[rank_by], whole[rank_by])
+    other["share"] = share(other_counts[rank_by], whole[rank_by])
     return _head(scope, checked, as_of) | {
         "field": field,
         "multi_valued": field in LIST_FIELDS,
@@ -268,7 +236,7 @@ def breakdown(
 
 
 def _records_answer(
-    request: Request, scope: RecordScope, query: RecordsQuery, granularity: str | None
+    request: Request, scope: Scope, query: RecordsQuery, granularity: str | None
 ) -> Response:
     checked = _checked(query, scope)
     grain = parse_choice(granularity, "granularity", GRANULARITIES, "month")
@@ -280,7 +248,7 @@ def _records_answer(
 
 def _breakdown_answer(
     request: Request,
-    scope: RecordScope,
+    scope: Scope,
     field: str,
     query: RecordsQuery,
     limit: str | None,
@@ -306,7 +274,7 @@ def _breakdown_answer(
 def source_records(
     request: Request, site_id: str, query: Records, granularity: Granularity = None
 ) -> Response:
-    return _records_answer(request, _source_scope(_ctx(request), site_id), query, granularity)
+    return _records_answer(request, source_scope(_ctx(request), site_id), query, granularity)
 
 
 @router.get(
@@ -317,7 +285,7 @@ def source_records(
 def node_records(
     request: Request, site_id: str, query: Records, granularity: Granularity = None
 ) -> Response:
-    return _records_answer(request, _node_scope(_ctx(request), site_id), query, granularity)
+    return _records_answer(request, node_scope(_ctx(request), site_id, "R"), query, granularity)
 
 
 @router.get(
@@ -342,7 +310,7 @@ def source_breakdown(
     limit: Limit = None,
     rank_by: RankBy = None,
 ) -> Response:
-    scope = _source_scope(_ctx(request), site_id)
+    scope = source_scope(_ctx(request), site_id)
     return _breakdown_answer(request, scope, field, query, limit, rank_by)
 
 
@@ -359,7 +327,7 @@ def node_breakdown(
     limit: Limit = None,
     rank_by: RankBy = None,
 ) -> Response:
-    scope = _node_scope(_ctx(request), site_id)
+    scope = node_scope(_ctx(request), site_id, "R")
     return _breakdown_answer(request, scope, field, query, limit, rank_by)
 
 

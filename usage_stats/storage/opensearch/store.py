@@ -326,6 +326,10 @@ class OpenSearchStatsStore(StatsStore):
         alias = self.record_alias(table)
         return self.connection.count(alias, {"term": {"date": day.isoformat()}})
 
+    def subcount_days(self) -> list[dt.date]:
+        alias = self.subcount_alias("usage_subcount_snapshots")
+        return queries.stored_days(self.connection, alias)
+
     def record_days(self) -> list[dt.date]:
         return queries.stored_days(self.connection, self.record_alias("record_snapshots"))
 
