@@ -280,7 +280,12 @@ def test_counter_audit_test_e_2_3():
 def test_two_files_of_one_item_ten_seconds_apart_are_two_requests_one_unique():
     frame = events(
         {"event_time": at(0), "action": "download", "action_type": 3, "url": "https://h/b/1/a.pdf"},
-        {"event_time": at(10), "action": "download", "action_type": 3, "url": "https://h/b/1/b.pdf"},
+        {
+            "event_time": at(10),
+            "action": "download",
+            "action_type": 3,
+            "url": "https://h/b/1/b.pdf",
+        },
     )
     assert reasons(frame) == {"kept": 2}
     assert counter_totals(frame) == (2, 2, 1, 1)
