@@ -73,7 +73,9 @@ class TimedRssSampler(RssSampler):
             self.samples.append((now, rss, cpu.user + cpu.system))
 
 
-def _run_environment(run_dir: Path, lake: Path, sources: Path) -> dict[str, str]:
+def _run_environment(
+    run_dir: Path, lake: Path, sources: Path, piece_mib: float | None = None
+) -> dict[str, str]:
     """The project's settings for this run: every USAGE_STATS_* variable from here, none inherited
     (a shell with the test services' variables would otherwise send the run elsewhere)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("USAGE_STATS_")}
@@ -89,6 +91,8 @@ def _run_environment(run_dir: Path, lake: Path, sources: Path) -> dict[str, str]
             "DAGSTER_HOME": str(run_dir / "dagster_home"),
         }
     )
+    if piece_mib is not None:
+        env["USAGE_STATS_PIECE_MIB"] = str(piece_mib)
     return env
 
 
@@ -226,7 +230,7 @@ def _child(events: int, args: argparse.Namespace, index: int) -> dict:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
-                env=_run_environment(run_dir, lake, sources),
+                env=_run_environment(run_dir, lake, sources, args.piece_mib),
                 cwd=REPO_ROOT,
             )
         if done.returncode != 0:
@@ -326,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep each run's data folder (warehouse, store)"
+    )
+    parser.add_argument(
+        "--piece-mib",
+        type=float,
+        default=None,
+        help="USAGE_STATS_PIECE_MIB for the runs (default: the project's default)",
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
