@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from usage_stats.admin import cli as admin_cli
+from usage_stats.demo.oai_records import ACCESS_RIGHTS, RESOURCE_TYPES
 from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
 from usage_stats.pipeline.cleaning import REJECTION_REASONS
 from usage_stats.pipeline.metrics import METRICS
@@ -29,11 +30,18 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     lake_url = args.lake or settings.lake_url
     sources = Path(args.sources or settings.sources_file)
     manifest = Path(args.manifest) if args.manifest else settings.data_dir / "manifest.json"
+    oai_dir = None if args.no_records else Path(args.oai_dir or settings.data_dir / "oai")
     result = write_synthetic(
-        config, lake_url, sources, manifest, with_manifest=not args.no_manifest
+        config, lake_url, sources, manifest, with_manifest=not args.no_manifest, oai_dir=oai_dir
     )
     total = sum(result.events_written.values())
     print(f"wrote {total} events over {config.days} day(s), {config.sites} site(s) to {lake_url}")
+    if oai_dir is not None:
+        repositories = [s for s in result.sources if s.oai_base_url]
+        print(
+            f"OAI-PMH records of {len(repositories)} repositories: {oai_dir} (each source's "
+            "file:// OAI base URL, harvested with no server)"
+        )
     print(f"source registry: {sources}")
     if not args.no_manifest:
         print(f"manifest (expected outcome): {manifest}")
@@ -73,10 +81,10 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     for row in store.top("item", start, end, "views", args.top).iter_rows():
         print(f"  {row[1]:>6}  {row[0]}")
     manifest_path = Path(args.manifest) if args.manifest else settings.data_dir / "manifest.json"
-    if manifest_path.exists():
-        verdict = _compare_with_manifest(
-            store, json.loads(manifest_path.read_text()), read, kept, reasons
-        )
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    problems = _records_and_breakdowns(store, start, end, args.top, manifest)
+    if manifest is not None:
+        verdict = _compare_with_manifest(store, manifest, read, kept, reasons, problems)
         print(f"\nagainst the generator's planted truth ({manifest_path}): {verdict}")
     if args.json:
         payload = {
@@ -87,18 +95,108 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             "global": totals.to_dicts()[0],
         }
         Path(args.json).write_text(json.dumps(payload, indent=1))
-    return 0
+    return 0 if manifest is None or verdict == MATCHES else 1
+
+
+MATCHES = "every figure matches"
+# Readable names of the vocabularies the demo plants (COAR URIs; ISO 639-3 speaks for itself).
+_LABELS = {uri: label for _, uri, label in (*RESOURCE_TYPES, *ACCESS_RIGHTS)}
+
+
+def _records_and_breakdowns(
+    store: DuckDBStatsStore, start: dt.date, end: dt.date, top: int, manifest: dict | None
+) -> list[str]:
+    """Print the record statistics (records of the repositories, level R, by datestamp) and
+    the top values of each usage breakdown over the stored days; returns what disagrees with
+    the manifest's `records` and `breakdowns` (nothing when it has none)."""
+    problems: list[str] = []
+    record_days = store.record_days()
+    truth = (manifest or {}).get("records")
+    if record_days:
+        added = store.record_totals("global", "global", start, end, level="R", by=("date",))
+        per_day = {d.isoformat(): a for d, a, _, _ in added.iter_rows()}
+        totals = store.record_cumulative("global", "global", start, end, level="R")
+        total_on = {d.isoformat(): t for d, _, _, t in totals.iter_rows()}
+        last = end.isoformat()
+        print(
+            f"\nrecords (harvested, repositories, by OAI datestamp): {total_on.get(last, 0)} "
+            f"on {last}"
+        )
+        for day in sorted(total_on):
+            print(f"  {day}  added {per_day.get(day, 0):>5}  total {total_on[day]:>6}")
+        by_type = store.record_snapshot(
+            "global", "global", end, field="resource_type", level="R"
+        ).sort(["total", "value"], descending=[True, False])
+        print(f"records by resource type on {last} (top {top})")
+        for row in by_type.head(top).iter_rows(named=True):
+            print(f"  {row['total']:>6}  {_label(row['value'])}")
+        if truth is not None:
+            if {d: truth["added"][d]["total"] for d in truth["added"]} != {
+                d: per_day.get(d, 0) for d in truth["added"]
+            }:
+                problems.append("records added per day")
+            if truth["total"] != {d: total_on.get(d) for d in truth["total"]}:
+                problems.append("records total")
+            stored_types = {r["value"]: r["total"] for r in by_type.iter_rows(named=True)}
+            if stored_types != truth["by_resource_type"]:
+                problems.append("records by resource type")
+    elif truth is not None:
+        problems.append("records (none stored: run the record_stats job)")
+    breakdowns = (manifest or {}).get("breakdowns")
+    if store.subcount_days():
+        for field in ("resource_type", "access_status", "language"):
+            ranked = store.subcounts(
+                "global", "global", start, end, field=field, metric="views", limit=top
+            )
+            print(f"usage by {field.replace('_', ' ')} (top {top} by views)")
+            shown = []
+            for row in ranked.iter_rows(named=True):
+                if row["value"] in ("", "(other)"):
+                    continue
+                shown.append((row["value"], row["views"], row["downloads"]))
+                print(
+                    f"  {row['views']:>6} views {row['downloads']:>6} downloads  "
+                    f"{_label(row['value'])}"
+                )
+            if breakdowns is not None and shown != _expected_top(breakdowns[field], top):
+                problems.append(f"usage by {field}")
+    elif breakdowns is not None:
+        problems.append("usage breakdowns (none stored: run the usage_subcounts job)")
+    return problems
+
+
+def _expected_top(truth: dict[str, dict[str, int]], top: int) -> list[tuple[str, int, int]]:
+    """The manifest's top values of a breakdown, ranked as the store ranks them: views
+    descending, then the value; unknown ("") apart."""
+    named = sorted(
+        ((v, c["views"], c["downloads"]) for v, c in truth.items() if v),
+        key=lambda t: (-t[1], t[0]),
+    )
+    return named[:top]
+
+
+def _label(value: str) -> str:
+    if not value:
+        return "(unknown)"
+    label = _LABELS.get(value)
+    return f"{label} ({value.rsplit('/', 1)[-1]})" if label else value
 
 
 def _compare_with_manifest(
-    store: DuckDBStatsStore, manifest: dict, read: int, kept: int, reasons: dict[str, int]
+    store: DuckDBStatsStore,
+    manifest: dict,
+    read: int,
+    kept: int,
+    reasons: dict[str, int],
+    found: list[str] | None = None,
 ) -> str:
-    """Whether the stored figures equal the expected outcome the generator planted."""
+    """Whether the stored figures equal the expected outcome the generator planted (`found`:
+    disagreements already found, e.g. in the record statistics and breakdowns)."""
     days = manifest["days"]
     stored_days = {d.isoformat() for d in store.days()}
     if set(days) != stored_days:
         return f"not comparable (manifest days {sorted(days)}, stored {sorted(stored_days)})"
-    problems = []
+    problems = list(found or [])
     if read != sum(d["input_events"] for d in days.values()):
         problems.append("events read")
     if kept != sum(d["kept"] for d in days.values()):
@@ -114,7 +212,7 @@ def _compare_with_manifest(
         expected = sum(item[metric] for item in manifest["items"])
         if totals.get_column(metric)[0] != expected:
             problems.append(metric)
-    return "every figure matches" if not problems else "MISMATCH in " + ", ".join(problems)
+    return MATCHES if not problems else "MISMATCH in " + ", ".join(problems)
 
 
 def _harvest(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest", help="manifest JSON to write (default: <data dir>/manifest.json)"
     )
     gen.add_argument("--no-manifest", action="store_true", help="skip the manifest (large days)")
+    gen.add_argument(
+        "--oai-dir", help="where the repositories' OAI-PMH records go (default: <data dir>/oai)"
+    )
+    gen.add_argument("--no-records", action="store_true", help="no OAI-PMH records (usage only)")
     summ = sub.add_parser("summary", help="print what the stats store holds")
     summ.add_argument("--duckdb", help="DuckDB file (default: USAGE_STATS_DUCKDB_PATH)")
     summ.add_argument("--top", type=int, default=5)
