@@ -27,10 +27,14 @@ from resources import (
 )
 from sensors import (
     daily_usage_schedule,
+    item_metadata_schedule,
     late_data_sensor,
+    late_harvest_sensor,
     matomo_export_schedule,
     raw_files_sensor,
+    record_stats_schedule,
     snapshot_refresh_job,
+    usage_subcounts_schedule,
 )
 from usage_stats.settings import Settings
 
@@ -115,7 +119,13 @@ defs = Definitions(
         record_stats_job,
         usage_subcounts_job,
     ],
-    schedules=[daily_usage_schedule, matomo_export_schedule],
-    sensors=[raw_files_sensor, late_data_sensor],
+    schedules=[
+        daily_usage_schedule,
+        matomo_export_schedule,
+        item_metadata_schedule,
+        record_stats_schedule,
+        usage_subcounts_schedule,
+    ],
+    sensors=[raw_files_sensor, late_data_sensor, late_harvest_sensor],
     resources=build_resources(_settings),
 )

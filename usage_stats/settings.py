@@ -69,6 +69,10 @@ class Settings:
     oai_delay: float = 0.5
     oai_timeout: float = 60.0
     oai_max_retries: int = 3
+    # nightly hours (UTC) of the harvest (before the usage run: its cross-walk) and of the
+    # record statistics and usage breakdowns of yesterday (after the usage run)
+    harvest_hour: int = 2
+    breakdowns_hour: int = 5
 
     @classmethod
     def current(cls) -> Settings:
@@ -131,6 +135,8 @@ class Settings:
             matomo_url=env.get("USAGE_STATS_MATOMO_URL") or None,
             matomo_table_prefix=env.get("USAGE_STATS_MATOMO_TABLE_PREFIX", "matomo_"),
             export_hour=int(number("USAGE_STATS_EXPORT_HOUR", "1", int)),
+            harvest_hour=int(number("USAGE_STATS_HARVEST_HOUR", "2", int)),
+            breakdowns_hour=int(number("USAGE_STATS_BREAKDOWNS_HOUR", "5", int)),
             export_chunk_rows=int(number("USAGE_STATS_EXPORT_CHUNK_ROWS", "50000", int)),
             piece_mib=_non_negative(
                 float(number("USAGE_STATS_PIECE_MIB", str(DEFAULT_PIECE_MIB), float)),
