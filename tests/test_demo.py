@@ -79,7 +79,7 @@ def assert_records_and_breakdowns(out: str, manifest: dict) -> None:
         ((n, uri) for uri, n in records["by_resource_type"].items()), key=lambda t: (-t[0], t[1])
     )
     section = out.split("records by resource type on 2026-01-03 (top 5)\n")[1].splitlines()
-    for line, (n, uri) in zip(section, ranked[:5], strict=True):
+    for line, (n, uri) in zip(section[:5], ranked[:5], strict=True):
         assert line.startswith(f"  {n:>6}  ") and line.endswith(f"({uri.rsplit('/', 1)[-1]})")
     for field in ("resource_type", "access_status", "language"):
         truth = manifest["breakdowns"][field]
