@@ -18,6 +18,7 @@ from dagster import (
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
+    SensorResult,
     SkipReason,
     define_asset_job,
     sensor,
@@ -86,8 +87,9 @@ def late_data_sensor(context: SensorEvaluationContext):
     return evaluate_late_data(context)
 
 
-def _run_starts(instance: DagsterInstance, asset: str) -> dict[dt.date, dt.datetime]:
-    """Per partition of `asset`, when the run of its latest materialisation started."""
+def _run_starts(instance: DagsterInstance, asset: str) -> tuple[dict[dt.date, dt.datetime], int]:
+    """Per partition of `asset`, when the run of its latest materialisation started; and the
+    newest of those materialisations' places in the event log (0: none)."""
     marks = latest_marks(instance, asset)
     starts = {}
     for day, mark in marks.items():
@@ -96,7 +98,7 @@ def _run_starts(instance: DagsterInstance, asset: str) -> dict[dt.date, dt.datet
         if started is None and record is not None:
             started = record.create_timestamp.timestamp()
         starts[day] = dt.datetime.fromtimestamp(started or 0, dt.UTC)
-    return starts
+    return starts, max((m.order for m in marks.values()), default=0)
 
 
 def _harvest_times(instance: DagsterInstance) -> list[dt.datetime]:
@@ -106,26 +108,35 @@ def _harvest_times(instance: DagsterInstance) -> list[dt.datetime]:
 
 def evaluate_late_harvest(
     context: SensorEvaluationContext, warehouse: WarehouseResource
-) -> RunRequest | SkipReason:
+) -> SensorResult | SkipReason:
     """One tick: the stored record days whose figures miss a harvested change, from the first
-    of them to the last stored day, as one single-run backfill of `record_stats`."""
-    runs = _run_starts(context.instance, "record_snapshots")
-    deltas = _run_starts(context.instance, "record_deltas")
+    of them to the last stored day, as one single-run backfill of `record_stats`.
+
+    The change log is read only when something happened since the last tick that read it (a
+    harvest recorded, or record days stored): the cursor is the newest harvest and the newest
+    record materialisation it saw."""
+    runs, snapshots_seen = _run_starts(context.instance, "record_snapshots")
+    deltas, deltas_seen = _run_starts(context.instance, "record_deltas")
     # A day is as fresh as the older of its two materialisations.
     runs = {d: min(t, deltas.get(d, t)) for d, t in runs.items()}
     harvests = _harvest_times(context.instance)
     if not runs or not harvests:
         return SkipReason(f"{len(runs)} stored record day(s), {len(harvests)} harvest(s)")
+    cursor = f"{max(harvests).isoformat()}|{max(snapshots_seen, deltas_seen)}"
+    if cursor == context.cursor:
+        return SkipReason("no harvest and no record run since the last look")
     metadata = MetadataStore(warehouse.get_warehouse().lake)
     affected = change_days(metadata.read_all_current(), metadata.read_changes())
     stale = first_stale_record_day(affected, harvests, runs)
     if stale is None:
-        return SkipReason(f"all {len(runs)} record day(s) have seen every harvest")
+        return SensorResult(
+            skip_reason=f"all {len(runs)} record day(s) have seen every harvest", cursor=cursor
+        )
     context.log.info(
         f"record days {stale.first} .. {stale.last} miss a harvest of {stale.trigger}; "
         "refreshing them in one run"
     )
-    return RunRequest(
+    request = RunRequest(
         run_key=f"record-refresh:{stale.first}:{stale.last}:{stale.trigger.isoformat()}",
         tags={
             RANGE_START: stale.first.isoformat(),
@@ -133,6 +144,7 @@ def evaluate_late_harvest(
             "usage_stats/trigger": "late harvest",
         },
     )
+    return SensorResult(run_requests=[request], cursor=cursor)
 
 
 @sensor(
