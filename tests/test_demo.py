@@ -91,3 +91,11 @@ def assert_records_and_breakdowns(out: str, manifest: dict) -> None:
             figures = f"  {counts['views']:>6} views {counts['downloads']:>6} downloads  "
             assert line.startswith(figures), (line, figures)
             assert line.endswith(value if field == "language" else f"({value.rsplit('/', 1)[-1]})")
+        # then the use of items with no known value, and the rest: the lines add up to the total
+        unknown = truth.get("", {"views": 0, "downloads": 0})
+        section = out.split(title)[1].split("\n\n")[0].split("usage by")[0]
+        assert f"  {unknown['views']:>6} views {unknown['downloads']:>6} downloads  (unknown)" in (
+            section
+        )
+        views = [int(line.split()[0]) for line in section.strip().splitlines()]
+        assert sum(views) == sum(c["views"] for c in truth.values())

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from usage_stats.admin import cli as admin_cli
 from usage_stats.demo.oai_records import ACCESS_RIGHTS, RESOURCE_TYPES
-from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
+from usage_stats.demo.synthetic import BREAKDOWN_FIELDS, SyntheticConfig, write_synthetic
 from usage_stats.pipeline.cleaning import REJECTION_REASONS
 from usage_stats.pipeline.metrics import METRICS
+from usage_stats.pipeline.usage_subcounts import OTHER
 from usage_stats.settings import Settings
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.storage.open import open_lake
@@ -144,20 +145,18 @@ def _records_and_breakdowns(
         problems.append("records (none stored: run the record_stats job)")
     breakdowns = (manifest or {}).get("breakdowns")
     if store.subcount_days():
-        for field in ("resource_type", "access_status", "language"):
+        for field in BREAKDOWN_FIELDS:
             ranked = store.subcounts(
                 "global", "global", start, end, field=field, metric="views", limit=top
             )
             print(f"usage by {field.replace('_', ' ')} (top {top} by views)")
             shown = []
             for row in ranked.iter_rows(named=True):
-                if row["value"] in ("", "(other)"):
-                    continue
-                shown.append((row["value"], row["views"], row["downloads"]))
                 print(
                     f"  {row['views']:>6} views {row['downloads']:>6} downloads  "
                     f"{_label(row['value'])}"
                 )
+                shown.append((row["value"], row["views"], row["downloads"]))
             if breakdowns is not None and shown != _expected_top(breakdowns[field], top):
                 problems.append(f"usage by {field}")
     elif breakdowns is not None:
@@ -166,18 +165,25 @@ def _records_and_breakdowns(
 
 
 def _expected_top(truth: dict[str, dict[str, int]], top: int) -> list[tuple[str, int, int]]:
-    """The manifest's top values of a breakdown, ranked as the store ranks them: views
-    descending, then the value; unknown ("") apart."""
+    """The manifest's breakdown as the store ranks it (`ranked_subcounts`): the top values by
+    views (then value), unknown ("") after them, the rest added up as `(other)`."""
     named = sorted(
         ((v, c["views"], c["downloads"]) for v, c in truth.items() if v),
         key=lambda t: (-t[1], t[0]),
     )
-    return named[:top]
+    rows = named[:top]
+    if "" in truth:
+        rows.append(("", truth[""]["views"], truth[""]["downloads"]))
+    if named[top:]:
+        rows.append((OTHER, sum(t[1] for t in named[top:]), sum(t[2] for t in named[top:])))
+    return rows
 
 
 def _label(value: str) -> str:
     if not value:
         return "(unknown)"
+    if value == OTHER:
+        return "(the other values)"
     label = _LABELS.get(value)
     return f"{label} ({value.rsplit('/', 1)[-1]})" if label else value
 
