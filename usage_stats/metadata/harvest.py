@@ -150,8 +150,15 @@ class PoliteSickle(Sickle):
         # which runs with no server), answered in process; no server to be polite to.
         self.local = target.base_url.startswith("file://")
         if self.local:
-            from usage_stats.demo.oai_server import DatasetFileAdapter
-
+            try:
+                from usage_stats.demo.oai_server import DatasetFileAdapter
+            except ImportError as exc:  # oai-repo is in the dev extra
+                raise HarvestError(
+                    target.source_key,
+                    target.base_url,
+                    f"a file:// OAI base URL is read by the demo's data provider, which needs "
+                    f"the dev extra (pip install -e '.[dev]'): {exc}",
+                ) from exc
             self.session.mount("file://", DatasetFileAdapter())
         self.session.headers["User-Agent"] = settings.user_agent
         self.sleep = sleep
