@@ -44,7 +44,7 @@ dagster-home:
 ## demo: sample Matomo-shaped data and OAI-PMH records → harvest, usage, record and breakdown
 ## jobs (embedded defaults) → summary checked against the planted truth
 DEMO_RANGE = --tags '{"dagster/asset_partition_range_start": "$(DEMO_START)", "dagster/asset_partition_range_end": "$(DEMO_END)"}'
-DEMO_JOB = @$(BIN)/dagster job execute -f definitions.py -d .
+DEMO_JOB = @$(BIN)/dagster job execute -f definitions.py -d . -c instance/in_process.yaml
 DEMO_FAIL = || (tail -40 $(DATA_DIR)/demo-run.log; echo "the demo run failed: $(DATA_DIR)/demo-run.log"; exit 1)
 demo: install dagster-home
 	$(BIN)/usage-stats generate --start $(DEMO_START) --days $(DEMO_DAYS)
