@@ -141,6 +141,21 @@ def _records_and_breakdowns(
             stored_types = {r["value"]: r["total"] for r in by_type.iter_rows(named=True)}
             if stored_types != truth["by_resource_type"]:
                 problems.append("records by resource type")
+            daily = store.record_totals(
+                "global",
+                "global",
+                start,
+                end,
+                field="resource_type",
+                level="R",
+                by=("date", "value"),
+            )
+            added_by_type: dict[str, dict[str, int]] = {d: {} for d in truth["added"]}
+            for day, value, n, _, _ in daily.iter_rows():
+                if n:
+                    added_by_type.setdefault(day.isoformat(), {})[value] = n
+            if added_by_type != {d: a["resource_type"] for d, a in truth["added"].items()}:
+                problems.append("records added per day by resource type")
     elif truth is not None:
         problems.append("records (none stored: run the record_stats job)")
     breakdowns = (manifest or {}).get("breakdowns")
