@@ -38,7 +38,9 @@ store written before `store_runs` existed gets once, at its first write.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -171,6 +173,40 @@ class DuckDBStatsStore(StatsStore):
             yield con
         finally:
             con.close()
+            if not read_only:
+                self._bump_version()
+
+    @property
+    def version_path(self) -> Path:
+        """`<file>.version`: replaced after every writable connection closes (see
+        `data_version`)."""
+        return self.path.with_name(self.path.name + ".version")
+
+    def _bump_version(self) -> None:
+        """A new version file (new inode, new content), written aside and renamed, so a reader
+        never sees it half written. After the close: a reader that sees the new version sees
+        the written data. A failure here must not fail the write: the file's own size and
+        time still change (see `data_version`)."""
+        try:
+            aside = self.version_path.with_name(f"{self.version_path.name}.{uuid.uuid4().hex}")
+            aside.write_text(f"{time.time_ns()} {os.getpid()}\n")
+            os.replace(aside, self.version_path)
+        except OSError:
+            pass
+
+    def data_version(self) -> tuple:
+        """Two `stat` calls, a few microseconds: the version file every write replaces
+        (`_bump_version`) and the database file's size and modification time (a checkpoint
+        rewrites it), so a write by any process, even one that could not replace the version
+        file, changes the token."""
+        token: list = []
+        for path in (self.version_path, self.path):
+            try:
+                info = path.stat()
+                token.append((info.st_ino, info.st_size, info.st_mtime_ns))
+            except FileNotFoundError:
+                token.append(None)
+        return tuple(token)
 
     def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create what is missing; a store from before `store_runs` is sorted and registered
