@@ -107,6 +107,9 @@ def create_app(
     ("day" or "month"): the LA Referencia documents whose per-country entries the widgets'
     country ranking counts; by default the store's compatibility set's, else "month"."""
     app = FastAPI(
+        # /docs is served by `dashboard.api_docs` with local assets; ReDoc would need a CDN
+        docs_url=None,
+        redoc_url=None,
         title="usage-stats",
         version="1.0",
         description=(
