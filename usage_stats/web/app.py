@@ -231,7 +231,8 @@ def store_from_settings(settings: Settings) -> StatsStore:
         return OpenSearchStatsStore(settings.opensearch_url, prefix=settings.opensearch_prefix)
     from usage_stats.storage.duckdb_store import DuckDBStatsStore
 
-    return DuckDBStatsStore(Path(settings.duckdb_path))
+    # the web service keeps one read-only connection (storage/duckdb_store.py, "Shared reads")
+    return DuckDBStatsStore(Path(settings.duckdb_path), shared_reads=True)
 
 
 def app_from_settings(settings: Settings) -> FastAPI:
