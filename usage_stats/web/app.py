@@ -182,7 +182,6 @@ def create_app(
         app.add_middleware(SplitCors, widget_origins=widget_cors_origins, api_origins=cors_origins)
     app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6)
 
-
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.parameter, exc.message)

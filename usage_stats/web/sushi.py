@@ -910,6 +910,17 @@ def _groups(
     shown attributes are equal (two unknown countries, two days of one month with the same
     Access_Type) are one group. `frame` has `month`, the metrics and the columns of
     `_shown(request)` (PR: filled here with its constant Data_Type)."""
+    return _groups_by_key(frame.with_columns(pl.lit("").alias("key")), request).get("", [])
+
+
+def _groups_by_key(
+    frame: pl.DataFrame, request: ReportRequest
+) -> dict[str, list[tuple[dict[str, str], dict[str, dict[str, int]]]]]:
+    """`_groups` of every item (`key`) of `frame` at once: one aggregation and one sorted
+    pass over its rows, instead of a few small frame operations per item, which cost an
+    item report about a millisecond per item (issue 16: the IR of a month of 1,000 items took
+    0.8 s). Items without usage have no entry; groups are ordered by their shown values
+    (nulls as ""), each group's months in order."""
     shown = _shown(request)
     if "Data_Type" in shown and "Data_Type" not in frame.columns:
         frame = frame.with_columns(pl.lit(DATA_TYPE).alias("Data_Type"))
@@ -920,14 +931,23 @@ def _groups(
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("_cc"))
     split = [*shown, "_cc"]
-    summed = frame.group_by(*split, "month").agg(
-        *[pl.col(c).sum() for c in METRIC_COLUMNS.values()]
+    summed = (
+        frame.group_by("key", *split, "month")
+        .agg(*[pl.col(c).sum() for c in METRIC_COLUMNS.values()])
+        .sort(
+            [
+                pl.col("key"),
+                *[pl.col(c).cast(pl.String).fill_null("") for c in split],
+                *[pl.col(c).is_not_null() for c in split],  # null and "": two groups
+                pl.col("month"),
+            ]
+        )
     )
-    out = []
-    for values, part in sorted(
-        summed.partition_by(split, as_dict=True).items(),
-        key=lambda kv: tuple(v or "" for v in kv[0]),
-    ):
+    out: dict[str, list[tuple[dict[str, str], dict[str, dict[str, int]]]]] = {}
+    columns = [(metric, METRIC_COLUMNS[metric]) for metric in request.metrics]
+
+    def flush(group: tuple, rows: list[dict]) -> None:
+        key, *values = group
         attributes = {name: value for name, value in zip(shown, values, strict=False)}
         attributes = {
             k: attributes[k] for k in ("Data_Type", "YOP", "Access_Type") if k in attributes
@@ -939,16 +959,26 @@ def _groups(
         if code and "Country_Code" in request.attributes:
             attributes["Country_Code"] = code
         performance: dict[str, dict[str, int]] = {}
-        for metric in request.metrics:
+        for metric, column in columns:
             counts = {
-                row["month"].strftime("%Y-%m"): int(row[METRIC_COLUMNS[metric]])
-                for row in part.sort("month").iter_rows(named=True)
-                if row[METRIC_COLUMNS[metric]]
+                row["month"].strftime("%Y-%m"): int(row[column]) for row in rows if row[column]
             }
             if counts:
                 performance[metric] = counts
         if performance:
-            out.append((attributes, performance))
+            out.setdefault(key, []).append((attributes, performance))
+
+    group: tuple | None = None
+    rows: list[dict] = []
+    for row in summed.iter_rows(named=True):
+        current = (row["key"], *(row[c] for c in split))
+        if current != group:
+            if group is not None:
+                flush(group, rows)
+            group, rows = current, []
+        rows.append(row)
+    if group is not None:
+        flush(group, rows)
     return out
 
 
@@ -1106,10 +1136,7 @@ def _entries(
         set(ITEM_ELEMENTS) if request.spec.report_id == "IR_A1" else set()
     )
     entries = []
-    for (key,), part in sorted(frame.partition_by("key", as_dict=True).items()):
-        groups = _groups(part, request)
-        if not groups:
-            continue
+    for key, groups in sorted(_groups_by_key(frame, request).items()):
         record = records.get(key) or {}
         ids = item_ids(
             key, platform, record.get("doi"), record.get("handle"), record.get("urls") or ()
