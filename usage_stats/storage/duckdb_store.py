@@ -697,10 +697,10 @@ class DuckDBStatsStore(StatsStore):
             ).fetchone()[0]
             if not exists:  # a store written before the cross-walk was kept
                 return {}
-            rows = con.execute(
+            rows = con.execute(  # one list parameter, as in `titles`
                 "SELECT alias, item_key FROM item_aliases "
-                f"WHERE alias IN ({', '.join('?' for _ in keys)})",
-                list(keys),
+                "WHERE alias IN (SELECT unnest(?::VARCHAR[]))",
+                [list(keys)],
             ).fetchall()
         return dict(rows)
 
