@@ -202,3 +202,17 @@ def test_normalised_query():
         ("c", " x y"),
     )
     assert normalised_query(b"") == ()
+
+
+def test_answers_are_kept_per_format_asked(duckdb_client):
+    """The API's exports choose CSV by `Accept`: a cached JSON answer is not a CSV one."""
+    client, _, _ = duckdb_client
+    params = {"identifier": ITEM, "start": "2026-01-01", "end": "2026-01-31"}
+    as_json = client.get("/api/v1/items", params=params)
+    as_csv = client.get("/api/v1/items", params=params, headers={"Accept": "text/csv"})
+    again = client.get("/api/v1/items", params=params)
+    assert as_json.status_code == as_csv.status_code == 200, as_csv.text
+    assert as_json.headers["content-type"].startswith("application/json")
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert again.headers["content-type"].startswith("application/json")
+    assert "Accept" in as_csv.headers["vary"]

@@ -3,7 +3,8 @@
 The item widget is requested about as often as items are viewed, mostly for the same popular
 items, and its answer changes only when a run writes the store. So each worker process keeps
 the answers it computed, keyed by the path, the normalised query (parameters sorted by name,
-percent-encoding decoded), the current UTC day (date math such as `now-1y` moves with it) and
+percent-encoding decoded), the format `Accept` asks for (the API's exports negotiate CSV and
+XLSX), the current UTC day (date math such as `now-1y` moves with it) and
 the store's **data version** (`StatsStore.data_version`): a write changes the version, and an
 answer computed before it is never served again — the test `test_web_cache` checks that a
 widget shows a new day as soon as the run that wrote it has finished.
@@ -145,6 +146,17 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def _representation(scope: Scope) -> str:
+    """What of the request's headers the answer depends on: the API's exports choose CSV or
+    XLSX by `Accept` (`exports.negotiate`), so an answer is kept per format asked."""
+    accept = (_header(scope, b"accept") or b"").decode("latin-1").lower()
+    if "text/csv" in accept:
+        return "csv"
+    if "spreadsheetml" in accept:
+        return "xlsx"
+    return ""
+
+
 def _accepts_gzip(scope: Scope) -> bool:
     accepted = (_header(scope, b"accept-encoding") or b"").decode("latin-1").lower()
     for part in accepted.split(","):
@@ -187,7 +199,13 @@ class CachingMiddleware:
         if version is None:
             await self.app(scope, receive, send)
             return
-        key = (scope["path"], normalised_query(scope.get("query_string", b"")), today(), version)
+        key = (
+            scope["path"],
+            normalised_query(scope.get("query_string", b"")),
+            _representation(scope),
+            today(),
+            version,
+        )
         entry = self.cache.get(key)
         if entry is None:
             entry = await self._compute(scope, receive, send)
@@ -253,7 +271,7 @@ class CachingMiddleware:
             (b"etag", entry.etag),
             (b"last-modified", last_modified),
             (b"cache-control", self.cache_control),
-            (b"vary", b"Accept-Encoding"),
+            (b"vary", b"Accept, Accept-Encoding"),
         ]
         if self._not_modified(scope, entry):
             await send({"type": "http.response.start", "status": 304, "headers": common})
