@@ -14,7 +14,7 @@ widget shows a new day as soon as the run that wrote it has finished.
   that long after a write a worker may still serve the previous answer). A store that cannot
   tell (`None`) gets nothing from the cache.
 - Entries also expire after `ttl_seconds`, which bounds what the version does not cover (the
-  admin DB's source list, itself cached as long by `WebContext`).
+  admin DB's source list and processing status, which `WebContext` caches for 30 s itself).
 - Only 200 answers of at most `max_body` bytes are kept, least recently used first out once
   `max_bytes` is reached; each entry holds its body, its gzip form (compressed once, not per
   request) and a strong ETag, so a browser or proxy revalidating with `If-None-Match` (or
