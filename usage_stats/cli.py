@@ -332,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the web services (API, widgets, SUSHI) with uvicorn")
     serve.add_argument("--host", help="bind address (default: USAGE_STATS_WEB_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: USAGE_STATS_WEB_PORT, 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default: USAGE_STATS_WEB_WORKERS, 1); one per core",
+    )
     harv = sub.add_parser("harvest", help="harvest one source's records over OAI-PMH")
     harv.add_argument("--source", required=True, help="the source key, e.g. opendoar::1001")
     when = harv.add_mutually_exclusive_group()
@@ -353,21 +358,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
-    from usage_stats.web.app import create_app, store_from_settings
+    from usage_stats.web.app import app_from_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(
-        store_from_settings(settings),
-        settings.admin_db_url,
-        cors_origins=settings.cors_origins,
-        widget_cors_origins=settings.widget_cors_origins,
-        document_granularity=settings.opensearch_compat_granularity,
-        platform=settings.sushi_platform,
-    )
+    workers = args.workers if args.workers is not None else settings.web_workers
+    if workers < 1:
+        print("usage-stats serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    host, port = args.host or settings.web_host, args.port or settings.web_port
+    if workers == 1:
+        uvicorn.run(app_from_settings(settings), host=host, port=port, access_log=False)
+        return 0
+    # Several processes: uvicorn imports the app in each by name, and each reads the same
+    # environment (so `--workers` is all that is passed on); they share the port, not memory
+    # (each has its own response cache and, with memory://, its own rate-limit counters).
     uvicorn.run(
-        app,
-        host=args.host or settings.web_host,
-        port=args.port or settings.web_port,
+        "usage_stats.web.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
         access_log=False,
     )
     return 0
