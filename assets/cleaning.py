@@ -23,7 +23,6 @@ from usage_stats.pipeline.cleaning import (
     REJECTED_SCHEMA,
     REJECTION_REASONS,
     SESSION_SCHEMA,
-    rejected_by_reason,
 )
 from usage_stats.pipeline.crosswalk import ambiguous_claims, crosswalk_summary
 from usage_stats.pipeline.processing import DayTally, clean_piece, source_crosswalk
@@ -108,7 +107,7 @@ def cleaning(
                 rejected.append(result.rejected)
                 tally.add(raw, result)
                 events_in += raw.height
-                day_reasons.update(rejected_by_reason(result.rejected))
+                day_reasons.update(result.rejected_by_reason())
                 robots_lists.add(result.robots_list_version)
                 last = result
         reasons.update(day_reasons)
