@@ -99,8 +99,9 @@ def cleaning(
             store.day_parts("sessions", day) as sessions,
             store.day_parts("rejected_events", day) as rejected,
         ):
-            # Piece by piece as raw_events wrote them, each whole sites: one piece in memory.
-            for raw in store.parts("raw_events", day):
+            # Piece by piece as raw_events wrote them, each whole sites: one piece in memory,
+            # and the next one being read meanwhile.
+            for raw in store.parts("raw_events", day, read_ahead=True):
                 result = clean_piece(raw, sources, rules, crosswalk)
                 resolved.update(result.crosswalk)
                 sessions.append(result.sessions)
