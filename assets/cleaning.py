@@ -23,7 +23,6 @@ from usage_stats.pipeline.cleaning import (
     REJECTED_SCHEMA,
     REJECTION_REASONS,
     SESSION_SCHEMA,
-    rejected_by_reason,
 )
 from usage_stats.pipeline.crosswalk import ambiguous_claims, crosswalk_summary
 from usage_stats.pipeline.processing import DayTally, clean_piece, source_crosswalk
@@ -100,15 +99,16 @@ def cleaning(
             store.day_parts("sessions", day) as sessions,
             store.day_parts("rejected_events", day) as rejected,
         ):
-            # Piece by piece as raw_events wrote them, each whole sites: one piece in memory.
-            for raw in store.parts("raw_events", day):
+            # Piece by piece as raw_events wrote them, each whole sites: one piece in memory,
+            # and the next one being read meanwhile.
+            for raw in store.parts("raw_events", day, read_ahead=True):
                 result = clean_piece(raw, sources, rules, crosswalk)
                 resolved.update(result.crosswalk)
                 sessions.append(result.sessions)
                 rejected.append(result.rejected)
                 tally.add(raw, result)
                 events_in += raw.height
-                day_reasons.update(rejected_by_reason(result.rejected))
+                day_reasons.update(result.rejected_by_reason())
                 robots_lists.add(result.robots_list_version)
                 last = result
         reasons.update(day_reasons)

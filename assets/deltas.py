@@ -38,7 +38,7 @@ def item_daily_deltas(context: AssetExecutionContext, warehouse: WarehouseResour
     duplicates: dict[str, int] = {}
     top_items = None
     for day in each_day(context, "item_daily_deltas"):
-        deltas = daily_deltas(store.parts("sessions", day))
+        deltas = daily_deltas(store.parts("sessions", day, read_ahead=True))
         duplicates[day.isoformat()] = duplicate_keys(deltas)
         global_rows = deltas.filter(pl.col("scope") == "global")
         totals = {m: int(global_rows.get_column(m).sum()) for m in METRICS}

@@ -50,6 +50,7 @@ def raw_events(
         titles = []
         day_files: list[dict[str, object]] = []
         day_sites: set[int] = set()
+        piece_notes: list[str] = []
         with store.day_parts("raw_events", day) as parts:
             for part in kept:
                 parts.append(part)
@@ -63,9 +64,11 @@ def raw_events(
                 day_files += piece.files
                 piece_sites = set(piece.events.get_column("site_id").unique().to_list())
                 day_sites |= piece_sites
-                context.log.info(
-                    f"raw_events {day}: piece {n}, {piece.events.height} events of "
-                    f"{len(piece_sites)} site(s) from {len(piece.files)} files"
+                # Said once the day is written: each line logged is a commit of the run's
+                # event log, which waits for the parts written so far to reach the disk.
+                piece_notes.append(
+                    f"piece {n}, {piece.events.height} events of {len(piece_sites)} site(s) "
+                    f"from {len(piece.files)} files"
                 )
                 last = piece.events.head(10)
         day_titles = pl.concat(titles)
@@ -78,7 +81,7 @@ def raw_events(
         sites_seen |= {s for s in day_sites if s is not None}
         context.log.info(
             f"raw_events {day}: {parts.rows} rows from {len(day_files)} files, "
-            f"{parts.count} part(s)"
+            f"{parts.count} part(s): " + "; ".join(piece_notes)
         )
     return MaterializeResult(
         metadata={

@@ -1,5 +1,6 @@
 """Each cleaning rule on hand-made frames, at its boundaries."""
 
+import dataclasses
 import json
 import re
 from importlib import metadata
@@ -11,6 +12,7 @@ import pytest
 from support import at, events, registry
 from usage_stats.pipeline.cleaning import CleaningRules, clean_events, rejected_by_reason
 from usage_stats.pipeline.metrics import daily_deltas
+from usage_stats.pipeline.processing import DayTally
 from usage_stats.pipeline.robots import RobotListError, load_robot_list, robot_user_agents
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
@@ -21,6 +23,13 @@ def reasons(frame: pl.DataFrame, rules: CleaningRules = CleaningRules()) -> dict
     counts = {k: v for k, v in rejected_by_reason(result.rejected).items() if v}
     counts["kept"] = result.sessions.height
     assert result.sessions.height + result.rejected.height == frame.height
+    # the tallies counted on the fate codes are those of the outputs
+    assert result.rejected_by_reason() == rejected_by_reason(result.rejected)
+    by_fates, by_outputs = DayTally(), DayTally()
+    by_fates.add(frame, result)
+    by_outputs.add(frame, dataclasses.replace(result, fates=None))
+    assert by_fates == by_outputs
+    assert sum(by_fates.events_in.values()) == frame.height
     return counts
 
 

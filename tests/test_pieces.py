@@ -63,3 +63,17 @@ def test_a_day_without_rows_is_one_empty_part_with_its_schema(tmp_path):
     assert warehouse.exists("t", DAY)
     assert warehouse.read("t", DAY).schema == frame([]).schema
     assert warehouse.row_count("t", DAY) == 0
+
+
+def test_parts_read_ahead_are_the_parts_in_order(tmp_path):
+    warehouse = Warehouse(LocalLake(tmp_path))
+    with warehouse.day_parts("t", DAY) as parts:
+        for n in range(5):
+            parts.append(frame([n, n]))
+    ahead = [p.get_column("site_id").to_list() for p in warehouse.parts("t", DAY, read_ahead=True)]
+    assert ahead == [[n, n] for n in range(5)]
+    # a reader that stops early leaves nothing behind
+    first = next(iter(warehouse.parts("t", DAY, read_ahead=True)))
+    assert first.get_column("site_id").to_list() == [0, 0]
+    warehouse.write("t", DAY, frame([3]))
+    assert [p.height for p in warehouse.parts("t", DAY, read_ahead=True)] == [1]

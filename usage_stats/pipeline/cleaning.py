@@ -94,6 +94,23 @@ class CleaningResult:
     # kept events the identifier cross-walk counted on another item (`crosswalk_rekeyed`)
     # or left under an alias several records claim (`crosswalk_ambiguous`)
     crosswalk: dict[str, int] = field(default_factory=dict)
+    # per site and fate, the rows: `site_id`, `reason` (null = kept), `len`; counted on the
+    # one-byte fate codes while cleaning, so tallies need not group the outputs again
+    fates: pl.DataFrame | None = None
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        """The rejected rows per reason (every reason, 0 where none)."""
+        if self.fates is None:
+            return rejected_by_reason(self.rejected)
+        counts = dict.fromkeys(REJECTION_REASONS, 0)
+        for reason, n in (
+            self.fates.filter(pl.col("reason").is_not_null())
+            .group_by("reason")
+            .agg(pl.col("len").sum())
+            .iter_rows()
+        ):
+            counts[reason] = n
+        return counts
 
 
 def robot_behaviour_expr(rules: CleaningRules) -> pl.Expr:
@@ -406,6 +423,13 @@ def clean_events(
     fate = rules_fate.scatter(rules_fate.is_null().arg_true().filter(doubles), code["double_click"])
     frame = frame.with_columns(fate.alias("_fate"))
     reason = lookup_expr(pl.col("_fate"), dict(enumerate(REJECTION_REASONS)), None, pl.String())
+    fates = (
+        frame.lazy()
+        .group_by("site_id", "_fate")
+        .len()
+        .select("site_id", reason.alias("reason"), "len")
+        .collect()
+    )
     rejected_columns = [c for c in REJECTED_SCHEMA if c != "reason"]
     rejected = pl.concat(
         [
@@ -430,6 +454,7 @@ def clean_events(
         rejected=rejected.cast(REJECTED_SCHEMA).collect(),
         robots_list_version=robots.version,
         crosswalk=_crosswalk_counts(frame, identifiers) if crosswalk is not None else {},
+        fates=fates,
     )
 
 

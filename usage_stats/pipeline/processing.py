@@ -102,13 +102,26 @@ class DayTally:
         if raw.is_empty():
             return
         self.day = self.day or raw.get_column("date")[0]
-        for site, n in raw.group_by("site_id").len().iter_rows():
+        if result.fates is None:
+            fates = pl.concat(
+                [
+                    result.sessions.group_by("site_id")
+                    .len()
+                    .select("site_id", pl.lit(None, dtype=pl.String).alias("reason"), "len"),
+                    result.rejected.group_by("site_id", "reason").len(),
+                ],
+                how="vertical_relaxed",
+            )
+        else:
+            fates = result.fates
+        # every row is kept or rejected once, so the fates add up to the rows in
+        for site, reason, n in fates.iter_rows():
             self.events_in[site] = self.events_in.get(site, 0) + n
-        for site, n in result.sessions.group_by("site_id").len().iter_rows():
-            self.kept[site] = self.kept.get(site, 0) + n
-        for site, reason, n in result.rejected.group_by("site_id", "reason").len().iter_rows():
-            reasons = self.rejected.setdefault(site, dict.fromkeys(REJECTION_REASONS, 0))
-            reasons[reason] += n
+            if reason is None:
+                self.kept[site] = self.kept.get(site, 0) + n
+            else:
+                reasons = self.rejected.setdefault(site, dict.fromkeys(REJECTION_REASONS, 0))
+                reasons[reason] += n
 
     def statuses(
         self, active_sites: list[int], run_id: str, finished_at: dt.datetime

@@ -163,10 +163,26 @@ class Warehouse:
             )
         return keys
 
-    def parts(self, table: str, day: dt.date) -> Iterator[pl.DataFrame]:
-        """The day's parts one at a time (a stage holds one piece of the day at once)."""
-        for key in self._require(table, day):
-            yield read_parquet_file(self.lake, key)
+    def parts(self, table: str, day: dt.date, read_ahead: bool = False) -> Iterator[pl.DataFrame]:
+        """The day's parts one at a time (a stage holds one piece of the day at once).
+
+        With `read_ahead`, the next part is read in the background while the caller works
+        on the current one (decoding Parquet then overlaps with the stage's work instead of
+        taking turns with it), at the cost of holding one part more.
+        """
+        keys = self._require(table, day)
+        if not read_ahead or len(keys) == 1:
+            for key in keys:
+                yield read_parquet_file(self.lake, key)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix=f"read-{table}") as reader:
+            pending = reader.submit(read_parquet_file, self.lake, keys[0])
+            for key in keys[1:]:
+                current = pending.result()
+                pending = reader.submit(read_parquet_file, self.lake, key)
+                yield current
+                del current
+            yield pending.result()
 
     def read(self, table: str, day: dt.date) -> pl.DataFrame:
         frames = list(self.parts(table, day))
