@@ -13,6 +13,7 @@ from stores import opensearch_store
 from usage_stats.admin.sources import Source
 from usage_stats.metadata.store import MetadataStore, apply_harvest
 from usage_stats.pipeline.records import (
+    RECORD_KEYS,
     RECORD_SCHEMA,
     advance_snapshot,
     record_deltas,
@@ -260,7 +261,9 @@ def test_advance_snapshot_equals_the_snapshot_from_the_log(tmp_path):
     for d in (D1, D2, D3, D4):
         delta = record_deltas(current, changes, LEVELS, d, events)
         advanced = advance_snapshot(previous, delta, d)
-        assert advanced.equals(record_snapshot(current, changes, LEVELS, d)), d
+        rebuilt = record_snapshot(current, changes, LEVELS, d)
+        keys = list(RECORD_KEYS)
+        assert advanced.sort(keys, nulls_last=True).equals(rebuilt.sort(keys, nulls_last=True)), d
         previous = advanced
 
 

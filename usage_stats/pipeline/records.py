@@ -101,6 +101,10 @@ SOURCE_LEVELS_SCHEMA = pl.Schema(
     {"source_key": pl.String(), "level": pl.String(), "country": pl.String()}
 )
 _RECORD = ["source_key", "oai_identifier"]
+# For the joins of records with their fields Polars' default streaming engine took five
+# times the CPU of the in-memory one (bench/records_bench.py); the group-bys over many string
+# keys (the scopes, `advance_snapshot`, the checks) stay on the default, faster there.
+_ENGINE = "in-memory"
 
 
 def empty_records() -> pl.DataFrame:
@@ -152,46 +156,67 @@ def record_events(current: pl.DataFrame, changes: pl.DataFrame) -> pl.DataFrame:
             pl.lit(0, dtype=pl.Int64).alias("removed"),
         )
     )
-    return pl.concat([log, published]).collect()
+    return pl.concat([log, published]).collect(engine=_ENGINE)
+
+
+def _column(count: str, basis: str) -> str:
+    return f"{count}|{basis}"
 
 
 def _weighted(events: pl.LazyFrame, current: pl.DataFrame) -> pl.LazyFrame:
-    """One row per counted record and basis with every count of `RECORD_COUNTS` and the
-    fields subcounts are taken by: the events summed per record first (a record deleted and
-    added back has several), so the breakdowns below work on records, not events."""
+    """One row per counted record with, per basis, every count of `RECORD_COUNTS` and the
+    number of its events (`events|<basis>`: whether the record counts there at all), and the
+    fields subcounts are taken by. The events are summed per record first (a record deleted
+    and added back has several), and both bases sit side by side, so each record's lists are
+    exploded once, not once per basis."""
     columns = [*SINGLE_FIELDS.values(), *LIST_FIELDS.values()]
+    basis = pl.col("basis")
+    split = [
+        *(
+            pl.when(basis == b).then(pl.col(c)).otherwise(0).alias(_column(c, b))
+            for b in BASES
+            for c in EVENT_COUNTS
+        ),
+        *((basis == b).cast(pl.Int64).alias(_column("events", b)) for b in BASES),
+    ]
+    summed = [_column(c, b) for b in BASES for c in (*EVENT_COUNTS, "events")]
+    per_record = (
+        events.select(*_RECORD, *split).group_by(_RECORD).agg(pl.col(c).sum() for c in summed)
+    )
     fields = (
         current.lazy()
         .select(*_RECORD, "site_id", *columns, "file_count", "file_bytes")
+        .join(per_record.select(_RECORD), on=_RECORD, how="semi")
         .unique(_RECORD, keep="last")
     )
-    net = pl.col("added") - pl.col("removed")
-    return (
-        events.group_by([*_RECORD, "basis"])
-        .agg(pl.col("added").sum(), pl.col("removed").sum())
-        .join(fields, on=_RECORD, how="left")
-        .with_columns(
-            net.alias("total"),
-            (net * pl.col("file_count").fill_null(0)).alias("files"),
-            (net * pl.col("file_bytes").fill_null(0)).alias("data_volume"),
-            (net * pl.col("file_count").is_null()).alias("files_unknown"),
-            (net * pl.col("file_bytes").is_null()).alias("volume_unknown"),
-        )
-    )
+    weights = []
+    for b in BASES:
+        net = pl.col(_column("added", b)) - pl.col(_column("removed", b))
+        weights += [
+            net.alias(_column("total", b)),
+            (net * pl.col("file_count").fill_null(0)).alias(_column("files", b)),
+            (net * pl.col("file_bytes").fill_null(0)).alias(_column("data_volume", b)),
+            (net * pl.col("file_count").is_null()).alias(_column("files_unknown", b)),
+            (net * pl.col("file_bytes").is_null()).alias(_column("volume_unknown", b)),
+        ]
+    return per_record.join(fields, on=_RECORD, how="left").with_columns(weights)
 
 
 def _count(
     events: pl.LazyFrame, current: pl.DataFrame, levels: pl.DataFrame, day: dt.date
 ) -> pl.DataFrame:
-    """Sum `events` per scope, level, basis and subcount value, all dated `day`.
+    """Sum `events` per scope, level, basis and subcount value, all dated `day` (rows in no
+    particular order: sorting millions of rows by seven strings cost more than the counting).
 
-    Each field is summed per source first (one group-by over the records; a list field
-    exploded once), and only those per-source sums, a few rows per value, are rolled up to
-    the source, national and global scopes: three group-bys over the records would cost
-    three times as much."""
-    rows = _weighted(events, current)
-    counts = [pl.col(c).sum() for c in RECORD_COUNTS]
-    per_source = ["source_key", "site_id", "basis", "field", "value"]
+    Each field is summed per source first (one group-by over the records, both bases at
+    once; a list field exploded once), and only those per-source sums, a few rows per value,
+    are split by basis and rolled up to the source, national and global scopes."""
+    # Materialised once: every field's group-by reads it (a lazy plan would redo the join
+    # per field).
+    rows = _weighted(events, current).collect(engine=_ENGINE).lazy()
+    sums_of = [_column(c, b) for b in BASES for c in (*RECORD_COUNTS, "events")]
+    counts = [pl.col(c).sum() for c in sums_of]
+    per_source = ["source_key", "site_id", "field", "value"]
     parts = [
         rows.with_columns(pl.lit(TOTAL).alias("field"), pl.lit("").alias("value"))
         .group_by(per_source)
@@ -208,7 +233,10 @@ def _count(
     for name, column in LIST_FIELDS.items():
         values = pl.col(column).list.unique()
         parts.append(
-            rows.with_columns(
+            rows.select(
+                "source_key",
+                "site_id",
+                *sums_of,
                 pl.lit(name).alias("field"),
                 pl.when(values.list.len().fill_null(0) > 0)
                 .then(values)
@@ -220,23 +248,38 @@ def _count(
             .group_by(per_source)
             .agg(counts)
         )
+    wide = pl.concat([p.select(*per_source, *sums_of) for p in parts])
+    # One row per basis where the value had an event in that basis (so a value counted and
+    # then removed stays, at total 0, and a basis without events adds no zero rows).
     sums = (
-        pl.concat([p.select(*per_source, *RECORD_COUNTS) for p in parts])
+        pl.concat(
+            [
+                wide.filter(pl.col(_column("events", b)) > 0).select(
+                    *per_source,
+                    pl.lit(b).alias("basis"),
+                    *(pl.col(_column(c, b)).alias(c) for c in RECORD_COUNTS),
+                )
+                for b in BASES
+            ]
+        )
         .join(levels.lazy(), on="source_key", how="left")
         .with_columns(pl.col("site_id").cast(pl.String).alias("_source"))
+        .collect(engine=_ENGINE)
+        .lazy()
     )
     by = ["level", "basis", "field", "value"]
+    plain = [pl.col(c).sum() for c in RECORD_COUNTS]
     scopes = [
         sums.filter(pl.col("_source").is_not_null())
         .group_by(["_source", *by])
-        .agg(counts)
+        .agg(plain)
         .with_columns(pl.lit("source").alias("scope"), pl.col("_source").alias("key")),
         sums.filter(pl.col("country").is_not_null())
         .group_by(["country", *by])
-        .agg(counts)
+        .agg(plain)
         .with_columns(pl.lit("national").alias("scope"), pl.col("country").alias("key")),
         sums.group_by(by)
-        .agg(counts)
+        .agg(plain)
         .with_columns(pl.lit("global").alias("scope"), pl.lit("global").alias("key")),
     ]
     return (
@@ -244,7 +287,6 @@ def _count(
         .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
         .select(list(RECORD_SCHEMA))
         .cast(RECORD_SCHEMA)
-        .sort(list(RECORD_KEYS), nulls_last=True)
         .collect()
     )
 
@@ -291,10 +333,8 @@ def advance_snapshot(previous: pl.DataFrame, delta: pl.DataFrame, day: dt.date) 
         .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
         .select(list(RECORD_SCHEMA))
         .cast(RECORD_SCHEMA)
-        .sort(list(RECORD_KEYS), nulls_last=True)
         .collect()
     )
-
 
 
 def record_snapshot_mismatches(
