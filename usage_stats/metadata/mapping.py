@@ -6,7 +6,9 @@ guidelines v4, which LA Referencia's network follows; DSpace's `dim` or `xoai`).
 format is read first because it says more precisely what each value is (an issued date rather
 than one of several `dc:date`s, a COAR URI rather than a free-text type); `oai_dc` fills the
 fields it leaves empty. Identifiers are the exception: every identifier any format carries is
-kept, because each is a spelling under which usage may have been recorded.
+kept, because each is a spelling under which usage may have been recorded. Files (count and
+bytes) come as a pair from the first format that lists them (xoai bitstreams, dim extents,
+oai_openaire `oaire:file` with `datacite:size`), never a count from one and bytes from another.
 
 Values are read through `usage_stats.metadata.vocabularies`. A field none of whose values can
 be read stays empty and each unreadable value is named in `problems` as `field: value`; a
