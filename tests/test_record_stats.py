@@ -399,3 +399,16 @@ def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_remateri
     assert store.record_totals(
         "source", "2", D1, D3, field="resource_type", by=("value",)
     ).rows() == [(md.BOOK, 1, 0, 1, 0, 0, 1, 1), (md.THESIS, 1, 0, 1, 0, 0, 1, 1)]
+    # A late harvest, then record_snapshots alone: the stored D2 delta is stale, the chain
+    # check fails (and names the day).
+    h.harvest(2, rec(2, 4, D2, resource_type=md.BOOK, file_count=1, file_bytes=10))
+    stale = materialize(
+        [snapshots_asset], resources=resources, partition_key=D2.isoformat(), raise_on_error=False
+    )
+    chain = next(
+        e
+        for e in stale.get_asset_check_evaluations()
+        if e.check_name == "record_snapshot_equals_previous_plus_delta"
+    )
+    assert not chain.passed
+    assert chain.metadata["mismatched_keys_per_day"].value[D2.isoformat()] > 0
