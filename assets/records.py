@@ -107,8 +107,10 @@ def record_deltas(
             CHAINS,
             asset="record_snapshots",
             blocking=True,
-            description="Every key: snapshot(d) = snapshot(d−1) + the stored delta(d) (a "
-            "delta stored before a later harvest fails it: re-materialise record_deltas).",
+            description="Every key and count (records, files, data volume): snapshot(d) = "
+            "snapshot(d−1) + the stored delta(d), checked on the day's rows (the snapshot is "
+            "the previous plus the delta recounted from the log; a delta stored before a "
+            "later harvest fails it: re-materialise record_deltas).",
         ),
         AssetCheckSpec(
             SUBCOUNTS,
