@@ -16,6 +16,9 @@ from usage_stats.metadata.mapping import (
     metadata_frame,
 )
 from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
+from usage_stats.metadata.store import MetadataStore
+from usage_stats.metadata.vocabularies import is_size_statement, parse_size
+from usage_stats.storage.lake import LocalLake
 
 DATA = Path(__file__).parent / "data" / "metadata"
 RT = "http://purl.org/coar/resource_type/"
@@ -44,6 +47,8 @@ OAI_DC = {
     "projects": [GRANT_EC],
     "affiliations": [],
     "formats": ["application/pdf"],  # "24 p." is an extent, not a format
+    "file_count": None,  # oai_dc lists no files
+    "file_bytes": None,
     "identifiers": [
         "https://repositorio.ucr.ac.cr/handle/10669/81234",
         "https://doi.org/10.15517/RBT.V67I2.35000",
@@ -77,6 +82,8 @@ OAI_OPENAIRE = {
     "projects": [GRANT_EC],
     "affiliations": ["Universidad de Costa Rica", "Universidade de São Paulo"],
     "formats": ["application/pdf"],
+    "file_count": 1,  # one oaire:file, no datacite:size
+    "file_bytes": None,
     "identifiers": [
         "https://repositorio.ucr.ac.cr/handle/10669/81234",
         "10.15517/rbt.v67i2.35000",
@@ -105,6 +112,8 @@ DIM = {
     "projects": ["info:eu-repo/grantAgreement/CAPES/PROEX/88887.123456/BR"],
     "affiliations": ["Universidade Federal do Rio Grande do Sul"],
     "formats": ["application/pdf"],
+    "file_count": None,  # no dc.format.extent
+    "file_bytes": None,
     "identifiers": ["http://hdl.handle.net/10183/184567", "001079953"],  # not the ISSN
     "item_keys": ["hdl:10183/184567"],
     "doi": None,
@@ -130,6 +139,8 @@ XOAI = {
     "projects": [],
     "affiliations": [],
     "formats": ["application/pdf"],
+    "file_count": 1,  # the ORIGINAL bundle's bitstream
+    "file_bytes": 123456,
     "identifiers": [
         "https://repositorio.uchile.cl/handle/2250/181234",
         "doi:10.1016/J.EXAMPLE.2021.04.001",
@@ -331,3 +342,171 @@ def test_metadata_frame_has_the_schema() -> None:
     assert frame.get_column("item_keys").to_list() == [["hdl:10183/184567"], []]
     assert frame.get_column("oai_identifier").to_list() == ["oai:x:1", None]
     assert frame.get_column("deleted").dtype == pl.Boolean
+
+
+# --- files and data volume ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "size"),
+    [
+        ("123456 bytes", 123456),  # DSpace's dc.format.extent
+        ("123,456 bytes", 123456),  # bytes are whole: separators group thousands
+        ("1.234.567 bytes", 1234567),
+        ("1 234 567 bytes", 1234567),
+        ("1.23 MB", 1_230_000),  # KB, MB, GB decimal
+        ("1,5 MB", 1_500_000),  # decimal comma
+        ("1,234.5 kB", 1_234_500),
+        ("1.234,5 kB", 1_234_500),
+        ("700 KB", 700_000),
+        ("2 GiB", 2 * 1024**3),  # KiB, MiB, GiB binary
+        ("512 KiB", 512 * 1024),
+        ("3 Mo", 3_000_000),  # French
+        ("10 MB.", 10_000_000),
+        ("12.5 bytes", None),  # no fraction of a byte
+        ("ca. 2 MB", None),
+        ("1.2.3 MB", None),
+        ("MB", None),
+        ("123456", None),  # a bare number only where the format says bytes
+    ],
+)
+def test_parse_size(written: str, size: int | None) -> None:
+    assert parse_size(written) == size
+    assert is_size_statement(written) == (written != "123456")
+
+
+def test_extents_that_are_no_sizes() -> None:
+    for extent in ("24 p.", "120 páginas", "1 h 20 min", "2 volumes", "Tomo 2"):
+        assert not is_size_statement(extent), extent
+
+
+XOAI_HEAD = '<metadata xmlns="http://www.lyncode.com/xoai">'
+
+
+def xoai(bundles: str | None) -> bytes:
+    title = (
+        '<element name="dc"><element name="title"><element name="es">'
+        '<field name="value">Con archivos</field></element></element></element>'
+    )
+    body = "" if bundles is None else f'<element name="bundles">{bundles}</element>'
+    return (XOAI_HEAD + title + body + "</metadata>").encode()
+
+
+def bundle(name: str, *bitstreams: tuple[str, str | None]) -> str:
+    streams = "".join(
+        '<element name="bitstream"><field name="format">'
+        + mime
+        + "</field>"
+        + ("" if size is None else f'<field name="size">{size}</field>')
+        + "</element>"
+        for mime, size in bitstreams
+    )
+    return (
+        f'<element name="bundle"><field name="name">{name}</field>'
+        f'<element name="bitstreams">{streams}</element></element>'
+    )
+
+
+def test_xoai_counts_the_original_bundle_only() -> None:
+    mapped = map_record(
+        {
+            "xoai": xoai(
+                bundle("ORIGINAL", ("application/pdf", "1000"), ("application/zip", "2500000"))
+                + bundle("THUMBNAIL", ("image/jpeg", "7000"))
+                + bundle("LICENSE", ("text/plain", "1748"))
+            )
+        }
+    )
+    assert (mapped["file_count"], mapped["file_bytes"]) == (2, 2_501_000)
+    # a thumbnail's format is DSpace's rendition, not a format of the record
+    assert mapped["formats"] == ["application/pdf", "application/zip"]
+    assert mapped["problems"] == []
+
+
+def test_xoai_sizes_missing_or_unreadable() -> None:
+    missing = map_record(
+        {"xoai": xoai(bundle("ORIGINAL", ("application/pdf", "1000"), ("application/pdf", None)))}
+    )
+    assert (missing["file_count"], missing["file_bytes"], missing["problems"]) == (2, None, [])
+    bad = map_record({"xoai": xoai(bundle("ORIGINAL", ("application/pdf", "12x")))})
+    assert (bad["file_count"], bad["file_bytes"]) == (1, None)
+    assert bad["problems"] == ["file_bytes: 12x"]
+    # bundles, none ORIGINAL: the record says it has no files
+    none = map_record({"xoai": xoai(bundle("LICENSE", ("text/plain", "1748")))})
+    assert (none["file_count"], none["file_bytes"]) == (0, 0)
+    # no bundles at all: it does not say
+    silent = map_record({"xoai": xoai(None)})
+    assert (silent["file_count"], silent["file_bytes"]) == (None, None)
+
+
+DIM_HEAD = '<dim:dim xmlns:dim="http://www.dspace.org/xmlns/dspace/dim">'
+
+
+def dim(*extents: str) -> bytes:
+    fields = "".join(
+        f'<dim:field mdschema="dc" element="format" qualifier="extent">{e}</dim:field>'
+        for e in extents
+    )
+    title = '<dim:field mdschema="dc" element="title">Con extensión</dim:field>'
+    return (DIM_HEAD + title + fields + "</dim:dim>").encode()
+
+
+def test_dim_extents() -> None:
+    mapped = map_record({"dim": dim("123456 bytes", "1,5 MB", "24 p.")})
+    assert (mapped["file_count"], mapped["file_bytes"]) == (2, 1_623_456)
+    assert mapped["problems"] == []
+    bad = map_record({"dim": dim("123456 bytes", "ca. 2 MB")})
+    assert (bad["file_count"], bad["file_bytes"]) == (2, None)
+    assert bad["problems"] == ["file_bytes: ca. 2 MB"]
+    pages = map_record({"dim": dim("24 p.")})
+    assert (pages["file_count"], pages["file_bytes"], pages["problems"]) == (None, None, [])
+
+
+OPENAIRE_HEAD = (
+    '<oaire:resource xmlns:oaire="http://namespace.openaire.eu/schema/oaire/"'
+    ' xmlns:datacite="http://datacite.org/schema/kernel-4">'
+    "<datacite:titles><datacite:title>Con archivos</datacite:title></datacite:titles>"
+)
+
+
+def openaire(files: int, *sizes: str) -> bytes:
+    body = "".join(
+        f'<oaire:file mimeType="application/pdf" objectType="fulltext">https://x.org/{i}.pdf'
+        "</oaire:file>"
+        for i in range(files)
+    )
+    if sizes:
+        body += (
+            "<datacite:sizes>"
+            + "".join(f"<datacite:size>{s}</datacite:size>" for s in sizes)
+            + "</datacite:sizes>"
+        )
+    return (OPENAIRE_HEAD + body + "</oaire:resource>").encode()
+
+
+def test_oai_openaire_files_and_sizes() -> None:
+    sized = map_record({"oai_openaire": openaire(2, "15 pages", "6 MB", "512 KiB")})
+    assert (sized["file_count"], sized["file_bytes"]) == (2, 6_000_000 + 512 * 1024)
+    unsized = map_record({"oai_openaire": openaire(3)})
+    assert (unsized["file_count"], unsized["file_bytes"]) == (3, None)
+    bad = map_record({"oai_openaire": openaire(1, "about 6 MB")})
+    assert (bad["file_count"], bad["file_bytes"]) == (1, None)
+    assert bad["problems"] == ["file_bytes: about 6 MB"]
+    # no oaire:file: the record does not say (oai_dc beside it does not either)
+    silent = map_record({"oai_openaire": openaire(0), "oai_dc": xml("oai_dc")})
+    assert (silent["file_count"], silent["file_bytes"]) == (None, None)
+
+
+def test_old_state_files_without_file_columns_stay_readable(tmp_path: Path) -> None:
+    row = {name: None for name in ITEM_METADATA_SCHEMA} | {
+        "source_key": "opendoar::1",
+        "oai_identifier": "oai:x:1",
+        "deleted": False,
+    }
+    old = pl.DataFrame([row], schema=ITEM_METADATA_SCHEMA).drop("file_count", "file_bytes")
+    path = tmp_path / "warehouse" / "item_metadata" / "source=opendoar%3A%3A1"
+    path.mkdir(parents=True)
+    old.write_parquet(path / "current.parquet")
+    read = MetadataStore(LocalLake(tmp_path / "warehouse")).read_current("opendoar::1")
+    assert read.schema == ITEM_METADATA_SCHEMA
+    assert read.select("file_count", "file_bytes").row(0) == (None, None)

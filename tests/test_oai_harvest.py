@@ -376,6 +376,8 @@ def test_harvest_and_map_give_the_planted_values_and_identifier_spellings(env, t
         "sets",
         "item_key",
         "deleted",
+        "file_count",  # planted files: counts and sizes in oai_openaire and dim spellings
+        "file_bytes",
     ]
     problems = 0
     for want in expected:

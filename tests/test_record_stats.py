@@ -13,8 +13,11 @@ from stores import opensearch_store
 from usage_stats.admin.sources import Source
 from usage_stats.metadata.store import MetadataStore, apply_harvest
 from usage_stats.pipeline.records import (
+    RECORD_KEYS,
     RECORD_SCHEMA,
+    advance_snapshot,
     record_deltas,
+    record_events,
     record_snapshot,
     record_snapshot_mismatches,
     source_levels,
@@ -67,9 +70,11 @@ class Harvests:
 
 
 def planted(tmp_path) -> Harvests:
-    """Repository 1: two articles on D1 (one open, one with two subjects), a thesis on D2;
-    the first article deleted on D3. Repository 2: a book on D2 published on D1. Repository
-    3 (another country): an article on D3, published on D2, with no language."""
+    """Repository 1: two articles on D1 (one open, 2 files of 3 MB; one with two subjects and
+    a file of unknown size), a thesis on D2 (a 5 MB file); the first article deleted on D3.
+    Repository 2: a book on D2 published on D1, saying nothing of its files. Repository 3
+    (another country): an article on D3, published on D2, with no language, 3 files of
+    1,000 bytes in all."""
     h = Harvests(tmp_path)
     h.harvest(
         1,
@@ -82,6 +87,8 @@ def planted(tmp_path) -> Harvests:
             language="spa",
             publication_date=D1,
             subjects=["física"],
+            file_count=2,
+            file_bytes=3_000_000,
         ),
         rec(
             1,
@@ -92,6 +99,7 @@ def planted(tmp_path) -> Harvests:
             language="spa",
             subjects=["física", "química"],
             formats=["application/pdf"],
+            file_count=1,  # a file whose size the record does not state
         ),
         rec(
             1,
@@ -101,10 +109,15 @@ def planted(tmp_path) -> Harvests:
             access_rights=md.OPEN,
             language="por",
             publication_date=D2,
+            file_count=1,
+            file_bytes=5_000_000,
         ),
     )
     h.harvest(2, rec(2, 1, D2, resource_type=md.BOOK, language="spa", publication_date=D1))
-    h.harvest(3, rec(3, 1, D3, resource_type=md.ARTICLE, publication_date=D2))
+    h.harvest(
+        3,
+        rec(3, 1, D3, resource_type=md.ARTICLE, publication_date=D2, file_count=3, file_bytes=1000),
+    )
     h.harvest(1, rec(1, 1, D3, deleted=True))
     return h
 
@@ -178,6 +191,82 @@ def test_snapshots_total_by_type_and_chain(tmp_path):
     )
 
 
+def volume(
+    frame: pl.DataFrame,
+    scope: str,
+    key: str,
+    basis: str = "datestamp",
+    field: str = "total",
+    level: str = "R",
+) -> dict[str, tuple[int, int, int, int]]:
+    """(files, data_volume, files_unknown, volume_unknown) per value."""
+    rows = frame.filter(
+        (pl.col("scope") == scope)
+        & (pl.col("key") == key)
+        & (pl.col("basis") == basis)
+        & (pl.col("field") == field)
+        & (pl.col("level") == level)
+    )
+    counts = ("files", "data_volume", "files_unknown", "volume_unknown")
+    return {r["value"]: tuple(r[c] for c in counts) for r in rows.iter_rows(named=True)}
+
+
+def test_files_and_volume_by_day_and_type(tmp_path):
+    current, changes = planted(tmp_path).state()
+    deltas = {d: record_deltas(current, changes, LEVELS, d) for d in (D1, D2, D3)}
+    # D1: 2 + 1 files; 3 MB known, the second article's size unknown.
+    assert volume(deltas[D1], "source", "1") == {"": (3, 3_000_000, 0, 1)}
+    assert volume(deltas[D1], "source", "1", field="access_status") == {
+        md.OPEN: (2, 3_000_000, 0, 0),
+        md.RESTRICTED: (1, 0, 0, 1),
+    }
+    # D2: the thesis (1 file, 5 MB) and the book that says nothing.
+    assert volume(deltas[D2], "global", "global", field="resource_type") == {
+        md.THESIS: (1, 5_000_000, 0, 0),
+        md.BOOK: (0, 0, 1, 1),
+    }
+    # D3: repository 3's article brings 3 files, the deleted article takes 2 files, 3 MB.
+    assert volume(deltas[D3], "global", "global") == {"": (1, -2_999_000, 0, 0)}
+    assert volume(deltas[D3], "national", "CR") == {"": (-2, -3_000_000, 0, 0)}
+    assert volume(deltas[D3], "national", "AR", field="resource_type") == {
+        md.ARTICLE: (3, 1000, 0, 0)
+    }
+    snap = record_snapshot(current, changes, LEVELS, D3)
+    # Held on D3: 1 + 1 + 0 + 3 files, 5,001,000 bytes; the book and the unsized article
+    # are not in the volume, and say so.
+    assert volume(snap, "global", "global") == {"": (5, 5_001_000, 1, 2)}
+    assert volume(snap, "global", "global", field="file_format") == {
+        "application/pdf": (1, 0, 0, 1),
+        "": (4, 5_001_000, 1, 1),
+    }
+    assert volume(snap, "global", "global", basis="publication") == {"": (4, 5_001_000, 1, 1)}
+    assert subcount_mismatches(snap) == 0
+    # A volume chains like the counts: a snapshot one byte off fails the check.
+    previous = record_snapshot(current, changes, LEVELS, D2)
+    assert record_snapshot_mismatches(snap, previous, deltas[D3]) == 0
+    off = snap.with_columns(
+        pl.when((pl.col("scope") == "global") & (pl.col("field") == "total"))
+        .then(pl.col("data_volume") + 1)
+        .otherwise(pl.col("data_volume"))
+        .alias("data_volume")
+    )
+    assert record_snapshot_mismatches(off, previous, deltas[D3]) == 2  # both bases
+
+
+def test_advance_snapshot_equals_the_snapshot_from_the_log(tmp_path):
+    current, changes = planted(tmp_path).state()
+    events = record_events(current, changes)
+    previous = record_snapshot(current, changes, LEVELS, D1 - dt.timedelta(days=1), events)
+    assert previous.is_empty()
+    for d in (D1, D2, D3, D4):
+        delta = record_deltas(current, changes, LEVELS, d, events)
+        advanced = advance_snapshot(previous, delta, d)
+        rebuilt = record_snapshot(current, changes, LEVELS, d)
+        keys = list(RECORD_KEYS)
+        assert advanced.sort(keys, nulls_last=True).equals(rebuilt.sort(keys, nulls_last=True)), d
+        previous = advanced
+
+
 def test_publication_date_basis(tmp_path):
     current, changes = planted(tmp_path).state()
     d1 = record_deltas(current, changes, LEVELS, D1)
@@ -238,18 +327,27 @@ def test_the_same_figures_from_both_stores(stats_store, tmp_path):
     by_type = stats_store.record_totals(
         "global", "global", D1, D4, field="resource_type", by=("value",)
     )
-    assert by_type.rows() == [(md.BOOK, 1, 0, 1), (md.THESIS, 1, 0, 1), (md.ARTICLE, 3, 1, 2)]
+    # (added, removed, total, files, data_volume, files_unknown, volume_unknown)
+    assert by_type.rows() == [
+        (md.BOOK, 1, 0, 1, 0, 0, 1, 1),
+        (md.THESIS, 1, 0, 1, 1, 5_000_000, 0, 0),
+        (md.ARTICLE, 3, 1, 2, 4, 1000, 0, 1),
+    ]
     by_day = stats_store.record_totals("national", "CR", D1, D4, level="R", by=("date",))
-    assert by_day.rows() == [(D1, 2, 0, 2), (D2, 2, 0, 2), (D3, 0, 1, -1)]
-    assert stats_store.record_totals("source", "3", D1, D4).rows() == [(1, 0, 1)]
+    assert by_day.rows() == [
+        (D1, 2, 0, 2, 3, 3_000_000, 0, 1),
+        (D2, 2, 0, 2, 1, 5_000_000, 1, 1),
+        (D3, 0, 1, -1, -2, -3_000_000, 0, 0),
+    ]
+    assert stats_store.record_totals("source", "3", D1, D4).rows() == [(1, 0, 1, 3, 1000, 0, 0)]
     snapshot = stats_store.record_snapshot("source", "1", D3, field="subject")
     assert snapshot.rows() == [
-        ("R", "", 1, 0, 1),
-        ("R", "física", 2, 1, 1),
-        ("R", "química", 1, 0, 1),
+        ("R", "", 1, 0, 1, 1, 5_000_000, 0, 0),
+        ("R", "física", 2, 1, 1, 1, 0, 0, 1),
+        ("R", "química", 1, 0, 1, 1, 0, 0, 1),
     ]
     published = stats_store.record_snapshot("global", "global", D2, basis="publication")
-    assert published.rows() == [("R", "", 3, 0, 3)]
+    assert published.rows() == [("R", "", 3, 0, 3, 4, 5_001_000, 1, 1)]
     assert stats_store.record_totals("source", "404", D1, D4, by=("value",)).is_empty()
 
 
@@ -286,15 +384,31 @@ def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_remateri
 
     run(D1, D2, D3)
     store = DuckDBStatsStore(tmp_path / "stats.duckdb")
-    assert store.record_snapshot("global", "global", D3).rows() == [("R", "", 5, 1, 4)]
+    old_d3 = [("R", "", 5, 1, 4, 5, 5_001_000, 1, 2)]
+    assert store.record_snapshot("global", "global", D3).rows() == old_d3
     h.harvest(2, rec(2, 2, D1, resource_type=md.THESIS))
     # Only D1 re-materialised: the stored D2 delta no longer chains to the new D1 snapshot…
     run(D1)
-    assert store.record_snapshot("global", "global", D1).rows() == [("R", "", 3, 0, 3)]
-    assert store.record_snapshot("global", "global", D3).rows() == [("R", "", 5, 1, 4)]
+    d1 = [("R", "", 3, 0, 3, 3, 3_000_000, 1, 2)]
+    assert store.record_snapshot("global", "global", D1).rows() == d1
+    assert store.record_snapshot("global", "global", D3).rows() == old_d3
     # …and re-materialising the later days brings their snapshots up to date.
     run(D2, D3)
-    assert store.record_snapshot("global", "global", D3).rows() == [("R", "", 6, 1, 5)]
+    new_d3 = [("R", "", 6, 1, 5, 5, 5_001_000, 2, 3)]
+    assert store.record_snapshot("global", "global", D3).rows() == new_d3
     assert store.record_totals(
         "source", "2", D1, D3, field="resource_type", by=("value",)
-    ).rows() == [(md.BOOK, 1, 0, 1), (md.THESIS, 1, 0, 1)]
+    ).rows() == [(md.BOOK, 1, 0, 1, 0, 0, 1, 1), (md.THESIS, 1, 0, 1, 0, 0, 1, 1)]
+    # A late harvest, then record_snapshots alone: the stored D2 delta is stale, the chain
+    # check fails (and names the day).
+    h.harvest(2, rec(2, 4, D2, resource_type=md.BOOK, file_count=1, file_bytes=10))
+    stale = materialize(
+        [snapshots_asset], resources=resources, partition_key=D2.isoformat(), raise_on_error=False
+    )
+    chain = next(
+        e
+        for e in stale.get_asset_check_evaluations()
+        if e.check_name == "record_snapshot_equals_previous_plus_delta"
+    )
+    assert not chain.passed
+    assert chain.metadata["mismatched_keys_per_day"].value[D2.isoformat()] > 0

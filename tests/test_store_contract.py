@@ -302,11 +302,16 @@ def test_aliases_resolve_exactly_replace_whole_and_are_idempotent(store):
 
 
 def _record_rows(day: dt.date, *rows: tuple) -> pl.DataFrame:
-    """Record rows (scope, key, level, basis, field, value, added, removed) of `day`."""
+    """Record rows (scope, key, level, basis, field, value, added, removed[, files,
+    data_volume, files_unknown, volume_unknown]) of `day`; `total` is added − removed, what
+    the records hold 0 unless given."""
     from usage_stats.pipeline.records import RECORD_SCHEMA
 
+    full = [(*r, 0, 0, 0, 0) if len(r) == 8 else r for r in rows]
     frame = pl.DataFrame(
-        [(day, *r[:6], r[6], r[7], r[6] - r[7]) for r in rows], schema=RECORD_SCHEMA, orient="row"
+        [(day, *r[:6], r[6], r[7], r[6] - r[7], *r[8:]) for r in full],
+        schema=RECORD_SCHEMA,
+        orient="row",
     )
     return frame
 
@@ -314,14 +319,17 @@ def _record_rows(day: dt.date, *rows: tuple) -> pl.DataFrame:
 def test_record_days_exact_rows_replaced_and_idempotent(store):
     day, other = dt.date(2025, 6, 1), dt.date(2025, 6, 2)
     art, thesis = "coar:article", "coar:thesis"
+    big = 5 * 2**40  # 5 TiB: volumes need 64 bits
     deltas = _record_rows(
         day,
-        ("global", "global", "R", "datestamp", "total", "", 3, 1),
-        ("global", "global", "R", "datestamp", "resource_type", art, 2, 1),
-        ("global", "global", "R", "datestamp", "resource_type", thesis, 1, 0),
-        ("source", "7", None, "publication", "total", "", 1, 0),
+        ("global", "global", "R", "datestamp", "total", "", 3, 1, 4, big + 700, 0, 1),
+        ("global", "global", "R", "datestamp", "resource_type", art, 2, 1, 1, 700, 0, 1),
+        ("global", "global", "R", "datestamp", "resource_type", thesis, 1, 0, 3, big, 0, 0),
+        ("source", "7", None, "publication", "total", "", 1, 0, -2, -30, 1, -1),
     )
-    snapshot = deltas.with_columns(pl.col("added") + 10, pl.col("total") + 10)
+    snapshot = deltas.with_columns(
+        pl.col("added") + 10, pl.col("total") + 10, pl.col("files") + 20, pl.col("data_volume") * 2
+    )
     assert store.replace_record_day(other, _record_rows(other), _record_rows(other)).delta_rows == 0
     for _ in range(2):  # the second write replaces the first: idempotent
         write = store.replace_record_day(day, deltas, snapshot)
@@ -331,23 +339,28 @@ def test_record_days_exact_rows_replaced_and_idempotent(store):
     by_type = store.record_totals(
         "global", "global", day, other, field="resource_type", by=("value",)
     )
-    assert by_type.rows() == [(art, 2, 1, 1), (thesis, 1, 0, 1)]
-    assert store.record_totals("source", "7", day, day, basis="publication").rows() == [(1, 0, 1)]
+    # (value, added, removed, total, files, data_volume, files_unknown, volume_unknown)
+    assert by_type.rows() == [(art, 2, 1, 1, 1, 700, 0, 1), (thesis, 1, 0, 1, 3, big, 0, 0)]
+    assert store.record_totals("source", "7", day, day, basis="publication").rows() == [
+        (1, 0, 1, -2, -30, 1, -1)
+    ]
     assert store.record_totals("global", "global", day, day, by=("month",)).rows() == [
-        (dt.date(2025, 6, 1), 3, 1, 2)
+        (dt.date(2025, 6, 1), 3, 1, 2, 4, big + 700, 0, 1)
     ]
     assert store.record_snapshot("global", "global", day, field="resource_type").rows() == [
-        ("R", art, 12, 1, 11),
-        ("R", thesis, 11, 0, 11),
+        ("R", art, 12, 1, 11, 21, 1400, 0, 1),
+        ("R", thesis, 11, 0, 11, 23, 2 * big, 0, 0),
     ]
     assert store.record_snapshot("source", "7", day, basis="publication", level=None).rows() == [
-        (None, "", 11, 0, 11)
+        (None, "", 11, 0, 11, 18, -60, 1, -1)
     ]
     # A smaller day replaces the day whole: no stale row stays behind.
     store.replace_record_day(day, deltas.head(1), snapshot.head(1))
     assert store.record_row_count("record_deltas", day) == 1
     assert store.record_snapshot("global", "global", day, field="resource_type").is_empty()
-    assert store.record_totals("global", "global", day, day, level="R").rows() == [(3, 1, 2)]
+    assert store.record_totals("global", "global", day, day, level="R").rows() == [
+        (3, 1, 2, 4, big + 700, 0, 1)
+    ]
     with pytest.raises(ValueError):
         store.record_totals("global", "global", day, day, field="colour")
     with pytest.raises(StatsStoreError):
@@ -701,24 +714,88 @@ def test_record_cumulative_and_record_days(store):
     art = "coar:article"
     snap1 = _record_rows(
         first,
-        ("global", "global", "R", "datestamp", "total", "", 5, 1),
-        ("global", "global", "R", "datestamp", "resource_type", art, 5, 1),
+        ("global", "global", "R", "datestamp", "total", "", 5, 1, 6, 6000, 1, 2),
+        ("global", "global", "R", "datestamp", "resource_type", art, 5, 1, 6, 6000, 1, 2),
     )
     snap2 = _record_rows(
         second,
-        ("global", "global", "R", "datestamp", "total", "", 7, 1),
-        ("global", "global", "N", "datestamp", "total", "", 2, 0),
+        ("global", "global", "R", "datestamp", "total", "", 7, 1, 9, 9000, 1, 2),
+        ("global", "global", "N", "datestamp", "total", "", 2, 0, 2, 10, 0, 0),
     )
     store.replace_record_day(first, snap1.head(0), snap1)
     store.replace_record_day(second, snap2.head(0), snap2)
     assert {first, second} <= set(store.record_days())
     assert store.record_cumulative("global", "global", first, second).rows() == [
-        (first, 5, 1, 4),
-        (second, 9, 1, 8),
+        (first, 5, 1, 4, 6, 6000, 1, 2),
+        (second, 9, 1, 8, 11, 9010, 1, 2),
     ]
     assert store.record_cumulative(
         "global", "global", first, second, level="R", field="resource_type", by=("date", "value")
-    ).rows() == [(first, art, 5, 1, 4)]
+    ).rows() == [(first, art, 5, 1, 4, 6, 6000, 1, 2)]
     assert store.record_cumulative("global", "nowhere", first, second).is_empty()
     with pytest.raises(ValueError):
         store.record_cumulative("global", "global", first, second, by=("value",))
+
+
+OLD_RECORD_COLUMNS = ("added", "removed", "total")
+
+
+def test_record_tables_from_before_files_gain_the_new_columns(tmp_path):
+    """A store whose record tables (DuckDB) or indices (OpenSearch) were created before files
+    and data volume existed takes new days with them; the old day's rows count 0 files."""
+    from usage_stats.pipeline.records import RECORD_COUNTS
+
+    old_day, new_day = dt.date(2023, 5, 1), dt.date(2023, 5, 2)
+    old = _record_rows(old_day, ("global", "global", "R", "datestamp", "total", "", 4, 1))
+    new = _record_rows(
+        new_day, ("global", "global", "R", "datestamp", "total", "", 2, 0, 3, 9, 0, 1)
+    )
+    keep = [c for c in old.columns if c not in RECORD_COUNTS or c in OLD_RECORD_COLUMNS]
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    for table in ("record_deltas", "record_snapshots"):
+        con.execute(
+            f"CREATE TABLE {table} (date DATE, scope VARCHAR, key VARCHAR, level VARCHAR, "
+            "basis VARCHAR, field VARCHAR, value VARCHAR, added BIGINT, removed BIGINT, "
+            "total BIGINT)"
+        )
+        con.register("old_rows", old.select(keep).to_arrow())
+        con.execute(f"INSERT INTO {table} SELECT * FROM old_rows")
+        con.unregister("old_rows")
+    con.close()
+    migrated = DuckDBStatsStore(path)
+    migrated.replace_record_day(new_day, new, new)
+    assert migrated.record_totals("global", "global", old_day, new_day, by=("date",)).rows() == [
+        (old_day, 4, 1, 3, 0, 0, 0, 0),
+        (new_day, 2, 0, 2, 3, 9, 0, 1),
+    ]
+    assert migrated.record_snapshot("global", "global", old_day).rows() == [
+        ("R", "", 4, 1, 3, None, None, None, None)
+    ]
+
+    store = opensearch_store(batch_size=50)
+    try:
+        alias = store.record_alias("record_deltas")
+        properties = {
+            "date": {"type": "date", "format": "yyyy-MM-dd"},
+            "write_id": {"type": "keyword"},
+        }
+        properties |= {
+            k: {"type": "keyword"} for k in ("scope", "key", "level", "basis", "field", "value")
+        }
+        properties |= {c: {"type": "long"} for c in OLD_RECORD_COLUMNS}
+        client = store.connection.client
+        client.indices.create(
+            index=f"{alias}-2023",
+            body={
+                "mappings": {"dynamic": "strict", "properties": properties},
+                "aliases": {alias: {}},
+            },
+        )
+        store.replace_record_day(new_day, new, new)
+        assert store.record_totals("global", "global", old_day, new_day, by=("date",)).rows() == [
+            (new_day, 2, 0, 2, 3, 9, 0, 1)
+        ]
+    finally:
+        store.delete_all()

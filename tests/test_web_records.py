@@ -38,18 +38,46 @@ def records(request, tmp_path_factory):
         store.delete_all()
 
 
-def bucket(period: str, start: str, end: str, counts: tuple, as_of: str | None, total) -> dict:
-    added, removed, net = counts
-    return {
-        "period": period,
-        "start": start,
-        "end": end,
-        "added": added,
-        "removed": removed,
-        "net": net,
-        "as_of": as_of,
-        "total": total,
+HOLDINGS = ("files", "data_volume", "files_unknown", "volume_unknown")
+NONE = (0, 0, 0, 0)
+# What the planted records hold (files, bytes, records not stating files, not stating bytes)
+# after each day, global, level R: D1 two articles (2 files of 3 MB; 1 file of unknown size),
+# D2 a thesis (1 file, 5 MB) and a book saying nothing, D3 an article (3 files, 1,000 bytes)
+# in, the 3 MB article out.
+HELD_D1, HELD_D2, HELD_D3 = (3, 3_000_000, 0, 1), (4, 8_000_000, 1, 2), (5, 5_001_000, 1, 2)
+
+
+def period(counts: tuple, net: tuple = NONE) -> dict:
+    """A period's counts: (added, removed, net) and the change of each holding."""
+    return dict(zip(("added", "removed", "net"), counts, strict=True)) | {
+        f"net_{c}": v for c, v in zip(HOLDINGS, net, strict=True)
     }
+
+
+def held(counts: tuple, holdings: tuple = NONE) -> dict:
+    """Cumulative counts: (added, removed, total) and the holdings."""
+    return dict(zip(("added", "removed", "total"), counts, strict=True)) | dict(
+        zip(HOLDINGS, holdings, strict=True)
+    )
+
+
+def bucket(
+    name: str,
+    start: str,
+    end: str,
+    counts: tuple,
+    as_of: str | None,
+    total,
+    net: tuple = NONE,
+    holdings: tuple | None = None,
+) -> dict:
+    after = dict(zip(HOLDINGS, holdings or (None,) * 4, strict=True))
+    return (
+        {"period": name, "start": start, "end": end}
+        | period(counts, net)
+        | {"as_of": as_of, "total": total}
+        | after
+    )
 
 
 def test_global_records_period_cumulative_and_daily_series(records):
@@ -64,13 +92,14 @@ def test_global_records_period_cumulative_and_daily_series(records):
         "R",
         "datestamp",
     )
-    assert body["period"] == {"added": 3, "removed": 1, "net": 2}
+    assert body["period"] == period((3, 1, 2), (2, 2_001_000, 1, 1))
     assert body["as_of"] == "2026-01-13"
-    assert body["cumulative"] == {"added": 5, "removed": 1, "total": 4}
+    assert body["cumulative"] == held((5, 1, 4), HELD_D3)
+    d2, d3 = (1, 5_000_000, 1, 1), (1, -2_999_000, 0, 0)
     assert body["series"] == [
-        bucket("2026-01-11", "2026-01-11", "2026-01-11", (2, 0, 2), "2026-01-11", 4),
-        bucket("2026-01-12", "2026-01-12", "2026-01-12", (1, 1, 0), "2026-01-12", 4),
-        bucket("2026-01-13", "2026-01-13", "2026-01-13", (0, 0, 0), "2026-01-13", 4),
+        bucket("2026-01-11", "2026-01-11", "2026-01-11", (2, 0, 2), "2026-01-11", 4, d2, HELD_D2),
+        bucket("2026-01-12", "2026-01-12", "2026-01-12", (1, 1, 0), "2026-01-12", 4, d3, HELD_D3),
+        bucket("2026-01-13", "2026-01-13", "2026-01-13", (0, 0, 0), "2026-01-13", 4, NONE, HELD_D3),
         bucket("2026-01-14", "2026-01-14", "2026-01-14", (0, 0, 0), None, None),
     ]
 
@@ -79,37 +108,47 @@ def test_records_by_month_before_any_day_and_by_publication(records):
     body = get(records, "/api/v1/records/global", start="2025-12", end="2026-02")
     assert body["series"] == [
         bucket("2025-12", "2025-12-01", "2025-12-31", (0, 0, 0), None, None),
-        bucket("2026-01", "2026-01-01", "2026-01-31", (5, 1, 4), "2026-01-13", 4),
+        bucket("2026-01", "2026-01-01", "2026-01-31", (5, 1, 4), "2026-01-13", 4, HELD_D3, HELD_D3),
         bucket("2026-02", "2026-02-01", "2026-02-28", (0, 0, 0), None, None),
     ]
     before = get(records, "/api/v1/records/global", start="2025-01-01", end="2025-12-31")
     assert before["as_of"] is None
-    assert before["cumulative"] == {"added": 0, "removed": 0, "total": 0}
+    assert before["cumulative"] == held((0, 0, 0))
     published = get(
         records, "/api/v1/records/global", start="2026-01-01", end="2026-01-31", basis="publication"
     )
-    assert published["period"] == {"added": 3, "removed": 0, "net": 3}
-    assert published["cumulative"] == {"added": 3, "removed": 0, "total": 3}
+    # Live records with a publication date: the thesis, the book, repository 3's article.
+    assert published["period"] == period((3, 0, 3), (4, 5_001_000, 1, 1))
+    assert published["cumulative"] == held((3, 0, 3), (4, 5_001_000, 1, 1))
 
 
 def test_source_and_national_node_records(records):
     one = get(records, "/api/v1/records/sources/1", start="2026-01-10", end="2026-01-13")
     assert (one["scope"], one["key"], one["level"]) == ("source", "1", "all")
     assert one["source"]["source_key"] == "repo::one"
-    assert one["period"] == {"added": 3, "removed": 1, "net": 2}
-    assert one["cumulative"] == {"added": 3, "removed": 1, "total": 2}
+    assert one["period"] == period((3, 1, 2), (2, 5_000_000, 0, 1))
+    assert one["cumulative"] == held((3, 1, 2), (2, 5_000_000, 0, 1))
     node = get(
         records, "/api/v1/records/nodes/9", start="2026-01-10", end="2026-01-13", granularity="day"
     )
     assert (node["scope"], node["key"]) == ("national", "CR")
-    assert node["cumulative"] == {"added": 4, "removed": 1, "total": 3}
+    assert node["cumulative"] == held((4, 1, 3), (2, 5_000_000, 1, 2))
     assert [b["net"] for b in node["series"]] == [2, 2, -1, 0]
     assert [b["total"] for b in node["series"]] == [2, 4, 3, 3]
+    assert [b["data_volume"] for b in node["series"]] == [3_000_000, 8_000_000] + [5_000_000] * 2
+    assert [b["net_files"] for b in node["series"]] == [3, 1, -2, 0]
     portal = get(records, "/api/v1/records/nodes/10", start="2026-01-10", end="2026-01-13")
     assert (portal["scope"], portal["cumulative"]["total"]) == ("global", 4)
     # No record at another level: level N of the country is empty, not an error.
     empty = get(records, "/api/v1/records/nodes/9", end="2026-01-13", level="N")
-    assert empty["cumulative"] == {"added": 0, "removed": 0, "total": 0}
+    assert empty["cumulative"] == held((0, 0, 0))
+
+
+def row(counts: tuple, holdings: tuple, share: float) -> dict:
+    """A breakdown row of values all counted within the period: (added, removed, net) and
+    the holdings, held and net alike."""
+    added, removed, net = counts
+    return period(counts, holdings) | held((added, removed, net), holdings) | {"share": share}
 
 
 def test_breakdown_by_type_top_n_with_remainder(records):
@@ -120,22 +159,44 @@ def test_breakdown_by_type_top_n_with_remainder(records):
         end="2026-01-13",
         limit="2",
     )
-    assert body["whole"] == {"added": 5, "removed": 1, "net": 4, "total": 4}
+    assert body["whole"] == period((5, 1, 4), HELD_D3) | held((5, 1, 4), HELD_D3)
     assert (body["rank_by"], body["limit"], body["multi_valued"]) == ("total", 2, False)
-    row = {"added": 3, "removed": 1, "net": 2, "total": 2, "share": 0.5}
-    one = {"added": 1, "removed": 0, "net": 1, "total": 1, "share": 0.25}
     assert body["values"] == [
-        {"rank": 1, "value": md.ARTICLE, "values": 1} | row,
-        {"rank": 2, "value": md.BOOK, "values": 1} | one,  # ties by value
+        {"rank": 1, "value": md.ARTICLE, "values": 1} | row((3, 1, 2), (4, 1000, 0, 1), 0.5),
+        # ties by value
+        {"rank": 2, "value": md.BOOK, "values": 1} | row((1, 0, 1), (0, 0, 1, 1), 0.25),
     ]
-    assert body["other"] == {"rank": None, "value": None, "values": 1} | one
+    assert body["other"] == {"rank": None, "value": None, "values": 1} | row(
+        (1, 0, 1), (1, 5_000_000, 0, 0), 0.25
+    )
     everything = get(records, "/api/v1/records/global/breakdown/resource_type", end="2026-01-13")
     assert len(everything["values"]) == 3
     assert everything["other"]["values"] == 0
-    for column in ("added", "removed", "net", "total"):
+    columns = ("added", "removed", "net", "total", *HOLDINGS, *(f"net_{c}" for c in HOLDINGS))
+    for column in columns:
         listed = sum(r[column] for r in body["values"]) + body["other"][column]
         assert listed == body["whole"][column] == sum(r[column] for r in everything["values"])
     assert sum(r["share"] for r in body["values"]) + body["other"]["share"] == 1.0
+
+
+def test_file_formats_ranked_by_data_volume_and_files(records):
+    by_volume = get(
+        records,
+        "/api/v1/records/global/breakdown/file_format",
+        end="2026-01-13",
+        rank_by="data_volume",
+    )
+    # The PDF article states no size; the records with no format hold all 5,001,000 bytes.
+    assert [
+        (r["value"], r["data_volume"], r["volume_unknown"], r["share"]) for r in by_volume["values"]
+    ] == [("", 5_001_000, 1, 1.0), ("application/pdf", 0, 1, 0.0)]
+    by_files = get(
+        records, "/api/v1/records/global/breakdown/file_format", end="2026-01-13", rank_by="files"
+    )
+    assert [(r["value"], r["files"], r["share"]) for r in by_files["values"]] == [
+        ("", 4, 0.8),
+        ("application/pdf", 1, 0.2),
+    ]
 
 
 def test_breakdown_of_a_list_field_and_ranked_by_period(records):

@@ -12,6 +12,12 @@ types, `es` / `spa` / `Español`, `doi:` / resolver URLs), in `oai_dc` for every
 plus OpenAIRE Guidelines v4 `oai_openaire` or DSpace `dim` for some: the cross-walk and the
 mapping both have to cope with all of them.
 
+Files: item `n` has `n % 4` files of planted sizes (`file_sizes`), listed where the format
+can: `oai_openaire` one `oaire:file` each, with their sizes in `datacite:sizes` on even items
+(odd ones state none: count known, volume not); `dim` one `dc.format.extent` per file, in
+DSpace's "<n> bytes", grouped "1,234,000 bytes" and "1.5 MB" spellings, beside a "24 p."
+that is no size; `oai_dc` lists no files. A record with no file says nothing either way.
+
 `epoch` 2 is the repository after a round of edits: some records revised (new title, new
 datestamp), some deleted, two new ones; the test serves epoch 1, harvests, serves epoch 2 and
 harvests again.
@@ -95,6 +101,7 @@ class PlantedRecord:
     handle_written: str
     url: str
     project: str | None
+    files: tuple[int, ...] = ()  # each file's size in bytes
     expected: dict = field(default_factory=dict, compare=False)
 
 
@@ -127,6 +134,22 @@ def _date_written(rng: random.Random, item: int) -> tuple[str, dt.date | None, i
     if kind == 1:
         return f"{year}-{month:02d}", dt.date(year, month, 1), year
     return f"{year}-{month:02d}-{day:02d}", dt.date(year, month, day), year
+
+
+def file_sizes(owner: int, item: int) -> tuple[int, ...]:
+    """The planted files of an item: `item % 4` of them, whole kilobytes (so "1.5 MB"
+    spellings are exact), different per repository, item and file."""
+    return tuple((item + 1) * 1000 * (k + 1) + owner * 1000 for k in range(item % 4))
+
+
+def expected_files(source: Source, item: int, sizes: tuple[int, ...]) -> tuple[int | None, ...]:
+    """(file_count, file_bytes) a correct mapping reads from the record's richest format."""
+    formats = source_formats(source)
+    if not sizes or formats == ["oai_dc"]:
+        return None, None  # no file listed (or only oai_dc): the record does not say
+    if "oai_openaire" in formats and item % 2:
+        return len(sizes), None  # files listed, no size stated
+    return len(sizes), sum(sizes)
 
 
 def _datestamp(owner: int, item: int, base: dt.datetime, span_days: int | None) -> dt.datetime:
@@ -195,7 +218,9 @@ def _planted(
         handle_written=handle_written,
         url=f"https://repo{owner}.example.org/items/{local}",
         project=project,
+        files=file_sizes(owner, item),
     )
+    file_count, file_bytes = expected_files(source, item, record.files)
     expected = {
         "source_key": source.source_key,
         "oai_identifier": identifier,
@@ -213,6 +238,8 @@ def _planted(
         "handle": f"hdl:{handle}",
         "projects": [project] if project else [],
         "sets": list(record.sets),
+        "file_count": file_count,
+        "file_bytes": file_bytes,
         "problem_fields": problems,
     }
     return replace(record, expected=expected)
@@ -368,15 +395,37 @@ def oai_openaire(record: PlantedRecord) -> str:
         + _el("datacite:rights", access[2], rightsURI=access[1])
         + f"<datacite:subjects>{subjects}</datacite:subjects>"
         + _el("oaire:version", "VoR", uri="http://purl.org/coar/version/c_970fb48d4fbd8a85")
-        + _el(
-            "oaire:file",
-            record.url + "/document.pdf",
-            accessRightsURI=access[1],
-            mimeType="application/pdf",
-            objectType="fulltext",
+        + "".join(
+            _el(
+                "oaire:file",
+                f"{record.url}/document-{k}.pdf",
+                accessRightsURI=access[1],
+                mimeType="application/pdf",
+                objectType="fulltext",
+            )
+            for k in range(len(record.files))
         )
+        + _openaire_sizes(record)
         + "</oaire:resource>"
     )
+
+
+def _openaire_sizes(record: PlantedRecord) -> str:
+    """`datacite:sizes` of an even item: its pages (no size) and each file's bytes."""
+    if record.item % 2 or not record.files:
+        return ""
+    sizes = [_el("datacite:size", "24 pages")]
+    sizes += [_el("datacite:size", _extent(size, k)) for k, size in enumerate(record.files)]
+    return "<datacite:sizes>" + "".join(sizes) + "</datacite:sizes>"
+
+
+def _extent(size: int, k: int) -> str:
+    """A size in one of three spellings repositories write."""
+    if k == 0:
+        return f"{size} bytes"
+    if k == 1:
+        return f"{size:,} bytes"
+    return f"{size / 10**6:g} MB"
 
 
 def dim(record: PlantedRecord) -> str:
@@ -408,7 +457,9 @@ def dim(record: PlantedRecord) -> str:
         field("publisher", None, f"Universidad {record.owner}"),
         field("format", "mimetype", "application/pdf"),
         field("relation", None, record.project),
+        field("format", "extent", "24 p." if record.files else None),
     ]
+    parts += [field("format", "extent", _extent(s, k)) for k, s in enumerate(record.files)]
     if record.embargo_end:
         parts.append(field("date", "embargoEnd", str(record.embargo_end)))
     return (

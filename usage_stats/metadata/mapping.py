@@ -6,7 +6,9 @@ guidelines v4, which LA Referencia's network follows; DSpace's `dim` or `xoai`).
 format is read first because it says more precisely what each value is (an issued date rather
 than one of several `dc:date`s, a COAR URI rather than a free-text type); `oai_dc` fills the
 fields it leaves empty. Identifiers are the exception: every identifier any format carries is
-kept, because each is a spelling under which usage may have been recorded.
+kept, because each is a spelling under which usage may have been recorded. Files (count and
+bytes) come as a pair from the first format that lists them (xoai bitstreams, dim extents,
+oai_openaire `oaire:file` with `datacite:size`), never a count from one and bytes from another.
 
 Values are read through `usage_stats.metadata.vocabularies`. A field none of whose values can
 be read stays empty and each unreadable value is named in `problems` as `field: value`; a
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -55,6 +57,8 @@ FIELDS = (
     "projects",
     "affiliations",
     "formats",
+    "file_count",
+    "file_bytes",
     "identifiers",
     "item_keys",
     "doi",
@@ -106,6 +110,10 @@ class _Raw:
 
     Vocabulary fields hold groups: values that say the same thing (an element's COAR URI and
     its label); a group is read when one of its values is, and a problem names its first value.
+    Files: `files` one entry per file the format lists (its size as written, or None when it
+    gives none), `files_said` non-empty when the format lists the record's files at all (so an
+    empty `files` means "no files", not "does not say"), `sizes` sizes the record states
+    without tying them to a file (`datacite:size`).
     """
 
     __slots__ = (
@@ -125,6 +133,9 @@ class _Raw:
         "affiliations",
         "formats",
         "identifiers",
+        "files",
+        "files_said",
+        "sizes",
     )
 
     def __init__(self) -> None:
@@ -232,6 +243,9 @@ def _read_datacite(element: etree._Element, name: str, raw: _Raw) -> None:
             raw.rights.append(group)
     elif name == "subjects":
         raw.subjects.extend(v for v in map(_text, element) if v)
+    elif name == "sizes":
+        # Free text ("15 pages", "6 MB"): only byte sizes are the record's volume.
+        raw.sizes.extend(v for v in map(_text, element) if v and vocab.is_size_statement(v))
 
 
 def _read_oaire(element: etree._Element, name: str, raw: _Raw) -> None:
@@ -244,6 +258,10 @@ def _read_oaire(element: etree._Element, name: str, raw: _Raw) -> None:
         if group:
             raw.versions.append(group)
     elif name == "file":
+        # One file each (the guidelines: "repeat the property for each associated file");
+        # its size is not an attribute, datacite:size may state the record's.
+        raw.files.append(None)
+        raw.files_said.append(True)
         if mime := element.get("mimeType"):
             raw.formats.append(mime)
     elif name == "fundingReferences":
@@ -277,7 +295,7 @@ def _dim_fields(root: etree._Element) -> list[tuple[str, str]]:
 def _xoai_fields(root: etree._Element) -> list[tuple[str, str]]:
     """The same pairs from DSpace's `xoai` format, where a value sits in
     `element[schema]/element[element]/element[qualifier]?/element[language]/field[@name=value]`;
-    bitstream formats and the item's handle come from its `bundles` and `others` parts."""
+    the item's handle comes from its `others` part (its files, `_xoai_files`, from `bundles`)."""
     out: list[tuple[str, str]] = []
 
     def walk(element: etree._Element, path: tuple[str, ...]) -> None:
@@ -293,11 +311,52 @@ def _xoai_fields(root: etree._Element) -> list[tuple[str, str]]:
                     out.append((".".join(path[:-1]).lower(), value))
                 elif path[:1] == ("others",) and name in ("handle", "identifier"):
                     out.append(("dc.identifier.xoai", value))
-                elif path[-1:] == ("bitstream",) and name == "format":
-                    out.append(("dc.format.mimetype", value))
 
     walk(root, ())
     return out
+
+
+_XOAI_NS = {"x": XOAI}
+
+
+def _xoai_field(element: etree._Element, name: str) -> str:
+    return " ".join(
+        str(element.xpath(f"string(x:field[@name='{name}'])", namespaces=_XOAI_NS)).split()
+    )
+
+
+def _xoai_files(root: etree._Element) -> tuple[list[str | None], list[str]] | None:
+    """The bitstreams of the ORIGINAL bundle (the deposited files; THUMBNAIL, TEXT and
+    LICENSE hold DSpace's derivatives and the deposit licence): each one's `size` (bytes, as
+    written; None when absent) and the formats; None when the record has no `bundles`."""
+    bundles = root.xpath(
+        "x:element[@name='bundles']/x:element[@name='bundle']", namespaces=_XOAI_NS
+    )
+    if not bundles and not root.xpath("x:element[@name='bundles']", namespaces=_XOAI_NS):
+        return None
+    sizes: list[str | None] = []
+    formats: list[str] = []
+    for bundle in bundles:
+        if _xoai_field(bundle, "name").upper() != "ORIGINAL":
+            continue
+        for bitstream in bundle.xpath(
+            "x:element[@name='bitstreams']/x:element[@name='bitstream']", namespaces=_XOAI_NS
+        ):
+            sizes.append(_xoai_field(bitstream, "size") or None)
+            if mime := _xoai_field(bitstream, "format"):
+                formats.append(mime)
+    return sizes, formats
+
+
+def _read_xoai(root: etree._Element) -> _Raw:
+    raw = _read_dspace(_xoai_fields(root))
+    files = _xoai_files(root)
+    if files is not None:
+        # The bitstreams themselves say it better than any dc.format.extent beside them.
+        raw.files, formats = list(files[0]), files[1]
+        raw.files_said = [True]
+        raw.formats.extend(formats)
+    return raw
 
 
 def _read_dspace(fields: Iterable[tuple[str, str]]) -> _Raw:
@@ -336,6 +395,10 @@ def _read_dspace(fields: Iterable[tuple[str, str]]) -> _Raw:
             raw.affiliations.append(value)
         elif key in ("dc.format.mimetype", "dc.format"):
             raw.formats.append(value)
+        elif key == "dc.format.extent" and vocab.is_size_statement(value):
+            # DSpace writes one "<n> bytes" extent per deposited file; pages are no size.
+            raw.files.append(value)
+            raw.files_said.append(True)
         elif schema == "dc" and element == "identifier":
             if qualifier.lower() not in _NOT_ITEM_IDENTIFIERS:
                 raw.identifiers.append(value)
@@ -447,15 +510,40 @@ def _interpret(raw: _Raw) -> tuple[dict[str, Any], dict[str, list[str]]]:
     formats = [v.lower() for v in raw.formats]
     # dc:format also holds extents ("120 p.", "3 MB"): only media types are formats.
     fields["formats"] = _unique(v.split(";")[0].strip() for v in formats if _MIME.match(v))
+    fields["file_count"], fields["file_bytes"] = _files(raw, problem)
     fields["identifiers"] = _unique(raw.identifiers)
     return fields, problems
+
+
+def _files(raw: _Raw, problem: Callable[[str, str], None]) -> tuple[int | None, int | None]:
+    """(file count, bytes) of one format: both None when it does not list files; bytes the
+    sum of every file's size when each has one (xoai's are bare bytes), else of the sizes the
+    record states (`datacite:size`), else None. A size that cannot be read is a problem and
+    leaves bytes None: a partial sum would pass for the whole."""
+    if not raw.files_said:
+        return None, None
+    if not raw.files:
+        return 0, 0
+    stated = raw.files if all(v is not None for v in raw.files) else raw.sizes
+    if not stated:
+        return len(raw.files), None
+    total = 0
+    readable = True
+    for value in stated:
+        size = vocab.parse_size(value, bare_bytes=True) if value else None
+        if size is None:
+            problem("file_bytes", value or "")
+            readable = False
+        else:
+            total += size
+    return len(raw.files), total if readable else None
 
 
 _READERS = {
     "oai_dc": _read_oai_dc,
     "oai_openaire": _read_oai_openaire,
     "dim": lambda root: _read_dspace(_dim_fields(root)),
-    "xoai": lambda root: _read_dspace(_xoai_fields(root)),
+    "xoai": _read_xoai,
 }
 _ROOTS = {
     "oai_dc": (OAI_DC, "dc"),
@@ -502,10 +590,14 @@ def _map_unkeyed(metadata: Mapping[str, bytes]) -> dict[str, Any]:
         raise MetadataError(f"no readable metadata: {detail}")
 
     out: dict[str, Any] = {"metadata_format": parsed[0][0]}
-    names = [n for n in parsed[0][1][0] if n != "identifiers"]
+    names = [n for n in parsed[0][1][0] if n not in ("identifiers", "file_count", "file_bytes")]
     for name in names:
         empty: Any = [] if name in _LISTS else None
         out[name] = next((f[name] for _, (f, _) in parsed if f[name] not in (None, [])), empty)
+    # Count and bytes as a pair, from the first format that lists the files.
+    files = next((f for _, (f, _) in parsed if f["file_count"] is not None), None)
+    out["file_count"] = files["file_count"] if files else None
+    out["file_bytes"] = files["file_bytes"] if files else None
     out["identifiers"] = _unique(i for _, (f, _) in parsed for i in f["identifiers"])
     problems = list(record_problems)
     for _, (_, found) in parsed:

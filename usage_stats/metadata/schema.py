@@ -41,6 +41,11 @@ ITEM_METADATA_SCHEMA = pl.Schema(
         "projects": _TEXTS,  # info:eu-repo/grantAgreement/... as written
         "affiliations": _TEXTS,
         "formats": _TEXTS,  # MIME types
+        # The record's files and their bytes where its format says (xoai bitstreams of the
+        # ORIGINAL bundle, dim `dc.format.extent` sizes, oai_openaire `oaire:file` and
+        # `datacite:size`); null when it does not, or (bytes) when a size cannot be read.
+        "file_count": pl.Int32(),
+        "file_bytes": pl.Int64(),
         "identifiers": _TEXTS,  # every identifier the record carries, as written
         "item_keys": _TEXTS,  # each of them normalised (DOI, handle, OAI id, URL): the cross-walk
         "doi": pl.String(),  # normalised, the first DOI of the record
@@ -53,6 +58,19 @@ ITEM_METADATA_SCHEMA = pl.Schema(
 )
 
 CHANGES = ("added", "updated", "deleted")
+
+
+def conform_metadata(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` in `ITEM_METADATA_SCHEMA`: columns it lacks (a state file harvested before
+    they existed, such as `file_count` and `file_bytes`) are null, so old Parquet files stay
+    readable and the record counts as "does not say" until it is harvested again."""
+    missing = [
+        pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in ITEM_METADATA_SCHEMA.items()
+        if name not in frame.columns
+    ]
+    return frame.with_columns(missing).select(list(ITEM_METADATA_SCHEMA)).cast(ITEM_METADATA_SCHEMA)
+
 
 METADATA_CHANGES_SCHEMA = pl.Schema(
     {

@@ -26,7 +26,11 @@ import polars as pl
 
 from usage_stats.metadata.harvest import HarvestedRecord, SourceHarvest
 from usage_stats.metadata.mapping import MetadataError, map_records
-from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA, METADATA_CHANGES_SCHEMA
+from usage_stats.metadata.schema import (
+    ITEM_METADATA_SCHEMA,
+    METADATA_CHANGES_SCHEMA,
+    conform_metadata,
+)
 from usage_stats.pipeline.identifiers import normalize_identifiers
 from usage_stats.storage.lake import Lake, read_parquet_file
 
@@ -244,7 +248,7 @@ class MetadataStore:
         key = self._current_key(source_key)
         if not self.lake.list_files(_folder(CURRENT, source_key)):
             return pl.DataFrame(schema=ITEM_METADATA_SCHEMA)
-        return read_parquet_file(self.lake, key)
+        return conform_metadata(read_parquet_file(self.lake, key))
 
     def write(self, source_key: str, applied: Applied, response_date: str) -> str:
         """The harvest's changes, then the new state; returns where the state is."""

@@ -523,3 +523,81 @@ def parse_date(value: str) -> dt.date | None:
     except ValueError:
         return None
     return parsed if 1000 <= parsed.year <= 2999 else None
+
+
+# --- file sizes ------------------------------------------------------------------------------
+# Units as repositories write them (DSpace's "123456 bytes", people's "1.2 MB", French "Mo").
+# KB, MB, GB, TB are decimal (SI, as DataCite's examples and most software today write them);
+# KiB, MiB... are binary. A size is approximate anyway unless written in bytes.
+_SIZE_UNITS = {
+    **dict.fromkeys(("b", "byte", "bytes", "octet", "octets", "o"), 1),
+    **dict.fromkeys(("kb", "kbytes", "kilobyte", "kilobytes", "ko"), 10**3),
+    **dict.fromkeys(("mb", "mbytes", "megabyte", "megabytes", "mo"), 10**6),
+    **dict.fromkeys(("gb", "gbytes", "gigabyte", "gigabytes", "go"), 10**9),
+    **dict.fromkeys(("tb", "tbytes", "terabyte", "terabytes"), 10**12),
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE = re.compile(r"^(?P<number>\d[\d.,\s\u00a0\u202f']*?)\s*(?P<unit>[a-z]+)\.?$")
+# A byte unit anywhere: what makes an extent a size statement (not "24 p." or "1 h 20 min").
+_SIZE_WORD = re.compile(
+    r"(?<![a-z])(?:[kmgt]i?b|bytes?|octets?|(?:kilo|mega|giga|tera)bytes?|[kmgt]bytes)(?![a-z])"
+    r"|\d\s*[kmg]?o(?![a-z])"
+)
+_GROUPS = {sep: re.compile(rf"\d{{1,3}}(?:{re.escape(sep)}\d{{3}})+") for sep in ".,"}
+
+
+def _size_number(text: str, whole: bool) -> float | None:
+    """A number as written: `1.5`, `1,5` (decimal comma), `1,234,567` / `1.234.567` (grouped
+    thousands), `1,234.5` / `1.234,5` (both: the last is the decimal mark), `1 234 567`.
+
+    `whole` (a count of bytes): separators can only group thousands, so `123,456` is
+    123456; in a larger unit one separator is a decimal mark, so `1,234 MB` is 1.234 MB."""
+    text = re.sub(r"[\s\u00a0\u202f']", "", text)
+    if not text or text[-1] in ".,":
+        return None
+    marks = [c for c in text if c in ".,"]
+    if not marks:
+        return float(text)
+    kinds = set(marks)
+    if whole:
+        if len(kinds) == 1 and _GROUPS[marks[0]].fullmatch(text):
+            return float(text.replace(marks[0], ""))
+        return None
+    decimal = marks[-1]
+    if len(kinds) == 2:
+        thousands = "," if decimal == "." else "."
+        head, _, tail = text.rpartition(decimal)
+        if not (head.isdigit() or _GROUPS[thousands].fullmatch(head)):
+            return None
+        return float(f"{head.replace(thousands, '')}.{tail}")
+    if len(marks) == 1:
+        return float(text.replace(",", "."))
+    if _GROUPS[decimal].fullmatch(text):
+        return float(text.replace(decimal, ""))
+    return None
+
+
+def is_size_statement(value: str) -> bool:
+    """Whether a value claims to be a size in bytes (names a byte unit): a DSpace
+    `dc.format.extent` or DataCite `size` also holds pages and durations, which are not."""
+    return _SIZE_WORD.search(value.lower()) is not None
+
+
+def parse_size(value: str, bare_bytes: bool = False) -> int | None:
+    """Bytes from a size as written: `123456 bytes`, `1.23 MB`, `1,5 MB`, `2 GiB`, `700 KB`,
+    `1.234.567 bytes`, `3 Mo`; a bare number only with `bare_bytes` (DSpace xoai's bitstream
+    `size`, always bytes). None when it cannot be read (no unit, an unknown unit, a number
+    that is not one, a fraction of a byte)."""
+    text = value.strip().lower()
+    if bare_bytes and text.isdigit():
+        return int(text)
+    match = _SIZE.fullmatch(text)
+    if match is None or (factor := _SIZE_UNITS.get(match["unit"])) is None:
+        return None
+    number = _size_number(match["number"], whole=factor == 1)
+    if number is None:
+        return None
+    return round(number * factor)

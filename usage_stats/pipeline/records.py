@@ -24,9 +24,19 @@ says when each record appeared and when it was deleted, the current state says w
 - `added`, `removed`, `total`: deltas hold the day's counts and `total` = added − removed;
   snapshots the cumulative sums up to and including their day, so
   snapshot(d) = snapshot(d − 1) + delta(d) holds for every column.
+- `files`, `data_volume`: the files and bytes of those records (`file_count`, `file_bytes`
+  of `ITEM_METADATA_SCHEMA`), net like `total`: a delta's is what the records added brought
+  minus what the records removed took away, a snapshot's what the records held hold. A
+  record that does not say counts 0 there and 1 in `files_unknown` / `volume_unknown`
+  (also net): a volume covers only the records that state theirs, and says how many do not
+  (an oai_openaire record lists its files but rarely their size, an oai_dc one neither).
+  A record counts its whole volume under each of its file formats (a PDF and a ZIP: both
+  hold its bytes), so list-field volumes overlap as their record counts do.
 
 Deltas and snapshots are both computed from the whole change log every time (no chain over
-stored days): a late harvest that reveals older records changes the days of their
+stored days; a run computes the snapshot of the day before its first from the log, then
+adds each day's delta counted from the log, `advance_snapshot`, the same figures for a
+fraction of the work): a late harvest that reveals older records changes the days of their
 datestamps, and re-materialising those and every later day brings them up to date. Fields
 are the record's current ones: a record whose type changed is counted under its new type on
 every day, so subcounts of a day always match the total of that day.
@@ -58,8 +68,23 @@ LIST_FIELDS = {
 }
 SUBCOUNT_FIELDS = (*SINGLE_FIELDS, *LIST_FIELDS)
 TOTAL = "total"
-RECORD_COUNTS = ("added", "removed", "total")
+# Record counts, then what those records hold: `files` and `data_volume` (bytes) of the
+# records counted (a record's current `file_count` / `file_bytes`, 0 where it does not say),
+# and how many of the counted records do not say (`files_unknown`, `volume_unknown`), so a
+# volume is always read beside the records it leaves out. All net like `total`.
+RECORD_COUNTS = (
+    "added",
+    "removed",
+    "total",
+    "files",
+    "data_volume",
+    "files_unknown",
+    "volume_unknown",
+)
+# The counts that are record events, never negative in a delta.
+EVENT_COUNTS = ("added", "removed")
 RECORD_KEYS = ("date", "scope", "key", "level", "basis", "field", "value")
+_KEYS = [k for k in RECORD_KEYS if k != "date"]
 RECORD_SCHEMA = pl.Schema(
     {
         "date": pl.Date(),
@@ -69,15 +94,18 @@ RECORD_SCHEMA = pl.Schema(
         "basis": pl.String(),
         "field": pl.String(),
         "value": pl.String(),
-        "added": pl.Int64(),
-        "removed": pl.Int64(),
-        "total": pl.Int64(),
+        **dict.fromkeys(RECORD_COUNTS, pl.Int64()),
     }
 )
 SOURCE_LEVELS_SCHEMA = pl.Schema(
     {"source_key": pl.String(), "level": pl.String(), "country": pl.String()}
 )
 _RECORD = ["source_key", "oai_identifier"]
+# For the join of the records with their fields Polars' default streaming engine took five
+# times the CPU of the in-memory one (bench/records_bench.py); the group-bys over string keys
+# (per source, the scopes, `advance_snapshot`, the checks) stay on the default, which took
+# half the CPU of the in-memory engine there (1M records: 11.6 CPU s against 21.7).
+_ENGINE = "in-memory"
 
 
 def empty_records() -> pl.DataFrame:
@@ -97,26 +125,35 @@ def record_events(current: pl.DataFrame, changes: pl.DataFrame) -> pl.DataFrame:
     Datestamp basis: a record's added/deleted changes in harvest order; an `added` counts,
     a `deleted` counts only after an `added` (the record was alive). An unreadable datestamp
     falls back to the day of the harvest that logged it."""
-    log = (
+    changed = (
         changes.lazy()
         .filter(pl.col("change").cast(pl.String).is_in(["added", "deleted"]))
         .with_columns(
             pl.col("change").cast(pl.String),
             pl.coalesce("datestamp", "harvested_at").dt.date().alias("date"),
         )
+    )
+    # Only a record with a deletion needs its changes in order (is a deletion of a live
+    # record? is an `added` a return?); every change of the others is an `added` that
+    # counts. Sorting the whole log for the 1 % that were ever deleted cost most of the step.
+    deleted = changed.filter(pl.col("change") == "deleted").select(_RECORD).unique()
+    ordered = (
+        changed.join(deleted, on=_RECORD, how="semi")
         .sort([*_RECORD, "harvested_at", "datestamp"], nulls_last=True)
         .with_columns(pl.col("change").shift(1).over(_RECORD).alias("_before"))
         .filter(
             (pl.col("change") == "added")
             | ((pl.col("change") == "deleted") & (pl.col("_before") == "added"))
         )
-        .select(
-            *_RECORD,
-            pl.lit("datestamp").alias("basis"),
-            "date",
-            (pl.col("change") == "added").cast(pl.Int64).alias("added"),
-            (pl.col("change") == "deleted").cast(pl.Int64).alias("removed"),
-        )
+    )
+    log = pl.concat(
+        [changed.join(deleted, on=_RECORD, how="anti"), ordered.drop("_before")]
+    ).select(
+        *_RECORD,
+        pl.lit("datestamp").alias("basis"),
+        "date",
+        (pl.col("change") == "added").cast(pl.Int64).alias("added"),
+        (pl.col("change") == "deleted").cast(pl.Int64).alias("removed"),
     )
     published = (
         current.lazy()
@@ -129,87 +166,189 @@ def record_events(current: pl.DataFrame, changes: pl.DataFrame) -> pl.DataFrame:
             pl.lit(0, dtype=pl.Int64).alias("removed"),
         )
     )
-    return pl.concat([log, published]).collect()
+    return pl.concat([log, published]).collect(engine=_ENGINE)
+
+
+def _column(count: str, basis: str) -> str:
+    return f"{count}|{basis}"
+
+
+def _weighted(events: pl.LazyFrame, current: pl.DataFrame) -> pl.LazyFrame:
+    """One row per counted record with, per basis, every count of `RECORD_COUNTS` and the
+    number of its events (`events|<basis>`: whether the record counts there at all), and the
+    fields subcounts are taken by. The events are summed per record first (a record deleted
+    and added back has several), and both bases sit side by side, so each record's lists are
+    exploded once, not once per basis."""
+    columns = [*SINGLE_FIELDS.values(), *LIST_FIELDS.values()]
+    basis = pl.col("basis")
+    split = [
+        *(
+            pl.when(basis == b).then(pl.col(c)).otherwise(0).alias(_column(c, b))
+            for b in BASES
+            for c in EVENT_COUNTS
+        ),
+        *((basis == b).cast(pl.Int64).alias(_column("events", b)) for b in BASES),
+    ]
+    summed = [_column(c, b) for b in BASES for c in (*EVENT_COUNTS, "events")]
+    per_record = (
+        events.select(*_RECORD, *split).group_by(_RECORD).agg(pl.col(c).sum() for c in summed)
+    )
+    fields = (
+        current.lazy()
+        .select(*_RECORD, "site_id", *columns, "file_count", "file_bytes")
+        .join(per_record.select(_RECORD), on=_RECORD, how="semi")
+        .unique(_RECORD, keep="last")
+    )
+    weights = []
+    for b in BASES:
+        net = pl.col(_column("added", b)) - pl.col(_column("removed", b))
+        weights += [
+            net.alias(_column("total", b)),
+            (net * pl.col("file_count").fill_null(0)).alias(_column("files", b)),
+            (net * pl.col("file_bytes").fill_null(0)).alias(_column("data_volume", b)),
+            (net * pl.col("file_count").is_null()).alias(_column("files_unknown", b)),
+            (net * pl.col("file_bytes").is_null()).alias(_column("volume_unknown", b)),
+        ]
+    return per_record.join(fields, on=_RECORD, how="left").with_columns(weights)
 
 
 def _count(
     events: pl.LazyFrame, current: pl.DataFrame, levels: pl.DataFrame, day: dt.date
 ) -> pl.DataFrame:
-    """Sum `events` per scope, level, basis and subcount value, all dated `day`."""
-    columns = [*SINGLE_FIELDS.values(), *LIST_FIELDS.values()]
-    fields = current.lazy().select(*_RECORD, "site_id", *columns).unique(_RECORD, keep="last")
-    rows = (
-        events.join(fields, on=_RECORD, how="left")
-        .join(levels.lazy(), on="source_key", how="left")
-        .with_columns(pl.col("site_id").cast(pl.String).alias("_source"))
-    )
-    counts = [pl.col("added").sum(), pl.col("removed").sum()]
-    parts = [rows.with_columns(pl.lit(TOTAL).alias("field"), pl.lit("").alias("value"))]
+    """Sum `events` per scope, level, basis and subcount value, all dated `day` (rows in no
+    particular order: sorting millions of rows by seven strings cost more than the counting).
+
+    Each field is summed per source first (one group-by over the records, both bases at
+    once; a list field exploded once), and only those per-source sums, a few rows per value,
+    are split by basis and rolled up to the source, national and global scopes."""
+    # Materialised once: every field's group-by reads it (a lazy plan would redo the join
+    # per field).
+    rows = _weighted(events, current).collect(engine=_ENGINE).lazy()
+    sums_of = [_column(c, b) for b in BASES for c in (*RECORD_COUNTS, "events")]
+    counts = [pl.col(c).sum() for c in sums_of]
+    per_source = ["source_key", "site_id", "field", "value"]
+    parts = [
+        rows.with_columns(pl.lit(TOTAL).alias("field"), pl.lit("").alias("value"))
+        .group_by(per_source)
+        .agg(counts)
+    ]
     for name, column in SINGLE_FIELDS.items():
         parts.append(
             rows.with_columns(
                 pl.lit(name).alias("field"), pl.col(column).fill_null("").alias("value")
             )
+            .group_by(per_source)
+            .agg(counts)
         )
     for name, column in LIST_FIELDS.items():
         values = pl.col(column).list.unique()
         parts.append(
-            rows.with_columns(
+            rows.select(
+                "source_key",
+                "site_id",
+                *sums_of,
                 pl.lit(name).alias("field"),
                 pl.when(values.list.len().fill_null(0) > 0)
                 .then(values)
                 .otherwise(pl.lit([""], dtype=pl.List(pl.String)))
                 .alias("value"),
-            ).explode("value")
+            )
+            .explode("value")
+            .with_columns(pl.col("value").fill_null(""))
+            .group_by(per_source)
+            .agg(counts)
         )
-    keep = ["_source", "country", "level", "basis", "field", "value", "added", "removed"]
-    long = pl.concat([p.select(keep) for p in parts]).with_columns(pl.col("value").fill_null(""))
-    by = ["level", "basis", "field", "value"]
+    wide = (
+        pl.concat([p.select(*per_source, *sums_of) for p in parts])
+        .join(levels.lazy(), on="source_key", how="left")
+        .with_columns(pl.col("site_id").cast(pl.String).alias("_source"))
+        .collect()
+        .lazy()
+    )
+    # Rolled up with both bases side by side (half the rows of one row per basis), then one
+    # row per basis where the value had an event in it (so a value counted and then removed
+    # stays, at total 0, and a basis without events adds no zero rows).
+    by = ["level", "field", "value"]
     scopes = [
-        long.filter(pl.col("_source").is_not_null())
+        wide.filter(pl.col("_source").is_not_null())
         .group_by(["_source", *by])
         .agg(counts)
         .with_columns(pl.lit("source").alias("scope"), pl.col("_source").alias("key")),
-        long.filter(pl.col("country").is_not_null())
+        wide.filter(pl.col("country").is_not_null())
         .group_by(["country", *by])
         .agg(counts)
         .with_columns(pl.lit("national").alias("scope"), pl.col("country").alias("key")),
-        long.group_by(by)
+        wide.group_by(by)
         .agg(counts)
         .with_columns(pl.lit("global").alias("scope"), pl.lit("global").alias("key")),
     ]
+    rolled = pl.concat([s.select("scope", "key", *by, *sums_of) for s in scopes]).collect().lazy()
     return (
-        pl.concat([s.select("scope", "key", *by, "added", "removed") for s in scopes])
-        .with_columns(
-            pl.lit(day, dtype=pl.Date).alias("date"),
-            (pl.col("added") - pl.col("removed")).alias("total"),
+        pl.concat(
+            [
+                rolled.filter(pl.col(_column("events", b)) > 0).select(
+                    "scope",
+                    "key",
+                    "level",
+                    pl.lit(b).alias("basis"),
+                    "field",
+                    "value",
+                    *(pl.col(_column(c, b)).alias(c) for c in RECORD_COUNTS),
+                )
+                for b in BASES
+            ]
         )
+        .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
         .select(list(RECORD_SCHEMA))
         .cast(RECORD_SCHEMA)
-        .sort(list(RECORD_KEYS), nulls_last=True)
         .collect()
     )
 
 
 def record_deltas(
-    current: pl.DataFrame, changes: pl.DataFrame, levels: pl.DataFrame, day: dt.date
+    current: pl.DataFrame,
+    changes: pl.DataFrame,
+    levels: pl.DataFrame,
+    day: dt.date,
+    events: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Records added and removed on `day`, per scope, level, basis and subcount value (only
-    rows with an event)."""
-    events = record_events(current, changes).lazy().filter(pl.col("date") == day)
-    return _count(events, current, levels, day)
+    rows with an event). `events`: `record_events(current, changes)` when the caller already
+    has them (a run over many days computes them once)."""
+    if events is None:
+        events = record_events(current, changes)
+    return _count(events.lazy().filter(pl.col("date") == day), current, levels, day)
 
 
 def record_snapshot(
-    current: pl.DataFrame, changes: pl.DataFrame, levels: pl.DataFrame, day: dt.date
+    current: pl.DataFrame,
+    changes: pl.DataFrame,
+    levels: pl.DataFrame,
+    day: dt.date,
+    events: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Records added and removed up to and including `day`, and the total they leave, per
     scope, level, basis and subcount value (every value ever counted, even at total 0)."""
-    events = record_events(current, changes).lazy().filter(pl.col("date") <= day)
-    return _count(events, current, levels, day)
+    if events is None:
+        events = record_events(current, changes)
+    return _count(events.lazy().filter(pl.col("date") <= day), current, levels, day)
 
 
-_KEYS = [k for k in RECORD_KEYS if k != "date"]
+def advance_snapshot(previous: pl.DataFrame, delta: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """snapshot(`day`) = `previous` (the snapshot of the day before) + `delta` (the day's),
+    key by key: the same rows `record_snapshot` counts from the log (every key either had
+    an event before or has one that day), for the price of one group-by over the snapshot
+    instead of one over every record."""
+    frames = [f.lazy().select(*_KEYS, *RECORD_COUNTS) for f in (previous, delta)]
+    return (
+        pl.concat(frames)
+        .group_by(_KEYS)
+        .agg(pl.col(c).sum() for c in RECORD_COUNTS)
+        .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
+        .select(list(RECORD_SCHEMA))
+        .cast(RECORD_SCHEMA)
+        .collect()
+    )
 
 
 def record_snapshot_mismatches(
@@ -253,7 +392,7 @@ def subcount_mismatches(frame: pl.DataFrame) -> int:
         .join(totals, on=group, how="left", nulls_equal=True)
         .filter(
             pl.any_horizontal(
-                pl.col(c).abs() > pl.col(f"_{c}").fill_null(0).abs() for c in ("added", "removed")
+                pl.col(c).abs() > pl.col(f"_{c}").fill_null(0).abs() for c in EVENT_COUNTS
             )
         )
     )

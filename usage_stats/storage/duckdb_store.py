@@ -130,6 +130,20 @@ def _create_record_table_sql(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
 
 
+def _add_record_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Columns `RECORD_SCHEMA` gained since a record table was created (files and data
+    volume), added null: the days stored before answer 0 files until re-materialised."""
+    found = con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_name IN ('record_deltas', 'record_snapshots')"
+    ).fetchall()
+    have = {(t, c) for t, c in found}
+    for table in RECORD_TABLES:
+        for name, dtype in RECORD_SCHEMA.items():
+            if (table, name) not in have:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {_SQL_TYPES[dtype]}")
+
+
 def _create_subcount_table_sql(table: str) -> str:
     columns = ", ".join(
         f"{name} {_SQL_TYPES[dtype]}" for name, dtype in USAGE_SUBCOUNT_SCHEMA.items()
@@ -401,6 +415,7 @@ class DuckDBStatsStore(StatsStore):
         con.execute(_CREATE_ALIASES)
         for table in RECORD_TABLES:
             con.execute(_create_record_table_sql(table))
+        _add_record_columns(con)
         for table in USAGE_SUBCOUNT_TABLES:
             con.execute(_create_subcount_table_sql(table))
         if had_runs:

@@ -42,9 +42,14 @@ from usage_stats.web.exports import file_name, negotiate, respond
 
 router = APIRouter(prefix="/api/v1/records", tags=["records"])
 LEVEL_CHOICES = ("R", "N", "L", "all")
-RANK_BY = ("total", "added", "removed", "net")
+RANK_BY = ("total", "added", "removed", "net", "files", "data_volume")
 # Period counts as the API names them: the stores' `total` of deltas is the net change.
 PERIOD = ("added", "removed", "net")
+# What the records hold (files, bytes, and how many records do not say), as of a day; a
+# period's change of each is `net_<name>`.
+HOLDINGS = ("files", "data_volume", "files_unknown", "volume_unknown")
+PERIOD_HOLDINGS = tuple(f"net_{c}" for c in HOLDINGS)
+HELD = ("added", "removed", "total", *HOLDINGS)
 
 RECORDS_NOTE = (
     "`period`: records added and removed within [start, end] and the net change; "
@@ -53,7 +58,12 @@ RECORDS_NOTE = (
     "counts and the cumulative total at its own `as_of` (null: no day of the bucket is "
     "processed). `basis=datestamp` dates a record by the OAI datestamp of its appearance and "
     "deletion; `basis=publication` by its publication date (live records only, so nothing is "
-    "removed)."
+    "removed). Files and data volume (bytes): `cumulative` and each bucket hold `files`, "
+    "`data_volume` and how many of the records held do not state their file count "
+    "(`files_unknown`) or their size (`volume_unknown`): a volume covers only the records "
+    "that state it. `period` and the buckets' `net_files`, `net_data_volume`, "
+    "`net_files_unknown`, `net_volume_unknown` are the change within the period (the "
+    "records added bring theirs, the records removed take theirs away)."
 )
 BREAKDOWN_NOTE = (
     "The values of one subcount field ranked by `rank_by` (the cumulative `total` by "
@@ -62,7 +72,10 @@ BREAKDOWN_NOTE = (
     "scope's (the `whole`); a missing value is listed as the empty string. Single-valued "
     "fields (resource_type, access_status, language, publisher) add up to the whole; a record "
     "counts once under each of its subjects, funders, affiliations and file formats, so "
-    "those shares can add up to more than 1."
+    "those shares can add up to more than 1 (and a record's whole volume counts under each "
+    "of its file formats). Each row also holds the value's `files`, `data_volume`, "
+    "`files_unknown`, `volume_unknown` as of `as_of` and their `net_` change in the period; "
+    "`rank_by=files` or `data_volume` ranks by the files or bytes held."
 )
 
 Basis = Annotated[
@@ -82,7 +95,11 @@ Level = Annotated[
 ]
 FieldName = Annotated[str, Path(description=f"the subcount field: {', '.join(SUBCOUNT_FIELDS)}")]
 RankBy = Annotated[
-    str | None, Query(description="total (cumulative, default), added, removed or net (period)")
+    str | None,
+    Query(
+        description="total (cumulative, default), added, removed or net (period), files or "
+        "data_volume (held as of as_of)"
+    ),
 ]
 
 
@@ -147,7 +164,9 @@ def _head(scope: Scope, checked: Checked, as_of: dt.date | None) -> dict:
 
 
 def _period(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.rename({"total": "net"})
+    """Summed deltas as the API names them: `total` is the net change, so is each holding."""
+    names = {"total": "net"} | {c: f"net_{c}" for c in HOLDINGS if c in frame.columns}
+    return frame.rename(names)
 
 
 def record_statistics(ctx: WebContext, scope: Scope, checked: Checked, granularity: str) -> dict:
@@ -156,24 +175,24 @@ def record_statistics(ctx: WebContext, scope: Scope, checked: Checked, granulari
     first, last = checked.first, checked.last
     as_of = _as_of(ctx, last)
     period = _period(store.record_totals(scope.scope, scope.key, first, last, **where))
-    held = {"added": 0, "removed": 0, "total": 0}
+    held = dict.fromkeys(HELD, 0)
     if as_of is not None:
         snapshot = store.record_snapshot(scope.scope, scope.key, as_of, **where)
         held = {c: int(snapshot.get_column(c).sum()) for c in held}
     daily = _period(store.record_totals(scope.scope, scope.key, first, last, by=("date",), **where))
     cumulative = store.record_cumulative(scope.scope, scope.key, first, last, **where)
     buckets = cumulative_series(
-        cumulative.select("date", "total"),
+        cumulative.select("date", "total", *HOLDINGS),
         store.record_days(),
         first,
         last,
         granularity,
-        ("total",),
+        ("total", *HOLDINGS),
     )
-    counts = series(daily, first, last, granularity, PERIOD)
+    counts = series(daily, first, last, granularity, (*PERIOD, *PERIOD_HOLDINGS))
     return _head(scope, checked, as_of) | {
         "granularity": granularity,
-        "period": {c: int(period.item(0, c)) for c in PERIOD},
+        "period": {c: int(period.item(0, c)) for c in (*PERIOD, *PERIOD_HOLDINGS)},
         "cumulative": held,
         "series": [c | b for c, b in zip(counts, buckets, strict=True)],
     }
@@ -193,21 +212,22 @@ def breakdown(
     store, where = ctx.store, {"basis": checked.basis, "level": checked.level}
     first, last = checked.first, checked.last
     as_of = _as_of(ctx, last)
-    columns = ("added", "removed", "net", "total")
+    held_columns = ("total", *HOLDINGS)
+    columns = (*PERIOD, "total", *HOLDINGS, *PERIOD_HOLDINGS)
     period = _period(
         store.record_totals(
             scope.scope, scope.key, first, last, field=field, by=("value",), **where
         )
-    ).select("value", *PERIOD)
+    ).select("value", *PERIOD, *PERIOD_HOLDINGS)
     total_of = _period(store.record_totals(scope.scope, scope.key, first, last, **where))
-    whole = {c: int(total_of.item(0, c)) for c in PERIOD} | {"total": 0}
-    held = pl.DataFrame(schema={"value": pl.String, "total": pl.Int64})
+    whole = {c: int(total_of.item(0, c)) for c in (*PERIOD, *PERIOD_HOLDINGS)}
+    whole |= dict.fromkeys(held_columns, 0)
+    held = pl.DataFrame(schema={"value": pl.String} | dict.fromkeys(held_columns, pl.Int64))
     if as_of is not None:
         snapshot = store.record_snapshot(scope.scope, scope.key, as_of, field=field, **where)
-        held = snapshot.group_by("value").agg(pl.col("total").sum())
-        whole["total"] = int(
-            store.record_snapshot(scope.scope, scope.key, as_of, **where).get_column("total").sum()
-        )
+        held = snapshot.group_by("value").agg(pl.col(c).sum() for c in held_columns)
+        scope_held = store.record_snapshot(scope.scope, scope.key, as_of, **where)
+        whole |= {c: int(scope_held.get_column(c).sum()) for c in held_columns}
     merged = (
         period.join(held, on="value", how="full", coalesce=True)
         .with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in columns)

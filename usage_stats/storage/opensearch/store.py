@@ -194,6 +194,16 @@ class OpenSearchStatsStore(StatsStore):
                 "index template",
                 lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
             )
+            # Indices created before the template gained fields (files, data volume) get them
+            # too: adding a field to a strict mapping is allowed, documents already indexed
+            # simply lack it (they sum as 0 until their day is written again).
+            fields = {"properties": writes.record_mappings()["properties"]}
+            con.call(
+                "record mappings",
+                lambda a=alias, f=fields: con.client.indices.put_mapping(
+                    index=f"{a}-*", body=f, allow_no_indices=True, ignore_unavailable=True
+                ),
+            )
         for table in USAGE_SUBCOUNT_TABLES:
             alias = self.subcount_alias(table)
             body = writes.index_template(alias, self.replicas, writes.subcount_mappings())
