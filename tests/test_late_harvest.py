@@ -173,7 +173,7 @@ def test_a_late_harvest_requests_exactly_the_affected_days_and_every_later_one(t
     s.harvest(1, rec(1, 1, D1, resource_type=md.ARTICLE), rec(1, 2, D3, resource_type=md.BOOK))
     s.run(D1, D3)
     assert isinstance(s.tick(), SkipReason)  # every stored day saw the harvest
-    assert s.store.record_snapshot("global", "global", D3).rows() == [("R", "", 2, 0, 2)]
+    assert _counts(s.store.record_snapshot("global", "global", D3)) == [("R", "", 2, 0, 2)]
 
     # Repository 2, harvested late, reveals a record of D2 (and one of D4, not stored yet).
     s.harvest(2, rec(2, 1, D2, resource_type=md.THESIS), rec(2, 2, D4, resource_type=md.BOOK))
@@ -189,7 +189,7 @@ def test_a_late_harvest_requests_exactly_the_affected_days_and_every_later_one(t
 
     s.run(D2, D3, dict(request.tags))
     assert isinstance(s.tick(), SkipReason)
-    assert s.store.record_snapshot("global", "global", D3).rows() == [("R", "", 3, 0, 3)]
+    assert _counts(s.store.record_snapshot("global", "global", D3)) == [("R", "", 3, 0, 3)]
     assert s.store.record_totals("global", "global", D1, D3, by=("date",)).rows() == [
         (D1, 1, 0, 1),
         (D2, 1, 0, 1),
@@ -203,7 +203,13 @@ def test_a_late_harvest_requests_exactly_the_affected_days_and_every_later_one(t
     s.run(D1, D3, dict(request.tags))
     assert isinstance(s.tick(), SkipReason)
     by_type = s.store.record_snapshot("global", "global", D3, field="resource_type")
-    assert by_type.rows() == [("R", md.BOOK, 1, 0, 1), ("R", md.THESIS, 2, 0, 2)]
+    assert _counts(by_type) == [("R", md.BOOK, 1, 0, 1), ("R", md.THESIS, 2, 0, 2)]
+
+
+def _counts(snapshot: pl.DataFrame) -> list[tuple]:
+    """Level, value and record counts: the figures these days' records decide (files and
+    volume have their own tests in test_record_stats)."""
+    return snapshot.select("level", "value", "added", "removed", "total").rows()
 
 
 def test_schedules_and_sensor_are_defined_and_stopped():
