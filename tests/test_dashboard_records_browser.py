@@ -1,5 +1,5 @@
-"""The dashboard's record and breakdown panels in headless Chromium, on planted data: 40 days
-of usage of 240 items over three repositories (`bench/web_bench.py`'s generator, with a
+"""The dashboard's record and breakdown panels in headless Chromium, on planted data: 28 days
+of usage of 210 items over three repositories (`bench/web_bench.py`'s generator, with a
 cumulative snapshot chain), their harvested records, record statistics and usage subcounts
 (`dashboard_records_support`).
 
@@ -29,7 +29,7 @@ from usage_stats.web import create_app
 
 pytestmark = pytest.mark.browser
 
-ARGS = argparse.Namespace(items=240, sources=3, days=40, active_per_day=30, zipf=1.0, seed=5)
+ARGS = argparse.Namespace(items=210, sources=3, days=28, active_per_day=30, zipf=1.0, seed=5)
 FIRST = web_bench.FIRST_DAY
 LAST = FIRST + dt.timedelta(days=ARGS.days - 1)
 SPAN = {"start": FIRST.isoformat(), "end": LAST.isoformat()}
