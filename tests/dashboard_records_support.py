@@ -168,6 +168,7 @@ def plant(
     stamped = metadata.with_columns(pl.col("datestamp").dt.date().alias("_day"))
     records_of = stamped.partition_by("_day", as_dict=True, include_key=False)
     record_snapshot, item_snapshot = None, None
+    pending: list[pl.DataFrame] = []  # item rows since the last usage-subcount snapshot
     snapshots = 0
     for i in range(days):
         day = first_day + dt.timedelta(days=i)
@@ -178,9 +179,11 @@ def plant(
         used_today = by_day.get((day,))
         if used_today is None:
             used_today = items.clear()
-        item_snapshot = _next_items(item_snapshot, used_today)
+        pending.append(used_today)
         held = empty_usage_subcounts()
         if (i + 1) % snapshot_every == 0 or i + 1 == days:
+            item_snapshot = _next_items(item_snapshot, pl.concat(pending))
+            pending = []
             held = usage_subcounts(item_snapshot, fields, owners, day)
             snapshots += 1
         store.replace_subcount_day(day, usage_subcounts(used_today, fields, owners, day), held)

@@ -83,6 +83,9 @@ def open_page(site, browser):
         page.goto(base + path)
         page.wait_for_selector(PANELS_DONE, state="attached")
         assert page.get_attribute("body", "data-panels") == "ready"
+        # the usage panels beside them settled too, without an error
+        page.wait_for_selector("body:not([data-state=loading])", state="attached")
+        assert page.get_attribute("body", "data-state") in ("ready", "empty")
         return page
 
     yield opener

@@ -532,7 +532,7 @@ function renderDownloads(range, state) {
     items: (format) => apiUrl(items, { ...base, metric: state.metric, limit: 10, format }),
     sources: (format) => (sources ? apiUrl(sources, { ...base, metric: state.metric, limit: 10, format }) : null),
   };
-  for (const box of document.querySelectorAll(".downloads")) {
+  for (const box of document.querySelectorAll(".downloads[data-table]")) {
     const href = hrefs[box.dataset.table];
     if (!href("csv")) continue;
     box.replaceChildren(
