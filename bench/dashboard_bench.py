@@ -7,9 +7,12 @@ parallel, some one after the other. The API's own latency (`web_bench.py`) does 
 long that chain takes; this measures it end to end in headless Chromium.
 
 What: the year of `web_bench.py` (`--items` items over `--sources` repositories, a national
-node and the portal, built with its functions) is loaded into each store (`--stores`: a
-DuckDB file in a temporary folder; `opensearch` on a fresh prefix, deleted afterwards unless
-`--keep`, if `USAGE_STATS_OPENSEARCH_URL` is set). The app is served by uvicorn on 127.0.0.1
+node and the portal, built with its functions) is loaded into each store, with a harvested
+record for every used item and the record statistics and usage subcounts of every day
+(`tests/dashboard_records_support.plant`: the pipeline's own functions; usage-subcount
+snapshots every `--subcount-snapshot-every` days and on the last, record snapshots daily)
+(`--stores`: a DuckDB file in a temporary folder; `opensearch` on a fresh prefix, deleted
+afterwards unless `--keep`, if `USAGE_STATS_OPENSEARCH_URL` is set). The app is served by uvicorn on 127.0.0.1
 (`tests/browser_support.serving`) and Debian's Chromium opens, for each view, one warm-up
 load and then `--loads` loads, each in a fresh browser context (empty cache):
 
@@ -28,7 +31,10 @@ Per load, in ms from navigation start, from the browser's own clocks:
   scripts; between it and `first_figures`, the API and rendering);
 - `settled`: when `body[data-state]` stopped being "loading" (chart, map and top lists
   rendered), recorded by a MutationObserver the benchmark adds before the page's scripts run
-  (`performance.now()` read after Playwright saw it is kept too, as `settled_seen`).
+  (`performance.now()` read after Playwright saw it is kept too, as `settled_seen`);
+- `all_panels`: the `all-panels` mark the dashboard sets once the record figures and chart,
+  the all-time figures, every breakdown panel and the most viewed and downloaded records are
+  drawn (`body[data-panels]` "ready"; the widget has none: its `settled`).
 
 Every load must end in state "ready" with no console error, failed request or request
 leaving 127.0.0.1. The API requests each page made (resource timing) are then replayed one at

@@ -79,8 +79,8 @@ def test_items_metadata_in_the_order_asked(client):
     }
 
 
-@pytest.mark.parametrize("keys", [[], [f"oai:k:{i}" for i in range(101)]])
-def test_items_metadata_wants_1_to_100_keys(client, keys):
+@pytest.mark.parametrize("keys", [[], [f"oai:k:{i}" for i in range(101)], ["x" * 513]])
+def test_items_metadata_wants_1_to_100_keys_of_at_most_512_bytes(client, keys):
     response = client.get("/api/v1/items/metadata", params={"key": keys})
     assert response.status_code == 400
     assert response.json()["error"]["parameter"] == "key"

@@ -29,6 +29,7 @@ from usage_stats.web.common import ApiError
 
 router = APIRouter(prefix="/api/v1", tags=["usage breakdowns"])
 MAX_KEYS = 100
+MAX_KEY_BYTES = 512  # OpenSearch's limit on a document id, and far above any identifier
 # Field names as a reader says them; a field not listed here is named by the client from its
 # key (underscores as spaces).
 FIELD_LABELS = {
@@ -93,6 +94,8 @@ def items_metadata(request: Request, key: Keys) -> dict:
     wanted = list(dict.fromkeys(k for k in key if k))
     if not wanted or len(wanted) > MAX_KEYS:
         raise ApiError(400, "key", f"give 1 to {MAX_KEYS} item keys")
+    if any(len(k.encode()) > MAX_KEY_BYTES for k in wanted):
+        raise ApiError(400, "key", f"an item key is at most {MAX_KEY_BYTES} bytes")
     ctx = _ctx(request)
     rows = {r["item_key"]: r for r in ctx.store.item_metadata(tuple(wanted)).iter_rows(named=True)}
     sources = {s.source_key: s for s in ctx.sources()}
