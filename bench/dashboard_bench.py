@@ -12,9 +12,10 @@ record for every used item and the record statistics and usage subcounts of ever
 (`tests/dashboard_records_support.plant`: the pipeline's own functions; usage-subcount
 snapshots every `--subcount-snapshot-every` days and on the last, record snapshots daily)
 (`--stores`: a DuckDB file in a temporary folder; `opensearch` on a fresh prefix, deleted
-afterwards unless `--keep`, if `USAGE_STATS_OPENSEARCH_URL` is set). The app is served by uvicorn on 127.0.0.1
-(`tests/browser_support.serving`) and Debian's Chromium opens, for each view, one warm-up
-load and then `--loads` loads, each in a fresh browser context (empty cache):
+afterwards unless `--keep`, if `USAGE_STATS_OPENSEARCH_URL` is set). The app is served by
+uvicorn on 127.0.0.1 (`tests/browser_support.serving`) and Debian's Chromium opens, for each
+view, one warm-up load and then `--loads` loads, each in a fresh browser context (empty
+cache):
 
 - `network`: `/dashboard` (default range: the last 12 months, by month);
 - `source`: `/dashboard/source/<key>` of the repository with the most views;
