@@ -247,6 +247,7 @@ def test_breakdown_panels_bars_shares_remainders_table_and_csv(site, open_page):
         ]
     ]
     shoot(page.locator("#breakdown-resource_type"), "dashboard-breakdown.png")
+    shoot(page.locator("#breakdown-subject"), "dashboard-breakdown-subject.png")
 
 
 def test_records_toggle_and_scope_switch(site, open_page):
