@@ -573,9 +573,6 @@ async function refresh() {
       performance.mark("first-figures");
       page.marked = true;
     }
-    // The record and breakdown panels load beside the rest and settle on their own
-    // (body[data-panels]); a failure there is shown in its panel, not over the figures.
-    loadPanels(generation, range, state);
     // The top lists scan every item of the range: asked only now, so that they do not
     // compete with the figures for the server.
     const top = { start: range.start, end: range.end, metric: state.metric, limit: 10 };
@@ -601,6 +598,11 @@ async function refresh() {
   } catch (problem) {
     if (generation !== page.generation) return;
     setStatus(`Could not load the figures: ${problem.message}`, "error");
+  } finally {
+    // The record and breakdown panels, below the fold, are asked for once the usage above
+    // them is drawn (their requests would otherwise queue beside the top lists' and hold
+    // them up); they settle on their own (body[data-panels]), a failure shown in its panel.
+    if (generation === page.generation) loadPanels(generation, range, state);
   }
 }
 
