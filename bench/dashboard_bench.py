@@ -7,11 +7,15 @@ parallel, some one after the other. The API's own latency (`web_bench.py`) does 
 long that chain takes; this measures it end to end in headless Chromium.
 
 What: the year of `web_bench.py` (`--items` items over `--sources` repositories, a national
-node and the portal, built with its functions) is loaded into each store (`--stores`: a
-DuckDB file in a temporary folder; `opensearch` on a fresh prefix, deleted afterwards unless
-`--keep`, if `USAGE_STATS_OPENSEARCH_URL` is set). The app is served by uvicorn on 127.0.0.1
-(`tests/browser_support.serving`) and Debian's Chromium opens, for each view, one warm-up
-load and then `--loads` loads, each in a fresh browser context (empty cache):
+node and the portal, built with its functions) is loaded into each store, with a harvested
+record for every used item and the record statistics and usage subcounts of every day
+(`tests/dashboard_records_support.plant`: the pipeline's own functions; usage-subcount
+snapshots every `--subcount-snapshot-every` days and on the last, record snapshots daily)
+(`--stores`: a DuckDB file in a temporary folder; `opensearch` on a fresh prefix, deleted
+afterwards unless `--keep`, if `USAGE_STATS_OPENSEARCH_URL` is set). The app is served by
+uvicorn on 127.0.0.1 (`tests/browser_support.serving`) and Debian's Chromium opens, for each
+view, one warm-up load and then `--loads` loads, each in a fresh browser context (empty
+cache):
 
 - `network`: `/dashboard` (default range: the last 12 months, by month);
 - `source`: `/dashboard/source/<key>` of the repository with the most views;
@@ -28,7 +32,10 @@ Per load, in ms from navigation start, from the browser's own clocks:
   scripts; between it and `first_figures`, the API and rendering);
 - `settled`: when `body[data-state]` stopped being "loading" (chart, map and top lists
   rendered), recorded by a MutationObserver the benchmark adds before the page's scripts run
-  (`performance.now()` read after Playwright saw it is kept too, as `settled_seen`).
+  (`performance.now()` read after Playwright saw it is kept too, as `settled_seen`);
+- `all_panels`: the `all-panels` mark the dashboard sets once the record figures and chart,
+  the all-time figures, every breakdown panel and the most viewed and downloaded records are
+  drawn (`body[data-panels]` "ready"; the widget has none: its `settled`).
 
 Every load must end in state "ready" with no console error, failed request or request
 leaving 127.0.0.1. The API requests each page made (resource timing) are then replayed one at
@@ -65,10 +72,19 @@ sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
 
 import web_bench  # noqa: E402
 from browser_support import CHROMIUM, PageWatch, chromium, serving  # noqa: E402
+from dashboard_records_support import plant  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 SETTLED = "body:not([data-state=loading])"
-MEASURES = ("response_end", "dom_content_loaded", "first_api", "first_figures", "settled")
+MEASURES = (
+    "response_end",
+    "dom_content_loaded",
+    "first_api",
+    "first_figures",
+    "settled",
+    "all_panels",
+)
+PANELS_DONE = "body[data-panels=ready], body[data-panels=error]"
 TIMEOUT_MS = 180_000
 # Runs before the page's own scripts: note when body[data-state] first leaves "loading". The
 # observer only sees changes of that one attribute, so it costs the page nothing measurable.
@@ -94,6 +110,8 @@ READ_TIMING = """() => {
   };
   return {
     first_figures: mark("first-figures"),
+    all_panels: mark("all-panels"),
+    panels: document.body.dataset.panels || null,
     settled_mark: mark("bench-settled"),
     response_end: nav.responseEnd,
     dom_content_loaded: nav.domContentLoadedEventEnd,
@@ -149,10 +167,14 @@ def one_load(browser: Any, url: str) -> dict[str, Any]:
         page.goto(url, timeout=TIMEOUT_MS)
         page.wait_for_selector(SETTLED, state="attached", timeout=TIMEOUT_MS)
         seen = page.evaluate("performance.now()")
+        if page.query_selector("#records-panel"):  # the dashboard: its panels too
+            page.wait_for_selector(PANELS_DONE, state="attached", timeout=TIMEOUT_MS)
         timing = page.evaluate(READ_TIMING)
         problems = []
         if timing["state"] != "ready":
             problems.append(f'state "{timing["state"]}", not "ready"')
+        if timing["panels"] not in (None, "ready"):
+            problems.append(f'panels "{timing["panels"]}", not "ready"')
         problems += [f"outside 127.0.0.1: {u}" for u in watch.outside]
         problems += watch.errors + [f"failed: {f}" for f in watch.failed]
         if problems:
@@ -167,6 +189,10 @@ def one_load(browser: Any, url: str) -> dict[str, Any]:
         "dom_content_loaded": round(timing["dom_content_loaded"], 1),
         "first_api": round(min((r["start"] for r in timing["api"]), default=0.0), 1),
         "settled": round(settled, 1),
+        # the record and breakdown panels (the widget has none: its `settled`)
+        "all_panels": round(
+            timing["all_panels"] if timing["all_panels"] is not None else settled, 1
+        ),
         "settled_seen": round(seen, 1),
         "load_event": round(timing["load_event"], 1),
         "first_figures_mark": timing["first_figures"] is not None,
@@ -192,7 +218,8 @@ def measure_views(base: str, paths: dict[str, str], loads: int) -> dict[str, Any
                 r = runs[-1]
                 print(
                     f"  {name:<8} load {i + 1}/{loads}: first figures {r['first_figures']:7.1f}"
-                    f" ms, settled {r['settled']:7.1f} ms, {len(r['api'])} API requests",
+                    f" ms, settled {r['settled']:7.1f} ms, all panels {r['all_panels']:7.1f} ms,"
+                    f" {len(r['api'])} API requests",
                     flush=True,
                 )
             out[name] = {
@@ -250,7 +277,8 @@ def print_tables(store: str, result: dict[str, Any]) -> None:
         "dom_content_loaded": "DOMContentLoaded",
         "first_api": "first API request",
         "first_figures": "first figures",
-        "settled": "all rendered",
+        "settled": "usage rendered",
+        "all_panels": "all panels",
     }
     print(f"\n{store}: ms from navigation start, median / max of {result['loads']} cold loads")
     print(f"{'view':<9}" + "".join(f"{titles[m]:>22}" for m in MEASURES))
@@ -281,6 +309,7 @@ def run_store(
     kind: str,
     args: argparse.Namespace,
     deltas: pl.DataFrame,
+    items: pl.DataFrame,
     admin_db_url: str,
     paths: dict[str, str],
     workdir: Path,
@@ -295,6 +324,19 @@ def run_store(
     result: dict[str, Any] = {"store": kind, "loads": args.loads, "views": {}}
     try:
         result["load"] = web_bench.load(store, deltas, args.days)
+        planted = plant(
+            store,
+            items,
+            web_bench.sources_list(args.sources),
+            web_bench.FIRST_DAY,
+            args.days,
+            snapshot_every=args.subcount_snapshot_every,
+            log=lambda line: print(line, flush=True),
+        )
+        result["load"]["records"] = planted.metadata.height
+        result["load"]["records_and_subcounts_seconds"] = planted.seconds
+        result["load"]["subcount_snapshot_days"] = planted.subcount_snapshot_days
+        del planted
         if kind == "opensearch":
             result["load"]["documents"] = web_bench.opensearch_counts(location)
             result["load"]["prefix"] = location
@@ -323,6 +365,12 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=5, help="cold loads per view")
     parser.add_argument("--stores", nargs="+", choices=["duckdb", "opensearch"], default=["duckdb"])
     parser.add_argument("--keep", action="store_true", help="keep the OpenSearch indices")
+    parser.add_argument(
+        "--subcount-snapshot-every",
+        type=int,
+        default=30,
+        help="days between usage-subcount snapshots (and the last day)",
+    )
     args = parser.parse_args()
     if args.days > 365 * 2 or args.items < args.sources or args.loads < 1:
         parser.error("--days at most 730, --items at least --sources, --loads at least 1")
@@ -347,7 +395,6 @@ def main() -> int:
         "rows_by_scope": by_scope,
         "generate_seconds": round(time.perf_counter() - started, 1),
     }
-    del items
     print(
         f"generated {deltas.height:,} delta rows ({by_scope}), {data['items_with_usage']:,} "
         f"items with usage, in {data['generate_seconds']} s; views: {paths}",
@@ -361,7 +408,7 @@ def main() -> int:
         admin_db_url = f"sqlite:///{workdir / 'admin.sqlite'}"
         web_bench.prepare_admin_db(admin_db_url, args)
         for kind in args.stores:
-            result = run_store(kind, args, deltas, admin_db_url, paths, workdir)
+            result = run_store(kind, args, deltas, items, admin_db_url, paths, workdir)
             print_tables(kind, result)
             document = {
                 "benchmark": "dashboard",

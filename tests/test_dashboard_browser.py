@@ -81,8 +81,20 @@ def open_page(site, browser):
 
 
 def shoot(page, name: str) -> None:
+    """The page down to the record and breakdown panels (shot, on data that has records, by
+    test_dashboard_records_browser); the whole page where there are none (the widget)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+    panels = page.query_selector("#records-panel")
+    if panels is None:
+        page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+        return
+    page.wait_for_selector("body[data-panels=ready], body[data-panels=error]", state="attached")
+    top = page.evaluate(
+        "document.getElementById('records-panel').getBoundingClientRect().top + scrollY"
+    )
+    width = page.viewport_size["width"]
+    clip = {"x": 0, "y": 0, "width": width, "height": top}
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True, clip=clip)
 
 
 def figures(page) -> dict[str, tuple[int, int]]:

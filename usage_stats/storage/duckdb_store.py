@@ -369,6 +369,12 @@ class DuckDBStatsStore(StatsStore):
                     raise StatsStoreError(f"DuckDB stats store {self.path}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except duckdb.ConnectionException as exc:
+                # This process has the file open in the other mode (a read-only reader beside
+                # a writable one, as concurrent web requests do): wait until it is closed.
+                if "different configuration" not in str(exc) or time.monotonic() > deadline:
+                    raise StatsStoreError(f"DuckDB stats store {self.path}: {exc}") from exc
+                time.sleep(0.005)
 
     @property
     def version_path(self) -> Path:

@@ -29,6 +29,7 @@ from usage_stats.storage.store import StatsStore, StatsStoreError
 from usage_stats.web import (
     api,
     dashboard,
+    fields_api,
     lareferencia,
     protection,
     records_api,
@@ -239,6 +240,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(records_api.router)
     app.include_router(subcounts_api.router)
+    app.include_router(fields_api.router)
     app.include_router(lareferencia.router)
     app.include_router(sushi.router)
     app.include_router(dashboard.router)

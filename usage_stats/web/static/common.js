@@ -75,7 +75,8 @@ export class ApiProblem extends Error {
 export function apiUrl(path, params = {}) {
   const query = new URLSearchParams();
   for (const [name, value] of Object.entries(params)) {
-    if (value !== undefined && value !== null && value !== "") query.set(name, value);
+    if (Array.isArray(value)) for (const each of value) query.append(name, each);
+    else if (value !== undefined && value !== null && value !== "") query.set(name, value);
   }
   const text = query.toString();
   return text ? `${path}?${text}` : path;

@@ -23,6 +23,7 @@ import {
   parseDay,
   table,
 } from "./common.js";
+import { BY, panelPaths, renderBreakdowns, renderCumulativeFigures, renderRecords, renderTopRecords } from "./panels.js";
 
 const FIGURES = [
   "views",
@@ -59,7 +60,7 @@ function loadLibraries() {
     }),
   );
 }
-const page = { view: null, target: null, coverage: null, generation: 0, marked: false };
+const page = { view: null, target: null, coverage: null, generation: 0, marked: false, panelsMarked: false };
 let chart = null;
 let map = null;
 
@@ -84,6 +85,7 @@ function readState() {
     end,
     granularity: pick("granularity", GRANULARITIES, "month"),
     metric: pick("metric", METRICS, "views"),
+    by: pick("by", BY, "usage"),
   };
 }
 
@@ -95,6 +97,7 @@ function writeState(state) {
   }
   query.set("granularity", state.granularity);
   query.set("metric", state.metric);
+  if (state.by && state.by !== "usage") query.set("by", state.by);
   history.pushState(null, "", `${location.pathname}?${query}`);
 }
 
@@ -191,6 +194,7 @@ function syncControls(state, range) {
   $("end").value = range.end;
   $("granularity").value = state.granularity;
   $("metric").value = state.metric;
+  $("by").value = state.by;
 }
 
 function bindControls() {
@@ -214,6 +218,7 @@ function bindControls() {
   }
   $("granularity").addEventListener("change", (event) => change({ granularity: event.target.value }));
   metric.addEventListener("change", (event) => change({ metric: event.target.value }));
+  $("by").addEventListener("change", (event) => change({ by: event.target.value }));
   $("controls").addEventListener("submit", (event) => event.preventDefault());
   window.addEventListener("popstate", () => refresh());
 }
@@ -527,7 +532,7 @@ function renderDownloads(range, state) {
     items: (format) => apiUrl(items, { ...base, metric: state.metric, limit: 10, format }),
     sources: (format) => (sources ? apiUrl(sources, { ...base, metric: state.metric, limit: 10, format }) : null),
   };
-  for (const box of document.querySelectorAll(".downloads")) {
+  for (const box of document.querySelectorAll(".downloads[data-table]")) {
     const href = hrefs[box.dataset.table];
     if (!href("csv")) continue;
     box.replaceChildren(
@@ -593,6 +598,47 @@ async function refresh() {
   } catch (problem) {
     if (generation !== page.generation) return;
     setStatus(`Could not load the figures: ${problem.message}`, "error");
+  } finally {
+    // The record and breakdown panels, below the fold, are asked for once the usage above
+    // them is drawn (their requests would otherwise queue beside the top lists' and hold
+    // them up); they settle on their own (body[data-panels]), a failure shown in its panel.
+    if (generation === page.generation) loadPanels(generation, range, state);
+  }
+}
+
+/** Record figures and chart, the all-time figures, a panel per breakdown field the API offers
+ * and the most viewed and downloaded records; `body[data-panels]` says when all are drawn. */
+async function loadPanels(generation, range, state) {
+  const isCurrent = () => generation === page.generation;
+  document.body.dataset.panels = "loading";
+  const paths = panelPaths(page.target.stats);
+  const span = { start: range.start, end: range.end };
+  const records = getJSON(paths.records, { ...span, granularity: state.granularity });
+  const cumulative = getJSON(paths.cumulative, { ...span, granularity: "year" });
+  try {
+    const vocabularies = await page.vocabularies;
+    const context = { paths, vocabularies, range, state, isCurrent };
+    const hasItems = vocabularies.usage.includes("item");
+    $("top-views-panel").hidden = !hasItems;
+    $("top-downloads-panel").hidden = !hasItems;
+    await Promise.all([
+      cumulative.then((answer) => isCurrent() && renderCumulativeFigures(answer)),
+      Promise.all([records, page.libraries["chart.umd.min.js"]]).then(
+        ([answer]) => isCurrent() && renderRecords(answer, range, state.granularity, paths.records),
+      ),
+      renderBreakdowns(context),
+      hasItems ? renderTopRecords(context) : null,
+    ]);
+    if (!isCurrent()) return;
+    document.body.dataset.panels = "ready";
+    if (!page.panelsMarked) {
+      performance.mark("all-panels");
+      page.panelsMarked = true;
+    }
+  } catch (problem) {
+    if (!isCurrent()) return;
+    document.body.dataset.panels = "error";
+    document.body.dataset.panelsError = problem.message;
   }
 }
 
@@ -600,6 +646,8 @@ async function boot() {
   page.view = parseView(location.pathname);
   const first = Promise.all([getJSON("/api/v1/coverage"), getJSON("/api/v1/sources")]);
   page.libraries = loadLibraries();
+  page.vocabularies = getJSON("/api/v1/breakdowns");
+  page.vocabularies.catch(() => {});
   page.mapData = Promise.all(
     ["countries-110m.json", "countries.json"].map((name) =>
       fetch(`${VENDOR}/${name}`).then((r) => {
