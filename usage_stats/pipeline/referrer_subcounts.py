@@ -147,29 +147,24 @@ def unique_visitors(
     )
     count = pl.col("visitor_id").n_unique().cast(pl.Int64).alias("visitors")
     scopes = [
-        visitors.filter(pl.col("owner_site_id").is_not_null())
-        .group_by("owner_site_id", "level")
-        .agg(count)
-        .select(pl.lit("source").alias("scope"), pl.col("owner_site_id").cast(pl.String), "*"),
-        visitors.filter(pl.col("national").is_not_null())
-        .group_by("national", "level")
-        .agg(count)
-        .select(pl.lit("national").alias("scope"), pl.col("national"), "*"),
-        visitors.group_by("level")
-        .agg(count)
-        .select(pl.lit("global").alias("scope"), pl.lit("global"), "*"),
+        ("source", pl.col("owner_site_id").cast(pl.String), pl.col("owner_site_id").is_not_null()),
+        ("national", pl.col("national"), pl.col("national").is_not_null()),
+        ("global", pl.lit("global"), pl.lit(True)),
     ]
     return (
         pl.concat(
             [
-                s.select(
+                visitors.filter(present)
+                .group_by(key.alias("key"), "level")
+                .agg(count)
+                .select(
                     pl.lit(day, dtype=pl.Date).alias("date"),
-                    "scope",
-                    pl.nth(1).cast(pl.String).alias("key"),
+                    pl.lit(scope).alias("scope"),
+                    "key",
                     "level",
                     "visitors",
                 )
-                for s in scopes
+                for scope, key, present in scopes
             ]
         )
         .sort("scope", "key", "level", nulls_last=True)
@@ -229,7 +224,11 @@ def cumulative_referrers(
         .group_by(*group, "value")
         .agg(pl.col(m).sum() for m in METRICS)
         .join(totals.select(group).unique(), on=group, how="semi", nulls_equal=True)
-        .with_columns(pl.lit(day, dtype=pl.Date).alias("date"), pl.lit(REFERRER).alias("field"))
+        .with_columns(
+            pl.lit(day, dtype=pl.Date).alias("date"),
+            pl.lit(REFERRER).alias("field"),
+            pl.lit(None, dtype=pl.Int64).alias("visitors"),
+        )
     )
     # Only the unknown row may be all zero: a referrer of the past with no use now is kept
     # (it had use), an empty unknown row is dropped.

@@ -212,7 +212,7 @@ def top_n(full: pl.DataFrame, n: int = TOP_N) -> pl.DataFrame:
     )
     keep = (pl.col("_rank") <= n) | (pl.col("value") == UNKNOWN)
     rest = (
-        ranked.filter(~keep)
+        ranked.filter(~keep | (pl.col("value") == OTHER))
         .group_by(_GROUP)
         .agg(pl.col(m).sum() for m in METRICS)
         .with_columns(pl.lit(OTHER).alias("value"), pl.lit(None, dtype=pl.Int64).alias("visitors"))
