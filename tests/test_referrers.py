@@ -309,3 +309,81 @@ def test_visits_files_read_only_what_is_needed_and_bad_files_are_named(tmp_path)
     write_leaf(lake, "visits", 3, DAY, pl.DataFrame({"idsite": [3]}))
     with pytest.raises(LakeReadError, match=r"site=3.*missing required column\(s\) idvisit"):
         read_visit_referrers(lake, DAY)
+
+
+def test_planted_day_through_the_assets_into_the_store(tmp_path):
+    """The usage_subcounts job over the planted day: the add-up checks pass with the
+    referrer, the store answers the referrer subcount and the unique visitors exactly, and
+    the snapshot's referrers add up to its total with no cumulative visitors."""
+    from dagster import materialize
+    from dagster_aws.s3 import S3Resource
+
+    from assets.usage_subcounts import usage_subcount_deltas, usage_subcount_snapshots
+    from resources import (
+        AdminDbResource,
+        DuckDBStatsStoreResource,
+        LakeResource,
+        WarehouseResource,
+    )
+    from usage_stats.admin import db
+    from usage_stats.admin.registry import add_source
+    from usage_stats.admin.sources import Source
+    from usage_stats.pipeline.snapshots import next_snapshot
+    from usage_stats.storage.duckdb_store import DuckDBStatsStore
+    from usage_stats.storage.warehouse import Warehouse
+
+    url = f"sqlite:///{tmp_path / 'admin.db'}"
+    db.upgrade(url)
+    for source in (
+        Source(1, "repo::1", "Repo 1", "R", "cr", None, 1),
+        Source(2, "repo::2", "Repo 2", "R", "ar", None, 1),
+        Source(9, "node::cr", "Nodo CR", "N", "cr", None, 1),
+    ):
+        add_source(url, source)
+    lake = open_lake(str(tmp_path / "lake"))
+    for site in (1, 2, 9):
+        write_leaf(lake, "visits", site, DAY, visits_frame([v for v in VISITS if v[0] == site]))
+    warehouse = Warehouse(open_lake(str(tmp_path / "warehouse")))
+    sessions = sessions_frame()
+    deltas = daily_deltas(sessions)
+    warehouse.write("sessions", DAY, sessions)
+    warehouse.write("item_daily_deltas", DAY, deltas)
+    warehouse.write("usage_snapshots", DAY, next_snapshot(None, deltas, DAY))
+    resources = {
+        "warehouse": WarehouseResource(url=str(tmp_path / "warehouse"), s3=S3Resource()),
+        "lake": LakeResource(url=str(tmp_path / "lake"), s3=S3Resource()),
+        "admin_db": AdminDbResource(url=url),
+        "stats_store": DuckDBStatsStoreResource(path=str(tmp_path / "stats.duckdb")),
+    }
+    result = materialize(
+        [usage_subcount_deltas, usage_subcount_snapshots],
+        resources=resources,
+        partition_key=DAY.isoformat(),
+    )
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 3 and all(c.passed for c in checks)
+    reading = result.asset_materializations_for_node("usage_subcount_deltas")[0].metadata
+    assert reading["referrer_reading_per_day"].value == {
+        DAY.isoformat(): {"visits_read": 7, "unknown_type": 1, "unreadable_url": 0}
+    }
+    store = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    cols = ["value", "views", "downloads"]
+    got = store.subcounts("global", "global", DAY, DAY, field="referrer", level="R")
+    assert got.select(cols).rows() == [
+        ("direct", 3, 0),
+        ("campaign:boletín", 1, 0),
+        ("search:google", 1, 1),
+        ("website:scielo.org", 1, 0),
+        ("", 1, 1),
+    ]
+    visitors = store.subcount_visitors("global", "global", DAY, DAY)
+    assert visitors.rows() == [(DAY, "N", 1), (DAY, "R", 5)]
+    assert store.subcount_visitors("national", "CR", DAY, DAY, level="R").rows() == [(DAY, "R", 4)]
+    snapshot = store.subcount_snapshot("source", "1", DAY, field="referrer", level="R")
+    assert snapshot.select(cols).rows() == [
+        ("direct", 2, 0),
+        ("search:google", 1, 1),
+        ("website:scielo.org", 1, 0),
+        ("", 1, 1),
+    ]
