@@ -25,7 +25,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from usage_stats.admin.db import AdminDbError
 from usage_stats.settings import Settings
 from usage_stats.storage.store import StatsStore, StatsStoreError
-from usage_stats.web import api, dashboard, lareferencia, records_api, subcounts_api, sushi
+from usage_stats.web import (
+    api,
+    dashboard,
+    lareferencia,
+    records_api,
+    subcounts_api,
+    sushi,
+    visitors_api,
+)
 from usage_stats.web.common import ApiError, WebContext
 
 logger = logging.getLogger("usage_stats.web")
@@ -174,6 +182,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(records_api.router)
     app.include_router(subcounts_api.router)
+    app.include_router(visitors_api.router)
     app.include_router(lareferencia.router)
     app.include_router(sushi.router)
     app.include_router(dashboard.router)
