@@ -191,39 +191,80 @@ def roll_up_scopes(cells: pl.LazyFrame, day: dt.date) -> pl.DataFrame:
 def top_n(full: pl.DataFrame, n: int = TOP_N) -> pl.DataFrame:
     """Keep, per (date, scope, key, level, field), the values among the `n` largest by any
     metric (ties by value; a zero earns no place) and `""` (ranked apart: it takes no place
-    among the `n`); the rest becomes one `OTHER` row with their sums. An `OTHER` row in
-    `full` (a chained cumulative: `referrer_subcounts.cumulative_referrers`) joins the rest."""
+    among the `n`); the rest becomes one `OTHER` row with their sums (a value with no use in
+    any metric is dropped: it adds nothing). An `OTHER` row in `full` (a chained
+    cumulative: `referrer_subcounts.cumulative_referrers`) joins the rest.
+
+    Each metric and its tie-break are one integer (`_rank_keys`), so one group-by picks
+    every group's first `n` row numbers per metric (`top_k_by` on a number): sorting a large
+    day's rows by group and value and ranking them per metric in windows cost most of the
+    breakdown (bench/README.md, usage subcounts)."""
     if n < 0:
         raise ValueError("top-N needs n ≥ 0")
-    frame = full.lazy()
-    totals = frame.filter(pl.col("field") == TOTAL)
-    ranked = (
-        frame.filter(pl.col("field") != TOTAL)
-        .sort([*_GROUP, "value"], nulls_last=True)
-        .with_columns(
-            pl.min_horizontal(
-                pl.when(~pl.col("value").is_in([UNKNOWN, OTHER]) & (pl.col(m) > 0))
-                .then(pl.col(m))
-                .rank("ordinal", descending=True)
-                .over(_GROUP)
-                for m in METRICS
-            ).alias("_rank")
+    rows = full.with_row_index("_row")
+    lexical, keys = _rank_keys(rows)
+    firsts = (
+        rows.lazy()
+        .with_columns(lexical)
+        .with_columns(keys)
+        .group_by(_GROUP)
+        .agg(
+            pl.col("_row")
+            .filter(pl.col(f"_{m}").is_not_null())
+            .top_k_by(pl.col(f"_{m}").drop_nulls(), k=n)
+            .alias(f"_{m}")
+            for m in METRICS
         )
+        .select(pl.concat_list([f"_{m}" for m in METRICS]).alias("_row"))
+        .explode("_row")
+        .drop_nulls()
+        .unique()
+        .collect()
+        .get_column("_row")
     )
-    keep = (pl.col("_rank") <= n) | (pl.col("value") == UNKNOWN)
+    first = pl.col("_row").is_in(firsts.implode())
+    value = pl.col("value")
+    named = ~value.is_in([UNKNOWN, OTHER])
+    used = pl.any_horizontal(pl.col(m) > 0 for m in METRICS)
+    values = rows.lazy().filter(pl.col("field") != TOTAL)
     rest = (
-        ranked.filter(~keep | (pl.col("value") == OTHER))
+        values.filter(~first & ((named & used) | (value == OTHER)))
         .group_by(_GROUP)
         .agg(pl.col(m).sum() for m in METRICS)
         .with_columns(pl.lit(OTHER).alias("value"), pl.lit(None, dtype=pl.Int64).alias("visitors"))
     )
     columns = list(USAGE_SUBCOUNT_SCHEMA)
+    kept = rows.lazy().filter((pl.col("field") == TOTAL) | first | (value == UNKNOWN))
     return (
-        pl.concat([f.select(columns) for f in (totals, ranked.filter(keep), rest)])
+        pl.concat([f.select(columns) for f in (kept, rest)])
         .cast(USAGE_SUBCOUNT_SCHEMA)
         .sort(list(USAGE_SUBCOUNT_KEYS), nulls_last=True)
         .collect()
     )
+
+
+def _rank_keys(rows: pl.DataFrame) -> tuple[pl.Expr, list[pl.Expr]]:
+    """Per metric, `_<metric>`: larger is first; the metric in the high bits, the value's
+    reverse lexical rank (ties go to the smaller value) in the low ones; null where the
+    value takes no place (`""`, `OTHER`, a zero, a total row). The reverse rank is a
+    column of its own (`_lexical`, the first expression), computed once for all metrics."""
+    named = (pl.col("field") != TOTAL) & ~pl.col("value").is_in([UNKNOWN, OTHER])
+    distinct = rows.lazy().filter(named).select(pl.col("value").unique().sort()).collect()
+    ordered = distinct.get_column("value")
+    bits = max(ordered.len().bit_length(), 1)
+    largest = rows.select(pl.max_horizontal(pl.col(m).max() for m in METRICS)).item() or 0
+    if largest >= 1 << (62 - bits):
+        raise ValueError(f"top-N: a metric of {largest} is too large to rank")
+    lexical = (
+        pl.when(named).then(pl.col("value")).cast(pl.Enum(ordered)).to_physical().cast(pl.Int64)
+    )
+    tie = ((1 << bits) - 1 - lexical).alias("_lexical")
+    return tie, [
+        pl.when(pl.col("_lexical").is_not_null() & (pl.col(m) > 0))
+        .then(pl.col(m) * (1 << bits) + pl.col("_lexical"))
+        .alias(f"_{m}")
+        for m in METRICS
+    ]
 
 
 def usage_subcounts(
