@@ -29,10 +29,9 @@ from usage_stats.metadata.store import MetadataStore
 from usage_stats.pipeline.referrer_subcounts import (
     REFERRER,
     cumulative_referrers,
-    referrer_item_rows,
     referrer_subcounts,
     unique_visitors,
-    visitor_cells,
+    visit_usage,
     with_visitors,
 )
 from usage_stats.pipeline.referrers import read_visit_referrers
@@ -74,8 +73,9 @@ def _visit_subcounts(
     visits, problems = read_visit_referrers(lake.get_lake(), day)
     rows, cells = [], []
     for piece in store.parts("sessions", day):
-        rows.append(referrer_item_rows(piece, visits))
-        cells.append(visitor_cells(piece, visits))
+        piece_rows, piece_cells = visit_usage(piece, visits)
+        rows.append(piece_rows)
+        cells.append(piece_cells)
     found = {"visits_read": visits.height, **problems.as_dict()}
     return referrer_subcounts(rows, owners, day), unique_visitors(cells, owners, day), found
 

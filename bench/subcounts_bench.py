@@ -23,10 +23,9 @@ from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
 from usage_stats.pipeline.cleaning import SESSION_SCHEMA
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
 from usage_stats.pipeline.referrer_subcounts import (
-    referrer_item_rows,
     referrer_subcounts,
     unique_visitors,
-    visitor_cells,
+    visit_usage,
 )
 from usage_stats.pipeline.referrers import classify_visits
 from usage_stats.pipeline.usage_subcounts import (
@@ -173,7 +172,7 @@ def main() -> None:
     c0, t0 = cpu(), time.perf_counter()
     visits, problems = classify_visits(raw)
     classified = cpu() - c0
-    rows, cells = referrer_item_rows(sessions, visits), visitor_cells(sessions, visits)
+    rows, cells = visit_usage(sessions, visits)
     referrers = referrer_subcounts(rows, owners, DAY)
     visitors = unique_visitors(cells, owners, DAY)
     cut = top_n(referrers)

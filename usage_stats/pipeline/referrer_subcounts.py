@@ -69,7 +69,9 @@ _SESSION_COLUMNS = ["date", "site_id", "level", "session_id", "visit_id", "actio
 
 def _with_visits(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
     """Kept events with their visit's visitor id and referrer (null where the visit is not in
-    the visits files)."""
+    the visits files); events already joined (`visit_usage`) are taken as they are."""
+    if "referrer" in sessions.columns:
+        return sessions.lazy()
     return (
         sessions.lazy()
         .select(*_SESSION_COLUMNS, "owner_site_id")
@@ -80,6 +82,13 @@ def _with_visits(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
             maintain_order="left",
         )
     )
+
+
+def visit_usage(sessions: pl.DataFrame, visits: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`referrer_item_rows` and `visitor_cells` of the kept events, joined to their visits
+    once (the join of every event is the costly part of both)."""
+    joined = _with_visits(sessions, visits).collect()
+    return referrer_item_rows(joined, visits), visitor_cells(joined, visits)
 
 
 def referrer_item_rows(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
