@@ -17,6 +17,7 @@ from usage_stats.pipeline.referrer_subcounts import (
     referrer_item_rows,
     referrer_subcounts,
     unique_visitors,
+    visit_usage,
     visitor_cells,
 )
 from usage_stats.pipeline.referrers import (
@@ -213,6 +214,10 @@ def test_referrer_subcount_and_unique_visitors_of_a_planted_day():
     }
     assert metric_rows(full, "global", "global", "N") == {"social:facebook": (2, 0, 2)}
     visitors = unique_visitors(visitor_cells(sessions, visits), OWNERS, DAY)
+    # one join for both (what the asset runs) gives the same rows
+    rows, cells = visit_usage(sessions, visits)
+    assert rows.sort(rows.columns).equals(referrer_item_rows(sessions, visits).sort(rows.columns))
+    assert cells.sort(cells.columns).equals(visitor_cells(sessions, visits).sort(cells.columns))
     assert visitors.select("scope", "key", "level", "visitors").rows() == [
         ("global", "global", "N", 1),
         ("global", "global", "R", 5),  # v1, v2 (two sites, one visitor), v3, v5, visit 104
