@@ -107,6 +107,7 @@ def test_usage_subcounts_job_resolves():
     assert graph_node_of("usage_subcount_deltas").parent_keys == {
         AssetKey("item_daily_deltas"),
         AssetKey("item_metadata"),
+        AssetKey("sessions"),  # the kept events: referrers and unique visitors
     }
     assert graph_node_of("usage_subcount_snapshots").parent_keys == {
         AssetKey("usage_subcount_deltas"),

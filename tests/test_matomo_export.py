@@ -22,8 +22,11 @@ from support import item_metrics, manifest_items
 from usage_stats.demo.synthetic import SyntheticConfig
 from usage_stats.demo.synthetic_matomo import load_lake_into_matomo
 from usage_stats.ingest.matomo import MatomoExportError, MatomoTables, export_site_day
+from usage_stats.pipeline.referrers import read_visit_referrers
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.storage.lake import LocalLake, day_leaf
+from usage_stats.storage.open import open_lake
+from usage_stats.storage.warehouse import Warehouse
 
 RANGE = {
     "dagster/asset_partition_range_start": DAYS[0],
@@ -71,6 +74,25 @@ def store_deltas(data: GeneratedData) -> pl.DataFrame:
     return frame.sort(frame.columns, nulls_last=True)
 
 
+def kept_by_referrer(data: GeneratedData) -> dict[str, dict[str, int]]:
+    """Kept events per referrer value of their visit, per day: the warehouse's `sessions`
+    joined to the lake's visits (`read_visit_referrers`)."""
+    warehouse = Warehouse(open_lake(data.settings.warehouse_url))
+    found = {}
+    for day in data.manifest["days"]:
+        date = dt.date.fromisoformat(day)
+        visits, problems = read_visit_referrers(open_lake(data.settings.lake_url), date)
+        assert problems.as_dict() == {"unknown_type": 0, "unreadable_url": 0}
+        counts = (
+            warehouse.read("sessions", date)
+            .join(visits, on=["site_id", "visit_id"], how="left")
+            .group_by("referrer")
+            .len()
+        )
+        found[day] = dict(sorted(counts.iter_rows()))
+    return found
+
+
 def lake_files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
 
@@ -89,6 +111,10 @@ def test_export_then_pipeline_gives_the_same_statistics(source_data, matomo_url,
     # Page titles travel through log_action (type 4) and idaction_name.
     titles = source_data.manifest["titles"]
     assert DuckDBStatsStore(Path(exported.settings.duckdb_path)).titles(tuple(titles)) == titles
+    # Referrers travel in log_visit: the kept events by their visit's referrer, as planted.
+    assert kept_by_referrer(exported) == {
+        day: info["kept_by_referrer"] for day, info in source_data.manifest["days"].items()
+    }
 
     # Re-export of a day: the same files, the same statistics.
     root = Path(exported.settings.lake_url)

@@ -623,8 +623,58 @@ def _subcount_rows(day: dt.date, *rows: tuple) -> pl.DataFrame:
 
     zeros = (0,) * (len(METRICS) - 2)
     return pl.DataFrame(
-        [(day, *r, *zeros) for r in rows], schema=USAGE_SUBCOUNT_SCHEMA, orient="row"
+        [(day, *r, *zeros, None) for r in rows], schema=USAGE_SUBCOUNT_SCHEMA, orient="row"
     )
+
+
+def test_subcount_visitors_and_days_exact_and_replaced_with_the_day(store):
+    """Unique visitors ride on the deltas' total rows: read back per day and level, never
+    summed, replaced with the day; the field rows and the snapshot hold none."""
+    first, second = dt.date(2025, 8, 1), dt.date(2025, 8, 2)
+    rows = [
+        ("global", "global", "R", "total", "", 10, 4),
+        ("global", "global", "N", "total", "", 5, 0),
+        ("global", "global", "R", "referrer", "search:google", 10, 4),
+        ("global", "global", "N", "referrer", "direct", 5, 0),
+        ("national", "CR", "R", "total", "", 7, 1),
+        ("national", "CR", "R", "referrer", "", 7, 1),
+    ]
+    visitors = {("global", "R"): 6, ("global", "N"): 3, ("national", "R"): 4}
+
+    def deltas(day: dt.date, extra: int) -> pl.DataFrame:
+        frame = _subcount_rows(day, *rows)
+        counts = pl.DataFrame(
+            [(s, lv, n + extra) for (s, lv), n in visitors.items()],
+            schema={"scope": pl.String, "level": pl.String, "_n": pl.Int64},
+            orient="row",
+        )
+        return (
+            frame.join(counts, on=["scope", "level"], how="left")
+            .with_columns(pl.when(pl.col("field") == "total").then(pl.col("_n")).alias("visitors"))
+            .drop("_n")
+        )
+
+    assert store.subcount_days() == []
+    for day, extra in ((first, 0), (second, 1)):
+        store.replace_subcount_day(day, deltas(day, extra), _subcount_rows(day, *rows))
+    assert store.subcount_days() == [first, second]
+    got = store.subcount_visitors("global", "global", first, second)
+    assert got.rows() == [(first, "N", 3), (first, "R", 6), (second, "N", 4), (second, "R", 7)]
+    only_r = store.subcount_visitors("national", "CR", first, second, level="R")
+    assert only_r.rows() == [(first, "R", 4), (second, "R", 5)]
+    assert store.subcount_visitors("source", "1", first, second).is_empty()
+    referrers = store.subcounts("global", "global", first, second, field="referrer")
+    assert referrers.select("value", "views").rows() == [("search:google", 20), ("direct", 10)]
+    # the day replaced without visitors (older deltas): none left behind
+    store.replace_subcount_day(
+        second, _subcount_rows(second, *rows).drop("visitors"), _subcount_rows(second, *rows)
+    )
+    assert store.subcount_visitors("global", "global", second, second).is_empty()
+    assert store.subcount_visitors("global", "global", first, first, level="R").rows() == [
+        (first, "R", 6)
+    ]
+    with pytest.raises(ValueError):
+        store.subcount_visitors("site", "1", first, second)
 
 
 def test_subcount_days_exact_rows_replaced_and_idempotent(store):

@@ -211,3 +211,73 @@ def test_same_figures_on_both_stores(store):
     assert store.subcounts("global", "global", D1, D2).select(cols).rows() == [("", 29, 13)]
     snap = store.subcount_snapshot("source", "3", D2, field="country")
     assert snap.select(cols).rows() == [("AR", 4, 2)]
+
+
+def _reference_top_n(full: pl.DataFrame, n: int) -> pl.DataFrame:
+    """`top_n` as first written (sort by group and value, rank each metric in windows): the
+    specification the faster one must equal exactly."""
+    from usage_stats.pipeline.usage_subcounts import (
+        UNKNOWN,
+        USAGE_SUBCOUNT_KEYS,
+        USAGE_SUBCOUNT_SCHEMA,
+    )
+
+    group = ["date", "scope", "key", "level", "field"]
+    frame = full.lazy()
+    ranked = (
+        frame.filter(pl.col("field") != "total")
+        .sort([*group, "value"], nulls_last=True)
+        .with_columns(
+            pl.min_horizontal(
+                pl.when(~pl.col("value").is_in([UNKNOWN, OTHER]) & (pl.col(m) > 0))
+                .then(pl.col(m))
+                .rank("ordinal", descending=True)
+                .over(group)
+                for m in METRICS
+            ).alias("_rank")
+        )
+    )
+    keep = (pl.col("_rank") <= n) | (pl.col("value") == UNKNOWN)
+    rest = (
+        ranked.filter(~keep | (pl.col("value") == OTHER))
+        .group_by(group)
+        .agg(pl.col(m).sum() for m in METRICS)
+        .with_columns(pl.lit(OTHER).alias("value"), pl.lit(None, dtype=pl.Int64).alias("visitors"))
+    )
+    columns = list(USAGE_SUBCOUNT_SCHEMA)
+    parts = (frame.filter(pl.col("field") == "total"), ranked.filter(keep), rest)
+    return (
+        pl.concat([f.select(columns) for f in parts])
+        .cast(USAGE_SUBCOUNT_SCHEMA)
+        .sort(list(USAGE_SUBCOUNT_KEYS), nulls_last=True)
+        .collect()
+    )
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 20])
+def test_top_n_equals_the_reference_exactly(n):
+    """Random planted subcounts with many ties, zeros, unknown values and a carried OTHER:
+    the integer-keyed `top_n` keeps exactly the rows the window-ranked reference keeps."""
+    import numpy as np
+
+    from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_SCHEMA
+
+    rng = np.random.default_rng(n)
+    size = 20_000
+    values = np.array([f"v{i:03d}" for i in range(300)] + ["", OTHER, "zeta", "Zeta", "é"])
+    frame = pl.DataFrame(
+        {
+            "date": [D1] * size,
+            "scope": np.array(["source", "national", "global"])[rng.integers(0, 3, size)],
+            "key": np.array(["1", "2", "CR"])[rng.integers(0, 3, size)],
+            "level": np.array(["R", "N", "L"])[rng.integers(0, 3, size)],
+            "field": np.array(["item", "subject", "total", "referrer"])[rng.integers(0, 4, size)],
+            "value": values[rng.integers(0, len(values), size)],
+            **{m: rng.integers(0, 4, size) for m in METRICS},  # small: ties everywhere
+            "visitors": [None] * size,
+        }
+    ).cast(USAGE_SUBCOUNT_SCHEMA)
+    frame = frame.unique(["date", "scope", "key", "level", "field", "value"], keep="first")
+    got = top_n(frame, n)
+    assert got.equals(_reference_top_n(frame, n))
+    assert 0 < got.height < frame.height

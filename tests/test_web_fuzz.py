@@ -52,4 +52,7 @@ def test_no_server_errors_on_any_operation(web):
         "/api/v1/global/breakdown/{field}",
         "/api/v1/sources/{site_id}/breakdown/{field}",
         "/api/v1/nodes/{site_id}/breakdown/{field}",
+        "/api/v1/global/visitors",
+        "/api/v1/sources/{site_id}/visitors",
+        "/api/v1/nodes/{site_id}/visitors",
     } <= paths

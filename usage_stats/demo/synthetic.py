@@ -29,6 +29,7 @@ from usage_stats.demo.oai_records import (
     planted_records,
     provider_dataset,
 )
+from usage_stats.demo.synthetic_referrers import planted_referrer, referrer_columns
 from usage_stats.pipeline.cleaning import REJECTION_REASONS
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.storage.lake import write_leaf, write_month_leaf
@@ -628,7 +629,9 @@ def _visit_columns(visits: pl.DataFrame, with_agent: bool) -> pl.DataFrame:
     if with_agent:
         cols.append("user_agent")
     return visits.select(cols).with_columns(
-        pl.col("idsite").cast(pl.UInt32), pl.col("idvisit").cast(pl.UInt64)
+        pl.col("idsite").cast(pl.UInt32),
+        pl.col("idvisit").cast(pl.UInt64),
+        *referrer_columns(),  # from the visit id: no draw from the random stream
     )
 
 
@@ -820,6 +823,7 @@ def build_manifest(
                 "rejected": {r: 0 for r in _LABELS[1:]},
                 "robot_visits": {"robot_behaviour": set(), "robot_user_agent": set()},
                 "kept_by_country": defaultdict(int),
+                "kept_by_referrer": defaultdict(int),
             },
         )
         info["input_events"] += 1
@@ -832,6 +836,7 @@ def build_manifest(
         info["kept"] += 1
         country = (row["location_country"] or "zz").upper()
         info["kept_by_country"][country] += 1
+        info["kept_by_referrer"][planted_referrer(row["idvisit"])] += 1
         variants[row["item_id"]].add(row["identifier"])
         key = (day, row["idsite"], row["item_id"], country)
         entry = items.setdefault(
@@ -873,6 +878,8 @@ def build_manifest(
     for info in days.values():
         info["robot_visits"] = {k: len(v) for k, v in info["robot_visits"].items()}
         info["kept_by_country"] = dict(sorted(info["kept_by_country"].items()))
+        # kept events per planted referrer (`synthetic_referrers`): each from its visit
+        info["kept_by_referrer"] = dict(sorted(info["kept_by_referrer"].items()))
     return {
         "config": {
             k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(config).items()

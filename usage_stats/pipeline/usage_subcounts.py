@@ -32,6 +32,12 @@ top-N, snapshot(d) = snapshot(d − 1) + delta(d) (`usage_snapshots` is that cha
 both are broken down with the same metadata; top-N is then applied to the cumulative
 figures, the remainder keeping the sum. Fields are the record's current ones, as in record
 statistics: a record whose type changed counts under its new type.
+
+Two figures come from the kept events and the visits rather than the usage rows
+(`usage_stats.pipeline.referrer_subcounts`): the `referrer` field (`VISIT_FIELDS`: single
+valued, one referrer per visit, so it adds up to the total) and `visitors`, the distinct
+visitors of a scope and level on the day, on the deltas' `total` rows only (null elsewhere:
+distinct counts are no share of anything, and there is no cumulative of them).
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ USAGE_SUBCOUNT_SCOPES = ("source", "national", "global")
 # Fields of the usage rows themselves, not of the record: who used it from where, and what.
 USAGE_ROW_FIELDS = ("country", "item")
 USAGE_SINGLE_FIELDS = (*SINGLE_FIELDS, *USAGE_ROW_FIELDS)
-USAGE_SUBCOUNT_FIELDS = (*USAGE_SINGLE_FIELDS, *LIST_FIELDS)
+# Fields of the visit (from the visits files, not the usage rows): single-valued as well.
+VISIT_FIELDS = ("referrer",)
+USAGE_SUBCOUNT_FIELDS = (*USAGE_SINGLE_FIELDS, *VISIT_FIELDS, *LIST_FIELDS)
 OTHER = "(other)"
 UNKNOWN = ""
 TOP_N = 20
@@ -63,6 +71,8 @@ USAGE_SUBCOUNT_SCHEMA = pl.Schema(
         "field": pl.String(),
         "value": pl.String(),
         **{m: pl.Int64() for m in METRICS},
+        # distinct visitors: on the deltas' `total` rows only (see the module docstring)
+        "visitors": pl.Int64(),
     }
 )
 OWNER_SCHEMA = pl.Schema({"owner_site_id": pl.Int32(), "national": pl.String()})
@@ -143,7 +153,14 @@ def full_subcounts(
             .otherwise(pl.lit([UNKNOWN], dtype=pl.List(pl.String)))
         )
         parts.append(part(name, listed, explode=True))
-    cells = pl.concat(parts).collect().lazy()
+    return roll_up_scopes(pl.concat(parts).collect().lazy(), day)
+
+
+def roll_up_scopes(cells: pl.LazyFrame, day: dt.date) -> pl.DataFrame:
+    """`USAGE_SUBCOUNT_SCHEMA` rows (every scope, `visitors` null) from per-cell sums
+    (owner_site_id, national, level, field, value and the metrics): the source, national
+    and global scopes each add the cells up."""
+    sums = [pl.col(m).sum() for m in METRICS]
     by = ["level", "field", "value"]
     scopes = [
         cells.filter(pl.col("owner_site_id").is_not_null())
@@ -162,7 +179,9 @@ def full_subcounts(
     ]
     return (
         pl.concat([s.select("scope", "key", *by, *METRICS) for s in scopes])
-        .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
+        .with_columns(
+            pl.lit(day, dtype=pl.Date).alias("date"), pl.lit(None, dtype=pl.Int64).alias("visitors")
+        )
         .select(list(USAGE_SUBCOUNT_SCHEMA))
         .cast(USAGE_SUBCOUNT_SCHEMA)
         .collect()
@@ -172,38 +191,80 @@ def full_subcounts(
 def top_n(full: pl.DataFrame, n: int = TOP_N) -> pl.DataFrame:
     """Keep, per (date, scope, key, level, field), the values among the `n` largest by any
     metric (ties by value; a zero earns no place) and `""` (ranked apart: it takes no place
-    among the `n`); the rest becomes one `OTHER` row with their sums."""
+    among the `n`); the rest becomes one `OTHER` row with their sums (a value with no use in
+    any metric is dropped: it adds nothing). An `OTHER` row in `full` (a chained
+    cumulative: `referrer_subcounts.cumulative_referrers`) joins the rest.
+
+    Each metric and its tie-break are one integer (`_rank_keys`), so one group-by picks
+    every group's first `n` row numbers per metric (`top_k_by` on a number): sorting a large
+    day's rows by group and value and ranking them per metric in windows cost most of the
+    breakdown (bench/README.md, usage subcounts)."""
     if n < 0:
         raise ValueError("top-N needs n ≥ 0")
-    frame = full.lazy()
-    totals = frame.filter(pl.col("field") == TOTAL)
-    ranked = (
-        frame.filter(pl.col("field") != TOTAL)
-        .sort([*_GROUP, "value"], nulls_last=True)
-        .with_columns(
-            pl.min_horizontal(
-                pl.when((pl.col("value") != UNKNOWN) & (pl.col(m) > 0))
-                .then(pl.col(m))
-                .rank("ordinal", descending=True)
-                .over(_GROUP)
-                for m in METRICS
-            ).alias("_rank")
+    rows = full.with_row_index("_row")
+    lexical, keys = _rank_keys(rows)
+    firsts = (
+        rows.lazy()
+        .with_columns(lexical)
+        .with_columns(keys)
+        .group_by(_GROUP)
+        .agg(
+            pl.col("_row")
+            .filter(pl.col(f"_{m}").is_not_null())
+            .top_k_by(pl.col(f"_{m}").drop_nulls(), k=n)
+            .alias(f"_{m}")
+            for m in METRICS
         )
+        .select(pl.concat_list([f"_{m}" for m in METRICS]).alias("_row"))
+        .explode("_row")
+        .drop_nulls()
+        .unique()
+        .collect()
+        .get_column("_row")
     )
-    keep = (pl.col("_rank") <= n) | (pl.col("value") == UNKNOWN)
+    first = pl.col("_row").is_in(firsts.implode())
+    value = pl.col("value")
+    named = ~value.is_in([UNKNOWN, OTHER])
+    used = pl.any_horizontal(pl.col(m) > 0 for m in METRICS)
+    values = rows.lazy().filter(pl.col("field") != TOTAL)
     rest = (
-        ranked.filter(~keep)
+        values.filter(~first & ((named & used) | (value == OTHER)))
         .group_by(_GROUP)
         .agg(pl.col(m).sum() for m in METRICS)
-        .with_columns(pl.lit(OTHER).alias("value"))
+        .with_columns(pl.lit(OTHER).alias("value"), pl.lit(None, dtype=pl.Int64).alias("visitors"))
     )
     columns = list(USAGE_SUBCOUNT_SCHEMA)
+    kept = rows.lazy().filter((pl.col("field") == TOTAL) | first | (value == UNKNOWN))
     return (
-        pl.concat([f.select(columns) for f in (totals, ranked.filter(keep), rest)])
+        pl.concat([f.select(columns) for f in (kept, rest)])
         .cast(USAGE_SUBCOUNT_SCHEMA)
         .sort(list(USAGE_SUBCOUNT_KEYS), nulls_last=True)
         .collect()
     )
+
+
+def _rank_keys(rows: pl.DataFrame) -> tuple[pl.Expr, list[pl.Expr]]:
+    """Per metric, `_<metric>`: larger is first; the metric in the high bits, the value's
+    reverse lexical rank (ties go to the smaller value) in the low ones; null where the
+    value takes no place (`""`, `OTHER`, a zero, a total row). The reverse rank is a
+    column of its own (`_lexical`, the first expression), computed once for all metrics."""
+    named = (pl.col("field") != TOTAL) & ~pl.col("value").is_in([UNKNOWN, OTHER])
+    distinct = rows.lazy().filter(named).select(pl.col("value").unique().sort()).collect()
+    ordered = distinct.get_column("value")
+    bits = max(ordered.len().bit_length(), 1)
+    largest = rows.select(pl.max_horizontal(pl.col(m).max() for m in METRICS)).item() or 0
+    if largest >= 1 << (62 - bits):
+        raise ValueError(f"top-N: a metric of {largest} is too large to rank")
+    lexical = (
+        pl.when(named).then(pl.col("value")).cast(pl.Enum(ordered)).to_physical().cast(pl.Int64)
+    )
+    tie = ((1 << bits) - 1 - lexical).alias("_lexical")
+    return tie, [
+        pl.when(pl.col("_lexical").is_not_null() & (pl.col(m) > 0))
+        .then(pl.col(m) * (1 << bits) + pl.col("_lexical"))
+        .alias(f"_{m}")
+        for m in METRICS
+    ]
 
 
 def usage_subcounts(
@@ -240,19 +301,21 @@ def chain_mismatches(
     return sums.filter(differs).select(pl.len()).collect().item()
 
 
-def total_mismatches(frame: pl.DataFrame) -> int:
+def total_mismatches(frame: pl.DataFrame, single: Iterable[str] = USAGE_SINGLE_FIELDS) -> int:
     """Subcounts that disagree with their total, per (date, scope, key, level) and field: a
     single-valued field's rows (with `""` and `OTHER`) must add up to the total in every
     metric; no value of a list field may exceed it (values overlap; `OTHER` of a list field
-    sums several values, so it may). A total without a field's rows counts too."""
+    sums several values, so it may). A total without a field's rows counts too. `single`:
+    the single-valued fields expected (with `VISIT_FIELDS` where the referrer was built)."""
+    single_fields = list(single)
     group = ["date", "scope", "key", "level"]
     totals = frame.filter(pl.col("field") == TOTAL).select(
         *group, *(pl.col(m).alias(f"_{m}") for m in METRICS)
     )
     present = frame.select(group).unique()
-    expected = present.join(pl.DataFrame({"field": list(USAGE_SINGLE_FIELDS)}), how="cross")
-    single = (
-        frame.filter(pl.col("field").is_in(list(USAGE_SINGLE_FIELDS)))
+    expected = present.join(pl.DataFrame({"field": single_fields}), how="cross")
+    mismatched = (
+        frame.filter(pl.col("field").is_in(single_fields))
         .group_by([*group, "field"])
         .agg(pl.col(m).sum() for m in METRICS)
         .join(expected, on=[*group, "field"], how="full", coalesce=True, nulls_equal=True)
@@ -268,4 +331,4 @@ def total_mismatches(frame: pl.DataFrame) -> int:
         .join(totals, on=group, how="left", nulls_equal=True)
         .filter(pl.any_horizontal(pl.col(m) > pl.col(f"_{m}").fill_null(0) for m in METRICS))
     )
-    return single.height + listed.height
+    return mismatched.height + listed.height

@@ -63,7 +63,7 @@ import duckdb
 import polars as pl
 
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
-from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA
+from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA, TOTAL
 from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_SCHEMA
 from usage_stats.storage.store import (
     RECORD_TABLES,
@@ -424,6 +424,8 @@ class DuckDBStatsStore(StatsStore):
         _add_record_columns(con)
         for table in USAGE_SUBCOUNT_TABLES:
             con.execute(_create_subcount_table_sql(table))
+            # a store from before unique visitors: the column added, null on its old rows
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS visitors BIGINT")
         if had_runs:
             return
         con.execute("BEGIN TRANSACTION")
@@ -544,7 +546,9 @@ class DuckDBStatsStore(StatsStore):
                 for table, frame in zip(USAGE_SUBCOUNT_TABLES, (deltas, snapshot), strict=True):
                     con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
                     con.register("incoming_subcounts", frame.to_arrow())
-                    con.execute(f"INSERT INTO {table} SELECT {names} FROM incoming_subcounts")
+                    con.execute(
+                        f"INSERT INTO {table} ({names}) SELECT {names} FROM incoming_subcounts"
+                    )
                     con.unregister("incoming_subcounts")
                 con.execute("COMMIT")
             except BaseException:
@@ -577,6 +581,25 @@ class DuckDBStatsStore(StatsStore):
             frame = pl.from_arrow(
                 con.sql(
                     f"SELECT value, {sums} FROM {table} WHERE {clause} GROUP BY value",
+                    params=params,
+                ).to_arrow_table()
+            )
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def _subcount_visitor_rows(
+        self, query: SubcountQuery, start: dt.date, end: dt.date
+    ) -> pl.DataFrame:
+        clause = "scope = ? AND key = ? AND field = ? AND visitors IS NOT NULL"
+        clause += " AND date BETWEEN ? AND ?"
+        params: list = [query.scope, query.key, TOTAL, start, end]
+        if query.level is not None:
+            clause += " AND level = ?"
+            params.append(query.level)
+        with self._connect() as con:
+            frame = pl.from_arrow(
+                con.sql(
+                    f"SELECT date, level, visitors FROM {USAGE_SUBCOUNT_TABLES[0]} WHERE {clause}",
                     params=params,
                 ).to_arrow_table()
             )

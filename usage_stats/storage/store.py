@@ -137,6 +137,8 @@ def subcount_day_frames(
     another day."""
     frames = []
     for name, frame in (("subcount deltas", deltas), ("subcount snapshot", snapshot)):
+        if "visitors" not in frame.columns:  # written before unique visitors were counted
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("visitors"))
         frame = frame.select(list(USAGE_SUBCOUNT_SCHEMA)).cast(USAGE_SUBCOUNT_SCHEMA)
         other_days = frame.filter(pl.col("date") != day).height
         if other_days:
@@ -370,6 +372,24 @@ class StatsStore(ABC):
         query = SubcountQuery(scope, key, field, level)
         sums = self._subcount_sums(USAGE_SUBCOUNT_TABLES[1], query, day, day)
         return ranked_subcounts(sums, metric, limit)
+
+    def subcount_visitors(
+        self, scope: str, key: str, start: dt.date, end: dt.date, *, level: str | None = None
+    ) -> pl.DataFrame:
+        """Distinct visitors of one scope/key per day over [start, end] (`date`, `level`,
+        `visitors`; sorted), every level its own row, or only `level`. Never summed here:
+        distinct visitors of several days or levels are not the sum of theirs."""
+        query = SubcountQuery(scope, key, TOTAL, level)
+        frame = self._subcount_visitor_rows(query, start, end)
+        schema = {"date": pl.Date(), "level": pl.String(), "visitors": pl.Int64()}
+        return frame.select(list(schema)).cast(schema).sort("date", "level", nulls_last=True)
+
+    @abstractmethod
+    def _subcount_visitor_rows(
+        self, query: SubcountQuery, start: dt.date, end: dt.date
+    ) -> pl.DataFrame:
+        """The `visitors` of the subcount deltas' `total` rows matching `query` over
+        [start, end] that hold one (`date`, `level`, `visitors`; any order)."""
 
     @abstractmethod
     def _subcount_sums(

@@ -35,6 +35,7 @@ from usage_stats.web import (
     records_api,
     subcounts_api,
     sushi,
+    visitors_api,
 )
 from usage_stats.web.cache import CachingMiddleware, ResponseCache
 from usage_stats.web.common import ApiError, WebContext
@@ -241,6 +242,7 @@ def create_app(
     app.include_router(records_api.router)
     app.include_router(subcounts_api.router)
     app.include_router(fields_api.router)
+    app.include_router(visitors_api.router)
     app.include_router(lareferencia.router)
     app.include_router(sushi.router)
     app.include_router(dashboard.router)

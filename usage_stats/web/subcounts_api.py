@@ -1,6 +1,7 @@
 """`/api/v1/…/breakdown/<field>`: the usage of a repository's items, of a national node's
 country or of the whole network by one subcount field (resource type, access status,
-language, subject, publisher, funder, affiliation, file format, visitor country, item).
+language, subject, publisher, funder, affiliation, file format, visitor country, the
+visit's referrer, item).
 
 Read from the usage subcounts the pipeline stores (`usage_stats.pipeline.usage_subcounts`):
 the period figures are the subcount deltas of [start, end] added up; the cumulative ones the
@@ -50,8 +51,8 @@ BREAKDOWN_NOTE = (
     "top-N per day already folded), so that `values`, `unknown` and `other` add up to the "
     "field's sums. "
     "Single-valued fields (resource_type, access_status, language, publisher, country, "
-    "item) add up to the whole; an item's use counts under each of its subjects, funders, "
-    "affiliations and file formats (`multi_valued`), so those shares can add up to more "
+    "referrer, item) add up to the whole; an item's use counts under each of its subjects, "
+    "funders, affiliations and file formats (`multi_valued`), so those shares can add up to more "
     "than 1. Scopes: a source is the use of the items it owns, anywhere; a national node's "
     "that of its country's repositories' items (the regional portal's: every use). CSV and "
     "XLSX hold the `table` rows (period by default): values, then unknown and other."

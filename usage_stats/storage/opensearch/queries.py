@@ -346,3 +346,35 @@ def subcount_sum_rows(
     ]
     schema = {"value": pl.String()} | {m: pl.Int64() for m in METRICS}
     return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def subcount_visitor_rows(
+    connection: Connection, index: str, query: SubcountQuery, start: dt.date, end: dt.date
+) -> pl.DataFrame:
+    """The store's `_subcount_visitor_rows`: the `total` documents holding `visitors`, read
+    as they are (one per day and level: a scroll, no aggregation, as nothing is summed)."""
+    filters: list[dict[str, Any]] = [
+        {"term": {"scope": query.scope}},
+        {"term": {"key": query.key}},
+        {"term": {"field": "total"}},
+        {"exists": {"field": "visitors"}},
+        {"range": {"date": {"gte": start.isoformat(), "lte": end.isoformat()}}},
+    ]
+    if query.level is not None:
+        filters.append({"term": {"level": query.level}})
+    body = {
+        "query": {"bool": {"filter": filters}},
+        "_source": ["date", "level", "visitors"],
+        "size": connection.batch_size,
+    }
+    rows = [
+        (
+            dt.date.fromisoformat(hit["_source"]["date"]),
+            hit["_source"].get("level"),
+            int(hit["_source"]["visitors"]),
+        )
+        for hits in connection.scroll("subcount visitors", index, body)
+        for hit in hits
+    ]
+    schema = {"date": pl.Date(), "level": pl.String(), "visitors": pl.Int64()}
+    return pl.DataFrame(rows, schema=schema, orient="row")

@@ -211,6 +211,16 @@ class OpenSearchStatsStore(StatsStore):
                 "index template",
                 lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
             )
+            # indices from before unique visitors: the (strict) mapping gains the field
+            con.call(
+                "subcount visitors mapping",
+                lambda a=alias: con.client.indices.put_mapping(
+                    index=f"{a}-*",
+                    body={"properties": writes.VISITOR_MAPPING},
+                    allow_no_indices=True,
+                    ignore_unavailable=True,
+                ),
+            )
         if self.sources is not None:
             self._check_compat_layout()
             template = {
@@ -422,6 +432,12 @@ class OpenSearchStatsStore(StatsStore):
     def subcount_row_count(self, table: str, day: dt.date) -> int:
         alias = self.subcount_alias(table)
         return self.connection.count(alias, {"term": {"date": day.isoformat()}})
+
+    def _subcount_visitor_rows(
+        self, query: SubcountQuery, start: dt.date, end: dt.date
+    ) -> pl.DataFrame:
+        alias = self.subcount_alias(USAGE_SUBCOUNT_TABLES[0])
+        return queries.subcount_visitor_rows(self.connection, alias, query, start, end)
 
     def _subcount_sums(
         self, table: str, query: SubcountQuery, start: dt.date, end: dt.date

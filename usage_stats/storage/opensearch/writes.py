@@ -54,8 +54,14 @@ def subcount_mappings() -> dict[str, Any]:
     properties: dict[str, Any] = {"date": {"type": "date", "format": "yyyy-MM-dd"}}
     properties |= {k: {"type": "keyword"} for k in USAGE_SUBCOUNT_KEYS if k != "date"}
     properties |= {m: {"type": "long"} for m in METRICS}
+    properties |= VISITOR_MAPPING
     properties["write_id"] = {"type": "keyword"}
     return {"dynamic": "strict", "properties": properties}
+
+
+# Distinct visitors on the subcount deltas' total rows (absent elsewhere); also put on indices
+# created before the field existed (`OpenSearchStatsStore.ensure_templates`).
+VISITOR_MAPPING: dict[str, Any] = {"visitors": {"type": "long"}}
 
 
 def subcount_key_ids() -> pl.Expr:

@@ -1,0 +1,394 @@
+"""Referrers and unique visitors on planted truth: Matomo's referrer classification, the
+referrer subcount that adds up to the total, distinct visitors per scope, the chained
+referrer snapshot, and a planted day through the usage-subcount assets into a store."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import metadata_support as md
+import polars as pl
+import pytest
+
+from usage_stats.pipeline.cleaning import SESSION_SCHEMA
+from usage_stats.pipeline.metrics import METRICS, daily_deltas
+from usage_stats.pipeline.referrer_subcounts import (
+    cumulative_referrers,
+    referrer_item_rows,
+    referrer_subcounts,
+    unique_visitors,
+    visit_usage,
+    visitor_cells,
+)
+from usage_stats.pipeline.referrers import (
+    classify_visits,
+    read_visit_referrers,
+    referrer_host,
+)
+from usage_stats.pipeline.usage_subcounts import (
+    OTHER,
+    OWNER_SCHEMA,
+    USAGE_SINGLE_FIELDS,
+    USAGE_SUBCOUNT_SCHEMA,
+    VISIT_FIELDS,
+    full_subcounts,
+    item_fields,
+    top_n,
+    total_mismatches,
+)
+from usage_stats.storage.lake import LakeReadError, write_leaf
+from usage_stats.storage.open import open_lake
+
+DAY = dt.date(2026, 3, 2)
+OWNERS = pl.DataFrame([(1, "CR"), (2, "AR")], schema=OWNER_SCHEMA, orient="row")
+
+
+def test_host_of_a_referrer_url():
+    urls = [
+        "https://www.SciELO.org/article?q=secret",
+        "http://user:pw@repo.example.ar:8080/x",
+        "https://scholar.google.com./scholar?q=x",
+        "ftp://[2001:DB8::1]/file",
+        "HTTPS://WWW.Example.COM",
+        "www.no-scheme.org/path",
+        "https:///no-host",
+        "https://bad host.org/",
+        "",
+        None,
+    ]
+    hosts = pl.select(referrer_host(pl.Series(urls, dtype=pl.String))).to_series().to_list()
+    assert hosts == [
+        "scielo.org",
+        "repo.example.ar",
+        "scholar.google.com",
+        "[2001:db8::1]",
+        "example.com",
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+
+
+def visits_frame(rows: list[tuple]) -> pl.DataFrame:
+    """Raw Matomo visits: (site, visit, visitor, referer_type, referer_name, referer_url)."""
+    return pl.DataFrame(
+        rows,
+        schema={
+            "idsite": pl.UInt32(),
+            "idvisit": pl.UInt64(),
+            "idvisitor": pl.Binary(),
+            "referer_type": pl.UInt8(),
+            "referer_name": pl.String(),
+            "referer_url": pl.String(),
+        },
+        orient="row",
+    )
+
+
+def test_each_matomo_referrer_type_is_classified():
+    raw = visits_frame(
+        [
+            (1, 1, b"v", 1, None, None),
+            (1, 2, b"v", 2, "Google", "https://www.google.com/search?q=tesis"),
+            (1, 3, b"v", 2, None, "https://duckduckgo.com/?q=x"),
+            (1, 4, b"v", 3, "www.scielo.org", "https://www.scielo.org/a?b=c"),
+            (1, 5, b"v", 6, "  Boletín   Mayo ", "https://x.org/?mtm_campaign=b"),
+            (1, 6, b"v", 7, "Facebook", "https://m.facebook.com/"),
+            (1, 7, b"v", None, None, None),
+            (1, 8, b"v", 0, None, "https://ignored.org"),
+            (1, 9, b"v", 4, "odd", "https://odd.org"),
+            (1, 10, b"v", 3, None, "not a url"),
+            (1, 11, b"v", 2, None, None),
+            (1, 12, b"v", 3, "portal.org", "mailto:x"),
+            (1, 13, b"v", 3, None, ""),
+            (1, 2, b"w", 1, None, None),  # visit 2 listed again: the first row wins
+        ]
+    )
+    visits, problems = classify_visits(raw)
+    assert visits.get_column("referrer").to_list() == [
+        "direct",
+        "search:google",
+        "search:duckduckgo.com",
+        "website:scielo.org",
+        "campaign:boletín mayo",
+        "social:facebook",
+        "",
+        "",
+        "",
+        "website",
+        "search",
+        "website:portal.org",
+        "website",
+    ]
+    assert problems.as_dict() == {"unknown_type": 1, "unreadable_url": 2}
+    assert visits.schema["visitor_id"] == pl.UInt64
+
+
+def test_missing_referrer_columns_are_unknown_not_an_error():
+    raw = pl.DataFrame({"idsite": [1, 1], "idvisit": [1, 2]})
+    visits, problems = classify_visits(raw)
+    assert visits.get_column("referrer").to_list() == ["", ""]
+    assert visits.get_column("visitor_id").to_list() == [None, None]
+    assert problems.as_dict() == {"unknown_type": 0, "unreadable_url": 0}
+
+
+# The planted day. Visits: (site, visit, visitor, type, name, url); site 9 is a national node.
+VISITS = [
+    (1, 100, b"v1", 2, "Google", "https://www.google.com/search?q=x"),
+    (1, 101, b"v1", 3, None, "https://www.scielo.org/article"),
+    (1, 102, b"v2", 1, None, None),
+    (1, 103, b"v5", 9, None, None),  # a type Matomo does not define: unknown, counted
+    # visit 104 of site 1 is missing from the visits files: unknown, its own visitor
+    (2, 200, b"v3", 6, "Boletín", "https://x.org/?mtm_campaign=boletin"),
+    (2, 201, b"v2", 1, None, None),  # visitor v2 again, on another site
+    (9, 900, b"v4", 7, "Facebook", "https://facebook.com/x"),
+]
+# Kept events: (site, level, visit, action, item, owner); the session is the visit.
+EVENTS = [
+    (1, "R", 100, "view", "a", 1),
+    (1, "R", 100, "download", "a", 1),
+    (1, "R", 101, "view", "a", 1),
+    (1, "R", 102, "view", "b", 1),
+    (1, "R", 102, "view", "a", 1),
+    (1, "R", 103, "view", "a", 1),
+    (1, "R", 104, "download", "b", 1),
+    (2, "R", 200, "view", "c", 2),
+    (2, "R", 201, "view", "c", 2),
+    (2, "R", 201, "view", "c", 2),
+    (9, "N", 900, "view", "a", 1),
+    (9, "N", 900, "view", "x", None),  # an item nobody owns: global only
+]
+
+
+def sessions_frame() -> pl.DataFrame:
+    start = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)
+    rows = [
+        (DAY, site, level, visit, visit, start + dt.timedelta(seconds=i), action, item, owner, "CR")
+        for i, (site, level, visit, action, item, owner) in enumerate(EVENTS)
+    ]
+    columns = ["date", "site_id", "level", "session_id", "visit_id", "event_time", "action"]
+    columns += ["item_id", "owner_site_id", "country"]
+    return pl.DataFrame(rows, schema=columns, orient="row").cast(SESSION_SCHEMA)
+
+
+def metric_rows(frame: pl.DataFrame, scope: str, key: str, level: str) -> dict[str, tuple]:
+    """value → (views, downloads, total_item_investigations) of the referrer rows."""
+    picked = frame.filter(
+        (pl.col("scope") == scope)
+        & (pl.col("key") == key)
+        & (pl.col("level") == level)
+        & (pl.col("field") == "referrer")
+    )
+    return {
+        r["value"]: (r["views"], r["downloads"], r["total_item_investigations"])
+        for r in picked.iter_rows(named=True)
+    }
+
+
+def test_referrer_subcount_and_unique_visitors_of_a_planted_day():
+    visits, problems = classify_visits(visits_frame(VISITS))
+    assert problems.as_dict() == {"unknown_type": 1, "unreadable_url": 0}
+    sessions = sessions_frame()
+    full = referrer_subcounts(referrer_item_rows(sessions, visits), OWNERS, DAY)
+    source_1 = {
+        "search:google": (1, 1, 2),
+        "website:scielo.org": (1, 0, 1),
+        "direct": (2, 0, 2),
+        "": (1, 1, 2),  # visit 103 (undefined type) and visit 104 (no visit row)
+    }
+    assert metric_rows(full, "source", "1", "R") == source_1
+    assert metric_rows(full, "national", "CR", "R") == source_1
+    assert metric_rows(full, "source", "1", "N") == {"social:facebook": (1, 0, 1)}
+    assert metric_rows(full, "source", "2", "R") == {
+        "campaign:boletín": (1, 0, 1),
+        "direct": (1, 0, 2),
+    }
+    assert metric_rows(full, "global", "global", "R") == {
+        "search:google": (1, 1, 2),
+        "website:scielo.org": (1, 0, 1),
+        "direct": (3, 0, 4),
+        "campaign:boletín": (1, 0, 1),
+        "": (1, 1, 2),
+    }
+    assert metric_rows(full, "global", "global", "N") == {"social:facebook": (2, 0, 2)}
+    visitors = unique_visitors(visitor_cells(sessions, visits), OWNERS, DAY)
+    # one join for both (what the asset runs) gives the same rows
+    rows, cells = visit_usage(sessions, visits)
+    assert rows.sort(rows.columns).equals(referrer_item_rows(sessions, visits).sort(rows.columns))
+    assert cells.sort(cells.columns).equals(visitor_cells(sessions, visits).sort(cells.columns))
+    assert visitors.select("scope", "key", "level", "visitors").rows() == [
+        ("global", "global", "N", 1),
+        ("global", "global", "R", 5),  # v1, v2 (two sites, one visitor), v3, v5, visit 104
+        ("national", "AR", "R", 2),
+        ("national", "CR", "N", 1),
+        ("national", "CR", "R", 4),
+        ("source", "1", "N", 1),
+        ("source", "1", "R", 4),
+        ("source", "2", "R", 2),
+    ]
+
+
+def test_referrer_rows_add_up_to_the_usage_total_in_every_metric():
+    """The referrer subcount against the totals built from the item deltas, as the asset
+    does: every metric of every scope, before and after top-N."""
+    visits, _ = classify_visits(visits_frame(VISITS))
+    sessions = sessions_frame()
+    fields = item_fields(md.frame(md.record("a"), md.record("b")))
+    totals = full_subcounts(daily_deltas(sessions), fields, OWNERS, DAY)
+    referrers = referrer_subcounts(referrer_item_rows(sessions, visits), OWNERS, DAY)
+    single = (*USAGE_SINGLE_FIELDS, *VISIT_FIELDS)
+    both = pl.concat([totals, referrers])
+    assert total_mismatches(both, single) == 0
+    assert total_mismatches(top_n(both, 1), single) == 0
+    # a referrer row lost is seen
+    assert total_mismatches(both.filter(pl.col("value") != "direct"), single) > 0
+    cut = metric_rows(top_n(both, 1), "global", "global", "R")
+    # top 1 by any metric: direct by views, search:google by downloads
+    assert cut == {
+        "direct": (3, 0, 4),
+        "search:google": (1, 1, 2),
+        "": (1, 1, 2),
+        OTHER: (2, 0, 2),
+    }
+
+
+def subcount(rows: list[tuple], day: dt.date = DAY) -> pl.DataFrame:
+    """Subcount rows (scope, key, level, field, value, views); other metrics 0."""
+    full = [
+        (day, s, k, lv, f, v, views, *(0,) * (len(METRICS) - 1), None)
+        for s, k, lv, f, v, views in rows
+    ]
+    return pl.DataFrame(full, schema=USAGE_SUBCOUNT_SCHEMA, orient="row")
+
+
+def test_cumulative_referrers_chain_and_put_the_unexplained_under_unknown():
+    g = ("global", "global", "R")
+    previous = subcount(
+        [(*g, "total", "", 10), (*g, "referrer", "direct", 6), (*g, "referrer", "search:google", 4)]
+    )
+    delta = subcount(
+        [(*g, "total", "", 3), (*g, "referrer", "direct", 1), (*g, "referrer", "website:a.org", 2)]
+    )
+    totals = subcount([(*g, "total", "", 13)])
+    chained = cumulative_referrers(previous, delta, totals, n=2)
+    assert dict(chained.select("value", "views").rows()) == {
+        "direct": 7,
+        "search:google": 4,
+        OTHER: 2,
+    }
+    assert chained.get_column("date").unique().to_list() == [DAY]
+    # the first day of referrers: the cumulative use before them is unknown
+    first = cumulative_referrers(None, delta, subcount([(*g, "total", "", 50)]), n=20)
+    assert dict(first.select("value", "views").rows()) == {
+        "": 47,
+        "direct": 1,
+        "website:a.org": 2,
+    }
+    # an OTHER carried from yesterday stays in OTHER, never ranked as a value
+    carried = subcount([(*g, "total", "", 9), (*g, "referrer", OTHER, 9)])
+    again = cumulative_referrers(carried, delta, subcount([(*g, "total", "", 12)]), n=5)
+    assert again.select("value", "views").rows() == [
+        (OTHER, 9),
+        ("direct", 1),
+        ("website:a.org", 2),
+    ]
+
+
+def test_visits_files_read_only_what_is_needed_and_bad_files_are_named(tmp_path):
+    lake = open_lake(str(tmp_path / "lake"))
+    wide = visits_frame(VISITS[:4]).with_columns(pl.lit("Firefox").alias("config_browser_name"))
+    write_leaf(lake, "visits", 1, DAY, wide)
+    write_leaf(lake, "visits", 2, DAY, visits_frame(VISITS[4:6]).drop("referer_url"))
+    visits, problems = read_visit_referrers(lake, DAY)
+    assert visits.sort("site_id", "visit_id").select("visit_id", "referrer").rows() == [
+        (100, "search:google"),
+        (101, "website:scielo.org"),
+        (102, "direct"),
+        (103, ""),
+        (200, "campaign:boletín"),
+        (201, "direct"),
+    ]
+    assert problems.unknown_type == 1
+    write_leaf(lake, "visits", 3, DAY, pl.DataFrame({"idsite": [3]}))
+    with pytest.raises(LakeReadError, match=r"site=3.*missing required column\(s\) idvisit"):
+        read_visit_referrers(lake, DAY)
+
+
+def test_planted_day_through_the_assets_into_the_store(tmp_path):
+    """The usage_subcounts job over the planted day: the add-up checks pass with the
+    referrer, the store answers the referrer subcount and the unique visitors exactly, and
+    the snapshot's referrers add up to its total with no cumulative visitors."""
+    from dagster import materialize
+    from dagster_aws.s3 import S3Resource
+
+    from assets.usage_subcounts import usage_subcount_deltas, usage_subcount_snapshots
+    from resources import (
+        AdminDbResource,
+        DuckDBStatsStoreResource,
+        LakeResource,
+        WarehouseResource,
+    )
+    from usage_stats.admin import db
+    from usage_stats.admin.registry import add_source
+    from usage_stats.admin.sources import Source
+    from usage_stats.pipeline.snapshots import next_snapshot
+    from usage_stats.storage.duckdb_store import DuckDBStatsStore
+    from usage_stats.storage.warehouse import Warehouse
+
+    url = f"sqlite:///{tmp_path / 'admin.db'}"
+    db.upgrade(url)
+    for source in (
+        Source(1, "repo::1", "Repo 1", "R", "cr", None, 1),
+        Source(2, "repo::2", "Repo 2", "R", "ar", None, 1),
+        Source(9, "node::cr", "Nodo CR", "N", "cr", None, 1),
+    ):
+        add_source(url, source)
+    lake = open_lake(str(tmp_path / "lake"))
+    for site in (1, 2, 9):
+        write_leaf(lake, "visits", site, DAY, visits_frame([v for v in VISITS if v[0] == site]))
+    warehouse = Warehouse(open_lake(str(tmp_path / "warehouse")))
+    sessions = sessions_frame()
+    deltas = daily_deltas(sessions)
+    warehouse.write("sessions", DAY, sessions)
+    warehouse.write("item_daily_deltas", DAY, deltas)
+    warehouse.write("usage_snapshots", DAY, next_snapshot(None, deltas, DAY))
+    resources = {
+        "warehouse": WarehouseResource(url=str(tmp_path / "warehouse"), s3=S3Resource()),
+        "lake": LakeResource(url=str(tmp_path / "lake"), s3=S3Resource()),
+        "admin_db": AdminDbResource(url=url),
+        "stats_store": DuckDBStatsStoreResource(path=str(tmp_path / "stats.duckdb")),
+    }
+    result = materialize(
+        [usage_subcount_deltas, usage_subcount_snapshots],
+        resources=resources,
+        partition_key=DAY.isoformat(),
+    )
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 3 and all(c.passed for c in checks)
+    reading = result.asset_materializations_for_node("usage_subcount_deltas")[0].metadata
+    assert reading["referrer_reading_per_day"].value == {
+        DAY.isoformat(): {"visits_read": 7, "unknown_type": 1, "unreadable_url": 0}
+    }
+    store = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    cols = ["value", "views", "downloads"]
+    got = store.subcounts("global", "global", DAY, DAY, field="referrer", level="R")
+    assert got.select(cols).rows() == [
+        ("direct", 3, 0),
+        ("campaign:boletín", 1, 0),
+        ("search:google", 1, 1),
+        ("website:scielo.org", 1, 0),
+        ("", 1, 1),
+    ]
+    visitors = store.subcount_visitors("global", "global", DAY, DAY)
+    assert visitors.rows() == [(DAY, "N", 1), (DAY, "R", 5)]
+    assert store.subcount_visitors("national", "CR", DAY, DAY, level="R").rows() == [(DAY, "R", 4)]
+    snapshot = store.subcount_snapshot("source", "1", DAY, field="referrer", level="R")
+    assert snapshot.select(cols).rows() == [
+        ("direct", 2, 0),
+        ("search:google", 1, 1),
+        ("website:scielo.org", 1, 0),
+        ("", 1, 1),
+    ]

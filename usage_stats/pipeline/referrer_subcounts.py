@@ -1,0 +1,246 @@
+"""The referrer subcount and the unique visitors of a day's usage, from the kept events.
+
+Neither is in the usage rows (`item_daily_deltas` are per item and visitor country), so
+both start from what cleaning kept (`sessions`, `cleaning.SESSION_SCHEMA`) joined on
+(site_id, visit_id) to the day's visits (`referrers.read_visit_referrers`: each visit's
+visitor id and referrer value).
+
+Referrer (`field = "referrer"` of `usage_subcounts.USAGE_SUBCOUNT_SCHEMA`): the COUNTER
+metrics are `metrics.item_deltas` itself, run with the referrer in place of the visitor
+country. That is exact, not an approximation: a session with a visit id is that visit
+within the day (`cleaning._visit_session`), a visit has one referrer as it has one country,
+so each (item, session) pair the metrics count lies under exactly one referrer, and per
+scope the referrer rows add up to the total in every metric, as the country rows do. Kept
+events without a visit id, or whose visit is missing from the visits files, count under
+`UNKNOWN`.
+
+Unique visitors: per (scope, key, level) and day, the distinct visitor ids
+(`canonical.visitor_key` of Matomo's `idvisitor`) among the kept events of the scope's
+items on sites of that level. Distinct counts do not add up (a visitor of two repositories
+is one visitor of their country), so each scope is counted from the visitor set itself,
+never summed from smaller scopes. A visit without a visitor id counts as its own visitor.
+There is no cumulative: visitors of a period are not the sum of its days' visitors, so the
+snapshot rows hold none (`visitors` is null there) rather than a figure that would be wrong.
+
+Cumulative referrers (`cumulative_referrers`): there is no per-referrer cumulative usage
+table to break down, so the referrer snapshot chains on itself: the previous day's stored
+referrer rows + the day's referrer deltas, then top-N as for every field. What the chain
+does not explain (use from before referrers were recorded, a day missing from the chain)
+is added to `UNKNOWN`, so the rows always add up to the snapshot's total. A value cut into
+`OTHER` on a day stays there: later use of it counts under its own name, its earlier use in
+`OTHER` (the sums stay exact; only that value's share is understated).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import polars as pl
+
+from usage_stats.pipeline.metrics import METRICS, item_deltas
+from usage_stats.pipeline.referrers import VISIT_REFERRER_SCHEMA
+from usage_stats.pipeline.usage_subcounts import (
+    TOP_N,
+    TOTAL,
+    UNKNOWN,
+    USAGE_SUBCOUNT_SCHEMA,
+    roll_up_scopes,
+    top_n,
+)
+
+REFERRER = "referrer"
+VISITOR_SCHEMA = pl.Schema(
+    {
+        "date": pl.Date(),
+        "scope": pl.String(),
+        "key": pl.String(),
+        "level": pl.String(),
+        "visitors": pl.Int64(),
+    }
+)
+# What a day's kept events are reduced to for the visitor counts: one row per distinct
+# (owner, level, visitor), far fewer than the events.
+VISITOR_CELL_SCHEMA = pl.Schema(
+    {"owner_site_id": pl.Int32(), "level": pl.String(), "visitor_id": pl.UInt64()}
+)
+_SESSION_COLUMNS = ["date", "site_id", "level", "session_id", "visit_id", "action", "item_id"]
+
+
+def _with_visits(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
+    """Kept events with their visit's visitor id and referrer (null where the visit is not in
+    the visits files); events already joined (`visit_usage`) are taken as they are."""
+    if "referrer" in sessions.columns:
+        return sessions.lazy()
+    return (
+        sessions.lazy()
+        .select(*_SESSION_COLUMNS, "owner_site_id")
+        .join(
+            visits.lazy().select(list(VISIT_REFERRER_SCHEMA)),
+            on=["site_id", "visit_id"],
+            how="left",
+            maintain_order="left",
+        )
+    )
+
+
+def visit_usage(sessions: pl.DataFrame, visits: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`referrer_item_rows` and `visitor_cells` of the kept events, joined to their visits
+    once (the join of every event is the costly part of both)."""
+    joined = _with_visits(sessions, visits).collect()
+    return referrer_item_rows(joined, visits), visitor_cells(joined, visits)
+
+
+def referrer_item_rows(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
+    """Item rows of the kept events per referrer instead of visitor country (`country` holds
+    the referrer): `metrics.item_deltas`, unchanged. `sessions` are whole sites (a piece of
+    the day or the day), so the rows are final."""
+    events = (
+        _with_visits(sessions, visits)
+        .with_columns(pl.col("referrer").fill_null(UNKNOWN).alias("country"))
+        .drop("referrer", "visitor_id")
+        .collect()
+    )
+    return item_deltas(events).select(
+        "level", "owner_site_id", "country", *(pl.col(m).cast(pl.Int64) for m in METRICS)
+    )
+
+
+def visitor_cells(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
+    """The distinct (owner, level, visitor) of the kept events: all the visitor counts need.
+    A visit without a visitor id stands for its own visitor (a key from site and visit)."""
+    surrogate = pl.struct("site_id", "visit_id").hash(seed=23)
+    return (
+        _with_visits(sessions, visits)
+        .select(
+            pl.col("owner_site_id").cast(pl.Int32),
+            pl.col("level").cast(pl.String),
+            pl.col("visitor_id").fill_null(surrogate).cast(pl.UInt64),
+        )
+        .unique()
+        .collect()
+    )
+
+
+def referrer_subcounts(
+    rows: pl.DataFrame | Iterable[pl.DataFrame], owners: pl.DataFrame, day: dt.date
+) -> pl.DataFrame:
+    """The untruncated `referrer` field of the usage subcounts (`USAGE_SUBCOUNT_SCHEMA`,
+    every scope) from `referrer_item_rows` (of the day, or of each of its pieces)."""
+    frames = [rows] if isinstance(rows, pl.DataFrame) else list(rows)
+    if not frames:
+        return pl.DataFrame(schema=USAGE_SUBCOUNT_SCHEMA)
+    cells = (
+        pl.concat(frames, how="vertical_relaxed")
+        .lazy()
+        .join(owners.lazy().unique("owner_site_id"), on="owner_site_id", how="left")
+        .group_by("owner_site_id", "national", "level", pl.col("country").alias("value"))
+        .agg(pl.col(m).sum() for m in METRICS)
+        .with_columns(pl.lit(REFERRER).alias("field"))
+    )
+    return roll_up_scopes(cells, day)
+
+
+def unique_visitors(
+    cells: pl.DataFrame | Iterable[pl.DataFrame], owners: pl.DataFrame, day: dt.date
+) -> pl.DataFrame:
+    """Distinct visitors per (scope, key, level) (`VISITOR_SCHEMA`) from `visitor_cells`;
+    each scope counted from the visitor ids, as distinct counts do not add up."""
+    frames = [cells] if isinstance(cells, pl.DataFrame) else list(cells)
+    if not frames:
+        return pl.DataFrame(schema=VISITOR_SCHEMA)
+    visitors = (
+        pl.concat([f.cast(VISITOR_CELL_SCHEMA) for f in frames])
+        .lazy()
+        .join(owners.lazy().unique("owner_site_id"), on="owner_site_id", how="left")
+    )
+    count = pl.col("visitor_id").n_unique().cast(pl.Int64).alias("visitors")
+    scopes = [
+        ("source", pl.col("owner_site_id").cast(pl.String), pl.col("owner_site_id").is_not_null()),
+        ("national", pl.col("national"), pl.col("national").is_not_null()),
+        ("global", pl.lit("global"), pl.lit(True)),
+    ]
+    return (
+        pl.concat(
+            [
+                visitors.filter(present)
+                .group_by(key.alias("key"), "level")
+                .agg(count)
+                .select(
+                    pl.lit(day, dtype=pl.Date).alias("date"),
+                    pl.lit(scope).alias("scope"),
+                    "key",
+                    "level",
+                    "visitors",
+                )
+                for scope, key, present in scopes
+            ]
+        )
+        .sort("scope", "key", "level", nulls_last=True)
+        .collect()
+        .cast(VISITOR_SCHEMA)
+    )
+
+
+def with_visitors(subcounts: pl.DataFrame, visitors: pl.DataFrame) -> pl.DataFrame:
+    """`visitors` on the `total` rows of a day's subcount deltas (null on the field rows,
+    where a visitor count would not be a share of anything). A scope with visitors but no
+    total row cannot happen (both come from the same kept events) and is not invented."""
+    counted = visitors.select(
+        "date", "scope", "key", "level", pl.col("visitors"), pl.lit(TOTAL).alias("field")
+    )
+    return (
+        subcounts.drop("visitors", strict=False)
+        .join(counted, on=["date", "scope", "key", "level", "field"], how="left", nulls_equal=True)
+        .select(list(USAGE_SUBCOUNT_SCHEMA))
+        .cast(USAGE_SUBCOUNT_SCHEMA)
+    )
+
+
+def cumulative_referrers(
+    previous: pl.DataFrame | None, delta: pl.DataFrame, totals: pl.DataFrame, n: int = TOP_N
+) -> pl.DataFrame:
+    """The day's referrer snapshot rows: `previous` (the stored referrer rows of the day
+    before, or None) + `delta` (the day's stored referrer rows), top-N, with what does not
+    explain `totals` (the snapshot's `total` rows) added to `UNKNOWN` (see the module
+    docstring). Dated as `totals`."""
+    group = ["scope", "key", "level"]
+    frames = [f for f in (previous, delta) if f is not None]
+    rows = (
+        pl.concat(
+            [
+                f.filter(pl.col("field") == REFERRER).select(*group, "value", *METRICS)
+                for f in frames
+            ]
+        )
+        .group_by(*group, "value")
+        .agg(pl.col(m).sum() for m in METRICS)
+    )
+    summed = rows.group_by(group).agg(pl.col(m).sum().alias(f"_{m}") for m in METRICS)
+    unexplained = (
+        totals.filter(pl.col("field") == TOTAL)
+        .select("date", *group, *METRICS)
+        .join(summed, on=group, how="left", nulls_equal=True)
+        .select(
+            *group,
+            pl.lit(UNKNOWN).alias("value"),
+            *((pl.col(m) - pl.col(f"_{m}").fill_null(0)).alias(m) for m in METRICS),
+        )
+    )
+    day = totals.get_column("date").first() if totals.height else None
+    merged = (
+        pl.concat([rows, unexplained.cast(rows.schema)])
+        .group_by(*group, "value")
+        .agg(pl.col(m).sum() for m in METRICS)
+        .join(totals.select(group).unique(), on=group, how="semi", nulls_equal=True)
+        .with_columns(
+            pl.lit(day, dtype=pl.Date).alias("date"),
+            pl.lit(REFERRER).alias("field"),
+            pl.lit(None, dtype=pl.Int64).alias("visitors"),
+        )
+    )
+    # Only the unknown row may be all zero: a referrer of the past with no use now is kept
+    # (it had use), an empty unknown row is dropped.
+    empty = (pl.col("value") == UNKNOWN) & pl.all_horizontal(pl.col(m) == 0 for m in METRICS)
+    merged = merged.filter(~empty).select(list(USAGE_SUBCOUNT_SCHEMA)).cast(USAGE_SUBCOUNT_SCHEMA)
+    return top_n(merged, n)
