@@ -76,7 +76,11 @@ def _with_visits(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
         sessions.lazy()
         .select(*_SESSION_COLUMNS, "owner_site_id")
         .join(
-            visits.lazy().select(list(VISIT_REFERRER_SCHEMA)),
+            # the referrer as a code: each event carries 4 bytes, not a string, and the
+            # metrics group on it as on the visitor country
+            visits.lazy()
+            .select(list(VISIT_REFERRER_SCHEMA))
+            .with_columns(pl.col("referrer").cast(pl.Categorical)),
             on=["site_id", "visit_id"],
             how="left",
             maintain_order="left",
@@ -97,12 +101,15 @@ def referrer_item_rows(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.DataF
     the day or the day), so the rows are final."""
     events = (
         _with_visits(sessions, visits)
-        .with_columns(pl.col("referrer").fill_null(UNKNOWN).alias("country"))
+        .with_columns(pl.col("referrer").cast(pl.Categorical).fill_null(UNKNOWN).alias("country"))
         .drop("referrer", "visitor_id")
         .collect()
     )
     return item_deltas(events).select(
-        "level", "owner_site_id", "country", *(pl.col(m).cast(pl.Int64) for m in METRICS)
+        "level",
+        "owner_site_id",
+        pl.col("country").cast(pl.String),
+        *(pl.col(m).cast(pl.Int64) for m in METRICS),
     )
 
 
@@ -114,10 +121,11 @@ def visitor_cells(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
         _with_visits(sessions, visits)
         .select(
             pl.col("owner_site_id").cast(pl.Int32),
-            pl.col("level").cast(pl.String),
+            "level",
             pl.col("visitor_id").fill_null(surrogate).cast(pl.UInt64),
         )
         .unique()
+        .with_columns(pl.col("level").cast(pl.String))
         .collect()
     )
 
