@@ -14,6 +14,7 @@ from assets.jobs import (
     usage_pipeline_job,
     usage_subcounts_job,
 )
+from assets.store_compaction import store_compaction_job
 from resources import (
     AdminDbResource,
     CleaningSettings,
@@ -31,6 +32,7 @@ from sensors import (
     matomo_export_schedule,
     raw_files_sensor,
     snapshot_refresh_job,
+    store_compaction_schedule,
 )
 from usage_stats.settings import Settings
 
@@ -114,8 +116,9 @@ defs = Definitions(
         item_metadata_job,
         record_stats_job,
         usage_subcounts_job,
+        store_compaction_job,
     ],
-    schedules=[daily_usage_schedule, matomo_export_schedule],
+    schedules=[daily_usage_schedule, matomo_export_schedule, store_compaction_schedule],
     sensors=[raw_files_sensor, late_data_sensor],
     resources=build_resources(_settings),
 )

@@ -181,10 +181,51 @@ def measure(path: Path, days: int, templates, plan, args) -> dict:
     result["runs_after"] = runs_summary(store)
     result["file_mib_after"] = file_mib(path)
     result["file_mib_sorted_whole"] = file_mib(whole_path)
-    both = reads({"runs": store, "sorted_whole": whole}, days + 2, plan)
-    result["reads_runs"], result["reads_sorted_whole"] = both["runs"], both["sorted_whole"]
+    compacted_path = path.with_name("compacted.duckdb")
+    shutil.copyfile(path, compacted_path)
+    compacted = DuckDBStatsStore(compacted_path, run_rows=args.run_rows)
+    result.update(compaction(compacted, days, templates, args))
+    stores = {"runs": store, "compacted": compacted, "sorted_whole": whole}
+    three = reads(stores, days + 2, plan)
+    for name in stores:
+        result[f"reads_{name}"] = three[name]
     whole_path.unlink()
+    compacted_path.unlink()
     return result
+
+
+def compaction(store: DuckDBStatsStore, days: int, templates, args) -> dict:
+    """`compact` of everything stored (the latest period counted as closed, as at its end),
+    timed; again (idempotent: nothing moved); then one stats_index day inside the compacted
+    period re-written and one appended, each maintained by `optimize` as every night."""
+    last = FIRST_DAY + dt.timedelta(days=days + 1)
+    out: dict = {}
+    report = store.compact(
+        period=args.compact_period,
+        before=last + dt.timedelta(days=1),
+        max_run_rows=args.max_run_rows,
+    )
+    out["compact"] = {
+        "seconds": round(report.seconds, 2),
+        "runs_before": report.runs_before,
+        "runs_after": report.runs_after,
+        "rewritten": report.rewritten,
+        "rows_moved": report.rows_moved,
+    }
+    again = store.compact(
+        period=args.compact_period,
+        before=last + dt.timedelta(days=1),
+        max_run_rows=args.max_run_rows,
+    )
+    out["compact_again"] = {"seconds": round(again.seconds, 2), "rows_moved": again.rows_moved}
+    out["runs_compacted"] = runs_summary(store)
+    out["file_mib_compacted"] = file_mib(store.path)
+    out["rewrite_compacted"] = stats_index_day(
+        store, day_of(templates, days // 2, 1), store.optimize
+    )
+    out["append_compacted"] = stats_index_day(store, day_of(templates, days + 2), store.optimize)
+    out["runs_compacted_after"] = runs_summary(store)
+    return out
 
 
 def runs_summary(store: DuckDBStatsStore) -> dict[str, list[int]]:
@@ -213,10 +254,29 @@ def print_stage(stage: dict) -> None:
         f"{stage['file_mib_after_rewrites']}; at the end {stage['file_mib_after']}, "
         f"sorted whole {stage['file_mib_sorted_whole']}"
     )
-    print(f"  {'reads, median ms':<20}{'runs':>10}{'sorted whole':>14}{'ratio':>8}")
+    c = stage["compact"]
+    print(
+        f"  compact: {c['seconds']:.2f} s, {c['rows_moved']:,} rows moved, runs "
+        f"{c['runs_before']} → {c['runs_after']} ({c['rewritten']} rewritten); again "
+        f"{stage['compact_again']['seconds']:.2f} s, {stage['compact_again']['rows_moved']} "
+        f"moved; {stage['file_mib_compacted']} MiB"
+    )
+    for label, key in (
+        ("rewrite in compacted", "rewrite_compacted"),
+        ("append, compacted", "append_compacted"),
+    ):
+        print(f"  {label:<26}" + "".join(f"{stage[key][s]:>14.2f}" for s in steps))
+    print(
+        f"  {'reads, median ms':<20}{'runs':>10}{'compacted':>11}{'sorted whole':>14}"
+        f"{'runs/whole':>12}{'compacted/whole':>17}"
+    )
     for name, ms in stage["reads_runs"].items():
         whole = stage["reads_sorted_whole"][name]
-        print(f"  {name:<20}{ms:>10.1f}{whole:>14.1f}{ms / whole:>8.2f}")
+        compact = stage["reads_compacted"][name]
+        print(
+            f"  {name:<20}{ms:>10.1f}{compact:>11.1f}{whole:>14.1f}{ms / whole:>12.2f}"
+            f"{compact / whole:>17.2f}"
+        )
 
 
 def main() -> int:
@@ -229,6 +289,10 @@ def main() -> int:
     parser.add_argument("--zipf", type=float, default=1.0)
     parser.add_argument("--run-rows", type=int, default=RUN_ROWS, help="the store's run size")
     parser.add_argument("--rewrites", type=int, default=3, help="mid-history rewrites per size")
+    parser.add_argument(
+        "--compact-period", choices=("week", "month", "year"), default="month", help="compact's"
+    )
+    parser.add_argument("--max-run-rows", type=int, default=None, help="compact's run bound")
     parser.add_argument("--repeats", type=int, default=15, help="calls per read, median")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None, help="where the store is built")
