@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 
@@ -184,47 +185,71 @@ def measure(path: Path, days: int, templates, plan, args) -> dict:
     compacted_path = path.with_name("compacted.duckdb")
     shutil.copyfile(path, compacted_path)
     compacted = DuckDBStatsStore(compacted_path, run_rows=args.run_rows)
-    result.update(compaction(compacted, days, templates, args))
+    result.update(compaction(compacted, days, args))
     stores = {"runs": store, "compacted": compacted, "sorted_whole": whole}
+    for name, each in stores.items():
+        result[f"row_groups_{name}"] = row_groups(each.path)
     three = reads(stores, days + 2, plan)
     for name in stores:
         result[f"reads_{name}"] = three[name]
+    # After the reads, which compare the same rows: a day inside the compacted period
+    # re-written and one appended, each maintained by `optimize` as every night.
+    result["rewrite_compacted"] = stats_index_day(
+        compacted, day_of(templates, days // 2, 1), compacted.optimize
+    )
+    result["append_compacted"] = stats_index_day(
+        compacted, day_of(templates, days + 2), compacted.optimize
+    )
+    result["runs_compacted_after"] = runs_summary(compacted)
     whole_path.unlink()
     compacted_path.unlink()
     return result
 
 
-def compaction(store: DuckDBStatsStore, days: int, templates, args) -> dict:
+def row_groups(path: Path) -> dict[str, int]:
+    """Row groups of usage_deltas, and how many of them a query of each scope cannot skip by
+    the min/max of their `scope` column (what DuckDB keeps per column segment; a group's
+    range is its segments' together): where stale statistics of moved rollups show."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        segments = con.execute(
+            "SELECT row_group_id, stats FROM pragma_storage_info('usage_deltas') "
+            "WHERE column_name = 'scope'"
+        ).fetchall()
+    finally:
+        con.close()
+    ranges: dict[int, tuple[str, str]] = {}
+    for group, stats in segments:
+        if not isinstance(stats, dict) or "min" not in stats:
+            continue  # a segment without statistics (empty, all null)
+        low, high = stats["min"], stats["max"]
+        if group in ranges:
+            low, high = min(low, ranges[group][0]), max(high, ranges[group][1])
+        ranges[group] = (low, high)
+    out = {"row_groups": len(ranges)}
+    for scope in ("global", "source", "item"):
+        out[scope] = sum(low <= scope <= high for low, high in ranges.values())
+    return out
+
+
+def compaction(store: DuckDBStatsStore, days: int, args) -> dict:
     """`compact` of everything stored (the latest period counted as closed, as at its end),
-    timed; again (idempotent: nothing moved); then one stats_index day inside the compacted
-    period re-written and one appended, each maintained by `optimize` as every night."""
-    last = FIRST_DAY + dt.timedelta(days=days + 1)
+    timed, and again (idempotent: nothing moved)."""
+    after_last = FIRST_DAY + dt.timedelta(days=days + 2)
     out: dict = {}
-    report = store.compact(
-        period=args.compact_period,
-        before=last + dt.timedelta(days=1),
-        max_run_rows=args.max_run_rows,
-    )
-    out["compact"] = {
-        "seconds": round(report.seconds, 2),
-        "runs_before": report.runs_before,
-        "runs_after": report.runs_after,
-        "rewritten": report.rewritten,
-        "rows_moved": report.rows_moved,
-    }
-    again = store.compact(
-        period=args.compact_period,
-        before=last + dt.timedelta(days=1),
-        max_run_rows=args.max_run_rows,
-    )
-    out["compact_again"] = {"seconds": round(again.seconds, 2), "rows_moved": again.rows_moved}
+    for key in ("compact", "compact_again"):
+        report = store.compact(
+            period=args.compact_period, before=after_last, max_run_rows=args.max_run_rows
+        )
+        out[key] = {
+            "seconds": round(report.seconds, 2),
+            "runs_before": report.runs_before,
+            "runs_after": report.runs_after,
+            "rewritten": report.rewritten,
+            "rows_moved": report.rows_moved,
+        }
     out["runs_compacted"] = runs_summary(store)
     out["file_mib_compacted"] = file_mib(store.path)
-    out["rewrite_compacted"] = stats_index_day(
-        store, day_of(templates, days // 2, 1), store.optimize
-    )
-    out["append_compacted"] = stats_index_day(store, day_of(templates, days + 2), store.optimize)
-    out["runs_compacted_after"] = runs_summary(store)
     return out
 
 
@@ -266,6 +291,12 @@ def print_stage(stage: dict) -> None:
         ("append, compacted", "append_compacted"),
     ):
         print(f"  {label:<26}" + "".join(f"{stage[key][s]:>14.2f}" for s in steps))
+    for name in ("runs", "compacted", "sorted_whole"):
+        groups = stage[f"row_groups_{name}"]
+        print(
+            f"  {name}: {groups['row_groups']} row groups; a query of scope global may read "
+            f"{groups['global']}, source {groups['source']}, item {groups['item']}"
+        )
     print(
         f"  {'reads, median ms':<20}{'runs':>10}{'compacted':>11}{'sorted whole':>14}"
         f"{'runs/whole':>12}{'compacted/whole':>17}"

@@ -27,9 +27,33 @@ written together, ordered by scope, key and date, and listed in `store_runs`:
 Measured (bench/README.md, "Store maintenance"): a year of 9,000-row days is 7 runs, a day's
 maintenance at most 2 s and reads 1.1-1.6× the fully sorted table; 1.5M-row days are a run
 each, maintained in under 0.5 s where sorting the whole took 36-130 s at 30 days, and read
-1.8-5.6× slower than sorted whole (an item's history reads a row group per day). Coarser
-merges (by month, or of runs of similar size) would read faster but cost a large day's
-history at once, on the day they happen.
+1.8-5.6× slower than sorted whole (an item's history reads a row group per day).
+
+Coarser merges are periodic, not nightly: `compact` (the `store_compaction` job, its schedule
+monthly and stopped by default; never part of stats_index) rewrites each *closed* period of
+each table and part as one sorted run:
+
+- a period (`week`, `month` by default, `year`) is closed when it ends before the period of
+  the latest stored day (or a given `before`); the open one stays to the nightly merges;
+- only periods of at least `run_rows` rows are rewritten: smaller ones already share the
+  size-bounded runs of `optimize` (a year of 9,000-row days), which read as well, and a
+  compacted run being at least `run_rows`, `optimize` never merges it again;
+- `max_run_rows` (unset: no bound) cuts a large period into runs of consecutive days of about
+  that size (none below `run_rows`: a short tail joins the run before it), for a store whose
+  months are too large to sort at once;
+- each period is one transaction (rows read must be the rows `store_runs` lists, as in a
+  merge), followed by a checkpoint, on a connection of its own: a writer or reader waiting on
+  the file lock gets in between two periods. Re-running finds every closed period one run
+  holding exactly its days and moves nothing; a day re-written later (`replace_day`) leaves
+  its compacted run, which stays sorted, and the next `compact` rewrites that period again.
+  What a rewrite leaves of the runs it took days from (each below `run_rows`) is merged at
+  its end, as the next `optimize` would.
+
+Rewriting a closed period also empties the row groups its days were first written to; DuckDB
+drops emptied row groups at the checkpoint, and with them the stale min/max of the rollups
+that `optimize` moved out of them (a row group keeps its statistics after a delete), which
+made global and repository reads touch a row group per day. Only row groups shared with a day
+outside the period keep them.
 
 `sort_fully` still rewrites everything as one run, the old nightly arrangement: it is what a
 store written before `store_runs` existed gets once, at its first write.
