@@ -15,8 +15,14 @@ At each size of `--days` (a copy of the store at that size, except the largest),
   an item over the whole history by month, a repository (source scope) by month and level,
   global totals by date, the top 10 items, a repository's top 10 items;
 - then a copy arranged the old way (`sort_fully`, the whole tables sorted, as `optimize` did
-  before runs): one more day appended to each store, each maintained its own way, and the
-  same reads, taking turns call by call between the two stores.
+  before runs): one more day appended to each store, each maintained its own way;
+- and a copy of the runs store compacted (`compact`, `--compact-period`, `--max-run-rows`;
+  every stored period counted as closed, as at the end of the latest one), timed, then
+  compacted again (nothing should move); the row groups of usage_deltas and how many of them
+  a query of scope global, source or item cannot skip by their `scope` min/max, per store;
+- the same reads on the three stores (runs, compacted, sorted whole), taking turns call by
+  call; then, on the compacted copy, a day inside the compacted period re-written and one
+  appended, each as a stats_index day (timed).
 
     .venv/bin/python bench/store_bench.py --days 1 30 365                 # web_bench's size
     .venv/bin/python bench/store_bench.py --days 1 30 --rows-per-day 1200000 \\
