@@ -14,7 +14,7 @@ from assets.jobs import (
     usage_pipeline_job,
     usage_subcounts_job,
 )
-from assets.store_compaction import store_compaction_job
+from assets.store_compaction import store_compaction_job, store_compaction_schedule
 from resources import (
     AdminDbResource,
     CleaningSettings,
@@ -32,7 +32,6 @@ from sensors import (
     matomo_export_schedule,
     raw_files_sensor,
     snapshot_refresh_job,
-    store_compaction_schedule,
 )
 from usage_stats.settings import Settings
 

@@ -1,4 +1,5 @@
-"""Periodic compaction of the stats store: an op job of its own, never part of stats_index.
+"""Periodic compaction of the stats store: an op job of its own (and its monthly schedule,
+stopped by default), never part of stats_index.
 
 Each night `stats_index` keeps the DuckDB store cheap to write (its day is a sorted run and
 `optimize` merges only small runs: a cost proportional to the day). `store_compaction` is the
@@ -15,7 +16,15 @@ day is being written, and a writer from outside Dagster waits on DuckDB's file l
 
 import datetime as dt
 
-from dagster import Config, OpExecutionContext, Output, job, op
+from dagster import (
+    Config,
+    DefaultScheduleStatus,
+    OpExecutionContext,
+    Output,
+    ScheduleDefinition,
+    job,
+    op,
+)
 from pydantic import Field
 
 from resources import StatsStoreResource
@@ -77,3 +86,16 @@ def compact_stats_store(
 )
 def store_compaction_job():
     compact_stats_store()
+
+
+# Once a month, after the month's last day has been processed: its days become one sorted run.
+store_compaction_schedule = ScheduleDefinition(
+    name="store_compaction_schedule",
+    job=store_compaction_job,
+    cron_schedule="30 4 2 * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="On the 2nd of each month at 04:30 UTC, compacts the stats store's closed "
+    "months (store_compaction, DuckDB only). Its op shares the stats_store pool with the "
+    "assets that write the store, so it waits for a running stats_index rather than racing it.",
+)

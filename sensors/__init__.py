@@ -2,11 +2,7 @@
 
 from sensors.late_data import late_data_sensor, snapshot_refresh_job
 from sensors.raw_files import raw_files_sensor
-from sensors.schedules import (
-    daily_usage_schedule,
-    matomo_export_schedule,
-    store_compaction_schedule,
-)
+from sensors.schedules import daily_usage_schedule, matomo_export_schedule
 
 __all__ = [
     "daily_usage_schedule",
@@ -14,5 +10,4 @@ __all__ = [
     "matomo_export_schedule",
     "raw_files_sensor",
     "snapshot_refresh_job",
-    "store_compaction_schedule",
 ]

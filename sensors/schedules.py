@@ -1,7 +1,6 @@
-from dagster import DefaultScheduleStatus, ScheduleDefinition, build_schedule_from_partitioned_job
+from dagster import DefaultScheduleStatus, build_schedule_from_partitioned_job
 
 from assets.jobs import matomo_export_job, usage_pipeline_job
-from assets.store_compaction import store_compaction_job
 from usage_stats.settings import Settings
 
 # Each night, process yesterday (the last complete UTC day) once its export has landed.
@@ -24,16 +23,4 @@ matomo_export_schedule = build_schedule_from_partitioned_job(
     description="Each night at USAGE_STATS_EXPORT_HOUR (UTC), exports yesterday from Matomo's "
     "database into the lake. Turn it on where this deployment reads Matomo directly "
     "(USAGE_STATS_MATOMO_URL set); history is a backfill of matomo_export_job.",
-)
-
-# Once a month, after the month's last day has been processed: its days become one sorted run.
-store_compaction_schedule = ScheduleDefinition(
-    name="store_compaction_schedule",
-    job=store_compaction_job,
-    cron_schedule="30 4 2 * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="On the 2nd of each month at 04:30 UTC, compacts the stats store's closed "
-    "months (store_compaction, DuckDB only). Its op shares the stats_store pool with the "
-    "assets that write the store, so it waits for a running stats_index rather than racing it.",
 )
