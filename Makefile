@@ -41,17 +41,23 @@ dagster-home:
 	@mkdir -p $(DAGSTER_HOME)
 	@ln -sf $(CURDIR)/instance/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-## demo: sample Matomo-shaped data → the main job (embedded defaults) → summary
+## demo: sample Matomo-shaped data and OAI-PMH records → harvest, usage, record and breakdown
+## jobs (embedded defaults) → summary checked against the planted truth
+DEMO_RANGE = --tags '{"dagster/asset_partition_range_start": "$(DEMO_START)", "dagster/asset_partition_range_end": "$(DEMO_END)"}'
+DEMO_JOB = @$(BIN)/dagster job execute -f definitions.py -d . -c instance/in_process.yaml
+DEMO_FAIL = || (tail -40 $(DATA_DIR)/demo-run.log; echo "the demo run failed: $(DATA_DIR)/demo-run.log"; exit 1)
 demo: install dagster-home
 	$(BIN)/usage-stats generate --start $(DEMO_START) --days $(DEMO_DAYS)
 	$(BIN)/usage-stats db upgrade
 	$(BIN)/usage-stats sources import $(DATA_DIR)/sources.csv
 	@mkdir -p $(DATA_DIR)
-	@echo "running usage_pipeline over $(DEMO_START)...$(DEMO_END) in one run (log: $(DATA_DIR)/demo-run.log)"
-	@$(BIN)/dagster job execute -f definitions.py -d . -j usage_pipeline \
-		--tags '{"dagster/asset_partition_range_start": "$(DEMO_START)", "dagster/asset_partition_range_end": "$(DEMO_END)"}' \
-		> $(DATA_DIR)/demo-run.log 2>&1 \
-		|| (tail -40 $(DATA_DIR)/demo-run.log; echo "the demo run failed: $(DATA_DIR)/demo-run.log"; exit 1)
+	@: > $(DATA_DIR)/demo-run.log
+	@echo "harvesting the repositories' records (item_metadata_job; no server: file:// datasets)"
+	$(DEMO_JOB) -j item_metadata_job >> $(DATA_DIR)/demo-run.log 2>&1 $(DEMO_FAIL)
+	@echo "running usage_pipeline, record_stats and usage_subcounts over $(DEMO_START)...$(DEMO_END), one run each (log: $(DATA_DIR)/demo-run.log)"
+	$(DEMO_JOB) -j usage_pipeline $(DEMO_RANGE) >> $(DATA_DIR)/demo-run.log 2>&1 $(DEMO_FAIL)
+	$(DEMO_JOB) -j record_stats $(DEMO_RANGE) >> $(DATA_DIR)/demo-run.log 2>&1 $(DEMO_FAIL)
+	$(DEMO_JOB) -j usage_subcounts $(DEMO_RANGE) >> $(DATA_DIR)/demo-run.log 2>&1 $(DEMO_FAIL)
 	@grep -oE "Asset check '[a-z_]+' on '[a-z_]+' (passed|failed)" $(DATA_DIR)/demo-run.log || true
 	$(BIN)/usage-stats summary
 	@echo "see it in the dashboard: make serve, then open http://127.0.0.1:8000/dashboard"

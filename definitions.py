@@ -28,10 +28,14 @@ from resources import (
 )
 from sensors import (
     daily_usage_schedule,
+    item_metadata_schedule,
     late_data_sensor,
+    late_harvest_sensor,
     matomo_export_schedule,
     raw_files_sensor,
+    record_stats_schedule,
     snapshot_refresh_job,
+    usage_subcounts_schedule,
 )
 from usage_stats.settings import Settings
 
@@ -117,7 +121,14 @@ defs = Definitions(
         usage_subcounts_job,
         store_compaction_job,
     ],
-    schedules=[daily_usage_schedule, matomo_export_schedule, store_compaction_schedule],
-    sensors=[raw_files_sensor, late_data_sensor],
+    schedules=[
+        daily_usage_schedule,
+        matomo_export_schedule,
+        item_metadata_schedule,
+        record_stats_schedule,
+        usage_subcounts_schedule,
+        store_compaction_schedule,
+    ],
+    sensors=[raw_files_sensor, late_data_sensor, late_harvest_sensor],
     resources=build_resources(_settings),
 )

@@ -1,4 +1,4 @@
-"""Latency of the web API over a year of data, per stats store (issue 5).
+"""Latency and throughput of the web API over a year of data, per stats store (issues 5, 16).
 
 Builds one year of daily deltas directly as delta frames (no raw events): `--items` items
 spread over `--sources` repositories (site ids 1..S, type R, identifiers
@@ -11,19 +11,27 @@ just its global rows (the endpoints measured read deltas only; the snapshot tabl
 
 Each store (a DuckDB file, then a fresh OpenSearch prefix deleted at the end) is loaded with
 `replace_day`, one day at a time; processing status for every site and day and one SUSHI
-customer per repository go into a SQLite admin DB. The app is served by uvicorn in a separate
-process on 127.0.0.1 and measured with one keep-alive httpx client, one request at a time:
+customer per repository go into a SQLite admin DB. The app is served as `usage-stats serve
+--workers W` serves it (a separate process tree, rate limits off) and measured by a load
+generator in its own process: `C` clients (`--clients 1 4 16`), each one keep-alive HTTP/1.1
+connection sending its next request as soon as the last answer arrived, for `--seconds` per
+endpoint and client count, after a warm-up. Endpoints:
 
-- `item_widget`: `/report/itemWidget` for a random used item over the whole year, by month;
+- `item_widget`: `/report/itemWidget` over the whole year, by month, for items drawn as item
+  pages are viewed: by the same Zipf popularity as the usage (`--zipf`), so popular items
+  come back, as on a real network;
+- `item_widget_cold`: the same for items drawn uniformly among those with usage (mostly
+  answers not cached yet: the store's own speed);
 - `repository_widget`: `/report/repositoryWidget` for a random repository over the year;
 - `ir_month`: `/r51/reports/ir` of a random repository's customer for one random month.
 
     eval "$(scripts/services.sh env)"
     .venv/bin/python bench/web_bench.py                      # full size, both stores
     .venv/bin/python bench/web_bench.py --items 10000 --days 60 --stores duckdb
+    .venv/bin/python bench/web_bench.py --workdir /tmp/wb     # keep (and reuse) the DuckDB year
 
-Prints p50/p95/max per endpoint and store, load time and row/document counts, and writes
-`bench/results/web-<timestamp>.json`.
+Prints requests/s, p50/p95/p99 and errors per store, endpoint and client count, load time and
+row/document counts, and writes `bench/results/web-<timestamp>.json`.
 """
 
 from __future__ import annotations
@@ -255,14 +263,52 @@ def opensearch_counts(prefix: str) -> dict:
 # --- serving and measuring -------------------------------------------------------------------
 
 
-def serve(kind: str, location: str, admin_db_url: str, port: int) -> None:
-    """Body of the server process: the app over the store, as `usage-stats serve` runs it."""
-    import uvicorn
+def server_env(kind: str, location: str, admin_db_url: str) -> dict[str, str]:
+    """The environment `usage-stats serve` reads, for this store; rate limits off (one client
+    address sends everything), the rest as deployed."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "USAGE_STATS_STATS_STORE": kind,
+            "USAGE_STATS_ADMIN_DB_URL": admin_db_url,
+            "USAGE_STATS_RATE_LIMIT_WIDGETS": "",
+            "USAGE_STATS_RATE_LIMIT_API": "",
+            "USAGE_STATS_RATE_LIMIT_SUSHI": "",
+            "PYTHONPATH": str(BENCH_DIR.parent),
+        }
+    )
+    if kind == "duckdb":
+        env["USAGE_STATS_DUCKDB_PATH"] = location
+    else:
+        env["USAGE_STATS_OPENSEARCH_URL"] = OPENSEARCH_URL
+        env["USAGE_STATS_OPENSEARCH_PREFIX"] = location
+    return env
 
-    from usage_stats.web import create_app
 
-    app = create_app(make_store(kind, location), admin_db_url)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+def start_server(kind: str, location: str, admin_db_url: str, port: int, workers: int):
+    """`usage-stats serve --workers N` in its own process group (stopped as a group)."""
+    import subprocess
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "usage_stats.cli", "serve", "--port", str(port)]
+        + ["--workers", str(workers)],
+        env=server_env(kind, location, admin_db_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_server(server) -> None:
+    import signal
+
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    except (ProcessLookupError, OSError):
+        pass
+    except Exception:
+        os.killpg(server.pid, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -271,61 +317,84 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(client, deadline: float) -> None:
+def wait_until_up(base_url: str, deadline: float) -> None:
     import httpx
 
     while time.monotonic() < deadline:
         try:
-            if client.get("/health").status_code in (200, 503):
+            if httpx.get(f"{base_url}/health", timeout=5).status_code in (200, 503):
                 return
         except httpx.TransportError:
-            time.sleep(0.2)
+            time.sleep(0.3)
     raise RuntimeError("the server did not start")
 
 
-def summary(latencies: list[float], statuses: list[int]) -> dict:
-    ms = np.array(latencies) * 1000
+def summary(latencies: list[float], statuses: list[int], seconds: float, failures: int) -> dict:
+    ms = np.array(latencies or [0.0]) * 1000
     counts: dict[str, int] = {}
     for status in statuses:
         counts[str(status)] = counts.get(str(status), 0) + 1
+    errors = failures + sum(n for code, n in counts.items() if code != "200")
     return {
         "n": len(latencies),
+        "requests_per_s": round(len(latencies) / seconds, 1) if seconds else 0.0,
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "max_ms": round(float(ms.max()), 1),
-        "mean_ms": round(float(ms.mean()), 1),
+        "errors": errors,
         "statuses": counts,
     }
 
 
 def requests_plan(args, used_items: list[str], api_keys: dict[int, str]) -> dict[str, list]:
-    """The query strings of every endpoint, drawn once so both stores get the same ones."""
+    """The request targets of every endpoint, drawn once so every store gets the same ones;
+    the clients go through them in turn (`--plan-size` each, more than a run sends)."""
+    from urllib.parse import urlencode
+
     rng = np.random.default_rng(args.seed + 1)
+    size = args.plan_size
     last_day = FIRST_DAY + dt.timedelta(days=args.days - 1)
     year = {"start_date": FIRST_DAY.isoformat(), "end_date": last_day.isoformat()}
     months = sorted(
         {(FIRST_DAY + dt.timedelta(days=d)).strftime("%Y-%m") for d in range(args.days)}
     )
-    total = args.requests + args.warmup
-    ir_total = args.ir_requests + args.warmup
-    item_picks = rng.integers(len(used_items), size=total)
-    source_picks = rng.integers(1, args.sources + 1, size=total)
-    ir_sources = rng.integers(1, args.sources + 1, size=ir_total)
-    ir_months = rng.integers(len(months), size=ir_total)
+    # Item pages are viewed as the usage was drawn: the same ranking and Zipf weights as
+    # `year_of_items` (its first draw is this permutation).
+    per_source = args.items // args.sources
+    ranking = np.random.default_rng(args.seed).permutation(args.items)
+    weights = 1.0 / np.arange(1, args.items + 1) ** args.zipf
+    popular = ranking[rng.choice(args.items, size=size, p=weights / weights.sum())]
+
+    def key(index: int) -> str:
+        return f"oai:repo{index // per_source + 1}.example.org:{index % per_source + 1}"
+
+    def url(path: str, params: dict) -> str:
+        return f"{path}?{urlencode(params)}"
+
+    ir_sources = rng.integers(1, args.sources + 1, size=size)
+    ir_months = rng.integers(len(months), size=size)
     return {
         "item_widget": [
-            ("/report/itemWidget", {"identifier": used_items[i], **year, "time_unit": "month"})
-            for i in item_picks
+            url("/report/itemWidget", {"identifier": key(int(i)), **year, "time_unit": "month"})
+            for i in popular
+        ],
+        "item_widget_cold": [
+            url(
+                "/report/itemWidget",
+                {"identifier": used_items[int(i)], **year, "time_unit": "month"},
+            )
+            for i in rng.integers(len(used_items), size=size)
         ],
         "repository_widget": [
-            (
+            url(
                 "/report/repositoryWidget",
                 {"source_id": f"opendoar::{1000 + int(s)}", **year, "time_unit": "month"},
             )
-            for s in source_picks
+            for s in rng.integers(1, args.sources + 1, size=size)
         ],
         "ir_month": [
-            (
+            url(
                 "/r51/reports/ir",
                 {
                     "customer_id": f"customer-{int(s)}",
@@ -339,29 +408,100 @@ def requests_plan(args, used_items: list[str], api_keys: dict[int, str]) -> dict
     }
 
 
-def measure(base_url: str, plan: dict[str, list], warmup: int) -> dict:
-    import httpx
+# --- the load generator: raw HTTP/1.1 keep-alive over asyncio, in its own process -----------
 
-    out = {}
-    with httpx.Client(base_url=base_url, timeout=120) as client:
-        wait_until_up(client, time.monotonic() + 120)
-        for name, calls in plan.items():
-            latencies, statuses, sizes = [], [], []
-            for i, (path, params) in enumerate(calls):
-                started = time.perf_counter()
-                response = client.get(path, params=params)
-                body = response.content
-                elapsed = time.perf_counter() - started
-                if i < warmup:
-                    continue
-                latencies.append(elapsed)
-                statuses.append(response.status_code)
-                sizes.append(len(body))
-            out[name] = summary(latencies, statuses) | {"mean_bytes": int(np.mean(sizes))}
-            s = out[name]
+
+async def _client_loop(host, port, targets, offset, stride, until, out) -> None:
+    """One client: one connection, the next request as soon as the answer is read."""
+    import asyncio
+
+    reader = writer = None
+    index = offset
+    while time.monotonic() < until:
+        target = targets[index % len(targets)]
+        index += stride
+        started = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n"
+                "\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length, close = 0, False
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            await reader.readexactly(length)
+            out["latencies"].append(time.perf_counter() - started)
+            out["statuses"].append(status)
+            if close:
+                writer.close()
+                writer = None
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            out["failures"] += 1
+            if writer is not None:
+                writer.close()
+            writer = None
+            await asyncio.sleep(0.05)
+    if writer is not None:
+        writer.close()
+
+
+def load_generator(host, port, targets, clients, seconds, warmup_seconds, queue) -> None:
+    """Body of the load generator's process: warm up, then `clients` clients for `seconds`."""
+    import asyncio
+
+    async def run(duration: float, out: dict) -> float:
+        until = time.monotonic() + duration
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(_client_loop(host, port, targets, c, clients, until, out) for c in range(clients))
+        )
+        return time.perf_counter() - started
+
+    if warmup_seconds > 0:
+        asyncio.run(run(warmup_seconds, {"latencies": [], "statuses": [], "failures": 0}))
+    out: dict = {"latencies": [], "statuses": [], "failures": 0}
+    elapsed = asyncio.run(run(seconds, out))
+    queue.put(summary(out["latencies"], out["statuses"], elapsed, out["failures"]))
+
+
+def measure(port: int, plan: dict[str, list], args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    out: dict = {}
+    for name, targets in plan.items():
+        out[name] = {}
+        for clients in args.clients:
+            queue = context.Queue()
+            generator = context.Process(
+                target=load_generator,
+                args=(
+                    "127.0.0.1",
+                    port,
+                    targets,
+                    clients,
+                    args.seconds,
+                    args.warmup_seconds,
+                    queue,
+                ),
+            )
+            generator.start()
+            result = queue.get(timeout=args.seconds + args.warmup_seconds + 600)
+            generator.join(60)
+            result["load_average"] = round(os.getloadavg()[0], 2)
+            out[name][str(clients)] = result
             print(
-                f"  {name:<18} n={s['n']:<4} p50 {s['p50_ms']:>8.1f} ms  p95 {s['p95_ms']:>8.1f} ms"
-                f"  max {s['max_ms']:>8.1f} ms  statuses {s['statuses']}",
+                f"  {name:<18} clients {clients:>2}  {result['requests_per_s']:>7.1f} req/s  "
+                f"p50 {result['p50_ms']:>7.1f}  p95 {result['p95_ms']:>7.1f}  "
+                f"p99 {result['p99_ms']:>7.1f} ms  errors {result['errors']}  "
+                f"load {result['load_average']}",
                 flush=True,
             )
     return out
@@ -372,24 +512,23 @@ def run_store(kind: str, args, deltas: pl.DataFrame, admin_db_url: str, plan, wo
     location = (
         str(workdir / "stats.duckdb") if kind == "duckdb" else f"webbench{uuid.uuid4().hex[:8]}"
     )
+    reused = kind == "duckdb" and Path(location).exists()
     store = make_store(kind, location)
-    result: dict = {"store": kind}
+    result: dict = {"store": kind, "workers": args.workers}
     try:
-        result["load"] = load(store, deltas, args.days)
+        result["load"] = {"reused": True} if reused else load(store, deltas, args.days)
         if kind == "opensearch":
             result["load"]["documents"] = opensearch_counts(location)
         else:
             result["load"]["file_mib"] = round(Path(location).stat().st_size / 2**20, 1)
         print(f"  load: {result['load']}", flush=True)
         port = free_port()
-        context = multiprocessing.get_context("spawn")
-        server = context.Process(target=serve, args=(kind, location, admin_db_url, port))
-        server.start()
+        server = start_server(kind, location, admin_db_url, port, args.workers)
         try:
-            result["endpoints"] = measure(f"http://127.0.0.1:{port}", plan, args.warmup)
+            wait_until_up(f"http://127.0.0.1:{port}", time.monotonic() + 120)
+            result["endpoints"] = measure(port, plan, args)
         finally:
-            server.terminate()
-            server.join(30)
+            stop_server(server)
     finally:
         if kind == "opensearch" and not args.keep:
             store.delete_all()
@@ -403,9 +542,13 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--active-per-day", type=int, default=10_000, help="item rows drawn/day")
     parser.add_argument("--zipf", type=float, default=1.0, help="item popularity exponent")
-    parser.add_argument("--requests", type=int, default=200, help="per widget endpoint")
-    parser.add_argument("--ir-requests", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint and clients")
+    parser.add_argument("--warmup-seconds", type=float, default=3.0)
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument("--plan-size", type=int, default=20_000, help="targets per endpoint")
+    parser.add_argument("--endpoints", nargs="+", help="only these (default: all)")
+    parser.add_argument("--workdir", help="keep the DuckDB year and admin DB here, and reuse them")
     parser.add_argument("--stores", nargs="+", default=["duckdb", "opensearch"])
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the OpenSearch indices")
@@ -427,7 +570,11 @@ def main() -> int:
     results: dict = {
         "benchmark": "web",
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_start": os.getloadavg(),
+        },
         "config": {k: v for k, v in vars(args).items()},
         "data": {
             "first_day": FIRST_DAY.isoformat(),
@@ -439,10 +586,18 @@ def main() -> int:
         "stores": [],
     }
     with tempfile.TemporaryDirectory(prefix="web-bench-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         admin_db_url = f"sqlite:///{workdir / 'admin.sqlite'}"
-        api_keys = prepare_admin_db(admin_db_url, args)
+        keys_file = workdir / "api_keys.json"
+        if keys_file.exists():
+            api_keys = {int(k): v for k, v in json.loads(keys_file.read_text()).items()}
+        else:
+            api_keys = prepare_admin_db(admin_db_url, args)
+            keys_file.write_text(json.dumps(api_keys))
         plan = requests_plan(args, used_items, api_keys)
+        if args.endpoints:
+            plan = {k: v for k, v in plan.items() if k in args.endpoints}
         del items
         for kind in args.stores:
             results["stores"].append(run_store(kind, args, deltas, admin_db_url, plan, workdir))
@@ -450,13 +605,18 @@ def main() -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"web-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n{'store':<11} {'endpoint':<18} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+    print(
+        f"\n{'store':<11} {'endpoint':<18} {'clients':>7} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p95 ms':>8} {'p99 ms':>8} {'errors':>6}"
+    )
     for store in results["stores"]:
-        for name, s in store.get("endpoints", {}).items():
-            print(
-                f"{store['store']:<11} {name:<18} {s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f}"
-                f" {s['max_ms']:>8.1f}"
-            )
+        for name, levels in store.get("endpoints", {}).items():
+            for clients, s in levels.items():
+                print(
+                    f"{store['store']:<11} {name:<18} {clients:>7} {s['requests_per_s']:>8.1f}"
+                    f" {s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f} {s['p99_ms']:>8.1f}"
+                    f" {s['errors']:>6}"
+                )
     print(f"written {path.relative_to(BENCH_DIR.parent)}")
     return 0
 

@@ -11,6 +11,8 @@ python=${PYTHON:-.venv/bin/python}
 out=usage_stats/web/static/vendor
 modules=frontend/node_modules
 
+# swagger-ui-dist pulls @scarf/scarf, whose install script reports downloads: not from here.
+export SCARF_ANALYTICS=false
 command -v npm >/dev/null || { echo "build_assets: npm is needed (Node.js with npm)" >&2; exit 1; }
 npm ci --prefix frontend --no-audit --no-fund --loglevel=error
 
@@ -29,6 +31,9 @@ copy d3-array dist/d3-array.min.js d3-array.min.js
 copy d3-geo dist/d3-geo.min.js d3-geo.min.js
 copy topojson-client dist/topojson-client.min.js topojson-client.min.js
 copy world-atlas countries-110m.json countries-110m.json
+# /docs (Swagger UI) from this origin too: FastAPI's default page loads it from a CDN
+copy swagger-ui-dist swagger-ui-bundle.js swagger-ui-bundle.js
+copy swagger-ui-dist swagger-ui.css swagger-ui.css
 "$python" - "$tmp/countries.json" <<'PY'
 import json
 import sys

@@ -130,7 +130,18 @@ def graph_node_of(name: str):
 
 
 def test_sensors_and_export_job_are_defined():
-    assert {s.name for s in defs.sensors} == {"raw_files_sensor", "late_data_sensor"}
+    assert {s.name for s in defs.sensors} == {
+        "raw_files_sensor",
+        "late_data_sensor",
+        "late_harvest_sensor",
+    }
+    assert {s.name for s in defs.schedules} == {
+        "daily_usage_schedule",
+        "matomo_export_schedule",
+        "item_metadata_schedule",
+        "record_stats_schedule",
+        "usage_subcounts_schedule",
+    }
     export = defs.resolve_job_def("matomo_export_job")
     assert set(export.asset_layer.executable_asset_keys) == {AssetKey("matomo_export")}
     harvest = defs.resolve_job_def("item_metadata_job")

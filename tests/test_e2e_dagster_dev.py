@@ -463,7 +463,11 @@ def test_new_file_sensor_is_listed_turned_on_and_ticks(dagster_dev: DagsterDev):
     }
     sensors = dev.graphql(SENSORS_QUERY, {"repo": repo})["sensorsOrError"]
     states = {s["name"]: s["sensorState"]["status"] for s in sensors["results"]}
-    assert states == {"raw_files_sensor": "STOPPED", "late_data_sensor": "STOPPED"}
+    assert states == {
+        "raw_files_sensor": "STOPPED",
+        "late_data_sensor": "STOPPED",
+        "late_harvest_sensor": "STOPPED",
+    }
 
     selector = {**repo, "sensorName": "raw_files_sensor"}
     started = dev.graphql(START_SENSOR, {"sensor": selector})["startSensor"]

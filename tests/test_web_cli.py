@@ -48,3 +48,39 @@ def test_hashes_are_salted_and_malformed_hashes_never_verify():
 def test_serve_defaults_to_localhost():
     args = build_parser().parse_args(["serve"])
     assert args.command == "serve" and args.host is None and args.port is None
+
+
+def test_serve_workers(tmp_path, monkeypatch):
+    """One worker runs the app built here; several make uvicorn import the factory in each
+    process (an app object cannot be shared between processes)."""
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setenv("USAGE_STATS_DUCKDB_PATH", str(tmp_path / "stats.duckdb"))
+    monkeypatch.setenv("USAGE_STATS_ADMIN_DB_URL", f"sqlite:///{tmp_path / 'admin.db'}")
+    monkeypatch.setenv("USAGE_STATS_WEB_WORKERS", "3")
+    assert main(["serve", "--workers", "2", "--port", "8123"]) == 0
+    app, options = calls.pop()
+    assert app == "usage_stats.web.app:app_from_env" and options["factory"] is True
+    assert options["workers"] == 2 and options["port"] == 8123
+    assert main(["serve"]) == 0 and calls.pop()[1]["workers"] == 3  # from the environment
+    monkeypatch.setenv("USAGE_STATS_WEB_WORKERS", "1")
+    assert main(["serve"]) == 0
+    app, options = calls.pop()
+    assert not isinstance(app, str) and "workers" not in options
+    assert main(["serve", "--workers", "0"]) == 2 and not calls
+
+
+def test_app_from_env_reads_the_web_settings(tmp_path, monkeypatch):
+    from usage_stats.web.app import app_from_env
+
+    monkeypatch.setenv("USAGE_STATS_DUCKDB_PATH", str(tmp_path / "stats.duckdb"))
+    monkeypatch.setenv("USAGE_STATS_ADMIN_DB_URL", f"sqlite:///{tmp_path / 'admin.db'}")
+    monkeypatch.setenv("USAGE_STATS_WEB_CACHE_SECONDS", "7")
+    monkeypatch.setenv("USAGE_STATS_RATE_LIMIT_API", "")
+    app = app_from_env()
+    assert app.state.response_cache.ttl_seconds == 7
+    middleware = [m.cls.__name__ for m in app.user_middleware]
+    assert "RateLimitMiddleware" in middleware  # widgets and SUSHI still limited
+    assert app.state.ctx.store.shared_reads

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 from usage_stats.admin import cli as admin_cli
-from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
+from usage_stats.demo.oai_records import ACCESS_RIGHTS, RESOURCE_TYPES
+from usage_stats.demo.synthetic import BREAKDOWN_FIELDS, SyntheticConfig, write_synthetic
 from usage_stats.pipeline.cleaning import REJECTION_REASONS
 from usage_stats.pipeline.metrics import METRICS
+from usage_stats.pipeline.usage_subcounts import OTHER
 from usage_stats.settings import Settings
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.storage.open import open_lake
@@ -29,11 +31,18 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     lake_url = args.lake or settings.lake_url
     sources = Path(args.sources or settings.sources_file)
     manifest = Path(args.manifest) if args.manifest else settings.data_dir / "manifest.json"
+    oai_dir = None if args.no_records else Path(args.oai_dir or settings.data_dir / "oai")
     result = write_synthetic(
-        config, lake_url, sources, manifest, with_manifest=not args.no_manifest
+        config, lake_url, sources, manifest, with_manifest=not args.no_manifest, oai_dir=oai_dir
     )
     total = sum(result.events_written.values())
     print(f"wrote {total} events over {config.days} day(s), {config.sites} site(s) to {lake_url}")
+    if oai_dir is not None:
+        repositories = [s for s in result.sources if s.oai_base_url]
+        print(
+            f"OAI-PMH records of {len(repositories)} repositories: {oai_dir} (each source's "
+            "file:// OAI base URL, harvested with no server)"
+        )
     print(f"source registry: {sources}")
     if not args.no_manifest:
         print(f"manifest (expected outcome): {manifest}")
@@ -73,10 +82,10 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     for row in store.top("item", start, end, "views", args.top).iter_rows():
         print(f"  {row[1]:>6}  {row[0]}")
     manifest_path = Path(args.manifest) if args.manifest else settings.data_dir / "manifest.json"
-    if manifest_path.exists():
-        verdict = _compare_with_manifest(
-            store, json.loads(manifest_path.read_text()), read, kept, reasons
-        )
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    problems = _records_and_breakdowns(store, start, end, args.top, manifest)
+    if manifest is not None:
+        verdict = _compare_with_manifest(store, manifest, read, kept, reasons, problems)
         print(f"\nagainst the generator's planted truth ({manifest_path}): {verdict}")
     if args.json:
         payload = {
@@ -87,18 +96,128 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             "global": totals.to_dicts()[0],
         }
         Path(args.json).write_text(json.dumps(payload, indent=1))
-    return 0
+    return 0 if manifest is None or verdict == MATCHES else 1
+
+
+MATCHES = "every figure matches"
+# Readable names of the vocabularies the demo plants (COAR URIs; ISO 639-3 speaks for itself).
+_LABELS = {uri: label for _, uri, label in (*RESOURCE_TYPES, *ACCESS_RIGHTS)}
+
+
+def _records_and_breakdowns(
+    store: DuckDBStatsStore, start: dt.date, end: dt.date, top: int, manifest: dict | None
+) -> list[str]:
+    """Print the record statistics (records of the repositories, level R, by datestamp) and
+    the top values of each usage breakdown over the stored days; returns what disagrees with
+    the manifest's `records` and `breakdowns` (nothing when it has none)."""
+    problems: list[str] = []
+    record_days = store.record_days()
+    truth = (manifest or {}).get("records")
+    if record_days:
+        added = store.record_totals("global", "global", start, end, level="R", by=("date",))
+        per_day = {d.isoformat(): a for d, a, _, _ in added.iter_rows()}
+        totals = store.record_cumulative("global", "global", start, end, level="R")
+        total_on = {d.isoformat(): t for d, _, _, t in totals.iter_rows()}
+        last = end.isoformat()
+        print(
+            f"\nrecords (harvested, repositories, by OAI datestamp): {total_on.get(last, 0)} "
+            f"on {last}"
+        )
+        for day in sorted(total_on):
+            print(f"  {day}  added {per_day.get(day, 0):>5}  total {total_on[day]:>6}")
+        by_type = store.record_snapshot(
+            "global", "global", end, field="resource_type", level="R"
+        ).sort(["total", "value"], descending=[True, False])
+        print(f"records by resource type on {last} (top {top})")
+        for row in by_type.head(top).iter_rows(named=True):
+            print(f"  {row['total']:>6}  {_label(row['value'])}")
+        if truth is not None:
+            if {d: truth["added"][d]["total"] for d in truth["added"]} != {
+                d: per_day.get(d, 0) for d in truth["added"]
+            }:
+                problems.append("records added per day")
+            if truth["total"] != {d: total_on.get(d) for d in truth["total"]}:
+                problems.append("records total")
+            stored_types = {r["value"]: r["total"] for r in by_type.iter_rows(named=True)}
+            if stored_types != truth["by_resource_type"]:
+                problems.append("records by resource type")
+            daily = store.record_totals(
+                "global",
+                "global",
+                start,
+                end,
+                field="resource_type",
+                level="R",
+                by=("date", "value"),
+            )
+            added_by_type: dict[str, dict[str, int]] = {d: {} for d in truth["added"]}
+            for day, value, n, _, _ in daily.iter_rows():
+                if n:
+                    added_by_type.setdefault(day.isoformat(), {})[value] = n
+            if added_by_type != {d: a["resource_type"] for d, a in truth["added"].items()}:
+                problems.append("records added per day by resource type")
+    elif truth is not None:
+        problems.append("records (none stored: run the record_stats job)")
+    breakdowns = (manifest or {}).get("breakdowns")
+    if store.subcount_days():
+        for field in BREAKDOWN_FIELDS:
+            ranked = store.subcounts(
+                "global", "global", start, end, field=field, metric="views", limit=top
+            )
+            print(f"usage by {field.replace('_', ' ')} (top {top} by views)")
+            shown = []
+            for row in ranked.iter_rows(named=True):
+                print(
+                    f"  {row['views']:>6} views {row['downloads']:>6} downloads  "
+                    f"{_label(row['value'])}"
+                )
+                shown.append((row["value"], row["views"], row["downloads"]))
+            if breakdowns is not None and shown != _expected_top(breakdowns[field], top):
+                problems.append(f"usage by {field}")
+    elif breakdowns is not None:
+        problems.append("usage breakdowns (none stored: run the usage_subcounts job)")
+    return problems
+
+
+def _expected_top(truth: dict[str, dict[str, int]], top: int) -> list[tuple[str, int, int]]:
+    """The manifest's breakdown as the store ranks it (`ranked_subcounts`): the top values by
+    views (then value), unknown ("") after them, the rest added up as `(other)`."""
+    named = sorted(
+        ((v, c["views"], c["downloads"]) for v, c in truth.items() if v),
+        key=lambda t: (-t[1], t[0]),
+    )
+    rows = named[:top]
+    if "" in truth:
+        rows.append(("", truth[""]["views"], truth[""]["downloads"]))
+    if named[top:]:
+        rows.append((OTHER, sum(t[1] for t in named[top:]), sum(t[2] for t in named[top:])))
+    return rows
+
+
+def _label(value: str) -> str:
+    if not value:
+        return "(unknown)"
+    if value == OTHER:
+        return "(the other values)"
+    label = _LABELS.get(value)
+    return f"{label} ({value.rsplit('/', 1)[-1]})" if label else value
 
 
 def _compare_with_manifest(
-    store: DuckDBStatsStore, manifest: dict, read: int, kept: int, reasons: dict[str, int]
+    store: DuckDBStatsStore,
+    manifest: dict,
+    read: int,
+    kept: int,
+    reasons: dict[str, int],
+    found: list[str] | None = None,
 ) -> str:
-    """Whether the stored figures equal the expected outcome the generator planted."""
+    """Whether the stored figures equal the expected outcome the generator planted (`found`:
+    disagreements already found, e.g. in the record statistics and breakdowns)."""
     days = manifest["days"]
     stored_days = {d.isoformat() for d in store.days()}
     if set(days) != stored_days:
         return f"not comparable (manifest days {sorted(days)}, stored {sorted(stored_days)})"
-    problems = []
+    problems = list(found or [])
     if read != sum(d["input_events"] for d in days.values()):
         problems.append("events read")
     if kept != sum(d["kept"] for d in days.values()):
@@ -114,7 +233,7 @@ def _compare_with_manifest(
         expected = sum(item[metric] for item in manifest["items"])
         if totals.get_column(metric)[0] != expected:
             problems.append(metric)
-    return "every figure matches" if not problems else "MISMATCH in " + ", ".join(problems)
+    return MATCHES if not problems else "MISMATCH in " + ", ".join(problems)
 
 
 def _harvest(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest", help="manifest JSON to write (default: <data dir>/manifest.json)"
     )
     gen.add_argument("--no-manifest", action="store_true", help="skip the manifest (large days)")
+    gen.add_argument(
+        "--oai-dir", help="where the repositories' OAI-PMH records go (default: <data dir>/oai)"
+    )
+    gen.add_argument("--no-records", action="store_true", help="no OAI-PMH records (usage only)")
     summ = sub.add_parser("summary", help="print what the stats store holds")
     summ.add_argument("--duckdb", help="DuckDB file (default: USAGE_STATS_DUCKDB_PATH)")
     summ.add_argument("--top", type=int, default=5)
@@ -209,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the web services (API, widgets, SUSHI) with uvicorn")
     serve.add_argument("--host", help="bind address (default: USAGE_STATS_WEB_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: USAGE_STATS_WEB_PORT, 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default: USAGE_STATS_WEB_WORKERS, 1); one per core",
+    )
     harv = sub.add_parser("harvest", help="harvest one source's records over OAI-PMH")
     harv.add_argument("--source", required=True, help="the source key, e.g. opendoar::1001")
     when = harv.add_mutually_exclusive_group()
@@ -230,21 +358,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
-    from usage_stats.web.app import create_app, store_from_settings
+    from usage_stats.web.app import app_from_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(
-        store_from_settings(settings),
-        settings.admin_db_url,
-        cors_origins=settings.cors_origins,
-        widget_cors_origins=settings.widget_cors_origins,
-        document_granularity=settings.opensearch_compat_granularity,
-        platform=settings.sushi_platform,
-    )
+    workers = args.workers if args.workers is not None else settings.web_workers
+    if workers < 1:
+        print("usage-stats serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    host, port = args.host or settings.web_host, args.port or settings.web_port
+    if workers == 1:
+        uvicorn.run(app_from_settings(settings), host=host, port=port, access_log=False)
+        return 0
+    # Several processes: uvicorn imports the app in each by name, and each reads the same
+    # environment (so `--workers` is all that is passed on); they share the port, not memory
+    # (each has its own response cache and, with memory://, its own rate-limit counters).
     uvicorn.run(
-        app,
-        host=args.host or settings.web_host,
-        port=args.port or settings.web_port,
+        "usage_stats.web.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
         access_log=False,
     )
     return 0

@@ -63,12 +63,25 @@ class Settings:
     sushi_platform: str = "usage-stats"
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+    # `usage-stats serve`: worker processes, the response cache, browsers' max-age, and the
+    # per-client rate limits (web/protection.py; "" turns one off) and where they count
+    web_workers: int = 1
+    web_cache_seconds: float = 60.0
+    web_browser_cache_seconds: int = 60
+    rate_limit_widgets: str = "1200/minute"
+    rate_limit_api: str = "600/minute"
+    rate_limit_sushi: str = "60/minute"
+    rate_limit_storage: str = "memory://"
     # LA Referencia compatibility set: one document per site, item and "day" or "month"
     opensearch_compat_granularity: str = "month"
     # OAI-PMH harvesting: seconds between requests to one source, request timeout, retries
     oai_delay: float = 0.5
     oai_timeout: float = 60.0
     oai_max_retries: int = 3
+    # nightly hours (UTC) of the harvest (before the usage run: its cross-walk) and of the
+    # record statistics and usage breakdowns of yesterday (after the usage run)
+    harvest_hour: int = 2
+    breakdowns_hour: int = 5
 
     @classmethod
     def current(cls) -> Settings:
@@ -131,6 +144,8 @@ class Settings:
             matomo_url=env.get("USAGE_STATS_MATOMO_URL") or None,
             matomo_table_prefix=env.get("USAGE_STATS_MATOMO_TABLE_PREFIX", "matomo_"),
             export_hour=int(number("USAGE_STATS_EXPORT_HOUR", "1", int)),
+            harvest_hour=int(number("USAGE_STATS_HARVEST_HOUR", "2", int)),
+            breakdowns_hour=int(number("USAGE_STATS_BREAKDOWNS_HOUR", "5", int)),
             export_chunk_rows=int(number("USAGE_STATS_EXPORT_CHUNK_ROWS", "50000", int)),
             piece_mib=_non_negative(
                 float(number("USAGE_STATS_PIECE_MIB", str(DEFAULT_PIECE_MIB), float)),
@@ -147,6 +162,21 @@ class Settings:
             sushi_platform=env.get("USAGE_STATS_SUSHI_PLATFORM", "usage-stats"),
             web_host=env.get("USAGE_STATS_WEB_HOST", "127.0.0.1"),
             web_port=int(number("USAGE_STATS_WEB_PORT", "8000", int)),
+            web_workers=max(1, int(number("USAGE_STATS_WEB_WORKERS", "1", int))),
+            web_cache_seconds=_non_negative(
+                float(number("USAGE_STATS_WEB_CACHE_SECONDS", "60", float)),
+                "USAGE_STATS_WEB_CACHE_SECONDS",
+            ),
+            web_browser_cache_seconds=int(
+                _non_negative(
+                    int(number("USAGE_STATS_WEB_BROWSER_CACHE_SECONDS", "60", int)),
+                    "USAGE_STATS_WEB_BROWSER_CACHE_SECONDS",
+                )
+            ),
+            rate_limit_widgets=env.get("USAGE_STATS_RATE_LIMIT_WIDGETS", "1200/minute"),
+            rate_limit_api=env.get("USAGE_STATS_RATE_LIMIT_API", "600/minute"),
+            rate_limit_sushi=env.get("USAGE_STATS_RATE_LIMIT_SUSHI", "60/minute"),
+            rate_limit_storage=env.get("USAGE_STATS_RATE_LIMIT_STORAGE", "memory://"),
             opensearch_compat_granularity=_choice(
                 env, "USAGE_STATS_COMPAT_GRANULARITY", "month", ("day", "month")
             ),

@@ -191,8 +191,11 @@ def _oai_errors(source: Source) -> list[str]:
     """An OAI base URL that no harvester could request, or sets no OAI server could name."""
     errors = []
     url = source.oai_base_url
-    if url is not None and not re.match(r"^https?://[^\s/]+", url):
-        errors.append(f"oai_base_url must be an http(s) URL, got {url!r}")
+    if url is not None and not re.match(r"^(https?://[^\s/]+|file:///\S+\.json$)", url):
+        errors.append(
+            f"oai_base_url must be an http(s) URL (or a file:///….json dataset of the demo's "
+            f"data provider), got {url!r}"
+        )
     for spec in source.oai_sets:
         if not _SET_SPEC.match(spec):
             errors.append(f"oai_sets: {spec!r} is not an OAI-PMH setSpec")

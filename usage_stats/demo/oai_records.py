@@ -129,7 +129,23 @@ def _date_written(rng: random.Random, item: int) -> tuple[str, dt.date | None, i
     return f"{year}-{month:02d}-{day:02d}", dt.date(year, month, day), year
 
 
-def _planted(source: Source, owner: int, item: int, seed: int) -> PlantedRecord:
+def _datestamp(owner: int, item: int, base: dt.datetime, span_days: int | None) -> dt.datetime:
+    """Every 7 hours an item (the owner's hour apart): from `base` on, or wrapped within
+    `span_days` days of it (the demo: records on every day of its window)."""
+    hours = 7 * item + owner
+    if span_days:
+        hours %= 24 * span_days
+    return base + dt.timedelta(hours=hours)
+
+
+def _planted(
+    source: Source,
+    owner: int,
+    item: int,
+    seed: int,
+    base: dt.datetime = EPOCH1_BASE,
+    span_days: int | None = None,
+) -> PlantedRecord:
     rng = random.Random(f"{seed}:metadata:{owner}:{item}")
     type_written, type_uri, _ = rng.choice(RESOURCE_TYPES)
     problems = []
@@ -162,7 +178,7 @@ def _planted(source: Source, owner: int, item: int, seed: int) -> PlantedRecord:
         owner=owner,
         item=item,
         identifier=identifier,
-        datestamp=EPOCH1_BASE + dt.timedelta(hours=7 * item + owner),
+        datestamp=_datestamp(owner, item, base, span_days),
         sets=(f"col_{1000 + owner}_{item % 3}",),
         deleted=item % 13 == 12,
         title=f"Study {item} of repository {owner}",
@@ -208,8 +224,11 @@ def planted_records(
     seed: int,
     epoch: int = 1,
     changed_at: dt.datetime | None = None,
+    base: dt.datetime = EPOCH1_BASE,
+    span_days: int | None = None,
 ) -> list[PlantedRecord]:
-    """The records of every repository at `epoch` (1, or 2: after edits stamped `changed_at`)."""
+    """The records of every repository at `epoch` (1, or 2: after edits stamped `changed_at`),
+    datestamped from `base` (wrapped within `span_days` days of it when given)."""
     records = []
     for source in sources:
         if source.type != "R":
@@ -217,7 +236,7 @@ def planted_records(
         owner = source.site_id
         items = range(n_items + (2 if epoch == 2 else 0))
         for item in items:
-            record = _planted(source, owner, item, seed)
+            record = _planted(source, owner, item, seed, base, span_days)
             if epoch == 2:
                 if item >= n_items:  # new in epoch 2
                     record = replace(record, datestamp=changed_at, deleted=False)
@@ -410,6 +429,7 @@ def provider_dataset(
     sources: list[Source],
     records: list[PlantedRecord],
     page_size: int = 10,
+    earliest: dt.datetime = EPOCH1_BASE,
 ) -> dict:
     """What `usage_stats.demo.oai_server` serves: per source key its formats, sets and records
     (each format's metadata already serialised, so the server only frames it)."""
@@ -423,7 +443,7 @@ def provider_dataset(
             "formats": formats,
             "page_size": page_size,
             "granularity": GRANULARITY,
-            "earliest_datestamp": _stamp(EPOCH1_BASE),
+            "earliest_datestamp": _stamp(earliest),
             "sets": {},
             "records": [],
         }

@@ -17,6 +17,12 @@ has the field but never emits it) and drops a record without metadata, so a dele
 given a placeholder that `_mark_deleted` turns into a proper deleted header.
 
     python -m usage_stats.demo.oai_server --port 8765 [--records dataset.json] [--page-size 10]
+
+With no server at all, the same provider answers in process: a source whose OAI base URL is
+`file:///<path>/<name>.json` (a dataset file of one source, as `usage-stats generate`
+writes for the demo) is harvested through `DatasetFileAdapter`, a `requests` transport that
+hands each request to `Provider.respond` and returns its response, `responseDate` and
+resumption tokens included, exactly as the HTTP server would.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import requests
 from lxml import etree
 from oai_repo import DataInterface, OAIRepository
 from oai_repo.interfacedata import Identify, MetadataFormat, RecordHeader, Set
@@ -271,6 +278,67 @@ class Handler(BaseHTTPRequestHandler):
         segments = [s for s in urlsplit(self.path).path.split("/") if s]
         found = len(segments) == 2 and self.provider.delete(unquote(segments[1]))
         self._send(204 if found else 404, b"")
+
+
+class DatasetFileAdapter(requests.adapters.BaseAdapter):
+    """`file://` OAI base URLs: a dataset file of exactly one source, answered in process.
+
+    The file is read again when it changes (its modification time), which, like replacing a
+    dataset on the server, invalidates the resumption tokens handed out for the old one. A
+    missing or unreadable file is an HTTP-like 404 / 500 response naming the file, which the
+    harvester reports as it would a server's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.provider = Provider()
+        self._loaded: dict[str, tuple[float, str]] = {}  # path → (mtime, its source key)
+
+    def _source_key(self, path: Path) -> str:
+        mtime = path.stat().st_mtime
+        known = self._loaded.get(str(path))
+        if known is None or known[0] != mtime:
+            dataset = json.loads(path.read_text())
+            sources = list(dataset.get("sources", {}))
+            if len(sources) != 1:
+                raise ValueError(f"a dataset file holds exactly one source, {path} has {sources}")
+            self.provider.put(str(path), dataset)
+            known = self._loaded[str(path)] = (mtime, sources[0])
+        return known[1]
+
+    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+        parts = urlsplit(request.url or "")
+        path = Path(unquote(parts.path))
+        status, body = 200, b""
+        try:
+            source_key = self._source_key(path)
+            args = dict(parse_qsl(parts.query, keep_blank_values=True))
+            body = self.provider.respond(str(path), source_key, f"file://{path}", args) or b""
+        except FileNotFoundError:
+            status, body = 404, f"no dataset file {path}\n".encode()
+        except (OSError, ValueError) as exc:
+            status, body = 500, f"unreadable dataset file {path}: {exc}\n".encode()
+        response = requests.Response()
+        response.status_code = status
+        response._content = body
+        response.headers["Content-Type"] = "text/xml; charset=utf-8"
+        response.url = request.url or ""
+        response.request = request
+        response.encoding = "utf-8"
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def write_source_dataset(path: Path, dataset: dict, source_key: str) -> str:
+    """One source of `dataset` as a dataset file at `path`; returns its `file://` base URL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    single = {"sources": {source_key: dataset["sources"][source_key]}}
+    text = json.dumps(single, sort_keys=True)
+    # Unchanged content keeps its modification time (and the resumption tokens it handed out).
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path.resolve().as_uri()
 
 
 def make_server(host: str, port: int, provider: Provider | None = None) -> ThreadingHTTPServer:

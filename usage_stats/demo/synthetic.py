@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,12 @@ import polars as pl
 import pyarrow as pa
 
 from usage_stats.admin.sources import Source, write_sources_csv
-from usage_stats.demo.oai_records import planted_metadata_manifest
+from usage_stats.demo.oai_records import (
+    PlantedRecord,
+    planted_metadata_manifest,
+    planted_records,
+    provider_dataset,
+)
 from usage_stats.pipeline.cleaning import REJECTION_REASONS
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.storage.lake import write_leaf, write_month_leaf
@@ -633,10 +638,16 @@ def write_synthetic(
     sources_path: Path | None = None,
     manifest_path: Path | None = None,
     with_manifest: bool = True,
+    oai_dir: Path | None = None,
 ) -> Synthetic:
-    """Write the lake, the source registry file and (optionally) the manifest."""
+    """Write the lake, the source registry file and (optionally) the manifest; with
+    `oai_dir`, also the repositories' OAI-PMH records (`write_demo_records`), which the
+    registry then names as each repository's OAI base URL."""
     lake = open_lake(lake_url)
     sources = build_sources(config.sites)
+    records: list[PlantedRecord] = []
+    if oai_dir is not None:
+        sources, records = write_demo_records(config, sources, oai_dir)
     by_site = {s.site_id: s for s in sources}
     ua_sites = user_agent_sites(sources)
     result = Synthetic(config, sources)
@@ -679,10 +690,104 @@ def write_synthetic(
         result.manifest["metadata"] = planted_metadata_manifest(
             sources, items_per_site(config), config.seed
         )
+        if records:
+            result.manifest["records"] = records_truth(records, config)
+            result.manifest["breakdowns"] = usage_breakdowns_truth(
+                records, result.manifest["items"]
+            )
         if manifest_path is not None:
             manifest_path.parent.mkdir(parents=True, exist_ok=True)
             manifest_path.write_text(json.dumps(result.manifest, indent=1, default=str))
     return result
+
+
+def demo_record_window(config: SyntheticConfig) -> tuple[dt.datetime, int]:
+    """Where the demo's record datestamps fall: from the day before the first usage day (the
+    repositories' history, in the first snapshot) through the last, so every day of the
+    demo adds records."""
+    start = dt.datetime.combine(config.start, dt.time(), tzinfo=dt.UTC) - dt.timedelta(days=1)
+    return start, config.days + 1
+
+
+def write_demo_records(
+    config: SyntheticConfig, sources: list[Source], oai_dir: Path
+) -> tuple[list[Source], list[PlantedRecord]]:
+    """The planted records of every repository (`oai_records.planted_records`, datestamped
+    over the demo's window) as one dataset file per repository under `oai_dir`, harvested
+    with no server (`file://` base URLs, `oai_server.DatasetFileAdapter`); returns the
+    sources with their OAI base URLs, and the records."""
+    from usage_stats.demo.oai_server import write_source_dataset
+
+    base, span = demo_record_window(config)
+    records = planted_records(
+        sources, items_per_site(config), config.seed, base=base, span_days=span
+    )
+    dataset = provider_dataset(sources, records, page_size=50, earliest=base)
+    out = []
+    for source in sources:
+        if source.type == "R":
+            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in source.source_key)
+            url = write_source_dataset(oai_dir / f"{name}.json", dataset, source.source_key)
+            source = replace(source, oai_base_url=url)
+        out.append(source)
+    return out, records
+
+
+# The breakdowns of usage the demo's summary prints, as (subcount field, record field).
+BREAKDOWN_FIELDS = {
+    "resource_type": "resource_type",
+    "access_status": "access_rights",
+    "language": "language",
+}
+
+
+def records_truth(records: list[PlantedRecord], config: SyntheticConfig) -> dict:
+    """What the record statistics of the demo's days must say, counted with plain Python:
+    live records (one served deleted is never counted) added per day of their datestamp, by
+    resource type (COAR URI, "" when unreadable), and the total as of each usage day."""
+    days = [config.start + dt.timedelta(days=d) for d in range(config.days)]
+    live = [r for r in records if not r.deleted]
+    added: dict[str, dict[str, int]] = {}
+    for day in days:
+        on_day = [r for r in live if r.datestamp.date() == day]
+        by_type: dict[str, int] = defaultdict(int)
+        for r in on_day:
+            by_type[r.expected["resource_type"] or ""] += 1
+        added[day.isoformat()] = {
+            "total": len(on_day),
+            "resource_type": dict(sorted(by_type.items())),
+        }
+    totals = {d.isoformat(): sum(r.datestamp.date() <= d for r in live) for d in days}
+    by_type_total: dict[str, int] = defaultdict(int)
+    for r in live:
+        if r.datestamp.date() <= days[-1]:
+            by_type_total[r.expected["resource_type"] or ""] += 1
+    return {
+        "basis": "datestamp",
+        "served": len(records),
+        "served_deleted": len(records) - len(live),
+        "before_first_day": sum(r.datestamp.date() < days[0] for r in live),
+        "added": added,
+        "total": totals,
+        "by_resource_type": dict(sorted(by_type_total.items())),
+    }
+
+
+def usage_breakdowns_truth(records: list[PlantedRecord], items: list[dict]) -> dict:
+    """The whole window's usage (every site, every level) by each field of the item's
+    record, from the manifest's item rows and the planted records (a record served deleted
+    carries no fields: its use counts under "")."""
+    fields = {r.expected["item_key"]: ({} if r.deleted else r.expected) for r in records}
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for name, column in BREAKDOWN_FIELDS.items():
+        sums: dict[str, dict[str, int]] = {}
+        for row in items:
+            value = fields.get(row["item_id"], {}).get(column) or ""
+            entry = sums.setdefault(value, {"views": 0, "downloads": 0})
+            entry["views"] += row["views"]
+            entry["downloads"] += row["downloads"]
+        out[name] = dict(sorted(sums.items()))
+    return out
 
 
 def build_manifest(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import polars as pl
@@ -458,6 +459,14 @@ class StatsStore(ABC):
         missing = tuple(k for k in keys if k not in harvested)
         tracked = self.titles(missing) if missing else {}
         return {**tracked, **harvested}
+
+    def data_version(self) -> Hashable | None:
+        """A token that changes whenever what the store answers may have changed (a run wrote
+        a day, metadata, aliases…), cheap enough to ask on every web request: the web service
+        keys its response cache by it, so a cached answer is never served after a write. None
+        (the default): the store cannot tell, and responses are cached only for the cache's
+        time to live."""
+        return None
 
     @abstractmethod
     def optimize(self) -> float:

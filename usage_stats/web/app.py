@@ -17,15 +17,25 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usage_stats.admin.db import AdminDbError
 from usage_stats.settings import Settings
 from usage_stats.storage.store import StatsStore, StatsStoreError
-from usage_stats.web import api, dashboard, lareferencia, records_api, subcounts_api, sushi
+from usage_stats.web import (
+    api,
+    dashboard,
+    lareferencia,
+    protection,
+    records_api,
+    subcounts_api,
+    sushi,
+)
+from usage_stats.web.cache import CachingMiddleware, ResponseCache
 from usage_stats.web.common import ApiError, WebContext
 
 logger = logging.getLogger("usage_stats.web")
@@ -69,6 +79,40 @@ class SplitCors:
             await self.api(scope, receive, send)
 
 
+class RequestLog:
+    """Method, path, status and duration of each request (see the module's docstring), as
+    plain ASGI: Starlette's `@app.middleware("http")` runs every request in an extra task,
+    a cost the widgets' many small answers do not need."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "%s %s %s %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+
+
 def create_app(
     store: StatsStore,
     admin_db_url: str,
@@ -79,14 +123,27 @@ def create_app(
     platform: str = "usage-stats",
     cache_seconds: float = 30.0,
     sushi_limiter: sushi.FailedAuthLimiter | None = None,
+    sushi_key_checker: sushi.KeyChecker | None = None,
+    response_cache_seconds: float = 60.0,
+    browser_cache_seconds: int = 60,
+    rate_limits: protection.RateLimiter | None = None,
 ) -> FastAPI:
-    """`sushi_limiter` counts failed SUSHI authentications per client (Exception 1020); by
+    """`response_cache_seconds`: how long an answer of the widgets and the API is kept at
+    most (web/cache.py; it is dropped sooner, at once, when the store's data changes; 0 turns
+    the cache off); `browser_cache_seconds`: their `Cache-Control: max-age`. `rate_limits`:
+    requests per client and family of endpoints (web/protection.py; by default none: the
+    command line and `app_from_env` pass the configured ones). `sushi_key_checker` bounds the
+    CPU spent on API keys (by default `USAGE_STATS_SUSHI_KEY_CHECKS_PER_SECOND`).
+    `sushi_limiter` counts failed SUSHI authentications per client (Exception 1020); by
     default from `USAGE_STATS_SUSHI_AUTH_FAILURES` / `USAGE_STATS_SUSHI_AUTH_WINDOW_SECONDS`.
     `cors_origins` may call the API and SUSHI from a browser, `widget_cors_origins` the widget
     endpoints (`/report/*`, `/widget/*`; any origin by default). `document_granularity`
     ("day" or "month"): the LA Referencia documents whose per-country entries the widgets'
     country ranking counts; by default the store's compatibility set's, else "month"."""
     app = FastAPI(
+        # /docs is served by `dashboard.api_docs` with local assets; ReDoc would need a CDN
+        docs_url=None,
+        redoc_url=None,
         title="usage-stats",
         version="1.0",
         description=(
@@ -106,21 +163,24 @@ def create_app(
         document_granularity=granularity,
     )
     app.state.sushi_limiter = sushi_limiter or sushi.FailedAuthLimiter.from_env()
+    app.state.sushi_key_checker = sushi_key_checker or sushi.KeyChecker.from_env()
+    # Middleware, innermost first (each `add_middleware` wraps the ones before): the cache
+    # inside CORS, so that every answer, cached or not, gets the CORS headers of its request's
+    # Origin; compression outside the cache, which stores its own gzip form (the middleware
+    # leaves an encoded answer alone); rate limits before any work; headers on everything.
+    app.state.response_cache = ResponseCache(
+        store.data_version,
+        ttl_seconds=response_cache_seconds,
+        version_seconds=getattr(store, "version_check_seconds", 0.0),
+    )
+    app.add_middleware(
+        CachingMiddleware,
+        cache=app.state.response_cache,
+        browser_seconds=browser_cache_seconds,
+    )
     if cors_origins or widget_cors_origins:
         app.add_middleware(SplitCors, widget_origins=widget_cors_origins, api_origins=cors_origins)
-
-    @app.middleware("http")
-    async def log_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        logger.info(
-            "%s %s %s %.1fms",
-            request.method,
-            request.url.path,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -171,6 +231,11 @@ def create_app(
         ok = all(c["ok"] for c in checks.values())
         return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
 
+    if rate_limits is not None and rate_limits.rules:
+        app.add_middleware(protection.RateLimitMiddleware, limiter=rate_limits)
+    app.add_middleware(protection.SecurityHeadersMiddleware)
+    app.add_middleware(RequestLog)  # outermost: refusals are logged too
+
     app.include_router(api.router)
     app.include_router(records_api.router)
     app.include_router(subcounts_api.router)
@@ -188,12 +253,12 @@ def store_from_settings(settings: Settings) -> StatsStore:
         return OpenSearchStatsStore(settings.opensearch_url, prefix=settings.opensearch_prefix)
     from usage_stats.storage.duckdb_store import DuckDBStatsStore
 
-    return DuckDBStatsStore(Path(settings.duckdb_path))
+    # the web service keeps one read-only connection (storage/duckdb_store.py, "Shared reads")
+    return DuckDBStatsStore(Path(settings.duckdb_path), shared_reads=True)
 
 
-def app_from_env() -> FastAPI:
-    """For `uvicorn usage_stats.web.app:app_from_env --factory`."""
-    settings = Settings.from_env()
+def app_from_settings(settings: Settings) -> FastAPI:
+    """The app as `usage-stats serve` runs it, every setting from `settings`."""
     return create_app(
         store_from_settings(settings),
         settings.admin_db_url,
@@ -201,4 +266,18 @@ def app_from_env() -> FastAPI:
         widget_cors_origins=settings.widget_cors_origins,
         document_granularity=settings.opensearch_compat_granularity,
         platform=settings.sushi_platform,
+        response_cache_seconds=settings.web_cache_seconds,
+        browser_cache_seconds=settings.web_browser_cache_seconds,
+        rate_limits=protection.RateLimiter(
+            protection.rules(
+                settings.rate_limit_widgets, settings.rate_limit_api, settings.rate_limit_sushi
+            ),
+            settings.rate_limit_storage,
+        ),
     )
+
+
+def app_from_env() -> FastAPI:
+    """For `uvicorn usage_stats.web.app:app_from_env --factory`, and each worker process of
+    `usage-stats serve --workers N` (uvicorn imports the app by name in every worker)."""
+    return app_from_settings(Settings.from_env())

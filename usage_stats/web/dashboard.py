@@ -55,6 +55,44 @@ def _page(name: str, frame_ancestors: str) -> Response:
     )
 
 
+DOCS_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
+# Swagger UI sets style attributes from its script: its page allows inline styles, nothing else
+# inline, and no other origin.
+_DOCS_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'self'"
+)
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>usage-stats API</title>
+<link rel="icon" href="/static/favicon.svg">
+<link rel="stylesheet" href="/static/vendor/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/static/vendor/swagger-ui-bundle.js"></script>
+<script src="/static/docs.js"></script></body></html>
+"""
+
+
+@router.get("/docs")
+def api_docs() -> Response:
+    """The interactive API documentation, with Swagger UI served from this application
+    (`scripts/build_assets.sh` puts it in static/vendor): FastAPI's own page loads it from a
+    CDN, which a reader's browser would then be asked to trust and contact."""
+    missing = [name for name in DOCS_FILES if not (VENDOR / name).is_file()]
+    if missing:
+        return HTMLResponse(
+            "<!doctype html><title>API documentation not built</title><p>Swagger UI is not "
+            f"built (missing static/vendor/{missing[0]}): run <code>make assets</code>; the "
+            'API\'s description is at <a href="/openapi.json">/openapi.json</a>.</p>',
+            status_code=503,
+            headers={"Content-Security-Policy": _DOCS_POLICY},
+        )
+    return HTMLResponse(
+        _DOCS_PAGE,
+        headers={"Content-Security-Policy": _DOCS_POLICY, "Cache-Control": "no-cache"},
+    )
+
+
 @router.get("/")
 def home() -> RedirectResponse:
     return RedirectResponse("/dashboard")

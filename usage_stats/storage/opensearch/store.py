@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import polars as pl
 from opensearchpy import OpenSearch
@@ -75,6 +76,8 @@ class OpenSearchStatsStore(StatsStore):
     # mid-write, operators could use it for progress.
     on_batch: Callable[[int], None] | None = None
     _connection: Connection | None = field(default=None, repr=False)
+    # `data_version` is a request to the node: the web cache asks it at most this often.
+    version_check_seconds: ClassVar[float] = 1.0
     _templates_ready: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -236,6 +239,36 @@ class OpenSearchStatsStore(StatsStore):
                     f"{expected}: delete the {self.compat_prefix}-* indices (re-running the "
                     f"days rebuilds them from the stats store) or configure the same granularity"
                 )
+
+    def data_version(self) -> tuple | None:
+        """The store's indices' counters: documents, indexing and deletion totals and the
+        refreshes that made writes visible (`_stats`, one request of a few milliseconds, no
+        change to the writers). Any write a reader can see has been refreshed, so it changes
+        the token; a node restart resets the counters, which changes it too. The web cache
+        asks this at most every second (`web/cache.py`). None when the node cannot be asked:
+        then nothing is served from the cache."""
+        try:
+            stats = self.client.indices.stats(
+                index=f"{self.prefix}-*",
+                metric="docs,indexing,refresh",
+                filter_path="_all.primaries,_shards.total",
+                params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+            )
+        except Exception:  # an outage: the cache is bypassed, the query reports it
+            return None
+        primaries = stats.get("_all", {}).get("primaries", {})
+        docs = primaries.get("docs", {})
+        indexing = primaries.get("indexing", {})
+        refresh = primaries.get("refresh", {})
+        return (
+            stats.get("_shards", {}).get("total"),
+            docs.get("count"),
+            docs.get("deleted"),
+            indexing.get("index_total"),
+            indexing.get("delete_total"),
+            refresh.get("total"),
+            refresh.get("external_total"),
+        )
 
     def delete_all(self) -> None:
         """Drop every index and template of this store and its compatibility set."""
