@@ -141,6 +141,7 @@ def test_sensors_and_export_job_are_defined():
         "item_metadata_schedule",
         "record_stats_schedule",
         "usage_subcounts_schedule",
+        "store_compaction_schedule",
     }
     export = defs.resolve_job_def("matomo_export_job")
     assert set(export.asset_layer.executable_asset_keys) == {AssetKey("matomo_export")}
