@@ -14,6 +14,7 @@ from assets.jobs import (
     usage_pipeline_job,
     usage_subcounts_job,
 )
+from assets.store_compaction import store_compaction_job, store_compaction_schedule
 from resources import (
     AdminDbResource,
     CleaningSettings,
@@ -118,6 +119,7 @@ defs = Definitions(
         item_metadata_job,
         record_stats_job,
         usage_subcounts_job,
+        store_compaction_job,
     ],
     schedules=[
         daily_usage_schedule,
@@ -125,6 +127,7 @@ defs = Definitions(
         item_metadata_schedule,
         record_stats_schedule,
         usage_subcounts_schedule,
+        store_compaction_schedule,
     ],
     sensors=[raw_files_sensor, late_data_sensor, late_harvest_sensor],
     resources=build_resources(_settings),

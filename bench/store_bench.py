@@ -15,8 +15,14 @@ At each size of `--days` (a copy of the store at that size, except the largest),
   an item over the whole history by month, a repository (source scope) by month and level,
   global totals by date, the top 10 items, a repository's top 10 items;
 - then a copy arranged the old way (`sort_fully`, the whole tables sorted, as `optimize` did
-  before runs): one more day appended to each store, each maintained its own way, and the
-  same reads, taking turns call by call between the two stores.
+  before runs): one more day appended to each store, each maintained its own way;
+- and a copy of the runs store compacted (`compact`, `--compact-period`, `--max-run-rows`;
+  every stored period counted as closed, as at the end of the latest one), timed, then
+  compacted again (nothing should move); the row groups of usage_deltas and how many of them
+  a query of scope global, source or item cannot skip by their `scope` min/max, per store;
+- the same reads on the three stores (runs, compacted, sorted whole), taking turns call by
+  call; then, on the compacted copy, a day inside the compacted period re-written and one
+  appended, each as a stats_index day (timed).
 
     .venv/bin/python bench/store_bench.py --days 1 30 365                 # web_bench's size
     .venv/bin/python bench/store_bench.py --days 1 30 --rows-per-day 1200000 \\
@@ -41,6 +47,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 
@@ -181,10 +188,75 @@ def measure(path: Path, days: int, templates, plan, args) -> dict:
     result["runs_after"] = runs_summary(store)
     result["file_mib_after"] = file_mib(path)
     result["file_mib_sorted_whole"] = file_mib(whole_path)
-    both = reads({"runs": store, "sorted_whole": whole}, days + 2, plan)
-    result["reads_runs"], result["reads_sorted_whole"] = both["runs"], both["sorted_whole"]
+    compacted_path = path.with_name("compacted.duckdb")
+    shutil.copyfile(path, compacted_path)
+    compacted = DuckDBStatsStore(compacted_path, run_rows=args.run_rows)
+    result.update(compaction(compacted, days, args))
+    stores = {"runs": store, "compacted": compacted, "sorted_whole": whole}
+    for name, each in stores.items():
+        result[f"row_groups_{name}"] = row_groups(each.path)
+    three = reads(stores, days + 2, plan)
+    for name in stores:
+        result[f"reads_{name}"] = three[name]
+    # After the reads, which compare the same rows: a day inside the compacted period
+    # re-written and one appended, each maintained by `optimize` as every night.
+    result["rewrite_compacted"] = stats_index_day(
+        compacted, day_of(templates, days // 2, 1), compacted.optimize
+    )
+    result["append_compacted"] = stats_index_day(
+        compacted, day_of(templates, days + 2), compacted.optimize
+    )
+    result["runs_compacted_after"] = runs_summary(compacted)
     whole_path.unlink()
+    compacted_path.unlink()
     return result
+
+
+def row_groups(path: Path) -> dict[str, int]:
+    """Row groups of usage_deltas, and how many of them a query of each scope cannot skip by
+    the min/max of their `scope` column (what DuckDB keeps per column segment; a group's
+    range is its segments' together): where stale statistics of moved rollups show."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        segments = con.execute(
+            "SELECT row_group_id, stats FROM pragma_storage_info('usage_deltas') "
+            "WHERE column_name = 'scope'"
+        ).fetchall()
+    finally:
+        con.close()
+    ranges: dict[int, tuple[str, str]] = {}
+    for group, stats in segments:
+        if not isinstance(stats, dict) or "min" not in stats:
+            continue  # a segment without statistics (empty, all null)
+        low, high = stats["min"], stats["max"]
+        if group in ranges:
+            low, high = min(low, ranges[group][0]), max(high, ranges[group][1])
+        ranges[group] = (low, high)
+    out = {"row_groups": len(ranges)}
+    for scope in ("global", "source", "item"):
+        out[scope] = sum(low <= scope <= high for low, high in ranges.values())
+    return out
+
+
+def compaction(store: DuckDBStatsStore, days: int, args) -> dict:
+    """`compact` of everything stored (the latest period counted as closed, as at its end),
+    timed, and again (idempotent: nothing moved)."""
+    after_last = FIRST_DAY + dt.timedelta(days=days + 2)
+    out: dict = {}
+    for key in ("compact", "compact_again"):
+        report = store.compact(
+            period=args.compact_period, before=after_last, max_run_rows=args.max_run_rows
+        )
+        out[key] = {
+            "seconds": round(report.seconds, 2),
+            "runs_before": report.runs_before,
+            "runs_after": report.runs_after,
+            "rewritten": report.rewritten,
+            "rows_moved": report.rows_moved,
+        }
+    out["runs_compacted"] = runs_summary(store)
+    out["file_mib_compacted"] = file_mib(store.path)
+    return out
 
 
 def runs_summary(store: DuckDBStatsStore) -> dict[str, list[int]]:
@@ -213,10 +285,35 @@ def print_stage(stage: dict) -> None:
         f"{stage['file_mib_after_rewrites']}; at the end {stage['file_mib_after']}, "
         f"sorted whole {stage['file_mib_sorted_whole']}"
     )
-    print(f"  {'reads, median ms':<20}{'runs':>10}{'sorted whole':>14}{'ratio':>8}")
+    c = stage["compact"]
+    print(
+        f"  compact: {c['seconds']:.2f} s, {c['rows_moved']:,} rows moved, runs "
+        f"{c['runs_before']} → {c['runs_after']} ({c['rewritten']} rewritten); again "
+        f"{stage['compact_again']['seconds']:.2f} s, {stage['compact_again']['rows_moved']} "
+        f"moved; {stage['file_mib_compacted']} MiB"
+    )
+    for label, key in (
+        ("rewrite in compacted", "rewrite_compacted"),
+        ("append, compacted", "append_compacted"),
+    ):
+        print(f"  {label:<26}" + "".join(f"{stage[key][s]:>14.2f}" for s in steps))
+    for name in ("runs", "compacted", "sorted_whole"):
+        groups = stage[f"row_groups_{name}"]
+        print(
+            f"  {name}: {groups['row_groups']} row groups; a query of scope global may read "
+            f"{groups['global']}, source {groups['source']}, item {groups['item']}"
+        )
+    print(
+        f"  {'reads, median ms':<20}{'runs':>10}{'compacted':>11}{'sorted whole':>14}"
+        f"{'runs/whole':>12}{'compacted/whole':>17}"
+    )
     for name, ms in stage["reads_runs"].items():
         whole = stage["reads_sorted_whole"][name]
-        print(f"  {name:<20}{ms:>10.1f}{whole:>14.1f}{ms / whole:>8.2f}")
+        compact = stage["reads_compacted"][name]
+        print(
+            f"  {name:<20}{ms:>10.1f}{compact:>11.1f}{whole:>14.1f}{ms / whole:>12.2f}"
+            f"{compact / whole:>17.2f}"
+        )
 
 
 def main() -> int:
@@ -229,6 +326,10 @@ def main() -> int:
     parser.add_argument("--zipf", type=float, default=1.0)
     parser.add_argument("--run-rows", type=int, default=RUN_ROWS, help="the store's run size")
     parser.add_argument("--rewrites", type=int, default=3, help="mid-history rewrites per size")
+    parser.add_argument(
+        "--compact-period", choices=("week", "month", "year"), default="month", help="compact's"
+    )
+    parser.add_argument("--max-run-rows", type=int, default=None, help="compact's run bound")
     parser.add_argument("--repeats", type=int, default=15, help="calls per read, median")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None, help="where the store is built")

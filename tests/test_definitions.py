@@ -142,6 +142,7 @@ def test_sensors_and_export_job_are_defined():
         "item_metadata_schedule",
         "record_stats_schedule",
         "usage_subcounts_schedule",
+        "store_compaction_schedule",
     }
     export = defs.resolve_job_def("matomo_export_job")
     assert set(export.asset_layer.executable_asset_keys) == {AssetKey("matomo_export")}
@@ -279,3 +280,19 @@ def test_asset_graph_matches_its_snapshot():
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         GRAPH_SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
     assert current == json.loads(GRAPH_SNAPSHOT.read_text())
+
+
+def test_store_compaction_job_and_its_schedule():
+    """An op job apart from the asset graph, in the pool of the store's writers, scheduled
+    monthly and stopped until an operator turns it on."""
+    from dagster import DefaultScheduleStatus
+
+    job = defs.resolve_job_def("store_compaction")
+    (node,) = job.nodes
+    assert node.definition.pool == "stats_store"
+    assert set(node.definition.required_resource_keys) == {"stats_store"}
+    schedule = defs.resolve_schedule_def("store_compaction_schedule")
+    assert schedule.job_name == "store_compaction"
+    assert schedule.default_status == DefaultScheduleStatus.STOPPED
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.cron_schedule == "30 4 2 * *"

@@ -134,3 +134,51 @@ def test_lock_held_too_long_fails_with_a_clear_message(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_store_compaction_job_compacts_closed_months_and_reports(tmp_path):
+    """The Dagster op job runs `compact` on the configured store and reports what it did; the
+    answers are the same before and after, and a second run moves nothing."""
+    from pathlib import Path
+
+    from assets.store_compaction import store_compaction_job
+    from resources import StatsStoreResource
+
+    class SmallRuns(StatsStoreResource):
+        path: str
+
+        def get_store(self) -> DuckDBStatsStore:
+            return DuckDBStatsStore(Path(self.path), run_rows=2)
+
+    path = tmp_path / "stats.duckdb"
+    store = DuckDBStatsStore(path, run_rows=2)
+    days = [dt.date(2026, 1, 29), dt.date(2026, 1, 30), dt.date(2026, 1, 31), dt.date(2026, 2, 1)]
+    for n, day in enumerate(days, start=2):
+        deltas, snapshot = day_frames(day, n)
+        store.replace_day(day, deltas, snapshot)
+        store.optimize()
+
+    def answers():
+        return (
+            store.totals("global", "global", days[0], days[-1], by=("date", "level")).rows(),
+            store.top("item", days[0], days[-1], "views", 10).rows(),
+            store.sums("item", days[0], days[-1], by=("key", "date", "country")).rows(),
+            store.snapshot("global", "global", days[-1]).rows(),
+        )
+
+    before = answers()
+    resources = {"stats_store": SmallRuns(path=str(path))}
+    result = store_compaction_job.execute_in_process(resources=resources)
+    assert result.success
+    (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = {k: v.value for k, v in output.event_specific_data.metadata.items()}
+    assert metadata["period"] == "month" and metadata["before"] == "2026-02-01"
+    assert metadata["rows_moved"] > 0 and metadata["periods_rewritten"] > 0
+    assert metadata["runs_after"] < metadata["runs_before"]
+    assert answers() == before
+    again = store_compaction_job.execute_in_process(
+        resources=resources, run_config={"ops": {"compact_stats_store": {"config": {}}}}
+    )
+    (output,) = [e for e in again.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert output.event_specific_data.metadata["rows_moved"].value == 0
+    assert answers() == before

@@ -177,6 +177,37 @@ def test_optimize_keeps_every_row_and_later_days_still_replace(loaded):
     assert global_total == manifest_sums(data.manifest)
 
 
+def test_compaction_keeps_every_answer(loaded):
+    """Periodic compaction of a closed period (the three days' week, closed by `before`)
+    changes no answer on any store; a second call moves nothing (OpenSearch: nothing to do)."""
+    store, data, tables = loaded
+    every = ("date", "site_id", "level", "country", "owner_site_id", "key")
+    before = [
+        rows(store.sums(scope, DATES[0], DATES[-1], by=every), every)
+        for scope in ("item", "source", "site", "global")
+    ]
+    top = store.top("item", DATES[0], DATES[-1], "views", 10)
+    snapshot = store.snapshot("global", "global", DATES[-1])
+    closed = DATES[-1] + dt.timedelta(days=7)
+    first = store.compact(period="week", before=closed)
+    again = store.compact(period="week", before=closed)
+    assert (again.rewritten, again.rows_moved) == (0, 0)
+    assert again.runs_before == again.runs_after == first.runs_after
+    after = [
+        rows(store.sums(scope, DATES[0], DATES[-1], by=every), every)
+        for scope in ("item", "source", "site", "global")
+    ]
+    assert after == before
+    assert_frame_equal(store.top("item", DATES[0], DATES[-1], "views", 10), top)
+    assert_frame_equal(store.snapshot("global", "global", DATES[-1]), snapshot)
+    for day, deltas, snapshot_rows in tables:
+        assert store.row_count("usage_deltas", day) == deltas.height
+        assert store.row_count("usage_snapshots", day) == snapshot_rows.height
+    assert rows(store.totals("global", "global", DATES[0], DATES[-1]), ()) == manifest_sums(
+        data.manifest
+    )
+
+
 def test_item_titles_latest_day_wins_and_old_days_do_not_bring_old_titles_back(store):
     """Titles are kept per item: a later day's title replaces, re-running the same day
     replaces, an earlier day's does not (on both stores)."""
@@ -374,13 +405,15 @@ def test_record_days_exact_rows_replaced_and_idempotent(store):
 # read, so it is never migrated), and "sorted whole" (`sort_fully`, the old `optimize`).
 
 
-def history(tables: list, days: int = 16) -> list[tuple[dt.date, pl.DataFrame, pl.DataFrame]]:
+def history(
+    tables: list, days: int = 16, start: dt.date = DATES[0]
+) -> list[tuple[dt.date, pl.DataFrame, pl.DataFrame]]:
     """`days` days made of the generated ones: other dates, other counts, some days without
     item rows (small days) so runs of different sizes form."""
     out = []
     for i in range(days):
         _, deltas, snapshot = tables[i % len(tables)]
-        day = DATES[0] + dt.timedelta(days=i)
+        day = start + dt.timedelta(days=i)
         if i % 5 == 3:
             deltas = deltas.filter(pl.col("scope") != "item")
         out.append((day, *(shifted(f, day, i) for f in (deltas, snapshot))))
@@ -614,6 +647,192 @@ def test_a_merge_that_would_lose_or_double_rows_is_refused(maintained):
     with pytest.raises(StatsStoreError, match="rows, .* registered"):
         stores.runs.optimize()
     assert_same(stores, written)
+
+
+# --- DuckDB compaction of closed periods: exactly the same store, fewer runs -------------------
+
+
+def runs_registry_is_consistent(store: DuckDBStatsStore) -> None:
+    """`store_runs` lists each day's part once, with the rows the table holds, and a run id
+    belongs to one table and part."""
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        for table in STORE_TABLES:
+            actual = con.execute(
+                f"SELECT date, CASE WHEN scope = 'item' THEN 'item' ELSE 'rollup' END AS part, "
+                f"count(*) FROM {table} GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+            listed = con.execute(
+                "SELECT date, part, rows FROM store_runs WHERE tbl = ? ORDER BY ALL", [table]
+            ).fetchall()
+            assert listed == actual, table
+        shared = con.execute(
+            "SELECT run FROM store_runs GROUP BY run HAVING count(DISTINCT (tbl, part)) > 1"
+        ).fetchall()
+        assert not shared
+    finally:
+        con.close()
+
+
+def closed_periods_are_one_run_each(store: DuckDBStatsStore, period: str, before: dt.date):
+    """Every closed period of at least `run_rows` rows is one run holding exactly its days."""
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT tbl, part, date, run, rows FROM store_runs WHERE date < ?", [before]
+        ).fetchall()
+        days_of_run: dict = defaultdict(set)
+        for table, part, day, run, _ in con.execute(
+            "SELECT tbl, part, date, run, rows FROM store_runs"
+        ).fetchall():
+            days_of_run[(table, part, run)].add(day)
+    finally:
+        con.close()
+    periods: dict = defaultdict(list)
+    for table, part, day, run, count in rows:
+        start = day.replace(day=1) if period == "month" else day - dt.timedelta(day.weekday())
+        periods[(table, part, start)].append((day, run, count))
+    compacted = 0
+    for (table, part, _), days in periods.items():
+        if sum(c for _, _, c in days) < store.run_rows:
+            continue
+        runs = {run for _, run, _ in days}
+        assert len(runs) == 1, (table, part, days)
+        assert days_of_run[(table, part, runs.pop())] == {day for day, _, _ in days}
+        compacted += 1
+    return compacted
+
+
+@pytest.fixture
+def long_history(contract_data, tmp_path):
+    """21 days (2026-01-20..02-09: January's last 12 days, a closed month, and three closed
+    ISO weeks) written day by day with the nightly maintenance, on the three stores."""
+    _, tables = contract_data
+    stores = Stores(tmp_path)
+    written = {}
+    for day, deltas, snapshot in history(tables, days=21, start=dt.date(2026, 1, 20)):
+        stores.write(day, deltas, snapshot)
+        written[day] = deltas
+    return stores, written, tables
+
+
+@pytest.mark.parametrize("period", ["week", "month"])
+def test_compaction_answers_exactly_as_before_and_is_idempotent(long_history, period):
+    stores, written, _ = long_history
+    days = sorted(written)
+    frames = [written[d] for d in days]
+    reference = answers(stores.runs, days, frames)
+    rows_before = {t: table_rows(stores.runs, t) for t in STORE_TABLES}
+    runs_before = stores.runs.runs()
+
+    report = stores.runs.compact(period=period)
+    before = dt.date(2026, 2, 1) if period == "month" else dt.date(2026, 2, 9)
+    assert report.before == before
+    assert report.rewritten > 0 and report.rows_moved > 0
+    assert report.runs_before == sum(len(r) for r in runs_before.values())
+    assert report.runs_after == sum(len(r) for r in stores.runs.runs().values())
+    assert report.runs_after < report.runs_before
+    assert closed_periods_are_one_run_each(stores.runs, period, before) == (
+        report.rewritten + report.already_compact
+    )
+    runs_registry_is_consistent(stores.runs)
+    assert runs_are_sorted(stores.runs)
+    assert {t: table_rows(stores.runs, t) for t in STORE_TABLES} == rows_before
+    got = answers(stores.runs, days, frames)
+    for mine, theirs in zip(got, reference, strict=True):
+        if isinstance(theirs, pl.DataFrame):
+            assert_frame_equal(mine, theirs)
+        else:
+            assert mine == theirs
+    assert_same(stores, written)
+
+    arranged = stores.runs.runs()
+    again = stores.runs.compact(period=period)
+    assert (again.rewritten, again.rows_moved) == (0, 0)
+    assert again.already_compact == report.rewritten + report.already_compact
+    assert stores.runs.runs() == arranged
+    stores.runs.optimize()  # the nightly maintenance leaves compacted runs alone
+    assert stores.runs.runs() == arranged
+
+
+def test_a_day_rewritten_inside_a_compacted_run(long_history):
+    """replace_day takes the day out of its compacted run and appends it as a run of its own;
+    the registry stays exact, answers match the references, and the next compaction puts
+    that period (only) back together."""
+    stores, written, tables = long_history
+    stores.runs.compact(period="month")
+    january = [d for d in sorted(written) if d.month == 1]
+    with_items = len(january) - 2  # days 3 and 8 of the history have no item rows
+    (january_run,) = {
+        run for run, days, _ in stores.runs.runs()[("usage_deltas", "item")] if days == with_items
+    }
+    day = january[5]
+    _, deltas, snapshot = tables[2]
+    deltas, snapshot = (shifted(f, day, 1000) for f in (deltas, snapshot))
+    stores.write(day, deltas, snapshot)  # replace_day and optimize, as stats_index
+    written[day] = deltas
+    runs_registry_is_consistent(stores.runs)
+    assert runs_are_sorted(stores.runs)
+    assert_same(stores, written)
+    left = {run: days for run, days, _ in stores.runs.runs()[("usage_deltas", "item")]}
+    assert left[january_run] == with_items - 1  # the day left its compacted run
+    report = stores.runs.compact(period="month")
+    # January of each table and part whose month is rewritten, nothing else
+    assert report.rewritten == closed_periods_are_one_run_each(
+        stores.runs, "month", dt.date(2026, 2, 1)
+    )
+    assert 2 <= report.rewritten <= 4
+    runs_registry_is_consistent(stores.runs)
+    assert runs_are_sorted(stores.runs)
+    assert_same(stores, written)
+
+
+def test_compaction_with_a_run_size_bound(long_history):
+    """`max_run_rows` cuts a period into runs of consecutive days, each at least `run_rows`
+    and at most `max_run_rows` + `run_rows` (a short tail joins the run before it)."""
+    stores, written, _ = long_history
+    bound = 2 * SMALL_RUNS
+    report = stores.runs.compact(period="month", max_run_rows=bound)
+    con = duckdb.connect(str(stores.runs.path), read_only=True)
+    try:
+        closed = con.execute(
+            "SELECT tbl, part, run, min(date), max(date), sum(rows) FROM store_runs "
+            "GROUP BY ALL HAVING max(date) < ? ORDER BY 1, 2, 4",
+            [dt.date(2026, 2, 1)],
+        ).fetchall()
+    finally:
+        con.close()
+    for (table, part, _, _, last, _), (other, other_part, _, first, _, _) in zip(
+        closed, closed[1:], strict=False
+    ):
+        if (table, part) == (other, other_part):
+            assert last < first  # consecutive days, no overlap
+    assert all(SMALL_RUNS <= rows_ <= bound + SMALL_RUNS for *_, rows_ in closed)
+    items = [r for r in closed if r[:2] == ("usage_deltas", "item")]
+    assert len(items) > 1 and report.rewritten > len({r[:2] for r in closed})
+    runs_registry_is_consistent(stores.runs)
+    assert runs_are_sorted(stores.runs)
+    assert_same(stores, written)
+    again = stores.runs.compact(period="month", max_run_rows=bound)
+    assert (again.rewritten, again.rows_moved) == (0, 0)
+    with pytest.raises(ValueError, match="period"):
+        stores.runs.compact(period="fortnight")
+    with pytest.raises(ValueError, match="max_run_rows"):
+        stores.runs.compact(max_run_rows=SMALL_RUNS - 1)
+
+
+def test_a_compaction_that_would_lose_or_double_rows_is_refused(long_history):
+    stores, written, _ = long_history
+    con = duckdb.connect(str(stores.runs.path))
+    con.execute(
+        "UPDATE store_runs SET rows = rows + 1 WHERE tbl = 'usage_deltas' AND date = ?",
+        [dt.date(2026, 1, 25)],
+    )
+    con.close()
+    rows_before = {t: table_rows(stores.runs, t) for t in STORE_TABLES}
+    with pytest.raises(StatsStoreError, match="read, .* registered"):
+        stores.runs.compact(period="month")
+    assert {t: table_rows(stores.runs, t) for t in STORE_TABLES} == rows_before
 
 
 def _subcount_rows(day: dt.date, *rows: tuple) -> pl.DataFrame:

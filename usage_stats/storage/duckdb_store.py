@@ -27,9 +27,36 @@ written together, ordered by scope, key and date, and listed in `store_runs`:
 Measured (bench/README.md, "Store maintenance"): a year of 9,000-row days is 7 runs, a day's
 maintenance at most 2 s and reads 1.1-1.6× the fully sorted table; 1.5M-row days are a run
 each, maintained in under 0.5 s where sorting the whole took 36-130 s at 30 days, and read
-1.8-5.6× slower than sorted whole (an item's history reads a row group per day). Coarser
-merges (by month, or of runs of similar size) would read faster but cost a large day's
-history at once, on the day they happen.
+1.8-5.6× slower than sorted whole (an item's history reads a row group per day).
+
+Coarser merges are periodic, not nightly: `compact` (the `store_compaction` job, its schedule
+monthly and stopped by default; never part of stats_index) rewrites each *closed* period of
+each table and part as one sorted run:
+
+- a period (`week`, `month` by default, `year`) is closed when it ends before the period of
+  the latest stored day (or a given `before`); the open one stays to the nightly merges;
+- only periods of at least `run_rows` rows are rewritten: smaller ones already share the
+  size-bounded runs of `optimize` (a year of 9,000-row days), which read as well, and a
+  compacted run being at least `run_rows`, `optimize` never merges it again;
+- `max_run_rows` (unset: no bound) cuts a large period into runs of consecutive days of about
+  that size (none below `run_rows`: a short tail joins the run before it), for a store whose
+  months are too large to sort at once;
+- each period is one transaction (rows read must be the rows `store_runs` lists, as in a
+  merge), followed by a checkpoint, on a connection of its own: a writer or reader waiting on
+  the file lock gets in between two periods. Re-running finds every closed period one run
+  holding exactly its days and moves nothing; a day re-written later (`replace_day`) leaves
+  its compacted run, which stays sorted, and the next `compact` rewrites that period again.
+  What a rewrite leaves of the runs it took days from (each below `run_rows`) is merged at
+  its end, as the next `optimize` would.
+
+Rewriting a closed period also empties the row groups its days were first written to; DuckDB
+drops emptied row groups at the checkpoint, and with them the stale min/max of the rollups
+that `optimize` moved out of them (a row group keeps its statistics after a delete), which
+made global and repository reads touch a row group per day. Only row groups shared with a day
+outside the period keep them. Measured on 32 days of 530,000-row days (bench/README.md,
+"Periodic compaction"): reads 0.9-1.5× the store sorted whole after compacting January, where
+the runs read 2.1-5.0×; a global query's unskippable row groups 59 → 2; the month took 140 s
+on a heavily loaded machine, and the next nightly day costs what it cost before.
 
 **Shared reads** (`shared_reads=True`, what the web service uses): opening the file costs
 20-30 ms, more than most queries, so a reading process keeps one read-only connection open
@@ -70,6 +97,7 @@ from usage_stats.storage.store import (
     STORE_TABLES,
     STORED_METADATA_SCHEMA,
     USAGE_SUBCOUNT_TABLES,
+    CompactionReport,
     DayWrite,
     RecordQuery,
     RowFilter,
@@ -792,6 +820,75 @@ class DuckDBStatsStore(StatsStore):
             con.execute("CHECKPOINT")
         return time.perf_counter() - started
 
+    def compact(
+        self, period: str = "month", before: dt.date | None = None, max_run_rows: int | None = None
+    ) -> CompactionReport:
+        """Rewrite each closed `period` (`week`, ISO; `month`; `year`) of each table and part
+        as one sorted run, when its rows are at least `run_rows` and not one run already:
+        periodic maintenance, not part of stats_index (see the module docstring for the
+        policy). A period is closed when it ends before `before`, by default the first day of
+        the period of the latest stored day. `max_run_rows` bounds a rewritten run: a larger
+        period becomes runs of consecutive days of about that size (none below `run_rows`).
+
+        Each rewrite is one transaction on a connection of its own, followed by a checkpoint,
+        so a writer or reader waiting for the file gets it between two; a period re-written
+        meanwhile is planned again from `store_runs`. Idempotent: a second call finds every
+        closed period compact and moves nothing."""
+        if period not in _PERIODS:
+            raise ValueError(f"period must be one of {', '.join(_PERIODS)}, not {period!r}")
+        if max_run_rows is not None and max_run_rows < self.run_rows:
+            raise ValueError(f"max_run_rows {max_run_rows} is below run_rows {self.run_rows}")
+        started = time.perf_counter()
+        with self._connect() as con:
+            runs_before = _run_count(con)
+            if before is None:
+                latest = con.execute("SELECT max(date) FROM store_runs").fetchone()[0]
+                before = _period_start(period, latest) if latest is not None else None
+        rewritten = compact_already = moved = 0
+        done: set[tuple[str, str, tuple[dt.date, ...]]] = set()
+        while before is not None:
+            with self._connect() as con:
+                pending = [
+                    chunk
+                    for chunk in _compaction_plan(con, period, before, self.run_rows, max_run_rows)
+                    if chunk[:3] not in done
+                ]
+                for table, part, days, _, compact in pending:
+                    if compact:
+                        done.add((table, part, days))
+                        compact_already += 1
+                todo = [chunk for chunk in pending if not chunk[4]]
+                if not todo:
+                    break
+                table, part, days, rows, _ = todo[0]
+                done.add((table, part, days))
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    _rewrite_days(con, table, part, list(days), rows)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("CHECKPOINT")
+                rewritten += 1
+                moved += rows
+        if rewritten:
+            # What a rewrite left of the runs it took days from is merged now, as the next
+            # optimize would (each piece is below `run_rows`), so that one finds nothing to do.
+            self.optimize()
+        with self._connect() as con:
+            runs_after = _run_count(con)
+        return CompactionReport(
+            period=period,
+            before=before,
+            runs_before=runs_before,
+            runs_after=runs_after,
+            rewritten=rewritten,
+            already_compact=compact_already,
+            rows_moved=moved,
+            seconds=time.perf_counter() - started,
+        )
+
     def runs(self) -> dict[tuple[str, str], list[tuple[int, int, int]]]:
         """Per table and part (`item`, `rollup`), each run as (run, days, rows), in run order:
         how the store is arranged."""
@@ -923,6 +1020,108 @@ def _merge_runs(con: duckdb.DuckDBPyConnection, table: str, part: str, runs: lis
     con.execute(
         f"UPDATE store_runs SET run = ? WHERE tbl = ? AND run IN ({marks})",
         [_next_run(con), table, *runs],
+    )
+
+
+# --- Compaction of closed periods (`DuckDBStatsStore.compact`) --------------------------------
+
+_PERIODS = ("week", "month", "year")
+
+
+def _period_start(period: str, day: dt.date) -> dt.date:
+    if period == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day.replace(month=1, day=1)
+
+
+def _run_count(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT count(DISTINCT (tbl, part, run)) FROM store_runs").fetchone()[0]
+
+
+def _compaction_plan(
+    con: duckdb.DuckDBPyConnection,
+    period: str,
+    before: dt.date,
+    run_rows: int,
+    max_run_rows: int | None,
+) -> list[tuple[str, str, tuple[dt.date, ...], int, bool]]:
+    """Per table and part, the closed periods of at least `run_rows` rows, each as chunks of
+    consecutive stored days (one chunk unless `max_run_rows` cuts it): (table, part, days,
+    rows, already one run holding exactly those days). Smaller periods are left to
+    `optimize`, whose runs of `run_rows` already hold many such days; a compacted run is at
+    least `run_rows`, so `optimize` never merges it again."""
+    rows = con.execute(
+        "SELECT tbl, part, date, run, rows FROM store_runs WHERE date < ? ORDER BY tbl, part, date",
+        [before],
+    ).fetchall()
+    days_of_run: dict[tuple[str, str, int], set[dt.date]] = {}
+    for table, part, day, run, _ in con.execute(
+        "SELECT tbl, part, date, run, rows FROM store_runs"
+    ).fetchall():
+        days_of_run.setdefault((table, part, run), set()).add(day)
+    periods: dict[tuple[str, str, dt.date], list[tuple[dt.date, int, int]]] = {}
+    for table, part, day, run, count in rows:
+        start = _period_start(period, day)
+        periods.setdefault((table, part, start), []).append((day, run, count))
+    plan = []
+    for (table, part, _), days in periods.items():
+        if sum(count for _, _, count in days) < run_rows:
+            continue
+        chunks: list[list[tuple[dt.date, int, int]]] = [[]]
+        for entry in days:
+            size = sum(count for _, _, count in chunks[-1])
+            if max_run_rows is not None and size >= run_rows and size + entry[2] > max_run_rows:
+                chunks.append([])
+            chunks[-1].append(entry)
+        if len(chunks) > 1 and sum(count for _, _, count in chunks[-1]) < run_rows:
+            chunks[-2].extend(chunks.pop())
+        for chunk in chunks:
+            chunk_days = tuple(day for day, _, _ in chunk)
+            chunk_runs = {run for _, run, _ in chunk}
+            compact = len(chunk_runs) == 1 and days_of_run[
+                (table, part, next(iter(chunk_runs)))
+            ] == set(chunk_days)
+            plan.append((table, part, chunk_days, sum(c for _, _, c in chunk), compact))
+    return plan
+
+
+def _rewrite_days(
+    con: duckdb.DuckDBPyConnection, table: str, part: str, days: list[dt.date], expected: int
+) -> None:
+    """Rewrite `part` of `days` as one new run sorted by scope, key and date, appended at the
+    end of the table; the runs they came from keep their other days, still sorted. Refused if
+    the rows read are not the rows `store_runs` lists. Inside the caller's transaction."""
+    registered = con.execute(
+        f"SELECT coalesce(sum(rows), 0) FROM store_runs WHERE tbl = ? AND part = ? "
+        f"AND date IN ({', '.join('?' for _ in days)})",
+        [table, part, *days],
+    ).fetchone()[0]
+    where = f"date BETWEEN ? AND ? AND date IN ({', '.join('?' for _ in days)}) AND {_PARTS[part]}"
+    params = [min(days), max(days), *days]
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE compacting AS SELECT * FROM {table} WHERE {where}", params
+    )
+    read = con.execute("SELECT count(*) FROM compacting").fetchone()[0]
+    if read != registered or read != expected:
+        raise StatsStoreError(
+            f"{table}: {part} rows of {days[0]}..{days[-1]}: {read} read, {registered} "
+            f"registered, {expected} planned"
+        )
+    deleted = con.execute(f"DELETE FROM {table} WHERE {where}", params).fetchone()[0]
+    inserted = con.execute(
+        f"INSERT INTO {table} SELECT * FROM compacting ORDER BY {_RUN_ORDER}"
+    ).fetchone()[0]
+    con.execute("DROP TABLE compacting")
+    if deleted != read or inserted != read:
+        raise StatsStoreError(
+            f"{table}: compacting {read} rows deleted {deleted}, wrote {inserted}"
+        )
+    con.execute(
+        f"UPDATE store_runs SET run = ? WHERE tbl = ? AND part = ? "
+        f"AND date IN ({', '.join('?' for _ in days)})",
+        [_next_run(con), table, part, *days],
     )
 
 

@@ -95,6 +95,21 @@ class StatsStoreError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class CompactionReport:
+    """What a `compact` did: the runs per table and part before and after, the periods (or
+    parts of one, see `max_run_rows`) rewritten and those already compact, the rows moved."""
+
+    period: str
+    before: dt.date | None
+    runs_before: int = 0
+    runs_after: int = 0
+    rewritten: int = 0
+    already_compact: int = 0
+    rows_moved: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class DayWrite:
     day: dt.date
     delta_rows: int
@@ -478,6 +493,14 @@ class StatsStore(ABC):
         """Arrange what is stored for fast reads after a run's writes; returns the seconds it
         took (DuckDB merges its small sorted runs; OpenSearch merges segments by itself:
         nothing to do)."""
+
+    def compact(
+        self, period: str = "month", before: dt.date | None = None, max_run_rows: int | None = None
+    ) -> CompactionReport:
+        """Periodic maintenance, not part of a day's run: rewrite what closed periods hold for
+        the fastest reads (DuckDB: `DuckDBStatsStore.compact`). A store that arranges itself
+        does nothing here (OpenSearch merges its segments in the background)."""
+        return CompactionReport(period=period, before=before)
 
     @abstractmethod
     def row_count(self, table: str, day: dt.date) -> int:
