@@ -69,6 +69,11 @@ class Settings:
     oai_delay: float = 0.5
     oai_timeout: float = 60.0
     oai_max_retries: int = 3
+    # Production (deploy/): how runs execute their steps (in_process, multiprocess, celery;
+    # "" = the embedded default: usage jobs in one process) and how many days of the
+    # day-independent assets a backfill run takes (0 = the whole range in one run)
+    executor: str = ""
+    backfill_days_per_run: int = 0
 
     @classmethod
     def current(cls) -> Settings:
@@ -135,6 +140,15 @@ class Settings:
             piece_mib=_non_negative(
                 float(number("USAGE_STATS_PIECE_MIB", str(DEFAULT_PIECE_MIB), float)),
                 "USAGE_STATS_PIECE_MIB",
+            ),
+            executor=_choice(
+                env, "USAGE_STATS_EXECUTOR", "", ("", "in_process", "multiprocess", "celery")
+            ),
+            backfill_days_per_run=int(
+                _non_negative(
+                    number("USAGE_STATS_BACKFILL_DAYS_PER_RUN", "0", int),
+                    "USAGE_STATS_BACKFILL_DAYS_PER_RUN",
+                )
             ),
             cors_origins=tuple(
                 o.strip() for o in env.get("USAGE_STATS_CORS_ORIGINS", "").split(",") if o.strip()
