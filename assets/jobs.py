@@ -1,6 +1,7 @@
 from dagster import AssetSelection, define_asset_job
 
 from assets.execution import one_process_config
+from usage_stats.run_queue import MATOMO_DB_TAG
 from usage_stats.settings import Settings
 
 _settings = Settings.current()
@@ -36,8 +37,6 @@ usage_pipeline_job = define_asset_job(
 # Its runs carry the Matomo database they read (host, port and name; never credentials): the
 # production run queue (deploy/dagster.yaml) runs at most USAGE_STATS_MATOMO_RUNS_PER_DATABASE
 # of them per database at once, however long the export backfill.
-MATOMO_DB_TAG = "usage_stats/matomo_db"
-
 matomo_export_job = define_asset_job(
     "matomo_export_job",
     selection=AssetSelection.assets("matomo_export"),
