@@ -23,9 +23,13 @@ from usage_stats.settings import Settings
 # workers idle), and a task is acknowledged when a worker takes it, so a worker that dies
 # mid-step fails that step (Celery's WorkerLostError) and with it the run, visibly, for the
 # daemon's run retry to re-execute from the failure, rather than being silently run twice.
+# (A whole machine lost mid-step is another matter: its task stays "started" and the run waits;
+# terminate the run, and the retry takes over. README: Production.)
 CELERY_APP_SETTINGS = {
     "worker_prefetch_multiplier": 1,
     "task_acks_late": False,
+    # the result backend says which worker (host, pid) runs a step while it runs
+    "task_track_started": True,
     "broker_connection_retry_on_startup": True,
     "result_expires": 86400,
 }

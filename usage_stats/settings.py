@@ -73,6 +73,8 @@ class Settings:
     # "" = the embedded default: usage jobs in one process) and how many days of the
     # day-independent assets a backfill run takes (0 = the whole range in one run)
     executor: str = ""
+    # minute of USAGE_STATS_SCHEDULE_HOUR at which the nightly run starts
+    schedule_minute: int = 0
     backfill_days_per_run: int = 0
 
     @classmethod
@@ -141,6 +143,7 @@ class Settings:
                 float(number("USAGE_STATS_PIECE_MIB", str(DEFAULT_PIECE_MIB), float)),
                 "USAGE_STATS_PIECE_MIB",
             ),
+            schedule_minute=int(number("USAGE_STATS_SCHEDULE_MINUTE", "0", int)),
             executor=_choice(
                 env, "USAGE_STATS_EXECUTOR", "", ("", "in_process", "multiprocess", "celery")
             ),
