@@ -10,6 +10,8 @@
   USAGE_STATS_CELERY_BACKEND_URL (the same Redis will do). deploy/celery.yaml is the workers'
   side of the same settings. Both are read when a run starts, from the run worker's
   environment, so the UI shows the variables' names, never a password in a URL.
+- `k8s`: every step is a Kubernetes Job (dagster-k8s's k8s_job_executor), with the image,
+  namespace, config maps and secrets of the run launcher's run (deploy/helm/values.yaml).
 """
 
 from __future__ import annotations
@@ -50,12 +52,15 @@ def celery_executor_def() -> ExecutorDefinition:
 
 def executor_for(settings: Settings) -> ExecutorDefinition | None:
     """The executor of every job and asset backfill; None: Dagster's default."""
-    return {
-        "": None,
-        "in_process": in_process_executor,
-        "multiprocess": multiprocess_executor,
-        "celery": celery_executor_def() if settings.executor == "celery" else None,
-    }[settings.executor]
+    if settings.executor == "celery":
+        return celery_executor_def()
+    if settings.executor == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return {"": None, "in_process": in_process_executor, "multiprocess": multiprocess_executor}[
+        settings.executor
+    ]
 
 
 def one_process_config(settings: Settings) -> dict | None:

@@ -69,7 +69,7 @@ class Settings:
     oai_delay: float = 0.5
     oai_timeout: float = 60.0
     oai_max_retries: int = 3
-    # Production (deploy/): how runs execute their steps (in_process, multiprocess, celery;
+    # Production (deploy/): how runs execute their steps (in_process, multiprocess, celery, k8s;
     # "" = the embedded default: usage jobs in one process) and how many days of the
     # day-independent assets a backfill run takes (0 = the whole range in one run)
     executor: str = ""
@@ -145,7 +145,7 @@ class Settings:
             ),
             schedule_minute=int(number("USAGE_STATS_SCHEDULE_MINUTE", "0", int)),
             executor=_choice(
-                env, "USAGE_STATS_EXECUTOR", "", ("", "in_process", "multiprocess", "celery")
+                env, "USAGE_STATS_EXECUTOR", "", ("", "in_process", "multiprocess", "celery", "k8s")
             ),
             backfill_days_per_run=int(
                 _non_negative(
