@@ -263,7 +263,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "DAGSTER_HOME": str(home),
         "USAGE_STATS_DATA_DIR": str(data_dir),
         "USAGE_STATS_ADMIN_DB_URL": admin_db_url,
-        "USAGE_STATS_DAGSTER_POSTGRES_URL": dagster_db_url,
+        # psycopg2, which dagster-postgres is made for (SQLAlchemy 2.1's default is psycopg 3)
+        "USAGE_STATS_DAGSTER_POSTGRES_URL": dagster_db_url.replace(
+            "postgresql://", "postgresql+psycopg2://"
+        ),
         "USAGE_STATS_MAX_CONCURRENT_RUNS": str(MAX_RUNS),
         "USAGE_STATS_MATOMO_RUNS_PER_DATABASE": "1",
         "USAGE_STATS_DEQUEUE_INTERVAL_SECONDS": "1",
