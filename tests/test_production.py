@@ -174,7 +174,7 @@ def _spawn(cluster: Cluster, name: str, args: list[str]) -> None:
 
 def _schedule_time() -> dt.datetime:
     """A minute far enough ahead for the processes to be up when it comes."""
-    at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=150)
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=210)
     return at.replace(second=0, microsecond=0)
 
 
@@ -451,10 +451,8 @@ mutation Start($selector: SensorSelector!) {
 """
 
 STOP_SENSOR = """
-mutation Stop($selector: SensorSelector!) {
-  stopSensor(id: null, jobOriginId: null, jobSelectorId: null, sensorSelector: $selector) {
-    __typename
-  }
+mutation Stop($id: String!) {
+  stopSensor(id: $id) { __typename }
 }
 """
 
@@ -582,7 +580,8 @@ def test_daemon_ticks_sensor_and_runs_schedule_on_postgres(cluster: Cluster):
     tick = wait_tick(cluster, SENSOR_TICKS, "sensorOrError", sensor, 120)
     assert tick["status"] == "SKIPPED", tick
     assert tick["skipReason"] == "all 0 snapshot(s) are up to date"
-    cluster.graphql(STOP_SENSOR, {"selector": sensor})
+    state = cluster.graphql(SENSOR_TICKS, {"selector": sensor})["sensorOrError"]["sensorState"]
+    cluster.graphql(STOP_SENSOR, {"id": state["id"]})
 
     # The nightly schedule (here at a minute just ahead): the daemon ticks it at that minute
     # and the run processes yesterday on the Celery workers.
