@@ -413,7 +413,9 @@ query {
 RUNS_QUERY = """
 query Runs($filter: RunsFilter) {
   runsOrError(filter: $filter) {
-    ... on Runs { results { runId status startTime endTime tags { key value } } }
+    ... on Runs {
+      results { runId status startTime endTime tags { key value } assetSelection { path } }
+    }
   }
 }
 """
@@ -645,14 +647,31 @@ def test_backfill_of_14_days_on_two_workers_equals_the_single_process_run(cluste
 
     runs = cluster.runs({"dagster/backfill": backfill_id})
     assert runs and all(r["status"] == "SUCCESS" for r in runs), runs
-    ranges = sorted(
-        (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"])
-        for tags in ({t["key"]: t["value"] for t in r["tags"]} for r in runs)
-    )
-    # Seven runs of two days for the day-independent stages, then the chain over all 14 days.
+
+    def days(run: dict) -> tuple[str, str]:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        return tags["dagster/asset_partition_range_start"], tags[
+            "dagster/asset_partition_range_end"
+        ]
+
+    def runs_of(asset: str) -> list[dict]:
+        return sorted(
+            (r for r in runs if [asset] in [k["path"] for k in r["assetSelection"] or []]),
+            key=days,
+        )
+
+    # The day-independent stages: seven runs of two days.
     pairs = [(PARTITIONS[i], PARTITIONS[i + 1]) for i in range(0, DAYS, DAYS_PER_RUN)]
-    assert sorted(set(ranges) - {(PARTITIONS[0], PARTITIONS[-1])}) == pairs, ranges
-    assert (PARTITIONS[0], PARTITIONS[-1]) in ranges, ranges
+    assert [days(r) for r in runs_of("raw_events")] == pairs
+    assert [days(r) for r in runs_of("item_daily_deltas")] == pairs
+    # The chain: consecutive ranges covering the 14 days, in order, one after the other.
+    chain = runs_of("usage_snapshots")
+    ranges = [days(r) for r in chain]
+    assert ranges[0][0] == PARTITIONS[0] and ranges[-1][1] == PARTITIONS[-1], ranges
+    for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
+        assert dt.date.fromisoformat(start) == dt.date.fromisoformat(end) + dt.timedelta(days=1)
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert after["startTime"] >= before["endTime"], ranges
 
     # Runs overlapped, never more than the queue's limit at once.
     spans = [(r["startTime"], r["endTime"]) for r in runs]
