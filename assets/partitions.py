@@ -25,8 +25,8 @@ single_run = BackfillPolicy.single_run()
 # Production (USAGE_STATS_BACKFILL_DAYS_PER_RUN=N): the stages whose days are independent of
 # each other (export, raw events, cleaning, titles, deltas) split a backfill into runs of N
 # days that the run queue launches in parallel (bounded by its limits, on the executor's
-# workers); the cumulative chain (snapshots, stats_index) still follows in one run, in order,
-# once every day's deltas are in. 0 (the default) keeps the whole range in one run.
+# workers); the cumulative chain (snapshots, stats_index) keeps single-run ranges and follows
+# in order (assets/snapshots.py: CHAIN_DEPS). 0 (the default) keeps the whole range in one run.
 per_day = (
     BackfillPolicy.multi_run(_settings.backfill_days_per_run)
     if _settings.backfill_days_per_run
