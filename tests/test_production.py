@@ -87,9 +87,12 @@ def _database(name: str) -> str:
     return _plain(PG_URL).rsplit("/", 1)[0] + "/" + name
 
 
-def _drop_database(name: str) -> None:
-    with psycopg.connect(_plain(PG_URL), autocommit=True) as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def _drop_quietly(name: str) -> None:
+    try:
+        with psycopg.connect(_plain(PG_URL), autocommit=True) as con:
+            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception:  # noqa: BLE001  (the server may be gone; the names are unique)
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +182,9 @@ def _schedule_time() -> dt.datetime:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
     reason = _reachable()
     if reason:
         pytest.skip(reason)
@@ -190,6 +195,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     dagster_db, admin_db = f"dagster_test_{tag}", f"usage_stats_test_{tag}"
     dagster_db_url = _database(dagster_db)
     admin_db_url = _database(admin_db).replace("postgresql://", "postgresql+psycopg://")
+    # dropped after everything else, also when the setup below fails or is interrupted
+    request.addfinalizer(lambda: [_drop_quietly(name) for name in (dagster_db, admin_db)])
     # Broker and results in two Redis databases of their own, emptied.
     broker = f"{REDIS_URL.rstrip('/')}/14"
     backend = f"{REDIS_URL.rstrip('/')}/15"
@@ -321,11 +328,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         for proc in cluster.procs.values():
             stop_process_group(proc, grace=15)
-        for name in (dagster_db, admin_db):
-            try:
-                _drop_database(name)
-            except Exception:  # noqa: BLE001  (the server may be gone; the names are unique)
-                pass
 
 
 def _wait_code_server(cluster: Cluster, port: int, timeout: float = 180) -> None:
