@@ -62,7 +62,7 @@ demo: install dagster-home
 	$(BIN)/usage-stats summary
 	@echo "see it in the dashboard: make serve, then open http://127.0.0.1:8000/dashboard"
 
-## test: install, start what the tests need (OpenSearch, MinIO, PostgreSQL, MariaDB, Chromium), run the whole suite
+## test: install, start what the tests need (OpenSearch, MinIO, PostgreSQL, MariaDB, Redis, Chromium), run the whole suite
 test: install
 	$(BIN)/ruff check .
 	scripts/browser.sh
@@ -81,7 +81,7 @@ serve: install
 bench: install
 	$(BIN)/python bench/run_bench.py --events 1000000 10000000 --sites 100 --with-library
 
-## services: install (cached) and start OpenSearch and MinIO on 127.0.0.1 (scripts/services.sh)
+## services: install (cached) and start the test servers on 127.0.0.1 (scripts/services.sh)
 services:
 	scripts/services.sh start
 

@@ -7,6 +7,7 @@ from dagster import Definitions, EnvVar
 from dagster_aws.s3 import S3Resource
 
 from assets import described_assets
+from assets.execution import executor_for
 from assets.jobs import (
     item_metadata_job,
     matomo_export_job,
@@ -131,4 +132,6 @@ defs = Definitions(
     ],
     sensors=[raw_files_sensor, late_data_sensor, late_harvest_sensor],
     resources=build_resources(_settings),
+    # None (the embedded default): Dagster's; else USAGE_STATS_EXECUTOR's (assets/execution.py)
+    executor=executor_for(_settings),
 )

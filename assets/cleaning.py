@@ -15,7 +15,7 @@ from dagster import (
 
 from assets.days import each_day, report_parts
 from assets.metadata import markdown_table, schema_metadata
-from assets.partitions import DAILY, WAREHOUSE_TABLE
+from assets.partitions import EACH_DAY, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, WarehouseResource
 from usage_stats.admin.registry import DayStatus
 from usage_stats.metadata.store import MetadataStore
@@ -66,7 +66,7 @@ def current_item_metadata(store: Warehouse) -> pl.DataFrame | None:
             description="Kept + rejected rows written = raw_events rows, every day of the run.",
         )
     ],
-    **DAILY,
+    **EACH_DAY,
 )
 def cleaning(
     context: AssetExecutionContext,

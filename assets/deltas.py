@@ -11,7 +11,7 @@ from dagster import (
 
 from assets.days import each_day, write_day
 from assets.metadata import markdown_table, schema_metadata
-from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE
+from assets.partitions import EACH_DAY_USAGE, WAREHOUSE_TABLE
 from resources import WarehouseResource
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS, daily_deltas, duplicate_keys
 
@@ -20,7 +20,7 @@ NO_DUPLICATES = "no_duplicate_delta_keys"
 
 @asset(
     deps=["sessions"],
-    **DAILY_USAGE,
+    **EACH_DAY_USAGE,
     kinds=WAREHOUSE_TABLE,
     check_specs=[
         AssetCheckSpec(

@@ -1,12 +1,30 @@
 from dagster import AssetSelection, define_asset_job
 
+from assets.execution import one_process_config
+from usage_stats.run_queue import MATOMO_DB_TAG
+from usage_stats.settings import Settings
+
+_settings = Settings.current()
+
+
+def matomo_database(url: str | None) -> str:
+    """`host:port/database` of a Matomo URL (no user, no password): a run tag's value."""
+    if not url:
+        return "none"
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 3306}/{parsed.database or ''}"
+
+
 # The main job: raw events of a day → stats store, all sites.
 # Its stages form a chain, so a process per step (Dagster's default) would buy no parallelism
 # and cost each step a fresh interpreter and code location (about 3 s of CPU on 2 cores, more
 # than processing a million events): the run executes in one process. Memory stays bounded
 # by the piece size (usage_stats.pipeline.pieces), not by the number of steps. The launchpad
-# can still choose `multiprocess` for a run.
-IN_ONE_PROCESS = {"execution": {"config": {"in_process": {}}}}
+# can still choose `multiprocess` for a run. A deployment that sets USAGE_STATS_EXECUTOR
+# (assets/execution.py: e.g. Celery workers) runs every job with that executor instead.
+IN_ONE_PROCESS = one_process_config(_settings)
 
 usage_pipeline_job = define_asset_job(
     "usage_pipeline",
@@ -16,9 +34,13 @@ usage_pipeline_job = define_asset_job(
 )
 
 # Yesterday's Matomo logs → the lake; the new-file sensor (or the nightly pipeline) takes over.
+# Its runs carry the Matomo database they read (host, port and name; never credentials): the
+# production run queue (deploy/dagster.yaml) runs at most USAGE_STATS_MATOMO_RUNS_PER_DATABASE
+# of them per database at once, however long the export backfill.
 matomo_export_job = define_asset_job(
     "matomo_export_job",
     selection=AssetSelection.assets("matomo_export"),
+    tags={MATOMO_DB_TAG: matomo_database(_settings.matomo_url)},
     description="Matomo's log tables of a day → raw Parquet in the lake, every active source.",
 )
 

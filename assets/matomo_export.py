@@ -1,12 +1,12 @@
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from assets.partitions import DAILY, partition_days
+from assets.partitions import EACH_DAY, partition_days
 from resources import AdminDbResource, LakeResource, MatomoDbResource
 from usage_stats.ingest.matomo import export_day
 
 
 @asset(
-    **DAILY,
+    **EACH_DAY,
     group_name="ingest",
     kinds={"mysql", "parquet"},
     description="Matomo's log tables → the lake, for every active source, one day at a time. "

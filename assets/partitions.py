@@ -22,11 +22,25 @@ daily_partitions = DailyPartitionsDefinition(
 # the same policy so a backfill of the whole pipeline is one run.
 single_run = BackfillPolicy.single_run()
 
+# Production (USAGE_STATS_BACKFILL_DAYS_PER_RUN=N): the stages whose days are independent of
+# each other (export, raw events, cleaning, titles, deltas) split a backfill into runs of N
+# days that the run queue launches in parallel (bounded by its limits, on the executor's
+# workers); the cumulative chain (snapshots, stats_index) keeps single-run ranges and follows
+# in order (assets/snapshots.py: CHAIN_DEPS). 0 (the default) keeps the whole range in one run.
+per_day = (
+    BackfillPolicy.multi_run(_settings.backfill_days_per_run)
+    if _settings.backfill_days_per_run
+    else single_run
+)
+
 
 # What every daily stage shares: the day partitions, one run per range, its group; and what a
 # warehouse stage is. `@asset(**DAILY_USAGE, kinds=WAREHOUSE_TABLE, …)`.
 DAILY = {"partitions_def": daily_partitions, "backfill_policy": single_run}
 DAILY_USAGE = {**DAILY, "group_name": "usage"}
+# ... and the stages whose days are independent (see per_day)
+EACH_DAY = {**DAILY, "backfill_policy": per_day}
+EACH_DAY_USAGE = {**EACH_DAY, "group_name": "usage"}
 WAREHOUSE_TABLE = {"polars", "parquet"}
 
 

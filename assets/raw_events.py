@@ -4,7 +4,7 @@ from pydantic import Field
 
 from assets.days import each_day, report_parts
 from assets.metadata import markdown_table, schema_metadata
-from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE
+from assets.partitions import EACH_DAY_USAGE, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
 from usage_stats.admin.sources import sources_frame
 from usage_stats.pipeline.canonical import CANONICAL_SCHEMA
@@ -20,7 +20,7 @@ class SiteSelection(Config):
 
 @asset(
     deps=["matomo_export"],
-    **DAILY_USAGE,
+    **EACH_DAY_USAGE,
     kinds=WAREHOUSE_TABLE,
     description="Canonical typed events of a day, all sites; IPs already hashed. "
     "Page titles seen with the day's views are kept beside them (page_titles).",

@@ -2,15 +2,17 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetDep,
     AssetExecutionContext,
     MaterializeResult,
     MetadataValue,
+    TimeWindowPartitionMapping,
     asset,
 )
 
 from assets.days import each_day, write_day
 from assets.metadata import schema_metadata
-from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days
+from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE, partition_days, per_day, single_run
 from resources import WarehouseResource
 from usage_stats.pipeline.snapshots import (
     SNAPSHOT_SCHEMA,
@@ -21,9 +23,19 @@ from usage_stats.pipeline.snapshots import (
 
 CHAINS = "snapshot_equals_previous_plus_delta"
 
+# Where a backfill splits the daily stages into runs (USAGE_STATS_BACKFILL_DAYS_PER_RUN), the
+# chain says so to Dagster: snapshot(d) also depends on snapshot(d − 1), so the backfill
+# launches the snapshots in order, each range once the one before it is in, never two at once.
+# (In one-run backfills the range is one run anyway, and the graph stays as it was.)
+CHAIN_DEPS = (
+    [AssetDep("usage_snapshots", partition_mapping=TimeWindowPartitionMapping(-1, -1))]
+    if per_day is not single_run
+    else []
+)
+
 
 @asset(
-    deps=["item_daily_deltas"],
+    deps=["item_daily_deltas", *CHAIN_DEPS],
     **DAILY_USAGE,
     kinds=WAREHOUSE_TABLE,
     check_specs=[

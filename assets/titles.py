@@ -3,14 +3,14 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from assets.days import each_day, write_day
 from assets.metadata import markdown_table, schema_metadata
-from assets.partitions import DAILY_USAGE, WAREHOUSE_TABLE
+from assets.partitions import EACH_DAY_USAGE, WAREHOUSE_TABLE
 from resources import AdminDbResource, WarehouseResource
 from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA, latest_item_titles
 
 
 @asset(
     deps=["raw_events"],
-    **DAILY_USAGE,
+    **EACH_DAY_USAGE,
     kinds=WAREHOUSE_TABLE,
     description="Each item's title as the day's page views last showed it (Matomo page "
     "titles), under the normalised key the statistics use; the stats store keeps the latest.",

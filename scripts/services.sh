@@ -4,14 +4,15 @@
 #   - MinIO as the S3-compatible store (built from source with `go install`)
 #   - PostgreSQL for the admin database (Debian's `postgresql` package)
 #   - MariaDB standing in for a Matomo database (Debian's `mariadb-server` package)
+#   - Redis as the Celery broker of the distributed executor (Debian's `redis-server` package)
 #   - an OAI-PMH data provider (`oai-repo` from PyPI, usage_stats/demo/oai_server.py) serving
 #     planted records; tests put datasets of their own into it
-# PostgreSQL and MariaDB are apt-installed when their binaries are missing (that needs root),
+# PostgreSQL, MariaDB and Redis are apt-installed when their binaries are missing (that needs root),
 # but run as our own instances on our own data directories, never as the Debian system
 # cluster/service (which, where apt may start services, listens on 5432/3306: our defaults
-# are 5433/3307). As root they run as the package's system users `postgres` and `mysql`.
+# are 5433/3307; Redis's system service takes 6379, ours 6380). As root they run as the package's system users `postgres` and `mysql`.
 #
-# Usage: scripts/services.sh start|stop|status|env [opensearch|minio|postgres|mariadb|oai]
+# Usage: scripts/services.sh start|stop|status|env [opensearch|minio|postgres|mariadb|redis|oai]
 #   start   install what is missing, start what is not running, wait until all answer
 #   stop    stop all (OpenSearch and MinIO: whole process trees; PostgreSQL: fast shutdown;
 #           MariaDB: clean shutdown); fine when nothing runs
@@ -30,10 +31,13 @@
 #                                  `usage_stats` (the role may create databases)
 #   USAGE_STATS_MARIADB_PORT       MariaDB port (default 3307); user and password `matomo`
 #                                  (all privileges, from 127.0.0.1/localhost), database `matomo`
+#   USAGE_STATS_REDIS_PORT         Redis port (default 6380); no password, loopback only, no
+#                                  persistence (a broker's queue is gone with the server)
 #   USAGE_STATS_OAI_PORT           OAI-PMH test provider port (default 8765); sources at
 #                                  http://127.0.0.1:<port>/oai/<dataset>/<source key>
 #   USAGE_STATS_SERVICES_TIMEOUT   seconds to wait for each server to answer (default 120)
-# PostgreSQL and MariaDB keep their data in <services dir>/postgres and <services dir>/mariadb,
+# PostgreSQL and MariaDB keep their data in <services dir>/postgres and <services dir>/mariadb
+# (Redis its working directory in <services dir>/redis),
 # unless started as root from a services dir their system user cannot reach (a parent closed
 # to others, e.g. a checkout under /root) or too deep for a unix socket path: then in
 # /var/tmp/usage-stats-<hash of the services dir>/{postgres,mariadb}, one per checkout.
@@ -71,6 +75,9 @@ MY_PORT="${USAGE_STATS_MARIADB_PORT:-3307}"
 MY_USER=mysql         # system user (made by Debian's package) the server runs as when we are root
 MY_DB=matomo          # database, user and password the tests use
 MY_BIN=/usr/sbin/mariadbd
+
+RD_PORT="${USAGE_STATS_REDIS_PORT:-6380}"
+RD_BIN=/usr/bin/redis-server
 
 OAI_PORT="${USAGE_STATS_OAI_PORT:-8765}"
 OAI_MODULE=usage_stats.demo.oai_server
@@ -589,6 +596,38 @@ wait_mariadb() {
     fail_with_log mariadb "not answering within ${TIMEOUT}s"
 }
 
+# ---------------------------------------------------------------- Redis (Celery broker)
+
+# Runs as whoever runs this script (Redis does not mind root); its own config on the command
+# line, never Debian's /etc/redis or its system service (which, where apt may start services,
+# listens on 6379).
+rd_pid() { live_pid redis "$RD_BIN 127.0.0.1:$RD_PORT"; }
+
+launch_redis() {
+    [[ -x $RD_BIN ]] || die "no $RD_BIN (apt-get install redis-server)"
+    mkdir -p "$SD/redis"
+    # No persistence (save "" and no AOF): a broker's queue lives as long as the server, as
+    # the tests need; protected mode stays on (loopback only anyway).
+    launch redis "$RD_BIN" --bind 127.0.0.1 --port "$RD_PORT" --dir "$SD/redis" \
+        --save "" --appendonly no --daemonize no --logfile ""
+    say "redis: starting (pid $(<"$RUN/redis.pid"))"
+}
+
+wait_redis() {
+    local deadline=$((SECONDS + TIMEOUT)) version
+    while ((SECONDS < deadline)); do
+        still_running redis || fail_with_log redis "exited during startup"
+        if [[ $(redis-cli -h 127.0.0.1 -p "$RD_PORT" ping 2>/dev/null) == PONG ]]; then
+            version="$(redis-cli -h 127.0.0.1 -p "$RD_PORT" info server \
+                | sed -nE 's/^redis_version:([^[:space:]]+).*/\1/p')"
+            say "redis: up, Redis ${version:-?}, redis://127.0.0.1:$RD_PORT"
+            return 0
+        fi
+        sleep 0.2
+    done
+    fail_with_log redis "not answering within ${TIMEOUT}s"
+}
+
 # ---------------------------------------------------------------- OAI-PMH test provider
 
 oai_pid() { live_pid oai "$OAI_MODULE"; }
@@ -621,7 +660,7 @@ wait_oai() {
 wants() { [[ -z $ONLY || $ONLY == "$1" ]]; }
 
 cmd_start() {
-    local os_new=0 minio_new=0 pg_new=0 my_new=0 oai_new=0
+    local os_new=0 minio_new=0 pg_new=0 my_new=0 rd_new=0 oai_new=0
     local -a packages=()
 
     # Start OpenSearch first, then build MinIO, install and start PostgreSQL and MariaDB while
@@ -650,11 +689,14 @@ cmd_start() {
         minio_new=1
     fi
 
-    # One apt-get run for both packages. The paths are decided after it: it makes the users.
+    # One apt-get run for all packages. The paths are decided after it: it makes the users.
     pg_paths
     my_paths
     if wants postgres && ! pg_pid >/dev/null && ! pg_bindir >/dev/null; then packages+=(postgresql); fi
     if wants mariadb && ! my_pid >/dev/null && ! mariadb_installed; then packages+=(mariadb-server); fi
+    if wants redis && ! rd_pid >/dev/null && { ! [[ -x $RD_BIN ]] || ! command -v redis-cli >/dev/null; }; then
+        packages+=(redis-server)  # brings redis-tools (redis-cli)
+    fi
     if ((${#packages[@]})); then
         apt_install "${packages[@]}"
         pg_paths
@@ -683,6 +725,17 @@ cmd_start() {
         my_new=1
     fi
 
+    if ! wants redis; then
+        :
+    elif rd_pid >/dev/null; then
+        say "redis: already running (pid $(rd_pid))"
+    else
+        listening "$RD_PORT" \
+            && die "port $RD_PORT is taken but not by our Redis; stop that or set USAGE_STATS_REDIS_PORT"
+        launch_redis
+        rd_new=1
+    fi
+
     if ! wants oai; then
         :
     elif oai_pid >/dev/null; then
@@ -698,6 +751,7 @@ cmd_start() {
     ((minio_new)) && wait_minio
     ((pg_new)) && wait_postgres
     ((my_new)) && wait_mariadb
+    ((rd_new)) && wait_redis
     ((oai_new)) && wait_oai
     return 0
 }
@@ -709,6 +763,7 @@ cmd_stop() {
     if wants minio; then stop_one minio "$MINIO_BIN server"; fi
     if wants postgres; then stop_one postgres "$PG_DATA" INT; fi
     if wants mariadb; then stop_one mariadb "--datadir=$MY_DATA"; fi  # TERM: clean shutdown
+    if wants redis; then stop_one redis "$RD_BIN 127.0.0.1:$RD_PORT"; fi  # TERM: clean shutdown
     if wants oai; then stop_one oai "$OAI_MODULE"; fi
 }
 
@@ -748,6 +803,14 @@ cmd_status() {
     else
         say "mariadb: not running"; rc=3
     fi
+    if ! wants redis; then
+        :
+    elif pid="$(rd_pid)"; then
+        say "redis: running (pid $pid), redis://127.0.0.1:$RD_PORT, $(redis-cli -h 127.0.0.1 \
+            -p "$RD_PORT" ping 2>/dev/null || echo 'not answering')"
+    else
+        say "redis: not running"; rc=3
+    fi
     if ! wants oai; then
         :
     elif pid="$(oai_pid)"; then
@@ -769,10 +832,11 @@ export USAGE_STATS_OPENSEARCH_URL=http://127.0.0.1:$OS_PORT
 export USAGE_STATS_ADMIN_DB_TEST_POSTGRES_URL=postgresql+psycopg://$PG_ROLE:$PG_ROLE@127.0.0.1:$PG_PORT/$PG_ROLE
 export USAGE_STATS_MATOMO_TEST_URL=mysql+pymysql://$MY_DB:$MY_DB@127.0.0.1:$MY_PORT/$MY_DB
 export USAGE_STATS_TEST_OAI_URL=http://127.0.0.1:$OAI_PORT
+export USAGE_STATS_TEST_REDIS_URL=redis://127.0.0.1:$RD_PORT
 EOF
 }
 
-USAGE="usage: $0 start|stop|status|env [opensearch|minio|postgres|mariadb|oai]"
+USAGE="usage: $0 start|stop|status|env [opensearch|minio|postgres|mariadb|redis|oai]"
 ONLY="${2:-}"
 case "${1:-}" in
     env) cmd_env; exit 0 ;;  # needs no directory and no lock
@@ -780,7 +844,7 @@ case "${1:-}" in
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
 case "$ONLY" in
-    "" | opensearch | minio | postgres | mariadb | oai) ;;
+    "" | opensearch | minio | postgres | mariadb | redis | oai) ;;
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
 

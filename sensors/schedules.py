@@ -14,8 +14,10 @@ daily_usage_schedule = build_schedule_from_partitioned_job(
     usage_pipeline_job,
     name="daily_usage_schedule",
     hour_of_day=Settings.current().schedule_hour,
+    minute_of_hour=Settings.current().schedule_minute,
     default_status=DefaultScheduleStatus.STOPPED,
-    description="Each night at USAGE_STATS_SCHEDULE_HOUR (UTC), processes yesterday, all sites. "
+    description="Each night at USAGE_STATS_SCHEDULE_HOUR:USAGE_STATS_SCHEDULE_MINUTE (UTC), "
+    "processes yesterday, all sites. "
     "Turn it on in production once yesterday's files are in the lake before that hour (the "
     "Matomo export schedule runs earlier); leave it off on a laptop.",
 )

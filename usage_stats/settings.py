@@ -82,6 +82,13 @@ class Settings:
     # record statistics and usage breakdowns of yesterday (after the usage run)
     harvest_hour: int = 2
     breakdowns_hour: int = 5
+    # Production (deploy/): how runs execute their steps (in_process, multiprocess, celery, k8s;
+    # "" = the embedded default: usage jobs in one process) and how many days of the
+    # day-independent assets a backfill run takes (0 = the whole range in one run)
+    executor: str = ""
+    # minute of USAGE_STATS_SCHEDULE_HOUR at which the nightly run starts
+    schedule_minute: int = 0
+    backfill_days_per_run: int = 0
 
     @classmethod
     def current(cls) -> Settings:
@@ -150,6 +157,16 @@ class Settings:
             piece_mib=_non_negative(
                 float(number("USAGE_STATS_PIECE_MIB", str(DEFAULT_PIECE_MIB), float)),
                 "USAGE_STATS_PIECE_MIB",
+            ),
+            schedule_minute=int(number("USAGE_STATS_SCHEDULE_MINUTE", "0", int)),
+            executor=_choice(
+                env, "USAGE_STATS_EXECUTOR", "", ("", "in_process", "multiprocess", "celery", "k8s")
+            ),
+            backfill_days_per_run=int(
+                _non_negative(
+                    number("USAGE_STATS_BACKFILL_DAYS_PER_RUN", "0", int),
+                    "USAGE_STATS_BACKFILL_DAYS_PER_RUN",
+                )
             ),
             cors_origins=tuple(
                 o.strip() for o in env.get("USAGE_STATS_CORS_ORIGINS", "").split(",") if o.strip()
