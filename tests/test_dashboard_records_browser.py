@@ -207,7 +207,9 @@ def test_breakdown_panels_bars_shares_remainders_table_and_csv(site, open_page):
         assert page.get_attribute(f"#breakdown-{field}", "data-whole") == str(
             answer["period"]["whole"]["downloads"]
         )
-        if not answer["multi_valued"]:  # values, unknown and other add up to the whole
+        # values, unknown and other add up to the whole; the planted item rows carry no
+        # referrer (it comes from the visits), so that panel is empty, as the API's rows
+        if shown and not answer["multi_valued"]:
             assert sum(b["value"] for b in shown) == answer["period"]["whole"]["downloads"]
     # subjects: 30 planted, so the top 20 and an "(other)" remainder
     subject = bars(page, "subject")
@@ -346,7 +348,9 @@ def test_a_field_the_api_adds_gets_its_panel(site, open_page):
     referrer, answered by a stand-in) appears without a change to the dashboard."""
     _, api, _, _ = site
     offered = get(api, "/api/v1/breakdowns")
-    offered["usage"].append("referrer")  # and no label for it: the dashboard names it
+    # the referrer (offered since the pipeline counts it) stands for a new field: last, once,
+    # with no label of its own (the dashboard names it)
+    offered["usage"] = [f for f in offered["usage"] if f != "referrer"] + ["referrer"]
     metrics = list(get(api, "/api/v1/global", **SPAN)["totals"])
     zero = dict.fromkeys(metrics, 0)
 
