@@ -115,9 +115,9 @@ def _records_and_breakdowns(
     truth = (manifest or {}).get("records")
     if record_days:
         added = store.record_totals("global", "global", start, end, level="R", by=("date",))
-        per_day = {d.isoformat(): a for d, a, _, _ in added.iter_rows()}
+        per_day = {d.isoformat(): a for d, a in added.select("date", "added").iter_rows()}
         totals = store.record_cumulative("global", "global", start, end, level="R")
-        total_on = {d.isoformat(): t for d, _, _, t in totals.iter_rows()}
+        total_on = {d.isoformat(): t for d, t in totals.select("date", "total").iter_rows()}
         last = end.isoformat()
         print(
             f"\nrecords (harvested, repositories, by OAI datestamp): {total_on.get(last, 0)} "
@@ -151,7 +151,7 @@ def _records_and_breakdowns(
                 by=("date", "value"),
             )
             added_by_type: dict[str, dict[str, int]] = {d: {} for d in truth["added"]}
-            for day, value, n, _, _ in daily.iter_rows():
+            for day, value, n in daily.select("date", "value", "added").iter_rows():
                 if n:
                     added_by_type.setdefault(day.isoformat(), {})[value] = n
             if added_by_type != {d: a["resource_type"] for d, a in truth["added"].items()}:
