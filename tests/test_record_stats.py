@@ -16,10 +16,12 @@ from usage_stats.pipeline.records import (
     RECORD_KEYS,
     RECORD_SCHEMA,
     advance_snapshot,
+    log_mark,
     record_deltas,
     record_events,
     record_snapshot,
     record_snapshot_mismatches,
+    refresh_snapshot,
     source_levels,
     subcount_mismatches,
 )
@@ -265,6 +267,70 @@ def test_advance_snapshot_equals_the_snapshot_from_the_log(tmp_path):
         keys = list(RECORD_KEYS)
         assert advanced.sort(keys, nulls_last=True).equals(rebuilt.sort(keys, nulls_last=True)), d
         previous = advanced
+
+
+def test_a_carried_forward_snapshot_equals_the_recount_or_falls_back(tmp_path):
+    """A stored snapshot and its log mark, carried forward after later harvests: exactly the
+    full recount over several days when the new changes are new records (late ones too) or
+    later deletions; None (a recount) after an update, a return, an earlier-dated deletion,
+    a log that grew before the mark, other levels or a mark of another snapshot."""
+    h = planted(tmp_path)
+    keys = list(RECORD_KEYS)
+
+    def stored(day: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+        current, changes = h.state()
+        snap = record_snapshot(current, changes, LEVELS, day)
+        return snap, log_mark(changes, snap, LEVELS)
+
+    def carried(snap, mark, day, levels=LEVELS):
+        current, changes = h.state()
+        return refresh_snapshot(snap, mark, current, changes, levels, day)
+
+    def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
+        return a.sort(keys, nulls_last=True).equals(b.sort(keys, nulls_last=True))
+
+    def recount(day: dt.date) -> pl.DataFrame:
+        return record_snapshot(*h.state(), LEVELS, day)
+
+    snap, mark = stored(D2)
+    assert same(carried(snap, mark, D2), recount(D2))  # nothing new
+    # New records: one of D3 published on D1, a late one of D1 (another source, no
+    # publication date) and one of D1 published long ago; a D2 record deleted on D4.
+    h.harvest(2, rec(2, 5, D3, resource_type=md.THESIS, publication_date=D1, subjects=["x"]))
+    h.harvest(
+        3,
+        rec(3, 5, D1, resource_type=md.BOOK, file_count=2, file_bytes=7),
+        rec(3, 6, D1, resource_type=md.ARTICLE, publication_date=dt.date(1999, 5, 1)),
+    )
+    h.harvest(1, rec(1, 3, D4, deleted=True))
+    previous = carried(snap, mark, D2)
+    assert previous is not None
+    assert same(previous, recount(D2))
+    assert not same(previous, snap)
+    current, changes = h.state()
+    events = record_events(current, changes)
+    for d in (D3, D4):
+        previous = advance_snapshot(previous, record_deltas(current, changes, LEVELS, d, events), d)
+        assert same(previous, recount(d)), d
+    # The mark of another snapshot, other levels, a log grown before the mark: a recount.
+    assert carried(snap.head(3), mark, D2) is None
+    assert carried(snap, mark, D2, source_levels(SOURCES[:2])) is None
+    assert carried(snap, mark.with_columns(pl.col("log_rows") - 1), D2) is None
+
+    snap, mark = stored(D2)
+    h.harvest(2, rec(2, 1, D2, resource_type=md.THESIS, language="spa", publication_date=D1))
+    assert carried(snap, mark, D2) is None  # updated: its fields move on every past day
+
+    snap, mark = stored(D2)
+    snap1, mark1 = stored(D1)
+    h.harvest(1, rec(1, 2, D2, deleted=True))
+    assert carried(snap, mark, D2) is None  # a deletion dated on the carried day
+    assert carried(snap, mark, D1) is None  # a snapshot of another day
+    assert same(carried(snap1, mark1, D1), recount(D1))  # after D1: carried
+
+    snap, mark = stored(D3)
+    h.harvest(1, rec(1, 1, D4, resource_type=md.ARTICLE))
+    assert carried(snap, mark, D3) is None  # back after its deletion
 
 
 def test_publication_date_basis(tmp_path):

@@ -45,6 +45,7 @@ every day, so subcounts of a day always match the total of that day.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable
 
 import polars as pl
@@ -398,3 +399,131 @@ def subcount_mismatches(frame: pl.DataFrame) -> int:
     )
     # A total without any single-valued subcount (the full join's null field) also counts.
     return single.height + listed.height
+
+
+# What a stored snapshot was counted from (`log_mark`), kept beside it so a later run can
+# carry it forward (`refresh_snapshot`): the change-log rows it saw, the newest `harvested_at`
+# among them, its own rows (a snapshot and mark written by different runs do not pair) and a
+# digest of the source levels it rolled up with.
+LOG_MARK_SCHEMA = pl.Schema(
+    {
+        "log_rows": pl.Int64(),
+        "log_until": pl.Datetime("us", "UTC"),
+        "snapshot_rows": pl.Int64(),
+        "levels": pl.String(),
+    }
+)
+
+
+def _levels_digest(levels: pl.DataFrame) -> str:
+    rows = sorted(repr(r) for r in levels.select(list(SOURCE_LEVELS_SCHEMA)).iter_rows())
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def log_mark(changes: pl.DataFrame, snapshot: pl.DataFrame, levels: pl.DataFrame) -> pl.DataFrame:
+    """The one-row `LOG_MARK_SCHEMA` frame of a snapshot counted from `changes`."""
+    until = changes.get_column("harvested_at").max() if changes.height else None
+    return pl.DataFrame(
+        [(changes.height, until, snapshot.height, _levels_digest(levels))],
+        schema=LOG_MARK_SCHEMA,
+        orient="row",
+    )
+
+
+def refresh_snapshot(
+    stored: pl.DataFrame,
+    mark: pl.DataFrame | None,
+    current: pl.DataFrame,
+    changes: pl.DataFrame,
+    levels: pl.DataFrame,
+    day: dt.date,
+    events: pl.DataFrame | None = None,
+) -> pl.DataFrame | None:
+    """The snapshot of `day` as `record_snapshot` would count it from the whole log now,
+    from `stored` (that day's snapshot as counted when its `mark` was made), or None when
+    only a full recount can say.
+
+    Since a record counts under its current fields on every day it has events, a change
+    logged after the mark alters `stored` unless it is one of these two:
+
+    - any change of a record the marked log never named (a new record, however dated: a
+      late harvest's too): the record was not in `stored`; its events up to `day` are
+      counted on their own and added (a few thousand records, not every record);
+    - the `deleted` change of a record the marked log last saw `added`, dated after `day`:
+      its datestamp-basis events up to `day` stay as they were (its fields are kept on
+      deletion), its removal falls on a later day (that day's delta), and it leaves the
+      publication basis, so its publication event up to `day` is taken back out.
+
+    Anything else (an `updated` change, a record added back after a deletion, a deletion
+    dated on or before `day`, a log that grew before the mark's time, other source levels,
+    a mark of another snapshot, a snapshot of another day) returns None."""
+    if mark is None or mark.height != 1:
+        return None
+    log_rows, until, snapshot_rows, digest = mark.row(0)
+    if snapshot_rows != stored.height or digest != _levels_digest(levels):
+        return None
+    if stored.height and stored.select((pl.col("date") != day).any()).item():
+        return None
+    log = changes.lazy().select(
+        *_RECORD,
+        pl.col("change").cast(pl.String),
+        pl.coalesce("datestamp", "harvested_at").dt.date().alias("date"),
+        "harvested_at",
+    )
+    seen_rule = pl.col("harvested_at") <= until if until is not None else pl.lit(False)
+    seen_rows = changes.lazy().filter(seen_rule).select(pl.len()).collect().item()
+    if seen_rows != log_rows:
+        return None
+    new = log.filter(~seen_rule).collect()
+    if new.is_empty():
+        return stored.with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
+    # The records the new changes name that the marked log named too, with their last seen
+    # change (the log is in harvest order): a handful of rows.
+    named = new.select(_RECORD).unique()
+    seen_before = (
+        log.filter(seen_rule)
+        .join(named.lazy(), on=_RECORD, how="semi")
+        .group_by(_RECORD)
+        .agg(pl.col("change").filter(pl.col("change") != "updated").last().alias("_last"))
+        .collect()
+    )
+    touched = new.join(seen_before, on=_RECORD, how="inner")
+    if touched.height:
+        ok = (pl.col("change") == "deleted") & (pl.col("_last") == "added") & (pl.col("date") > day)
+        per_record = touched.group_by(_RECORD).agg(pl.len().alias("n"), ok.all().alias("ok"))
+        if not per_record.select((pl.col("n") == 1) & pl.col("ok")).to_series().all():
+            return None
+    if events is None:
+        events = record_events(current, changes)
+    fresh = named.join(seen_before.select(_RECORD), on=_RECORD, how="anti")
+    parts = [stored.lazy().select(*_KEYS, *RECORD_COUNTS)]
+    added = events.lazy().join(fresh.lazy(), on=_RECORD, how="semi").filter(pl.col("date") <= day)
+    parts.append(_count(added, current, levels, day).lazy().select(*_KEYS, *RECORD_COUNTS))
+    if touched.height:
+        gone = (
+            current.lazy()
+            .join(touched.lazy().select(_RECORD), on=_RECORD, how="semi")
+            .filter(pl.col("publication_date").is_not_null() & (pl.col("publication_date") <= day))
+            .select(
+                *_RECORD,
+                pl.lit("publication").alias("basis"),
+                pl.col("publication_date").alias("date"),
+                pl.lit(1, dtype=pl.Int64).alias("added"),
+                pl.lit(0, dtype=pl.Int64).alias("removed"),
+            )
+            .unique(_RECORD, keep="last")
+        )
+        taken = _count(gone, current, levels, day).lazy()
+        parts.append(taken.select(*_KEYS, *(-pl.col(c) for c in RECORD_COUNTS)))
+    # A publication-basis row counts only `added` events: at 0 no record is left in it, and
+    # the recount has no such row.
+    return (
+        pl.concat(parts)
+        .group_by(_KEYS)
+        .agg(pl.col(c).sum() for c in RECORD_COUNTS)
+        .filter((pl.col("basis") != "publication") | (pl.col("added") != 0))
+        .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
+        .select(list(RECORD_SCHEMA))
+        .cast(RECORD_SCHEMA)
+        .collect()
+    )
