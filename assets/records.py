@@ -155,7 +155,6 @@ def record_snapshots(
             changes,
             levels,
             before,
-            events,
         )
     carried = previous is not None
     context.log.info(

@@ -281,7 +281,7 @@ def main() -> None:
     delta = measure("delta", lambda: record_deltas(current, changes, levels, DAY, events), steps)
     carried = measure(
         "carry",
-        lambda: refresh_snapshot(stored, mark, current, changes, levels, before, events),
+        lambda: refresh_snapshot(stored, mark, current, changes, levels, before),
         steps,
     )
     previous = measure(
