@@ -191,6 +191,21 @@ def test_snapshots_total_by_type_and_chain(tmp_path):
         )
         > 0
     )
+    # A subcount off by one, in a single-valued field and in a list field: found.
+    d3 = snaps[D3]
+    where = (
+        (pl.col("scope") == "source") & (pl.col("key") == "1") & (pl.col("basis") == "datestamp")
+    )
+    typed = where & (pl.col("field") == "resource_type") & (pl.col("value") == md.ARTICLE)
+    off = d3.with_columns(
+        pl.when(typed).then(pl.col("added") + 1).otherwise("added").alias("added")
+    )
+    assert subcount_mismatches(off) == 1
+    listed = where & (pl.col("field") == "subject") & (pl.col("value") == "química")
+    off = d3.with_columns(
+        pl.when(listed).then(pl.col("added") + 5).otherwise("added").alias("added")
+    )
+    assert subcount_mismatches(off) == 1
 
 
 def volume(
