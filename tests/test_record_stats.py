@@ -455,15 +455,24 @@ def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_remateri
         "stats_store": DuckDBStatsStoreResource(path=str(tmp_path / "stats.duckdb")),
     }
 
-    def run(*days: dt.date):
+    def run(*days: dt.date) -> list[str]:
+        """Each day's run; how each found the snapshot of the day before."""
+        found = []
         for day in days:
             result = materialize(
                 [deltas_asset, snapshots_asset], resources=resources, partition_key=day.isoformat()
             )
             assert result.success
             assert all(e.passed for e in result.get_asset_check_evaluations())
+            found += [
+                m.metadata["previous_snapshot"].value
+                for e in result.get_asset_materialization_events()
+                if "previous_snapshot" in (m := e.event_specific_data.materialization).metadata
+            ]
+        return found
 
-    run(D1, D2, D3)
+    # D1: nothing stored before it; D2 and D3 carry the day before's forward.
+    assert run(D1, D2, D3) == ["recounted", "carried forward", "carried forward"]
     store = DuckDBStatsStore(tmp_path / "stats.duckdb")
     old_d3 = [("R", "", 5, 1, 4, 5, 5_001_000, 1, 2)]
     assert store.record_snapshot("global", "global", D3).rows() == old_d3
@@ -473,8 +482,9 @@ def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_remateri
     d1 = [("R", "", 3, 0, 3, 3, 3_000_000, 1, 2)]
     assert store.record_snapshot("global", "global", D1).rows() == d1
     assert store.record_snapshot("global", "global", D3).rows() == old_d3
-    # …and re-materialising the later days brings their snapshots up to date.
-    run(D2, D3)
+    # …and re-materialising the later days brings their snapshots up to date (the new
+    # record, dated D1, is in the stored D1 snapshot they carry forward).
+    assert run(D2, D3) == ["carried forward", "carried forward"]
     new_d3 = [("R", "", 6, 1, 5, 5, 5_001_000, 2, 3)]
     assert store.record_snapshot("global", "global", D3).rows() == new_d3
     assert store.record_totals(
@@ -493,3 +503,10 @@ def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_remateri
     )
     assert not chain.passed
     assert chain.metadata["mismatched_keys_per_day"].value[D2.isoformat()] > 0
+    # A record retyped: its type moves on every past day, so the stored D1 snapshot cannot be
+    # carried forward; the run recounts, and the figures follow the new type.
+    h.harvest(1, rec(1, 2, D1, resource_type=md.THESIS, access_rights=md.RESTRICTED))
+    assert run(D2) == ["recounted"]
+    by_type = store.record_snapshot("global", "global", D2, field="resource_type")
+    articles = by_type.filter(pl.col("value") == md.ARTICLE).select("added", "total").rows()
+    assert articles == [(1, 1)]  # 1:1 alone: 1:2 is a thesis on every day now
