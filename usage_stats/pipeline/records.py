@@ -33,13 +33,14 @@ says when each record appeared and when it was deleted, the current state says w
   A record counts its whole volume under each of its file formats (a PDF and a ZIP: both
   hold its bytes), so list-field volumes overlap as their record counts do.
 
-Deltas and snapshots are both computed from the whole change log every time (no chain over
-stored days; a run computes the snapshot of the day before its first from the log, then
-adds each day's delta counted from the log, `advance_snapshot`, the same figures for a
-fraction of the work): a late harvest that reveals older records changes the days of their
-datestamps, and re-materialising those and every later day brings them up to date. Fields
-are the record's current ones: a record whose type changed is counted under its new type on
-every day, so subcounts of a day always match the total of that day.
+Deltas and snapshots are both the figures of the whole change log: a late harvest that
+reveals older records changes the days of their datestamps, and re-materialising those and
+every later day brings them up to date. Fields are the record's current ones: a record whose
+type changed is counted under its new type on every day, so subcounts of a day always match
+the total of that day. A run does not recount every record for each day: it takes the
+snapshot of the day before its first from the stored one, carried forward to the current
+log (`refresh_snapshot`, when the changes since allow; else `record_snapshot`, the full
+count), then adds each day's delta (`advance_snapshot`).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ SOURCE_LEVELS_SCHEMA = pl.Schema(
 _RECORD = ["source_key", "oai_identifier"]
 # For the join of the records with their fields Polars' default streaming engine took five
 # times the CPU of the in-memory one (bench/records_bench.py); the group-bys over string keys
-# (per source, the scopes, `advance_snapshot`, the checks) stay on the default, which took
+# (per source, the scopes) stay on the default, which took
 # half the CPU of the in-memory engine there (1M records: 11.6 CPU s against 21.7).
 _ENGINE = "in-memory"
 
