@@ -1,10 +1,13 @@
 """Record statistics per day: thin shells around `usage_stats.pipeline.records`.
 
-Both assets recompute their day from the whole harvested state and change log, never from
-the stored previous day: a later harvest that reveals older records (a repository harvested
-for the first time, or late) changes the days of their datestamps, and re-materialising
-those days and every later one (one single-run backfill of `record_stats` from the first
-such day) brings deltas, snapshots and the stats store up to date.
+Both assets compute their day from the whole harvested state and change log: a later
+harvest that reveals older records (a repository harvested for the first time, or late)
+changes the days of their datestamps, and re-materialising those days and every later one
+(one single-run backfill of `record_stats` from the first such day) brings deltas,
+snapshots and the stats store up to date. The snapshot of the day before a run is the
+stored one carried forward (`refresh_snapshot`: what the log gained since adds or takes
+back only the records it names) when the changes since it allow, else recounted from every
+record; each stored snapshot has its log mark (`record_snapshot_marks`) for the next run.
 """
 
 import datetime as dt
@@ -28,9 +31,11 @@ from usage_stats.metadata.store import MetadataStore
 from usage_stats.pipeline.records import (
     RECORD_SCHEMA,
     advance_snapshot,
+    log_mark,
     record_events,
     record_snapshot,
     record_snapshot_mismatches,
+    refresh_snapshot,
     source_levels,
     subcount_mismatches,
 )
@@ -42,6 +47,8 @@ DAILY_RECORDS = {**DAILY, "group_name": "records"}
 SUBCOUNTS = "subcounts_add_up_to_totals"
 CHAINS = "record_snapshot_equals_previous_plus_delta"
 # The preview: global totals and type subcounts, the lines a reader checks first.
+# Beside each stored snapshot: what it was counted from (`log_mark`), for the next run.
+MARKS = "record_snapshot_marks"
 _PREVIEW = (pl.col("scope") == "global") & pl.col("field").is_in(["total", "resource_type"])
 
 
@@ -135,9 +142,27 @@ def record_snapshots(
     store = warehouse.get_warehouse()
     target = stats_store.get_store()
     days = partition_days(context)
-    # One count over every record (the day before the run), then each day's own events: the
-    # same snapshots as counting the log up to each day (advance_snapshot).
-    previous = record_snapshot(current, changes, levels, days[0] - dt.timedelta(days=1), events)
+    # The day before the run: its stored snapshot carried forward when the changes logged
+    # since allow (refresh_snapshot), else one count over every record; then each day's own
+    # events: the same snapshots as counting the log up to each day (advance_snapshot).
+    before = days[0] - dt.timedelta(days=1)
+    previous = None
+    if store.exists("record_snapshots", before) and store.exists(MARKS, before):
+        previous = refresh_snapshot(
+            store.read("record_snapshots", before),
+            store.read(MARKS, before),
+            current,
+            changes,
+            levels,
+            before,
+        )
+    carried = previous is not None
+    context.log.info(
+        f"record_snapshots: the snapshot of {before} "
+        + ("carried forward from the stored one" if carried else "recounted from every record")
+    )
+    if previous is None:
+        previous = record_snapshot(current, changes, levels, before, events)
     chain: dict[str, int] = {}
     bad: dict[str, int] = {}
     snapshot = None
@@ -146,6 +171,9 @@ def record_snapshots(
         fresh = compute_deltas(current, changes, levels, day, events)
         snapshot = advance_snapshot(previous, fresh, day)
         written = target.replace_record_day(day, delta, snapshot)
+        # The mark goes before the snapshot is replaced and comes back after it: a snapshot
+        # without its mark is recounted by the next run, never carried on another's mark.
+        store.lake.delete_prefix(f"{MARKS}/date={day.isoformat()}")
         write_day(
             context,
             store,
@@ -155,6 +183,7 @@ def record_snapshots(
             store_delta_rows=written.delta_rows,
             store_snapshot_rows=written.snapshot_rows,
         )
+        store.write(MARKS, day, log_mark(changes, snapshot, levels))
         # snapshot = previous + fresh key by key (advance_snapshot), so snapshot − previous −
         # stored delta = fresh − stored delta: the chain checked on the day's rows, not on
         # millions of snapshot rows.
@@ -165,6 +194,7 @@ def record_snapshots(
         metadata={
             **schema_metadata(RECORD_SCHEMA),
             "store": type(target).__name__,
+            "previous_snapshot": "carried forward" if carried else "recounted",
             "preview": markdown_table(snapshot.filter(_PREVIEW) if snapshot is not None else None),
         }
     )

@@ -16,10 +16,12 @@ from usage_stats.pipeline.records import (
     RECORD_KEYS,
     RECORD_SCHEMA,
     advance_snapshot,
+    log_mark,
     record_deltas,
     record_events,
     record_snapshot,
     record_snapshot_mismatches,
+    refresh_snapshot,
     source_levels,
     subcount_mismatches,
 )
@@ -189,6 +191,21 @@ def test_snapshots_total_by_type_and_chain(tmp_path):
         )
         > 0
     )
+    # A subcount off by one, in a single-valued field and in a list field: found.
+    d3 = snaps[D3]
+    where = (
+        (pl.col("scope") == "source") & (pl.col("key") == "1") & (pl.col("basis") == "datestamp")
+    )
+    typed = where & (pl.col("field") == "resource_type") & (pl.col("value") == md.ARTICLE)
+    off = d3.with_columns(
+        pl.when(typed).then(pl.col("added") + 1).otherwise("added").alias("added")
+    )
+    assert subcount_mismatches(off) == 1
+    listed = where & (pl.col("field") == "subject") & (pl.col("value") == "química")
+    off = d3.with_columns(
+        pl.when(listed).then(pl.col("added") + 5).otherwise("added").alias("added")
+    )
+    assert subcount_mismatches(off) == 1
 
 
 def volume(
@@ -265,6 +282,70 @@ def test_advance_snapshot_equals_the_snapshot_from_the_log(tmp_path):
         keys = list(RECORD_KEYS)
         assert advanced.sort(keys, nulls_last=True).equals(rebuilt.sort(keys, nulls_last=True)), d
         previous = advanced
+
+
+def test_a_carried_forward_snapshot_equals_the_recount_or_falls_back(tmp_path):
+    """A stored snapshot and its log mark, carried forward after later harvests: exactly the
+    full recount over several days when the new changes are new records (late ones too) or
+    later deletions; None (a recount) after an update, a return, an earlier-dated deletion,
+    a log that grew before the mark, other levels or a mark of another snapshot."""
+    h = planted(tmp_path)
+    keys = list(RECORD_KEYS)
+
+    def stored(day: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+        current, changes = h.state()
+        snap = record_snapshot(current, changes, LEVELS, day)
+        return snap, log_mark(changes, snap, LEVELS)
+
+    def carried(snap, mark, day, levels=LEVELS):
+        current, changes = h.state()
+        return refresh_snapshot(snap, mark, current, changes, levels, day)
+
+    def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
+        return a.sort(keys, nulls_last=True).equals(b.sort(keys, nulls_last=True))
+
+    def recount(day: dt.date) -> pl.DataFrame:
+        return record_snapshot(*h.state(), LEVELS, day)
+
+    snap, mark = stored(D2)
+    assert same(carried(snap, mark, D2), recount(D2))  # nothing new
+    # New records: one of D3 published on D1, a late one of D1 (another source, no
+    # publication date) and one of D1 published long ago; a D2 record deleted on D4.
+    h.harvest(2, rec(2, 5, D3, resource_type=md.THESIS, publication_date=D1, subjects=["x"]))
+    h.harvest(
+        3,
+        rec(3, 5, D1, resource_type=md.BOOK, file_count=2, file_bytes=7),
+        rec(3, 6, D1, resource_type=md.ARTICLE, publication_date=dt.date(1999, 5, 1)),
+    )
+    h.harvest(1, rec(1, 3, D4, deleted=True))
+    previous = carried(snap, mark, D2)
+    assert previous is not None
+    assert same(previous, recount(D2))
+    assert not same(previous, snap)
+    current, changes = h.state()
+    events = record_events(current, changes)
+    for d in (D3, D4):
+        previous = advance_snapshot(previous, record_deltas(current, changes, LEVELS, d, events), d)
+        assert same(previous, recount(d)), d
+    # The mark of another snapshot, other levels, a log grown before the mark: a recount.
+    assert carried(snap.head(3), mark, D2) is None
+    assert carried(snap, mark, D2, source_levels(SOURCES[:2])) is None
+    assert carried(snap, mark.with_columns(pl.col("log_rows") - 1), D2) is None
+
+    snap, mark = stored(D2)
+    h.harvest(2, rec(2, 1, D2, resource_type=md.THESIS, language="spa", publication_date=D1))
+    assert carried(snap, mark, D2) is None  # updated: its fields move on every past day
+
+    snap, mark = stored(D2)
+    snap1, mark1 = stored(D1)
+    h.harvest(1, rec(1, 2, D2, deleted=True))
+    assert carried(snap, mark, D2) is None  # a deletion dated on the carried day
+    assert carried(snap, mark, D1) is None  # a snapshot of another day
+    assert same(carried(snap1, mark1, D1), recount(D1))  # after D1: carried
+
+    snap, mark = stored(D3)
+    h.harvest(1, rec(1, 1, D4, resource_type=md.ARTICLE))
+    assert carried(snap, mark, D3) is None  # back after its deletion
 
 
 def test_publication_date_basis(tmp_path):
@@ -374,15 +455,24 @@ def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_remateri
         "stats_store": DuckDBStatsStoreResource(path=str(tmp_path / "stats.duckdb")),
     }
 
-    def run(*days: dt.date):
+    def run(*days: dt.date) -> list[str]:
+        """Each day's run; how each found the snapshot of the day before."""
+        found = []
         for day in days:
             result = materialize(
                 [deltas_asset, snapshots_asset], resources=resources, partition_key=day.isoformat()
             )
             assert result.success
             assert all(e.passed for e in result.get_asset_check_evaluations())
+            found += [
+                m.metadata["previous_snapshot"].value
+                for e in result.get_asset_materialization_events()
+                if "previous_snapshot" in (m := e.event_specific_data.materialization).metadata
+            ]
+        return found
 
-    run(D1, D2, D3)
+    # D1: nothing stored before it; D2 and D3 carry the day before's forward.
+    assert run(D1, D2, D3) == ["recounted", "carried forward", "carried forward"]
     store = DuckDBStatsStore(tmp_path / "stats.duckdb")
     old_d3 = [("R", "", 5, 1, 4, 5, 5_001_000, 1, 2)]
     assert store.record_snapshot("global", "global", D3).rows() == old_d3
@@ -392,8 +482,9 @@ def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_remateri
     d1 = [("R", "", 3, 0, 3, 3, 3_000_000, 1, 2)]
     assert store.record_snapshot("global", "global", D1).rows() == d1
     assert store.record_snapshot("global", "global", D3).rows() == old_d3
-    # …and re-materialising the later days brings their snapshots up to date.
-    run(D2, D3)
+    # …and re-materialising the later days brings their snapshots up to date (the new
+    # record, dated D1, is in the stored D1 snapshot they carry forward).
+    assert run(D2, D3) == ["carried forward", "carried forward"]
     new_d3 = [("R", "", 6, 1, 5, 5, 5_001_000, 2, 3)]
     assert store.record_snapshot("global", "global", D3).rows() == new_d3
     assert store.record_totals(
@@ -412,3 +503,10 @@ def test_assets_write_the_warehouse_and_the_store_and_a_late_harvest_is_remateri
     )
     assert not chain.passed
     assert chain.metadata["mismatched_keys_per_day"].value[D2.isoformat()] > 0
+    # A record retyped: its type moves on every past day, so the stored D1 snapshot cannot be
+    # carried forward; the run recounts, and the figures follow the new type.
+    h.harvest(1, rec(1, 2, D1, resource_type=md.THESIS, access_rights=md.RESTRICTED))
+    assert run(D2) == ["recounted"]
+    by_type = store.record_snapshot("global", "global", D2, field="resource_type")
+    articles = by_type.filter(pl.col("value") == md.ARTICLE).select("added", "total").rows()
+    assert articles == [(1, 1)]  # 1:1 alone: 1:2 is a thesis on every day now

@@ -33,18 +33,20 @@ says when each record appeared and when it was deleted, the current state says w
   A record counts its whole volume under each of its file formats (a PDF and a ZIP: both
   hold its bytes), so list-field volumes overlap as their record counts do.
 
-Deltas and snapshots are both computed from the whole change log every time (no chain over
-stored days; a run computes the snapshot of the day before its first from the log, then
-adds each day's delta counted from the log, `advance_snapshot`, the same figures for a
-fraction of the work): a late harvest that reveals older records changes the days of their
-datestamps, and re-materialising those and every later day brings them up to date. Fields
-are the record's current ones: a record whose type changed is counted under its new type on
-every day, so subcounts of a day always match the total of that day.
+Deltas and snapshots are both the figures of the whole change log: a late harvest that
+reveals older records changes the days of their datestamps, and re-materialising those and
+every later day brings them up to date. Fields are the record's current ones: a record whose
+type changed is counted under its new type on every day, so subcounts of a day always match
+the total of that day. A run does not recount every record for each day: it takes the
+snapshot of the day before its first from the stored one, carried forward to the current
+log (`refresh_snapshot`, when the changes since allow; else `record_snapshot`, the full
+count), then adds each day's delta (`advance_snapshot`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable
 
 import polars as pl
@@ -103,7 +105,7 @@ SOURCE_LEVELS_SCHEMA = pl.Schema(
 _RECORD = ["source_key", "oai_identifier"]
 # For the join of the records with their fields Polars' default streaming engine took five
 # times the CPU of the in-memory one (bench/records_bench.py); the group-bys over string keys
-# (per source, the scopes, `advance_snapshot`, the checks) stay on the default, which took
+# (per source, the scopes) stay on the default, which took
 # half the CPU of the in-memory engine there (1M records: 11.6 CPU s against 21.7).
 _ENGINE = "in-memory"
 
@@ -334,21 +336,51 @@ def record_snapshot(
     return _count(events.lazy().filter(pl.col("date") <= day), current, levels, day)
 
 
-def advance_snapshot(previous: pl.DataFrame, delta: pl.DataFrame, day: dt.date) -> pl.DataFrame:
-    """snapshot(`day`) = `previous` (the snapshot of the day before) + `delta` (the day's),
-    key by key: the same rows `record_snapshot` counts from the log (every key either had
-    an event before or has one that day), for the price of one group-by over the snapshot
-    instead of one over every record."""
-    frames = [f.lazy().select(*_KEYS, *RECORD_COUNTS) for f in (previous, delta)]
-    return (
-        pl.concat(frames)
+_SEED = 15
+
+
+def _plus(base: pl.DataFrame, parts: list[pl.LazyFrame], day: dt.date, keep=None) -> pl.DataFrame:
+    """`base` (one row per key) plus the few rows of `parts`, key by key, dated `day`.
+
+    Only the base rows whose key `parts` names are summed again: the keys are hashed
+    (`hash_rows`) and the base rows whose hash is not among those of `parts` pass as they
+    are (equal keys hash alike, so none of them has a key in `parts`; a collision only sends
+    a row more through the sum, which groups by the keys themselves). A group-by over every
+    snapshot row took four times as long. `keep`: which summed rows stay."""
+    small = (
+        pl.concat(parts)
         .group_by(_KEYS)
         .agg(pl.col(c).sum() for c in RECORD_COUNTS)
+        .collect()
+        .cast({k: RECORD_SCHEMA[k] for k in _KEYS})
+    )
+    base = base.select(*_KEYS, *RECORD_COUNTS).cast({k: RECORD_SCHEMA[k] for k in _KEYS})
+    hit = (
+        base.select(_KEYS)
+        .hash_rows(seed=_SEED)
+        .is_in(small.select(_KEYS).hash_rows(seed=_SEED).implode())
+    )
+    summed = (
+        pl.concat([base.filter(hit), small])
+        .group_by(_KEYS)
+        .agg(pl.col(c).sum() for c in RECORD_COUNTS)
+    )
+    if keep is not None:
+        summed = summed.filter(keep)
+    return (
+        pl.concat([base.filter(~hit), summed])
         .with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
         .select(list(RECORD_SCHEMA))
         .cast(RECORD_SCHEMA)
-        .collect()
     )
+
+
+def advance_snapshot(previous: pl.DataFrame, delta: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """snapshot(`day`) = `previous` (the snapshot of the day before) + `delta` (the day's),
+    key by key: the same rows `record_snapshot` counts from the log (every key either had
+    an event before or has one that day), for the price of hashing the snapshot's keys and
+    summing the day's (`_plus`) instead of a count over every record."""
+    return _plus(previous, [delta.lazy().select(*_KEYS, *RECORD_COUNTS)], day)
 
 
 def record_snapshot_mismatches(
@@ -372,10 +404,17 @@ def subcount_mismatches(frame: pl.DataFrame) -> int:
     a single-valued field's values must add up to the total in every count; a list field's
     value can never exceed it (a record counts once per value, so values overlap)."""
     group = ["date", "scope", "key", "level", "basis"]
-    totals = frame.filter(pl.col("field") == TOTAL).select(
+    # The group as one integer code (its hash) rather than five strings: the group-by and
+    # joins below over millions of snapshot rows took three times as long on the strings.
+    # Two groups sharing a code (a 64-bit hash collision) would only be checked together.
+    coded = frame.select(
+        frame.select(group).hash_rows(seed=_SEED).alias("_group"), "field", *RECORD_COUNTS
+    )
+    group = ["_group"]
+    totals = coded.filter(pl.col("field") == TOTAL).select(
         *group, *(pl.col(c).alias(f"_{c}") for c in RECORD_COUNTS)
     )
-    subs = frame.filter(pl.col("field") != TOTAL)
+    subs = coded.filter(pl.col("field") != TOTAL)
     single = (
         subs.filter(pl.col("field").is_in(list(SINGLE_FIELDS)))
         .group_by([*group, "field"])
@@ -398,3 +437,127 @@ def subcount_mismatches(frame: pl.DataFrame) -> int:
     )
     # A total without any single-valued subcount (the full join's null field) also counts.
     return single.height + listed.height
+
+
+# What a stored snapshot was counted from (`log_mark`), kept beside it so a later run can
+# carry it forward (`refresh_snapshot`): the change-log rows it saw, the newest `harvested_at`
+# among them, its own rows (a snapshot and mark written by different runs do not pair) and a
+# digest of the source levels it rolled up with.
+LOG_MARK_SCHEMA = pl.Schema(
+    {
+        "log_rows": pl.Int64(),
+        "log_until": pl.Datetime("us", "UTC"),
+        "snapshot_rows": pl.Int64(),
+        "levels": pl.String(),
+    }
+)
+
+
+def _levels_digest(levels: pl.DataFrame) -> str:
+    rows = sorted(repr(r) for r in levels.select(list(SOURCE_LEVELS_SCHEMA)).iter_rows())
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def log_mark(changes: pl.DataFrame, snapshot: pl.DataFrame, levels: pl.DataFrame) -> pl.DataFrame:
+    """The one-row `LOG_MARK_SCHEMA` frame of a snapshot counted from `changes`."""
+    until = changes.get_column("harvested_at").max() if changes.height else None
+    return pl.DataFrame(
+        [(changes.height, until, snapshot.height, _levels_digest(levels))],
+        schema=LOG_MARK_SCHEMA,
+        orient="row",
+    )
+
+
+def refresh_snapshot(
+    stored: pl.DataFrame,
+    mark: pl.DataFrame | None,
+    current: pl.DataFrame,
+    changes: pl.DataFrame,
+    levels: pl.DataFrame,
+    day: dt.date,
+) -> pl.DataFrame | None:
+    """The snapshot of `day` as `record_snapshot` would count it from the whole log now,
+    from `stored` (that day's snapshot as counted when its `mark` was made), or None when
+    only a full recount can say.
+
+    Since a record counts under its current fields on every day it has events, a change
+    logged after the mark alters `stored` unless it is one of these two:
+
+    - any change of a record the marked log never named (a new record, however dated: a
+      late harvest's too): the record was not in `stored`; its events up to `day` are
+      counted on their own and added (a few thousand records, not every record);
+    - the `deleted` change of a record the marked log last saw `added`, dated after `day`:
+      its datestamp-basis events up to `day` stay as they were (its fields are kept on
+      deletion), its removal falls on a later day (that day's delta), and it leaves the
+      publication basis, so its publication event up to `day` is taken back out.
+
+    Anything else (an `updated` change, a record added back after a deletion, a deletion
+    dated on or before `day`, a log that grew before the mark's time, other source levels,
+    a mark of another snapshot, a snapshot of another day) returns None."""
+    if mark is None or mark.height != 1:
+        return None
+    log_rows, until, snapshot_rows, digest = mark.row(0)
+    if snapshot_rows != stored.height or digest != _levels_digest(levels):
+        return None
+    if stored.height and stored.select((pl.col("date") != day).any()).item():
+        return None
+    log = changes.lazy().select(
+        *_RECORD,
+        pl.col("change").cast(pl.String),
+        pl.coalesce("datestamp", "harvested_at").dt.date().alias("date"),
+        "harvested_at",
+    )
+    seen_rule = pl.col("harvested_at") <= until if until is not None else pl.lit(False)
+    seen_rows = changes.lazy().filter(seen_rule).select(pl.len()).collect().item()
+    if seen_rows != log_rows:
+        return None
+    new = log.filter(~seen_rule).collect()
+    if new.is_empty():
+        return stored.with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
+    # The records the new changes name, their whole history and state (a few thousand rows:
+    # one pass over the log and one over the state), and those the marked log named too,
+    # with their last added/deleted change seen (the log is in harvest order).
+    named = new.select(_RECORD).unique()
+    history = changes.join(named, on=_RECORD, how="semi")
+    seen_before = (
+        history.lazy()
+        .filter(seen_rule)
+        .select(*_RECORD, pl.col("change").cast(pl.String))
+        .group_by(_RECORD)
+        .agg(pl.col("change").filter(pl.col("change") != "updated").last().alias("_last"))
+        .collect()
+    )
+    touched = new.join(seen_before, on=_RECORD, how="inner")
+    if touched.height:
+        ok = (pl.col("change") == "deleted") & (pl.col("_last") == "added") & (pl.col("date") > day)
+        per_record = touched.group_by(_RECORD).agg(pl.len().alias("n"), ok.all().alias("ok"))
+        if not per_record.select((pl.col("n") == 1) & pl.col("ok")).to_series().all():
+            return None
+    state = current.join(named, on=_RECORD, how="semi")
+    fresh = named.join(seen_before.select(_RECORD), on=_RECORD, how="anti")
+    added = (
+        record_events(state, history)
+        .lazy()
+        .join(fresh.lazy(), on=_RECORD, how="semi")
+        .filter(pl.col("date") <= day)
+    )
+    parts = [_count(added, state, levels, day).lazy().select(*_KEYS, *RECORD_COUNTS)]
+    if touched.height:
+        gone = (
+            state.lazy()
+            .join(touched.lazy().select(_RECORD), on=_RECORD, how="semi")
+            .filter(pl.col("publication_date").is_not_null() & (pl.col("publication_date") <= day))
+            .select(
+                *_RECORD,
+                pl.lit("publication").alias("basis"),
+                pl.col("publication_date").alias("date"),
+                pl.lit(1, dtype=pl.Int64).alias("added"),
+                pl.lit(0, dtype=pl.Int64).alias("removed"),
+            )
+            .unique(_RECORD, keep="last")
+        )
+        taken = _count(gone, state, levels, day).lazy()
+        parts.append(taken.select(*_KEYS, *(-pl.col(c) for c in RECORD_COUNTS)))
+    # A publication-basis row counts only `added` events: at 0 no record is left in it, and
+    # the recount has no such row.
+    return _plus(stored, parts, day, (pl.col("basis") != "publication") | (pl.col("added") != 0))
