@@ -30,6 +30,7 @@ from usage_stats.web import (
     api,
     dashboard,
     fields_api,
+    i18n,
     lareferencia,
     protection,
     records_api,
@@ -129,6 +130,7 @@ def create_app(
     response_cache_seconds: float = 60.0,
     browser_cache_seconds: int = 60,
     rate_limits: protection.RateLimiter | None = None,
+    embed_frame_ancestors: str | None = None,
 ) -> FastAPI:
     """`response_cache_seconds`: how long an answer of the widgets and the API is kept at
     most (web/cache.py; it is dropped sooner, at once, when the store's data changes; 0 turns
@@ -141,7 +143,9 @@ def create_app(
     `cors_origins` may call the API and SUSHI from a browser, `widget_cors_origins` the widget
     endpoints (`/report/*`, `/widget/*`; any origin by default). `document_granularity`
     ("day" or "month"): the LA Referencia documents whose per-country entries the widgets'
-    country ranking counts; by default the store's compatibility set's, else "month"."""
+    country ranking counts; by default the store's compatibility set's, else "month".
+    `embed_frame_ancestors`: the sites that may frame `/embed/repository/…` (by default
+    `USAGE_STATS_EMBED_FRAME_ANCESTORS`, else any)."""
     app = FastAPI(
         # /docs is served by `dashboard.api_docs` with local assets; ReDoc would need a CDN
         docs_url=None,
@@ -164,6 +168,7 @@ def create_app(
         platform=platform,
         document_granularity=granularity,
     )
+    app.state.embed_frame_ancestors = dashboard.embed_frame_ancestors(embed_frame_ancestors)
     app.state.sushi_limiter = sushi_limiter or sushi.FailedAuthLimiter.from_env()
     app.state.sushi_key_checker = sushi_key_checker or sushi.KeyChecker.from_env()
     # Middleware, innermost first (each `add_middleware` wraps the ones before): the cache
@@ -183,6 +188,7 @@ def create_app(
     if cors_origins or widget_cors_origins:
         app.add_middleware(SplitCors, widget_origins=widget_cors_origins, api_origins=cors_origins)
     app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6)
+    app.add_middleware(i18n.TranslatedDownloads)  # export file names in the page's language
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -4,7 +4,9 @@
 // with data, so "last 30 days" is never an empty month that has not been processed yet.
 import {
   COUNTER_METRICS,
+  GRANULARITY_WORDS,
   LEVEL_LABELS,
+  METRIC_DESCRIPTIONS,
   METRICS,
   METRIC_LABELS,
   addDays,
@@ -19,9 +21,13 @@ import {
   formatShare,
   getJSON,
   isIsoDay,
+  lang,
   locale,
+  metricWord,
   parseDay,
   table,
+  withLang,
+  _,
 } from "./common.js";
 import { BY, panelPaths, renderBreakdowns, renderCumulativeFigures, renderRecords, renderTopRecords } from "./panels.js";
 
@@ -91,6 +97,7 @@ function readState() {
 
 function writeState(state) {
   const query = new URLSearchParams({ range: state.range });
+  if (new URLSearchParams(location.search).get("lang")) query.set("lang", lang);
   if (state.range === "custom") {
     query.set("start", state.start);
     query.set("end", state.end);
@@ -134,8 +141,8 @@ function resolveTarget(view, sources) {
   if (view.kind === "network") {
     const portal = sources.find((s) => s.type === "L");
     return {
-      kind: "Regional network",
-      title: portal ? portal.name : "All repositories",
+      kind: _("Regional network"),
+      title: portal ? portal.name : _("All repositories"),
       stats: `${api}/global`,
       items: `${api}/global/top`,
       sources: `${api}/global/top-sources`,
@@ -143,9 +150,10 @@ function resolveTarget(view, sources) {
   }
   if (view.kind === "node") {
     const node = sources.find((s) => s.type === "N" && s.country === view.country);
-    if (!node) return { missing: `No national node is registered for country “${view.country}”.` };
+    if (!node) return { missing: _("No national node is registered for country “{country}”.", { country: view.country }) };
     return {
-      kind: `National node · ${countryName(node.country)}`,
+      kind: `${_("National node")} · ${countryName(node.country)}`,
+      country: node.country,
       title: node.name,
       stats: `${api}/nodes/${node.site_id}`,
       items: `${api}/nodes/${node.site_id}/top`,
@@ -154,16 +162,16 @@ function resolveTarget(view, sources) {
   }
   if (view.kind === "source") {
     const source = sources.find((s) => s.type === "R" && s.source_key === view.key);
-    if (!source) return { missing: `No repository is registered with the key “${view.key}”.` };
+    if (!source) return { missing: _("No repository is registered with the key “{key}”.", { key: view.key }) };
     return {
-      kind: `Repository · ${countryName(source.country)}`,
+      kind: `${_("Repository")} · ${countryName(source.country)}`,
       title: source.name,
       stats: `${api}/sources/${source.site_id}`,
       items: `${api}/sources/${source.site_id}/top`,
       sources: null,
     };
   }
-  return { missing: `There is no dashboard at ${view.path}.` };
+  return { missing: _("There is no dashboard at {path}.", { path: view.path }) };
 }
 
 function buildGoto(sources) {
@@ -175,12 +183,12 @@ function buildGoto(sources) {
     .filter((s) => s.type === "R")
     .sort((a, b) => a.name.localeCompare(b.name, locale));
   select.replaceChildren(
-    option("/dashboard", "Regional network"),
+    option("/dashboard", _("Regional network")),
     nodes.length
-      ? el("optgroup", { label: "National nodes" }, nodes.map((n) => option(`/dashboard/node/${n.country.toLowerCase()}`, n.name)))
+      ? el("optgroup", { label: _("National nodes") }, nodes.map((n) => option(`/dashboard/node/${n.country.toLowerCase()}`, n.name)))
       : null,
     repositories.length
-      ? el("optgroup", { label: "Repositories" }, repositories.map((r) => option(`/dashboard/source/${encodeURIComponent(r.source_key)}`, r.name)))
+      ? el("optgroup", { label: _("Repositories") }, repositories.map((r) => option(`/dashboard/source/${encodeURIComponent(r.source_key)}`, r.name)))
       : null,
   );
   select.addEventListener("change", () => {
@@ -199,7 +207,15 @@ function syncControls(state, range) {
 
 function bindControls() {
   const metric = $("metric");
-  metric.replaceChildren(...METRICS.map((m) => el("option", { value: m }, METRIC_LABELS[m])));
+  metric.replaceChildren(...METRICS.map((m) => el("option", { value: m, title: METRIC_DESCRIPTIONS[m] || null }, METRIC_LABELS[m])));
+  $("lang").addEventListener("change", (event) => {
+    // The choice is remembered (the server reads the cookie) and carried in the address.
+    const chosen = event.target.value;
+    document.cookie = `lang=${chosen}; path=/; max-age=31536000; SameSite=Lax`;
+    const query = new URLSearchParams(location.search);
+    query.set("lang", chosen);
+    location.href = `${location.pathname}?${query}`;
+  });
   const change = (patch) => {
     writeState({ ...readState(), ...patch });
     refresh();
@@ -236,24 +252,24 @@ function renderFigures(totals, previous, previousRange) {
       const value = totals[metric];
       const before = previous[metric];
       let change;
-      if (before === 0 && value === 0) change = el("p", { class: "change flat" }, "no usage in either period");
-      else if (before === 0) change = el("p", { class: "change up" }, "new: none the period before");
+      if (before === 0 && value === 0) change = el("p", { class: "change flat" }, _("no usage in either period"));
+      else if (before === 0) change = el("p", { class: "change up" }, _("new: none the period before"));
       else {
         const ratio = (value - before) / before;
         const direction = ratio > 0 ? "up" : ratio < 0 ? "down" : "flat";
         const arrow = { up: "▲", down: "▼", flat: "■" }[direction];
         change = el(
           "p",
-          { class: `change ${direction}`, title: `${formatNumber(before)} in ${since}` },
+          { class: `change ${direction}`, title: _("{count} in {range}", { count: formatNumber(before), range: since }) },
           el("span", { "aria-hidden": "true" }, `${arrow} `),
           `${formatChange(ratio)} `,
-          el("span", { class: "since" }, `vs ${since}`),
+          el("span", { class: "since" }, _("vs {range}", { range: since })),
         );
       }
       return el(
         "article",
         { class: "figure", dataset: { metric, value: String(value), previous: String(before) } },
-        el("h3", {}, METRIC_LABELS[metric], COUNTER_METRICS.includes(metric) ? el("abbr", { class: "tag", title: "COUNTER Release 5.1 metric" }, "COUNTER") : null),
+        el("h3", { title: METRIC_DESCRIPTIONS[metric] || null }, METRIC_LABELS[metric], COUNTER_METRICS.includes(metric) ? el("abbr", { class: "tag", title: _("COUNTER Release 5.1 metric") }, "COUNTER") : null),
         el("p", { class: "value" }, formatNumber(value)),
         change,
       );
@@ -261,11 +277,29 @@ function renderFigures(totals, previous, previousRange) {
   );
 }
 
+/** The API's sentence of what the figures count (English), or its like in the page's language
+ * by the reach's kind. */
+function reachText(reach) {
+  if (lang === "en") return reach.label;
+  const name = page.target.title;
+  const country = page.target.country ? countryName(page.target.country) : "";
+  switch (reach.kind) {
+    case "repository":
+      return _("Use of the items of {name}, wherever it happened: on the repository, on national nodes and on the regional portal.", { name });
+    case "national":
+      return _("Use of the items of the repositories of {country}, wherever it happened in the network: on the repositories, on {name} and on the regional portal (and of items no registered repository claims, used on the sites of {country}).", { name, country });
+    case "network":
+      return _("The whole network: every use on every site (repositories, national nodes and the regional portal).");
+    default:
+      return reach.label;
+  }
+}
+
 /** What the figures count (the API says it: a national node is its country's items, the network
  * everything), under the title. */
 function renderReach(reach) {
   const note = $("reach");
-  note.textContent = reach ? reach.label : "";
+  note.textContent = reach ? reachText(reach) : "";
   note.hidden = !reach;
   note.dataset.kind = reach ? reach.kind : "";
 }
@@ -274,10 +308,10 @@ function renderNotice(stats, range) {
   const notice = $("notice");
   const complete = stats.complete_through;
   if (!complete) {
-    notice.textContent = "No processing status is recorded for these figures yet: they may be incomplete.";
+    notice.textContent = _("No processing status is recorded for these figures yet: they may be incomplete.");
     notice.hidden = false;
   } else if (complete < range.end) {
-    notice.textContent = `Data is complete through ${formatDate(complete)}; figures for later days are still being processed and may change.`;
+    notice.textContent = _("Data is complete through {date}; figures for later days are still being processed and may change.", { date: formatDate(complete) });
     notice.hidden = false;
   } else {
     notice.hidden = true;
@@ -306,7 +340,7 @@ function renderSeries(stats, metric) {
   }));
   datasets.push({
     type: "line",
-    label: "Cumulative total",
+    label: _("Cumulative total"),
     data: cumulative(totals),
     yAxisID: "cumulative",
     borderColor: "#333",
@@ -315,7 +349,7 @@ function renderSeries(stats, metric) {
     borderWidth: 2,
     order: 1,
   });
-  const title = `${METRIC_LABELS[metric]} per ${stats.granularity}`;
+  const title = _("{metric} per {granularity}", { metric: METRIC_LABELS[metric], granularity: GRANULARITY_WORDS[stats.granularity] || stats.granularity });
   if (!chart) {
     chart = new Chart($("series-chart"), {
       data: { labels, datasets },
@@ -332,7 +366,7 @@ function renderSeries(stats, metric) {
             position: "right",
             beginAtZero: true,
             grid: { drawOnChartArea: false },
-            title: { display: true, text: "Cumulative" },
+            title: { display: true, text: _("Cumulative") },
           },
         },
         plugins: { legend: { position: "bottom" } },
@@ -345,16 +379,16 @@ function renderSeries(stats, metric) {
     chart.update();
   }
   const canvas = $("series-chart");
-  canvas.setAttribute("aria-label", `${title}, ${labels.length} periods from ${labels[0]} to ${labels[labels.length - 1]}`);
+  canvas.setAttribute("aria-label", _("{title}, {count} periods from {first} to {last}", { title, count: labels.length, first: labels[0], last: labels[labels.length - 1] }));
   canvas.dataset.periods = String(labels.length);
   const running = cumulative(totals);
   table(
     $("series-table"),
     [
-      { label: "Period", rowHeader: true },
-      ...levels.map(({ level }) => ({ label: level ? LEVEL_LABELS[level] || level : "Total", numeric: true })),
-      ...(levels.length > 1 ? [{ label: "Total", numeric: true }] : []),
-      { label: "Cumulative", numeric: true },
+      { label: _("Period"), rowHeader: true },
+      ...levels.map(({ level }) => ({ label: level ? LEVEL_LABELS[level] || level : _("Total"), numeric: true })),
+      ...(levels.length > 1 ? [{ label: _("Total"), numeric: true }] : []),
+      { label: _("Cumulative"), numeric: true },
     ],
     labels.map((label, i) => [
       label,
@@ -362,7 +396,7 @@ function renderSeries(stats, metric) {
       ...(levels.length > 1 ? [formatNumber(totals[i])] : []),
       formatNumber(running[i]),
     ]),
-    "No periods",
+    _("No periods"),
   );
 }
 
@@ -415,11 +449,11 @@ function renderCountries(stats, metric) {
   table(
     $("country-table"),
     [
-      { label: "Country", rowHeader: true },
-      { label: "Views", numeric: true },
-      { label: "Downloads", numeric: true },
+      { label: _("Country"), rowHeader: true },
+      { label: METRIC_LABELS.views, numeric: true },
+      { label: METRIC_LABELS.downloads, numeric: true },
       ...extra.map((m) => ({ label: METRIC_LABELS[m], numeric: true })),
-      { label: `Share of ${METRIC_LABELS[metric].toLowerCase()}`, numeric: true },
+      { label: _("Share of {metric}", { metric: metricWord(metric) }), numeric: true },
     ],
     rows.map((r) => [
       countryName(r.country),
@@ -428,7 +462,7 @@ function renderCountries(stats, metric) {
       ...extra.map((m) => formatNumber(r[m])),
       total ? formatShare(r[metric] / total) : "–",
     ]),
-    "No usage in this range",
+    _("No usage in this range"),
   );
   if (!map) return;
   const values = Object.fromEntries(rows.map((r) => [r.country, r[metric]]));
@@ -443,7 +477,7 @@ function renderCountries(stats, metric) {
   for (const [code, shapes] of Object.entries(map.shapes)) {
     const value = values[code] || 0;
     for (const shape of shapes) {
-      shape.querySelector("title").textContent = `${countryName(code)}: ${formatNumber(value)} ${METRIC_LABELS[metric].toLowerCase()}`;
+      shape.querySelector("title").textContent = `${countryName(code)}: ${formatNumber(value)} ${metricWord(metric)}`;
       if (value > 0) {
         shape.style.fill = colour(value);
         shape.classList.add("has-data");
@@ -454,7 +488,7 @@ function renderCountries(stats, metric) {
   $("map").dataset.countriesWithData = String(painted);
   const legend = $("map-legend");
   if (!cuts.length) {
-    legend.replaceChildren(`No ${METRIC_LABELS[metric].toLowerCase()} in this range`);
+    legend.replaceChildren(_("No {metric} in this range", { metric: metricWord(metric) }));
     return;
   }
   const bounds = [1, ...cuts.map((c) => c + 1)];
@@ -476,16 +510,16 @@ function renderItems(top, metric) {
     $("items-table"),
     [
       { label: "#", numeric: true },
-      { label: "Item" },
-      { label: "Views", numeric: true },
-      { label: "Downloads", numeric: true },
+      { label: _("Item") },
+      { label: METRIC_LABELS.views, numeric: true },
+      { label: METRIC_LABELS.downloads, numeric: true },
       ...extra.map((m) => ({ label: METRIC_LABELS[m], numeric: true })),
     ],
     top.items.map((item) => [
       formatNumber(item.rank),
       el(
         "a",
-        { href: apiUrl("/widget/item", { identifier: item.identifier }), class: "item-link" },
+        { href: withLang(apiUrl("/widget/item", { identifier: item.identifier })), class: "item-link" },
         item.title ? el("span", { class: "item-title" }, item.title) : null,
         el("span", { class: "identifier" }, item.identifier),
       ),
@@ -493,7 +527,7 @@ function renderItems(top, metric) {
       formatNumber(item.downloads),
       ...extra.map((m) => formatNumber(item[m])),
     ]),
-    "No item was used in this range",
+    _("No item was used in this range"),
   );
 }
 
@@ -503,23 +537,23 @@ function renderSources(top, metric) {
     $("sources-table"),
     [
       { label: "#", numeric: true },
-      { label: "Repository" },
-      { label: "Country" },
-      { label: "Views", numeric: true },
-      { label: "Downloads", numeric: true },
+      { label: _("Repository") },
+      { label: _("Country") },
+      { label: METRIC_LABELS.views, numeric: true },
+      { label: METRIC_LABELS.downloads, numeric: true },
       ...extra.map((m) => ({ label: METRIC_LABELS[m], numeric: true })),
     ],
     top.sources.map((s) => [
       formatNumber(s.rank),
       s.source_key
         ? el("a", { href: `/dashboard/source/${encodeURIComponent(s.source_key)}${location.search}` }, s.name)
-        : `site ${s.site_id}`,
+        : _("site {id}", { id: s.site_id }),
       countryName(s.country),
       formatNumber(s.views),
       formatNumber(s.downloads),
       ...extra.map((m) => formatNumber(s[m])),
     ]),
-    "No repository's items were used in this range",
+    _("No repository's items were used in this range"),
   );
 }
 
@@ -527,16 +561,16 @@ function renderDownloads(range, state) {
   const { stats, items, sources } = page.target;
   const base = { start: range.start, end: range.end };
   const hrefs = {
-    series: (format) => apiUrl(stats, { ...base, granularity: state.granularity, table: "series", format }),
-    country: (format) => apiUrl(stats, { ...base, granularity: state.granularity, table: "country", format }),
-    items: (format) => apiUrl(items, { ...base, metric: state.metric, limit: 10, format }),
-    sources: (format) => (sources ? apiUrl(sources, { ...base, metric: state.metric, limit: 10, format }) : null),
+    series: (format) => withLang(apiUrl(stats, { ...base, granularity: state.granularity, table: "series", format })),
+    country: (format) => withLang(apiUrl(stats, { ...base, granularity: state.granularity, table: "country", format })),
+    items: (format) => withLang(apiUrl(items, { ...base, metric: state.metric, limit: 10, format })),
+    sources: (format) => (sources ? withLang(apiUrl(sources, { ...base, metric: state.metric, limit: 10, format })) : null),
   };
   for (const box of document.querySelectorAll(".downloads[data-table]")) {
     const href = hrefs[box.dataset.table];
     if (!href("csv")) continue;
     box.replaceChildren(
-      el("span", { class: "visually-hidden" }, "Download "),
+      el("span", { class: "visually-hidden" }, _("Download") + " "),
       ...["csv", "xlsx"].map((format) =>
         el("a", { href: href(format), download: "", class: "download", dataset: { format } }, format.toUpperCase()),
       ),
@@ -556,10 +590,10 @@ async function refresh() {
   const range = resolveRange(state);
   syncControls(state, range);
   if (state.granularity === "day" && daysBetween(range.start, range.end) > MAX_DAY_BUCKETS) {
-    setStatus(`Daily figures are offered for up to ${MAX_DAY_BUCKETS} days; choose week or a coarser granularity for ${formatRange(range.start, range.end)}.`, "error");
+    setStatus(_("Daily figures are offered for up to {days} days; choose week or a coarser granularity for {range}.", { days: formatNumber(MAX_DAY_BUCKETS), range: formatRange(range.start, range.end) }), "error");
     return;
   }
-  setStatus(`Loading ${formatRange(range.start, range.end)}…`, "loading");
+  setStatus(_("Loading {range}…", { range: formatRange(range.start, range.end) }), "loading");
   const before = previousPeriod(range);
   const { target } = page;
   const stats = getJSON(target.stats, { start: range.start, end: range.end, granularity: state.granularity });
@@ -591,13 +625,13 @@ async function refresh() {
     const empty = Object.values(now.totals).every((v) => v === 0);
     setStatus(
       empty
-        ? `No usage recorded between ${formatDate(range.start)} and ${formatDate(range.end)}.`
-        : `${formatRange(range.start, range.end)} · ${formatNumber(now.totals[state.metric])} ${METRIC_LABELS[state.metric].toLowerCase()}`,
+        ? _("No usage recorded between {start} and {end}.", { start: formatDate(range.start), end: formatDate(range.end) })
+        : `${formatRange(range.start, range.end)} · ${formatNumber(now.totals[state.metric])} ${metricWord(state.metric)}`,
       empty ? "empty" : "ready",
     );
   } catch (problem) {
     if (generation !== page.generation) return;
-    setStatus(`Could not load the figures: ${problem.message}`, "error");
+    setStatus(_("Could not load the figures: {message}", { message: problem.message }), "error");
   } finally {
     // The record and breakdown panels, below the fold, are asked for once the usage above
     // them is drawn (their requests would otherwise queue beside the top lists' and hold
@@ -664,11 +698,11 @@ async function boot() {
     buildGoto(sources);
     page.target = resolveTarget(page.view, sources);
   } catch (problem) {
-    setStatus(`Could not reach the statistics API: ${problem.message}`, "error");
+    setStatus(_("Could not reach the statistics API: {message}", { message: problem.message }), "error");
     return;
   }
   if (page.target.missing) {
-    $("title").textContent = "Not found";
+    $("title").textContent = _("Not found");
     setStatus(page.target.missing, "missing");
     $("content").hidden = true;
     $("controls").hidden = true;
@@ -676,7 +710,7 @@ async function boot() {
   }
   $("view-kind").textContent = page.target.kind;
   $("title").textContent = page.target.title;
-  document.title = `${page.target.title} · usage statistics`;
+  document.title = `${page.target.title} · ${_("Usage statistics")}`;
   $("sources-panel").hidden = !page.target.sources;
   await refresh();
 }

@@ -2,7 +2,21 @@
 // the records of a view broken down by every subcount field the API offers
 // (`/api/v1/breakdowns`: a field the pipeline adds appears here without a change), and the
 // most viewed and downloaded records with their metadata. Built on the public API only.
-import { METRIC_LABELS, apiUrl, el, formatDate, formatNumber, formatShare, getJSON, locale, table } from "./common.js";
+import {
+  GRANULARITY_WORDS,
+  METRIC_LABELS,
+  apiUrl,
+  el,
+  formatDate,
+  formatNumber,
+  formatShare,
+  getJSON,
+  locale,
+  metricWord,
+  table,
+  withLang,
+  _,
+} from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const LIMIT = 20;
@@ -10,6 +24,20 @@ const TOP_RECORDS = 10;
 // Fields shown elsewhere: visitor countries on the map, items in the top lists.
 const NOT_PANELS = new Set(["country", "item"]);
 export const BY = ["usage", "records"];
+// The API's field names (`/api/v1/breakdowns` field_labels, English) in the page's language.
+const FIELD_NAMES = {
+  resource_type: _("Resource type"),
+  access_status: _("Access status"),
+  language: _("Language"),
+  subject: _("Subject"),
+  publisher: _("Publisher"),
+  funder: _("Funder"),
+  affiliation: _("Affiliation"),
+  file_format: _("File format"),
+  referrer: _("Referrer"),
+  country: _("Visitor country"),
+  item: _("Item"),
+};
 
 let languages = null;
 try {
@@ -50,9 +78,9 @@ export function panelPaths(stats) {
 
 function downloads(box, href) {
   box.replaceChildren(
-    el("span", { class: "visually-hidden" }, "Download "),
+    el("span", { class: "visually-hidden" }, _("Download") + " "),
     ...["csv", "xlsx"].map((format) =>
-      el("a", { href: href(format), download: "", class: "download", dataset: { format } }, format.toUpperCase()),
+      el("a", { href: withLang(href(format)), download: "", class: "download", dataset: { format } }, format.toUpperCase()),
     ),
   );
 }
@@ -72,7 +100,9 @@ export function renderCumulativeFigures(cumulative) {
       el(
         "p",
         { class: "all-time" },
-        last ? `${formatNumber(value)} all time, to ${formatDate(last.as_of)}` : "No cumulative figure for this range",
+        last
+          ? _("{count} all time, to {date}", { count: formatNumber(value), date: formatDate(last.as_of) })
+          : _("No cumulative figure for this range"),
       ),
     );
   }
@@ -93,11 +123,11 @@ function recordCard(key, title, value, allTime) {
 export function renderRecords(records, range, granularity, href) {
   const asOf = records.as_of;
   const held = records.cumulative;
-  const since = asOf ? `to ${formatDate(asOf)}` : "no harvest processed yet";
+  const since = asOf ? _("to {date}", { date: formatDate(asOf) }) : _("no harvest processed yet");
   $("record-figures").replaceChildren(
-    recordCard("added", "Records added", records.period.added, `${formatNumber(held.added)} ever added, ${since}`),
-    recordCard("removed", "Records removed", records.period.removed, `${formatNumber(held.removed)} ever removed, ${since}`),
-    recordCard("total", "Records held", held.total, asOf ? `as of ${formatDate(asOf)}` : "no harvest processed yet"),
+    recordCard("added", _("Records added"), records.period.added, _("{count} ever added, {since}", { count: formatNumber(held.added), since })),
+    recordCard("removed", _("Records removed"), records.period.removed, _("{count} ever removed, {since}", { count: formatNumber(held.removed), since })),
+    recordCard("total", _("Records held"), held.total, asOf ? _("as of {date}", { date: formatDate(asOf) }) : _("no harvest processed yet")),
   );
   downloads($("records-downloads"), (format) =>
     apiUrl(href, { start: range.start, end: range.end, granularity, format }),
@@ -106,10 +136,10 @@ export function renderRecords(records, range, granularity, href) {
   const added = records.series.map((b) => b.added);
   const totals = records.series.map((b) => b.total);
   const datasets = [
-    { type: "bar", label: "Records added", data: added, backgroundColor: "#1f6fb2", order: 2 },
+    { type: "bar", label: _("Records added"), data: added, backgroundColor: "#1f6fb2", order: 2 },
     {
       type: "line",
-      label: "Records held",
+      label: _("Records held"),
       data: totals,
       yAxisID: "held",
       borderColor: "#333",
@@ -120,7 +150,7 @@ export function renderRecords(records, range, granularity, href) {
       order: 1,
     },
   ];
-  const title = `Records added per ${records.granularity}`;
+  const title = _("Records added per {granularity}", { granularity: GRANULARITY_WORDS[records.granularity] || records.granularity });
   if (!recordsChart) {
     recordsChart = new Chart($("records-chart"), {
       data: { labels, datasets },
@@ -133,7 +163,7 @@ export function renderRecords(records, range, granularity, href) {
         scales: {
           x: { ticks: { maxRotation: 0, autoSkip: true } },
           y: { beginAtZero: true, title: { display: true, text: title } },
-          held: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false }, title: { display: true, text: "Held" } },
+          held: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false }, title: { display: true, text: _("Held") } },
         },
         plugins: { legend: { position: "bottom" } },
       },
@@ -147,15 +177,17 @@ export function renderRecords(records, range, granularity, href) {
   const canvas = $("records-chart");
   canvas.setAttribute(
     "aria-label",
-    labels.length ? `${title} and records held, ${labels.length} periods from ${labels[0]} to ${labels[labels.length - 1]}` : "No periods",
+    labels.length
+      ? _("{title} and records held, {count} periods from {first} to {last}", { title, count: labels.length, first: labels[0], last: labels[labels.length - 1] })
+      : _("No periods"),
   );
   table(
     $("records-table"),
     [
-      { label: "Period", rowHeader: true },
-      { label: "Added", numeric: true },
-      { label: "Removed", numeric: true },
-      { label: "Held at the end", numeric: true },
+      { label: _("Period"), rowHeader: true },
+      { label: _("Added"), numeric: true },
+      { label: _("Removed"), numeric: true },
+      { label: _("Held at the end"), numeric: true },
     ],
     records.series.map((b) => [
       b.period,
@@ -163,12 +195,12 @@ export function renderRecords(records, range, granularity, href) {
       formatNumber(b.removed),
       b.total === null ? "–" : formatNumber(b.total),
     ]),
-    "No periods",
+    _("No periods"),
   );
   const empty = records.period.added === 0 && records.period.removed === 0 && held.total === 0;
   $("records-empty").hidden = !empty;
   $("records-empty").textContent = empty
-    ? `No records harvested up to ${formatDate(range.end)}.`
+    ? _("No records harvested up to {date}.", { date: formatDate(range.end) })
     : "";
 }
 
@@ -183,8 +215,8 @@ export function panelRows(field, by, answer, metric, vocabularies) {
     return {
       whole: part.whole[metric],
       named,
-      unknown: { key: "", label: "Not given", value: part.unknown[metric], share: part.unknown.share },
-      other: { key: "(other)", label: "Other values", value: part.other[metric], share: part.other.share },
+      unknown: { key: "", label: _("Not given"), value: part.unknown[metric], share: part.unknown.share },
+      other: { key: "(other)", label: _("Other values"), value: part.other[metric], share: part.other.share },
     };
   }
   const listed = answer.values.filter((r) => r.value !== "");
@@ -193,10 +225,10 @@ export function panelRows(field, by, answer, metric, vocabularies) {
   return {
     whole: answer.whole.total,
     named: listed.map((r) => ({ key: r.value, label: valueLabel(field, r.value, vocabularies), value: r.total, share: r.share })),
-    unknown: { key: "", label: "Not given", value: unknown ? unknown.total : 0, share: unknown ? unknown.share : 0 },
+    unknown: { key: "", label: _("Not given"), value: unknown ? unknown.total : 0, share: unknown ? unknown.share : 0 },
     other: {
       key: "(other)",
-      label: more ? `Other values (${formatNumber(more)})` : "Other values",
+      label: more ? _("Other values ({count})", { count: formatNumber(more) }) : _("Other values"),
       value: answer.other.total,
       share: answer.other.share,
     },
@@ -225,20 +257,23 @@ function panelSection(field, label) {
     el("p", { class: "breakdown-note" }),
     el("ol", { class: "bars" }),
     el("p", { class: "empty", hidden: true }),
-    el("details", { class: "table-toggle" }, el("summary", {}, "Show as a table"), el("div", { class: "scroll" }, el("table", {}))),
+    el("details", { class: "table-toggle" }, el("summary", {}, _("Show as a table")), el("div", { class: "scroll" }, el("table", {}))),
   );
 }
 
 function renderBreakdown(section, field, by, answer, metric, vocabularies, range) {
   const rows = panelRows(field, by, answer, metric, vocabularies);
-  const what = by === "usage" ? METRIC_LABELS[metric].toLowerCase() : "records held";
+  const what = by === "usage" ? metricWord(metric) : _("records held");
   const multi = answer.multi_valued;
+  const span = { start: formatDate(range.start), end: formatDate(range.end), limit: LIMIT, whole: formatNumber(rows.whole) };
   section.querySelector(".breakdown-note").textContent =
     by === "usage"
-      ? `${METRIC_LABELS[metric]} between ${formatDate(range.start)} and ${formatDate(range.end)}, top ${LIMIT}; share of all ${formatNumber(rows.whole)} ${what}.` +
-        (multi ? " An item counts under each of its values: shares can add up to more than 100 %." : "")
-      : `Records held ${answer.as_of ? `as of ${formatDate(answer.as_of)}` : ""}, top ${LIMIT}; share of all ${formatNumber(rows.whole)}.` +
-        (multi ? " A record counts under each of its values: shares can add up to more than 100 %." : "");
+      ? _("{metric} between {start} and {end}, top {limit}; share of all {whole} {what}.", { ...span, metric: METRIC_LABELS[metric], what }) +
+        (multi ? " " + _("An item counts under each of its values: shares can add up to more than 100 %.") : "")
+      : (answer.as_of
+          ? _("Records held as of {date}, top {limit}; share of all {whole}.", { ...span, date: formatDate(answer.as_of) })
+          : _("Records held, top {limit}; share of all {whole}.", span)) +
+        (multi ? " " + _("A record counts under each of its values: shares can add up to more than 100 %.") : "");
   const extra = [rows.unknown, rows.other].filter((r) => r.value > 0);
   const shown = [...rows.named, ...extra];
   const empty = rows.whole === 0 && !shown.some((r) => r.value > 0);
@@ -253,18 +288,18 @@ function renderBreakdown(section, field, by, answer, metric, vocabularies, range
   emptyNote.hidden = !empty;
   emptyNote.textContent = empty
     ? by === "usage"
-      ? `No ${what} between ${formatDate(range.start)} and ${formatDate(range.end)}.`
-      : "No records harvested yet."
+      ? _("No {what} between {start} and {end}.", { what, start: formatDate(range.start), end: formatDate(range.end) })
+      : _("No records harvested yet.")
     : "";
   table(
     section.querySelector("table"),
     [
       { label: section.querySelector("h2").textContent, rowHeader: true },
-      { label: by === "usage" ? METRIC_LABELS[metric] : "Records", numeric: true },
-      { label: "Share", numeric: true },
+      { label: by === "usage" ? METRIC_LABELS[metric] : _("Records"), numeric: true },
+      { label: _("Share"), numeric: true },
     ],
     shown.map((r) => [r.label, formatNumber(r.value), r.share === null ? "–" : formatShare(r.share)]),
-    empty ? emptyNote.textContent : "Nothing to show",
+    empty ? emptyNote.textContent : _("Nothing to show"),
   );
 }
 
@@ -274,7 +309,7 @@ export function renderBreakdowns({ paths, vocabularies, range, state, isCurrent 
   const by = BY.includes(state.by) ? state.by : "usage";
   const fields = (by === "usage" ? vocabularies.usage : vocabularies.records).filter((f) => !NOT_PANELS.has(f));
   const labels = vocabularies.field_labels || {};
-  const named = (field) => labels[field] || field.charAt(0).toLocaleUpperCase(locale) + field.slice(1).replace(/_/g, " ");
+  const named = (field) => FIELD_NAMES[field] || labels[field] || field.charAt(0).toLocaleUpperCase(locale) + field.slice(1).replace(/_/g, " ");
   const sections = fields.map((field) => panelSection(field, named(field)));
   box.replaceChildren(...sections);
   return Promise.all(
@@ -294,7 +329,7 @@ export function renderBreakdowns({ paths, vocabularies, range, state, isCurrent 
         section.dataset.state = "error";
         const note = section.querySelector(".empty");
         note.hidden = false;
-        note.textContent = `Could not load this breakdown: ${problem.message}`;
+        note.textContent = _("Could not load this breakdown: {message}", { message: problem.message });
         throw problem;
       }
     }),
@@ -319,12 +354,12 @@ export async function renderTopRecords({ paths, vocabularies, range, isCurrent }
       target,
       [
         { label: "#", numeric: true },
-        { label: "Record" },
-        { label: "Type" },
-        { label: "Year", numeric: true },
-        { label: "Repository" },
+        { label: _("Record") },
+        { label: _("Type") },
+        { label: _("Year"), numeric: true },
+        { label: _("Repository") },
         { label: METRIC_LABELS[metric], numeric: true },
-        { label: "Share", numeric: true },
+        { label: _("Share"), numeric: true },
       ],
       answer.period.values.map((r) => {
         const record = records[r.value] || {};
@@ -332,7 +367,7 @@ export async function renderTopRecords({ paths, vocabularies, range, isCurrent }
           formatNumber(r.rank),
           el(
             "a",
-            { href: apiUrl("/widget/item", { identifier: r.value }), class: "item-link", dataset: { key: r.value } },
+            { href: withLang(apiUrl("/widget/item", { identifier: r.value })), class: "item-link", dataset: { key: r.value } },
             record.title ? el("span", { class: "item-title" }, record.title) : null,
             el("span", { class: "identifier" }, r.value),
           ),
@@ -343,7 +378,7 @@ export async function renderTopRecords({ paths, vocabularies, range, isCurrent }
           r.share === null ? "–" : formatShare(r.share),
         ];
       }),
-      `No record was ${metric === "views" ? "viewed" : "downloaded"} in this range`,
+      metric === "views" ? _("No record was viewed in this range") : _("No record was downloaded in this range"),
     );
     target.dataset.metric = metric;
     downloads($(`top-${metric}-downloads`), (format) =>
