@@ -356,13 +356,16 @@ def test_loading_state_until_the_api_answers(site, browser):
     context.close()
 
 
-def test_numbers_follow_the_readers_locale(site, open_page):
+def test_numbers_follow_the_pages_language(site, open_page):
+    """A German reader gets the English page (no German catalogue) with English numbers: the
+    page speaks one locale; the es and pt pages are test_i18n_browser's."""
     _, api, _ = site
     views = api.get("/api/v1/global", params={"start": START, "end": END}).json()["totals"]["views"]
     assert views >= 1000
     page, _ = open_page("/dashboard?range=all", locale="de-DE")
     text = page.locator("#figures .figure[data-metric=views] .value").inner_text()
-    assert text == f"{views:,}".replace(",", ".")
+    assert text == f"{views:,}"
+    assert page.get_attribute("html", "lang") == "en"
     assert page.inner_text("#country-table thead").startswith("Country")
 
 

@@ -182,7 +182,7 @@ def item_widget(request: Request) -> Response:
     return _page(request, "widget.html", "*")
 
 
-@router.get("/embed/repository/{source_key}")
+@router.get("/embed/repository/{source_key:path}")
 def repository_embed(request: Request, source_key: str) -> Response:
     """A repository's compact view for an iframe on its home page: framed by the sites
     `USAGE_STATS_EMBED_FRAME_ANCESTORS` allows (any, by default). An unknown key is a 404
