@@ -59,6 +59,8 @@ def test_accept_language_is_parsed_by_q_value(header, expected):
         ("fr", None, "pt-BR", "pt", "pt-BR"),  # an unknown ?lang= is ignored
         ("", "xx", "es-CL", "es", "es-CL"),
         (None, None, "*", "en", "en"),
+        (None, None, "es-QQ, es-zz-x;q=0.9, es;q=0.8", "es", "es-419"),  # no such regions
+        (None, None, "pt-" + "x" * 5000, "en", "en"),
     ],
 )
 def test_language_is_chosen_by_query_cookie_then_header(query, cookie, header, language, locale):
@@ -244,6 +246,13 @@ def test_embed_is_framable_and_the_other_pages_are_not(client):
     assert '<h1 id="embed-title">Repository 1</h1>' in embed.text
     assert 'data-site-id="1"' in embed.text
     assert "Estadísticas completas" in embed.text
+    references = re.findall(r'(?:src|href)="([^"]+)"', embed.text)
+    assert {r for r in references if not r.startswith("/static/")} == {
+        "/dashboard/source/opendoar%3A%3A1001?lang=es"
+    }
+    for ref in references:
+        if ref.startswith("/static/"):
+            assert client.get(ref).status_code == 200, ref
     for path in ("/dashboard", "/dashboard/source/opendoar::1001"):
         assert "frame-ancestors 'self'" in client.get(path).headers["content-security-policy"]
     api = client.get("/api/v1/coverage")

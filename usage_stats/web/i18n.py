@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
-from babel import Locale
+from babel import Locale, UnknownLocaleError
 from babel.core import negotiate_locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -126,7 +126,7 @@ def negotiate(query: str | None, cookie: str | None, accept_language: str | None
         if tag.split("-")[0].lower() == language and "-" in tag:
             try:
                 Locale.parse(tag, sep="-")
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, UnknownLocaleError):
                 continue
             return Choice(language, tag)
     return Choice(language, REGIONAL[language])
