@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -81,15 +82,9 @@ def _headers(frame_ancestors: str) -> dict[str, str]:
     }
 
 
-def render(
-    request: Request, name: str, frame_ancestors: str, status: int = 200, **context
-) -> Response:
-    """Template `name` in the request's language (web/i18n.py), with the page scripts'
-    catalogue, locale and CLDR country names."""
-    choice = i18n.choose(request)
+def _html(name: str, choice: i18n.Choice, context: dict) -> str:
     translations = i18n.translations(choice.language)
-    template = _templates.get_template(name)
-    html = template.render(
+    return _templates.get_template(name).render(
         _=translations.gettext,
         gettext=translations.gettext,
         ngettext=translations.ngettext,
@@ -103,6 +98,27 @@ def render(
         },
         **context,
     )
+
+
+@lru_cache(maxsize=256)
+def _cached_html(name: str, choice: i18n.Choice, context: tuple) -> str:
+    """A page is the same for every reader of a language and locale (its data comes from the
+    API): rendered once, as the item widget is loaded with every item page viewed. Bounded:
+    the locales are CLDR's, the repositories the registry's."""
+    return _html(name, choice, dict(context))
+
+
+def render(
+    request: Request, name: str, frame_ancestors: str, status: int = 200, **context
+) -> Response:
+    """Template `name` in the request's language (web/i18n.py), with the page scripts'
+    catalogue, locale and CLDR country names. A 200 page is kept (`_cached_html`); others,
+    which may repeat what the reader typed, are rendered each time."""
+    choice = i18n.choose(request)
+    if status == 200:
+        html = _cached_html(name, choice, tuple(sorted(context.items())))
+    else:
+        html = _html(name, choice, context)
     return HTMLResponse(html, status_code=status, headers=_headers(frame_ancestors))
 
 

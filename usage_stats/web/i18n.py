@@ -19,7 +19,7 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
@@ -116,8 +116,10 @@ def _supported(value: str | None) -> str | None:
     return text if text in LANGUAGES else None
 
 
+@lru_cache(maxsize=512)
 def negotiate(query: str | None, cookie: str | None, accept_language: str | None) -> Choice:
-    """See the module's docstring for the order; an unknown `?lang=` or cookie is ignored."""
+    """See the module's docstring for the order; an unknown `?lang=` or cookie is ignored.
+    Kept for the few hundred headers browsers send (bounded: least recently used out)."""
     wanted = parse_accept_language(accept_language)
     language = _supported(query) or _supported(cookie)
     if language is None:
