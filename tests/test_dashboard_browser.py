@@ -379,7 +379,7 @@ def test_keyboard_reaches_every_control_and_changes_the_view(site, open_page):
             reached.append(focused)
         if focused == "metric":
             break
-    assert reached == ["skip", "goto", "range", "start", "end", "granularity", "metric"]
+    assert reached == ["skip", "goto", "lang", "range", "start", "end", "granularity", "metric"]
     page.focus("#granularity")
     page.keyboard.press("ArrowDown")  # month → quarter
     page.wait_for_selector("body[data-state=ready]", state="attached")
