@@ -197,6 +197,7 @@ def test_pages_are_rendered_in_the_language(client, path, headers, language, tit
     assert f'<html lang="{language}">' in response.text
     assert title in response.text
     assert response.headers["vary"].startswith("Accept-Language, Cookie")
+    assert response.headers["content-language"] == language
     data = _i18n_data(response.text)
     assert data["lang"] == language
     assert data["territories"]["AR"] == i18n.territories(language)["AR"]

@@ -73,8 +73,9 @@ def embed_frame_ancestors(value: str | None = None) -> str:
     return " ".join(text.split())
 
 
-def _headers(frame_ancestors: str) -> dict[str, str]:
+def _headers(frame_ancestors: str, language: str) -> dict[str, str]:
     return {
+        "Content-Language": language,
         "Content-Security-Policy": f"{_POLICY}; frame-ancestors {frame_ancestors}",
         "Cache-Control": "no-cache",
         # the same address answers in the reader's language
@@ -119,7 +120,9 @@ def render(
         html = _cached_html(name, choice, tuple(sorted(context.items())))
     else:
         html = _html(name, choice, context)
-    return HTMLResponse(html, status_code=status, headers=_headers(frame_ancestors))
+    return HTMLResponse(
+        html, status_code=status, headers=_headers(frame_ancestors, choice.language)
+    )
 
 
 def _page(request: Request, name: str, frame_ancestors: str, **context) -> Response:
