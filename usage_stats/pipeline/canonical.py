@@ -498,9 +498,11 @@ def join_visits(events: pl.DataFrame, visits: pl.DataFrame | None) -> pl.DataFra
     """
     if visits is None:
         return events
-    joined = _join(events, visits)
-    if joined.height != events.height:
-        joined = _join(events, visits.unique(VISIT_KEYS, keep="first", maintain_order=True))
+    joined = _gather_visits(events, visits)
+    if joined is None:
+        joined = _join(events, visits)
+        if joined.height != events.height:
+            joined = _join(events, visits.unique(VISIT_KEYS, keep="first", maintain_order=True))
     return _fill_missing_visits(joined)
 
 
@@ -511,6 +513,44 @@ def split_visits(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         VISIT_KEYS, keep="first", maintain_order=True
     )
     return events.select(EVENT_COLUMNS), visits.filter(pl.col("visit_id").is_not_null())
+
+
+def _gather_visits(events: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame | None:
+    """The join of `join_visits` as a look-up: each event reads its visit's row from a table
+    indexed by visit id, no hashing (a third of the join's time on a 10M-event day's pieces).
+
+    Matomo numbers visits with one counter for all its sites, so a piece's visits have
+    distinct ids over a range a few times their number. None when that does not hold (a
+    visit id twice, even of two sites; a null one; a range too wide for a table): the
+    caller joins instead. An event whose id is of another site's visit gets none, as in
+    the join.
+    """
+    ids = visits.get_column("visit_id")
+    if visits.is_empty() or ids.null_count():
+        return None
+    low, high = ids.min(), ids.max()
+    size = high - low + 1
+    if size > max(_MAX_TABLE_PER_ROW * (events.height + visits.height), _MIN_TABLE):
+        return None
+    table = pl.repeat(None, size, dtype=pl.UInt32, eager=True).scatter(
+        ids - low, pl.int_range(visits.height, dtype=pl.UInt32, eager=True)
+    )
+    if size - table.null_count() != visits.height:
+        return None  # a visit id listed twice
+    visit_id = pl.col("visit_id")
+    in_range = (visit_id >= low) & (visit_id <= high)
+    row = events.select(
+        pl.lit(table).gather(pl.when(in_range).then(visit_id - low)).alias("_row")
+    ).to_series()
+    site = visits.get_column("site_id").gather(row)
+    row = pl.select(pl.when(site == events.get_column("site_id")).then(row)).to_series()
+    columns = visits.select(VISIT_COLUMNS).select(pl.all().gather(row))
+    return events.hstack(columns.get_columns()).select(list(CANONICAL_SCHEMA))
+
+
+# A piece's visit-id table may be this many entries per row of the piece (4 bytes each).
+_MAX_TABLE_PER_ROW = 8
+_MIN_TABLE = 1 << 20
 
 
 def _join(events: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
