@@ -588,22 +588,12 @@ def _fill_missing_visits(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-_VISIT_COLUMNS = {
-    "site_id",
-    "visit_id",
-    "visitor_country",
-    "user_agent",
-    "ip_hash",
-    "user_hash",
-    "visit_first_action_time",
-    "visit_last_action_time",
-    "visit_total_actions",
-}
-# The visit-level columns (`_visit_exprs`), in canonical order, and the key that joins them
-# to events; a visit column added to `_VISIT_COLUMNS` and `CANONICAL_SCHEMA` is carried
-# from raw_visits to cleaning with the others.
+# The visit-level columns: what `_visit_exprs` makes of a visits file, in canonical order,
+# and the key that joins them to events. A column added there (and to `CANONICAL_SCHEMA`) is
+# carried from raw_visits to cleaning with the others.
 VISIT_KEYS = ["site_id", "visit_id"]
-VISIT_COLUMNS = [c for c in CANONICAL_SCHEMA if c in _VISIT_COLUMNS and c not in VISIT_KEYS]
+_VISIT_OUTPUT = {e.meta.output_name() for e in _visit_exprs("", True, True, True, True)}
+VISIT_COLUMNS = [c for c in CANONICAL_SCHEMA if c in _VISIT_OUTPUT and c not in VISIT_KEYS]
 EVENT_COLUMNS = [c for c in CANONICAL_SCHEMA if c not in VISIT_COLUMNS]
 EVENTS_SCHEMA = {c: CANONICAL_SCHEMA[c] for c in EVENT_COLUMNS}
 VISITS_SCHEMA = {c: CANONICAL_SCHEMA[c] for c in VISIT_KEYS + VISIT_COLUMNS}
