@@ -416,10 +416,6 @@ def _read_file(planned: _PlannedFile) -> pl.DataFrame:
     return planned.convert(typed.lazy()).collect(engine=_ENGINE)
 
 
-def empty_canonical() -> pl.DataFrame:
-    return pl.DataFrame(schema=CANONICAL_SCHEMA)
-
-
 def read_canonical_day(
     lake: Lake,
     day: dt.date,
