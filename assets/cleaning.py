@@ -26,6 +26,7 @@ from usage_stats.pipeline.cleaning import (
 )
 from usage_stats.pipeline.crosswalk import ambiguous_claims, crosswalk_summary
 from usage_stats.pipeline.processing import DayTally, clean_piece, source_crosswalk
+from usage_stats.pipeline.raw_parts import raw_parts
 from usage_stats.storage.warehouse import Warehouse
 
 RECONCILES = "kept_plus_rejected_equals_input"
@@ -101,7 +102,7 @@ def cleaning(
         ):
             # Piece by piece as raw_events wrote them, each whole sites: one piece in memory,
             # and the next one being read meanwhile.
-            for raw in store.parts("raw_events", day, read_ahead=True):
+            for raw in raw_parts(store, day, read_ahead=True):
                 result = clean_piece(raw, sources, rules, crosswalk)
                 resolved.update(result.crosswalk)
                 sessions.append(result.sessions)

@@ -8,7 +8,8 @@ from assets.partitions import EACH_DAY_USAGE, WAREHOUSE_TABLE
 from resources import AdminDbResource, CleaningSettings, LakeResource, WarehouseResource
 from usage_stats.admin.sources import sources_frame
 from usage_stats.pipeline.canonical import CANONICAL_SCHEMA
-from usage_stats.pipeline.processing import canonical_pieces, kept_sites, replace_sites
+from usage_stats.pipeline.processing import canonical_pieces, replace_sites
+from usage_stats.pipeline.raw_parts import kept_sites, raw_day_parts, raw_parts
 
 
 class SiteSelection(Config):
@@ -23,7 +24,8 @@ class SiteSelection(Config):
     **EACH_DAY_USAGE,
     kinds=WAREHOUSE_TABLE,
     description="Canonical typed events of a day, all sites; IPs already hashed. "
-    "Page titles seen with the day's views are kept beside them (page_titles).",
+    "The visit-level columns are kept once per visit beside them (raw_visits), and the page "
+    "titles seen with the day's views too (page_titles).",
 )
 def raw_events(
     context: AssetExecutionContext,
@@ -43,7 +45,7 @@ def raw_events(
     for day in each_day(context, "raw_events"):
         # A re-run for some sites keeps the others' stored rows (read before any write).
         kept = (
-            kept_sites(store.parts("raw_events", day), config.sites)
+            kept_sites(raw_parts(store, day), config.sites)
             if config.sites is not None and store.exists("raw_events", day)
             else []
         )
@@ -51,15 +53,16 @@ def raw_events(
         day_files: list[dict[str, object]] = []
         day_sites: set[int] = set()
         piece_notes: list[str] = []
-        with store.day_parts("raw_events", day) as parts:
+        with raw_day_parts(store, day) as raw:
+            parts = raw.events
             for part in kept:
-                parts.append(part)
+                raw.append_canonical(part)
                 day_sites |= set(part.get_column("site_id").unique().to_list())
             pieces = canonical_pieces(
                 lake.get_lake(), day, slots, cleaning_settings.ip_salt, piece_bytes, config.sites
             )
             for n, piece in enumerate(pieces, 1):
-                parts.append(piece.events)
+                raw.append(piece.events, piece.visits)
                 titles.append(piece.titles)
                 day_files += piece.files
                 piece_sites = set(piece.events.get_column("site_id").unique().to_list())
@@ -76,11 +79,12 @@ def raw_events(
             stored_titles = store.read_optional("page_titles", day)
             day_titles = replace_sites(stored_titles, day_titles, config.sites)
         store.write("page_titles", day, day_titles)
-        report_parts(context, parts, files_read=len(day_files), sites=len(day_sites))
+        visits = raw.visits.rows
+        report_parts(context, parts, files_read=len(day_files), sites=len(day_sites), visits=visits)
         files += [{"day": day.isoformat(), **f} for f in day_files]
         sites_seen |= {s for s in day_sites if s is not None}
         context.log.info(
-            f"raw_events {day}: {parts.rows} rows from {len(day_files)} files, "
+            f"raw_events {day}: {parts.rows} rows ({visits} visits) from {len(day_files)} files, "
             f"{parts.count} part(s): " + "; ".join(piece_notes)
         )
     return MaterializeResult(
@@ -96,6 +100,6 @@ def raw_events(
                 ),
                 limit=1000,
             ),
-            "preview": markdown_table(last.drop("ip_hash") if last is not None else pl.DataFrame()),
+            "preview": markdown_table(last if last is not None else pl.DataFrame()),
         }
     )

@@ -111,3 +111,80 @@ def test_identifier_slot_column_missing_is_named(generated):
     rewrite(generated, lambda f: f.drop("custom_var_v1"))
     with pytest.raises(LakeReadError, match=r"missing column 'custom_var_v1' \(site 1 keeps"):
         read(generated)
+
+
+def _events(site_visit: list[tuple[int | None, int | None]]) -> pl.DataFrame:
+    from usage_stats.pipeline.canonical import EVENTS_SCHEMA
+
+    t = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
+    rows = [
+        {"date": DAY, "site_id": s, "visit_id": v, "event_time": t + dt.timedelta(minutes=n)}
+        for n, (s, v) in enumerate(site_visit)
+    ]
+    return (
+        pl.DataFrame(rows)
+        .with_columns(action_type=pl.lit(1))
+        .cast({"site_id": pl.Int32, "visit_id": pl.Int64, "action_type": pl.Int16})
+        .select(
+            pl.col(c)
+            if c in ("date", "site_id", "visit_id", "event_time", "action_type")
+            else pl.lit(None).cast(dtype).alias(c)
+            for c, dtype in EVENTS_SCHEMA.items()
+        )
+    )
+
+
+def _visits(rows: list[tuple[int, int, str]]) -> pl.DataFrame:
+    """Visits of (site, visit id, country); the other visit columns from the visit id."""
+    from usage_stats.pipeline.canonical import VISIT_COLUMNS, VISITS_SCHEMA
+
+    t = dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
+    frame = pl.DataFrame(
+        {
+            "site_id": [s for s, _, _ in rows],
+            "visit_id": [v for _, v, _ in rows],
+            "visitor_country": [c for _, _, c in rows],
+            "ip_hash": [v * 10 for _, v, _ in rows],
+            "visit_first_action_time": [t] * len(rows),
+            "visit_last_action_time": [t + dt.timedelta(hours=v) for _, v, _ in rows],
+            "visit_total_actions": [v for _, v, _ in rows],
+        }
+    )
+    return (
+        frame.select(
+            pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in VISITS_SCHEMA
+        )
+        .cast(VISITS_SCHEMA)
+        .select("site_id", "visit_id", *VISIT_COLUMNS)
+    )
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_events_get_their_own_visits_columns_back(wide, monkeypatch):
+    """`join_visits` by look-up table and by join alike: an event of a visit gets its
+    columns, an event of another site's visit id or of no listed visit gets none (the
+    behaviour columns from its own events), a visit listed twice gives its first row."""
+    import usage_stats.pipeline.canonical as canonical
+
+    if wide:  # a range too wide for the table: the join
+        monkeypatch.setattr(canonical, "_MAX_TABLE_PER_ROW", 0)
+        monkeypatch.setattr(canonical, "_MIN_TABLE", 0)
+    events = _events([(1, 8), (2, 5), (1, 5), (1, 9), (1, None), (2, 7), (1, 5), (1, 7)])
+    visits = _visits([(1, 5, "AR"), (2, 7, "BR"), (1, 8, "CL")])
+    assert (canonical._gather_visits(events, visits) is None) == wide
+    joined = canonical.join_visits(events, visits)
+    assert joined.schema == pl.Schema(canonical.CANONICAL_SCHEMA)
+    assert joined.get_column("visitor_country").cast(pl.String).to_list() == [
+        "CL", None, "AR", None, None, "BR", "AR", None
+    ]  # fmt: skip
+    assert joined.get_column("ip_hash").to_list() == [80, None, 50, None, None, 70, 50, None]
+    # not listed (site 2's visit 5, site 1's 9 and 7, a null id): from their own events
+    assert joined.get_column("visit_total_actions").to_list() == [8, 1, 5, 1, 1, 7, 5, 1]
+    # a visit listed twice (site 1's visit 5): the first of its rows
+    twice = pl.concat([visits, _visits([(1, 5, "UY")])])
+    again = canonical.join_visits(events, twice)
+    assert again.get_column("visitor_country").cast(pl.String).to_list()[2] == "AR"
+    assert again.height == events.height
+    # without the look-up table the result is the same
+    monkeypatch.setattr(canonical, "_gather_visits", lambda e, v: None)
+    assert canonical.join_visits(events, visits).equals(joined)

@@ -77,3 +77,18 @@ def test_parts_read_ahead_are_the_parts_in_order(tmp_path):
     assert first.get_column("site_id").to_list() == [0, 0]
     warehouse.write("t", DAY, frame([3]))
     assert [p.height for p in warehouse.parts("t", DAY, read_ahead=True)] == [1]
+
+
+def test_raw_events_without_their_visits_say_what_is_missing(tmp_path):
+    from usage_stats.pipeline.canonical import empty_events, empty_visits
+    from usage_stats.pipeline.raw_parts import raw_day_parts, raw_parts
+    from usage_stats.storage.lake import LakeReadError
+
+    warehouse = Warehouse(LocalLake(tmp_path))
+    with raw_day_parts(warehouse, DAY) as raw:
+        raw.append(empty_events(), empty_visits())
+    assert raw.events.count == raw.visits.count == 1
+    assert [p.height for p in raw_parts(warehouse, DAY)] == [0]
+    warehouse.lake.delete_prefix("raw_visits/date=2026-01-01")
+    with pytest.raises(LakeReadError, match="no 'raw_visits' for 2026-01-01"):
+        list(raw_parts(warehouse, DAY))

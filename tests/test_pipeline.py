@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from assets import usage_assets
 from conftest import DAYS, GeneratedData
@@ -354,3 +354,62 @@ def test_item_titles_are_the_last_page_titles_seen_whatever_the_order_of_days(ge
     viewed = {i["item_id"] for i in generated.manifest["items"] if i["views"]}
     assert viewed - set(expected), "the generator plants items without a title"
     assert store(generated).titles(tuple(sorted(expected))) == expected
+
+
+def test_a_day_stored_in_the_old_raw_layout_is_cleaned_the_same(generated):
+    """A day whose raw_events were written before raw_visits existed (every column on every
+    event) is re-cleaned, and re-read for one site, with the same results."""
+    from usage_stats.pipeline.canonical import CANONICAL_SCHEMA, VISIT_COLUMNS
+    from usage_stats.pipeline.raw_parts import RAW_VISITS, raw_parts
+
+    date = dt.date.fromisoformat(DAYS[0])
+    assert run(generated, partition=DAYS[0]).success
+    wh = warehouse(generated)
+    # the layout written now: events without their visits' columns, the visits beside
+    assert not set(VISIT_COLUMNS) & set(wh.read("raw_events", date).columns)
+    visits = wh.read(RAW_VISITS, date)
+    assert 0 < visits.height < wh.row_count("raw_events", date)
+    assert visits.select("site_id", "visit_id").is_unique().all()
+    tables = ("sessions", "rejected_events", "item_daily_deltas", "usage_snapshots")
+    before = {t: wh.read(t, date) for t in tables}
+    stored = {t: store_table(generated, t) for t in ("usage_deltas", "usage_snapshots")}
+    canonical = pl.concat(list(raw_parts(wh, date)))
+    assert canonical.schema == pl.Schema(CANONICAL_SCHEMA)
+    assert canonical.height == generated.manifest["days"][DAYS[0]]["input_events"]
+
+    def old_layout() -> None:
+        wh.write("raw_events", date, canonical)
+        wh.lake.delete_prefix(f"{RAW_VISITS}/date={DAYS[0]}")
+        assert not wh.exists(RAW_VISITS, date)
+
+    def ordered(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.sort(frame.columns, nulls_last=True)
+
+    def same(in_order: bool = True) -> None:
+        for table, frame in before.items():
+            ours = wh.read(table, date)
+            if not in_order:  # the re-read site's rows come after the kept ones
+                ours, frame = ordered(ours), ordered(frame)
+            assert ours.equals(frame), table
+        for table, frame in stored.items():
+            assert store_table(generated, table).equals(frame), table
+
+    old_layout()
+    downstream = [a for a in usage_assets if AssetKey("raw_events") not in a.keys]
+    result = materialize(
+        downstream,
+        partition_key=DAYS[0],
+        resources=build_resources(generated.settings),
+        instance=DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    same()
+    # a restricted re-run keeps the other sites' rows of the old layout, in the new one
+    old_layout()
+    assert run(generated, partition=DAYS[0], run_config=RESTRICTED).success
+    assert wh.exists(RAW_VISITS, date)
+    assert ordered(pl.concat(list(raw_parts(wh, date)))).equals(ordered(canonical))
+    same(in_order=False)
+
+
+RESTRICTED = {"ops": {"raw_events": {"config": {"sites": [1]}}}}

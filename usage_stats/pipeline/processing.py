@@ -4,14 +4,19 @@ in, what was kept, what was rejected and why (the admin DB's processing status).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from usage_stats.admin.registry import DayStatus
 from usage_stats.admin.sources import Source, sources_frame
-from usage_stats.pipeline.canonical import DayInput, empty_canonical, read_canonical_day
+from usage_stats.pipeline.canonical import (
+    DayInput,
+    empty_events,
+    empty_visits,
+    read_events_and_visits,
+)
 from usage_stats.pipeline.cleaning import (
     REJECTION_REASONS,
     CleaningResult,
@@ -45,24 +50,15 @@ def canonical_pieces(
     piece_bytes: int,
     sites: list[int] | None = None,
 ) -> Iterator[DayInput]:
-    """The day's canonical events piece by piece (`usage_stats.pipeline.pieces`), each piece
-    whole sites; only `sites` if given. A day without files is one empty piece."""
+    """The day's events and visits piece by piece (`usage_stats.pipeline.pieces`), each piece
+    whole sites, not joined (`canonical.read_events_and_visits`); only `sites` if given. A
+    day without files is one empty piece."""
     files = raw_files_for_day(lake, "events", day, sites)
     pieces = plan_pieces(site_weights(files), piece_bytes)
     if not pieces:
-        yield DayInput(empty_canonical(), [], empty_page_titles())
+        yield DayInput(empty_events(), [], empty_page_titles(), empty_visits())
     for piece in pieces:
-        yield read_canonical_day(lake, day, slots, ip_salt, list(piece))
-
-
-def kept_sites(stored: Iterable[pl.DataFrame], sites: list[int]) -> list[pl.DataFrame]:
-    """The stored parts without the rows of `sites` (those a restricted re-run re-reads).
-
-    Read whole before anything is written, so a re-run that fails midway leaves the stored
-    day as it was. Each part holds whole sites, so what is left of it still does.
-    """
-    kept = [part.filter(~pl.col("site_id").is_in(sites)) for part in stored]
-    return [part for part in kept if not part.is_empty()]
+        yield read_events_and_visits(lake, day, slots, ip_salt, list(piece))
 
 
 def clean_piece(

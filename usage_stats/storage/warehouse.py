@@ -48,11 +48,12 @@ class DayParts:
     _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
     _pending: Future | None = field(default=None, repr=False)
 
-    def append(self, frame: pl.DataFrame) -> None:
-        """Write the next part (an empty frame is kept only if it is the day's only part)."""
+    def append(self, frame: pl.DataFrame, keep_empty: bool = False) -> None:
+        """Write the next part. An empty frame is kept only if it is the day's only part, or
+        with `keep_empty` (a table whose parts pair with another table's, one for one)."""
         if self.schema is None:
             self.schema = frame.schema
-        if frame.is_empty():
+        if frame.is_empty() and not keep_empty:
             return
         self.wait()
         if self._writer is None:
