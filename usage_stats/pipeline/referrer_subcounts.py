@@ -38,7 +38,14 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from usage_stats.pipeline.metrics import METRICS, item_deltas
+from usage_stats.pipeline.metrics import (
+    _DOWNLOAD,
+    _OUTLINK,
+    _VIEW,
+    METRICS,
+    _action_bit,
+    item_deltas,
+)
 from usage_stats.pipeline.referrers import VISIT_REFERRER_SCHEMA
 from usage_stats.pipeline.usage_subcounts import (
     TOP_N,
@@ -89,10 +96,133 @@ def _with_visits(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
 
 
 def visit_usage(sessions: pl.DataFrame, visits: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """`referrer_item_rows` and `visitor_cells` of the kept events, joined to their visits
-    once (the join of every event is the costly part of both)."""
-    joined = _with_visits(sessions, visits).collect()
-    return referrer_item_rows(joined, visits), visitor_cells(joined, visits)
+    """The referrer rows and `visitor_cells` of the kept events, from one group-by of the
+    events into (session, item) pairs and one join of the pairs to their visits.
+
+    The referrer rows are `referrer_item_rows` already summed per (level, owner, referrer):
+    what `referrer_subcounts` sums them to anyway. Each COUNTER metric is a sum over
+    (item, session) pairs of what the pair saw (`metrics._item_metrics`), and a pair lies
+    under one referrer (its session's visit), so the pairs are built once without the
+    referrer and take it by a join of far fewer rows than the events, instead of joining every
+    event and running `metrics.item_deltas` keyed by referrer. Session ids hash the site and
+    the date (`cleaning.session_id_expr`), so a session's events share date, level and visit:
+    the pairs are keyed by session, site, item and owner and take the rest from any event.
+    Equal to the reference (`test_visit_usage_equals_the_reference_on_random_days`)."""
+    if "referrer" in sessions.columns:  # events already joined to their visits
+        return _summed(referrer_item_rows(sessions, visits)), visitor_cells(sessions, visits)
+    pairs = (
+        _pairs(sessions)
+        .join(
+            visits.lazy()
+            .select(list(VISIT_REFERRER_SCHEMA))
+            .with_columns(pl.col("referrer").cast(pl.Categorical)),
+            on=["site_id", "visit_id"],
+            how="left",
+        )
+        .collect()
+    )
+    rows = (
+        pairs.lazy()
+        .group_by("level", "owner_site_id", pl.col("referrer").fill_null(UNKNOWN).alias("country"))
+        .agg(pl.col(m).sum() for m in METRICS)
+        .select(
+            pl.col("level").cast(pl.String),
+            "owner_site_id",
+            pl.col("country").cast(pl.String),
+            *(pl.col(m).cast(pl.Int64) for m in METRICS),
+        )
+    )
+    surrogate = pl.struct("site_id", "visit_id").hash(seed=23)
+    cells = (
+        pairs.lazy()
+        .select(
+            pl.col("owner_site_id").cast(pl.Int32),
+            "level",
+            pl.col("visitor_id").fill_null(surrogate).cast(pl.UInt64),
+        )
+        .unique()
+        .with_columns(pl.col("level").cast(pl.String))
+    )
+    return tuple(pl.collect_all([rows, cells]))  # type: ignore[return-value]
+
+
+def _pairs(sessions: pl.DataFrame) -> pl.LazyFrame:
+    """One row per (session, site, item, owner) of the kept events: its site, visit and
+    level, and the eight metrics it adds (0 or 1, except the two totals)."""
+    bit = pl.col("_bit")
+    keys = ["session_id", "site_id", "item_id", "owner_site_id"]
+    frame = sessions.lazy().select(*keys, "visit_id", "level", _action_bit().alias("_bit"))
+    packed = _packed_pair_key(sessions)
+    if packed is not None:  # one integer beside the session: a cheaper group-by
+        frame = frame.with_columns(packed.alias("_pair"))
+        group = ["session_id", "_pair"]
+        carried = [pl.col(c).first() for c in ("site_id", "owner_site_id")]
+    else:
+        group, carried = keys, []
+    pairs = frame.group_by(group).agg(
+        *carried,
+        pl.col("visit_id").first(),
+        pl.col("level").first(),
+        bit.bitwise_or().alias("_bits"),
+        ((bit & (_VIEW | _DOWNLOAD)) > 0).sum().alias("_investigations"),
+        ((bit & _DOWNLOAD) > 0).sum().alias("_requests"),
+    )
+    bits, investigations, requests = pl.col("_bits"), pl.col("_investigations"), pl.col("_requests")
+    view, download = (bits & _VIEW) > 0, (bits & _DOWNLOAD) > 0
+    outlink = (bits & _OUTLINK) > 0
+    metrics = {
+        "views": view,
+        "downloads": download,
+        "outlinks": outlink,
+        "conversions": view & (download | outlink),
+        "total_item_investigations": investigations,
+        "unique_item_investigations": investigations > 0,
+        "total_item_requests": requests,
+        "unique_item_requests": requests > 0,
+    }
+    return pairs.select(
+        "site_id",
+        "visit_id",
+        "level",
+        "owner_site_id",
+        *(e.cast(pl.UInt32).alias(m) for m, e in metrics.items()),
+    )
+
+
+def _packed_pair_key(sessions: pl.DataFrame) -> pl.Expr | None:
+    """Site, item and owner in one UInt64 (the item's categorical code in the high half,
+    site and owner as offsets from their minimum below it, 0 for null), or None when the
+    item is not categorical (or has nulls) or site and owner do not fit in 32 bits."""
+    schema = sessions.schema
+    item_id = sessions.get_column("item_id")
+    if (
+        not isinstance(schema["item_id"], pl.Categorical)
+        or item_id.null_count()
+        or not len(item_id)
+    ):
+        return None
+    ends = sessions.select(
+        *(pl.col(c).min().alias(f"{c}_min") for c in ("site_id", "owner_site_id")),
+        *(pl.col(c).max().alias(f"{c}_max") for c in ("site_id", "owner_site_id")),
+    ).row(0, named=True)
+    codes, widths = [], []
+    for c in ("site_id", "owner_site_id"):
+        low, high = ends[f"{c}_min"] or 0, ends[f"{c}_max"] or 0
+        codes.append((pl.col(c).cast(pl.Int64) - low + 1).fill_null(0).cast(pl.UInt64))
+        widths.append((high - low + 1).bit_length())
+    if sum(widths) > 32:
+        return None
+    item = pl.col("item_id").to_physical().cast(pl.UInt64)
+    return (
+        item * pl.lit(1 << 32, dtype=pl.UInt64)
+        + codes[0] * pl.lit(1 << widths[1], dtype=pl.UInt64)
+        + codes[1]
+    )
+
+
+def _summed(rows: pl.DataFrame) -> pl.DataFrame:
+    """Referrer item rows summed per (level, owner, referrer)."""
+    return rows.group_by("level", "owner_site_id", "country").agg(pl.col(m).sum() for m in METRICS)
 
 
 def referrer_item_rows(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
