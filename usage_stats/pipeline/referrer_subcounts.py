@@ -147,25 +147,27 @@ def visit_usage(sessions: pl.DataFrame, visits: pl.DataFrame) -> tuple[pl.DataFr
 
 
 def _pairs(sessions: pl.DataFrame) -> pl.LazyFrame:
-    """One row per (session, site, item, owner) of the kept events: its site, visit and
-    level, and the eight metrics it adds (0 or 1, except the two totals)."""
+    """One row per (session, visit, site, level, item, owner) of the kept events: its site,
+    visit, level and owner, and the eight metrics it adds (0 or 1, except the two totals)."""
     bit = pl.col("_bit")
-    keys = ["session_id", "site_id", "item_id", "owner_site_id"]
-    frame = sessions.lazy().select(*keys, "visit_id", "level", _action_bit().alias("_bit"))
-    packed = _packed_pair_key(sessions)
-    if packed is not None:  # one integer beside the session: a cheaper group-by
-        frame = frame.with_columns(packed.alias("_pair"))
-        group = ["session_id", "_pair"]
-        carried = [pl.col(c).first() for c in ("site_id", "owner_site_id")]
-    else:
-        group, carried = keys, []
-    pairs = frame.group_by(group).agg(
-        *carried,
-        pl.col("visit_id").first(),
-        pl.col("level").first(),
-        bit.bitwise_or().alias("_bits"),
-        ((bit & (_VIEW | _DOWNLOAD)) > 0).sum().alias("_investigations"),
-        ((bit & _DOWNLOAD) > 0).sum().alias("_requests"),
+    keys = ["session_id", "visit_id", "site_id", "level", "item_id", "owner_site_id"]
+    frame = sessions.lazy().select(*keys, _action_bit().alias("_bit"))
+    packing = _pair_packing(sessions)
+    if packing is None:
+        group, decoded = keys, []
+    else:  # site, level, item and owner in one integer: a group-by on three integer keys,
+        # with nothing to carry per group (an aggregate `first` doubled its cost)
+        pack, decoded = packing
+        frame = frame.select("session_id", "visit_id", pack.alias("_pair"), "_bit")
+        group = ["session_id", "visit_id", "_pair"]
+    pairs = (
+        frame.group_by(group)
+        .agg(
+            bit.bitwise_or().alias("_bits"),
+            ((bit & (_VIEW | _DOWNLOAD)) > 0).sum().alias("_investigations"),
+            ((bit & _DOWNLOAD) > 0).sum().alias("_requests"),
+        )
+        .with_columns(decoded)
     )
     bits, investigations, requests = pl.col("_bits"), pl.col("_investigations"), pl.col("_requests")
     view, download = (bits & _VIEW) > 0, (bits & _DOWNLOAD) > 0
@@ -181,43 +183,61 @@ def _pairs(sessions: pl.DataFrame) -> pl.LazyFrame:
         "unique_item_requests": requests > 0,
     }
     return pairs.select(
-        "site_id",
+        pl.col("site_id").cast(pl.Int32),
         "visit_id",
-        "level",
-        "owner_site_id",
+        pl.col("level").cast(pl.String),
+        pl.col("owner_site_id").cast(pl.Int32),
         *(e.cast(pl.UInt32).alias(m) for m, e in metrics.items()),
     )
 
 
-def _packed_pair_key(sessions: pl.DataFrame) -> pl.Expr | None:
-    """Site, item and owner in one UInt64 (the item's categorical code in the high half,
-    site and owner as offsets from their minimum below it, 0 for null), or None when the
-    item is not categorical (or has nulls) or site and owner do not fit in 32 bits."""
+_PACKED = ("site_id", "level", "owner_site_id")
+
+
+def _pair_packing(sessions: pl.DataFrame) -> tuple[pl.Expr, list[pl.Expr]] | None:
+    """The UInt64 of site, level, item and owner (the item's categorical code in the high
+    half; site, level and owner as offsets of their value or categorical code from the
+    smallest, 0 for null, below it) and the expressions that give site, level and owner back
+    from it; None when item or level is not categorical, the item has nulls or site, level
+    and owner do not fit in 32 bits."""
     schema = sessions.schema
-    item_id = sessions.get_column("item_id")
-    if (
-        not isinstance(schema["item_id"], pl.Categorical)
-        or item_id.null_count()
-        or not len(item_id)
-    ):
+    if not all(isinstance(schema[c], pl.Categorical) for c in ("item_id", "level")):
         return None
+    if not sessions.height or sessions.get_column("item_id").null_count():
+        return None
+    physical = {c: pl.col(c).to_physical().cast(pl.Int64) for c in _PACKED}
     ends = sessions.select(
-        *(pl.col(c).min().alias(f"{c}_min") for c in ("site_id", "owner_site_id")),
-        *(pl.col(c).max().alias(f"{c}_max") for c in ("site_id", "owner_site_id")),
+        *(e.min().alias(f"{c}_min") for c, e in physical.items()),
+        *(e.max().alias(f"{c}_max") for c, e in physical.items()),
     ).row(0, named=True)
-    codes, widths = [], []
-    for c in ("site_id", "owner_site_id"):
-        low, high = ends[f"{c}_min"] or 0, ends[f"{c}_max"] or 0
-        codes.append((pl.col(c).cast(pl.Int64) - low + 1).fill_null(0).cast(pl.UInt64))
-        widths.append((high - low + 1).bit_length())
-    if sum(widths) > 32:
+    low = {c: ends[f"{c}_min"] or 0 for c in _PACKED}
+    widths = {c: ((ends[f"{c}_max"] or 0) - low[c] + 1).bit_length() for c in _PACKED}
+    if sum(widths.values()) > 32:
         return None
-    item = pl.col("item_id").to_physical().cast(pl.UInt64)
-    return (
-        item * pl.lit(1 << 32, dtype=pl.UInt64)
-        + codes[0] * pl.lit(1 << widths[1], dtype=pl.UInt64)
-        + codes[1]
+    shifts = dict(
+        zip(_PACKED, (0, widths["site_id"], widths["site_id"] + widths["level"]), strict=True)
     )
+    pack = pl.col("item_id").to_physical().cast(pl.UInt64) * pl.lit(1 << 32, dtype=pl.UInt64)
+    for c in _PACKED:
+        code = (physical[c] - low[c] + 1).fill_null(0).cast(pl.UInt64)
+        pack = pack + code * pl.lit(1 << shifts[c], dtype=pl.UInt64)
+    # the level's strings by code − low + 1 (slot 0: null), looked up for its few codes only
+    levels = sessions.select(pl.col("level").unique().drop_nulls()).select(
+        physical["level"].alias("code"), pl.col("level").cast(pl.String).alias("value")
+    )
+    table = pl.Series("level", [None] * (1 << widths["level"]), dtype=pl.String)
+    table = table.scatter(levels.get_column("code") - low["level"] + 1, levels.get_column("value"))
+    decoded = []
+    for c in _PACKED:
+        code = (pl.col("_pair") // pl.lit(1 << shifts[c], dtype=pl.UInt64)) % pl.lit(
+            1 << widths[c], dtype=pl.UInt64
+        )
+        if c == "level":
+            decoded.append(pl.lit(table).gather(code).alias(c))
+        else:
+            value = pl.when(code > 0).then(code.cast(pl.Int64) + (low[c] - 1))
+            decoded.append(value.alias(c))
+    return pack, decoded
 
 
 def _summed(rows: pl.DataFrame) -> pl.DataFrame:
