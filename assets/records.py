@@ -81,7 +81,8 @@ def record_deltas(
     context: AssetExecutionContext, warehouse: WarehouseResource, admin_db: AdminDbResource
 ):
     current, changes, levels = _harvested(warehouse, admin_db)
-    events = record_events(current, changes)
+    # only the run's days' events: one filtering pass over the log, not the whole log's
+    events = record_events(current, changes, partition_days(context))
     store = warehouse.get_warehouse()
     bad: dict[str, int] = {}
     last = None
@@ -138,38 +139,38 @@ def record_snapshots(
     stats_store: StatsStoreResource,
 ):
     current, changes, levels = _harvested(warehouse, admin_db)
-    events = record_events(current, changes)
     store = warehouse.get_warehouse()
     target = stats_store.get_store()
     days = partition_days(context)
+    events = record_events(current, changes, days)
     # The day before the run: its stored snapshot carried forward when the changes logged
-    # since allow (refresh_snapshot), else one count over every record; then each day's own
-    # events: the same snapshots as counting the log up to each day (advance_snapshot).
+    # since allow (refresh_snapshot, which adds the first day's delta in the same pass), else
+    # one count over every record; then each day's own events: the same snapshots as
+    # counting the log up to each day (advance_snapshot).
     before = days[0] - dt.timedelta(days=1)
-    previous = None
+    stored = None
     if store.exists("record_snapshots", before) and store.exists(MARKS, before):
-        previous = refresh_snapshot(
-            store.read("record_snapshots", before),
-            store.read(MARKS, before),
-            current,
-            changes,
-            levels,
-            before,
-        )
-    carried = previous is not None
-    context.log.info(
-        f"record_snapshots: the snapshot of {before} "
-        + ("carried forward from the stored one" if carried else "recounted from every record")
-    )
-    if previous is None:
-        previous = record_snapshot(current, changes, levels, before, events)
+        stored = (store.read("record_snapshots", before), store.read(MARKS, before))
+    carried = False
+    previous = None
     chain: dict[str, int] = {}
     bad: dict[str, int] = {}
     snapshot = None
     for day in each_day(context, "record_snapshots"):
         delta = store.read("record_deltas", day)
         fresh = compute_deltas(current, changes, levels, day, events)
-        snapshot = advance_snapshot(previous, fresh, day)
+        if previous is None:  # the run's first day
+            if stored is not None:
+                snapshot = refresh_snapshot(*stored, current, changes, levels, before, fresh, day)
+                carried = snapshot is not None
+            context.log.info(
+                f"record_snapshots: the snapshot of {before} "
+                + ("carried forward from the stored one" if carried else "recounted")
+            )
+            if not carried:
+                previous = record_snapshot(current, changes, levels, before)
+        if previous is not None:
+            snapshot = advance_snapshot(previous, fresh, day)
         written = target.replace_record_day(day, delta, snapshot)
         # The mark goes before the snapshot is replaced and comes back after it: a snapshot
         # without its mark is recounted by the next run, never carried on another's mark.
@@ -184,7 +185,8 @@ def record_snapshots(
             store_snapshot_rows=written.snapshot_rows,
         )
         store.write(MARKS, day, log_mark(changes, snapshot, levels))
-        # snapshot = previous + fresh key by key (advance_snapshot), so snapshot − previous −
+        # snapshot = previous + fresh key by key (advance_snapshot, or refresh_snapshot's
+        # refreshed previous + fresh), so snapshot − previous −
         # stored delta = fresh − stored delta: the chain checked on the day's rows, not on
         # millions of snapshot rows.
         chain[day.isoformat()] = record_snapshot_mismatches(fresh, None, delta)

@@ -309,6 +309,11 @@ def test_a_carried_forward_snapshot_equals_the_recount_or_falls_back(tmp_path):
 
     snap, mark = stored(D2)
     assert same(carried(snap, mark, D2), recount(D2))  # nothing new
+    current, changes = h.state()
+    d3 = record_deltas(current, changes, LEVELS, D3)
+    # refreshed and advanced by the next day's delta in one pass: that day's snapshot
+    advanced = refresh_snapshot(snap, mark, current, changes, LEVELS, D2, d3, D3)
+    assert same(advanced, recount(D3))
     # New records: one of D3 published on D1, a late one of D1 (another source, no
     # publication date) and one of D1 published long ago; a D2 record deleted on D4.
     h.harvest(2, rec(2, 5, D3, resource_type=md.THESIS, publication_date=D1, subjects=["x"]))
@@ -324,6 +329,11 @@ def test_a_carried_forward_snapshot_equals_the_recount_or_falls_back(tmp_path):
     assert not same(previous, snap)
     current, changes = h.state()
     events = record_events(current, changes)
+    d3 = record_deltas(current, changes, LEVELS, D3, events)
+    advanced = refresh_snapshot(snap, mark, current, changes, LEVELS, D2, d3, D3)
+    assert same(advanced, recount(D3))  # the new records and the later deletion, then D3's
+    with pytest.raises(ValueError, match="next_day"):
+        refresh_snapshot(snap, mark, current, changes, LEVELS, D2, d3)
     for d in (D3, D4):
         previous = advance_snapshot(previous, record_deltas(current, changes, LEVELS, d, events), d)
         assert same(previous, recount(d)), d
@@ -346,6 +356,28 @@ def test_a_carried_forward_snapshot_equals_the_recount_or_falls_back(tmp_path):
     snap, mark = stored(D3)
     h.harvest(1, rec(1, 1, D4, resource_type=md.ARTICLE))
     assert carried(snap, mark, D3) is None  # back after its deletion
+
+
+def test_the_events_of_some_days_equal_the_whole_logs_on_those_days(tmp_path):
+    """`record_events(..., days)` reads only the log rows of those days and the histories of
+    the records deleted on them: the same events as the whole log's, on every set of days,
+    with deletions of live and of already deleted records, returns and late harvests."""
+    h = planted(tmp_path)
+    h.harvest(2, rec(2, 5, D3, resource_type=md.THESIS, publication_date=D1))
+    h.harvest(3, rec(3, 5, D1, resource_type=md.BOOK))
+    h.harvest(1, rec(1, 3, D4, deleted=True))
+    h.harvest(1, rec(1, 3, D4, deleted=True))  # deleted again: counts once
+    h.harvest(1, rec(1, 2, D2, deleted=True))
+    h.harvest(1, rec(1, 2, D4, resource_type=md.ARTICLE))  # back after its deletion
+    current, changes = h.state()
+    every = record_events(current, changes)
+    order = ["source_key", "oai_identifier", "basis", "date", "added", "removed"]
+    assert every.get_column("removed").sum() >= 2
+    for days in ([D1], [D2, D4], [D3], [D1, D2, D3, D4], [dt.date(2000, 1, 1)]):
+        some = record_events(current, changes, days)
+        want = every.filter(pl.col("date").is_in(days))
+        assert some.sort(order).equals(want.select(some.columns).sort(order)), days
+        assert some.height == want.height
 
 
 def test_publication_date_basis(tmp_path):

@@ -5,6 +5,7 @@ referrer snapshot, and a planted day through the usage-subcount assets into a st
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import metadata_support as md
 import polars as pl
@@ -13,6 +14,7 @@ import pytest
 from usage_stats.pipeline.cleaning import SESSION_SCHEMA
 from usage_stats.pipeline.metrics import METRICS, daily_deltas
 from usage_stats.pipeline.referrer_subcounts import (
+    _summed,
     cumulative_referrers,
     referrer_item_rows,
     referrer_subcounts,
@@ -216,7 +218,8 @@ def test_referrer_subcount_and_unique_visitors_of_a_planted_day():
     visitors = unique_visitors(visitor_cells(sessions, visits), OWNERS, DAY)
     # one join for both (what the asset runs) gives the same rows
     rows, cells = visit_usage(sessions, visits)
-    assert rows.sort(rows.columns).equals(referrer_item_rows(sessions, visits).sort(rows.columns))
+    reference = _summed(referrer_item_rows(sessions, visits))
+    assert rows.sort(rows.columns).equals(reference.select(rows.columns).sort(rows.columns))
     assert cells.sort(cells.columns).equals(visitor_cells(sessions, visits).sort(cells.columns))
     assert visitors.select("scope", "key", "level", "visitors").rows() == [
         ("global", "global", "N", 1),
@@ -228,6 +231,109 @@ def test_referrer_subcount_and_unique_visitors_of_a_planted_day():
         ("source", "1", "R", 4),
         ("source", "2", "R", 2),
     ]
+
+
+def random_day(seed: int, events: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Kept events and classified visits of a random day: 5 sites (levels R, R, N, L, R),
+    40 items (some owned by nobody), the three actions, a tenth of the events without a visit id
+    (surrogate sessions of a few users), a tenth of the visits missing from the visits
+    files, visitors shared across visits and sites, some without a visitor id."""
+    rng = random.Random(seed)
+    levels = {1: "R", 2: "R", 3: "N", 4: "L", 5: "R"}
+    rows = []
+    for i in range(events):
+        site = rng.randint(1, 5)
+        visit = rng.randint(1, events // 4) if rng.random() > 0.1 else None
+        item = rng.randint(0, 39)
+        owner = None if item >= 36 else item % 5 + 1
+        action = rng.choice(["view", "view", "download", "outlink"])
+        at = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC) + dt.timedelta(seconds=i)
+        user = f"u{rng.randint(1, 5)}"
+        rows.append((DAY, site, levels[site], user, visit, at, action, f"i{item}", owner, "BR"))
+    columns = ["date", "site_id", "level", "user", "visit_id", "event_time", "action"]
+    columns += ["item_id", "owner_site_id", "country"]
+    # sessions as cleaning makes them: the visit's, else a surrogate of site and user
+    session = (
+        pl.when(pl.col("visit_id").is_not_null())
+        .then(pl.struct("site_id", "visit_id", "date").hash(seed=1))
+        .otherwise(pl.struct("site_id", "user").hash(seed=2))
+    )
+    sessions = (
+        pl.DataFrame(rows, schema=columns, orient="row")
+        .with_columns(session.alias("session_id"))
+        .select(list(SESSION_SCHEMA))
+        .cast(SESSION_SCHEMA)
+    )
+    kinds = [1, 2, 3, 6, 7, None]
+    names = {2: "Google", 3: "www.scielo.org", 6: "boletin", 7: "Facebook"}
+    visits = visits_frame(
+        [
+            (
+                site,
+                visit,
+                None if rng.random() < 0.1 else f"v{rng.randint(1, events // 8)}".encode(),
+                kind,
+                names.get(kind),
+                f"https://www.host{rng.randint(1, 4)}.org/x" if kind == 3 else None,
+            )
+            for site in range(1, 6)
+            for visit in range(1, events // 4 + 1)
+            if rng.random() > 0.1
+            for kind in [rng.choice(kinds)]
+        ]
+    )
+    return sessions, classify_visits(visits)[0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_visit_usage_equals_the_reference_on_random_days(seed: int):
+    """`visit_usage` (pairs, then the join) against the reference it replaced (every event
+    joined, `metrics.item_deltas` keyed by referrer), row for row after the roll-up, and the
+    visitor counts; also with site ids too wide to pack and with string item ids."""
+    sessions, visits = random_day(seed, 3_000)
+    owners = pl.DataFrame(
+        [(s, "BR" if s < 4 else "AR") for s in range(1, 6)], schema=OWNER_SCHEMA, orient="row"
+    )
+
+    def result(rows: pl.DataFrame, cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        referrers = referrer_subcounts(rows, owners, DAY)
+        visitors = unique_visitors(cells, owners, DAY)
+        return referrers.sort(referrers.columns), visitors
+
+    expected = result(referrer_item_rows(sessions, visits), visitor_cells(sessions, visits))
+    assert expected[0].height > 50 and expected[0].get_column("views").sum() > 500
+    wide = sessions.with_columns(
+        pl.when(pl.col("site_id") == 5).then(2**30).otherwise(pl.col("site_id")).alias("site_id")
+    )
+    wide_visits = visits.with_columns(
+        pl.when(pl.col("site_id") == 5).then(2**30).otherwise(pl.col("site_id")).alias("site_id")
+    )
+    wide_owners = owners.with_columns(
+        pl.when(pl.col("owner_site_id") == 5).then(2**30).otherwise(pl.col("owner_site_id"))
+    )
+    for frame, visit_rows, scope_owners in (
+        (sessions, visits, owners),
+        (sessions.with_columns(pl.col("item_id").cast(pl.String)), visits, owners),
+        (wide, wide_visits, wide_owners),
+    ):
+        got = result(*visit_usage(frame, visit_rows))
+        if scope_owners is owners:
+            assert got[0].equals(expected[0])
+            assert got[1].equals(expected[1])
+        else:  # the same figures under the other site id
+            want = result(referrer_item_rows(frame, visit_rows), visitor_cells(frame, visit_rows))
+            got = result(*visit_usage(frame, visit_rows))
+            assert got[0].equals(want[0]) and got[1].equals(want[1])
+    # a wrong pair is seen: a download turned into a view changes the rows
+    changed = sessions.with_columns(
+        pl.when(
+            pl.int_range(pl.len()) == sessions.get_column("action").eq("download").arg_true()[0]
+        )
+        .then(pl.lit("view"))
+        .otherwise(pl.col("action").cast(pl.String))
+        .alias("action")
+    ).cast(SESSION_SCHEMA)
+    assert not result(*visit_usage(changed, visits))[0].equals(expected[0])
 
 
 def test_referrer_rows_add_up_to_the_usage_total_in_every_metric():

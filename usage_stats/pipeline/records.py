@@ -120,13 +120,30 @@ def source_levels(sources: Iterable[Source]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SOURCE_LEVELS_SCHEMA, orient="row")
 
 
-def record_events(current: pl.DataFrame, changes: pl.DataFrame) -> pl.DataFrame:
+def record_events(
+    current: pl.DataFrame, changes: pl.DataFrame, days: Iterable[dt.date] | None = None
+) -> pl.DataFrame:
     """One row per counted event: `source_key`, `oai_identifier`, `basis`, `date`, `added`,
     `removed` (0/1).
 
     Datestamp basis: a record's added/deleted changes in harvest order; an `added` counts,
     a `deleted` counts only after an `added` (the record was alive). An unreadable datestamp
-    falls back to the day of the harvest that logged it."""
+    falls back to the day of the harvest that logged it.
+
+    `days`: only the events dated on those days (what a run's deltas count), from only the
+    log rows that decide them: the changes dated on those days, and the whole history of the
+    records with a deletion among them (whether it follows an `added`). Each record's events
+    depend on its own changes only, so these are exactly the whole log's events of those
+    days, for one filtering pass over the log instead of the joins and sort of every row."""
+    if days is not None:
+        days = pl.Series(sorted(set(days)), dtype=pl.Date)
+        dated = pl.coalesce("datestamp", "harvested_at").dt.date().is_in(days.implode())
+        on_days = changes.filter(dated)
+        deleting = on_days.filter(pl.col("change").cast(pl.String) == "deleted").select(_RECORD)
+        history = changes.join(deleting.unique(), on=_RECORD, how="semi")
+        changes = pl.concat([on_days.join(deleting, on=_RECORD, how="anti"), history])
+        current = current.filter(pl.col("publication_date").is_in(days.implode()))
+        return record_events(current, changes).filter(pl.col("date").is_in(days.implode()))
     changed = (
         changes.lazy()
         .filter(pl.col("change").cast(pl.String).is_in(["added", "deleted"]))
@@ -475,10 +492,16 @@ def refresh_snapshot(
     changes: pl.DataFrame,
     levels: pl.DataFrame,
     day: dt.date,
+    delta: pl.DataFrame | None = None,
+    next_day: dt.date | None = None,
 ) -> pl.DataFrame | None:
     """The snapshot of `day` as `record_snapshot` would count it from the whole log now,
     from `stored` (that day's snapshot as counted when its `mark` was made), or None when
     only a full recount can say.
+
+    With `delta` (the `record_deltas` of `next_day`, the day after `day`): the snapshot of
+    `next_day` instead, as `advance_snapshot` of the refreshed one would give it, in one pass
+    over the stored rows (their keys hashed once, not once to refresh and once to advance).
 
     Since a record counts under its current fields on every day it has events, a change
     logged after the mark alters `stored` unless it is one of these two:
@@ -511,8 +534,13 @@ def refresh_snapshot(
     seen_rows = changes.lazy().filter(seen_rule).select(pl.len()).collect().item()
     if seen_rows != log_rows:
         return None
+    if delta is not None and next_day is None:
+        raise ValueError("refresh_snapshot: a delta needs its next_day")
+    then = [] if delta is None else [delta.lazy().select(*_KEYS, *RECORD_COUNTS)]
     new = log.filter(~seen_rule).collect()
     if new.is_empty():
+        if delta is not None:
+            return advance_snapshot(stored, delta, next_day)
         return stored.with_columns(pl.lit(day, dtype=pl.Date).alias("date"))
     # The records the new changes name, their whole history and state (a few thousand rows:
     # one pass over the log and one over the state), and those the marked log named too,
@@ -558,6 +586,8 @@ def refresh_snapshot(
         )
         taken = _count(gone, state, levels, day).lazy()
         parts.append(taken.select(*_KEYS, *(-pl.col(c) for c in RECORD_COUNTS)))
-    # A publication-basis row counts only `added` events: at 0 no record is left in it, and
-    # the recount has no such row.
-    return _plus(stored, parts, day, (pl.col("basis") != "publication") | (pl.col("added") != 0))
+    # A publication-basis row counts only `added` events: at 0 no record is left in it (every
+    # count is 0), and the recount has no such row. A delta's publication rows all have
+    # `added` > 0, so the filter keeps the same rows after the delta is added as before.
+    keep = (pl.col("basis") != "publication") | (pl.col("added") != 0)
+    return _plus(stored, parts + then, next_day or day, keep)

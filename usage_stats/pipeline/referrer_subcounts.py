@@ -38,7 +38,14 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from usage_stats.pipeline.metrics import METRICS, item_deltas
+from usage_stats.pipeline.metrics import (
+    _DOWNLOAD,
+    _OUTLINK,
+    _VIEW,
+    METRICS,
+    _action_bit,
+    item_deltas,
+)
 from usage_stats.pipeline.referrers import VISIT_REFERRER_SCHEMA
 from usage_stats.pipeline.usage_subcounts import (
     TOP_N,
@@ -89,10 +96,153 @@ def _with_visits(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
 
 
 def visit_usage(sessions: pl.DataFrame, visits: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """`referrer_item_rows` and `visitor_cells` of the kept events, joined to their visits
-    once (the join of every event is the costly part of both)."""
-    joined = _with_visits(sessions, visits).collect()
-    return referrer_item_rows(joined, visits), visitor_cells(joined, visits)
+    """The referrer rows and `visitor_cells` of the kept events, from one group-by of the
+    events into (session, item) pairs and one join of the pairs to their visits.
+
+    The referrer rows are `referrer_item_rows` already summed per (level, owner, referrer):
+    what `referrer_subcounts` sums them to anyway. Each COUNTER metric is a sum over
+    (item, session) pairs of what the pair saw (`metrics._item_metrics`), and a pair lies
+    under one referrer (its session's visit), so the pairs are built once without the
+    referrer and take it by a join of far fewer rows than the events, instead of joining every
+    event and running `metrics.item_deltas` keyed by referrer. Session ids hash the site and
+    the date (`cleaning.session_id_expr`), so a session's events share date, level and visit:
+    the pairs are keyed by session, site, item and owner and take the rest from any event.
+    Equal to the reference (`test_visit_usage_equals_the_reference_on_random_days`)."""
+    if "referrer" in sessions.columns:  # events already joined to their visits
+        return _summed(referrer_item_rows(sessions, visits)), visitor_cells(sessions, visits)
+    pairs = (
+        _pairs(sessions)
+        .join(
+            visits.lazy()
+            .select(list(VISIT_REFERRER_SCHEMA))
+            .with_columns(pl.col("referrer").cast(pl.Categorical)),
+            on=["site_id", "visit_id"],
+            how="left",
+        )
+        .collect()
+    )
+    rows = (
+        pairs.lazy()
+        .group_by("level", "owner_site_id", pl.col("referrer").fill_null(UNKNOWN).alias("country"))
+        .agg(pl.col(m).sum() for m in METRICS)
+        .select(
+            pl.col("level").cast(pl.String),
+            "owner_site_id",
+            pl.col("country").cast(pl.String),
+            *(pl.col(m).cast(pl.Int64) for m in METRICS),
+        )
+    )
+    surrogate = pl.struct("site_id", "visit_id").hash(seed=23)
+    cells = (
+        pairs.lazy()
+        .select(
+            pl.col("owner_site_id").cast(pl.Int32),
+            "level",
+            pl.col("visitor_id").fill_null(surrogate).cast(pl.UInt64),
+        )
+        .unique()
+        .with_columns(pl.col("level").cast(pl.String))
+    )
+    return tuple(pl.collect_all([rows, cells]))  # type: ignore[return-value]
+
+
+def _pairs(sessions: pl.DataFrame) -> pl.LazyFrame:
+    """One row per (session, visit, site, level, item, owner) of the kept events: its site,
+    visit, level and owner, and the eight metrics it adds (0 or 1, except the two totals)."""
+    bit = pl.col("_bit")
+    keys = ["session_id", "visit_id", "site_id", "level", "item_id", "owner_site_id"]
+    frame = sessions.lazy().select(*keys, _action_bit().alias("_bit"))
+    packing = _pair_packing(sessions)
+    if packing is None:
+        group, decoded = keys, []
+    else:  # site, level, item and owner in one integer: a group-by on three integer keys,
+        # with nothing to carry per group (an aggregate `first` doubled its cost)
+        pack, decoded = packing
+        frame = frame.select("session_id", "visit_id", pack.alias("_pair"), "_bit")
+        group = ["session_id", "visit_id", "_pair"]
+    pairs = (
+        frame.group_by(group)
+        .agg(
+            bit.bitwise_or().alias("_bits"),
+            ((bit & (_VIEW | _DOWNLOAD)) > 0).sum().alias("_investigations"),
+            ((bit & _DOWNLOAD) > 0).sum().alias("_requests"),
+        )
+        .with_columns(decoded)
+    )
+    bits, investigations, requests = pl.col("_bits"), pl.col("_investigations"), pl.col("_requests")
+    view, download = (bits & _VIEW) > 0, (bits & _DOWNLOAD) > 0
+    outlink = (bits & _OUTLINK) > 0
+    metrics = {
+        "views": view,
+        "downloads": download,
+        "outlinks": outlink,
+        "conversions": view & (download | outlink),
+        "total_item_investigations": investigations,
+        "unique_item_investigations": investigations > 0,
+        "total_item_requests": requests,
+        "unique_item_requests": requests > 0,
+    }
+    return pairs.select(
+        pl.col("site_id").cast(pl.Int32),
+        "visit_id",
+        pl.col("level").cast(pl.String),
+        pl.col("owner_site_id").cast(pl.Int32),
+        *(e.cast(pl.UInt32).alias(m) for m, e in metrics.items()),
+    )
+
+
+_PACKED = ("site_id", "level", "owner_site_id")
+
+
+def _pair_packing(sessions: pl.DataFrame) -> tuple[pl.Expr, list[pl.Expr]] | None:
+    """The UInt64 of site, level, item and owner (the item's categorical code in the high
+    half; site, level and owner as offsets of their value or categorical code from the
+    smallest, 0 for null, below it) and the expressions that give site, level and owner back
+    from it; None when item or level is not categorical, the item has nulls or site, level
+    and owner do not fit in 32 bits."""
+    schema = sessions.schema
+    if not all(isinstance(schema[c], pl.Categorical) for c in ("item_id", "level")):
+        return None
+    if not sessions.height or sessions.get_column("item_id").null_count():
+        return None
+    physical = {c: pl.col(c).to_physical().cast(pl.Int64) for c in _PACKED}
+    ends = sessions.select(
+        *(e.min().alias(f"{c}_min") for c, e in physical.items()),
+        *(e.max().alias(f"{c}_max") for c, e in physical.items()),
+    ).row(0, named=True)
+    low = {c: ends[f"{c}_min"] or 0 for c in _PACKED}
+    widths = {c: ((ends[f"{c}_max"] or 0) - low[c] + 1).bit_length() for c in _PACKED}
+    if sum(widths.values()) > 32:
+        return None
+    shifts = dict(
+        zip(_PACKED, (0, widths["site_id"], widths["site_id"] + widths["level"]), strict=True)
+    )
+    pack = pl.col("item_id").to_physical().cast(pl.UInt64) * pl.lit(1 << 32, dtype=pl.UInt64)
+    for c in _PACKED:
+        code = (physical[c] - low[c] + 1).fill_null(0).cast(pl.UInt64)
+        pack = pack + code * pl.lit(1 << shifts[c], dtype=pl.UInt64)
+    # the level's strings by code − low + 1 (slot 0: null), looked up for its few codes only
+    levels = sessions.select(pl.col("level").unique().drop_nulls()).select(
+        physical["level"].alias("code"), pl.col("level").cast(pl.String).alias("value")
+    )
+    table = pl.Series("level", [None] * (1 << widths["level"]), dtype=pl.String)
+    table = table.scatter(levels.get_column("code") - low["level"] + 1, levels.get_column("value"))
+    decoded = []
+    for c in _PACKED:
+        code = (pl.col("_pair") // pl.lit(1 << shifts[c], dtype=pl.UInt64)) % pl.lit(
+            1 << widths[c], dtype=pl.UInt64
+        )
+        if c == "level":
+            decoded.append(pl.lit(table).gather(code).alias(c))
+        else:
+            value = pl.when(code > 0).then(code.cast(pl.Int64) + (low[c] - 1))
+            decoded.append(value.alias(c))
+    return pack, decoded
+
+
+def _summed(rows: pl.DataFrame) -> pl.DataFrame:
+    """Referrer item rows summed per (level, owner, referrer)."""
+    return rows.group_by("level", "owner_site_id", "country").agg(pl.col(m).sum() for m in METRICS)
 
 
 def referrer_item_rows(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
