@@ -11,10 +11,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from breakdown_support import app_client, get
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
+from test_record_stats import SOURCES
 
 from assets.spikes import NO_SPIKES, usage_spikes
 from definitions import build_resources
+from stores import opensearch_store
 from usage_stats.pipeline.cleaning import SESSION_SCHEMA
 from usage_stats.pipeline.metrics import DELTA_SCHEMA
 from usage_stats.pipeline.spikes import (
@@ -206,3 +209,39 @@ def test_the_asset_stores_the_flags_replaces_its_day_and_its_check_warns(tmp_pat
     assert store.spikes(DAY, DAY).is_empty()
     (check,) = again.get_asset_check_evaluations()
     assert check.passed
+
+
+@pytest.fixture(scope="module", params=["duckdb", "opensearch"])
+def spike_client(request, tmp_path_factory):
+    """The web app over a store holding the planted day's flags (source 1: the crawler)."""
+    tmp = tmp_path_factory.mktemp("spikes-web")
+    store = (
+        DuckDBStatsStore(tmp / "stats.duckdb")
+        if request.param == "duckdb"
+        else opensearch_store(batch_size=200)
+    )
+    store.replace_spike_day(DAY, flags(planted_day()))
+    yield app_client(store, tmp, SOURCES)
+    if request.param == "opensearch":
+        store.delete_all()
+
+
+def test_the_spikes_endpoint_answers_a_sources_flags_and_4xx_on_bad_input(spike_client):
+    body = get(spike_client, "/api/v1/sources/1/spikes", start="2026-01-01", end="2026-01-31")
+    assert body["days"] == ["2026-01-15"]
+    assert [(s["scope"], s["key"], s["reason"]) for s in body["spikes"]] == [
+        ("item", CRAWLED, "blocks+countries"),
+        ("source", "1", "blocks+countries"),
+    ]
+    first = body["spikes"][0]
+    assert (first["usage"], first["baseline"], first["factor"]) == (310, 10.0, 31.0)
+    assert (first["top_countries"], first["top_blocks_share"]) == ("US", 1.0)
+    assert get(spike_client, "/api/v1/sources/2/spikes", start="2026-01-01")["spikes"] == []
+    outside = get(spike_client, "/api/v1/sources/1/spikes", start="2026-01-16", end="2026-02-01")
+    assert outside["days"] == []
+    assert spike_client.get("/api/v1/sources/404/spikes").status_code == 404
+    assert spike_client.get("/api/v1/sources/x/spikes").status_code in (400, 404)
+    bad = spike_client.get("/api/v1/sources/1/spikes", params={"start": "2026-13-01"})
+    assert bad.status_code == 400 and "start" in bad.text
+    backwards = {"start": "2026-02-01", "end": "2026-01-01"}
+    assert spike_client.get("/api/v1/sources/1/spikes", params=backwards).status_code == 400
