@@ -161,6 +161,7 @@ function resolveTarget(view, sources) {
       stats: `${api}/sources/${source.site_id}`,
       items: `${api}/sources/${source.site_id}/top`,
       sources: null,
+      spikes: `${api}/sources/${source.site_id}/spikes`,
     };
   }
   return { missing: `There is no dashboard at ${view.path}.` };
@@ -290,7 +291,48 @@ function cumulative(values) {
   return values.map((v) => (sum += v));
 }
 
-function renderSeries(stats, metric) {
+/** The series periods (their `start` days, ascending) holding each flagged day: index → flags. */
+function flaggedPeriods(series, flagged) {
+  const marks = new Map();
+  if (!flagged) return marks;
+  for (const spike of flagged.spikes) {
+    let at = -1;
+    series.forEach((p, i) => {
+      if (p.start <= spike.date) at = i;
+    });
+    if (at >= 0) marks.set(at, [...(marks.get(at) || []), spike]);
+  }
+  return marks;
+}
+
+function spikeText(spike) {
+  const what = spike.scope === "source" ? "the repository's usage" : `usage of ${spike.key}`;
+  const usual = spike.baseline ? `${formatNumber(spike.factor)}× its usual ${formatNumber(spike.baseline)}` : "with no usual use";
+  const origins = [];
+  if (spike.reason.includes("blocks")) origins.push(`${Math.round(spike.top_blocks_share * 100)}% of the excess from a few network blocks`);
+  if (spike.reason.includes("countries")) origins.push(`${Math.round(spike.top_countries_share * 100)}% from ${spike.top_countries.split(",").map(countryName).join(", ")}`);
+  return `${formatDate(spike.date)}: ${what} was ${formatNumber(spike.usage)} investigations, ${usual}; ${origins.join("; ")}. Flagged for review (still counted).`;
+}
+
+/** A note per flagged day (COUNTER's unusual usage) for the repository's operator. */
+function renderSpikes(flagged) {
+  const box = $("spikes");
+  const list = $("spikes-list");
+  list.replaceChildren();
+  const spikes = flagged ? flagged.spikes : [];
+  for (const spike of spikes) {
+    const li = document.createElement("li");
+    li.dataset.date = spike.date;
+    li.dataset.scope = spike.scope;
+    li.dataset.key = spike.key;
+    li.textContent = spikeText(spike);
+    list.append(li);
+  }
+  box.hidden = spikes.length === 0;
+  box.dataset.days = flagged ? flagged.days.join(",") : "";
+}
+
+function renderSeries(stats, metric, flagged) {
   const labels = stats.series.map((p) => p.period);
   const totals = stats.series.map((p) => p[metric]);
   const levels = stats.series_by_level.length
@@ -315,6 +357,21 @@ function renderSeries(stats, metric) {
     borderWidth: 2,
     order: 1,
   });
+  const marks = flaggedPeriods(stats.series, flagged);
+  if (marks.size) {
+    datasets.push({
+      type: "line",
+      label: "Flagged for review (usage spike)",
+      data: totals.map((v, i) => (marks.has(i) ? v : null)),
+      showLine: false,
+      pointStyle: "triangle",
+      pointRadius: 8,
+      pointHoverRadius: 10,
+      borderColor: "#b3261e",
+      backgroundColor: "#b3261e",
+      order: 0,
+    });
+  }
   const title = `${METRIC_LABELS[metric]} per ${stats.granularity}`;
   if (!chart) {
     chart = new Chart($("series-chart"), {
@@ -347,6 +404,7 @@ function renderSeries(stats, metric) {
   const canvas = $("series-chart");
   canvas.setAttribute("aria-label", `${title}, ${labels.length} periods from ${labels[0]} to ${labels[labels.length - 1]}`);
   canvas.dataset.periods = String(labels.length);
+  canvas.dataset.flagged = [...marks.keys()].map((i) => labels[i]).join(",");
   const running = cumulative(totals);
   table(
     $("series-table"),
@@ -357,7 +415,7 @@ function renderSeries(stats, metric) {
       { label: "Cumulative", numeric: true },
     ],
     labels.map((label, i) => [
-      label,
+      marks.has(i) ? `${label} ⚑` : label,
       ...levels.map(({ series }) => formatNumber(series[i][metric])),
       ...(levels.length > 1 ? [formatNumber(totals[i])] : []),
       formatNumber(running[i]),
@@ -565,6 +623,9 @@ async function refresh() {
   const stats = getJSON(target.stats, { start: range.start, end: range.end, granularity: state.granularity });
   const previous = getJSON(target.stats, { start: before.start, end: before.end, granularity: "year" });
   try {
+    const spikes = target.spikes
+      ? getJSON(target.spikes, { start: range.start, end: range.end }).catch(() => null)
+      : Promise.resolve(null);
     const [now, then] = await Promise.all([stats, previous]);
     if (generation !== page.generation) return;
     renderFigures(now.totals, then.totals, before);
@@ -582,7 +643,9 @@ async function refresh() {
     renderNotice(now, range);
     renderDownloads(range, state);
     await page.libraries["chart.umd.min.js"];
-    renderSeries(now, state.metric);
+    const flagged = await spikes;
+    renderSeries(now, state.metric, flagged);
+    renderSpikes(flagged);
     if (!map) map = await loadMap(page.libraries, page.mapData);
     renderCountries(now, state.metric);
     renderItems(await items, state.metric);
