@@ -49,7 +49,7 @@ def spikes_of_day(
     if first is None:  # a day without kept events
         return pl.DataFrame(schema=SPIKE_SCHEMA)
     unit = unit_column(first.columns)
-    origins = day_origins(chain([first], pieces), unit)
+    origins = day_origins(chain([first], pieces), unit, rules.min_count)
     start, end = day - dt.timedelta(days=rules.baseline_days), day - dt.timedelta(days=1)
     stored = [d for d in target.days() if start <= d <= end]
     wanted = candidates(origins, rules)
