@@ -245,3 +245,20 @@ def test_the_spikes_endpoint_answers_a_sources_flags_and_4xx_on_bad_input(spike_
     assert bad.status_code == 400 and "start" in bad.text
     backwards = {"start": "2026-02-01", "end": "2026-01-01"}
     assert spike_client.get("/api/v1/sources/1/spikes", params=backwards).status_code == 400
+
+
+def test_a_day_in_pieces_counts_as_the_day_whole():
+    """An item used on two sites is in two pieces: its origins add up across them."""
+    day = planted_day()
+    other_site = day.filter(pl.col("item_id").cast(pl.String) == CRAWLED).head(100)
+    other_site = other_site.with_columns(pl.lit(2, dtype=pl.Int32).alias("site_id"))
+    whole = pl.concat([day, other_site])
+    order = ["scope", "key", "unit", "country"]
+    one = day_origins([whole], "block_hash", 50).sort(order)
+    two = day_origins([day, other_site], "block_hash", 50).sort(order)
+    assert one.equals(two)
+    crawled = one.filter((pl.col("scope") == "item") & (pl.col("key") == CRAWLED))
+    assert crawled.get_column("n").sum() == 410
+    # keys below min_count are left out (QUIET: 5 uses; repository 3: 60 ≥ 50 stays)
+    assert QUIET not in one.get_column("key").to_list()
+    assert "3" in one.filter(pl.col("scope") == "source").get_column("key").to_list()
