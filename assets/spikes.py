@@ -28,15 +28,21 @@ from usage_stats.pipeline.spikes import (
     SPIKE_SCHEMA,
     SPIKE_SCOPES,
     SpikeRules,
-    candidates,
     day_origins,
+    day_usage,
     flag_spikes,
+    over_baseline,
     unit_column,
 )
 from usage_stats.storage.store import RowFilter, StatsStore
 from usage_stats.storage.warehouse import Warehouse
 
 NO_SPIKES = "no_usage_spikes"
+
+
+def candidates_of(usage: pl.DataFrame, rules: SpikeRules) -> pl.DataFrame:
+    """The keys used at least `min_count` times (`day_usage` rows)."""
+    return usage.filter(pl.col("usage") >= rules.min_count)
 
 
 def spikes_of_day(
@@ -49,10 +55,10 @@ def spikes_of_day(
     if first is None:  # a day without kept events
         return pl.DataFrame(schema=SPIKE_SCHEMA)
     unit = unit_column(first.columns)
-    origins = day_origins(chain([first], pieces), unit, rules.min_count)
+    # first the cheap look (a row per key), then the origins of the keys above baseline only
+    wanted = candidates_of(day_usage(chain([first], pieces)), rules)
     start, end = day - dt.timedelta(days=rules.baseline_days), day - dt.timedelta(days=1)
     stored = [d for d in target.days() if start <= d <= end]
-    wanted = candidates(origins, rules)
     history = []
     for scope in SPIKE_SCOPES:
         keys = tuple(wanted.filter(pl.col("scope") == scope).get_column("key"))
@@ -77,6 +83,11 @@ def spikes_of_day(
         "usage": pl.Int64(),
     }
     past = pl.concat(history) if history else pl.DataFrame(schema=schema)
+    above = over_baseline(wanted, past, stored, rules)
+    if above.is_empty():
+        return pl.DataFrame(schema=SPIKE_SCHEMA)
+    parts = store.parts("sessions", day, read_ahead=True)
+    origins = day_origins(parts, unit, rules.min_count, only=above)
     return flag_spikes(day, origins, past, stored, rules, unit)
 
 

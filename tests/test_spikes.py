@@ -23,8 +23,11 @@ from usage_stats.pipeline.metrics import DELTA_SCHEMA
 from usage_stats.pipeline.spikes import (
     SPIKE_SCHEMA,
     SpikeRules,
+    candidates,
     day_origins,
+    day_usage,
     flag_spikes,
+    over_baseline,
     unit_column,
 )
 from usage_stats.settings import Settings
@@ -262,3 +265,26 @@ def test_a_day_in_pieces_counts_as_the_day_whole():
     # keys below min_count are left out (QUIET: 5 uses; repository 3: 60 ≥ 50 stays)
     assert QUIET not in one.get_column("key").to_list()
     assert "3" in one.filter(pl.col("scope") == "source").get_column("key").to_list()
+
+
+def test_the_two_pass_path_flags_exactly_what_the_full_breakdown_does():
+    """The asset looks at usage per key first (`day_usage`), breaks down by origin only the
+    keys above baseline (`over_baseline`): the flags are the same as from every key's
+    origins."""
+    day = planted_day()
+    usage = day_usage([day])
+    assert usage.equals(candidates(day_origins([day], "block_hash"), SpikeRules(min_count=1)))
+    wanted = usage.filter(pl.col("usage") >= RULES.min_count)
+    above = over_baseline(wanted, history_frame(), HISTORY, RULES)
+    assert above.select("scope", "key").rows() == [
+        ("item", CRAWLED),
+        ("item", READING),
+        ("source", "1"),
+        ("source", "2"),
+    ]
+    origins = day_origins([day], "block_hash", RULES.min_count, only=above)
+    assert set(origins.select("scope", "key").unique().rows()) == set(
+        above.select("scope", "key").rows()
+    )
+    narrow = flag_spikes(DAY, origins, history_frame(), HISTORY, RULES, "block_hash")
+    assert narrow.equals(flags(day))

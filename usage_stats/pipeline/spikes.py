@@ -120,11 +120,24 @@ def origin_counts(sessions: pl.DataFrame, unit: str) -> pl.DataFrame:
     )
 
 
-def day_origins(pieces: Iterable[pl.DataFrame], unit: str, min_count: int = 1) -> pl.DataFrame:
+def day_origins(
+    pieces: Iterable[pl.DataFrame],
+    unit: str,
+    min_count: int = 1,
+    only: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """`origin_counts` of every piece of a day added up, for both scopes (`scope`, `key`,
     `owner_site_id`, `unit`, `country`, `n`), only of the keys used at least `min_count`
-    times (the others cannot be spikes): an item used on several sites is in several pieces;
-    a source's key is its site id, as the stored `source` rollup's."""
+    times (the others cannot be spikes), or only of the `scope`/`key` rows of `only` (those
+    `over_baseline`): an item used on several sites is in several pieces; a source's key is
+    its site id, as the stored `source` rollup's."""
+    if only is not None:
+        items_of = only.filter(pl.col("scope") == "item").get_column("key")
+        owners_of = only.filter(pl.col("scope") == "source").get_column("key").cast(pl.Int32)
+        wanted = pl.col("item_id").cast(pl.String).is_in(items_of.implode()) | pl.col(
+            "owner_site_id"
+        ).is_in(owners_of.implode())
+        pieces = (piece.filter(wanted) for piece in pieces)
     counts = [origin_counts(piece, unit) for piece in pieces]
     columns = ["scope", "key", "owner_site_id", "unit", "country", "n"]
     schema = {
@@ -143,11 +156,14 @@ def day_origins(pieces: Iterable[pl.DataFrame], unit: str, min_count: int = 1) -
         frame = frame.group_by(keys).agg(pl.col("n").sum())
     enough = pl.col("n").sum().over("key") >= min_count
     items = frame.filter(enough).with_columns(scope=pl.lit("item"))
+    if only is not None:  # (an owner's other items came along for its source's counts)
+        items = items.filter(pl.col("key").cast(pl.String).is_in(items_of.implode()))
     sources = (
         frame.filter(pl.col("owner_site_id").is_not_null())
         .group_by("owner_site_id", "unit", "country")
         .agg(pl.col("n").sum())
         .filter(pl.col("n").sum().over("owner_site_id") >= min_count)
+        .filter(True if only is None else pl.col("owner_site_id").is_in(owners_of.implode()))
         .with_columns(scope=pl.lit("source"), key=pl.col("owner_site_id").cast(pl.String))
     )
     return pl.concat([items.select(columns).cast(schema), sources.select(columns).cast(schema)])
@@ -164,6 +180,67 @@ def candidates(origins: pl.DataFrame, rules: SpikeRules) -> pl.DataFrame:
     )
 
 
+def over_baseline(
+    usage: pl.DataFrame, history: pl.DataFrame, history_days: list[dt.date], rules: SpikeRules
+) -> pl.DataFrame:
+    """The keys of `usage` (`candidates`) above `factor` × their baseline (`scope`, `key`,
+    `usage`, `baseline`, `excess`); none with fewer than `min_history_days` stored days.
+    Cheap (a row per key): the asset asks it first, so that only these keys' events are
+    broken down by origin."""
+    empty = usage.head(0).with_columns(pl.lit(0.0).alias("baseline"), pl.lit(0.0).alias("excess"))
+    if len(history_days) < rules.min_history_days or usage.is_empty():
+        return empty
+    days = pl.DataFrame({"date": history_days}, schema={"date": pl.Date()})
+    past = history.select("scope", "key", "date", pl.col("usage").cast(pl.Int64))
+    # the median daily usage, days without usage counting 0 (a full keys × days grid)
+    daily = past.group_by("scope", "key", "date").agg(pl.col("usage").sum())
+    grid = usage.select("scope", "key").join(days, how="cross")
+    baseline = (
+        grid.join(daily, on=["scope", "key", "date"], how="left")
+        .group_by("scope", "key")
+        .agg(pl.col("usage").fill_null(0).median().alias("baseline"))
+    )
+    if not history_days:
+        baseline = usage.select("scope", "key", pl.lit(0.0).alias("baseline"))
+    return (
+        usage.join(baseline, on=["scope", "key"], how="left")
+        .with_columns(pl.col("baseline").fill_null(0.0).cast(pl.Float64))
+        .filter(pl.col("usage") > rules.factor * pl.col("baseline"))
+        .with_columns((pl.col("usage") - pl.col("baseline")).alias("excess"))
+        .sort("scope", "key")
+    )
+
+
+def day_usage(pieces: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """A day's investigations per scope and key (`scope`, `key`, `usage`), without origins:
+    the cheap first look (`candidates` of `day_origins` gives the same numbers)."""
+    parts = [
+        piece.lazy()
+        .filter(pl.col("action").cast(pl.String).is_in(["view", "download"]))
+        .group_by(pl.col("item_id").alias("key"), "owner_site_id")
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .collect()
+        for piece in pieces
+    ]
+    schema = {"scope": pl.String(), "key": pl.String(), "usage": pl.Int64()}
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    frame = pl.concat(parts, how="vertical_relaxed")
+    items = frame.group_by("key").agg(pl.col("n").sum().alias("usage"))
+    sources = (
+        frame.filter(pl.col("owner_site_id").is_not_null())
+        .group_by("owner_site_id")
+        .agg(pl.col("n").sum().alias("usage"))
+        .select(pl.col("owner_site_id").cast(pl.String).alias("key"), "usage")
+    )
+    return pl.concat(
+        [
+            items.select(pl.lit("item").alias("scope"), "key", "usage").cast(schema),
+            sources.select(pl.lit("source").alias("scope"), "key", "usage").cast(schema),
+        ]
+    ).sort("scope", "key")
+
+
 def flag_spikes(
     day: dt.date,
     origins: pl.DataFrame,
@@ -177,33 +254,11 @@ def flag_spikes(
     `origins`: `day_origins`; `history`: the stored deltas of the candidates over the baseline
     window summed per `scope`, `date`, `key`, `country` (column `usage`); `history_days`: the
     stored days of the window (a candidate absent on one of them used nothing that day)."""
-    if len(history_days) < rules.min_history_days:
-        return pl.DataFrame(schema=SPIKE_SCHEMA)
-    usage = candidates(origins, rules)
-    if usage.is_empty():
-        return pl.DataFrame(schema=SPIKE_SCHEMA)
-    days = pl.DataFrame({"date": history_days}, schema={"date": pl.Date()})
-    past = history.select("scope", "key", "date", "country", pl.col("usage").cast(pl.Int64))
-    n_days = max(len(history_days), 1)
-
-    # the median daily usage, days without usage counting 0 (a full keys × days grid)
-    daily = past.group_by("scope", "key", "date").agg(pl.col("usage").sum())
-    grid = usage.select("scope", "key").join(days, how="cross")
-    baseline = (
-        grid.join(daily, on=["scope", "key", "date"], how="left")
-        .group_by("scope", "key")
-        .agg(pl.col("usage").fill_null(0).median().alias("baseline"))
-    )
-    if not history_days:
-        baseline = usage.select("scope", "key", pl.lit(0.0).alias("baseline"))
-    spikes = (
-        usage.join(baseline, on=["scope", "key"], how="left")
-        .with_columns(pl.col("baseline").fill_null(0.0))
-        .filter(pl.col("usage") > rules.factor * pl.col("baseline"))
-        .with_columns((pl.col("usage") - pl.col("baseline")).alias("excess"))
-    )
+    spikes = over_baseline(candidates(origins, rules), history, history_days, rules)
     if spikes.is_empty():
         return pl.DataFrame(schema=SPIKE_SCHEMA)
+    past = history.select("scope", "key", "date", "country", pl.col("usage").cast(pl.Int64))
+    n_days = max(len(history_days), 1)
     on = ["scope", "key"]
     mine = origins.join(spikes.select(on), on=on)
 
