@@ -24,6 +24,7 @@ from resources import (
     LakeResource,
     MatomoDbResource,
     OpenSearchStatsStoreResource,
+    SpikeSettings,
     StatsStoreResource,
     WarehouseResource,
 )
@@ -106,6 +107,7 @@ def build_resources(settings: Settings) -> dict:
             robots_list=settings.robots_list,
             ip_salt=from_deployment("USAGE_STATS_IP_SALT", settings.ip_salt),
         ),
+        "spike_settings": SpikeSettings(),
     }
 
 

@@ -12,6 +12,7 @@ from assets.metadata import table_schema
 from assets.raw_events import raw_events
 from assets.records import record_deltas, record_snapshots
 from assets.snapshots import usage_snapshots
+from assets.spikes import usage_spikes
 from assets.stats_index import stats_index
 from assets.titles import item_titles
 from assets.usage_subcounts import usage_subcount_deltas, usage_subcount_snapshots
@@ -21,10 +22,19 @@ from usage_stats.pipeline.cleaning import REJECTED_SCHEMA, SESSION_SCHEMA
 from usage_stats.pipeline.metrics import DELTA_SCHEMA
 from usage_stats.pipeline.records import RECORD_SCHEMA
 from usage_stats.pipeline.snapshots import SNAPSHOT_SCHEMA
+from usage_stats.pipeline.spikes import SPIKE_SCHEMA
 from usage_stats.pipeline.titles import ITEM_TITLE_SCHEMA
 from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_SCHEMA
 
-usage_assets = [raw_events, cleaning, item_titles, item_daily_deltas, usage_snapshots, stats_index]
+usage_assets = [
+    raw_events,
+    cleaning,
+    item_titles,
+    item_daily_deltas,
+    usage_snapshots,
+    stats_index,
+    usage_spikes,
+]
 ingest_assets = [matomo_export, item_metadata, item_metadata_index]
 record_assets = [record_deltas, record_snapshots]
 subcount_assets = [usage_subcount_deltas, usage_subcount_snapshots]
@@ -43,6 +53,7 @@ SCHEMAS = {
     "record_snapshots": RECORD_SCHEMA,
     "usage_subcount_deltas": USAGE_SUBCOUNT_SCHEMA,
     "usage_subcount_snapshots": USAGE_SUBCOUNT_SCHEMA,
+    "usage_spikes": SPIKE_SCHEMA,
 }
 
 
@@ -59,6 +70,8 @@ def described_assets(store_kind: str) -> list:
             )
         if name in ("stats_index", "item_metadata_index"):
             spec = spec.replace_attributes(kinds={store_kind})
+        if name == "usage_spikes":  # a warehouse table and the store's flags
+            spec = spec.replace_attributes(kinds={"polars", "parquet", store_kind})
         return spec
 
     return with_source_code_references(

@@ -5,6 +5,7 @@ from resources.harvest import HarvestSettings
 from resources.lake import LakeResource, WarehouseResource
 from resources.matomo import MatomoDbResource
 from resources.sources import AdminDbResource
+from resources.spikes import SpikeSettings
 from resources.stats_store import (
     DuckDBStatsStoreResource,
     OpenSearchStatsStoreResource,
@@ -17,6 +18,7 @@ __all__ = [
     "HarvestSettings",
     "LakeResource",
     "OpenSearchStatsStoreResource",
+    "SpikeSettings",
     "AdminDbResource",
     "MatomoDbResource",
     "StatsStoreResource",

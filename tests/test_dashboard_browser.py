@@ -14,10 +14,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import polars as pl
 import pytest
 from browser_support import CHROMIUM, SCREENSHOTS, PageWatch, chromium, serving
 from web_support import END, START, load
 
+from usage_stats.pipeline.spikes import SPIKE_SCHEMA
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
 from usage_stats.web import create_app
 
@@ -32,12 +34,32 @@ FIGURES = (
     "unique_item_requests",
 )
 SETTLED = "body:not([data-state=loading])"
+# A usage spike flagged on repository 2 (its own usage and one of its items'), for its note.
+SPIKE_DAY = dt.date(2026, 1, 30)
+
+
+def spike_flags() -> pl.DataFrame:
+    common = {"date": SPIKE_DAY, "owner_site_id": 2, "history_days": 6, "unit": "block_hash"}
+    return pl.DataFrame(
+        [
+            common
+            | {"scope": "item", "key": "oai:spiked:1", "usage": 400, "baseline": 4.0}
+            | {"factor": 100.0, "units": 3, "top_blocks_share": 0.97, "top_countries": "US"}
+            | {"top_countries_share": 0.99, "reason": "blocks+countries"},
+            common
+            | {"scope": "source", "key": "2", "usage": 900, "baseline": 100.0}
+            | {"factor": 9.0, "units": 80, "top_blocks_share": 0.62, "top_countries": "US"}
+            | {"top_countries_share": 0.5, "reason": "blocks"},
+        ],
+        schema=SPIKE_SCHEMA,
+    )
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     store = DuckDBStatsStore(tmp_path_factory.mktemp("duckdb") / "stats.duckdb")
     loaded = load(store, tmp_path_factory.mktemp("data"))
+    store.replace_spike_day(SPIKE_DAY, spike_flags())
     with serving(create_app(store, loaded.admin_db_url)) as base:
         with httpx.Client(base_url=base, timeout=30) as api:
             yield base, api, loaded
@@ -457,3 +479,34 @@ def test_first_figures_timing_is_recorded(site, open_page, tmp_path):
     )
     values = json.loads(timing)
     assert 0 < values["nav"] <= values["first"]
+
+
+def test_a_flagged_usage_spike_is_a_note_and_a_marker_on_its_day(site, open_page):
+    _, api, _ = site
+    page, _ = open_page("/dashboard/source/opendoar::1002?range=all&granularity=day")
+    assert page.is_visible("#spikes")
+    notes = page.query_selector_all("#spikes-list li")
+    assert [(n.get_attribute("data-scope"), n.get_attribute("data-date")) for n in notes] == [
+        ("item", "2026-01-30"),
+        ("source", "2026-01-30"),
+    ]
+    assert "oai:spiked:1" in notes[0].inner_text()
+    assert "100× its usual 4" in notes[0].inner_text()
+    assert "Flagged for review" in notes[1].inner_text()
+    assert page.get_attribute("#series-chart", "data-flagged") == "2026-01-30"
+    body = api.get(
+        "/api/v1/sources/2",
+        params={"start": START.isoformat(), "end": END.isoformat(), "granularity": "day"},
+    ).json()
+    marker = next(d for d in chart(page)["datasets"] if d["label"].startswith("Flagged"))
+    expected = [p["views"] if p["period"] == "2026-01-30" else None for p in body["series"]]
+    assert marker["data"] == expected
+    assert "2026-01-30 ⚑" in page.text_content("#series-table")  # (a closed <details>)
+    # by month the marker is on January's bar; another repository has no note
+    page.select_option("#granularity", "month")
+    page.wait_for_selector("body[data-state=ready]", state="attached")
+    assert page.get_attribute("#series-chart", "data-flagged") == "2026-01"
+    other, _ = open_page("/dashboard/source/opendoar::1001?range=all")
+    assert not other.is_visible("#spikes")
+    assert other.get_attribute("#series-chart", "data-flagged") == ""
+    shoot(page, "dashboard-spike.png")

@@ -38,6 +38,7 @@ ASSET_KEYS = {
         "record_snapshots",
         "usage_subcount_deltas",
         "usage_subcount_snapshots",
+        "usage_spikes",
     )
 }
 # Harvested when the repositories change, not per usage day.
@@ -56,14 +57,18 @@ CHECK_KEYS = {
     ),
     AssetCheckKey(AssetKey("usage_subcount_snapshots"), "usage_subcounts_add_up_to_totals"),
 }
+# Checks that warn for review and hold nothing back (usage spikes: flagged, never dropped).
+WARNING_CHECK_KEYS = {AssetCheckKey(AssetKey("usage_spikes"), "no_usage_spikes")}
 
 
 def test_assets_and_checks_are_defined():
     graph = defs.resolve_asset_graph()
     assert set(graph.get_all_asset_keys()) == ASSET_KEYS
-    assert set(graph.asset_check_keys) == CHECK_KEYS
+    assert set(graph.asset_check_keys) == CHECK_KEYS | WARNING_CHECK_KEYS
     for key in CHECK_KEYS:
         assert graph.get_check_spec(key).blocking, f"{key} should be blocking"
+    for key in WARNING_CHECK_KEYS:
+        assert not graph.get_check_spec(key).blocking, f"{key} should not block"
     start = Settings.from_env().start_date
     for key in ASSET_KEYS - UNPARTITIONED:
         node = graph.get(key)
@@ -88,7 +93,7 @@ def test_usage_pipeline_job_resolves():
         *SUBCOUNT_KEYS,
     }
     assert set(job.asset_layer.asset_graph.asset_check_keys) == {
-        k for k in CHECK_KEYS if k.asset_key not in RECORD_KEYS | SUBCOUNT_KEYS
+        k for k in CHECK_KEYS | WARNING_CHECK_KEYS if k.asset_key not in RECORD_KEYS | SUBCOUNT_KEYS
     }
 
 

@@ -17,6 +17,7 @@ from stores import opensearch_store
 from support import day_tables
 from usage_stats.pipeline.crosswalk import crosswalk_table
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
+from usage_stats.pipeline.spikes import SPIKE_SCHEMA
 from usage_stats.storage.duckdb_store import DuckDBStatsStore, _create_table_sql
 from usage_stats.storage.store import (
     STORE_TABLES,
@@ -1068,3 +1069,57 @@ def test_record_tables_from_before_files_gain_the_new_columns(tmp_path):
         ]
     finally:
         store.delete_all()
+
+
+def _spike_rows(day: dt.date, *rows: tuple) -> pl.DataFrame:
+    """Flags (scope, key, owner, usage, share, reason) with the other columns filled."""
+    return pl.DataFrame(
+        [
+            {
+                "date": day,
+                "scope": scope,
+                "key": key,
+                "owner_site_id": owner,
+                "usage": usage,
+                "baseline": 2.0,
+                "history_days": 7,
+                "factor": usage / 2.0,
+                "units": 4,
+                "unit": "block_hash",
+                "top_blocks_share": share,
+                "top_countries": "BR,AR",
+                "top_countries_share": 0.25,
+                "reason": reason,
+            }
+            for scope, key, owner, usage, share, reason in rows
+        ],
+        schema=SPIKE_SCHEMA,
+    )
+
+
+def test_usage_spikes_exact_rows_replaced_per_day_and_idempotent(store):
+    d1, d2 = dt.date(2031, 3, 1), dt.date(2031, 3, 2)
+    first = _spike_rows(
+        d1, ("item", "oai:a:1", 7, 120, 0.9, "blocks"), ("source", "7", 7, 300, 0.6, "blocks")
+    )
+    other = _spike_rows(d2, ("item", "oai:b:2", 8, 90, 0.3, "countries"))
+    assert store.replace_spike_day(d1, first) == 2
+    assert store.replace_spike_day(d2, other) == 1
+    assert store.replace_spike_day(d2, other) == 1  # idempotent
+    got = store.spikes(d1, d2)
+    assert got.to_dicts() == pl.concat([first, other]).sort("date", "scope", "key").to_dicts()
+    assert store.spikes(d1, d2, owner_site_ids=(8,)).get_column("key").to_list() == ["oai:b:2"]
+    assert store.spikes(d2, d2, owner_site_ids=(7,)).is_empty()
+    # a re-run of d1 that flags less replaces the day (and only that day); none clears it
+    fewer = _spike_rows(d1, ("item", "oai:a:1", 7, 130, 0.95, "blocks+countries"))
+    assert store.replace_spike_day(d1, fewer) == 1
+    assert store.spikes(d1, d1).to_dicts() == fewer.to_dicts()
+    assert store.spikes(d2, d2).to_dicts() == other.to_dicts()
+    assert store.replace_spike_day(d1, fewer.clear()) == 0
+    assert store.spikes(d1, d1).is_empty() and store.spikes(d2, d2).height == 1
+    # a frame holding another day's row or a key twice is refused, the stored day untouched
+    with pytest.raises(StatsStoreError, match="other days"):
+        store.replace_spike_day(d2, first)
+    with pytest.raises(StatsStoreError, match="twice"):
+        store.replace_spike_day(d2, pl.concat([other, other]))
+    assert store.spikes(d2, d2).to_dicts() == other.to_dicts()

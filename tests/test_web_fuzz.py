@@ -55,4 +55,5 @@ def test_no_server_errors_on_any_operation(web):
         "/api/v1/global/visitors",
         "/api/v1/sources/{site_id}/visitors",
         "/api/v1/nodes/{site_id}/visitors",
+        "/api/v1/sources/{site_id}/spikes",
     } <= paths

@@ -91,6 +91,7 @@ import polars as pl
 
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
 from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA, TOTAL
+from usage_stats.pipeline.spikes import SPIKE_SCHEMA, spike_frame
 from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_SCHEMA
 from usage_stats.storage.store import (
     RECORD_TABLES,
@@ -151,6 +152,14 @@ _CREATE_ALIASES = "CREATE TABLE IF NOT EXISTS item_aliases (alias VARCHAR, item_
 _NAIVE_UTC = [
     name for name, dtype in STORED_METADATA_SCHEMA.items() if dtype == pl.Datetime("us", "UTC")
 ]
+
+
+_CREATE_SPIKES = "CREATE TABLE IF NOT EXISTS usage_spikes ({})".format(
+    ", ".join(
+        f"{name} {'DOUBLE' if dtype == pl.Float64() else _SQL_TYPES[dtype]}"
+        for name, dtype in SPIKE_SCHEMA.items()
+    )
+)
 
 
 def _create_record_table_sql(table: str) -> str:
@@ -447,6 +456,7 @@ class DuckDBStatsStore(StatsStore):
         con.execute(_CREATE_TITLES)
         con.execute(_CREATE_METADATA)
         con.execute(_CREATE_ALIASES)
+        con.execute(_CREATE_SPIKES)
         for table in RECORD_TABLES:
             con.execute(_create_record_table_sql(table))
         _add_record_columns(con)
@@ -646,6 +656,46 @@ class DuckDBStatsStore(StatsStore):
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         return frame.cast({c: RECORD_SCHEMA[c] for c in frame.columns})
+
+    def replace_spike_day(self, day: dt.date, spikes: pl.DataFrame) -> int:
+        """Delete the day's flags and insert the new ones in one transaction."""
+        try:
+            frame = spike_frame(day, spikes)
+        except ValueError as exc:
+            raise StatsStoreError(str(exc)) from exc
+        names = ", ".join(SPIKE_SCHEMA)
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM usage_spikes WHERE date = ?", [day])
+                if frame.height:
+                    con.register("incoming_spikes", frame.to_arrow())
+                    con.execute(
+                        f"INSERT INTO usage_spikes ({names}) SELECT {names} FROM incoming_spikes"
+                    )
+                    con.unregister("incoming_spikes")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return frame.height
+
+    def _spike_rows(
+        self, start: dt.date, end: dt.date, owner_site_ids: tuple[int, ...] | None
+    ) -> pl.DataFrame:
+        clause, params = "date BETWEEN ? AND ?", [start, end]
+        if owner_site_ids is not None:
+            clause += " AND owner_site_id IN (SELECT unnest(?::INTEGER[]))"
+            params.append(list(owner_site_ids))
+        names = ", ".join(SPIKE_SCHEMA)
+        with self._read(prepared=True) as con:
+            frame = pl.from_arrow(
+                con.sql(
+                    f"SELECT {names} FROM usage_spikes WHERE {clause}", params=params
+                ).to_arrow_table()
+            )
+        assert isinstance(frame, pl.DataFrame)
+        return frame
 
     def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:
         frame = titles.select(

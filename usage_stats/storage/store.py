@@ -23,6 +23,7 @@ from usage_stats.pipeline.records import (
     SUBCOUNT_FIELDS,
     TOTAL,
 )
+from usage_stats.pipeline.spikes import SPIKE_SCHEMA
 from usage_stats.pipeline.usage_subcounts import (
     OTHER,
     UNKNOWN,
@@ -412,6 +413,27 @@ class StatsStore(ABC):
     ) -> pl.DataFrame:
         """The metrics of `table`'s rows matching `query` over [start, end], summed per
         `value` (any order)."""
+
+    @abstractmethod
+    def replace_spike_day(self, day: dt.date, spikes: pl.DataFrame) -> int:
+        """Atomically replace the usage spikes flagged on `day` (`SPIKE_SCHEMA`, see
+        `usage_stats.pipeline.spikes`; no row: nothing flagged, the day's old flags go);
+        returns how many are stored."""
+
+    def spikes(
+        self, start: dt.date, end: dt.date, *, owner_site_ids: tuple[int, ...] | None = None
+    ) -> pl.DataFrame:
+        """The usage spikes flagged over [start, end] (`SPIKE_SCHEMA`, ordered by date, scope
+        and key), of every repository or only of `owner_site_ids` (a repository's own flag,
+        scope `source`, and its items')."""
+        frame = self._spike_rows(start, end, owner_site_ids)
+        return frame.select(list(SPIKE_SCHEMA)).cast(SPIKE_SCHEMA).sort("date", "scope", "key")
+
+    @abstractmethod
+    def _spike_rows(
+        self, start: dt.date, end: dt.date, owner_site_ids: tuple[int, ...] | None
+    ) -> pl.DataFrame:
+        """`spikes` in any order."""
 
     @abstractmethod
     def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:

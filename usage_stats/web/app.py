@@ -34,6 +34,7 @@ from usage_stats.web import (
     lareferencia,
     protection,
     records_api,
+    spikes_api,
     subcounts_api,
     sushi,
     visitors_api,
@@ -249,6 +250,7 @@ def create_app(
     app.include_router(subcounts_api.router)
     app.include_router(fields_api.router)
     app.include_router(visitors_api.router)
+    app.include_router(spikes_api.router)
     app.include_router(lareferencia.router)
     app.include_router(sushi.router)
     app.include_router(dashboard.router)

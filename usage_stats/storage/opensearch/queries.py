@@ -15,6 +15,7 @@ import polars as pl
 
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
 from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA
+from usage_stats.pipeline.spikes import SPIKE_SCHEMA
 from usage_stats.storage.opensearch.client import Connection
 from usage_stats.storage.store import (
     RecordQuery,
@@ -378,3 +379,39 @@ def subcount_visitor_rows(
     ]
     schema = {"date": pl.Date(), "level": pl.String(), "visitors": pl.Int64()}
     return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def spike_rows(
+    connection: Connection,
+    index: str,
+    start: dt.date,
+    end: dt.date,
+    owner_site_ids: tuple[int, ...] | None,
+) -> pl.DataFrame:
+    """The store's `_spike_rows`: the flags of [start, end], read as they are (a scroll; a
+    store that never flagged anything has no index and answers no row)."""
+    filters: list[dict[str, Any]] = [
+        {"range": {"date": {"gte": start.isoformat(), "lte": end.isoformat()}}}
+    ]
+    if owner_site_ids is not None:
+        filters.append({"terms": {"owner_site_id": list(owner_site_ids)}})
+    body = {
+        "query": {"bool": {"filter": filters}},
+        "_source": list(SPIKE_SCHEMA),
+        "size": min(connection.batch_size, 10_000),
+    }
+    exists = connection.call(
+        "usage spikes index", lambda: connection.client.indices.exists(index=index)
+    )
+    if not exists:
+        return pl.DataFrame(schema=SPIKE_SCHEMA)
+    scroll = connection.scroll("usage spikes", index, body)
+    rows = [hit["_source"] for hits in scroll for hit in hits]
+    if not rows:
+        return pl.DataFrame(schema=SPIKE_SCHEMA)
+    frame = pl.DataFrame(rows, schema_overrides={"date": pl.String()}, infer_schema_length=None)
+    return (
+        frame.with_columns(pl.col("date").str.to_date())
+        .select(list(SPIKE_SCHEMA))
+        .cast(SPIKE_SCHEMA)
+    )

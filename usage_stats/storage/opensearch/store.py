@@ -28,6 +28,7 @@ import polars as pl
 from opensearchpy import OpenSearch
 
 from usage_stats.admin.sources import Source
+from usage_stats.pipeline.spikes import spike_frame
 from usage_stats.storage import lareferencia_index as compat
 from usage_stats.storage.opensearch import queries, writes
 from usage_stats.storage.opensearch.client import Connection
@@ -101,6 +102,7 @@ class OpenSearchStatsStore(StatsStore):
                 "record-snapshots",
                 "usage-subcount-deltas",
                 "usage-subcount-snapshots",
+                "usage-spikes",
             )
         ]
         if self.sources is not None and (
@@ -170,6 +172,10 @@ class OpenSearchStatsStore(StatsStore):
 
     def metadata_index(self) -> str:
         return f"{self.prefix}-item-metadata"
+
+    def spikes_index(self) -> str:
+        """Usage spikes: one small index (a few flags a day), documents by date, scope, key."""
+        return f"{self.prefix}-usage-spikes"
 
     def aliases_index(self) -> str:
         return f"{self.prefix}-item-aliases"
@@ -511,6 +517,45 @@ class OpenSearchStatsStore(StatsStore):
 
         with ThreadPoolExecutor(max_workers=_CREATING) as pool:
             list(pool.map(create, missing))
+
+    def replace_spike_day(self, day: dt.date, spikes: pl.DataFrame) -> int:
+        """As `replace_record_day`: documents by (date, scope, key) overwrite the day's, the
+        day's documents of earlier writes are removed, and the stored count is checked."""
+        try:
+            frame = spike_frame(day, spikes)
+        except ValueError as exc:
+            raise StatsStoreError(str(exc)) from exc
+        con = self.connection
+        index = self.spikes_index()
+        if not con.call("usage spikes index", lambda: con.client.indices.exists(index=index)):
+            body = writes.spikes_index_body(self.replicas)
+            con.call(
+                "usage spikes index",
+                lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
+            )
+        write_id = uuid.uuid4().hex
+        if frame.height:
+            encoded = frame.with_columns(pl.col("date").cast(pl.String))
+            ids = frame.select(
+                pl.concat_str(
+                    [pl.col("date").cast(pl.String), "scope", "key"], separator="|"
+                ).alias("_id")
+            ).to_series()
+            lines = writes.bulk_lines(encoded, index, ids, write_id)
+            con.bulk(lines, f"indexing usage spikes of {day}", self.on_batch)
+        con.refresh(index)
+        writes.delete_stale(con, index, day, write_id)
+        stored = con.count(index, {"term": {"date": day.isoformat()}})
+        if stored != frame.height:
+            raise StatsStoreError(
+                f"{index} for {day}: {stored} documents stored, {frame.height} expected"
+            )
+        return frame.height
+
+    def _spike_rows(
+        self, start: dt.date, end: dt.date, owner_site_ids: tuple[int, ...] | None
+    ) -> pl.DataFrame:
+        return queries.spike_rows(self.connection, self.spikes_index(), start, end, owner_site_ids)
 
     def record_titles(self, day: dt.date, titles: pl.DataFrame) -> int:
         frame = titles.select(

@@ -20,6 +20,7 @@ import polars as pl
 
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_KEYS
+from usage_stats.pipeline.spikes import SPIKE_SCHEMA
 from usage_stats.pipeline.usage_subcounts import USAGE_SUBCOUNT_KEYS
 from usage_stats.storage.opensearch.client import Connection
 
@@ -119,6 +120,21 @@ def delete_other_writes(connection: Connection, index: str, write_id: str) -> No
             "removal of replaced documents", lambda b=lines: connection.client.bulk(body=b)
         )
     connection.refresh(index)
+
+
+def spikes_index_body(replicas: int) -> dict[str, Any]:
+    """Usage spikes' fields (`SPIKE_SCHEMA`), all explicit."""
+    types = {pl.String(): "keyword", pl.Int32(): "integer", pl.Int64(): "long"}
+    types[pl.Float64()] = "double"
+    properties: dict[str, Any] = {"date": {"type": "date", "format": "yyyy-MM-dd"}}
+    properties |= {
+        name: {"type": types[dtype]} for name, dtype in SPIKE_SCHEMA.items() if name != "date"
+    }
+    properties["write_id"] = {"type": "keyword"}
+    return {
+        "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+        "mappings": {"dynamic": "strict", "properties": properties},
+    }
 
 
 def aliases_index_body(replicas: int) -> dict[str, Any]:

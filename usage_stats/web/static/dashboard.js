@@ -169,6 +169,7 @@ function resolveTarget(view, sources) {
       stats: `${api}/sources/${source.site_id}`,
       items: `${api}/sources/${source.site_id}/top`,
       sources: null,
+      spikes: `${api}/sources/${source.site_id}/spikes`,
     };
   }
   return { missing: _("There is no dashboard at {path}.", { path: view.path }) };
@@ -324,7 +325,56 @@ function cumulative(values) {
   return values.map((v) => (sum += v));
 }
 
-function renderSeries(stats, metric) {
+/** The series periods (their `start` days, ascending) holding each flagged day: index → flags. */
+function flaggedPeriods(series, flagged) {
+  const marks = new Map();
+  if (!flagged) return marks;
+  for (const spike of flagged.spikes) {
+    let at = -1;
+    series.forEach((p, i) => {
+      if (p.start <= spike.date) at = i;
+    });
+    if (at >= 0) marks.set(at, [...(marks.get(at) || []), spike]);
+  }
+  return marks;
+}
+
+function spikeText(spike) {
+  const what = spike.scope === "source" ? _("the repository's usage") : _("usage of {item}", { item: spike.key });
+  const usual = spike.baseline
+    ? _("{factor}× its usual {baseline}", { factor: formatNumber(spike.factor), baseline: formatNumber(spike.baseline) })
+    : _("with no usual use");
+  const origins = [];
+  if (spike.reason.includes("blocks")) origins.push(_("{share}% of the excess from a few network blocks", { share: Math.round(spike.top_blocks_share * 100) }));
+  if (spike.reason.includes("countries")) origins.push(_("{share}% from {countries}", { share: Math.round(spike.top_countries_share * 100), countries: spike.top_countries.split(",").map(countryName).join(", ") }));
+  return _("{date}: {what} was {usage} investigations, {usual}; {origins}. Flagged for review (still counted).", {
+    date: formatDate(spike.date),
+    what,
+    usage: formatNumber(spike.usage),
+    usual,
+    origins: origins.join("; "),
+  });
+}
+
+/** A note per flagged day (COUNTER's unusual usage) for the repository's operator. */
+function renderSpikes(flagged) {
+  const box = $("spikes");
+  const list = $("spikes-list");
+  list.replaceChildren();
+  const spikes = flagged ? flagged.spikes : [];
+  for (const spike of spikes) {
+    const li = document.createElement("li");
+    li.dataset.date = spike.date;
+    li.dataset.scope = spike.scope;
+    li.dataset.key = spike.key;
+    li.textContent = spikeText(spike);
+    list.append(li);
+  }
+  box.hidden = spikes.length === 0;
+  box.dataset.days = flagged ? flagged.days.join(",") : "";
+}
+
+function renderSeries(stats, metric, flagged) {
   const labels = stats.series.map((p) => p.period);
   const totals = stats.series.map((p) => p[metric]);
   const levels = stats.series_by_level.length
@@ -349,6 +399,21 @@ function renderSeries(stats, metric) {
     borderWidth: 2,
     order: 1,
   });
+  const marks = flaggedPeriods(stats.series, flagged);
+  if (marks.size) {
+    datasets.push({
+      type: "line",
+      label: _("Flagged for review (usage spike)"),
+      data: totals.map((v, i) => (marks.has(i) ? v : null)),
+      showLine: false,
+      pointStyle: "triangle",
+      pointRadius: 8,
+      pointHoverRadius: 10,
+      borderColor: "#b3261e",
+      backgroundColor: "#b3261e",
+      order: 0,
+    });
+  }
   const title = _("{metric} per {granularity}", { metric: METRIC_LABELS[metric], granularity: GRANULARITY_WORDS[stats.granularity] || stats.granularity });
   if (!chart) {
     chart = new Chart($("series-chart"), {
@@ -381,6 +446,7 @@ function renderSeries(stats, metric) {
   const canvas = $("series-chart");
   canvas.setAttribute("aria-label", _("{title}, {count} periods from {first} to {last}", { title, count: labels.length, first: labels[0], last: labels[labels.length - 1] }));
   canvas.dataset.periods = String(labels.length);
+  canvas.dataset.flagged = [...marks.keys()].map((i) => labels[i]).join(",");
   const running = cumulative(totals);
   table(
     $("series-table"),
@@ -391,7 +457,7 @@ function renderSeries(stats, metric) {
       { label: _("Cumulative"), numeric: true },
     ],
     labels.map((label, i) => [
-      label,
+      marks.has(i) ? `${label} ⚑` : label,
       ...levels.map(({ series }) => formatNumber(series[i][metric])),
       ...(levels.length > 1 ? [formatNumber(totals[i])] : []),
       formatNumber(running[i]),
@@ -599,6 +665,9 @@ async function refresh() {
   const stats = getJSON(target.stats, { start: range.start, end: range.end, granularity: state.granularity });
   const previous = getJSON(target.stats, { start: before.start, end: before.end, granularity: "year" });
   try {
+    const spikes = target.spikes
+      ? getJSON(target.spikes, { start: range.start, end: range.end }).catch(() => null)
+      : Promise.resolve(null);
     const [now, then] = await Promise.all([stats, previous]);
     if (generation !== page.generation) return;
     renderFigures(now.totals, then.totals, before);
@@ -616,7 +685,9 @@ async function refresh() {
     renderNotice(now, range);
     renderDownloads(range, state);
     await page.libraries["chart.umd.min.js"];
-    renderSeries(now, state.metric);
+    const flagged = await spikes;
+    renderSeries(now, state.metric, flagged);
+    renderSpikes(flagged);
     if (!map) map = await loadMap(page.libraries, page.mapData);
     renderCountries(now, state.metric);
     renderItems(await items, state.metric);
