@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from usage_stats.pipeline.blocks import (
+    DEFAULT_PREFIXES,
+    BlockPrefixes,
+    address_parts,
+    block_expr,
+)
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.pipeline.titles import empty_page_titles, page_titles
 from usage_stats.storage.lake import (
@@ -73,6 +79,10 @@ CANONICAL_SCHEMA: dict[str, pl.DataType] = {
     "visitor_country": pl.Categorical(),
     "user_agent": pl.Categorical(),
     "ip_hash": pl.UInt64(),
+    # the visit's network blocks (`usage_stats.pipeline.blocks`: /24 and /16 for IPv4, /48 and
+    # /32 for IPv6 by default), keyed-hashed like the IP: what `robot_distributed` groups on
+    "block_hash": pl.UInt64(),
+    "wide_block_hash": pl.UInt64(),
     # Matomo's `user_id` (a logged-in user), keyed-hashed like the IP: the COUNTER user of the
     # double-click rule where there is one, never stored in clear
     "user_hash": pl.UInt64(),
@@ -315,13 +325,16 @@ def _event_exprs(
     ]
 
 
-def _plan_visits(lake: Lake, raw: RawFile, ip_salt: str) -> _PlannedFile:
+def _plan_visits(
+    lake: Lake, raw: RawFile, ip_salt: str, prefixes: BlockPrefixes = DEFAULT_PREFIXES
+) -> _PlannedFile:
     where = lake.describe(raw.key)
     source, schema = scan_parquet_file(lake, raw.key, [*VISIT_REQUIRED, *VISIT_OPTIONAL])
     typed = _typed_plan(source, schema, VISIT_REQUIRED, VISIT_OPTIONAL, where)
     exprs = _visit_exprs(
         ip_salt,
-        "location_ip" in schema,
+        schema.get("location_ip"),
+        prefixes,
         "location_country" in schema,
         "user_agent" in schema,
         "user_id" in schema,
@@ -331,11 +344,27 @@ def _plan_visits(lake: Lake, raw: RawFile, ip_salt: str) -> _PlannedFile:
 
 @functools.lru_cache(maxsize=64)
 def _visit_exprs(
-    ip_salt: str, has_ip: bool, has_country: bool, has_agent: bool, has_user: bool
+    ip_salt: str,
+    ip_dtype: pl.DataType | None,
+    prefixes: BlockPrefixes,
+    has_country: bool,
+    has_agent: bool,
+    has_user: bool,
 ) -> list[pl.Expr]:
-    ip_hash = (
-        ip_hash_expr(pl.col("location_ip"), ip_salt) if has_ip else pl.lit(None, dtype=pl.UInt64)
-    )
+    no_hash = pl.lit(None, dtype=pl.UInt64)
+    ip_hash = ip_hash_expr(pl.col("location_ip"), ip_salt) if ip_dtype is not None else no_hash
+    block_hash = wide_block_hash = no_hash
+    if ip_dtype is not None:
+        # The address's blocks, hashed with the same key as the address: the clear block, like
+        # the address, never leaves this module.
+        parts = address_parts(pl.col("location_ip"), ip_dtype)
+        block_hash, wide_block_hash = (
+            ip_hash_expr(block_expr(parts, v4, v6), ip_salt)
+            for v4, v6 in (
+                (prefixes.ipv4_fine, prefixes.ipv6_fine),
+                (prefixes.ipv4_wide, prefixes.ipv6_wide),
+            )
+        )
     user = pl.col("user_id").cast(pl.String).str.strip_chars()
     user_hash = (
         ip_hash_expr(pl.when(user != "").then(user), ip_salt)
@@ -355,6 +384,8 @@ def _visit_exprs(
         country.cast(pl.Categorical).alias("visitor_country"),
         agent.cast(pl.String).cast(pl.Categorical).alias("user_agent"),
         ip_hash.cast(pl.UInt64).alias("ip_hash"),
+        block_hash.cast(pl.UInt64).alias("block_hash"),
+        wide_block_hash.cast(pl.UInt64).alias("wide_block_hash"),
         user_hash.cast(pl.UInt64).alias("user_hash"),
         pl.col("visit_first_action_time").cast(pl.Datetime("us", "UTC")),
         pl.col("visit_last_action_time").cast(pl.Datetime("us", "UTC")),
@@ -417,6 +448,7 @@ def read_canonical_day(
     slots: dict[int, int],
     ip_salt: str,
     sites: list[int] | None = None,
+    prefixes: BlockPrefixes = DEFAULT_PREFIXES,
 ) -> DayInput:
     """All raw rows of `day` (optionally only some sites) in the canonical schema.
 
@@ -443,7 +475,7 @@ def read_canonical_day(
         if titles
         else empty_page_titles()
     )
-    visit_frames = _read_files(visit_files, lambda raw: _plan_visits(lake, raw, ip_salt))
+    visit_frames = _read_files(visit_files, lambda raw: _plan_visits(lake, raw, ip_salt, prefixes))
     files: list[dict[str, object]] = [
         {"file": raw.key, "table": "events", "rows": frame.height}
         for raw, frame in zip(event_files, event_frames, strict=True)
@@ -539,6 +571,8 @@ _VISIT_COLUMNS = {
     "visitor_country",
     "user_agent",
     "ip_hash",
+    "block_hash",
+    "wide_block_hash",
     "user_hash",
     "visit_first_action_time",
     "visit_last_action_time",

@@ -11,6 +11,7 @@ import polars as pl
 
 from usage_stats.admin.registry import DayStatus
 from usage_stats.admin.sources import Source, sources_frame
+from usage_stats.pipeline.blocks import DEFAULT_PREFIXES, BlockPrefixes
 from usage_stats.pipeline.canonical import DayInput, empty_canonical, read_canonical_day
 from usage_stats.pipeline.cleaning import (
     REJECTION_REASONS,
@@ -44,6 +45,7 @@ def canonical_pieces(
     ip_salt: str,
     piece_bytes: int,
     sites: list[int] | None = None,
+    prefixes: BlockPrefixes = DEFAULT_PREFIXES,
 ) -> Iterator[DayInput]:
     """The day's canonical events piece by piece (`usage_stats.pipeline.pieces`), each piece
     whole sites; only `sites` if given. A day without files is one empty piece."""
@@ -52,7 +54,7 @@ def canonical_pieces(
     if not pieces:
         yield DayInput(empty_canonical(), [], empty_page_titles())
     for piece in pieces:
-        yield read_canonical_day(lake, day, slots, ip_salt, list(piece))
+        yield read_canonical_day(lake, day, slots, ip_salt, list(piece), prefixes)
 
 
 def kept_sites(stored: Iterable[pl.DataFrame], sites: list[int]) -> list[pl.DataFrame]:
