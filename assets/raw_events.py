@@ -22,7 +22,8 @@ class SiteSelection(Config):
     deps=["matomo_export"],
     **EACH_DAY_USAGE,
     kinds=WAREHOUSE_TABLE,
-    description="Canonical typed events of a day, all sites; IPs already hashed. "
+    description="Canonical typed events of a day, all sites; IPs and their network blocks "
+    "already hashed. "
     "Page titles seen with the day's views are kept beside them (page_titles).",
 )
 def raw_events(
@@ -56,7 +57,13 @@ def raw_events(
                 parts.append(part)
                 day_sites |= set(part.get_column("site_id").unique().to_list())
             pieces = canonical_pieces(
-                lake.get_lake(), day, slots, cleaning_settings.ip_salt, piece_bytes, config.sites
+                lake.get_lake(),
+                day,
+                slots,
+                cleaning_settings.ip_salt,
+                piece_bytes,
+                config.sites,
+                cleaning_settings.prefixes(),
             )
             for n, piece in enumerate(pieces, 1):
                 parts.append(piece.events)
@@ -96,6 +103,10 @@ def raw_events(
                 ),
                 limit=1000,
             ),
-            "preview": markdown_table(last.drop("ip_hash") if last is not None else pl.DataFrame()),
+            "preview": markdown_table(
+                last.drop("ip_hash", "block_hash", "wide_block_hash")
+                if last is not None
+                else pl.DataFrame()
+            ),
         }
     )
