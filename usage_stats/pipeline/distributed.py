@@ -150,7 +150,8 @@ def distributed_blocks(
             pl.struct("site_id", pl.col("block_hash").alias(column))
         )
         if not keys.is_empty():
-            hit = hit | pl.struct("site_id", column).is_in(keys.to_series().implode())
+            site = pl.col("site_id").cast(pl.Int32)
+            hit = hit | pl.struct(site, column).is_in(keys.to_series().implode())
     rejected_rows = rows.lazy().filter(hit).select("_row", "site_id", *LEVELS.values()).collect()
     counts = []
     for level, column in LEVELS.items():
