@@ -317,6 +317,18 @@ def _no_address_past_the_raw_layer(data) -> None:
                 continue
             assert not found, f"{where}: column {name} holds a planted address or block"
 
+    # the scan finds what it looks for: a leaked address in any of its forms, a clear block
+    address = next(b for b in raw if len(b) == 4 and b[0] == 10)
+    network = ipaddress.ip_network(f"{ipaddress.IPv4Address(address)}/24", strict=False)
+    for leak in (
+        pl.Series([address], dtype=pl.Binary),
+        pl.Series([int.from_bytes(address, "big")], dtype=pl.UInt32),
+        pl.Series([str(ipaddress.IPv4Address(address))]),
+        pl.Series([str(network)]).cast(pl.Categorical),
+        pl.Series([int(network.network_address) >> 8], dtype=pl.Int64),
+    ):
+        with pytest.raises(AssertionError, match="planted address"):
+            scan(leak.to_frame("leak"), "a planted leak")
     warehouse = Path(data.settings.warehouse_url)
     files = list(warehouse.rglob("*.parquet"))
     assert {p.relative_to(warehouse).parts[0] for p in files} >= {
