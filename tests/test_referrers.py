@@ -170,7 +170,8 @@ def sessions_frame() -> pl.DataFrame:
     ]
     columns = ["date", "site_id", "level", "session_id", "visit_id", "event_time", "action"]
     columns += ["item_id", "owner_site_id", "country"]
-    return pl.DataFrame(rows, schema=columns, orient="row").cast(SESSION_SCHEMA)
+    frame = pl.DataFrame(rows, schema=columns, orient="row")
+    return frame.with_columns(pl.lit(None).alias("block_hash")).cast(SESSION_SCHEMA)
 
 
 def metric_rows(frame: pl.DataFrame, scope: str, key: str, level: str) -> dict[str, tuple]:
