@@ -22,6 +22,7 @@ from usage_stats.pipeline.blocks import (
     address_parts,
     block_expr,
     block_text,
+    packed_address,
     python_block,
 )
 from usage_stats.pipeline.canonical import ip_hash_expr
@@ -63,12 +64,21 @@ def test_text_and_integer_blocks_are_ipaddress_networks():
     assert [block_text(b) for b in got.get_column("b").to_list()] == [
         python_block(v, 24, 48) for v in texts
     ]
+    # as the pipeline reads text: packed to Matomo's bytes first (`packed_address`)
+    packed = text_frame.select(packed_address(pl.col("ip"), pl.String).alias("ip"))
+    got = packed.select(block_expr(address_parts(pl.col("ip"), pl.Binary), 24, 48).alias("b"))
+    assert [block_text(b) for b in got.get_column("b").to_list()] == [
+        python_block(v, 24, 48) for v in texts
+    ]
     numbers = [0, 1, 3232235777, 2**32 - 1, 2**32, -1, None]
     int_frame = pl.DataFrame({"ip": pl.Series(numbers, dtype=pl.Int64)})
     got = int_frame.select(block_expr(address_parts(pl.col("ip"), pl.Int64), 16, 32).alias("b"))
     expected = [
         python_block(v, 16, 32) if v is not None and 0 <= v < 2**32 else None for v in numbers
     ]
+    assert [block_text(b) for b in got.get_column("b").to_list()] == expected
+    packed = int_frame.select(packed_address(pl.col("ip"), pl.Int64).alias("ip"))
+    got = packed.select(block_expr(address_parts(pl.col("ip"), pl.Binary), 16, 32).alias("b"))
     assert [block_text(b) for b in got.get_column("b").to_list()] == expected
 
 

@@ -134,6 +134,38 @@ def _ipv6_text(values: pl.Series) -> pl.Series:
     )
 
 
+def packed_address(ip: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """The address as Matomo stores it (4 or 16 bytes), whatever it arrived as: binary as it
+    is; text and integers (old exports) through `ipaddress`, once per distinct value. What
+    is no address becomes null. `address_parts` reads the result (`pl.Binary`)."""
+    if dtype == pl.Binary:
+        return ip
+    if dtype == pl.Null:
+        return pl.lit(None, dtype=pl.Binary)
+    return ip.map_batches(_packed, return_dtype=pl.Binary)
+
+
+def _packed(values: pl.Series) -> pl.Series:
+    distinct = values.drop_nulls().unique()
+    packed = []
+    for value in distinct.to_list():
+        try:
+            if isinstance(value, int):
+                packed.append(ipaddress.IPv4Address(value).packed)
+            else:
+                packed.append(ipaddress.ip_address(value).packed)
+        except (ValueError, TypeError):
+            packed.append(None)
+    table = pl.DataFrame(
+        {"value": distinct, "packed": pl.Series(packed, dtype=pl.Binary)},
+    )
+    return (
+        values.to_frame("value")
+        .join(table, on="value", how="left", maintain_order="left")
+        .get_column("packed")
+    )
+
+
 def _masks(prefix: int, bits: int) -> tuple[int, int]:
     """(hi mask, lo mask) keeping the first `prefix` of an address of `bits` bits."""
     full = (1 << bits) - 1

@@ -21,6 +21,7 @@ from usage_stats.pipeline.blocks import (
     BlockPrefixes,
     address_parts,
     block_expr,
+    packed_address,
 )
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.pipeline.titles import empty_page_titles, page_titles
@@ -353,18 +354,13 @@ def _visit_exprs(
 ) -> list[pl.Expr]:
     no_hash = pl.lit(None, dtype=pl.UInt64)
     ip_hash = ip_hash_expr(pl.col("location_ip"), ip_salt) if ip_dtype is not None else no_hash
-    block_hash = wide_block_hash = no_hash
-    if ip_dtype is not None:
-        # The address's blocks, hashed with the same key as the address: the clear block, like
-        # the address, never leaves this module.
-        parts = address_parts(pl.col("location_ip"), ip_dtype)
-        block_hash, wide_block_hash = (
-            ip_hash_expr(block_expr(parts, v4, v6), ip_salt)
-            for v4, v6 in (
-                (prefixes.ipv4_fine, prefixes.ipv6_fine),
-                (prefixes.ipv4_wide, prefixes.ipv6_wide),
-            )
-        )
+    # The address as Matomo's bytes, for its blocks (`_with_blocks`, once per day: the block
+    # expressions cost more to plan per file than to run on the day's visits).
+    address = (
+        packed_address(pl.col("location_ip"), ip_dtype)
+        if ip_dtype is not None
+        else pl.lit(None, dtype=pl.Binary)
+    )
     user = pl.col("user_id").cast(pl.String).str.strip_chars()
     user_hash = (
         ip_hash_expr(pl.when(user != "").then(user), ip_salt)
@@ -384,8 +380,7 @@ def _visit_exprs(
         country.cast(pl.Categorical).alias("visitor_country"),
         agent.cast(pl.String).cast(pl.Categorical).alias("user_agent"),
         ip_hash.cast(pl.UInt64).alias("ip_hash"),
-        block_hash.cast(pl.UInt64).alias("block_hash"),
-        wide_block_hash.cast(pl.UInt64).alias("wide_block_hash"),
+        address.alias("_address"),
         user_hash.cast(pl.UInt64).alias("user_hash"),
         pl.col("visit_first_action_time").cast(pl.Datetime("us", "UTC")),
         pl.col("visit_last_action_time").cast(pl.Datetime("us", "UTC")),
@@ -485,7 +480,7 @@ def read_canonical_day(
     ]
     if not event_frames:
         return DayInput(empty_canonical(), files, day_titles)
-    visits_by_site = _visits_by_site(visit_frames)
+    visits_by_site = _visits_by_site(visit_frames, ip_salt, prefixes)
     del visit_frames
     no_visits = pl.DataFrame(schema={k: CANONICAL_SCHEMA[k] for k in _VISIT_COLUMNS})
     joined = []
@@ -513,7 +508,26 @@ _FILES_PER_BATCH = 16
 _ENGINE = "in-memory"
 
 
-def _visits_by_site(visit_frames: list[pl.DataFrame]) -> dict[int, pl.DataFrame]:
+def _with_blocks(visits: pl.DataFrame, ip_salt: str, prefixes: BlockPrefixes) -> pl.DataFrame:
+    """The visits with their network blocks (`usage_stats.pipeline.blocks`) hashed with the
+    key of the address, and without the address: the clear block, like the address, never
+    leaves this module."""
+    parts = address_parts(pl.col("_address"), pl.Binary())
+    fine, wide = (
+        ip_hash_expr(block_expr(parts, v4, v6), ip_salt).cast(pl.UInt64)
+        for v4, v6 in (
+            (prefixes.ipv4_fine, prefixes.ipv6_fine),
+            (prefixes.ipv4_wide, prefixes.ipv6_wide),
+        )
+    )
+    return visits.with_columns(fine.alias("block_hash"), wide.alias("wide_block_hash")).drop(
+        "_address"
+    )
+
+
+def _visits_by_site(
+    visit_frames: list[pl.DataFrame], ip_salt: str, prefixes: BlockPrefixes
+) -> dict[int, pl.DataFrame]:
     """The day's visits split by site, in file order within each site.
 
     Every event file holds one site (checked on read), so joining each file with its own
@@ -523,7 +537,7 @@ def _visits_by_site(visit_frames: list[pl.DataFrame]) -> dict[int, pl.DataFrame]
     """
     if not visit_frames:
         return {}
-    visits = pl.concat(visit_frames, how="vertical", rechunk=False)
+    visits = _with_blocks(pl.concat(visit_frames, how="vertical", rechunk=False), ip_salt, prefixes)
     parts = visits.partition_by("site_id", as_dict=True, maintain_order=True)
     return {site: frame for (site,), frame in parts.items() if site is not None}
 
