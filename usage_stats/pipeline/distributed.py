@@ -116,16 +116,22 @@ def distributed_blocks(
     if not watched:
         return None, empty_audit()
     candidates = candidates.filter(pl.col("site_id").is_in(watched))
-    gates = pl.collect_all(
-        [
-            candidates.select("site_id", column, "ip_hash")
-            .filter(pl.col(column).is_not_null())
-            .group_by("site_id", column)
-            .agg(pl.col("ip_hash").n_unique().alias("addresses"))
-            .filter(pl.col("addresses") >= rules.min_addresses)
-            for column in LEVELS.values()
-        ]
+    # each address of a block once (a visit's events share it), then counted per block
+    addresses = (
+        candidates.select("site_id", *LEVELS.values(), "ip_hash")
+        .filter(pl.col("ip_hash").is_not_null())
+        .unique()
+        .collect()
     )
+    gates = [
+        addresses.lazy()
+        .filter(pl.col(column).is_not_null())
+        .group_by("site_id", column)
+        .agg(pl.col("ip_hash").n_unique().alias("addresses"))
+        .filter(pl.col("addresses") >= rules.min_addresses)
+        .collect()
+        for column in LEVELS.values()
+    ]
     if all(gate.is_empty() for gate in gates):
         return None, empty_audit()
     crowded_sites = pl.concat([g.get_column("site_id") for g in gates]).unique()
