@@ -1,5 +1,6 @@
 """The code location: assets, checks, jobs, schedules and resources, from the environment."""
 
+import dataclasses
 import os
 from collections.abc import Mapping
 
@@ -105,6 +106,15 @@ def build_resources(settings: Settings) -> dict:
             double_click_seconds=settings.double_click_seconds,
             thumbnail_pattern=settings.thumbnail_pattern,
             robots_list=settings.robots_list,
+            **{
+                f"distributed_{name}": value
+                for name, value in dataclasses.asdict(settings.distributed).items()
+                if name != "audit_all"
+            },
+            **{
+                f"block_{name}": value
+                for name, value in dataclasses.asdict(settings.block_prefixes).items()
+            },
             ip_salt=from_deployment("USAGE_STATS_IP_SALT", settings.ip_salt),
         ),
         "spike_settings": SpikeSettings(),

@@ -19,6 +19,7 @@ from assets.usage_subcounts import usage_subcount_deltas, usage_subcount_snapsho
 from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
 from usage_stats.pipeline.canonical import CANONICAL_SCHEMA
 from usage_stats.pipeline.cleaning import REJECTED_SCHEMA, SESSION_SCHEMA
+from usage_stats.pipeline.distributed import AUDIT_SCHEMA
 from usage_stats.pipeline.metrics import DELTA_SCHEMA
 from usage_stats.pipeline.records import RECORD_SCHEMA
 from usage_stats.pipeline.snapshots import SNAPSHOT_SCHEMA
@@ -45,6 +46,7 @@ SCHEMAS = {
     "raw_events": CANONICAL_SCHEMA,
     "sessions": SESSION_SCHEMA,
     "rejected_events": REJECTED_SCHEMA,
+    "distributed_robot_audit": AUDIT_SCHEMA,
     "item_titles": ITEM_TITLE_SCHEMA,
     "item_daily_deltas": DELTA_SCHEMA,
     "usage_snapshots": SNAPSHOT_SCHEMA,

@@ -25,11 +25,13 @@ from usage_stats.pipeline.cleaning import (
     SESSION_SCHEMA,
 )
 from usage_stats.pipeline.crosswalk import ambiguous_claims, crosswalk_summary
+from usage_stats.pipeline.distributed import AUDIT_SCHEMA
 from usage_stats.pipeline.processing import DayTally, clean_piece, source_crosswalk
 from usage_stats.pipeline.raw_parts import raw_parts
 from usage_stats.storage.warehouse import Warehouse
 
 RECONCILES = "kept_plus_rejected_equals_input"
+DISTRIBUTED_AUDIT = "distributed_robot_audit"
 
 
 def current_item_metadata(store: Warehouse) -> pl.DataFrame | None:
@@ -57,6 +59,14 @@ def current_item_metadata(store: Warehouse) -> pl.DataFrame | None:
             group_name="usage",
             kinds=WAREHOUSE_TABLE,
             description="Every event not counted, with exactly one reason.",
+        ),
+        AssetSpec(
+            DISTRIBUTED_AUDIT,
+            deps=["raw_events"],
+            group_name="usage",
+            kinds=WAREHOUSE_TABLE,
+            description="One row per (site, network block, day) robot_distributed flagged, "
+            "with the figures that triggered it (block as a salted hash).",
         ),
     ],
     check_specs=[
@@ -86,6 +96,7 @@ def cleaning(
     unbalanced: dict[str, dict[str, int]] = {}
     last = None
     robots_lists: set[str] = set()
+    audits: list[pl.DataFrame] = []
     # One cross-walk for the run, from the records as harvested now: the current records
     # say which item an identifier names, whichever day the use happened on.
     metadata = current_item_metadata(store)
@@ -96,6 +107,7 @@ def cleaning(
         events_in = 0
         day_reasons: Counter[str] = Counter({r: 0 for r in REJECTION_REASONS})
         resolved: Counter[str] = Counter()
+        day_audit: list[pl.DataFrame] = []
         with (
             store.day_parts("sessions", day) as sessions,
             store.day_parts("rejected_events", day) as rejected,
@@ -111,8 +123,13 @@ def cleaning(
                 events_in += raw.height
                 day_reasons.update(result.rejected_by_reason())
                 robots_lists.add(result.robots_list_version)
+                day_audit.append(result.distributed_audit)
                 last = result
         reasons.update(day_reasons)
+        # Written every day, empty or not: a re-run after a threshold change replaces it.
+        audit = pl.concat(day_audit) if day_audit else pl.DataFrame(schema=AUDIT_SCHEMA)
+        store.write(DISTRIBUTED_AUDIT, day, audit)
+        audits.append(audit)
         # with a cross-walk: kept events counted on a record's item through one of its
         # identifiers, and kept events left under an alias several records claim
         report_parts(context, sessions, input_events=events_in, **resolved)
@@ -150,6 +167,25 @@ def cleaning(
             # which COUNTER robots list decided `robot_user_agent` in this run
             "robots_list": ", ".join(sorted(robots_lists)),
             "preview": markdown_table(last.rejected if last else None),
+        },
+    )
+    run_audit = pl.concat(audits) if audits else pl.DataFrame(schema=AUDIT_SCHEMA)
+    yield MaterializeResult(
+        asset_key=DISTRIBUTED_AUDIT,
+        metadata={
+            **schema_metadata(AUDIT_SCHEMA),
+            "flagged_blocks": run_audit.height,
+            "flagged_blocks_by_mode": MetadataValue.json(
+                dict(run_audit.group_by("mode").len().sort("mode").iter_rows())
+            ),
+            "rejected_robot_distributed": int(run_audit.get_column("rejected_events").sum()),
+            # the figures that triggered each flag (the largest blocks first)
+            "flagged": markdown_table(
+                run_audit.sort("events", descending=True).with_columns(
+                    pl.col("block_hash").cast(pl.String)
+                ),
+                limit=50,
+            ),
         },
     )
     yield AssetCheckResult(

@@ -23,7 +23,8 @@ class SiteSelection(Config):
     deps=["matomo_export"],
     **EACH_DAY_USAGE,
     kinds=WAREHOUSE_TABLE,
-    description="Canonical typed events of a day, all sites; IPs already hashed. "
+    description="Canonical typed events of a day, all sites; IPs and their network blocks "
+    "already hashed. "
     "The visit-level columns are kept once per visit beside them (raw_visits), and the page "
     "titles seen with the day's views too (page_titles).",
 )
@@ -59,7 +60,13 @@ def raw_events(
                 raw.append_canonical(part)
                 day_sites |= set(part.get_column("site_id").unique().to_list())
             pieces = canonical_pieces(
-                lake.get_lake(), day, slots, cleaning_settings.ip_salt, piece_bytes, config.sites
+                lake.get_lake(),
+                day,
+                slots,
+                cleaning_settings.ip_salt,
+                piece_bytes,
+                config.sites,
+                cleaning_settings.prefixes(),
             )
             for n, piece in enumerate(pieces, 1):
                 raw.append(piece.events, piece.visits)

@@ -121,6 +121,7 @@ def sessions_and_visits(
             "item_id": keys.gather(item),
             "owner_site_id": (item % 200 + 1).astype(np.int32),
             "country": pl.Series(np.array(["BR", "AR", "MX", "CO"])[rng.integers(0, 4, events)]),
+            "block_hash": visit.astype(np.uint64) * 104729,
         }
     ).cast(SESSION_SCHEMA)
     ids = np.arange(n_visits)

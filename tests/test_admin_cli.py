@@ -40,9 +40,9 @@ def add_repo(cli, site: int = 1, *extra: str):
 
 def test_db_upgrade_current_downgrade(cli):
     code, out, _ = cli("db", "current")
-    assert (code, out.split()) == (0, ["0005", "(newest:", "0005)"])
-    assert cli("db", "downgrade", "-1")[1].strip() == "admin DB at migration 0004"
-    assert cli("db", "upgrade")[1].strip() == "admin DB at migration 0005 (newest)"
+    assert (code, out.split()) == (0, ["0006", "(newest:", "0006)"])
+    assert cli("db", "downgrade", "-1")[1].strip() == "admin DB at migration 0005"
+    assert cli("db", "upgrade")[1].strip() == "admin DB at migration 0006 (newest)"
 
 
 def test_console_script_is_installed(tmp_path):
@@ -279,8 +279,8 @@ def test_import_export_prefix_columns_csv_and_xlsx(cli, tmp_path):
         assert cli("sources", "export", str(tmp_path / name))[0] == 0
         assert cli("sources", "import", str(tmp_path / name))[1].strip().endswith("unchanged 3")
     exported = (tmp_path / "out.csv").read_text().splitlines()
-    assert exported[0].endswith(",handle_prefixes,doi_prefixes,oai_sets")
-    assert exported[1].endswith(",10669;20.500.11764,10.15517,")
+    assert exported[0].endswith(",handle_prefixes,doi_prefixes,oai_sets,distributed_robots")
+    assert exported[1].endswith(",10669;20.500.11764,10.15517,,on")
 
 
 def test_import_names_row_and_column_of_bad_or_clashing_prefixes(cli, tmp_path):

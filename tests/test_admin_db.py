@@ -48,9 +48,14 @@ def source_columns(url: str) -> set[str]:
 def test_upgrade_from_empty_downgrade_one_step_upgrade_again(url):
     assert tables(url) == set()
     db.upgrade(url)
-    assert db.current_revision(url) == db.head_revision() == "0005"
+    assert db.current_revision(url) == db.head_revision() == "0006"
     assert tables(url) == TABLES
-    assert {"handle_prefixes", "doi_prefixes", "oai_sets"} <= source_columns(url)
+    assert {"handle_prefixes", "doi_prefixes", "oai_sets", "distributed_robots"} <= source_columns(
+        url
+    )
+    db.downgrade(url, "-1")
+    assert db.current_revision(url) == "0005"
+    assert "distributed_robots" not in source_columns(url)
     db.downgrade(url, "-1")
     assert db.current_revision(url) == "0004"
     assert tables(url) == TABLES - {"harvest_status"}
@@ -63,7 +68,7 @@ def test_upgrade_from_empty_downgrade_one_step_upgrade_again(url):
     assert db.current_revision(url) == "0002"
     assert tables(url) == TABLES - {"sushi_customer", "harvest_status"}
     db.upgrade(url)
-    assert db.current_revision(url) == "0005"
+    assert db.current_revision(url) == "0006"
     assert tables(url) == TABLES
     db.downgrade(url, "base")
     assert tables(url) == set()
@@ -255,3 +260,23 @@ def test_harvest_status_round_trip_and_failures_keep_the_last_from(url):
     assert failed == dataclasses.replace(
         ok, last_run_at=later, last_status="failed", last_error="source opendoar::1: unreachable"
     )
+
+
+def test_distributed_mode_migrates_on_and_is_checked(url):
+    """0006 on a DB with a source: it gets the rule `on`; a mode other than on/report/off is
+    refused with the field named, and a valid one is stored."""
+    db.upgrade(url, "0005")
+    with db.engine_for(url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO source (source_key, name, type, site_id, custom_var_slot, "
+                "identifier_rule, active) VALUES ('repo', 'Repo', 'R', 7, 1, 'standard', :on)"
+            ),
+            {"on": True},
+        )
+    db.upgrade(url)
+    assert get_source(url, 7).distributed_robots == "on"
+    with pytest.raises(SourceRegistryError, match="distributed_robots must be one of"):
+        update_source(url, 7, distributed_robots="sometimes")
+    update_source(url, 7, distributed_robots="report")
+    assert get_source(url, 7).distributed_robots == "report"

@@ -27,6 +27,7 @@ ASSET_KEYS = {
         "raw_events",
         "sessions",
         "rejected_events",
+        "distributed_robot_audit",
         "item_titles",
         "item_daily_deltas",
         "usage_snapshots",

@@ -172,7 +172,8 @@ def sessions_frame() -> pl.DataFrame:
     ]
     columns = ["date", "site_id", "level", "session_id", "visit_id", "event_time", "action"]
     columns += ["item_id", "owner_site_id", "country"]
-    return pl.DataFrame(rows, schema=columns, orient="row").cast(SESSION_SCHEMA)
+    frame = pl.DataFrame(rows, schema=columns, orient="row")
+    return frame.with_columns(pl.lit(None).alias("block_hash")).cast(SESSION_SCHEMA)
 
 
 def metric_rows(frame: pl.DataFrame, scope: str, key: str, level: str) -> dict[str, tuple]:
@@ -260,7 +261,7 @@ def random_day(seed: int, events: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
     sessions = (
         pl.DataFrame(rows, schema=columns, orient="row")
-        .with_columns(session.alias("session_id"))
+        .with_columns(session.alias("session_id"), pl.lit(None).alias("block_hash"))
         .select(list(SESSION_SCHEMA))
         .cast(SESSION_SCHEMA)
     )

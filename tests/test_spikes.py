@@ -78,7 +78,7 @@ def planted_day() -> pl.DataFrame:
         pl.lit(dt.datetime(2026, 1, 15, 12, tzinfo=dt.UTC)).alias("event_time"),
         pl.col("block_hash").cast(pl.UInt64),
     )
-    return frame.select(*SESSION_SCHEMA, "block_hash").cast(SESSION_SCHEMA)
+    return frame.select(*SESSION_SCHEMA).cast(SESSION_SCHEMA)
 
 
 def stored_history() -> list[tuple[dt.date, pl.DataFrame]]:

@@ -6,19 +6,25 @@ Every variable is documented in README.md; paths are relative to the working dir
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
+from usage_stats.pipeline.blocks import DEFAULT_PREFIXES, BlockPrefixes
 from usage_stats.pipeline.cleaning import CleaningRules
+from usage_stats.pipeline.distributed import DistributedRules
 from usage_stats.pipeline.pieces import DEFAULT_PIECE_MIB
 
 # The cleaning rules' defaults live in CleaningRules; the environment only overrides them.
 RULES = CleaningRules()
+
+T = TypeVar("T")
 
 DEFAULT_IP_SALT = "usage-stats-development-salt"
 
@@ -58,6 +64,10 @@ class Settings:
     # how much of a day a stage holds at once (MiB of raw event files per piece)
     piece_mib: float = DEFAULT_PIECE_MIB
     cors_origins: tuple[str, ...] = ()
+    # `robot_distributed` thresholds (USAGE_STATS_DISTRIBUTED_<FIELD>) and the network block
+    # widths (USAGE_STATS_BLOCK_<FIELD>): usage_stats.pipeline.distributed / .blocks
+    distributed: DistributedRules = RULES.distributed
+    block_prefixes: BlockPrefixes = DEFAULT_PREFIXES
     # The widget endpoints (`/report/*`, `/widget/*`) are embedded in other sites' pages.
     widget_cors_origins: tuple[str, ...] = ("*",)
     sushi_platform: str = "usage-stats"
@@ -168,6 +178,8 @@ class Settings:
                     "USAGE_STATS_BACKFILL_DAYS_PER_RUN",
                 )
             ),
+            distributed=_fields_from_env(env, "USAGE_STATS_DISTRIBUTED_", RULES.distributed),
+            block_prefixes=_fields_from_env(env, "USAGE_STATS_BLOCK_", DEFAULT_PREFIXES),
             cors_origins=tuple(
                 o.strip() for o in env.get("USAGE_STATS_CORS_ORIGINS", "").split(",") if o.strip()
             ),
@@ -232,6 +244,34 @@ def _regex(env: dict[str, str], name: str, default: str) -> str:
             f"environment variable {name}={value!r} is not a valid regular expression"
         ) from exc
     return value
+
+
+def _fields_from_env(env: dict[str, str], prefix: str, default: T) -> T:
+    """`default` (a frozen dataclass) with the fields the environment sets as
+    `<prefix><FIELD>`, each read as its default's type; a value that does not fit names its
+    variable."""
+    changes: dict[str, object] = {}
+    for f in dataclasses.fields(default):  # type: ignore[arg-type]
+        name = prefix + f.name.upper()
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        kind = type(getattr(default, f.name))
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                changes[f.name] = raw.lower() in ("true", "1", "yes")
+            else:
+                changes[f.name] = kind(raw)
+        except ValueError as exc:
+            raise ValueError(
+                f"environment variable {name}={raw!r} is not a {kind.__name__}"
+            ) from exc
+    try:
+        return dataclasses.replace(default, **changes)  # type: ignore[type-var]
+    except ValueError as exc:
+        raise ValueError(f"environment variables {prefix}*: {exc}") from exc
 
 
 def _non_negative(value: float, name: str) -> float:

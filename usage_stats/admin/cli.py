@@ -44,6 +44,7 @@ SOURCE_OPTIONS = [
     ("--url", "url", str),
     ("--institution", "institution", str),
     ("--oai-base-url", "oai_base_url", str),
+    ("--distributed-robots", "distributed_robots", str),
 ]
 # Options that may be repeated, one prefix each (or several separated by `;` or spaces); the
 # values given replace the source's list, and an empty value clears it.

@@ -89,6 +89,8 @@ class SourceRow(Base):
     doi_prefixes: Mapped[tuple[str, ...]] = mapped_column(PrefixList, default=())
     # OAI-PMH setSpecs to harvest (none: the whole repository); setSpecs hold no white space.
     oai_sets: Mapped[tuple[str, ...]] = mapped_column(PrefixList, default=())
+    # `robot_distributed` for this source: on, report (audited only) or off
+    distributed_robots: Mapped[str] = mapped_column(String(10), default="on")
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

@@ -22,6 +22,8 @@ from usage_stats.pipeline.ownership import PrefixError, normalize_prefixes, spli
 
 SOURCE_TYPES = {"R": "repository", "N": "national node", "L": "regional portal"}
 IDENTIFIER_RULES = ("standard", "regex", "mapping")
+# modes of the `robot_distributed` rule per source (usage_stats.pipeline.distributed.MODES)
+DISTRIBUTED_MODES = ("on", "report", "off")
 
 CSV_COLUMNS = [
     "site_id",
@@ -44,6 +46,7 @@ CSV_COLUMNS = [
     "handle_prefixes",
     "doi_prefixes",
     "oai_sets",
+    "distributed_robots",
 ]
 
 
@@ -76,6 +79,9 @@ class Source:
     doi_prefixes: tuple[str, ...] = ()
     # OAI-PMH setSpecs the harvest is limited to (none: the whole repository at oai_base_url).
     oai_sets: tuple[str, ...] = ()
+    # The `robot_distributed` rule on this source's use: `on` (flagged blocks' events are
+    # rejected), `report` (audited only) or `off` (usage_stats.pipeline.distributed).
+    distributed_robots: str = "on"
 
 
 class SourceRegistry(Protocol):
@@ -103,6 +109,7 @@ FRAME_SCHEMA: dict[str, pl.DataType] = {
     "handle_prefixes": pl.List(pl.String()),
     "doi_prefixes": pl.List(pl.String()),
     "oai_sets": pl.List(pl.String()),
+    "distributed_robots": pl.String(),
 }
 
 
@@ -180,6 +187,11 @@ def validate_source(source: Source) -> list[str]:
                 load_mapping(source.mapping_file)
             except SourceRegistryError as exc:
                 errors.append(str(exc))
+    if source.distributed_robots not in DISTRIBUTED_MODES:
+        errors.append(
+            f"distributed_robots must be one of {', '.join(DISTRIBUTED_MODES)}, "
+            f"got {source.distributed_robots!r}"
+        )
     return errors + _prefix_errors(source) + _oai_errors(source)
 
 
@@ -364,6 +376,7 @@ def parse_source_row(row: dict[str, object], where: str) -> Source:
         handle_prefixes=_prefixes(row, "handle_prefixes", "hdl", where),
         doi_prefixes=_prefixes(row, "doi_prefixes", "doi", where),
         oai_sets=tuple(split_prefixes(row.get("oai_sets"))),
+        distributed_robots=(_text(row, "distributed_robots") or "on").lower(),
     )
     errors = validate_source(source)
     if errors:

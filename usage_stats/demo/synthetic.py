@@ -67,6 +67,9 @@ class SyntheticConfig:
     seed: int = 42
     month_level_sites: tuple[int, ...] = (2,)
     plant_rate: float = 0.02
+    # Plant the traffic of issue 18 (`_crawler_traffic`): distributed and slow crawlers, a
+    # campus NAT and a reading-list spike. Off: every other planted figure is as before.
+    crawlers: bool = False
 
 
 @dataclass
@@ -256,6 +259,181 @@ def _plants(
     return _concat([natural, *extra]), counts
 
 
+# Issue 18's planted traffic: where each kind comes from (all inside 10.0.0.0/8, which the
+# ordinary visitors then avoid) and how it behaves. `robot_distributed` events must be
+# rejected by that rule; the campus and the reading list are people and must be kept.
+TRAFFIC_KINDS = ("distributed_24", "distributed_16", "slow_crawler", "campus_nat", "reading_list")
+CRAWLER_KINDS = ("distributed_24", "distributed_16", "slow_crawler")
+_PLANTED_NET = 10 << 24
+
+
+def _crawler_traffic(
+    config: SyntheticConfig, repos: np.ndarray, day_index: int, visit_base: int, n_items: int
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """The day's planted issue-18 visits as generator rows, and each visit's IPv4 address.
+
+    Drawn from their own random stream, so the ordinary traffic is what it was without them.
+    - distributed_24: 300 addresses of two /24 blocks, one or two actions each, mostly
+      downloads, sweeping the repository's items, started on a regular schedule all day;
+    - distributed_16: 800 addresses scattered over one /16 (a few per /24), the same way;
+    - slow_crawler: 30 addresses of one /24, one request per address per hour, all day;
+    - campus_nat: 200 readers behind 40 addresses of one /24, 08:00–18:00, ordinary reading;
+    - reading_list: 300 readers from addresses all over the Internet reading one paper.
+    """
+    rng = np.random.default_rng([config.seed, day_index, 18])
+    site = int(repos[0])
+    rows: list[dict[str, np.ndarray]] = []
+    ips: list[np.ndarray] = []
+    next_visit = visit_base
+
+    def add(
+        kind: str,
+        starts: np.ndarray,
+        counts: np.ndarray,
+        gaps: tuple[int, int],
+        items: np.ndarray | None,
+        actions: np.ndarray | None,
+        label: str,
+        visit_ips: np.ndarray,
+    ) -> None:
+        nonlocal next_visit
+        n = len(counts)
+        total = int(counts.sum())
+        visit = np.repeat(np.arange(n), counts)
+        first = np.cumsum(counts) - counts
+        position = np.arange(total) - np.repeat(first, counts)
+        step = rng.integers(gaps[0], gaps[1] + 1, total)
+        step[position == 0] = 0
+        cumulative = np.cumsum(step)
+        offset = cumulative - np.repeat(cumulative[first], counts)
+        if items is None:
+            items = np.minimum(rng.zipf(1.6, total), n_items) - 1
+        if actions is None:
+            actions = rng.choice([ACTION_VIEW, ACTION_DOWNLOAD], total, p=[0.6, 0.4])
+        rows.append(
+            {
+                "idvisit": visit + next_visit,
+                "seconds": np.repeat(starts, counts) + offset,
+                "action_type": actions,
+                "item": items,
+                "label": np.full(total, _LABEL[label]),
+                "kind": np.full(total, TRAFFIC_KINDS.index(kind)),
+            }
+        )
+        ips.append(visit_ips)
+        next_visit += n
+
+    def sweep(total: int) -> np.ndarray:
+        return np.resize(rng.permutation(n_items), total)
+
+    def crawler_actions(total: int) -> np.ndarray:
+        return rng.choice([ACTION_VIEW, ACTION_DOWNLOAD], total, p=[0.25, 0.75])
+
+    def schedule(n: int) -> np.ndarray:
+        return np.linspace(0, 86_000, n, endpoint=False).astype(np.int64) + rng.integers(0, 20, n)
+
+    # distributed_24: 10.1.1.0/24 and 10.1.2.0/24
+    n = 300
+    counts = rng.integers(1, 3, n)
+    hosts = np.concatenate([rng.permutation(254)[:150] + 1, rng.permutation(254)[:150] + 1])
+    blocks = np.repeat([(1 << 16) | (1 << 8) | 0, (1 << 16) | (2 << 8)], 150)
+    add(
+        "distributed_24",
+        rng.permutation(schedule(n)),
+        counts,
+        (3, 15),
+        sweep(int(counts.sum())),
+        crawler_actions(int(counts.sum())),
+        "robot_distributed",
+        _PLANTED_NET + blocks + hosts,
+    )
+    # distributed_16: 800 addresses of 10.2.0.0/16
+    n = 800
+    counts = rng.integers(1, 3, n)
+    hosts = rng.choice(1 << 16, n, replace=False)
+    add(
+        "distributed_16",
+        rng.permutation(schedule(n)),
+        counts,
+        (3, 15),
+        sweep(int(counts.sum())),
+        crawler_actions(int(counts.sum())),
+        "robot_distributed",
+        _PLANTED_NET + (2 << 16) + hosts,
+    )
+    # slow_crawler: 30 addresses of 10.3.3.0/24, each once an hour (each request its own visit)
+    addresses = rng.permutation(254)[:30] + 1
+    minute = rng.integers(0, 3600, 30)
+    starts = (np.arange(24)[None, :] * 3600 + minute[:, None]).reshape(-1)
+    n = len(starts)
+    add(
+        "slow_crawler",
+        starts,
+        np.ones(n, dtype=np.int64),
+        (0, 0),
+        sweep(n),
+        crawler_actions(n),
+        "robot_distributed",
+        _PLANTED_NET + (3 << 16) + (3 << 8) + np.repeat(addresses, 24),
+    )
+    # campus_nat: 200 readers behind 40 addresses of 10.4.4.0/24, working hours
+    addresses = rng.permutation(254)[:40] + 1
+    n = 200
+    add(
+        "campus_nat",
+        rng.integers(8 * 3600, 18 * 3600, n),
+        rng.integers(1, 6, n),
+        (100, 400),
+        None,
+        None,
+        KEPT,
+        _PLANTED_NET + (4 << 16) + (4 << 8) + rng.choice(addresses, n),
+    )
+    # reading_list: 300 readers anywhere (outside 10/8), one paper: a view, then a download
+    n = 300
+    paper = n_items // 2
+    counts = rng.integers(1, 3, n)
+    total = int(counts.sum())
+    first = np.cumsum(counts) - counts
+    actions = np.full(total, ACTION_VIEW)
+    actions[np.arange(total) != np.repeat(first, counts)] = ACTION_DOWNLOAD
+    anywhere = rng.integers(11 << 24, 224 << 24, n, dtype=np.int64)
+    add(
+        "reading_list",
+        rng.integers(9 * 3600, 21 * 3600, n),
+        counts,
+        (100, 400),
+        np.full(total, paper),
+        actions,
+        KEPT,
+        anywhere,
+    )
+
+    columns = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    total = len(columns["idvisit"])
+    action = columns["action_type"]
+    frame = pl.DataFrame(
+        {
+            "idvisit": columns["idvisit"].astype(np.int64),
+            "idsite": np.full(total, site, dtype=np.int64),
+            "seconds": columns["seconds"].astype(np.int64),
+            "action_type": action,
+            "owner": np.full(total, site),
+            "item": columns["item"],
+            "variant": np.zeros(total, dtype=np.int64),
+            "url_kind": np.where(action == ACTION_VIEW, _URL_ITEM, _URL_FILE),
+            "label": columns["label"],
+            "has_identifier": np.ones(total, dtype=bool),
+            "agent_kind": np.zeros(total, dtype=np.int64),
+            "agent": rng.integers(0, 3, next_visit - visit_base)[columns["idvisit"] - visit_base],
+            "traffic": pl.Series(columns["kind"]).replace_strict(
+                dict(enumerate(TRAFFIC_KINDS)), return_dtype=pl.String
+            ),
+        }
+    )
+    return frame, np.concatenate(ips).astype(np.uint64)
+
+
 def generate_day(
     config: SyntheticConfig, sources: list[Source], day_index: int, visit_base: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
@@ -359,26 +537,41 @@ def generate_day(
     visit_start = rng.integers(0, 20 * 3600, n_visits)
     vi = events.visit - visit_base
 
-    frame = _sorted_events(
-        pl.DataFrame(
-            {
-                "idvisit": events.visit.astype(np.int64),
-                "idsite": site_of_visit[vi].astype(np.int64),
-                "server_time": (
-                    day_start + (visit_start[vi] + events.offset).astype("timedelta64[s]")
-                ).astype("datetime64[us]"),
-                "action_type": events.action,
-                "owner": events.owner,
-                "item": events.item,
-                "variant": events.variant,
-                "url_kind": events.url_kind,
-                "label": events.label,
-                "has_identifier": events.has_identifier,
-                "agent_kind": agent_kind[vi],
-                "agent": rng.integers(0, 3, n_visits)[vi],
-            }
-        )
+    main = pl.DataFrame(
+        {
+            "idvisit": events.visit.astype(np.int64),
+            "idsite": site_of_visit[vi].astype(np.int64),
+            "server_time": (
+                day_start + (visit_start[vi] + events.offset).astype("timedelta64[s]")
+            ).astype("datetime64[us]"),
+            "action_type": events.action,
+            "owner": events.owner,
+            "item": events.item,
+            "variant": events.variant,
+            "url_kind": events.url_kind,
+            "label": events.label,
+            "has_identifier": events.has_identifier,
+            "agent_kind": agent_kind[vi],
+            "agent": rng.integers(0, 3, n_visits)[vi],
+        }
     )
+    planted_ips = None
+    if config.crawlers:
+        planted, planted_ips = _crawler_traffic(config, repos, day_index, base, n_items)
+        main = pl.concat(
+            [
+                main.with_columns(pl.lit(None, dtype=pl.String).alias("traffic")),
+                planted.select(
+                    *[c for c in main.columns if c != "server_time"],
+                    "traffic",
+                    (pl.lit(day_start) + pl.duration(seconds=pl.col("seconds")))
+                    .cast(pl.Datetime("us"))
+                    .alias("server_time"),
+                ).select(*main.columns, "traffic"),
+            ],
+            how="vertical_relaxed",
+        )
+    frame = _sorted_events(main)
     frame = frame.with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("idlink_va") + visit_base * 20,
         pl.when(pl.col("has_identifier"))
@@ -410,6 +603,27 @@ def generate_day(
     vidx = (visits.get_column("idvisit").to_numpy() - visit_base).astype(np.int64)
     country_index = rng.integers(0, len(VISITOR_COUNTRIES), n_visits)
     ips = rng.integers(0, 2**32, n_visits, dtype=np.uint64)
+    if planted_ips is not None:
+        # ordinary visitors stay out of 10.0.0.0/8, where the planted traffic lives
+        ips = np.where(ips >> 24 == 10, ips ^ np.uint64(1 << 24), ips)
+        ips = np.concatenate([ips, planted_ips])
+        n_planted = len(planted_ips)
+        visitor_ids = np.concatenate(
+            [
+                visitor_ids,
+                np.random.default_rng([config.seed, day_index, 19]).integers(
+                    0, 2**63, n_planted, dtype=np.int64
+                ),
+            ]
+        )
+        country_index = np.concatenate(
+            [
+                country_index,
+                np.random.default_rng([config.seed, day_index, 20]).integers(
+                    0, len(VISITOR_COUNTRIES) - 1, n_planted
+                ),
+            ]
+        )
     visits = visits.with_columns(
         _fixed_width_binary("idvisitor", visitor_ids[vidx], "<i8"),
         pl.Series(VISITOR_COUNTRIES, dtype=pl.String)
@@ -875,6 +1089,23 @@ def build_manifest(
                 "unique_item_requests": len(e["download"]),
             }
         )
+    if "traffic" in truth.columns:
+        # issue 18's planted traffic: per day and kind, its visits (one contiguous range of
+        # visit ids, all on one site) and events; kind null = the ordinary traffic
+        planted = (
+            truth.filter(pl.col("traffic").is_not_null())
+            .group_by("date", "traffic", "idsite")
+            .agg(
+                pl.len().alias("events"),
+                pl.col("idvisit").n_unique().alias("visits"),
+                pl.col("idvisit").min().alias("first_visit"),
+                pl.col("idvisit").max().alias("last_visit"),
+            )
+            .sort("date", "traffic")
+        )
+        for row in planted.iter_rows(named=True):
+            info = days[row.pop("date").isoformat()]
+            info.setdefault("traffic", {})[row.pop("traffic")] = row
     for info in days.values():
         info["robot_visits"] = {k: len(v) for k, v in info["robot_visits"].items()}
         info["kept_by_country"] = dict(sorted(info["kept_by_country"].items()))

@@ -16,6 +16,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from usage_stats.pipeline.blocks import (
+    DEFAULT_PREFIXES,
+    BlockPrefixes,
+    address_parts,
+    block_expr,
+    packed_address,
+)
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.pipeline.titles import empty_page_titles, page_titles
 from usage_stats.storage.lake import (
@@ -73,6 +80,10 @@ CANONICAL_SCHEMA: dict[str, pl.DataType] = {
     "visitor_country": pl.Categorical(),
     "user_agent": pl.Categorical(),
     "ip_hash": pl.UInt64(),
+    # the visit's network blocks (`usage_stats.pipeline.blocks`: /24 and /16 for IPv4, /48 and
+    # /32 for IPv6 by default), keyed-hashed like the IP: what `robot_distributed` groups on
+    "block_hash": pl.UInt64(),
+    "wide_block_hash": pl.UInt64(),
     # Matomo's `user_id` (a logged-in user), keyed-hashed like the IP: the COUNTER user of the
     # double-click rule where there is one, never stored in clear
     "user_hash": pl.UInt64(),
@@ -324,13 +335,16 @@ def _event_exprs(
     ]
 
 
-def _plan_visits(lake: Lake, raw: RawFile, ip_salt: str) -> _PlannedFile:
+def _plan_visits(
+    lake: Lake, raw: RawFile, ip_salt: str, prefixes: BlockPrefixes = DEFAULT_PREFIXES
+) -> _PlannedFile:
     where = lake.describe(raw.key)
     source, schema = scan_parquet_file(lake, raw.key, [*VISIT_REQUIRED, *VISIT_OPTIONAL])
     typed = _typed_plan(source, schema, VISIT_REQUIRED, VISIT_OPTIONAL, where)
     exprs = _visit_exprs(
         ip_salt,
-        "location_ip" in schema,
+        schema.get("location_ip"),
+        prefixes,
         "location_country" in schema,
         "user_agent" in schema,
         "user_id" in schema,
@@ -340,10 +354,21 @@ def _plan_visits(lake: Lake, raw: RawFile, ip_salt: str) -> _PlannedFile:
 
 @functools.lru_cache(maxsize=64)
 def _visit_exprs(
-    ip_salt: str, has_ip: bool, has_country: bool, has_agent: bool, has_user: bool
+    ip_salt: str,
+    ip_dtype: pl.DataType | None,
+    prefixes: BlockPrefixes,
+    has_country: bool,
+    has_agent: bool,
+    has_user: bool,
 ) -> list[pl.Expr]:
-    ip_hash = (
-        ip_hash_expr(pl.col("location_ip"), ip_salt) if has_ip else pl.lit(None, dtype=pl.UInt64)
+    no_hash = pl.lit(None, dtype=pl.UInt64)
+    ip_hash = ip_hash_expr(pl.col("location_ip"), ip_salt) if ip_dtype is not None else no_hash
+    # The address as Matomo's bytes, for its blocks (`_with_blocks`, once per piece: the
+    # block expressions cost more to plan per file than to run on the piece's visits).
+    address = (
+        packed_address(pl.col("location_ip"), ip_dtype)
+        if ip_dtype is not None
+        else pl.lit(None, dtype=pl.Binary)
     )
     user = pl.col("user_id").cast(pl.String).str.strip_chars()
     user_hash = (
@@ -364,6 +389,7 @@ def _visit_exprs(
         country.cast(pl.Categorical).alias("visitor_country"),
         agent.cast(pl.String).cast(pl.Categorical).alias("user_agent"),
         ip_hash.cast(pl.UInt64).alias("ip_hash"),
+        address.alias("_address"),
         user_hash.cast(pl.UInt64).alias("user_hash"),
         pl.col("visit_first_action_time").cast(pl.Datetime("us", "UTC")),
         pl.col("visit_last_action_time").cast(pl.Datetime("us", "UTC")),
@@ -422,6 +448,7 @@ def read_canonical_day(
     slots: dict[int, int],
     ip_salt: str,
     sites: list[int] | None = None,
+    prefixes: BlockPrefixes = DEFAULT_PREFIXES,
 ) -> DayInput:
     """All raw rows of `day` (optionally only some sites) in the canonical schema.
 
@@ -429,7 +456,7 @@ def read_canonical_day(
     midnight that the export kept together is counted once, on its leaf's day; month-level
     leaves are split by the date of `server_time`.
     """
-    piece = read_events_and_visits(lake, day, slots, ip_salt, sites)
+    piece = read_events_and_visits(lake, day, slots, ip_salt, sites, prefixes)
     return DayInput(join_visits(piece.events, piece.visits), piece.files, piece.titles)
 
 
@@ -439,6 +466,7 @@ def read_events_and_visits(
     slots: dict[int, int],
     ip_salt: str,
     sites: list[int] | None = None,
+    prefixes: BlockPrefixes = DEFAULT_PREFIXES,
 ) -> DayInput:
     """`read_canonical_day` without the join: the events' own columns and the visits beside.
 
@@ -465,7 +493,7 @@ def read_events_and_visits(
         if titles
         else empty_page_titles()
     )
-    visit_frames = _read_files(visit_files, lambda raw: _plan_visits(lake, raw, ip_salt))
+    visit_frames = _read_files(visit_files, lambda raw: _plan_visits(lake, raw, ip_salt, prefixes))
     files: list[dict[str, object]] = [
         {"file": raw.key, "table": "events", "rows": frame.height}
         for raw, frame in zip(event_files, event_frames, strict=True)
@@ -478,9 +506,29 @@ def read_events_and_visits(
     # No rechunk: a contiguous copy of the whole piece would only raise the peak memory.
     events = pl.concat(event_frames, how="vertical", rechunk=False)
     visits = (
-        pl.concat(visit_frames, how="vertical", rechunk=False) if visit_frames else empty_visits()
+        _with_blocks(pl.concat(visit_frames, how="vertical", rechunk=False), ip_salt, prefixes)
+        if visit_frames
+        else empty_visits()
     )
     return DayInput(events, files, day_titles, visits.select(VISIT_KEYS + VISIT_COLUMNS))
+
+
+def _with_blocks(visits: pl.DataFrame, ip_salt: str, prefixes: BlockPrefixes) -> pl.DataFrame:
+    """The visits with their network blocks (`usage_stats.pipeline.blocks`) hashed with the
+    key of the address, and without the address: the clear block, like the address, never
+    leaves this module. Once per piece: the block expressions cost more to plan per file
+    than to run on a piece's visits."""
+    parts = address_parts(pl.col("_address"), pl.Binary())
+    fine, wide = (
+        ip_hash_expr(block_expr(parts, v4, v6), ip_salt).cast(pl.UInt64)
+        for v4, v6 in (
+            (prefixes.ipv4_fine, prefixes.ipv6_fine),
+            (prefixes.ipv4_wide, prefixes.ipv6_wide),
+        )
+    )
+    return visits.with_columns(fine.alias("block_hash"), wide.alias("wide_block_hash")).drop(
+        "_address"
+    )
 
 
 def join_visits(events: pl.DataFrame, visits: pl.DataFrame | None) -> pl.DataFrame:
@@ -588,7 +636,9 @@ def _fill_missing_visits(events: pl.DataFrame) -> pl.DataFrame:
 # and the key that joins them to events. A column added there (and to `CANONICAL_SCHEMA`) is
 # carried from raw_visits to cleaning with the others.
 VISIT_KEYS = ["site_id", "visit_id"]
-_VISIT_OUTPUT = {e.meta.output_name() for e in _visit_exprs("", True, True, True, True)}
+_VISIT_OUTPUT = {
+    e.meta.output_name() for e in _visit_exprs("", pl.Binary(), DEFAULT_PREFIXES, True, True, True)
+} | {"block_hash", "wide_block_hash"}  # made from the address by `_with_blocks`
 VISIT_COLUMNS = [c for c in CANONICAL_SCHEMA if c in _VISIT_OUTPUT and c not in VISIT_KEYS]
 EVENT_COLUMNS = [c for c in CANONICAL_SCHEMA if c not in VISIT_COLUMNS]
 EVENTS_SCHEMA = {c: CANONICAL_SCHEMA[c] for c in EVENT_COLUMNS}

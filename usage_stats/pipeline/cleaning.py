@@ -14,6 +14,12 @@ import polars as pl
 
 from usage_stats.pipeline.canonical import ACTIONS, CANONICAL_SCHEMA, visitor_key
 from usage_stats.pipeline.crosswalk import AMBIGUOUS, REKEYED, resolve_keys
+from usage_stats.pipeline.distributed import (
+    DistributedRules,
+    distributed_blocks,
+    empty_audit,
+    source_modes,
+)
 from usage_stats.pipeline.expressions import lookup_expr
 from usage_stats.pipeline.identifiers import distinct_index, normalize_distinct
 from usage_stats.pipeline.ownership import declarations, owner_ids
@@ -25,6 +31,7 @@ REJECTION_REASONS = (
     "other_action",
     "robot_user_agent",
     "robot_behaviour",
+    "robot_distributed",
     "no_identifier",
     "thumbnail",
     "double_click",
@@ -57,6 +64,9 @@ SESSION_SCHEMA: dict[str, pl.DataType] = {
     "item_id": pl.Categorical(),
     "owner_site_id": pl.Int32(),
     "country": pl.Categorical(),
+    # the salted hash of the visit's fine network block (`canonical.CANONICAL_SCHEMA`): lets
+    # later steps tell how concentrated a day's use is without any address
+    "block_hash": pl.UInt64(),
 }
 
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
@@ -83,6 +93,8 @@ class CleaningRules:
     thumbnail_pattern: str = THUMBNAIL_URL
     # `counter-robots` (the installed package) or a file (see usage_stats.pipeline.robots)
     robots_list: str = PACKAGED_LIST
+    # thresholds of `robot_distributed` (`usage_stats.pipeline.distributed`)
+    distributed: DistributedRules = DistributedRules()
 
 
 @dataclass
@@ -97,6 +109,8 @@ class CleaningResult:
     # per site and fate, the rows: `site_id`, `reason` (null = kept), `len`; counted on the
     # one-byte fate codes while cleaning, so tallies need not group the outputs again
     fates: pl.DataFrame | None = None
+    # one row per (site, block, day) `robot_distributed` flagged (`distributed.AUDIT_SCHEMA`)
+    distributed_audit: pl.DataFrame = field(default_factory=empty_audit)
 
     def rejected_by_reason(self) -> dict[str, int]:
         """The rejected rows per reason (every reason, 0 where none)."""
@@ -415,6 +429,34 @@ def clean_events(
         frame.lazy().select(rule.alias("_rule"), session.alias("session_id")).collect()
     )
     is_candidate = pl.col("_rule").is_null()
+    if "block_hash" not in frame.columns:  # a frame built by hand, with no blocks
+        frame = frame.with_columns(
+            pl.lit(None, pl.UInt64).alias("block_hash"),
+            pl.lit(None, pl.UInt64).alias("wide_block_hash"),
+        )
+    # After the per-visit rules, on what they kept: the network blocks that look like one
+    # crawler (`usage_stats.pipeline.distributed`).
+    candidates = (
+        frame.lazy()
+        .with_row_index("_row")
+        .filter(is_candidate)
+        .select(
+            "_row",
+            "date",
+            "site_id",
+            "block_hash",
+            "wide_block_hash",
+            "ip_hash",
+            "visit_id",
+            "event_time",
+            "action",
+            identifier("_item_rank").alias("_item"),
+        )
+    )
+    distributed, audit = distributed_blocks(candidates, source_modes(sources), rules.distributed)
+    if distributed is not None:
+        flagged = frame.get_column("_rule").scatter(distributed, code["robot_distributed"])
+        frame = frame.with_columns(flagged)
     clicks = _clicks(frame, is_candidate, identifier("_item_rank"))
     doubles = _double_clicks(clicks, rules.double_click_seconds)
     del clicks
@@ -455,6 +497,7 @@ def clean_events(
         robots_list_version=robots.version,
         crosswalk=_crosswalk_counts(frame, identifiers) if crosswalk is not None else {},
         fates=fates,
+        distributed_audit=audit,
     )
 
 

@@ -11,6 +11,7 @@ import polars as pl
 
 from usage_stats.admin.registry import DayStatus
 from usage_stats.admin.sources import Source, sources_frame
+from usage_stats.pipeline.blocks import DEFAULT_PREFIXES, BlockPrefixes
 from usage_stats.pipeline.canonical import (
     DayInput,
     empty_events,
@@ -49,6 +50,7 @@ def canonical_pieces(
     ip_salt: str,
     piece_bytes: int,
     sites: list[int] | None = None,
+    prefixes: BlockPrefixes = DEFAULT_PREFIXES,
 ) -> Iterator[DayInput]:
     """The day's events and visits piece by piece (`usage_stats.pipeline.pieces`), each piece
     whole sites, not joined (`canonical.read_events_and_visits`); only `sites` if given. A
@@ -58,7 +60,7 @@ def canonical_pieces(
     if not pieces:
         yield DayInput(empty_events(), [], empty_page_titles(), empty_visits())
     for piece in pieces:
-        yield read_events_and_visits(lake, day, slots, ip_salt, list(piece))
+        yield read_events_and_visits(lake, day, slots, ip_salt, list(piece), prefixes)
 
 
 def clean_piece(
