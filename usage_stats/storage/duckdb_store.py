@@ -975,10 +975,11 @@ class DuckDBStatsStore(StatsStore):
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    # fetchall: a `fetchone` leaves the result open, and the connection refuses a `register`
     return bool(
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     )
 
 
