@@ -15,6 +15,7 @@ from usage_stats.pipeline.cleaning import clean_events
 from usage_stats.pipeline.identifiers import (
     _fast_keys,
     _library_key,
+    _scalar_fast_key,
     normalize_distinct,
     normalize_identifier,
     normalize_identifier_expr,
@@ -211,6 +212,41 @@ def test_the_vectorised_pass_and_the_library_agree_on_the_spellings_both_read():
     assert len(both) > 20
     for text, key in both:
         assert _library_key(text) == key, text
+
+
+def test_the_scalar_fast_path_gives_the_column_path_s_key():
+    """One identifier of an API request is keyed in plain Python when it is already canonical
+    (issue 16); whatever it keys must be what the column path gives, and it must key the
+    canonical spellings (else the request pays the column path's ~10 ms)."""
+    raws = [raw for raw, _ in CASES if raw is not None]
+    raws += [key for _, key in CASES if key]
+    raws += spellings(3_000, "mixed").to_list() + spellings(500, "library").to_list()
+    raws += [
+        "oai:Repo.org:1",  # upper-case host: the column path lowers it
+        "OAI:repo.org:1",
+        "oai:repo.org:",  # nothing after the host
+        "oai:repo.org:12:3/4",  # a port: the column path drops it
+        "oai:https://repo.org:1",
+        "oai:repo.org/server:1",
+        "10.1234/ABC?x=1#y",
+        "hdl:10.1234/X",  # a DOI as a handle
+        "hdl:1721.1./x",
+        "hdl:1721..1/x",
+        "hdl:1721.1/ä",
+        "10.1234/é",
+        "oai:repo.org:1 ",
+        "oai:repo.org:1%2F2",
+        "oai:repo.org:a/",
+    ]
+    column = normalize_distinct(pl.Series(raws, dtype=pl.String)).to_list()
+    fast = [_scalar_fast_key(raw) for raw in raws]
+    for raw, full, quick in zip(raws, column, fast, strict=True):
+        assert quick is None or quick == full, raw
+        assert normalize_identifier(raw) == full, raw
+    for key in ("oai:repo.org:1/a", "oai:www.kerwa.ucr.ac.cr:10669/578", "hdl:1721.1/A", DOI):
+        assert _scalar_fast_key(key) == key
+    assert _scalar_fast_key("10.1234/ABC") == "10.1234/abc"
+    assert sum(q is not None for q in fast) > 500
 
 
 def test_normalisation_is_idempotent():

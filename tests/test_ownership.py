@@ -15,7 +15,7 @@ from usage_stats.admin.sources import Source, sources_frame
 from usage_stats.pipeline.cleaning import clean_events
 from usage_stats.pipeline.identifier_rules import apply_identifier_rules
 from usage_stats.pipeline.metrics import daily_deltas
-from usage_stats.pipeline.ownership import declarations, owner_ids, owner_of
+from usage_stats.pipeline.ownership import OwnerIndex, declarations, owner_ids, owner_of
 from usage_stats.web.common import WebContext
 
 KERWA = Source(
@@ -73,6 +73,35 @@ def test_sub_prefixes_of_oai_and_handles_and_only_repositories_own():
         ["oai:repo.org:ar/1", "oai:repo.org:x/1", "hdl:10669/ar.5", "hdl:10669/5", "hdl:1721.1/3"]
     )
     assert owner_ids(keys, declarations(sources_frame(sources))).to_list() == [2, 1, 2, 1, None]
+
+
+def test_the_one_key_index_agrees_with_the_column_rule():
+    """`OwnerIndex` (the web services' per-request lookup, plain Python) gives every key the
+    owner `owner_ids` gives it: whole authorities, longer prefixes (longest first, and the
+    first listed of two equal ones), keys of no kind, lookalike authorities."""
+    sources = [
+        dataclasses.replace(KERWA, identifier_prefix="oai:repo.org:", handle_prefixes=("10669",)),
+        dataclasses.replace(
+            REPO2, identifier_prefix="oai:repo.org:ar/", handle_prefixes=("10669/ar.",)
+        ),
+        dataclasses.replace(
+            REPO2, site_id=3, source_key="opendoar::3", identifier_prefix="oai:repo.org:ar/x",
+            handle_prefixes=("10669/ar", "1721.1"), doi_prefixes=("10.15517/ar.", "10.5555"),
+        ),
+        dataclasses.replace(NATIONAL, handle_prefixes=("20.500.1",)),
+    ]  # fmt: skip
+    declared = declarations(sources_frame(sources))
+    stems = [
+        "oai:repo.org:", "oai:repo.org:ar/", "oai:repo.org:ar/x", "oai:repo.orgx:", "oai:other:",
+        "hdl:10669/", "hdl:10669/ar.", "hdl:10669/ar", "hdl:1721.1/", "hdl:1721.10/",
+        "hdl:20.500.1/", "10.15517/", "10.15517/ar.", "10.15517/a", "10.5555/", "10.55555/",
+        "10.15517.1/", "hello/", "oai:", "hdl:", "", "10669/ar.",
+    ]  # fmt: skip
+    keys = [f"{stem}{tail}" for stem in stems for tail in ("1", "ar.1", "x/2", "", "ä")]
+    expected = owner_ids(pl.Series(keys, dtype=pl.String), declared).to_list()
+    index = OwnerIndex(declared)
+    assert [index.owner_id(k) for k in keys] == expected
+    assert {1, 2, 3} <= set(expected) and None in expected
 
 
 def test_a_prefix_listed_twice_in_a_frame_goes_to_the_first_repository():

@@ -216,3 +216,28 @@ def test_answers_are_kept_per_format_asked(duckdb_client):
     assert as_csv.headers["content-type"].startswith("text/csv")
     assert again.headers["content-type"].startswith("application/json")
     assert "Accept" in as_csv.headers["vary"]
+
+
+def test_every_worker_drops_its_answers_when_a_run_writes(tmp_path):
+    """`serve --workers N`: each worker has its own cache and its own shared read
+    connection (as `app_from_settings` builds them); the run writes from a store object of
+    its own. Every worker, having cached the day before, answers with the new day at once."""
+    path = tmp_path / "stats.duckdb"
+    run = DuckDBStatsStore(path)
+    run.replace_day(DAY1, *day_rows(DAY1, 3))
+    url = admin_db(tmp_path)
+    workers = [
+        create_app(DuckDBStatsStore(path, shared_reads=True), url, response_cache_seconds=3600)
+        for _ in range(2)
+    ]
+    clients = [TestClient(app) for app in workers]
+    for client, app in zip(clients, workers, strict=True):
+        assert views(client) == 3
+        hits = app.state.response_cache.hits
+        assert views(client) == 3
+        assert app.state.response_cache.hits == hits + 1  # each worker serves it cached
+    run.replace_day(DAY2, *day_rows(DAY2, 5))  # waits for the workers' readers to let go
+    assert [views(client) for client in clients] == [8, 8]
+    run.replace_day(DAY2, *day_rows(DAY2, 1))  # the day re-run
+    assert [views(client) for client in clients] == [4, 4]
+    assert [views(client, interval="day") for client in clients] == [4, 4]

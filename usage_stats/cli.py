@@ -379,6 +379,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=port,
         workers=workers,
         access_log=False,
+        # uvicorn kills a worker that does not answer its health ping within this (default
+        # 5 s); a worker still importing Polars and DuckDB on a busy machine does not, and
+        # was killed and restarted forever (seen with a load average of 15 on two cores)
+        timeout_worker_healthcheck=60,
     )
     return 0
 

@@ -227,9 +227,43 @@ def distinct_index(values: pl.Series, distinct: pl.Series) -> pl.Series:
     return joined.get_column("_index")
 
 
+# The canonical spellings `_fast_keys` recognises, for one plain ASCII value (no white space,
+# controls, escapes or trailing `/`: what `_clean`, the URL cut and the decoding would change):
+# there Python's `re` and the Rust patterns above agree, and `\S`, `\d` are ASCII.
+_PLAIN_ASCII = re.compile(r"[!-~]+")
+_SCALAR_CANONICAL_OAI = re.compile(r"oai:[^A-Z:/]+:\S")
+_SCALAR_PORT_OR_SCHEME = re.compile(r"(?i)oai:(?:https?://|[^:/\s]+:\d{2,5}:)")
+_SCALAR_DOI = re.compile(r"10\.\d+(?:\.\d+)*/\S+")
+_SCALAR_HANDLE = re.compile(r"hdl:(\d[\d.]*)/\S+")
+
+
+def _scalar_fast_key(raw: str) -> str | None:
+    """The key of a value already in a canonical spelling (an own OAI key, a DOI, a handle),
+    computed in plain Python, or None when the value needs the full path. One API request
+    normalises one identifier: the vectorised path costs ~10 ms for it (a few dozen Polars
+    expressions), this a few microseconds (issue 16). `tests/test_identifiers.py` checks that
+    both give the same key."""
+    if not _PLAIN_ASCII.fullmatch(raw) or "%" in raw or raw.endswith("/"):
+        return None
+    if raw[:4].lower() == "oai:":
+        canonical = _SCALAR_CANONICAL_OAI.match(raw) and not _SCALAR_PORT_OR_SCHEME.match(raw)
+        return raw if canonical else None
+    if _SCALAR_DOI.fullmatch(raw):
+        return raw.lower()
+    handle = _SCALAR_HANDLE.fullmatch(raw)
+    if handle and re.fullmatch(r"\d+(?:\.\d+)*", handle.group(1)):
+        return raw if not handle.group(1).startswith("10.") else None
+    return None
+
+
 def normalize_identifier(raw: str | None) -> str | None:
-    """Scalar form for registry prefixes, API parameters and tests: the same code path as the
-    columns, so a query parameter finds exactly the key the pipeline counted under."""
+    """Scalar form for registry prefixes, API parameters and tests: the same rules as the
+    columns, so a query parameter finds exactly the key the pipeline counted under (the
+    canonical spellings in plain Python, `_scalar_fast_key`; the rest by the column path)."""
+    if raw is not None:
+        fast = _scalar_fast_key(raw)
+        if fast is not None:
+            return fast
     return normalize_distinct(pl.Series([raw], dtype=pl.String))[0]
 
 

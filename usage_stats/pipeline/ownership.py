@@ -200,12 +200,71 @@ def owner_ids(item_ids: pl.Series, declared: pl.DataFrame) -> pl.Series:
     return owner.alias("owner_site_id")
 
 
-def owner_of(item_key: str, sources: Iterable[Source]) -> Source | None:
-    """The repository owning one normalised key, by the same rule as the pipeline (for the web
-    services, which resolve an item's repository from a query parameter)."""
+_OAI_AUTHORITY = re.compile(r"(oai:[^:]+:)")
+_OTHER_AUTHORITY = re.compile(r"([^/]+)/")
+_DOI_KEY_START = re.compile(_DOI_KEY)
+
+
+def _scalar_authority(kind: str | None, text: str) -> str | None:
+    """`_authority` of one value."""
+    found = (_OAI_AUTHORITY if kind == "oai" else _OTHER_AUTHORITY).match(text)
+    return found.group(1) if found else None
+
+
+class OwnerIndex:
+    """`owner_ids` for one key at a time, in plain Python: built once from the declarations
+    (a dict of whole authorities, the longer prefixes longest first), then a lookup costs
+    microseconds where `owner_ids` on a one-row frame costs ~10 ms (the web services resolve
+    an item's repository on every request; issue 16). The same rule, step by step;
+    `tests/test_ownership.py` checks both agree."""
+
+    def __init__(self, declared: pl.DataFrame) -> None:
+        self._exact: dict[tuple[str, str], int] = {}
+        longer: list[tuple[str, str, int]] = []
+        for kind, prefix, owner in declared.select("kind", "prefix", "owner_site_id").iter_rows():
+            authority = _scalar_authority(kind, prefix)
+            if authority is None or authority == prefix:
+                self._exact.setdefault((kind, prefix), owner)
+            else:
+                longer.append((kind, prefix, owner))
+        longer.sort(key=lambda d: len(d[1]), reverse=True)  # stable: first declared first
+        self._longer = longer
+        self._longer_authorities = {(k, _scalar_authority(k, p)) for k, p, _ in longer}
+
+    def owner_id(self, key: str) -> int | None:
+        if key.startswith("oai:"):
+            kind: str | None = "oai"
+        elif key.startswith("hdl:"):
+            kind = "hdl"
+        elif _DOI_KEY_START.search(key):
+            kind = "doi"
+        else:
+            return None  # no kind: the joins never match a null
+        text = key[4:] if kind == "hdl" else key
+        authority = _scalar_authority(kind, text)
+        if authority is None:
+            return None
+        owner = self._exact.get((kind, authority))
+        if (kind, authority) in self._longer_authorities:
+            for declared_kind, prefix, declared_owner in self._longer:
+                if declared_kind == kind and text.startswith(prefix):
+                    return declared_owner
+        return owner
+
+
+def owner_index(sources: Iterable[Source]) -> OwnerIndex:
+    """The index of the active sources' declarations (only active repositories own items)."""
     from usage_stats.admin.sources import sources_frame
 
+    return OwnerIndex(declarations(sources_frame([s for s in sources if s.active])))
+
+
+def owner_of(
+    item_key: str, sources: Iterable[Source], index: OwnerIndex | None = None
+) -> Source | None:
+    """The repository owning one normalised key, by the same rule as the pipeline (for the web
+    services, which resolve an item's repository from a query parameter). `index`: the
+    sources' `owner_index`, when the caller keeps one."""
     listed = [s for s in sources if s.active]
-    owner = owner_ids(pl.Series([item_key], dtype=pl.String), declarations(sources_frame(listed)))
-    site = owner[0]
+    site = (index or owner_index(listed)).owner_id(item_key)
     return next((s for s in listed if s.site_id == site), None)

@@ -24,7 +24,7 @@ from usage_stats.admin.registry import complete_through, list_sources
 from usage_stats.admin.sources import Source
 from usage_stats.pipeline.identifiers import normalize_identifier
 from usage_stats.pipeline.metrics import METRICS
-from usage_stats.pipeline.ownership import owner_of
+from usage_stats.pipeline.ownership import OwnerIndex, owner_index, owner_of
 from usage_stats.storage.store import StatsStore
 
 GRANULARITIES = ("day", "week", "month", "quarter", "year")
@@ -80,6 +80,8 @@ class WebContext:
     _complete: dict[int | None, tuple[float, dt.date | None]] = field(default_factory=dict)
     _first: dict[int, tuple[float, dt.date | None]] = field(default_factory=dict)
     _coverage: tuple[float, tuple[dt.date | None, dt.date | None]] | None = None
+    # the owner index of the cached source list (rebuilt when the list is read again)
+    _owner_index: tuple[list[Source], OwnerIndex] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sources(self) -> list[Source]:
@@ -175,7 +177,14 @@ class WebContext:
         """The repository owning a normalised key (OAI, handle or DOI prefix), by the same rule
         as the pipeline's attribution, so the widget names the repository the figures count
         under."""
-        return owner_of(identifier, self.sources())
+        sources = self.sources()
+        with self._lock:
+            cached = self._owner_index
+        if cached is None or cached[0] is not sources:
+            cached = (sources, owner_index(sources))
+            with self._lock:
+                self._owner_index = cached
+        return owner_of(identifier, sources, cached[1])
 
 
 def first_processed_day(url: str, site_id: int) -> dt.date | None:

@@ -59,7 +59,9 @@ class Reach:
                 owner_site_ids=where.owner_site_ids,  # type: ignore[arg-type]
                 by=by,
             )
-            parts.append(part.with_columns(pl.col(m) * sign for m in METRICS))
+            parts.append(
+                part if sign == 1 else part.with_columns(pl.col(m) * sign for m in METRICS)
+            )
         if len(parts) == 1:
             return parts[0]
         frame = pl.concat(parts)

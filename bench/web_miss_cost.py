@@ -1,0 +1,127 @@
+"""CPU per answer not in the cache: an item widget's miss and a one-month IR (issue 16).
+
+`web_bench.py` measures requests/s through a real server, which on a shared machine mostly
+measures the other processes. This measures what one request costs the server: the app of
+`usage-stats serve` (shared DuckDB reads, response cache off) called in process through ASGI,
+no HTTP client, and the process's CPU time (all its threads: DuckDB's too) per request, which
+the machine's load barely changes; wall time is printed beside it. Over `web_bench.py`'s year
+(build it once with `web_bench.py --stores duckdb --workdir DIR`):
+
+    .venv/bin/python bench/web_miss_cost.py --workdir /tmp/wb
+
+Items are drawn uniformly among the 100,000 (`item_widget_cold`'s mix), the IR for a random
+repository's customer and month; every customer's key is checked once first (a worker
+remembers a key that passed, so the scrypt hash is not a report's cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import time
+import urllib.parse
+from pathlib import Path
+
+
+async def _get(app, path: str, params: dict[str, str]) -> tuple[int, int]:
+    """One GET through the ASGI app: (status, body bytes)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": urllib.parse.urlencode(params).encode(),
+        "root_path": "",
+        "headers": [(b"host", b"bench"), (b"accept-encoding", b"identity")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("bench", 80),
+    }
+    status, size = 0, 0
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        nonlocal status, size
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            size += len(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="web_bench.py's --workdir")
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--sources", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=300, help="item widget misses")
+    parser.add_argument("--reports", type=int, default=20, help="IR reports")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    from usage_stats.storage.duckdb_store import DuckDBStatsStore
+    from usage_stats.web.app import create_app
+
+    workdir = Path(args.workdir)
+    store = DuckDBStatsStore(workdir / "stats.duckdb", shared_reads=True)
+    app = create_app(store, f"sqlite:///{workdir / 'admin.sqlite'}", response_cache_seconds=0)
+    keys = json.loads((workdir / "api_keys.json").read_text())
+    rng = random.Random(args.seed)
+    per_source = args.items // args.sources
+
+    def item() -> tuple[str, dict[str, str]]:
+        source, local = rng.randint(1, args.sources), rng.randint(1, per_source)
+        return "/report/itemWidget", {
+            "identifier": f"oai:repo{source}.example.org:{local}",
+            "start_date": "2025-01-01",
+            "end_date": "2025-12-31",
+            "time_unit": "year",
+        }
+
+    def report() -> tuple[str, dict[str, str]]:
+        source, month = rng.randint(1, args.sources), f"2025-{rng.randint(1, 12):02d}"
+        return "/r51/reports/ir", {
+            "customer_id": f"customer-{source}",
+            "api_key": keys[str(source)],
+            "begin_date": month,
+            "end_date": month,
+        }
+
+    async def run() -> None:
+        for source in range(1, args.sources + 1):
+            params = {"customer_id": f"customer-{source}", "api_key": keys[str(source)]}
+            await _get(app, "/r51/status", params)
+        for make in (item, report):  # warm-up: connection, first queries
+            for _ in range(3):
+                await _get(app, *make())
+        for name, make, count in (
+            ("item_widget miss", item, args.requests),
+            ("ir_month", report, args.reports),
+        ):
+            cpu, wall, sizes = time.process_time(), time.perf_counter(), 0
+            for _ in range(count):
+                status, size = await _get(app, *make())
+                if status != 200:
+                    raise SystemExit(f"{name}: HTTP {status}")
+                sizes += size
+            cpu = (time.process_time() - cpu) / count * 1000
+            wall = (time.perf_counter() - wall) / count * 1000
+            print(
+                f"{name:17s} cpu {cpu:7.1f} ms  wall {wall:7.1f} ms  "
+                f"body {sizes / count / 1000:6.1f} kB  load {os.getloadavg()[0]:.1f}"
+            )
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
