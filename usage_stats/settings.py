@@ -77,6 +77,8 @@ class Settings:
     # OpenSearch indices of ours: copies of each shard on other nodes (1 on a cluster) and
     # primary shards of a new index
     opensearch_replicas: int = 0
+    # the LA Referencia compatibility indices: <prefix>-<idsite>
+    opensearch_compat_prefix: str = "usage-stats"
     opensearch_shards: int = 1
     # OAI-PMH harvesting: seconds between requests to one source, request timeout, retries
     oai_delay: float = 0.5
@@ -201,6 +203,7 @@ class Settings:
             opensearch_compat_granularity=_choice(
                 env, "USAGE_STATS_COMPAT_GRANULARITY", "month", ("day", "month")
             ),
+            opensearch_compat_prefix=env.get("USAGE_STATS_OPENSEARCH_COMPAT_PREFIX", "usage-stats"),
             opensearch_replicas=int(
                 _non_negative(
                     number("USAGE_STATS_OPENSEARCH_REPLICAS", "0", int),
