@@ -234,3 +234,27 @@ def test_reads_go_on_with_either_node_down(cluster, tmp_path):
     finally:
         restart(1)
         store.delete_all()
+
+
+def test_the_cluster_settings_reach_the_store_and_bad_values_are_refused():
+    from definitions import build_stats_store
+    from usage_stats.settings import Settings
+
+    env = {
+        "USAGE_STATS_STATS_STORE": "opensearch",
+        "USAGE_STATS_OPENSEARCH_URL": "http://a:9200, http://b:9200",
+        "USAGE_STATS_OPENSEARCH_REPLICAS": "1",
+        "USAGE_STATS_OPENSEARCH_SHARDS": "3",
+        "USAGE_STATS_OPENSEARCH_COMPAT_PREFIX": "lr",
+    }
+    store = build_stats_store(Settings.from_env(env)).get_store()
+    assert (store.replicas, store.shards, store.compat_prefix) == (1, 3, "lr")
+    assert node_urls(store.url) == ["http://a:9200", "http://b:9200"]
+    for name, value in (
+        ("USAGE_STATS_OPENSEARCH_SHARDS", "0"),
+        ("USAGE_STATS_OPENSEARCH_REPLICAS", "-1"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env({**env, name: value})
+    with pytest.raises(ValueError, match="no OpenSearch URL"):
+        node_urls(" , ")
