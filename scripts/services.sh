@@ -16,7 +16,7 @@
 #        scripts/services.sh start|stop|status cluster|cluster-node1|cluster-node2
 #   start   install what is missing, start what is not running, wait until all answer
 #   stop    stop all (OpenSearch and MinIO: whole process trees; PostgreSQL: fast shutdown;
-#           MariaDB: clean shutdown); fine when nothing runs
+#           MariaDB: clean shutdown; the 2-node cluster too if started); fine when nothing runs
 #   status  say what runs; exit 0 only when every server asked about runs
 #   env     print `export` lines for clients: eval "$(scripts/services.sh env)"
 #   The second argument limits start/stop/status to that one server.
@@ -896,6 +896,11 @@ cmd_stop() {
     if wants mariadb; then stop_one mariadb "--datadir=$MY_DATA"; fi  # TERM: clean shutdown
     if wants redis; then stop_one redis "$RD_BIN 127.0.0.1:$RD_PORT"; fi  # TERM: clean shutdown
     if wants oai; then stop_one oai "$OAI_MODULE"; fi
+    # A plain `stop` stops the 2-node cluster too, when it was started.
+    if [[ -z $ONLY ]] && compgen -G "$RUN/opensearch-node*.pid" >/dev/null; then
+        local ONLY=cluster
+        cluster_stop
+    fi
 }
 
 cmd_status() {
