@@ -70,6 +70,8 @@ configure() {
         cluster_url="$USAGE_STATS_TEST_OPENSEARCH_CLUSTER_URL"
         set_default USAGE_STATS_OPENSEARCH_URL "$cluster_url"
         set_default USAGE_STATS_OPENSEARCH_REPLICAS 1
+    else
+        set_default USAGE_STATS_OPENSEARCH_REPLICAS 0  # one node: a replica is never assigned
     fi
     set_default USAGE_STATS_STACK_WEBSERVER_PORT 3000
     set_default USAGE_STATS_WEB_HOST 127.0.0.1
