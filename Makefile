@@ -17,7 +17,7 @@ DEMO_END := $(shell $(PYTHON) -c "import datetime as d; print(d.date.fromisoform
 demo dev: export USAGE_STATS_START_DATE ?= $(DEMO_START)
 demo dev: export USAGE_STATS_END_DATE ?= $(DEMO_END)
 
-.PHONY: install assets browser demo test dev bench lint clean dagster-home services services-stop serve
+.PHONY: install assets browser demo test dev bench lint clean dagster-home services services-stop serve stack stack-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,14 @@ services:
 
 services-stop:
 	scripts/services.sh stop
+
+## stack: the production topology on 127.0.0.1 (servers, code server, daemon, webserver, two
+## Celery workers, web services; scripts/stack.sh); stack-down stops its processes
+stack: install
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
 
 lint: install
 	$(BIN)/ruff check .

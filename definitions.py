@@ -65,6 +65,9 @@ def build_stats_store(settings: Settings) -> StatsStoreResource:
             batch_size=settings.opensearch_batch_size,
             admin_db_url=from_deployment("USAGE_STATS_ADMIN_DB_URL", settings.admin_db_url),
             compat_granularity=settings.opensearch_compat_granularity,
+            compat_prefix=settings.opensearch_compat_prefix,
+            replicas=settings.opensearch_replicas,
+            shards=settings.opensearch_shards,
         )
     return DuckDBStatsStoreResource(
         path=from_deployment("USAGE_STATS_DUCKDB_PATH", settings.duckdb_path)

@@ -24,7 +24,10 @@ class DuckDBStatsStoreResource(StatsStoreResource):
 
 
 class OpenSearchStatsStoreResource(StatsStoreResource):
-    url: str = Field(description="OpenSearch URL, e.g. http://127.0.0.1:9200")
+    url: str = Field(
+        description="OpenSearch URL, e.g. http://127.0.0.1:9200, or a cluster's nodes separated "
+        "by commas (requests go to any node, and skip one that is down)"
+    )
     prefix: str = Field(default="usagestats", description="prefix of index and alias names")
     compat_prefix: str = Field(
         default="usage-stats", description="LA Referencia compatibility indices: <prefix>-<idsite>"
@@ -40,6 +43,13 @@ class OpenSearchStatsStoreResource(StatsStoreResource):
     )
     batch_size: int = Field(default=5000, description="documents per bulk request")
     max_retries: int = Field(default=5, description="attempts per request before failing")
+    replicas: int = Field(
+        default=0,
+        ge=0,
+        description="copies of each shard on other nodes: 0 on a single node, 1 on a cluster "
+        "(a lost node loses no data, reads go on); existing indices take it at the next write",
+    )
+    shards: int = Field(default=1, ge=1, description="primary shards of each new index")
 
     def get_store(self) -> StatsStore:
         registry = DbSourceRegistry(self.admin_db_url) if self.admin_db_url else None
@@ -51,4 +61,6 @@ class OpenSearchStatsStoreResource(StatsStoreResource):
             sources=registry.sources if registry is not None else None,
             batch_size=self.batch_size,
             max_retries=self.max_retries,
+            replicas=self.replicas,
+            shards=self.shards,
         )

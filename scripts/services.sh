@@ -13,18 +13,24 @@
 # are 5433/3307; Redis's system service takes 6379, ours 6380). As root they run as the package's system users `postgres` and `mysql`.
 #
 # Usage: scripts/services.sh start|stop|status|env [opensearch|minio|postgres|mariadb|redis|oai]
+#        scripts/services.sh start|stop|status cluster|cluster-node1|cluster-node2
 #   start   install what is missing, start what is not running, wait until all answer
 #   stop    stop all (OpenSearch and MinIO: whole process trees; PostgreSQL: fast shutdown;
-#           MariaDB: clean shutdown); fine when nothing runs
+#           MariaDB: clean shutdown; the 2-node cluster too if started); fine when nothing runs
 #   status  say what runs; exit 0 only when every server asked about runs
 #   env     print `export` lines for clients: eval "$(scripts/services.sh env)"
 #   The second argument limits start/stop/status to that one server.
+#   `cluster` is a separate 2-node OpenSearch cluster (the tests of replicas and of a node
+#   lost mid-write start and stop it, and each node alone); never started by a plain `start`.
 #
 # Settings (environment):
 #   USAGE_STATS_SERVICES_DIR       where servers keep data, logs and pid files (default: <repo>/.services)
 #   USAGE_STATS_CACHE_DIR          downloads and builds shared by checkouts (default: ~/.cache/usage-stats)
 #   USAGE_STATS_OPENSEARCH_PORT    OpenSearch HTTP port (default 9200)
 #   USAGE_STATS_OPENSEARCH_TRANSPORT_PORT  node-to-node port (default 19300, away from other clusters' 9300)
+#   USAGE_STATS_OPENSEARCH_CLUSTER_PORT  HTTP port of cluster node 1 (default 9201; node 2: +1)
+#   USAGE_STATS_OPENSEARCH_CLUSTER_TRANSPORT_PORT  transport port of node 1 (default 19301; +1)
+#   USAGE_STATS_OPENSEARCH_CLUSTER_HEAP  Java heap of each cluster node (default 384m)
 #   USAGE_STATS_S3_PORT            S3 API port (default 9000)
 #   USAGE_STATS_S3_ACCESS_KEY / USAGE_STATS_S3_SECRET_KEY   MinIO root credentials
 #   USAGE_STATS_POSTGRES_PORT      PostgreSQL port (default 5433); role, password and database
@@ -57,6 +63,7 @@ OS_TRANSPORT_PORT="${USAGE_STATS_OPENSEARCH_TRANSPORT_PORT:-19300}"
 OS_USER=usage-stats-os   # OpenSearch refuses to run as root; used only when we are root
 OS_HOME="$SD/opensearch-$OPENSEARCH_VERSION"
 OS_VAR="$SD/opensearch"  # data, logs, tmp: survive a version bump of the unpacked dir
+OSC_HEAP="${USAGE_STATS_OPENSEARCH_CLUSTER_HEAP:-384m}"
 
 # MinIO's RELEASE.* tags are not semver, and the Go module proxy we can reach answers 403
 # "not available" for them (and for their commit hashes); it does serve @latest, a master
@@ -301,6 +308,82 @@ wait_opensearch() {
         sleep 1
     done
     fail_with_log opensearch "no green/yellow cluster health within ${TIMEOUT}s"
+}
+
+# ---------------------------------------------------------------- OpenSearch cluster (2 nodes)
+
+# A second, separate cluster of two nodes of the same unpacked distribution, for the tests of
+# replicas and of a node lost mid-write (never started by a plain `start`: `start cluster`).
+# Each node has its own config dir (OPENSEARCH_PATH_CONF), data, logs and ports. Node 1 is the
+# only cluster-manager-eligible node (a fixed voting configuration of one: with two eligible
+# nodes OpenSearch keeps only one of them voting anyway, and which one would be chance); node
+# 2 holds data. With one replica, each node holds a copy of every shard: stopping node 2 leaves
+# a working cluster (yellow); stopping node 1 leaves node 2 without a cluster manager, which
+# still serves reads (cluster.no_cluster_manager_block: write, OpenSearch's default) and
+# refuses writes until node 1 is back. A production cluster has three manager-eligible nodes.
+OSC_NAME=usage-stats-cluster
+OSC_VAR="$SD/opensearch-cluster"
+
+osc_http_port() { echo "${USAGE_STATS_OPENSEARCH_CLUSTER_PORT:-9201}" | awk -v n="$1" '{print $1 + n - 1}'; }
+osc_transport_port() { echo "${USAGE_STATS_OPENSEARCH_CLUSTER_TRANSPORT_PORT:-19301}" | awk -v n="$1" '{print $1 + n - 1}'; }
+osc_pid() { live_pid "opensearch-node$1" "$OS_HOME"; }
+
+launch_os_node() {  # node number (1 or 2)
+    local n="$1" java_home conf dir roles
+    java_home="$(find_java_home)" || die "no JDK 11..23 found (OpenSearch $OPENSEARCH_VERSION needs one)"
+    dir="$OSC_VAR/node$n"
+    conf="$dir/config"
+    mkdir -p "$dir/data" "$dir/logs" "$dir/tmp" "$conf"
+    # The distribution's jvm.options and log4j2.properties, our own opensearch.yml.
+    cp -r "$OS_HOME/config/jvm.options" "$OS_HOME/config/jvm.options.d" \
+        "$OS_HOME/config/log4j2.properties" "$conf/"
+    if ((n == 1)); then roles='[cluster_manager, data, ingest]'; else roles='[data, ingest]'; fi
+    cat >"$conf/opensearch.yml" <<EOF
+# Written by scripts/services.sh on every start; edit the script, not this file.
+cluster.name: $OSC_NAME
+node.name: $OSC_NAME-node$n
+node.roles: $roles
+network.host: 127.0.0.1
+http.port: $(osc_http_port "$n")
+transport.port: $(osc_transport_port "$n")
+discovery.seed_hosts: ["127.0.0.1:$(osc_transport_port 1)", "127.0.0.1:$(osc_transport_port 2)"]
+cluster.initial_cluster_manager_nodes: ["$OSC_NAME-node1"]
+path.data: $dir/data
+path.logs: $dir/logs
+cluster.routing.allocation.disk.threshold_enabled: false
+action.auto_create_index: true
+EOF
+
+    local -a as_user=()
+    if [[ $(id -u) -eq 0 ]]; then
+        ensure_os_user
+        chown -R "$OS_USER:$OS_USER" "$OS_HOME" "$dir"
+        as_user=(setpriv --reuid="$OS_USER" --regid="$OS_USER" --init-groups --)
+    fi
+    launch "opensearch-node$n" "${as_user[@]}" env \
+        HOME="$dir" \
+        OPENSEARCH_JAVA_HOME="$java_home" \
+        OPENSEARCH_PATH_CONF="$conf" \
+        OPENSEARCH_JAVA_OPTS="-Xms${OSC_HEAP} -Xmx${OSC_HEAP}" \
+        OPENSEARCH_TMPDIR="$dir/tmp" \
+        "$OS_HOME/bin/opensearch"
+    say "opensearch-node$n: starting (pid $(<"$RUN/opensearch-node$n.pid"), http://127.0.0.1:$(osc_http_port "$n"))"
+}
+
+# Up when the node answers and sees a cluster manager with the nodes started so far.
+wait_os_node() {  # node number
+    local n="$1" port deadline=$((SECONDS + TIMEOUT)) health
+    port="$(osc_http_port "$n")"
+    while ((SECONDS < deadline)); do
+        still_running "opensearch-node$n" || fail_with_log "opensearch-node$n" "exited during startup"
+        health="$(curl -s --max-time 2 "http://127.0.0.1:$port/_cluster/health" || true)"
+        if [[ $health =~ \"status\":\"(green|yellow)\" && $health =~ \"number_of_nodes\":([0-9]+) ]]; then
+            say "opensearch-node$n: up, cluster $OSC_NAME of ${BASH_REMATCH[1]} node(s), http://127.0.0.1:$port"
+            return 0
+        fi
+        sleep 1
+    done
+    fail_with_log "opensearch-node$n" "not in a green/yellow cluster within ${TIMEOUT}s"
 }
 
 # ---------------------------------------------------------------- MinIO (S3)
@@ -659,7 +742,54 @@ wait_oai() {
 # stop and restart OpenSearch alone).
 wants() { [[ -z $ONLY || $ONLY == "$1" ]]; }
 
+# The cluster's nodes a command acts on: both for `cluster`, one for `cluster-node<n>`.
+cluster_nodes() {
+    case "$ONLY" in
+        cluster) echo 1 2 ;;
+        cluster-node1) echo 1 ;;
+        cluster-node2) echo 2 ;;
+    esac
+}
+
+cluster_start() {
+    local n port
+    local -a new=()
+    for n in $(cluster_nodes); do
+        port="$(osc_http_port "$n")"
+        if osc_pid "$n" >/dev/null; then
+            say "opensearch-node$n: already running (pid $(osc_pid "$n"))"
+            continue
+        fi
+        answers "http://127.0.0.1:$port/" \
+            && die "port $port answers but is not our cluster node $n; stop that or set USAGE_STATS_OPENSEARCH_CLUSTER_PORT"
+        install_opensearch
+        launch_os_node "$n"
+        new+=("$n")
+    done
+    for n in "${new[@]}"; do wait_os_node "$n"; done
+}
+
+cluster_stop() {
+    local n
+    for n in $(cluster_nodes); do stop_one "opensearch-node$n" "$OS_HOME"; done
+}
+
+cluster_status() {
+    local n pid port rc=0
+    for n in $(cluster_nodes); do
+        port="$(osc_http_port "$n")"
+        if pid="$(osc_pid "$n")"; then
+            say "opensearch-node$n: running (pid $pid), http://127.0.0.1:$port, $(curl -s --max-time 2 \
+                "http://127.0.0.1:$port/_cat/health?h=status,node.total" || echo 'not answering')"
+        else
+            say "opensearch-node$n: not running"; rc=3
+        fi
+    done
+    return "$rc"
+}
+
 cmd_start() {
+    [[ -n $(cluster_nodes) ]] && { cluster_start; return 0; }
     local os_new=0 minio_new=0 pg_new=0 my_new=0 rd_new=0 oai_new=0
     local -a packages=()
 
@@ -757,6 +887,7 @@ cmd_start() {
 }
 
 cmd_stop() {
+    [[ -n $(cluster_nodes) ]] && { cluster_stop; return 0; }
     pg_paths
     my_paths
     if wants opensearch; then stop_one opensearch "$OS_HOME"; fi
@@ -765,9 +896,15 @@ cmd_stop() {
     if wants mariadb; then stop_one mariadb "--datadir=$MY_DATA"; fi  # TERM: clean shutdown
     if wants redis; then stop_one redis "$RD_BIN 127.0.0.1:$RD_PORT"; fi  # TERM: clean shutdown
     if wants oai; then stop_one oai "$OAI_MODULE"; fi
+    # A plain `stop` stops the 2-node cluster too, when it was started.
+    if [[ -z $ONLY ]] && compgen -G "$RUN/opensearch-node*.pid" >/dev/null; then
+        local ONLY=cluster
+        cluster_stop
+    fi
 }
 
 cmd_status() {
+    [[ -n $(cluster_nodes) ]] && { cluster_status; return; }
     local pid rc=0
     pg_paths
     my_paths
@@ -833,10 +970,11 @@ export USAGE_STATS_ADMIN_DB_TEST_POSTGRES_URL=postgresql+psycopg://$PG_ROLE:$PG_
 export USAGE_STATS_MATOMO_TEST_URL=mysql+pymysql://$MY_DB:$MY_DB@127.0.0.1:$MY_PORT/$MY_DB
 export USAGE_STATS_TEST_OAI_URL=http://127.0.0.1:$OAI_PORT
 export USAGE_STATS_TEST_REDIS_URL=redis://127.0.0.1:$RD_PORT
+export USAGE_STATS_TEST_OPENSEARCH_CLUSTER_URL=http://127.0.0.1:$(osc_http_port 1),http://127.0.0.1:$(osc_http_port 2)
 EOF
 }
 
-USAGE="usage: $0 start|stop|status|env [opensearch|minio|postgres|mariadb|redis|oai]"
+USAGE="usage: $0 start|stop|status|env [opensearch|minio|postgres|mariadb|redis|oai|cluster|cluster-node1|cluster-node2]"
 ONLY="${2:-}"
 case "${1:-}" in
     env) cmd_env; exit 0 ;;  # needs no directory and no lock
@@ -844,7 +982,7 @@ case "${1:-}" in
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
 case "$ONLY" in
-    "" | opensearch | minio | postgres | mariadb | redis | oai) ;;
+    "" | opensearch | minio | postgres | mariadb | redis | oai | cluster | cluster-node[12]) ;;
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
 

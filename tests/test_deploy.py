@@ -4,6 +4,7 @@ chart's rules for them, and every setting they name must be one the code reads."
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -209,3 +210,114 @@ def test_the_kubernetes_executors_need_no_code_change(executor: str):
         assert chosen is k8s_job_executor
         # with no config of its own it takes the run launcher's image, config maps, secrets
         assert validate_config(chosen.config_schema.config_type, {}).success
+
+
+# --- deploy/compose.yaml and deploy/Dockerfile (no docker here: checked as files) ------------
+
+OFFICIAL_IMAGES = {
+    "postgres": "postgres:",
+    "redis": "redis:",
+    "opensearch-node1": "opensearchproject/opensearch:",
+    "opensearch-node2": "opensearchproject/opensearch:",
+    "minio": "minio/minio:",
+}
+PROJECT_PROCESSES = {  # README's process table → compose service
+    "code server": "code-server",
+    "daemon": "dagster-daemon",
+    "webserver": "webserver",
+    "Celery workers": "worker",
+    "web services": "web",
+}
+
+
+def compose() -> dict:
+    return load("compose.yaml")
+
+
+def interpolated(value: str) -> str:
+    """A compose value with `${NAME:-default}` as compose fills it when NAME is unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+
+
+def compose_env(service: str) -> dict[str, str]:
+    return {k: interpolated(v) for k, v in compose()["services"][service]["environment"].items()}
+
+
+def readme_commands() -> dict[str, str]:
+    """The process table of README: Production: process name → its command."""
+    section = (REPO_ROOT / "README.md").read_text().split("## Production", 1)[1]
+    rows = re.findall(r"^\| ([^|]+?) \| `([^`]+)` \|", section, re.M)
+    return dict(rows)
+
+
+def test_compose_has_the_production_topology_on_official_images():
+    services = compose()["services"]
+    for name, image in OFFICIAL_IMAGES.items():
+        assert services[name]["image"].startswith(image), name
+    build = services["migrate"]["build"]
+    assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+    for name in ("migrate", "code-server", "daemon", "webserver", "worker", "web"):
+        assert services[name]["image"] == services["migrate"]["image"], name
+    assert services["worker"]["deploy"]["replicas"] == 2
+    # Two OpenSearch nodes that find each other, with the security plugin off (plain http).
+    for node in ("opensearch-node1", "opensearch-node2"):
+        env = services[node]["environment"]
+        assert env["node.name"] == node
+        assert set(env["discovery.seed_hosts"].split(",")) == {
+            "opensearch-node1",
+            "opensearch-node2",
+        }
+        assert env["DISABLE_SECURITY_PLUGIN"] == "true"
+
+
+def test_compose_settings_are_production_env_with_the_compose_servers():
+    services = compose()["services"]
+    named = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (DEPLOY / "production.env").read_text(), re.M))
+    env = compose_env("code-server")
+    for name in ("migrate", "daemon", "webserver", "worker", "web"):
+        assert compose_env(name) == env, name
+    assert named <= set(env), named - set(env)
+    assert set(env) - known_settings() == set()
+    settings = Settings.from_env(env)
+    assert settings.executor == "celery" and settings.stats_store == "opensearch"
+    assert settings.opensearch_replicas == 1
+    # Every server a setting names is a service of the file.
+    hosts = {
+        re.match(r"[a-z0-9+]+://(?:[^@/]+@)?([^:/]+)", url).group(1)
+        for url in [
+            *settings.opensearch_url.split(","),
+            env["USAGE_STATS_CELERY_BROKER_URL"],
+            env["USAGE_STATS_CELERY_BACKEND_URL"],
+            env["USAGE_STATS_DAGSTER_POSTGRES_URL"],
+            settings.admin_db_url,
+            settings.s3_endpoint_url,
+        ]
+    } | {env["USAGE_STATS_CODE_SERVER_HOST"]}
+    assert hosts <= set(services), hosts - set(services)
+    # The bucket the one-shot creates is the lake's and the warehouse's.
+    bucket = services["minio-bucket"]["entrypoint"][-1].rsplit("s3/", 1)[1]
+    assert {settings.lake_url.split("/")[2], settings.warehouse_url.split("/")[2]} == {bucket}
+
+
+def test_compose_and_dockerfile_commands_are_the_readme_table():
+    services = compose()["services"]
+    table = readme_commands()
+    env = compose_env("code-server")
+    for process, service in PROJECT_PROCESSES.items():
+        service = "daemon" if service == "dagster-daemon" else service
+        documented = table[process]
+        for name, value in env.items():
+            documented = documented.replace(f"${name}", value)
+        # `<name>`, `<cores>`: whatever the deployment chooses
+        pattern = re.escape(documented).replace(r"\ ", " ")
+        pattern = re.sub(r"<[a-z]+>", r"\\S+", pattern.replace(r"\<", "<").replace(r"\>", ">"))
+        assert re.fullmatch(pattern, " ".join(services[service]["command"])), process
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    assert cmd == services["code-server"]["command"]
+    # The image holds every package of pyproject and the code location's files.
+    for package in ("usage_stats", "assets", "resources", "sensors"):
+        assert re.search(rf"^COPY {package} {package}$", dockerfile, re.M), package
+    assert "definitions.py" in dockerfile and "COPY deploy deploy" in dockerfile
+    home = re.search(r"DAGSTER_HOME=(\S+)", dockerfile).group(1)
+    assert home == env["DAGSTER_HOME"]

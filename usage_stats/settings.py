@@ -84,6 +84,12 @@ class Settings:
     rate_limit_storage: str = "memory://"
     # LA Referencia compatibility set: one document per site, item and "day" or "month"
     opensearch_compat_granularity: str = "month"
+    # OpenSearch indices of ours: copies of each shard on other nodes (1 on a cluster) and
+    # primary shards of a new index
+    opensearch_replicas: int = 0
+    # the LA Referencia compatibility indices: <prefix>-<idsite>
+    opensearch_compat_prefix: str = "usage-stats"
+    opensearch_shards: int = 1
     # OAI-PMH harvesting: seconds between requests to one source, request timeout, retries
     oai_delay: float = 0.5
     oai_timeout: float = 60.0
@@ -209,6 +215,17 @@ class Settings:
             opensearch_compat_granularity=_choice(
                 env, "USAGE_STATS_COMPAT_GRANULARITY", "month", ("day", "month")
             ),
+            opensearch_compat_prefix=env.get("USAGE_STATS_OPENSEARCH_COMPAT_PREFIX", "usage-stats"),
+            opensearch_replicas=int(
+                _non_negative(
+                    number("USAGE_STATS_OPENSEARCH_REPLICAS", "0", int),
+                    "USAGE_STATS_OPENSEARCH_REPLICAS",
+                )
+            ),
+            opensearch_shards=_at_least_one(
+                int(number("USAGE_STATS_OPENSEARCH_SHARDS", "1", int)),
+                "USAGE_STATS_OPENSEARCH_SHARDS",
+            ),
             oai_delay=_non_negative(
                 float(number("USAGE_STATS_OAI_DELAY", "0.5", float)), "USAGE_STATS_OAI_DELAY"
             ),
@@ -277,6 +294,12 @@ def _fields_from_env(env: dict[str, str], prefix: str, default: T) -> T:
 def _non_negative(value: float, name: str) -> float:
     if value < 0:
         raise ValueError(f"environment variable {name}={value!r} must not be negative")
+    return value
+
+
+def _at_least_one(value: int, name: str) -> int:
+    if value < 1:
+        raise ValueError(f"environment variable {name}={value!r} must be at least 1")
     return value
 
 

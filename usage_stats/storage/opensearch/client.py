@@ -30,8 +30,18 @@ _COMPOSITE_PAGE = 10_000
 BULK_ANSWER = "errors,items.*.status,items.*.error"
 
 
+def node_urls(url: str) -> list[str]:
+    """The nodes of a comma-separated URL list (`http://a:9200,http://b:9200`): a cluster's
+    nodes the client spreads requests over and skips when one is down."""
+    urls = [part.strip() for part in url.split(",") if part.strip()]
+    if not urls:
+        raise ValueError(f"no OpenSearch URL in {url!r}")
+    return urls
+
+
 @dataclass
 class Connection:
+    # one URL, or a comma-separated list of a cluster's nodes
     url: str
     timeout_seconds: float = 60.0
     max_retries: int = 5
@@ -46,10 +56,16 @@ class Connection:
     @property
     def client(self) -> OpenSearch:
         if self._client is None:
+            hosts = node_urls(self.url)
+            # Our `call` does the retrying with backoff; the client itself only tries the other
+            # nodes when one does not answer (a lost connection, never a timeout or a status:
+            # a request that timed out may still be running on its node), so a node that is
+            # down costs a request no attempt. It marks that node dead and tries it again later.
             self._client = OpenSearch(
-                hosts=[self.url],
+                hosts=hosts,
                 timeout=self.timeout_seconds,
-                max_retries=0,
+                max_retries=len(hosts) - 1,
+                retry_on_status=(),
                 retry_on_timeout=False,
                 http_compress=False,
                 pool_maxsize=max(4, self.parallel_requests + 1),

@@ -71,7 +71,13 @@ class OpenSearchStatsStore(StatsStore):
     parallel_requests: int = 2
     max_retries: int = 5
     backoff_seconds: float = 0.5
+    # Copies of each shard on other nodes (0 on a single node: a replica is never assigned
+    # there and the cluster stays yellow; 1 on a cluster of two nodes or more, so that one node
+    # lost loses no data and reads go on) and primary shards of each index of ours (1 unless an
+    # index grows past tens of GB; top-N lists are then OpenSearch's per-shard approximation).
+    # Replicas also apply to existing indices at the next write; shards only to new indices.
     replicas: int = 0
+    shards: int = 1
     timeout_seconds: float = 60.0
     # Called after every successful bulk batch; the fault tests use it to stop the server
     # mid-write, operators could use it for progress.
@@ -188,14 +194,16 @@ class OpenSearchStatsStore(StatsStore):
         con = self.connection
         for table in STORE_TABLES:
             alias = self.alias(table)
-            body = writes.index_template(alias, self.replicas)
+            body = writes.index_template(alias, self.replicas, shards=self.shards)
             con.call(
                 "index template",
                 lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
             )
         for table in RECORD_TABLES:
             alias = self.record_alias(table)
-            body = writes.index_template(alias, self.replicas, writes.record_mappings())
+            body = writes.index_template(
+                alias, self.replicas, writes.record_mappings(), shards=self.shards
+            )
             con.call(
                 "index template",
                 lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
@@ -212,7 +220,9 @@ class OpenSearchStatsStore(StatsStore):
             )
         for table in USAGE_SUBCOUNT_TABLES:
             alias = self.subcount_alias(table)
-            body = writes.index_template(alias, self.replicas, writes.subcount_mappings())
+            body = writes.index_template(
+                alias, self.replicas, writes.subcount_mappings(), shards=self.shards
+            )
             con.call(
                 "index template",
                 lambda a=alias, b=body: con.client.indices.put_index_template(name=a, body=b),
@@ -243,6 +253,19 @@ class OpenSearchStatsStore(StatsStore):
                     name=self.compat_prefix, body=template
                 ),
             )
+        # Indices that exist already take the replicas set now (their shards stay).
+        patterns = [f"{self.prefix}-*"] + (
+            [f"{self.compat_prefix}-*"] if self.sources is not None else []
+        )
+        con.call(
+            "replica settings",
+            lambda: con.client.indices.put_settings(
+                index=",".join(patterns),
+                body={"index": {"number_of_replicas": self.replicas}},
+                allow_no_indices=True,
+                ignore_unavailable=True,
+            ),
+        )
         self._templates_ready = True
 
     def _check_compat_layout(self) -> None:
@@ -528,7 +551,7 @@ class OpenSearchStatsStore(StatsStore):
         con = self.connection
         index = self.spikes_index()
         if not con.call("usage spikes index", lambda: con.client.indices.exists(index=index)):
-            body = writes.spikes_index_body(self.replicas)
+            body = writes.spikes_index_body(self.replicas, self.shards)
             con.call(
                 "usage spikes index",
                 lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
@@ -566,7 +589,7 @@ class OpenSearchStatsStore(StatsStore):
         con = self.connection
         index = self.titles_index()
         if not con.call("titles index", lambda: con.client.indices.exists(index=index)):
-            body = writes.titles_index_body(self.replicas)
+            body = writes.titles_index_body(self.replicas, self.shards)
             con.call(
                 "titles index",
                 lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
@@ -584,7 +607,7 @@ class OpenSearchStatsStore(StatsStore):
         con = self.connection
         index = self.metadata_index()
         if not con.call("item metadata index", lambda: con.client.indices.exists(index=index)):
-            body = writes.metadata_index_body(self.replicas)
+            body = writes.metadata_index_body(self.replicas, self.shards)
             con.call(
                 "item metadata index",
                 lambda: con.client.indices.create(index=index, body=body, ignore=[400]),
@@ -615,7 +638,7 @@ class OpenSearchStatsStore(StatsStore):
         con = self.connection
         index = self.aliases_index()
         if not con.call("item aliases index", lambda: con.client.indices.exists(index=index)):
-            body = writes.aliases_index_body(self.replicas)
+            body = writes.aliases_index_body(self.replicas, self.shards)
             con.call(
                 "item aliases index",
                 lambda: con.client.indices.create(index=index, body=body, ignore=[400]),

@@ -82,16 +82,19 @@ def record_key_ids() -> pl.Expr:
     return pl.concat_str(parts, separator="|").alias("_id")
 
 
+def index_settings(shards: int, replicas: int) -> dict[str, Any]:
+    """Shards and replicas of an index of ours (README: Production, OpenSearch cluster)."""
+    if shards < 1 or replicas < 0:
+        raise ValueError(f"an index needs shards >= 1 and replicas >= 0, not {shards}/{replicas}")
+    return {"number_of_shards": shards, "number_of_replicas": replicas}
+
+
 def index_template(
-    alias: str, replicas: int, mapping: dict[str, Any] | None = None
+    alias: str, replicas: int, mapping: dict[str, Any] | None = None, shards: int = 1
 ) -> dict[str, Any]:
     """The template of the dated indices behind `alias`, which puts each new one under it
     (usage mappings unless `mapping` is given)."""
-    settings = {
-        "number_of_shards": 1,
-        "number_of_replicas": replicas,
-        "refresh_interval": _REFRESH_INTERVAL,
-    }
+    settings = {**index_settings(shards, replicas), "refresh_interval": _REFRESH_INTERVAL}
     return {
         "index_patterns": [f"{alias}-*"],
         "template": {
@@ -122,7 +125,7 @@ def delete_other_writes(connection: Connection, index: str, write_id: str) -> No
     connection.refresh(index)
 
 
-def spikes_index_body(replicas: int) -> dict[str, Any]:
+def spikes_index_body(replicas: int, shards: int = 1) -> dict[str, Any]:
     """Usage spikes' fields (`SPIKE_SCHEMA`), all explicit."""
     types = {pl.String(): "keyword", pl.Int32(): "integer", pl.Int64(): "long"}
     types[pl.Float64()] = "double"
@@ -132,15 +135,15 @@ def spikes_index_body(replicas: int) -> dict[str, Any]:
     }
     properties["write_id"] = {"type": "keyword"}
     return {
-        "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+        "settings": index_settings(shards, replicas),
         "mappings": {"dynamic": "strict", "properties": properties},
     }
 
 
-def aliases_index_body(replicas: int) -> dict[str, Any]:
+def aliases_index_body(replicas: int, shards: int = 1) -> dict[str, Any]:
     """Aliases are read by id only; `write_id` is searched to drop a replaced table's rows."""
     return {
-        "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+        "settings": index_settings(shards, replicas),
         "mappings": {
             "dynamic": "strict",
             "properties": {
@@ -152,9 +155,9 @@ def aliases_index_body(replicas: int) -> dict[str, Any]:
     }
 
 
-def titles_index_body(replicas: int) -> dict[str, Any]:
+def titles_index_body(replicas: int, shards: int = 1) -> dict[str, Any]:
     return {
-        "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+        "settings": index_settings(shards, replicas),
         "mappings": {
             "dynamic": "strict",
             "properties": {
@@ -188,9 +191,9 @@ _METADATA_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
-def metadata_index_body(replicas: int) -> dict[str, Any]:
+def metadata_index_body(replicas: int, shards: int = 1) -> dict[str, Any]:
     return {
-        "settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+        "settings": index_settings(shards, replicas),
         "mappings": {"dynamic": "strict", "properties": _METADATA_FIELDS},
     }
 
