@@ -41,10 +41,12 @@ EXPECTED_ASSETS = {
     "raw_events",
     "sessions",
     "rejected_events",
+    "distributed_robot_audit",
     "item_titles",
     "item_daily_deltas",
     "usage_snapshots",
     "stats_index",
+    "usage_spikes",
 }
 
 STARTUP_TIMEOUT = 120.0  # webserver answering + code location loaded

@@ -599,7 +599,9 @@ def test_daemon_ticks_sensor_and_runs_schedule_on_postgres(cluster: Cluster):
     run = cluster.wait_run(run_id)
     assert run["status"] == "SUCCESS", cluster.run_messages(run_id)[-3000:]
     tags = {t["key"]: t["value"] for t in run["tags"]}
-    assert tags["dagster/partition"] == PARTITIONS[-1]  # yesterday
+    # Yesterday as of the tick: a run started just before midnight UTC ticks on the next day.
+    yesterday = cluster.schedule_at.date() - dt.timedelta(days=1)  # type: ignore[attr-defined]
+    assert tags["dagster/partition"] == yesterday.isoformat()
     assert tags["dagster/schedule_name"] == "daily_usage_schedule"
     assert "in celery worker" in cluster.run_messages(run_id)
 
