@@ -6,7 +6,6 @@ the day), the asset's metadata and a warning asset check. Rules: `usage_stats.pi
 
 import datetime as dt
 from dataclasses import asdict
-from itertools import chain
 
 import polars as pl
 from dagster import (
@@ -49,16 +48,18 @@ def spikes_of_day(
     store: Warehouse, target: StatsStore, day: dt.date, rules: SpikeRules
 ) -> pl.DataFrame:
     """The day's flags: its kept events' origins against the stored deltas of the
-    `baseline_days` before it (only the candidates' rows are read)."""
-    pieces = store.parts("sessions", day, read_ahead=True)
-    first = next(pieces, None)
-    if first is None:  # a day without kept events
-        return pl.DataFrame(schema=SPIKE_SCHEMA)
-    unit = unit_column(first.columns)
-    # first the cheap look (a row per key), then the origins of the keys above baseline only
-    wanted = candidates_of(day_usage(chain([first], pieces)), rules)
+    `baseline_days` before it (only the candidates' rows are read).
+
+    Cheapest first, as nearly every day has no spike: with fewer stored days than a baseline
+    needs nothing of the day is read; then a row per key from three columns of `sessions`;
+    the origins only of the keys above their baseline."""
+    unit = unit_column(store.schema("sessions", day))  # (and the day must be materialised)
     start, end = day - dt.timedelta(days=rules.baseline_days), day - dt.timedelta(days=1)
     stored = [d for d in target.days() if start <= d <= end]
+    if len(stored) < rules.min_history_days:
+        return pl.DataFrame(schema=SPIKE_SCHEMA)
+    columns = ["action", "item_id", "owner_site_id"]
+    wanted = candidates_of(day_usage(store.parts("sessions", day, True, columns)), rules)
     history = []
     for scope in SPIKE_SCOPES:
         keys = tuple(wanted.filter(pl.col("scope") == scope).get_column("key"))
@@ -86,7 +87,7 @@ def spikes_of_day(
     above = over_baseline(wanted, past, stored, rules)
     if above.is_empty():
         return pl.DataFrame(schema=SPIKE_SCHEMA)
-    parts = store.parts("sessions", day, read_ahead=True)
+    parts = store.parts("sessions", day, True, [*columns, unit, "country"])
     origins = day_origins(parts, unit, rules.min_count, only=above)
     return flag_spikes(day, origins, past, stored, rules, unit)
 

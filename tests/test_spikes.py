@@ -15,7 +15,7 @@ from breakdown_support import app_client, get
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from test_record_stats import SOURCES
 
-from assets.spikes import NO_SPIKES, usage_spikes
+from assets.spikes import NO_SPIKES, spikes_of_day, usage_spikes
 from definitions import build_resources
 from stores import opensearch_store
 from usage_stats.pipeline.cleaning import SESSION_SCHEMA
@@ -32,6 +32,7 @@ from usage_stats.pipeline.spikes import (
 )
 from usage_stats.settings import Settings
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
+from usage_stats.storage.lake import LakeReadError
 from usage_stats.storage.open import open_lake
 from usage_stats.storage.warehouse import Warehouse
 
@@ -288,3 +289,49 @@ def test_the_two_pass_path_flags_exactly_what_the_full_breakdown_does():
     )
     narrow = flag_spikes(DAY, origins, history_frame(), HISTORY, RULES, "block_hash")
     assert narrow.equals(flags(day))
+
+
+class CountingWarehouse(Warehouse):
+    """Records which columns of which tables the spikes stage decodes."""
+
+    reads: list
+
+    def parts(self, table, day, read_ahead=False, columns=None):
+        self.reads.append((table, None if columns is None else tuple(columns)))
+        yield from super().parts(table, day, read_ahead, columns)
+
+
+def _spike_stores(tmp_path: Path, history: list) -> tuple[CountingWarehouse, DuckDBStatsStore]:
+    store = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    for day, deltas in history:
+        store.replace_day(day, deltas, deltas)
+    warehouse = CountingWarehouse(open_lake(str(tmp_path / "warehouse")))
+    object.__setattr__(warehouse, "reads", [])
+    warehouse.write("sessions", DAY, planted_day())
+    return warehouse, store
+
+
+def test_too_little_history_reads_nothing_of_the_day(tmp_path: Path):
+    """Fewer stored days than `min_history_days`: no spike is possible, and not one part of
+    the day's events is decoded (only the footer, for the origin column)."""
+    warehouse, store = _spike_stores(tmp_path, stored_history()[:6])
+    assert spikes_of_day(warehouse, store, DAY, RULES).is_empty()
+    assert warehouse.reads == []
+
+
+def test_the_stage_decodes_only_the_columns_it_counts(tmp_path: Path):
+    """With a baseline: three columns for the usage per key, five for the candidates'
+    origins, and the same flags as from the whole day."""
+    warehouse, store = _spike_stores(tmp_path, stored_history())
+    got = spikes_of_day(warehouse, store, DAY, RULES)
+    assert got.equals(flags(planted_day()))
+    assert warehouse.reads == [
+        ("sessions", ("action", "item_id", "owner_site_id")),
+        ("sessions", ("action", "item_id", "owner_site_id", "block_hash", "country")),
+    ]
+
+
+def test_a_day_not_materialised_is_named(tmp_path: Path):
+    warehouse, store = _spike_stores(tmp_path, stored_history())
+    with pytest.raises(LakeReadError, match="no 'sessions' for 2026-01-16"):
+        spikes_of_day(warehouse, store, DAY + dt.timedelta(days=1), RULES)

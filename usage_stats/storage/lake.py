@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -173,9 +173,10 @@ def raw_files_for_day(
     return files
 
 
-def read_parquet_file(lake: Lake, key: str) -> pl.DataFrame:
+def read_parquet_file(lake: Lake, key: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """The file, or only `columns` of it (the others are not decoded)."""
     try:
-        return pl.read_parquet(io.BytesIO(lake.read_bytes(key)))
+        return pl.read_parquet(io.BytesIO(lake.read_bytes(key)), columns=columns)
     except Exception as exc:  # any failure to decode is the file's fault; name it
         raise LakeReadError(f"{lake.describe(key)}: cannot read Parquet file ({exc})") from exc
 

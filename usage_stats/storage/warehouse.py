@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -164,23 +164,30 @@ class Warehouse:
             )
         return keys
 
-    def parts(self, table: str, day: dt.date, read_ahead: bool = False) -> Iterator[pl.DataFrame]:
+    def parts(
+        self,
+        table: str,
+        day: dt.date,
+        read_ahead: bool = False,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[pl.DataFrame]:
         """The day's parts one at a time (a stage holds one piece of the day at once).
 
         With `read_ahead`, the next part is read in the background while the caller works
         on the current one (decoding Parquet then overlaps with the stage's work instead of
-        taking turns with it), at the cost of holding one part more.
+        taking turns with it), at the cost of holding one part more. With `columns`, only
+        those are decoded (a stage that reads three of a table's twenty pays for three).
         """
         keys = self._require(table, day)
         if not read_ahead or len(keys) == 1:
             for key in keys:
-                yield read_parquet_file(self.lake, key)
+                yield read_parquet_file(self.lake, key, columns)
             return
         with ThreadPoolExecutor(1, thread_name_prefix=f"read-{table}") as reader:
-            pending = reader.submit(read_parquet_file, self.lake, keys[0])
+            pending = reader.submit(read_parquet_file, self.lake, keys[0], columns)
             for key in keys[1:]:
                 current = pending.result()
-                pending = reader.submit(read_parquet_file, self.lake, key)
+                pending = reader.submit(read_parquet_file, self.lake, key, columns)
                 yield current
                 del current
             yield pending.result()
@@ -188,6 +195,15 @@ class Warehouse:
     def read(self, table: str, day: dt.date) -> pl.DataFrame:
         frames = list(self.parts(table, day))
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+
+    def schema(self, table: str, day: dt.date) -> pl.Schema:
+        """The stored day's columns, from its first part's footer (no data decoded)."""
+        key = self._require(table, day)[0]
+        try:
+            return pl.read_parquet_schema(io.BytesIO(self.lake.read_bytes(key)))
+        except Exception as exc:  # any failure to decode is the file's fault; name it
+            where = self.lake.describe(key)
+            raise LakeReadError(f"{where}: cannot read Parquet file ({exc})") from exc
 
     def row_count(self, table: str, day: dt.date) -> int:
         """Rows of a stored day from the Parquet footers, without decoding the data."""
