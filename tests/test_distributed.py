@@ -4,6 +4,7 @@ false positives, and no address or clear block past the raw layer."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import random
@@ -286,10 +287,9 @@ def test_pipeline_rejects_the_planted_crawlers_exactly_and_modes_and_reruns_appl
     _no_address_past_the_raw_layer(crawled)
 
 
-def _no_address_past_the_raw_layer(data) -> None:
+def _planted_forms(data) -> tuple[set[bytes], set[int], set[str]]:
     """Every planted address (as bytes, integer and text) and every clear block of the
-    planted crawlers and campus (/24 and /16 as network integer, prefix integer and text) is
-    absent from every warehouse table and from the DuckDB store."""
+    planted crawlers and campus (/24 and /16 as network integer, prefix integer and text)."""
     lake = Path(data.settings.lake_url)
     ips = pl.concat(
         [pl.read_parquet(p, columns=["location_ip"]) for p in lake.rglob("*visits*/**/*.parquet")]
@@ -313,6 +313,12 @@ def _no_address_past_the_raw_layer(data) -> None:
         texts |= {str(net) for net in nets} | {str(net.network_address) for net in nets}
         raw |= {net.network_address.packed[: prefix // 8] for net in nets}
     numbers |= {n >> 8 for n in planted}  # the /24 prefixes as integers (all ≥ 2^19)
+    texts |= {base64.b64encode(b).decode() for b in raw}  # bytes as JSON carries them
+    return raw, numbers, texts
+
+
+def _frame_scanner(data):
+    raw, numbers, texts = _planted_forms(data)
 
     def scan(frame: pl.DataFrame, where: str) -> None:
         for name, dtype in frame.schema.items():
@@ -327,6 +333,13 @@ def _no_address_past_the_raw_layer(data) -> None:
                 continue
             assert not found, f"{where}: column {name} holds a planted address or block"
 
+    return scan, raw
+
+
+def _no_address_past_the_raw_layer(data) -> None:
+    """No planted address or clear block (`_planted_forms`) in any warehouse table or in the
+    DuckDB store."""
+    scan, raw = _frame_scanner(data)
     # the scan finds what it looks for: a leaked address in any of its forms, a clear block
     address = next(b for b in raw if len(b) == 4 and b[0] == 10)
     network = ipaddress.ip_network(f"{ipaddress.IPv4Address(address)}/24", strict=False)
@@ -349,6 +362,74 @@ def _no_address_past_the_raw_layer(data) -> None:
     with duckdb.connect(data.settings.duckdb_path, read_only=True) as con:
         for (table,) in con.sql("SHOW TABLES").fetchall():
             scan(pl.from_arrow(con.sql(f'SELECT * FROM "{table}"').to_arrow_table()), table)
+
+
+def _json_values(value, path: str = ""):
+    """Every leaf of a JSON document with its path (lists and objects walked)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _json_values(inner, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _json_values(inner, path)
+    else:
+        yield path, value
+
+
+def _document_leaks(docs, numbers: set[int], texts: set[str]) -> list[str]:
+    return [
+        f"{index}/{doc_id}: {field}"
+        for index, doc_id, source in docs
+        for field, value in _json_values(source)
+        if (isinstance(value, int) and not isinstance(value, bool) and value in numbers)
+        or (isinstance(value, str) and value in texts)
+    ]
+
+
+def test_no_address_in_any_opensearch_index(crawled):
+    """The same day through the OpenSearch store: every document of every index the run
+    wrote (statistics, compatibility set, spikes) is free of planted addresses and blocks."""
+    from stores import OPENSEARCH_URL, opensearch_available
+
+    reason = opensearch_available()
+    if reason:
+        pytest.skip(reason + "; start it with scripts/services.sh start")
+    import requests
+
+    prefix = f"test{random.getrandbits(40):010x}"
+    _materialize(
+        crawled,
+        {
+            "USAGE_STATS_STATS_STORE": "opensearch",
+            "USAGE_STATS_OPENSEARCH_URL": OPENSEARCH_URL,
+            "USAGE_STATS_OPENSEARCH_PREFIX": prefix,
+            "USAGE_STATS_OPENSEARCH_COMPAT_PREFIX": f"{prefix}-compat",
+        },
+    )
+    try:
+        indices = requests.get(
+            f"{OPENSEARCH_URL}/_cat/indices/{prefix}*", params={"format": "json"}, timeout=30
+        ).json()
+        names = sorted(i["index"] for i in indices)
+        assert any("compat" in n for n in names) and len(names) >= 3, names
+        docs = []
+        for name in names:
+            hits = requests.post(
+                f"{OPENSEARCH_URL}/{name}/_search",
+                json={"size": 10_000, "query": {"match_all": {}}},
+                timeout=60,
+            ).json()["hits"]
+            assert hits["total"]["value"] <= 10_000, name  # every document read
+            docs += [(name, h["_id"], h["_source"]) for h in hits["hits"]]
+        assert len(docs) > 100
+        _, numbers, texts = _planted_forms(crawled)
+        # the scan finds a leak: a planted address in a document, as text and as an integer
+        address = next(iter(n for n in numbers if n >> 24 == 10))
+        leak = [("leak", "1", {"a": {"b": [str(ipaddress.IPv4Address(address)), address]}})]
+        assert len(_document_leaks(leak, numbers, texts)) == 2
+        assert _document_leaks(docs, numbers, texts) == []
+    finally:
+        requests.delete(f"{OPENSEARCH_URL}/{prefix}*", timeout=60)
 
 
 def test_planted_month_recall_and_false_positives():
