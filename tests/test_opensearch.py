@@ -511,3 +511,33 @@ def test_a_rewritten_month_equals_the_month_written_once():
     finally:
         store.delete_all()
         clean.delete_all()
+
+
+def test_new_indices_wait_only_for_the_copies_the_nodes_can_hold(tmp_path, monkeypatch):
+    """Before a day's first document the store waits for its indices' shard copies; on one
+    node a replica can never start, so a store configured with one waits for the primaries
+    (yellow), once per index, not for a green that would only come after the timeout."""
+    store = opensearch_store(replicas=1, copies_timeout_seconds=20)
+    asked: list[dict] = []
+    health = store.client.cluster.health
+
+    def recording_health(*args, **kwargs):
+        asked.append(kwargs)
+        return health(*args, **kwargs)
+
+    monkeypatch.setattr(store.client.cluster, "health", recording_health)
+    try:
+        (day, deltas, snapshot), (later, deltas2, snapshot2) = day_tables(
+            generate(tmp_path / "data"), days=2
+        )
+        store.replace_day(day, deltas, snapshot)
+        store.replace_day(later, deltas2, snapshot2)
+        waits = [k for k in asked if "wait_for_status" in k]
+        assert [w["wait_for_status"] for w in waits] == ["yellow"]
+        assert sorted(waits[0]["index"].split(",")) == sorted(
+            {store.index_for("usage_deltas", day), store.index_for("usage_snapshots", day)}
+        )
+        assert waits[0]["timeout"] == "20s"
+        assert store.row_count("usage_deltas", later) == deltas2.height
+    finally:
+        store.delete_all()

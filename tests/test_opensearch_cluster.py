@@ -9,6 +9,7 @@ stops it after, so that the rest of the suite does not carry two more JVMs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import subprocess
 import time
@@ -137,15 +138,18 @@ class StopNodeMidWrite(OpenSearchStatsStoreResource):
 
     def get_store(self) -> OpenSearchStatsStore:
         store = super().get_store()
-        store.on_batch = _stop_node2_once
+        store.on_batch = functools.partial(_stop_node2_once, store.prefix)
         return store
 
 
 _progress: list[tuple[str, int]] = []
+# The shard copies of the day's indices as they were when node 2 was stopped.
+_copies_at_stop: list[dict] = []
 
 
-def _stop_node2_once(written: int) -> None:
+def _stop_node2_once(prefix: str, written: int) -> None:
     if not any(event == "stopped" for event, _ in _progress):
+        _copies_at_stop.extend(shard_copies(NODE1, f"{prefix}-deltas-*,{prefix}-snapshots-*"))
         services("stop", "cluster-node2")
         _progress.append(("stopped", written))
     else:
@@ -178,12 +182,20 @@ def test_a_node_stopped_mid_write_the_run_completes_with_the_same_documents(clus
         prefix=faulty_prefix, compat_prefix=f"{faulty_prefix}-compat", **common
     )
     _progress.clear()
+    _copies_at_stop.clear()
     try:
         assert run_day(data, clean).success
         health(NODE1)
         assert run_day(data, faulty).success
         # Node 2 was stopped after the first batch, and the day went on being written after.
         assert _progress[0] == ("stopped", 200)
+        # By then every shard of the day's indices had both copies started: the store waits
+        # for them before the first document (a bulk request creating the index writes while
+        # its replicas still initialise, and stopping a node then can take a shard's only
+        # started copy with it: the run failed that way in CI).
+        assert _copies_at_stop
+        assert {c["state"] for c in _copies_at_stop} == {"STARTED"}, _copies_at_stop
+        assert sorted(c["prirep"] for c in _copies_at_stop).count("r") == len(_copies_at_stop) / 2
         assert [e for e, _ in _progress[1:]].count("written") >= 1
         assert requests.get(f"{NODE1}/_cluster/health", timeout=30).json()["number_of_nodes"] == 1
         for table in ("deltas", "snapshots", "compat-*"):

@@ -8,6 +8,7 @@ than a stack of transport internals.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,8 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, TransportError
 
 from usage_stats.storage.store import StatsStoreError
+
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _COMPOSITE_PAGE = 10_000
@@ -87,6 +90,8 @@ class Connection:
                     raise StatsStoreError(f"OpenSearch {what} failed: {exc}") from exc
                 last, reason = exc, f"OpenSearch at {self.url} answered {status}"
             if attempt < self.max_retries:
+                # a failed run's log then tells a node lost from a cluster that stayed down
+                log.warning("%s during %s (attempt %d), retrying: %s", reason, what, attempt, last)
                 time.sleep(delay)
                 delay *= 2
         raise StatsStoreError(
@@ -120,6 +125,13 @@ class Connection:
                     f"{failed[0][1].get('error')}"
                 )
             body = "\n".join(line for i, _ in failed for line in lines[2 * i : 2 * i + 2]) + "\n"
+            log.warning(
+                "OpenSearch refused %d document(s) during %s (attempt %d), retrying: %s",
+                len(failed),
+                what,
+                attempt,
+                failed[0][1].get("error"),
+            )
             time.sleep(delay)
             delay *= 2
 

@@ -86,6 +86,11 @@ class OpenSearchStatsStore(StatsStore):
     # `data_version` is a request to the node: the web cache asks it at most this often.
     version_check_seconds: ClassVar[float] = 1.0
     _templates_ready: bool = field(default=False, repr=False)
+    # Indices this store has seen with their copies in place (`_ensure_indices`).
+    _ready_indices: set[str] = field(default_factory=set, repr=False)
+    # How long a new index's shards are given to start all their copies before its first
+    # document (a node that does not take its replica within this goes on without it).
+    copies_timeout_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.compat_granularity not in compat.GRANULARITIES:
@@ -341,6 +346,51 @@ class OpenSearchStatsStore(StatsStore):
                 lambda n=name: con.client.indices.delete_index_template(name=n, ignore=[404]),
             )
         self._templates_ready = False
+        self._ready_indices.clear()
+
+    def _ensure_indices(self, names: list[str]) -> None:
+        """Create the indices a write goes to before its first document, and wait (bounded)
+        until every shard has all the copies the cluster's data nodes can hold. An index that
+        a bulk request creates takes documents while its replicas are still initialising, and
+        a node lost at that moment takes with it the only started copy of the primaries it
+        held: the shard stays red and the day's write fails (or, worse, its documents are
+        gone). With a node already down, the wait is for the copies the rest can hold."""
+        missing = [name for name in dict.fromkeys(names) if name not in self._ready_indices]
+        if not missing:
+            return
+        con = self.connection
+        health = con.call(
+            "cluster health",
+            lambda: con.client.cluster.health(filter_path="number_of_data_nodes"),
+        )
+        nodes = int(health.get("number_of_data_nodes", 1))
+
+        def create(index: str) -> None:
+            # 400: it exists (an earlier day of the period, or another writer): the wait below
+            # still covers its copies.
+            con.call("index creation", lambda: con.client.indices.create(index=index, ignore=400))
+
+        with ThreadPoolExecutor(max_workers=_CREATING) as pool:
+            list(pool.map(create, missing))
+        # green: every copy of these indices is started; yellow: their primaries are. A
+        # timed-out wait answers 408 with the health as it is: the write goes on then (a node
+        # lost meanwhile), with the copies there are.
+        status = "green" if self.replicas + 1 <= nodes else "yellow"
+        timeout = f"{max(1, round(self.copies_timeout_seconds))}s"
+        for start in range(0, len(missing), 50):  # URLs of a bounded length
+            part = ",".join(missing[start : start + 50])
+            con.call(
+                "waiting for shard copies",
+                lambda p=part: con.client.cluster.health(
+                    index=p,
+                    wait_for_status=status,
+                    # the server's wait; without `request_timeout` the client took it as its own
+                    timeout=timeout,
+                    request_timeout=self.copies_timeout_seconds + self.timeout_seconds,
+                    ignore=408,
+                ),
+            )
+        self._ready_indices.update(missing)
 
     # --- writing --------------------------------------------------------------------------
 
@@ -362,6 +412,7 @@ class OpenSearchStatsStore(StatsStore):
                 for table, frame in tables
             ]
         )
+        self._ensure_indices([self.index_for(table, day) for table, _ in tables])
         con.bulk(lines, f"indexing deltas and snapshots of {day}", self.on_batch)
         con.refresh(",".join(self.index_for(table, day) for table, _ in tables))
         for table, _ in tables:
@@ -392,6 +443,7 @@ class OpenSearchStatsStore(StatsStore):
                 ids = frame.select(writes.record_key_ids()).to_series()
                 index = self.record_index_for(table, day)
                 lines = writes.bulk_lines(encoded, index, ids, write_id)
+                self._ensure_indices([index])
                 con.bulk(lines, f"indexing {table} of {day}", self.on_batch)
             con.refresh(alias)
             writes.delete_stale(con, alias, day, write_id)
@@ -446,6 +498,7 @@ class OpenSearchStatsStore(StatsStore):
                 ids = frame.select(writes.subcount_key_ids()).to_series()
                 index = self.subcount_index_for(table, day)
                 lines = writes.bulk_lines(encoded, index, ids, write_id)
+                self._ensure_indices([index])
                 con.bulk(lines, f"indexing {table} of {day}", self.on_batch)
             con.refresh(alias)
             writes.delete_stale(con, alias, day, write_id)
@@ -517,9 +570,9 @@ class OpenSearchStatsStore(StatsStore):
             self.connection.refresh(pattern)
 
     def _create_compat_indices(self, indices: list[str]) -> None:
-        """Create the missing ones a few at a time: a bulk request creates the indices it
-        names one after another, and each costs the node a cluster state update (about a
-        hundred on the first day of a store: most of that day's time)."""
+        """Create the missing ones a few at a time (`_ensure_indices`): a bulk request creates
+        the indices it names one after another, and each costs the node a cluster state
+        update (about a hundred on the first day of a store: most of that day's time)."""
         con = self.connection
         pattern = f"{self.compat_prefix}-*"
         existing = con.call(
@@ -528,18 +581,8 @@ class OpenSearchStatsStore(StatsStore):
                 index=pattern, allow_no_indices=True, ignore_unavailable=True
             ),
         )
-        missing = [index for index in indices if index not in existing]
-        if not missing:
-            return
-
-        def create(index: str) -> None:
-            # 400: created meanwhile (by another writer); the template gives the rest.
-            con.call(
-                "compatibility index", lambda: con.client.indices.create(index=index, ignore=400)
-            )
-
-        with ThreadPoolExecutor(max_workers=_CREATING) as pool:
-            list(pool.map(create, missing))
+        self._ready_indices.update(index for index in indices if index in existing)
+        self._ensure_indices(indices)
 
     def replace_spike_day(self, day: dt.date, spikes: pl.DataFrame) -> int:
         """As `replace_record_day`: documents by (date, scope, key) overwrite the day's, the
