@@ -591,6 +591,9 @@ def main() -> int:
         admin_db_url = f"sqlite:///{workdir / 'admin.sqlite'}"
         keys_file = workdir / "api_keys.json"
         if keys_file.exists():
+            from usage_stats.admin import db
+
+            db.upgrade(admin_db_url)  # a workdir kept from before a migration
             api_keys = {int(k): v for k, v in json.loads(keys_file.read_text()).items()}
         else:
             api_keys = prepare_admin_db(admin_db_url, args)

@@ -68,12 +68,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
+    from usage_stats.admin import db
     from usage_stats.storage.duckdb_store import DuckDBStatsStore
     from usage_stats.web.app import create_app
 
     workdir = Path(args.workdir)
+    admin_db_url = f"sqlite:///{workdir / 'admin.sqlite'}"
+    db.upgrade(admin_db_url)  # a workdir kept from before a migration
     store = DuckDBStatsStore(workdir / "stats.duckdb", shared_reads=True)
-    app = create_app(store, f"sqlite:///{workdir / 'admin.sqlite'}", response_cache_seconds=0)
+    app = create_app(store, admin_db_url, response_cache_seconds=0)
     keys = json.loads((workdir / "api_keys.json").read_text())
     rng = random.Random(args.seed)
     per_source = args.items // args.sources
