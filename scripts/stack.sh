@@ -203,6 +203,10 @@ cmd_up() {
     mkdir -p "$DAGSTER_HOME" "$USAGE_STATS_DATA_DIR"
     cp "$ROOT/deploy/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
     prepare
+    # The instance's schema, once, before the processes that would each create it on a new
+    # database at their first connection (several at once collide: "asset_keys already exists").
+    "$BIN/dagster" instance migrate >/dev/null || die "dagster instance migrate failed (USAGE_STATS_DAGSTER_POSTGRES_URL)"
+    say "Dagster instance schema up to date"
 
     launch code-server "$BIN/dagster" api grpc -h "$USAGE_STATS_CODE_SERVER_HOST" \
         -p "$USAGE_STATS_CODE_SERVER_PORT" -f definitions.py -d "$ROOT" --location-name usage-stats

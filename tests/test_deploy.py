@@ -259,6 +259,12 @@ def test_compose_has_the_production_topology_on_official_images():
     for name in ("migrate", "code-server", "daemon", "webserver", "worker", "web"):
         assert services[name]["image"] == services["migrate"]["image"], name
     assert services["worker"]["deploy"]["replicas"] == 2
+    # The Dagster instance's schema is created once, by `migrate`, before any process of the
+    # instance starts (several creating it on a new database at once collide).
+    assert "dagster instance migrate" in " ".join(services["migrate"]["command"])
+    for name in ("code-server", "daemon", "webserver", "worker"):
+        needs = services[name]["depends_on"]["migrate"]
+        assert needs == {"condition": "service_completed_successfully"}, name
     # Two OpenSearch nodes that find each other, with the security plugin off (plain http).
     for node in ("opensearch-node1", "opensearch-node2"):
         env = services[node]["environment"]

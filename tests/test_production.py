@@ -298,6 +298,18 @@ def cluster(
         logs={name: root / f"{name}.log" for name in names},
     )
     cluster.schedule_at = at  # type: ignore[attr-defined]
+    # The instance's schema first, as deploy/compose.yaml's `migrate` and `make stack` do: the
+    # code server and the two workers starting together on the new database each created it,
+    # and one failed with "type asset_keys already exists" (CI, once).
+    migrated = subprocess.run(
+        [str(BIN / "dagster"), "instance", "migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrated.returncode == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
     try:
         _spawn(
             cluster,
