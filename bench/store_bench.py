@@ -212,6 +212,49 @@ def measure(path: Path, days: int, templates, plan, args) -> dict:
     return result
 
 
+def measure_maintenance(path: Path, days: int, templates, plan, args) -> dict:
+    """`--maintenance-only`: what the nightly run costs at this size, on this store only (as
+    built, compacted monthly with `--compact-during-build`): one day appended, a mid-history
+    day re-written, one more appended, and the reads, without the copies arranged otherwise
+    (sorting or compacting a long history whole takes hours at large days)."""
+    store = DuckDBStatsStore(path, run_rows=args.run_rows)
+    result: dict = {"days": days, "file_mib": file_mib(path), "runs": runs_summary(store)}
+    result["append"] = stats_index_day(store, day_of(templates, days), store.optimize)
+    rewrites = [
+        stats_index_day(store, day_of(templates, days // 2, r + 1), store.optimize)
+        for r in range(args.rewrites)
+    ]
+    result["rewrite"] = rewrites[0] if rewrites else None
+    result["rewrite_totals"] = [r["total"] for r in rewrites]
+    result["append_again"] = stats_index_day(store, day_of(templates, days + 1), store.optimize)
+    result["runs_after"] = runs_summary(store)
+    result["file_mib_after"] = file_mib(path)
+    result["row_groups_runs"] = row_groups(path)
+    result["reads_runs"] = reads({"runs": store}, days + 2, plan)["runs"]
+    return result
+
+
+def print_maintenance(stage: dict) -> None:
+    runs = {name: len(each) for name, each in stage["runs_after"].items()}
+    print(f"\n{stage['days']} days stored, {stage['file_mib']} MiB; runs after: {runs}")
+    steps = ("replace_day", "row_count", "record_titles", "optimize", "total")
+    print(f"  {'one day, seconds':<26}" + "".join(f"{s:>14}" for s in steps))
+    for label, key in (
+        ("append", "append"),
+        ("rewrite mid-history", "rewrite"),
+        ("append again", "append_again"),
+    ):
+        if stage[key] is not None:
+            print(f"  {label:<26}" + "".join(f"{stage[key][s]:>14.2f}" for s in steps))
+    groups = stage["row_groups_runs"]
+    print(
+        f"  {groups['row_groups']} row groups; a query of scope global may read "
+        f"{groups['global']}, source {groups['source']}, item {groups['item']}; "
+        f"{stage['file_mib_after']} MiB"
+    )
+    print("  reads, median ms: " + ", ".join(f"{k} {v}" for k, v in stage["reads_runs"].items()))
+
+
 def row_groups(path: Path) -> dict[str, int]:
     """Row groups of usage_deltas, and how many of them a query of each scope cannot skip by
     the min/max of their `scope` column (what DuckDB keeps per column segment; a group's
@@ -333,6 +376,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15, help="calls per read, median")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None, help="where the store is built")
+    parser.add_argument(
+        "--compact-during-build",
+        action="store_true",
+        help="compact the closed months as each new month starts (the store_compaction job)",
+    )
+    parser.add_argument(
+        "--maintenance-only",
+        action="store_true",
+        help="at each size only the stats_index days and the reads, no copies arranged otherwise",
+    )
     args = parser.parse_args()
     sizes = sorted(set(args.days))
 
@@ -355,6 +408,7 @@ def main() -> int:
         "delta_rows_per_day": {"min": min(per_day), "max": max(per_day)},
         "load_before": load_before,
         "build": [],
+        "compactions": [],
         "stages": [],
     }
     with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.workdir) as tmp:
@@ -364,6 +418,25 @@ def main() -> int:
         for index in range(sizes[-1]):
             timing = stats_index_day(store, day_of(templates, index), store.optimize)
             results["build"].append(timing)
+            upcoming = FIRST_DAY + dt.timedelta(days=index + 1)
+            if args.compact_during_build and upcoming.day == 1:
+                # The month just ended is closed: the monthly job rewrites it as one run
+                # before the next month's first stats_index (not part of any day's cost).
+                report = store.compact(period="month", max_run_rows=args.max_run_rows)
+                results["compactions"].append(
+                    {
+                        "before": upcoming.isoformat(),
+                        "seconds": round(report.seconds, 2),
+                        "rows_moved": report.rows_moved,
+                        "runs_before": report.runs_before,
+                        "runs_after": report.runs_after,
+                    }
+                )
+                print(
+                    f"  compacted before {upcoming}: {report.rows_moved:,} rows moved in "
+                    f"{report.seconds:.1f} s, runs {report.runs_before} → {report.runs_after}",
+                    flush=True,
+                )
             if (index + 1) % 30 == 0 or index + 1 in sizes:
                 print(
                     f"  built {index + 1} days in {time.perf_counter() - built:.0f} s; "
@@ -372,15 +445,20 @@ def main() -> int:
                 )
             if index + 1 in sizes:
                 days = index + 1
+                measured, show = (
+                    (measure_maintenance, print_maintenance)
+                    if args.maintenance_only
+                    else (measure, print_stage)
+                )
                 if days == sizes[-1]:
-                    stage = measure(path, days, templates, plan, args)
+                    stage = measured(path, days, templates, plan, args)
                 else:
                     copy = Path(tmp) / f"stage-{days}.duckdb"
                     shutil.copyfile(path, copy)
-                    stage = measure(copy, days, templates, plan, args)
+                    stage = measured(copy, days, templates, plan, args)
                     copy.unlink()
                 results["stages"].append(stage)
-                print_stage(stage)
+                show(stage)
     load_after = os.getloadavg()
     results["load_after"] = load_after
     totals = [b["total"] for b in results["build"]]

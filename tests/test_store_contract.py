@@ -227,6 +227,13 @@ def test_item_titles_latest_day_wins_and_old_days_do_not_bring_old_titles_back(s
     store.record_titles(DATES[2], titles((key, "Third day")))
     assert store.titles((key, other)) == {key: "Third day", other: "Other"}
     assert store.record_titles(DATES[2], titles()) == 0
+    # one batch of new and known keys (the DuckDB store inserts the new ones first): each
+    # known key keeps its rule, an older day's title refused, a later one taken
+    new = f"oai:titles.example.org:{id(store)}/3"
+    assert store.record_titles(DATES[1], titles((new, "New"), (key, "Old again"))) == 2
+    assert store.titles((key, other, new)) == {key: "Third day", other: "Other", new: "New"}
+    assert store.record_titles(DATES[2], titles((other, "Other, later"), (new, "New, later"))) == 2
+    assert store.titles((other, new)) == {other: "Other, later", new: "New, later"}
 
 
 def test_item_metadata_exact_rows_upsert_and_idempotent_re_record(store):
