@@ -634,7 +634,9 @@ class DuckDBStatsStore(StatsStore):
         if query.level is not None:
             clause += " AND level = ?"
             params.append(query.level)
-        with self._connect() as con:
+        # a reader like the others (the shared connection when serving): a writable one of
+        # its own waited for every read-only reader of the process to close first
+        with self._read(prepared=True) as con:
             frame = pl.from_arrow(
                 con.sql(
                     f"SELECT date, level, visitors FROM {USAGE_SUBCOUNT_TABLES[0]} WHERE {clause}",
