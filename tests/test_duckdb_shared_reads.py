@@ -107,3 +107,30 @@ def test_a_dead_writers_announcement_is_ignored(tmp_path):
     assert reader.writers_waiting()
     assert total(reader) == 3  # read with a connection of its own meanwhile
     assert reader._shared.opened == 0
+
+
+def test_the_web_s_reads_leave_the_data_version_as_it_is(tmp_path):
+    """Every read of a serving process goes through the shared read-only connection: a read
+    that opened a writable connection of its own bumped the data version when it closed, and
+    so emptied the response cache of every worker (the subcounts' visitors did, on each
+    request of the dashboard's visitors panel)."""
+    path = tmp_path / "stats.duckdb"
+    DuckDBStatsStore(path).replace_day(DAY1, *day_rows(DAY1, 3))
+    reader = DuckDBStatsStore(path, shared_reads=True)
+    assert total(reader) == 3  # the first read prepares the file, once
+    before = reader.data_version()
+    first, last = dt.date(2026, 1, 1), dt.date(2026, 1, 31)
+    reads = {
+        "totals": lambda: total(reader),
+        "days": reader.days,
+        "record_days": reader.record_days,
+        "subcount_days": reader.subcount_days,
+        "subcounts": lambda: reader.subcounts("global", "global", first, last, field="language"),
+        "subcount_visitors": lambda: reader.subcount_visitors("global", "global", first, last),
+        "spikes": lambda: reader.spikes(first, last),
+        "titles": lambda: reader.titles(("oai:x.example.org:1",)),
+        "item_metadata": lambda: reader.item_metadata(("oai:x.example.org:1",)),
+    }
+    for name, read in reads.items():
+        read()
+        assert reader.data_version() == before, f"{name} changed the data version"
