@@ -314,6 +314,7 @@ def run_store(
     paths: dict[str, str],
     workdir: Path,
 ) -> dict[str, Any]:
+    from usage_stats.storage.duckdb_store import DuckDBStatsStore
     from usage_stats.web import create_app
 
     print(f"{kind}:", flush=True)
@@ -344,7 +345,11 @@ def run_store(
             result["load"]["file_mib"] = round(Path(location).stat().st_size / 2**20, 1)
         print(f"  load: {result['load']}", flush=True)
         result["load_average_before"] = os.getloadavg()
-        with serving(create_app(store, admin_db_url)) as base:
+        # served as `usage-stats serve` opens it: the DuckDB file through one shared read-only
+        # connection (a reader of its own per request, some of them writable, bumped the data
+        # version and so emptied the response cache at every record or subcount request)
+        served = DuckDBStatsStore(Path(location), shared_reads=True) if kind == "duckdb" else store
+        with serving(create_app(served, admin_db_url)) as base:
             result["views"] = measure_views(base, paths, args.loads)
             result["api"] = replay_api(base, result["views"], args.loads)
         result["load_average_after"] = os.getloadavg()
