@@ -1,3 +1,5 @@
+import datetime as dt
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -12,6 +14,7 @@ from assets.days import each_day
 from assets.metadata import report_day
 from assets.partitions import DAILY_USAGE
 from resources import StatsStoreResource, WarehouseResource
+from usage_stats.pipeline.snapshots import pending_deltas, stored_snapshot
 
 MATCHES_DELTAS = "store_rows_equal_delta_rows"
 
@@ -38,10 +41,19 @@ def stats_index(
     store = warehouse.get_warehouse()
     target = stats_store.get_store()
     mismatched: dict[str, dict[str, int]] = {}
+    stored_days = target.days()
     for day in each_day(context, "stats_index"):
         deltas = store.read("item_daily_deltas", day)
         snapshot = store.read("usage_snapshots", day)
-        result = target.replace_day(day, deltas, snapshot)
+        # Items keep their stored row until used again: the day stores the rows of the items
+        # used since the store's previous day (normally this day's deltas), rollups whole.
+        previous = max((d for d in stored_days if d < day), default=None)
+        changed = None
+        if previous is not None:
+            changed = deltas if previous == day - dt.timedelta(days=1) else None
+            changed = pending_deltas(store, previous, day) if changed is None else changed
+        result = target.replace_day(day, deltas, stored_snapshot(snapshot, changed))
+        stored_days = sorted({*stored_days, day})
         stored = target.row_count("usage_deltas", day)
         titles = store.read_optional("item_titles", day)
         titled = target.record_titles(day, titles) if titles is not None else 0
@@ -52,6 +64,7 @@ def stats_index(
             result.delta_rows + result.snapshot_rows,
             delta_rows=result.delta_rows,
             snapshot_rows=result.snapshot_rows,
+            snapshot_rows_unchanged=snapshot.height - result.snapshot_rows,
             titles_recorded=titled,
         )
         if stored != deltas.height:

@@ -57,7 +57,9 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 
 from web_bench import FIRST_DAY, RESULTS_DIR, with_rollups, year_of_items  # noqa: E402
 
+from usage_stats.pipeline.metrics import METRICS  # noqa: E402
 from usage_stats.storage.duckdb_store import RUN_ROWS, DuckDBStatsStore  # noqa: E402
+from usage_stats.storage.store import RowFilter  # noqa: E402
 
 
 def draw_days(args: argparse.Namespace) -> list[pl.DataFrame]:
@@ -82,10 +84,23 @@ def day_of(templates: list[pl.DataFrame], index: int, variant: int = 0) -> pl.Da
     return frame.with_columns(pl.lit(day).alias("date"))
 
 
+SNAPSHOT = "sparse"  # main() sets it from --snapshot
+
+
+def stored_snapshot(deltas: pl.DataFrame) -> pl.DataFrame:
+    """The snapshot rows a day stores. `sparse`: as many as stats_index stores now (every
+    rollup row and the rows of the items used that day: the day's own rows, metrics doubled
+    to stand for totals; the store never looks at the values); `global`: its global rows
+    only (the bench before sparse snapshots, which left the snapshot's size out)."""
+    if SNAPSHOT == "global":
+        return deltas.filter(pl.col("scope") == "global")
+    return deltas.with_columns(pl.col(m) * 2 for m in METRICS)
+
+
 def stats_index_day(store: DuckDBStatsStore, deltas: pl.DataFrame, arrange: Callable) -> dict:
     """The steps of the stats_index asset for one day, each timed (seconds)."""
     day = deltas.item(0, "date")
-    snapshot = deltas.filter(pl.col("scope") == "global")
+    snapshot = stored_snapshot(deltas)
     titles = (
         deltas.filter(pl.col("scope") == "item")
         .select("key")
@@ -142,6 +157,11 @@ def reads(stores: dict[str, DuckDBStatsStore], days: int, plan: dict[str, list])
             "top_items": lambda i: store.top("item", first, last, "views", 10),
             "source_top_items": lambda i: store.top(
                 "item", first, last, "views", 10, owner_site_ids=(plan["sources"][i],)
+            ),
+            # cumulative reads: each item's latest snapshot row on or before each day
+            "item_snapshot": lambda i: store.snapshot("item", plan["items"][i], last),
+            "item_cumulative": lambda i: store.snapshot_sums_where(
+                "item", first, last, (RowFilter(keys=(plan["items"][i],)),)
             ),
         }
 
@@ -386,8 +406,16 @@ def main() -> int:
         action="store_true",
         help="at each size only the stats_index days and the reads, no copies arranged otherwise",
     )
+    parser.add_argument(
+        "--snapshot",
+        choices=("sparse", "global"),
+        default="sparse",
+        help="the snapshot rows a day stores (see stored_snapshot)",
+    )
     args = parser.parse_args()
     sizes = sorted(set(args.days))
+    global SNAPSHOT
+    SNAPSHOT = args.snapshot
 
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")

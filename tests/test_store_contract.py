@@ -1130,3 +1130,94 @@ def test_usage_spikes_exact_rows_replaced_per_day_and_idempotent(store):
     with pytest.raises(StatsStoreError, match="twice"):
         store.replace_spike_day(d2, pl.concat([other, other]))
     assert store.spikes(d2, d2).to_dicts() == other.to_dicts()
+
+
+def _usage_rows(day: dt.date, *rows: tuple) -> pl.DataFrame:
+    """Delta rows (scope, key, site, level, owner, country, views), other metrics 0."""
+    names = ("scope", "key", "site_id", "level", "owner_site_id", "country", "views")
+    schema = {n: DELTA_SCHEMA[n] for n in names}
+    frame = pl.DataFrame([dict(zip(names, r, strict=True)) for r in rows], schema=schema)
+    return (
+        frame.with_columns(pl.lit(day).alias("date"))
+        .with_columns(pl.lit(0).alias(m) for m in METRICS if m != "views")
+        .select(list(DELTA_SCHEMA))
+        .cast(DELTA_SCHEMA)
+    )
+
+
+def _fresh_store_like(store, path: Path):
+    if isinstance(store, DuckDBStatsStore):
+        return DuckDBStatsStore(path)
+    return opensearch_store(batch_size=500)
+
+
+def test_sparse_snapshots_read_as_whole_ones(store, contract_data, tmp_path):
+    """A store given each day only the item rows that changed (`stored_snapshot`) answers
+    every snapshot read as a store given whole snapshots: planted days where an item goes
+    unused for days, an item changes owner and a day has no item use at all; then the
+    generated days."""
+    from usage_stats.pipeline.snapshots import next_snapshot, stored_snapshot
+
+    d = [dt.date(2024, 5, 1) + dt.timedelta(days=i) for i in range(4)]
+    a, b, c = "oai:x:a", "oai:x:b", "oai:x:c"
+    planted = [
+        _usage_rows(d[0], ("item", a, 1, "R", 1, "AR", 3), ("item", b, 1, "R", None, "BR", 2)),
+        _usage_rows(d[1], ("item", a, 1, "R", 1, "AR", 1), ("item", c, 2, "N", 2, "AR", 4)),
+        _usage_rows(d[2], ("item", b, 1, "R", 1, "BR", 5)),  # b claimed by site 1 now
+        _usage_rows(d[3]),  # no item used
+    ]
+    planted = [
+        pl.concat([f, _usage_rows(day, ("global", "global", 1, "R", None, "AR", 1))])
+        for day, f in zip(d, planted, strict=True)
+    ]
+    generated = [(day, deltas) for day, deltas, _ in contract_data[1]]
+    for n, days_deltas in enumerate((list(zip(d, planted, strict=True)), generated)):
+        sparse = _fresh_store_like(store, tmp_path / f"sparse{n}.duckdb")
+        reference = _fresh_store_like(store, tmp_path / f"whole{n}.duckdb")
+        previous = None
+        for i, (day, deltas) in enumerate(days_deltas):
+            previous = next_snapshot(previous, deltas, day)
+            reference.replace_day(day, deltas, previous)
+            kept = stored_snapshot(previous, deltas if i else None)
+            write = sparse.replace_day(day, deltas, kept)
+            assert write.snapshot_rows == kept.height
+        try:
+            days = [day for day, _ in days_deltas]
+            assert sparse.days() == reference.days() == days
+            items = pl.concat(f for _, f in days_deltas).filter(pl.col("scope") == "item")
+            keys = items.get_column("key").unique().sort().to_list()[:12]
+            owner = items.get_column("owner_site_id").drop_nulls().min()
+            sites = items.get_column("site_id").unique().to_list()
+            for day in days:
+                for key in keys:
+                    assert_frame_equal(
+                        sparse.snapshot("item", key, day), reference.snapshot("item", key, day)
+                    )
+            filters = [
+                (RowFilter(keys=(keys[0],)),),
+                (RowFilter(owner_site_ids=(owner,)),),
+                (RowFilter(owner_site_ids=(None,)), RowFilter(site_ids=(sites[-1],))),
+                (RowFilter(),),
+            ]
+            for where in filters:
+                for by in (("date",), ("date", "country"), ("date", "owner_site_id")):
+                    got = sparse.snapshot_sums_where("item", days[0], days[-1], where, by)
+                    want = reference.snapshot_sums_where("item", days[0], days[-1], where, by)
+                    assert_frame_equal(got, want)
+            if days_deltas[0][0] == d[0]:
+                # the planted truth: b counts for owner 1 from the day it was claimed
+                owned = sparse.snapshot_sums_where(
+                    "item", d[0], d[-1], (RowFilter(None, None, (1,)),)
+                )
+                assert owned.select("date", "views").rows() == [
+                    (d[0], 3),
+                    (d[1], 4),
+                    (d[2], 11),
+                    (d[3], 11),
+                ]
+                assert sparse.row_count("usage_snapshots", d[3]) == 1  # the global row only
+                assert reference.row_count("usage_snapshots", d[3]) == 4
+        finally:
+            for s in (sparse, reference):
+                if not isinstance(s, DuckDBStatsStore):
+                    s.delete_all()

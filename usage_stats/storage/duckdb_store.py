@@ -983,14 +983,16 @@ class DuckDBStatsStore(StatsStore):
             rows = con.execute("SELECT DISTINCT date FROM usage_snapshots ORDER BY date").fetchall()
         return [r[0] for r in rows]
 
-    def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame:
+    def _snapshot_history(
+        self, scope: str, end: dt.date, where: tuple[RowFilter, ...]
+    ) -> pl.DataFrame:
+        clause, params = _any_of(scope, dt.date.min, end, where)
         with self._read() as con:
             table = con.sql(
-                "SELECT * FROM usage_snapshots WHERE scope = ? AND key = ? AND date = ? "
-                "ORDER BY site_id, level, country",
-                params=[scope, key, day],
+                f"SELECT {', '.join(DELTA_SCHEMA)} FROM usage_snapshots WHERE {clause}",
+                params=params,
             ).to_arrow_table()
-        return pl.from_arrow(table)
+        return pl.from_arrow(table).cast(DELTA_SCHEMA)
 
     def _sums_where(
         self,

@@ -90,6 +90,79 @@ class RowFilter:
         within = keys if self.keys is None else tuple(k for k in keys if k in set(self.keys))
         return RowFilter(within, self.site_ids, self.owner_site_ids)
 
+    def of_groups(self) -> RowFilter:
+        """The filter on what names a row's group alone (key and site), without the owner: an
+        item's owner can change from one snapshot row to the next, so a sparse snapshot's
+        rows are fetched by group and the owner is tested on the row in force."""
+        return RowFilter(self.keys, self.site_ids, None)
+
+    def expr(self) -> pl.Expr:
+        """The filter on a frame of store rows, as the stores apply it in their queries."""
+        tests = [pl.lit(True)]
+        for column, values in (
+            ("key", self.keys),
+            ("site_id", self.site_ids),
+            ("owner_site_id", self.owner_site_ids),
+        ):
+            if values is None:
+                continue
+            present = [v for v in values if v is not None]
+            test = pl.col(column).is_in(present) if present else pl.lit(False)
+            if len(present) < len(values):
+                test = test | pl.col(column).is_null()
+            tests.append(test.fill_null(False))
+        return pl.all_horizontal(tests)
+
+
+SNAPSHOT_GROUP = ("scope", "key", "site_id", "level", "country")
+
+
+def rows_in_force(history: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """Each group's latest stored snapshot row on or before `day`, dated `day`: the group's
+    cumulative totals that day, whether the store keeps snapshots whole or sparse."""
+    return (
+        history.filter(pl.col("date") <= day)
+        .sort("date")
+        .group_by(SNAPSHOT_GROUP, maintain_order=True)
+        .last()
+        .with_columns(pl.lit(day, pl.Date).alias("date"))
+        .select(list(DELTA_SCHEMA))
+        .sort(["site_id", "level", "country"], nulls_last=True)
+    )
+
+
+def as_of_sums(
+    history: pl.DataFrame, days: list[dt.date], where: tuple[RowFilter, ...], by: tuple[str, ...]
+) -> pl.DataFrame:
+    """`snapshot_sums_where` on snapshot rows that may be sparse: per day of `days`, the
+    rows in force (each group's latest on or before it) that match any filter of `where`,
+    summed by `by`. A day where no row matches is absent, as with whole snapshots."""
+    if history.is_empty():
+        return empty_sums(by).drop("rows")
+    groups = history.select(SNAPSHOT_GROUP).unique()
+    grid = groups.join(pl.DataFrame({"day": days}, schema={"day": pl.Date()}), how="cross")
+    in_force = (
+        grid.sort("day")
+        .join_asof(
+            history.sort("date"),
+            left_on="day",
+            right_on="date",
+            by=list(SNAPSHOT_GROUP),
+            strategy="backward",
+            check_sortedness=False,  # sorted by date, as the join needs within each group
+        )
+        .filter(pl.col("date").is_not_null())
+        .with_columns(pl.col("day").alias("date"))
+        .filter(pl.any_horizontal(w.expr() for w in where))
+    )
+    if in_force.is_empty():
+        return empty_sums(by).drop("rows")
+    return (
+        in_force.group_by(list(by))
+        .agg(pl.col(m).sum().cast(pl.Int64) for m in METRICS)
+        .sort(list(by), nulls_last=True)
+    )
+
 
 class StatsStoreError(RuntimeError):
     """The store refused or could not complete a write; nothing of that day was changed."""
@@ -238,7 +311,12 @@ class StatsStore(ABC):
 
     @abstractmethod
     def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
-        """Atomically replace everything stored for `day` (deltas and snapshot)."""
+        """Atomically replace everything stored for `day` (deltas and snapshot).
+
+        `snapshot` may be sparse (`usage_stats.pipeline.snapshots.stored_snapshot`): every
+        rollup row of the day's snapshot, and of the item scope only the rows of items whose
+        totals changed since the store's previous day. The snapshot reads take each item's
+        latest row on or before the day asked, so a whole snapshot reads the same."""
 
     @abstractmethod
     def replace_record_day(
@@ -532,9 +610,12 @@ class StatsStore(ABC):
     def days(self) -> list[dt.date]:
         """Every day with a stored snapshot, in order."""
 
-    @abstractmethod
     def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame:
-        """The cumulative rows of one scope/key on `day`, ordered by site, level, country."""
+        """The cumulative rows of one scope/key on `day` (a stored day; any other: none),
+        ordered by site, level, country."""
+        if not self.row_count("usage_snapshots", day):
+            return pl.DataFrame(schema=DELTA_SCHEMA)
+        return rows_in_force(self._snapshot_history(scope, day, (RowFilter(keys=(key,)),)), day)
 
     def sums_where(
         self,
@@ -572,7 +653,22 @@ class StatsStore(ABC):
         if "date" not in by or "month" in by:
             raise ValueError(f"snapshots are summed per date, not by {by}")
         check_groups(by)
-        return self._sums_where(scope, start, end, where, by, (), "usage_snapshots").drop("rows")
+        if scope != "item":  # rollups are stored whole every day
+            return self._sums_where(scope, start, end, where, by, (), "usage_snapshots").drop(
+                "rows"
+            )
+        days = [d for d in self.days() if start <= d <= end]
+        if not days or not where:
+            return empty_sums(by).drop("rows")
+        history = self._snapshot_history(scope, end, tuple(w.of_groups() for w in where))
+        return as_of_sums(history, days, where, by)
+
+    @abstractmethod
+    def _snapshot_history(
+        self, scope: str, end: dt.date, where: tuple[RowFilter, ...]
+    ) -> pl.DataFrame:
+        """Every stored snapshot row of `scope` dated on or before `end` matching any filter
+        of `where` (`DELTA_SCHEMA`): what the rows in force on each day are chosen from."""
 
     def top_where(
         self,

@@ -164,29 +164,28 @@ def top_keys(
     )
 
 
-def snapshot_rows(
-    connection: Connection, index: str, scope: str, key: str, day: dt.date
+def snapshot_history(
+    connection: Connection, index: str, scope: str, end: dt.date, where: tuple[RowFilter, ...]
 ) -> pl.DataFrame:
-    query = {
-        "bool": {
-            "filter": [
-                {"term": {"scope": scope}},
-                {"term": {"key": key}},
-                {"term": {"date": day.isoformat()}},
-            ]
-        }
+    """The store's `_snapshot_history`: the matching snapshot documents up to `end`, read as
+    they are (a scroll: the rows in force are chosen from them, nothing is summed here)."""
+    body = {
+        "query": where_query(scope, dt.date.min, end, where),
+        "_source": list(DELTA_SCHEMA),
+        "size": connection.batch_size,
     }
-    result = connection.search(index, {"size": 10_000, "query": query})
-    rows = [hit["_source"] for hit in result["hits"]["hits"]]
-    for row in rows:
-        row.pop("write_id", None)
-        row["date"] = dt.date.fromisoformat(row["date"])
-    frame = (
-        pl.DataFrame(rows, schema=DELTA_SCHEMA, orient="row")
-        if rows
-        else pl.DataFrame(schema=DELTA_SCHEMA)
+    rows = [hit["_source"] for hits in connection.scroll("snapshots", index, body) for hit in hits]
+    if not rows:
+        return pl.DataFrame(schema=DELTA_SCHEMA)
+    return (
+        pl.DataFrame(
+            rows,
+            schema={c: pl.String() if c == "date" else t for c, t in DELTA_SCHEMA.items()},
+            orient="row",
+        )
+        .with_columns(pl.col("date").str.to_date())
+        .select(list(DELTA_SCHEMA))
     )
-    return frame.sort(["site_id", "level", "country"], nulls_last=True)
 
 
 def stored_days(connection: Connection, index: str) -> list[dt.date]:

@@ -776,9 +776,11 @@ class OpenSearchStatsStore(StatsStore):
     def days(self) -> list[dt.date]:
         return queries.stored_days(self.connection, self.alias("usage_snapshots"))
 
-    def snapshot(self, scope: str, key: str, day: dt.date) -> pl.DataFrame:
-        return queries.snapshot_rows(
-            self.connection, self.alias("usage_snapshots"), scope, key, day
+    def _snapshot_history(
+        self, scope: str, end: dt.date, where: tuple[RowFilter, ...]
+    ) -> pl.DataFrame:
+        return queries.snapshot_history(
+            self.connection, self.alias("usage_snapshots"), scope, end, where
         )
 
     def _sums_where(
