@@ -7,7 +7,8 @@ OpenSearch (`scripts/services.sh start opensearch`): `replace_day` (delta, snaps
 Referencia compatibility documents, monthly by default: rebuilt from the month's item deltas in
 the store; `--compat-granularity day`), `row_count`, `record_titles` and `optimize`. The figure
 is the documents stored (delta + snapshot + the compatibility documents of the period + titles)
-over that wall time.
+over that wall time. The snapshot documents are those stats_index stores: the day's whole
+snapshot on the first day, then its rollups and the items used that day (`stored_snapshot`).
 
 A day later in a month costs more, since its monthly compatibility documents are rebuilt from
 every stored day of the month: `--month-days K` first loads the K earlier days of the same
@@ -95,6 +96,7 @@ def main() -> int:
     import polars as pl
 
     from usage_stats.admin.sources import CsvSourceRegistry
+    from usage_stats.pipeline.snapshots import stored_snapshot
     from usage_stats.storage import lareferencia_index
     from usage_stats.storage.opensearch import OpenSearchStatsStore
 
@@ -107,10 +109,14 @@ def main() -> int:
         n_events = json.loads((folder / "prepared.json").read_text())["events"][-1]
 
         def frames(day: dt.date) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-            return tuple(
+            """The day's deltas, the snapshot rows stats_index stores (sparse after the
+            first day: `stored_snapshot`) and titles."""
+            deltas, snapshot, titles = (
                 pl.read_parquet(folder / f"{day}-{name}.parquet")
                 for name in ("deltas", "snapshot", "titles")
             )
+            stored = stored_snapshot(snapshot, deltas if day > DAY else None)
+            return deltas, stored, titles
 
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         options = {"batch_size": args.batch_size} if args.batch_size else {}

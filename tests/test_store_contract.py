@@ -1221,3 +1221,26 @@ def test_sparse_snapshots_read_as_whole_ones(store, contract_data, tmp_path):
             for s in (sparse, reference):
                 if not isinstance(s, DuckDBStatsStore):
                     s.delete_all()
+
+
+@pytest.mark.parametrize("rows, merged", [(60, False), (40, True)])
+def test_days_of_half_a_run_stay_alone(tmp_path, rows, merged):
+    """`optimize` leaves a day of half `run_rows` or more a run alone (merging two of them
+    rewrites a run's worth of rows to save one run); smaller days still merge."""
+    store = DuckDBStatsStore(tmp_path / "half.duckdb", run_rows=100)
+    days = [dt.date(2024, 6, 1) + dt.timedelta(days=i) for i in range(4)]
+    for n, day in enumerate(days):
+        deltas = pl.concat(
+            [
+                _usage_rows(day, *[("item", f"k{n}-{i}", 1, "R", 1, "AR", 1) for i in range(rows)]),
+                _usage_rows(day, *[("site", "1", 1, "R", None, f"C{i}", 1) for i in range(rows)]),
+            ]
+        )
+        store.replace_day(day, deltas, deltas)
+        store.optimize()
+    for (table, part), runs in store.runs().items():
+        days_per_run = [n for _, n, _ in runs]
+        if merged:
+            assert max(days_per_run) > 1, (table, part, runs)
+        else:
+            assert days_per_run == [1, 1, 1, 1], (table, part, runs)

@@ -18,9 +18,11 @@ written together, ordered by scope, key and date, and listed in `store_runs`:
   the network's year reads a few row groups even when each day's items are a run alone;
 - `optimize` merges the runs smaller than `run_rows` (default four row groups) into one
   sorted run. A day's stats_index run merges at most the one open run and the new day, so
-  its cost is bounded by `run_rows` whatever the history; a day larger than that is already a
-  good run alone. A query reads about one row group or segment per run: a year of small days
-  is a handful of runs, a year of million-row days is a run per day.
+  its cost is bounded by `run_rows` whatever the history; a day of half `run_rows` or more
+  is already a good run alone and is not merged (merging two such days rewrites a run's
+  worth of rows every other night, 1–2 s at 10M-event days, to save one run of the month
+  that `compact` rewrites anyway). A query reads about one row group or segment per run: a
+  year of small days is a handful of runs, a year of million-row days is a run per day.
 - DuckDB (2.0) compacts row groups emptied by deletes at each checkpoint and reuses the freed
   blocks, so re-written and merged days grow the file by about one merged run, not more.
 
@@ -848,19 +850,24 @@ class DuckDBStatsStore(StatsStore):
         """Merge the runs smaller than `run_rows` into one sorted run per table, in one
         transaction, then checkpoint (which also compacts what deletes emptied). After a
         one-day run that is the open run and the new day: bounded by `run_rows`, not by
-        history. Returns the seconds it took."""
+        history. A run of one day of at least half `run_rows` is left alone (see the module
+        docstring). Returns the seconds it took."""
         started = time.perf_counter()
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 for table in STORE_TABLES:
                     for part in _PARTS:
+                        # A day of half a run or more stays a run alone: merging it would
+                        # rewrite a run's worth of rows every other night to save one run
+                        # until the month's compaction (a 10M-event day is 0.8 of a run).
                         small = [
                             run
                             for (run,) in con.execute(
                                 "SELECT run FROM store_runs WHERE tbl = ? AND part = ? "
-                                "GROUP BY run HAVING sum(rows) < ? ORDER BY run",
-                                [table, part, self.run_rows],
+                                "GROUP BY run HAVING sum(rows) < ? "
+                                "AND NOT (count(*) = 1 AND sum(rows) >= ?) ORDER BY run",
+                                [table, part, self.run_rows, self.run_rows // 2],
                             ).fetchall()
                         ]
                         if len(small) > 1:
@@ -980,7 +987,15 @@ class DuckDBStatsStore(StatsStore):
 
     def days(self) -> list[dt.date]:
         with self._read() as con:
-            rows = con.execute("SELECT DISTINCT date FROM usage_snapshots ORDER BY date").fetchall()
+            # from the run list, a row per stored day and part: the table itself is hundreds
+            # of millions of rows after a year of large days (1.3 s to scan for its dates)
+            # (a store from before the run list, not written since: the table)
+            sql = (
+                "SELECT DISTINCT date FROM store_runs WHERE tbl = 'usage_snapshots' ORDER BY date"
+                if _has_table(con, "store_runs")
+                else "SELECT DISTINCT date FROM usage_snapshots ORDER BY date"
+            )
+            rows = con.execute(sql).fetchall()
         return [r[0] for r in rows]
 
     def _snapshot_history(
