@@ -117,9 +117,15 @@ def distributed_blocks(
         return None, empty_audit()
     candidates = candidates.filter(pl.col("site_id").is_in(watched))
     # each address of a block once (a visit's events share it), then counted per block
+    # A visit's events share its address and blocks, and follow one another: the first of
+    # each run of a visit's rows stands for the rest before the hash pass (a third of them).
+    site, visit = pl.col("site_id"), pl.col("visit_id")
+    first_of_visit = ((visit != visit.shift()) | (site != site.shift())).fill_null(True)
     addresses = (
-        candidates.select("site_id", *LEVELS.values(), "ip_hash")
+        candidates.select("site_id", "visit_id", *LEVELS.values(), "ip_hash")
         .filter(pl.col("ip_hash").is_not_null())
+        .filter(first_of_visit)
+        .select("site_id", *LEVELS.values(), "ip_hash")
         .unique()
         .collect()
     )
