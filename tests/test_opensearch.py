@@ -533,11 +533,70 @@ def test_new_indices_wait_only_for_the_copies_the_nodes_can_hold(tmp_path, monke
         store.replace_day(day, deltas, snapshot)
         store.replace_day(later, deltas2, snapshot2)
         waits = [k for k in asked if "wait_for_status" in k]
-        assert [w["wait_for_status"] for w in waits] == ["yellow"]
+        # the day's two indices, then the registry of stored days (created at the first day)
+        assert [w["wait_for_status"] for w in waits] == ["yellow", "yellow"]
         assert sorted(waits[0]["index"].split(",")) == sorted(
             {store.index_for("usage_deltas", day), store.index_for("usage_snapshots", day)}
         )
+        assert waits[1]["index"] == f"{store.stored_days_alias()}-1"
         assert waits[0]["timeout"] == "20s"
         assert store.row_count("usage_deltas", later) == deltas2.height
+    finally:
+        store.delete_all()
+
+
+def registry(store: OpenSearchStatsStore) -> dict[str, int]:
+    """The registry's documents: "table|day" → rows."""
+    found = store.client.search(
+        index=store.stored_days_alias(), body={"size": 100}, ignore_unavailable=True
+    )
+    return {h["_id"]: h["_source"]["rows"] for h in found["hits"]["hits"]}
+
+
+def test_a_day_is_listed_once_written_whole_and_older_stores_get_the_list(tmp_path, monkeypatch):
+    """`days()` reads the registry that each write ends with, not an aggregation over every
+    snapshot document: a write that fails its check leaves its day unlisted, a day rewritten
+    empty is unlisted, and a store from before the registry gets it, whole, at its next
+    write (until then it is read from the documents)."""
+    store = opensearch_store()
+    try:
+        (d1, deltas1, snap1), (d2, deltas2, snap2), (d3, deltas3, snap3) = day_tables(
+            generate(tmp_path / "data"), days=3
+        )
+        store.replace_day(d1, deltas1, snap1)
+        store.replace_day(d2, deltas2, snap2)
+        assert store.days() == [d1, d2]
+        assert registry(store) == {
+            f"usage_snapshots|{d1}": snap1.height,
+            f"usage_snapshots|{d2}": snap2.height,
+        }
+
+        # a store from before the registry: its days come from the documents...
+        store.client.indices.delete(index=f"{store.stored_days_alias()}-1")
+        older = OpenSearchStatsStore(
+            store.url, prefix=store.prefix, compat_prefix=store.compat_prefix
+        )
+        assert older.days() == [d1, d2]
+        # ...and its next write lists every day it holds
+        older.replace_day(d3, deltas3, snap3)
+        assert older.days() == [d1, d2, d3]
+        assert registry(older) == {
+            f"usage_snapshots|{d1}": snap1.height,
+            f"usage_snapshots|{d2}": snap2.height,
+            f"usage_snapshots|{d3}": snap3.height,
+        }
+
+        # a rewrite whose check fails is not listed, though its documents are in
+        older.replace_day(d3, deltas3.clear(), snap3.clear())
+        assert older.days() == [d1, d2]
+        counts = older.row_count
+        monkeypatch.setattr(older, "row_count", lambda table, day: counts(table, day) + 1)
+        with pytest.raises(StatsStoreError, match="expected"):
+            older.replace_day(d3, deltas3, snap3)
+        monkeypatch.undo()
+        assert older.row_count("usage_snapshots", d3) == snap3.height
+        assert older.days() == [d1, d2]
+        older.replace_day(d3, deltas3, snap3)
+        assert older.days() == [d1, d2, d3]
     finally:
         store.delete_all()

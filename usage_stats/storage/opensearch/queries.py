@@ -188,9 +188,19 @@ def snapshot_history(
     )
 
 
-def stored_days(connection: Connection, index: str) -> list[dt.date]:
-    buckets = connection.composite(index, {"match_all": {}}, _group_sources(["date"]), {})
-    return [_epoch_day(bucket["key"]["date"]) for bucket in buckets]
+def day_counts(
+    connection: Connection, index: str, query: dict[str, Any] | None = None
+) -> dict[dt.date, int]:
+    """Documents per day of `index` matching `query` (all by default), in date order."""
+    query = query or {"match_all": {}}
+    buckets = connection.composite(index, query, _group_sources(["date"]), {})
+    return {_epoch_day(bucket["key"]["date"]): int(bucket["doc_count"]) for bucket in buckets}
+
+
+def stored_days(
+    connection: Connection, index: str, query: dict[str, Any] | None = None
+) -> list[dt.date]:
+    return list(day_counts(connection, index, query))
 
 
 def month_item_rows(

@@ -30,7 +30,7 @@ from opensearchpy import OpenSearch
 from usage_stats.admin.sources import Source
 from usage_stats.pipeline.spikes import spike_frame
 from usage_stats.storage import lareferencia_index as compat
-from usage_stats.storage.opensearch import queries, writes
+from usage_stats.storage.opensearch import queries, stored_days, writes
 from usage_stats.storage.opensearch.client import Connection
 from usage_stats.storage.store import (
     RECORD_TABLES,
@@ -88,6 +88,7 @@ class OpenSearchStatsStore(StatsStore):
     _templates_ready: bool = field(default=False, repr=False)
     # Indices this store has seen with their copies in place (`_ensure_indices`).
     _ready_indices: set[str] = field(default_factory=set, repr=False)
+    _stored_days_ready: bool = field(default=False, repr=False)
     # How long a new index's shards are given to start all their copies before its first
     # document (a node that does not take its replica within this goes on without it).
     copies_timeout_seconds: float = 30.0
@@ -114,6 +115,7 @@ class OpenSearchStatsStore(StatsStore):
                 "usage-subcount-deltas",
                 "usage-subcount-snapshots",
                 "usage-spikes",
+                "stored-days",
             )
         ]
         if self.sources is not None and (
@@ -190,6 +192,15 @@ class OpenSearchStatsStore(StatsStore):
 
     def aliases_index(self) -> str:
         return f"{self.prefix}-item-aliases"
+
+    def stored_days_alias(self) -> str:
+        """One document per table and stored day, written once the day's documents are all
+        in: `days()` and its record and subcount kin read it instead of aggregating every
+        snapshot document (a year of sparse snapshots is ~10^8 of them, and the web asks
+        on every health check and cumulative series). An alias over one index, so a store
+        from before it reads its snapshots until the registry is whole (see
+        `_ensure_stored_days`)."""
+        return f"{self.prefix}-stored-days"
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -347,6 +358,41 @@ class OpenSearchStatsStore(StatsStore):
             )
         self._templates_ready = False
         self._ready_indices.clear()
+        self._stored_days_ready = False
+
+    def _day_tables(self) -> dict[str, str]:
+        """The tables whose days are listed, and the alias of each one's documents."""
+        return {
+            "usage_snapshots": self.alias("usage_snapshots"),
+            "record_snapshots": self.record_alias("record_snapshots"),
+            "usage_subcount_snapshots": self.subcount_alias("usage_subcount_snapshots"),
+        }
+
+    def _register_day(self, table: str, day: dt.date, rows: int) -> None:
+        """The last step of a day's write: the day is listed (or, with no rows, unlisted)."""
+        alias = self.stored_days_alias()
+        if not self._stored_days_ready:
+            body = stored_days.index_body(self.replicas, self.shards)
+            stored_days.ensure(
+                self.connection,
+                alias,
+                self._day_tables(),
+                body,
+                lambda index: self._ensure_indices([index]),
+            )
+            self._stored_days_ready = True
+        stored_days.register(self.connection, alias, table, day, rows)
+
+    def _listed_days(self, table: str) -> list[dt.date]:
+        """The registry's days of `table`, or, with no registry yet (a store from before it),
+        the days its documents hold."""
+        con, alias = self.connection, self.stored_days_alias()
+        if not self._stored_days_ready:
+            # once there, the registry stays until `delete_all`, which resets this
+            self._stored_days_ready = stored_days.exists(con, alias)
+        if self._stored_days_ready:
+            return stored_days.registered(con, alias, table)
+        return queries.stored_days(con, self._day_tables()[table])
 
     def _ensure_indices(self, names: list[str]) -> None:
         """Create the indices a write goes to before its first document, and wait (bounded)
@@ -425,6 +471,7 @@ class OpenSearchStatsStore(StatsStore):
                     f"{self.alias(table)} for {day}: {stored} documents stored, "
                     f"{frame.height} expected"
                 )
+        self._register_day("usage_snapshots", day, snapshot.height)
         return DayWrite(day, deltas.height, snapshot.height)
 
     def replace_record_day(
@@ -454,6 +501,7 @@ class OpenSearchStatsStore(StatsStore):
                     f"{self.record_alias(table)} for {day}: {stored} documents stored, "
                     f"{frame.height} expected"
                 )
+        self._register_day("record_snapshots", day, snapshot.height)
         return DayWrite(day, deltas.height, snapshot.height)
 
     def record_row_count(self, table: str, day: dt.date) -> int:
@@ -461,11 +509,10 @@ class OpenSearchStatsStore(StatsStore):
         return self.connection.count(alias, {"term": {"date": day.isoformat()}})
 
     def subcount_days(self) -> list[dt.date]:
-        alias = self.subcount_alias("usage_subcount_snapshots")
-        return queries.stored_days(self.connection, alias)
+        return self._listed_days("usage_subcount_snapshots")
 
     def record_days(self) -> list[dt.date]:
-        return queries.stored_days(self.connection, self.record_alias("record_snapshots"))
+        return self._listed_days("record_snapshots")
 
     def _record_totals(
         self,
@@ -509,6 +556,7 @@ class OpenSearchStatsStore(StatsStore):
                     f"{self.subcount_alias(table)} for {day}: {stored} documents stored, "
                     f"{frame.height} expected"
                 )
+        self._register_day("usage_subcount_snapshots", day, snapshot.height)
         return DayWrite(day, deltas.height, snapshot.height)
 
     def subcount_row_count(self, table: str, day: dt.date) -> int:
@@ -774,7 +822,7 @@ class OpenSearchStatsStore(StatsStore):
         return self.connection.count(self.alias(table), {"term": {"date": day.isoformat()}})
 
     def days(self) -> list[dt.date]:
-        return queries.stored_days(self.connection, self.alias("usage_snapshots"))
+        return self._listed_days("usage_snapshots")
 
     def _snapshot_history(
         self, scope: str, end: dt.date, where: tuple[RowFilter, ...]
