@@ -55,6 +55,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent))
 
+import web_bench  # noqa: E402
 from web_bench import FIRST_DAY, RESULTS_DIR, with_rollups, year_of_items  # noqa: E402
 
 from usage_stats.pipeline.metrics import METRICS  # noqa: E402
@@ -395,6 +396,11 @@ def main() -> int:
     parser.add_argument("--max-run-rows", type=int, default=None, help="compact's run bound")
     parser.add_argument("--repeats", type=int, default=15, help="calls per read, median")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--namespace",
+        default=web_bench.NAMESPACE,
+        help="repository N's OAI namespace, {} for N (as web_bench.py's)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where the store is built")
     parser.add_argument(
         "--compact-during-build",
@@ -416,6 +422,7 @@ def main() -> int:
     sizes = sorted(set(args.days))
     global SNAPSHOT
     SNAPSHOT = args.snapshot
+    web_bench.NAMESPACE = args.namespace
 
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")

@@ -2,7 +2,8 @@
 
 Builds one year of daily deltas directly as delta frames (no raw events): `--items` items
 spread over `--sources` repositories (site ids 1..S, type R, identifiers
-`oai:repoN.example.org:ID`), plus a national node (S+1, type N) and the regional portal
+`oai:repoN.example.org:ID`, or another `--namespace`: a `--workdir` keeps the one it was built
+with), plus a national node (S+1, type N) and the regional portal
 (S+2, type L) where part of the usage happens. Each day `--active-per-day` item rows are drawn
 (Zipf-skewed items, a few visitor countries, levels R/N/L), merged per row key, and rolled up
 into source, site and global rows as `metrics.daily_deltas` does. The snapshot of a day is
@@ -63,12 +64,20 @@ COUNTRY_WEIGHTS = np.array([40, 10, 8, 6, 6, 4, 8, 4, 3, 2, 2, 2, 2, 3], dtype=f
 # --- data ------------------------------------------------------------------------------------
 
 
+# The OAI namespace of repository N (`--namespace`): `repo{}.example.org` tells repositories
+# apart in the first 8 bytes of a key, which DuckDB's string statistics keep; real ones often
+# share far more (`repositorio.institucional.` ...).
+NAMESPACE = "repo{}.example.org"
+
+
 def item_key(index: pl.Expr, per_source: int) -> pl.Expr:
     source = index // per_source + 1
     local = index % per_source + 1
-    return pl.concat_str(
-        [pl.lit("oai:repo"), source.cast(pl.String), pl.lit(".example.org:"), local.cast(pl.String)]
-    )
+    return pl.format(f"oai:{NAMESPACE}:{{}}", source, local)
+
+
+def oai_key(source: int, local: int) -> str:
+    return f"oai:{NAMESPACE.format(source)}:{local}"
 
 
 def year_of_items(args: argparse.Namespace) -> pl.DataFrame:
@@ -172,7 +181,7 @@ def sources_list(count: int) -> list:
             name=f"Repository {i}",
             type="R",
             country="BR",
-            identifier_prefix=f"oai:repo{i}.example.org:",
+            identifier_prefix=f"oai:{NAMESPACE.format(i)}:",
             custom_var_slot=1,
             national_site_id=node,
             regional_site_id=portal,
@@ -367,7 +376,7 @@ def requests_plan(args, used_items: list[str], api_keys: dict[int, str]) -> dict
     popular = ranking[rng.choice(args.items, size=size, p=weights / weights.sum())]
 
     def key(index: int) -> str:
-        return f"oai:repo{index // per_source + 1}.example.org:{index % per_source + 1}"
+        return oai_key(index // per_source + 1, index % per_source + 1)
 
     def url(path: str, params: dict) -> str:
         return f"{path}?{urlencode(params)}"
@@ -536,6 +545,7 @@ def run_store(kind: str, args, deltas: pl.DataFrame, admin_db_url: str, plan, wo
 
 
 def main() -> int:
+    global NAMESPACE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--sources", type=int, default=50)
@@ -551,8 +561,12 @@ def main() -> int:
     parser.add_argument("--workdir", help="keep the DuckDB year and admin DB here, and reuse them")
     parser.add_argument("--stores", nargs="+", default=["duckdb", "opensearch"])
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--namespace", default=NAMESPACE, help="repository N's OAI namespace, {} for N"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the OpenSearch indices")
     args = parser.parse_args()
+    NAMESPACE = args.namespace
     if args.days > 365 * 2 or args.items < args.sources:
         parser.error("--days at most 730 and --items at least --sources")
 

@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="item widget misses")
     parser.add_argument("--reports", type=int, default=20, help="IR reports")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--namespace", default="repo{}.example.org", help="as web_bench.py's --namespace"
+    )
     args = parser.parse_args()
 
     from usage_stats.admin import db
@@ -84,7 +87,7 @@ def main() -> None:
     def item() -> tuple[str, dict[str, str]]:
         source, local = rng.randint(1, args.sources), rng.randint(1, per_source)
         return "/report/itemWidget", {
-            "identifier": f"oai:repo{source}.example.org:{local}",
+            "identifier": f"oai:{args.namespace.format(source)}:{local}",
             "start_date": "2025-01-01",
             "end_date": "2025-12-31",
             "time_unit": "year",

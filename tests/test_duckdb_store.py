@@ -13,7 +13,7 @@ from usage_stats.pipeline.cleaning import clean_events
 from usage_stats.pipeline.metrics import daily_deltas
 from usage_stats.pipeline.snapshots import next_snapshot
 from usage_stats.storage.duckdb_store import DuckDBStatsStore
-from usage_stats.storage.store import StatsStoreError
+from usage_stats.storage.store import RowFilter, StatsStoreError
 
 DAY2 = DAY + dt.timedelta(days=1)
 
@@ -182,3 +182,150 @@ def test_store_compaction_job_compacts_closed_months_and_reports(tmp_path):
     (output,) = [e for e in again.all_events if e.event_type_value == "STEP_OUTPUT"]
     assert output.event_specific_data.metadata["rows_moved"].value == 0
     assert answers() == before
+
+
+# --- key codes: an item's rows found by statistics whatever its identifier's spelling -------
+
+
+def test_key_codes_are_the_same_in_python_and_in_duckdb():
+    """Queries compute a key's code in Python, writes in Polars, the first write of a store
+    from before key codes in SQL: they must agree on every key (OAI or not, empty namespace,
+    several colons, non-ASCII, shorter than 4 bytes)."""
+    import random
+
+    import duckdb
+
+    from usage_stats.storage.duckdb_store import _KEY_CODE, key_code, with_key_codes
+
+    rng = random.Random(7)
+    keys = ["", "a", "abc", "oai:", "oai::", "oai::x", "oai:a:b:c", "OAI:x:y", "10.1234/ABC"]
+    keys += ["oai:ñandú.ar:ü/€", "oai:repositorio.unal.edu.co:123456789/1234", "hdl:10/20"]
+    keys += [
+        "".join(rng.choice("oai:./ñ01ab") for _ in range(rng.randint(0, 30))) for _ in range(500)
+    ]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE k (key VARCHAR)")
+    con.executemany("INSERT INTO k VALUES (?)", [[k] for k in keys])
+    in_sql = dict(con.execute(f"SELECT key, {_KEY_CODE} FROM k").fetchall())
+    written = with_key_codes(pl.DataFrame({"key": keys}))
+    assert {k: key_code(k) for k in keys} == in_sql == dict(written.iter_rows())
+    # one repository's items share the high half: they stay together in the file
+    same = {key_code(f"oai:repositorio.unal.edu.co:123456789/{n}") >> 32 for n in range(50)}
+    assert len(same) == 1
+
+
+def long_prefix_day(day: dt.date, items: int) -> pl.DataFrame:
+    """Item rows whose keys share 30 characters and more (as real OAI identifiers do: far
+    beyond the 8 bytes of a string that DuckDB keeps in a row group's statistics), 5
+    repositories, a row per item and one of three countries."""
+    from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
+
+    n = pl.int_range(items, eager=True)
+    return (
+        pl.DataFrame(
+            {
+                "date": [day] * items,
+                "scope": ["item"] * items,
+                "key": (
+                    "oai:repositorio.institucional."
+                    + (n % 5).cast(pl.String)
+                    + ".edu.co:123456789/"
+                    + n.cast(pl.String)
+                ),
+                "site_id": (n % 5 + 1).cast(pl.Int32),
+                "level": ["R"] * items,
+                "owner_site_id": (n % 5 + 1).cast(pl.Int32),
+                "country": pl.Series(["AR", "BR", "CO"])[n % 3],
+            }
+        )
+        .with_columns(
+            *[pl.lit(0, pl.Int64).alias(m) for m in METRICS if m != "views"],
+            views=(n % 7 + 1).cast(pl.Int64),
+        )
+        .select(list(DELTA_SCHEMA))
+        .cast(DELTA_SCHEMA)
+    )
+
+
+def test_an_item_is_found_in_one_row_group_whatever_its_identifier_s_prefix(store):
+    """Rows are stored in key-code order, so a lookup's `key_code` skips every row group
+    but the item's own by the row groups' min/max, where `key` (compared on its first
+    8 bytes, `oai:repo` for every item here) could skip none. The answers are exact."""
+    import duckdb
+
+    from usage_stats.storage.duckdb_store import ROW_GROUP_ROWS, key_code
+
+    items = 4 * ROW_GROUP_ROWS
+    deltas = long_prefix_day(DAY, items)
+    store.replace_day(DAY, deltas, deltas)
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        stats = con.execute(
+            "SELECT row_group_id, column_name, stats FROM pragma_storage_info('usage_deltas') "
+            "WHERE column_name IN ('key', 'key_code') AND segment_type <> 'VALIDITY'"
+        ).fetchall()
+    finally:
+        con.close()
+    groups = {
+        column: [s for _, c, s in stats if c == column and "min" in s]
+        for column in ("key", "key_code")
+    }
+    assert len(groups["key_code"]) >= 4
+    for n in range(0, items, items // 40):
+        key = f"oai:repositorio.institucional.{n % 5}.edu.co:123456789/{n}"
+        code = key_code(key)
+        holding = [s for s in groups["key_code"] if int(s["min"]) <= code <= int(s["max"])]
+        assert len(holding) == 1, key
+        # the string statistics (a prefix of each bound) cannot tell the keys apart
+        assert all(s["min"] <= key[: len(s["max"])] <= s["max"] for s in groups["key"])
+        sums = store.sums("item", DAY, DAY, keys=(key,), by=("country",))
+        assert sums.get_column("views").to_list() == [n % 7 + 1]
+        assert sums.get_column("country").to_list() == [["AR", "BR", "CO"][n % 3]]
+
+
+def test_a_store_from_before_key_codes_is_read_as_it_is_then_coded_at_its_first_write(
+    tmp_path,
+):
+    """A store written before key codes (runs, no `key_code`): reads answer the same
+    without them, and its next write adds them to every row and sorts it by them."""
+    import duckdb
+
+    older = DuckDBStatsStore(tmp_path / "older.duckdb")
+    fresh = DuckDBStatsStore(tmp_path / "fresh.duckdb")
+    d1, s1 = day_frames(DAY, 3)
+    d2, s2 = day_frames(DAY2, 4)
+    for store in (older, fresh):
+        store.replace_day(DAY, d1, s1)
+    con = duckdb.connect(str(older.path))
+    for table in ("usage_deltas", "usage_snapshots"):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN key_code")
+    con.close()
+    reader = DuckDBStatsStore(older.path)  # a process that never saw the codes
+    keys = tuple(d1.filter(pl.col("scope") == "item").get_column("key").unique().sort())
+
+    def answers(store: DuckDBStatsStore) -> list:
+        where = (RowFilter(keys=keys),)
+        return [
+            store.sums("item", DAY, DAY2, keys=keys, by=("key", "date", "country")),
+            store.snapshot_sums_where("item", DAY, DAY2, where, by=("date", "key")),
+            store.top("item", DAY, DAY2, "views", 5),
+            *[store.snapshot("item", key, DAY2) for key in keys],
+        ]
+
+    def same(mine: list, theirs: list) -> bool:
+        return all(a.equals(b) for a, b in zip(mine, theirs, strict=True))
+
+    assert same(answers(reader), answers(fresh))
+    for store in (reader, fresh):
+        store.replace_day(DAY2, d2, s2)
+        store.optimize()
+    assert same(answers(reader), answers(fresh))
+    con = duckdb.connect(str(older.path), read_only=True)
+    try:
+        for table in ("usage_deltas", "usage_snapshots"):
+            uncoded = con.execute(
+                f"SELECT count(*) FROM {table} WHERE key_code IS NULL"
+            ).fetchone()[0]
+            assert uncoded == 0
+    finally:
+        con.close()

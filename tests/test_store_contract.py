@@ -437,7 +437,7 @@ def raw_replace(path: Path, day: dt.date, deltas: pl.DataFrame, snapshot: pl.Dat
     con = duckdb.connect(str(path))
     try:
         for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
-            con.execute(_create_table_sql(table))
+            con.execute(_create_table_sql(table, coded=False))
             con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
             shuffled = (
                 frame.select(list(DELTA_SCHEMA))
@@ -532,17 +532,19 @@ def assert_same(stores: Stores, written: dict) -> None:
 
 
 def runs_are_sorted(store: DuckDBStatsStore) -> bool:
-    """Each run's rows lie in scope, key, date order in the file (what reading fast needs)."""
+    """Each run's rows lie in scope, key code, key, date order in the file (what reading fast
+    needs)."""
     con = duckdb.connect(str(store.path), read_only=True)
     try:
         for table in STORE_TABLES:
             unsorted = con.execute(
-                f"SELECT count(*) FROM (SELECT r.run, t.scope, t.key, t.date, lag(t.scope) OVER w "
-                f"AS ps, lag(t.key) OVER w AS pk, lag(t.date) OVER w AS pd FROM {table} t "
+                f"SELECT count(*) FROM (SELECT r.run, t.scope, t.key_code, t.key, t.date, "
+                f"lag(t.scope) OVER w AS ps, lag(t.key_code) OVER w AS pc, lag(t.key) OVER w "
+                f"AS pk, lag(t.date) OVER w AS pd FROM {table} t "
                 f"JOIN store_runs r ON r.tbl = '{table}' AND r.date = t.date AND r.part = "
                 f"CASE WHEN t.scope = 'item' THEN 'item' ELSE 'rollup' END "
                 f"WINDOW w AS (PARTITION BY r.run ORDER BY t.rowid)) "
-                f"WHERE ps IS NOT NULL AND (scope, key, date) < (ps, pk, pd)"
+                f"WHERE ps IS NOT NULL AND (scope, key_code, key, date) < (ps, pc, pk, pd)"
             ).fetchone()[0]
             if unsorted:
                 return False

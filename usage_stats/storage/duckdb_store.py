@@ -9,7 +9,7 @@ rows) and column segments by their min/max, so a query for one item reads a few 
 instead of the whole table. Sorting the whole table after every run gave that, at a cost
 growing with history (14 s a night at 30 days of a 10M-event day, minutes after a year). The
 tables are therefore kept as sorted *runs* instead, each a set of days whose rows were
-written together, ordered by scope, key and date, and listed in `store_runs`:
+written together, ordered by scope, key (its code, below) and date, and listed in `store_runs`:
 
 - `replace_day` deletes the day and appends it sorted, as runs of its own (sorting one day
   costs what the day costs); the runs it came from stay sorted, only smaller;
@@ -60,6 +60,18 @@ outside the period keep them. Measured on 32 days of 530,000-row days (bench/REA
 the runs read 2.1-5.0×; a global query's unskippable row groups 59 → 2; the month took 140 s
 on a heavily loaded machine, and the next nightly day costs what it cost before.
 
+**Key codes.** DuckDB's statistics keep the first 8 bytes of a string: real OAI identifiers
+(`oai:repositorio.institucional.…`) share far more than that, so `key = ?` could skip no row
+group and read every one (31.8 ms of CPU for an item's year where a key that differs early
+took ~10). The usage tables therefore carry `key_code`, a 64-bit integer of the key, and
+sort by it: its high half is a digest of the OAI namespace (`oai:<namespace>:…`; none for
+other keys), so a repository's items stay together (and its owner's row groups with them),
+its low half the key's last 4 bytes, where a repository's identifiers differ, so within a
+repository the codes spread over the row groups' ranges. A lookup asks `key_code IN (…) AND
+key IN (…)`: the code skips every row group but the item's, the key settles a shared code.
+A store from before key codes is read by key alone, and its first write adds them and sorts
+it once (`_prepare`).
+
 **Shared reads** (`shared_reads=True`, what the web service uses): opening the file costs
 20-30 ms, more than most queries, so a reading process keeps one read-only connection open
 and gives each query a cursor of it (`_SharedReader`). DuckDB lets no process write while
@@ -79,6 +91,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import threading
 import time
@@ -202,12 +215,61 @@ ROW_GROUP_ROWS = 122_880
 # Runs below this size are merged at each `optimize`: four row groups keep a day's merge under
 # a second and leave about seven runs for a year of 9,000-row days (bench/store_bench.py).
 RUN_ROWS = 4 * ROW_GROUP_ROWS
-_RUN_ORDER = "scope, key, date, site_id, level, country"
+_RUN_ORDER = "scope, key_code, key, date, site_id, level, country"
+# `key_code` (see the module's docstring, "Key codes"): the high 32 bits a digest of the OAI
+# namespace (MD5, which DuckDB and Python compute alike, computed once per namespace: DuckDB's
+# `hash` may change between versions, and the codes are stored), the low 32 the key's last 4
+# bytes, where identifiers differ (`…:123456789/1234`). Written by Polars (`with_key_codes`),
+# asked by Python (`key_code`), and in SQL only for a store from before them (its one sort).
+# The stored codes must be the ones the queries compute: a different definition needs a new
+# column name, so that stores with the old codes get the new ones as those without any do.
+_NAMESPACE = "CASE WHEN key LIKE 'oai:%:%' THEN split_part(key, ':', 2) ELSE '' END"
+_KEY_CODE = (
+    f"((md5_number_lower({_NAMESPACE}) >> 32) << 32) | "
+    "CASE WHEN key = '' THEN CAST(0 AS UBIGINT) "
+    "ELSE CAST('0x' || right(hex(key), 8) AS UBIGINT) END"
+)
 
 
-def _create_table_sql(table: str) -> str:
+def key_code(key: str) -> int:
+    """The key code of one key, as the queries ask for it."""
+    namespace = key.split(":", 2)[1] if key.startswith("oai:") and key.count(":") >= 2 else ""
+    return (_md5_lower(namespace) >> 32) << 32 | int.from_bytes(key.encode()[-4:], "big")
+
+
+def with_key_codes(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` and its rows' key codes, vectorised: a digest per distinct namespace (a few),
+    the last 4 bytes of each key by Polars. (MD5 of every key in DuckDB cost 1.1 s per
+    900,000 keys.)"""
+    key = pl.col("key").fill_null("")
+    parts = key.str.splitn(":", 3)
+    oai = (parts.struct.field("field_0") == "oai") & parts.struct.field("field_2").is_not_null()
+    namespaces = frame.select(
+        pl.when(oai).then(parts.struct.field("field_1")).otherwise(pl.lit("")).alias("ns"),
+        key.str.tail(4)
+        .str.encode("hex")
+        .str.tail(8)
+        .str.to_integer(base=16, strict=False)
+        .fill_null(0)
+        .cast(pl.UInt64)
+        .alias("tail"),
+    )
+    high = {name: _md5_lower(name) >> 32 for name in namespaces.get_column("ns").unique()}
+    high_half = pl.col("ns").replace_strict(high, return_dtype=pl.UInt64) * (1 << 32)
+    code = high_half + pl.col("tail")
+    return frame.with_columns(namespaces.select(code.alias("key_code")).to_series())
+
+
+def _md5_lower(text: str) -> int:
+    """DuckDB's `md5_number_lower`: the digest's last 8 bytes, little-endian."""
+    digest = hashlib.md5(text.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[8:], "little")
+
+
+def _create_table_sql(table: str, coded: bool = True) -> str:
+    """The usage table; `coded=False`: as stores before key codes had it."""
     columns = ", ".join(f"{name} {_SQL_TYPES[dtype]}" for name, dtype in DELTA_SCHEMA.items())
-    return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
+    return f"CREATE TABLE IF NOT EXISTS {table} ({columns}{', key_code UBIGINT' if coded else ''})"
 
 
 ALL_TABLES = frozenset((*STORE_TABLES, *RECORD_TABLES, *USAGE_SUBCOUNT_TABLES)) | {
@@ -327,6 +389,8 @@ class DuckDBStatsStore(StatsStore):
     # a shared connection unused this long is closed
     idle_seconds: float = 30.0
     _shared: _SharedReader | None = field(default=None, init=False, repr=False, compare=False)
+    # [True] once the usage tables are seen with key codes (they never lose them)
+    _coded: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.shared_reads:
@@ -375,6 +439,20 @@ class DuckDBStatsStore(StatsStore):
         else:
             with self._connect(read_only=not prepared) as con:
                 yield con
+
+    def _where(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        where: tuple[RowFilter, ...],
+    ) -> tuple[str, list]:
+        """`_any_of` on this store's usage tables: by key code where they have them; a store
+        from before key codes is read by key alone until its next write adds them."""
+        if not self._coded and not _lacks_key_codes(con):
+            self._coded.append(True)
+        return _any_of(scope, start, end, where, coded=bool(self._coded))
 
     @contextmanager
     def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -449,10 +527,12 @@ class DuckDBStatsStore(StatsStore):
 
     def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create what is missing; a store from before `store_runs` is sorted and registered
-        as one run, once (its rows were sorted by the old nightly rewrite anyway)."""
+        as one run, once (its rows were sorted by the old nightly rewrite anyway), and so is
+        one from before key codes, which gets them."""
         had_runs = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_runs'"
         ).fetchone()[0]
+        uncoded = _lacks_key_codes(con)
         for table in STORE_TABLES:
             con.execute(_create_table_sql(table))
         con.execute(_CREATE_TITLES)
@@ -466,12 +546,13 @@ class DuckDBStatsStore(StatsStore):
             con.execute(_create_subcount_table_sql(table))
             # a store from before unique visitors: the column added, null on its old rows
             con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS visitors BIGINT")
-        if had_runs:
+        if had_runs and not uncoded:
             return
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(_CREATE_RUNS)
-            if any(con.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in STORE_TABLES):
+            stored = any(con.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in STORE_TABLES)
+            if stored or uncoded:
                 _sort_fully(con)
             con.execute("COMMIT")
         except BaseException:
@@ -485,10 +566,10 @@ class DuckDBStatsStore(StatsStore):
             try:
                 for table, frame in (("usage_deltas", deltas), ("usage_snapshots", snapshot)):
                     con.execute(f"DELETE FROM {table} WHERE date = ?", [day])
-                    con.register("incoming", frame.to_arrow())
-                    names = ", ".join(DELTA_SCHEMA)
+                    con.register("incoming", with_key_codes(frame).to_arrow())
                     con.execute(
-                        f"INSERT INTO {table} SELECT {names} FROM incoming ORDER BY {_RUN_ORDER}"
+                        f"INSERT INTO {table} SELECT {', '.join(DELTA_SCHEMA)}, key_code "
+                        f"FROM incoming ORDER BY {_RUN_ORDER}"
                     )
                     con.unregister("incoming")
                     stored = con.execute(
@@ -1001,8 +1082,8 @@ class DuckDBStatsStore(StatsStore):
     def _snapshot_history(
         self, scope: str, end: dt.date, where: tuple[RowFilter, ...]
     ) -> pl.DataFrame:
-        clause, params = _any_of(scope, dt.date.min, end, where)
         with self._read() as con:
+            clause, params = self._where(con, scope, dt.date.min, end, where)
             table = con.sql(
                 f"SELECT {', '.join(DELTA_SCHEMA)} FROM usage_snapshots WHERE {clause}",
                 params=params,
@@ -1026,14 +1107,14 @@ class DuckDBStatsStore(StatsStore):
         sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
         counted = ", ".join(month if c == "month" else c for c in distinct)
         rows = f"count(DISTINCT ({counted}))" if distinct else "count(*)"
-        clause, params = _any_of(scope, start, end, where)
-        sql = (
-            f'SELECT {", ".join([*columns, sums])}, CAST({rows} AS BIGINT) AS "rows" '
-            f"FROM {table} WHERE {clause}"
-        )
-        if by:
-            sql += f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}"
         with self._read() as con:
+            clause, params = self._where(con, scope, start, end, where)
+            sql = (
+                f'SELECT {", ".join([*columns, sums])}, CAST({rows} AS BIGINT) AS "rows" '
+                f"FROM {table} WHERE {clause}"
+            )
+            if by:
+                sql += f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}"
             frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
         if by and frame.is_empty():
             return empty_sums(by)
@@ -1048,14 +1129,22 @@ class DuckDBStatsStore(StatsStore):
         limit: int,
         where: tuple[RowFilter, ...],
     ) -> pl.DataFrame:
-        clause, params = _any_of(scope, start, end, where)
         with self._read() as con:
+            clause, params = self._where(con, scope, start, end, where)
             table = con.sql(
                 f"SELECT key, CAST(sum({metric}) AS BIGINT) AS {metric} FROM usage_deltas "
                 f"WHERE {clause} GROUP BY key ORDER BY {metric} DESC, key LIMIT ?",
                 params=[*params, limit],
             ).to_arrow_table()
         return pl.from_arrow(table)
+
+
+def _lacks_key_codes(con: duckdb.DuckDBPyConnection) -> bool:
+    """The usage tables exist without `key_code` (a store from before key codes)."""
+    columns = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'usage_deltas'"
+    ).fetchall()
+    return bool(columns) and ("key_code",) not in columns
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -1221,9 +1310,13 @@ def _rewrite_days(
 
 def _sort_fully(con: duckdb.DuckDBPyConnection) -> None:
     """Both tables rewritten sorted, each registered as one run; inside the caller's
-    transaction."""
+    transaction. Tables from before key codes get them."""
+    codes = "key_code" if not _lacks_key_codes(con) else f"{_KEY_CODE} AS key_code"
     for table in STORE_TABLES:
-        con.execute(f"CREATE TABLE {table}_sorted AS SELECT * FROM {table} ORDER BY {_RUN_ORDER}")
+        con.execute(
+            f"CREATE TABLE {table}_sorted AS SELECT {', '.join(DELTA_SCHEMA)}, {codes} "
+            f"FROM {table} ORDER BY {_RUN_ORDER}"
+        )
         con.execute(f"DROP TABLE {table}")
         con.execute(f"ALTER TABLE {table}_sorted RENAME TO {table}")
         con.execute("DELETE FROM store_runs WHERE tbl = ?", [table])
@@ -1236,13 +1329,18 @@ def _sort_fully(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _any_of(
-    scope: str, start: dt.date, end: dt.date, where: tuple[RowFilter, ...]
+    scope: str, start: dt.date, end: dt.date, where: tuple[RowFilter, ...], coded: bool = True
 ) -> tuple[str, list]:
     """Scope and dates, and any of the filters (each an AND of its columns; None among owners
-    means no owner), as placeholders: user values travel as parameters, never as SQL."""
+    means no owner), as placeholders: user values travel as parameters, never as SQL. Keys
+    are asked by their codes too (`coded`), which the row groups' statistics can skip by."""
     alternatives, params = [], []
     for row_filter in where:
         clauses = []
+        if coded and row_filter.keys and None not in row_filter.keys:
+            marks = ", ".join("CAST(? AS UBIGINT)" for _ in row_filter.keys)
+            clauses.append(f"key_code IN ({marks})")
+            params.extend(key_code(k) for k in row_filter.keys)
         for column, values in (
             ("key", row_filter.keys),
             ("site_id", row_filter.site_ids),
