@@ -329,3 +329,149 @@ def test_a_store_from_before_key_codes_is_read_as_it_is_then_coded_at_its_first_
             assert uncoded == 0
     finally:
         con.close()
+
+
+def lookup_days() -> list[pl.DataFrame]:
+    """Three days of item rows for a handful of items: several sites, levels, countries
+    (some unknown) and owners (some none), metrics with zeros."""
+    from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS
+
+    frames = []
+    for offset in range(3):
+        day = DAY + dt.timedelta(days=offset)
+        rows = [
+            {
+                "date": day,
+                "scope": "item",
+                "key": f"oai:repo{item % 2}.example.org:{item}",
+                "site_id": site,
+                "level": level,
+                "owner_site_id": None if item == 3 else item % 2 + 1,
+                "country": country,
+                **{m: (item + site + offset + i) % 4 for i, m in enumerate(METRICS)},
+            }
+            for item in range(5)
+            for site, level in ((1, "R"), (7, "N"), (9, "L"))
+            for country in ("AR", None, "BR")
+            if (item + site + offset) % 3
+        ]
+        frames.append(pl.DataFrame(rows).select(list(DELTA_SCHEMA)).cast(DELTA_SCHEMA))
+    return frames
+
+
+@pytest.mark.parametrize(
+    "by", [(), ("date", "level"), ("country",), ("site_id", "owner_site_id", "key"), ("date",)]
+)
+def test_an_item_lookup_sums_its_rows_as_the_grouped_query_does(store, monkeypatch, by):
+    """An item's rows are summed in Python (an item widget's miss: issue 16), a large or
+    wide read by the query: both answer the same frame, nulls last, counts of rows."""
+    from usage_stats.storage import duckdb_store
+
+    for frame in lookup_days():
+        day = frame.get_column("date")[0]
+        store.replace_day(day, frame, frame)
+    end = DAY + dt.timedelta(days=2)
+    wheres = [
+        (RowFilter(keys=("oai:repo1.example.org:3",)),),
+        (RowFilter(keys=("oai:repo0.example.org:0", "oai:repo0.example.org:2")),),
+        (RowFilter(keys=("oai:repo1.example.org:1",)), RowFilter(keys=("no-such-key",))),
+        (RowFilter(keys=("no-such-key",)),),
+    ]
+    summed = []
+    original = duckdb_store._summed_rows
+
+    def counted(rows, columns):
+        summed.append(len(rows))
+        return original(rows, columns)
+
+    monkeypatch.setattr(duckdb_store, "_summed_rows", counted)
+    for where in wheres:
+        for start in (DAY, DAY + dt.timedelta(days=1)):
+            looked_up = store.sums_where("item", start, end, where, by=by)
+            with monkeypatch.context() as patch:
+                patch.setattr(duckdb_store, "LOOKUP_KEYS", 0)  # not a lookup: the query
+                grouped = store.sums_where("item", start, end, where, by=by)
+            with monkeypatch.context() as patch:
+                patch.setattr(duckdb_store, "LOOKUP_ROWS", 2)  # too many rows: the query
+                overflowing = store.sums_where("item", start, end, where, by=by)
+            assert looked_up.schema == grouped.schema, where
+            assert looked_up.to_dicts() == grouped.to_dicts(), (where, start)
+            assert overflowing.to_dicts() == grouped.to_dicts(), (where, start)
+    assert len(summed) >= 2 * len(wheres)  # every lookup (and overflowing empty ones)
+    assert max(summed) > 2  # lookups with rows to sum, not only empty ones
+    assert store.sums_where("item", DAY, end, wheres[0], by=by).height > 0
+
+
+def test_aliases_are_asked_by_their_code_and_an_older_store_gets_the_codes(tmp_path):
+    """Aliases sharing 40 bytes (URLs, handles, DOIs do) are sorted by their code, so one
+    lookup reads one or two row groups, not all; a store whose aliases predate the codes is
+    read as it is by its own connections and coded by the web's shared reader (or a write)."""
+    import duckdb
+
+    from usage_stats.storage.duckdb_store import ROW_GROUP_ROWS, key_code
+
+    n = pl.int_range(3 * ROW_GROUP_ROWS, eager=True).cast(pl.String)
+    crosswalk = pl.DataFrame(
+        {
+            "alias": "https://repositorio.example.edu.co/handle/123456789/" + n,
+            "item_key": "oai:repositorio.example.edu.co:123456789/" + n,
+            "ambiguous": False,
+        }
+    )
+    store = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    assert store.record_aliases(crosswalk) == crosswalk.height
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        ranges = [
+            (int(s["min"]), int(s["max"]))
+            for (s,) in con.execute(
+                "SELECT stats FROM pragma_storage_info('item_aliases') "
+                "WHERE column_name = 'alias_code' AND segment_type <> 'VALIDITY'"
+            ).fetchall()
+            if "min" in s
+        ]
+    finally:
+        con.close()
+    assert len(ranges) >= 3
+    for i in range(0, crosswalk.height, 9_973):
+        alias = f"https://repositorio.example.edu.co/handle/123456789/{i}"
+        assert sum(low <= key_code(alias) <= high for low, high in ranges) <= 2, alias
+        item = f"oai:repositorio.example.edu.co:123456789/{i}"
+        assert store.resolve_aliases((alias,)) == {alias: item}
+    pair = ("https://repositorio.example.edu.co/handle/123456789/7", "10.1/none")
+    resolved = {pair[0]: "oai:repositorio.example.edu.co:123456789/7"}
+    assert store.resolve_aliases(pair) == resolved
+
+    con = duckdb.connect(str(store.path))  # as a store before alias codes had them
+    con.execute("CREATE OR REPLACE TABLE item_aliases AS SELECT alias, item_key FROM item_aliases")
+    con.close()
+    con = duckdb.connect(str(store.path), read_only=True)
+    assert con.execute("SELECT count(*) FROM item_aliases").fetchall() == [(crosswalk.height,)]
+    con.close()
+    older = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    assert older.resolve_aliases(pair) == resolved
+    shared = DuckDBStatsStore(tmp_path / "stats.duckdb", shared_reads=True)
+    assert shared.resolve_aliases(pair) == resolved
+    shared._shared.close()  # type: ignore[union-attr]
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        codes = con.execute("SELECT alias, alias_code FROM item_aliases").fetchall()
+    finally:
+        con.close()
+    assert len(codes) == crosswalk.height
+    assert [code for _, code in codes] == sorted(key_code(alias) for alias, _ in codes)
+
+
+def test_an_empty_day_and_an_empty_cross_walk_are_written(store):
+    """A day rewritten without rows (a site's events all rejected) and a cross-walk with no
+    alias: the key codes of no key (Polars refused the untyped empty mapping: both failed)."""
+    from usage_stats.pipeline.metrics import DELTA_SCHEMA
+
+    deltas, snapshot = day_frames(DAY, 3)
+    store.replace_day(DAY, deltas, snapshot)
+    empty = pl.DataFrame(schema=DELTA_SCHEMA)
+    assert store.replace_day(DAY, empty, empty).delta_rows == 0
+    assert store.row_count("usage_deltas", DAY) == 0
+    no_alias = pl.DataFrame(schema={"alias": pl.String, "item_key": pl.String, "ambiguous": bool})
+    assert store.record_aliases(no_alias) == 0
+    assert store.resolve_aliases(("10.1/x",)) == {}

@@ -241,3 +241,66 @@ def test_every_worker_drops_its_answers_when_a_run_writes(tmp_path):
     run.replace_day(DAY2, *day_rows(DAY2, 1))  # the day re-run
     assert [views(client) for client in clients] == [4, 4]
     assert [views(client, interval="day") for client in clients] == [4, 4]
+
+
+def test_concurrent_misses_of_one_answer_are_computed_once():
+    """A popular item asked by many clients at once (a worker's first seconds, or right after
+    a run's write) is computed once; the others get that answer. An answer that is not kept
+    (an error) is computed by each request; a waiter that goes away cancels nothing, and when
+    the request computing goes away, one of its waiters computes instead."""
+    import asyncio
+    from collections import Counter
+
+    import httpx
+
+    from usage_stats.web.cache import CachingMiddleware, ResponseCache
+
+    calls: Counter = Counter()
+
+    async def endpoint(scope, receive, send) -> None:
+        asked = (scope["path"], scope["query_string"])
+        calls[asked] += 1
+        await asyncio.sleep(0.05)
+        status = 404 if scope["path"].endswith("missing") else 200
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"n": %d}' % calls[asked]})
+
+    middleware = CachingMiddleware(endpoint, ResponseCache(lambda: 1, ttl_seconds=60))
+
+    async def run() -> tuple[list, list, list]:
+        transport = httpx.ASGITransport(middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+
+            def ask(path: str):
+                return client.get(path)
+
+            a = [ask("/report/itemWidget?identifier=a") for _ in range(8)]
+            b = [ask("/report/itemWidget?identifier=b") for _ in range(3)]
+            gone = asyncio.ensure_future(ask("/report/itemWidget?identifier=c"))
+            waiting = [ask("/report/itemWidget?identifier=c") for _ in range(2)]
+            missing = [ask("/report/missing") for _ in range(4)]
+            together = asyncio.gather(*a, *b, *waiting, *missing)
+            await asyncio.sleep(0.01)  # every one started, a's first computing
+            impatient = asyncio.ensure_future(ask("/report/itemWidget?identifier=a"))
+            await asyncio.sleep(0.01)
+            gone.cancel()
+            impatient.cancel()
+            answers = await together
+        return answers[:11], answers[11:13], answers[13:]
+
+    found, after_cancel, missing = asyncio.run(run())
+    assert [r.status_code for r in found] == [200] * 11
+    assert [r.json() for r in found] == [{"n": 1}] * 11
+    assert calls[("/report/itemWidget", b"identifier=a")] == 1
+    assert calls[("/report/itemWidget", b"identifier=b")] == 1
+    assert [r.json() for r in after_cancel] == [{"n": 2}] * 2  # one took over, once
+    assert calls[("/report/itemWidget", b"identifier=c")] == 2
+    assert [r.status_code for r in missing] == [404] * 4
+    assert calls[("/report/missing", b"")] == 4
+    assert middleware.computed == 1 + 1 + 2 + 4

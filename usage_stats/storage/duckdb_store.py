@@ -163,7 +163,12 @@ _CREATE_METADATA = (
     )
     + ")"
 )
-_CREATE_ALIASES = "CREATE TABLE IF NOT EXISTS item_aliases (alias VARCHAR, item_key VARCHAR)"
+# Sorted by the alias's key code (see "Key codes"), asked by it: DOIs, handles and URLs share
+# their first bytes as OAI identifiers do (an alias asked by `alias = ?` alone read every row
+# group: 25 ms of CPU at 3 million aliases, for every item widget)
+_CREATE_ALIASES = (
+    "CREATE TABLE IF NOT EXISTS item_aliases (alias VARCHAR, item_key VARCHAR, alias_code UBIGINT)"
+)
 _NAIVE_UTC = [
     name for name, dtype in STORED_METADATA_SCHEMA.items() if dtype == pl.Datetime("us", "UTC")
 ]
@@ -215,6 +220,12 @@ ROW_GROUP_ROWS = 122_880
 # Runs below this size are merged at each `optimize`: four row groups keep a day's merge under
 # a second and leave about seven runs for a year of 9,000-row days (bench/store_bench.py).
 RUN_ROWS = 4 * ROW_GROUP_ROWS
+# A lookup of at most this many item keys (an item and its aliases) reads its rows as stored,
+# at most `LOOKUP_ROWS` of them (more: the grouped query), and sums them in Python: DuckDB's
+# planning of ten aggregates and the Arrow result took 8-10 ms of an item widget's 18 (issue 16)
+LOOKUP_KEYS = 16
+LOOKUP_ROWS = 2048
+_SUMS_SCHEMA = {m: pl.Int64() for m in (*METRICS, "rows")}
 _RUN_ORDER = "scope, key_code, key, date, site_id, level, country"
 # `key_code` (see the module's docstring, "Key codes"): the high 32 bits a digest of the OAI
 # namespace (MD5, which DuckDB and Python compute alike, computed once per namespace: DuckDB's
@@ -223,11 +234,21 @@ _RUN_ORDER = "scope, key_code, key, date, site_id, level, country"
 # asked by Python (`key_code`), and in SQL only for a store from before them (its one sort).
 # The stored codes must be the ones the queries compute: a different definition needs a new
 # column name, so that stores with the old codes get the new ones as those without any do.
-_NAMESPACE = "CASE WHEN key LIKE 'oai:%:%' THEN split_part(key, ':', 2) ELSE '' END"
-_KEY_CODE = (
-    f"((md5_number_lower({_NAMESPACE}) >> 32) << 32) | "
-    "CASE WHEN key = '' THEN CAST(0 AS UBIGINT) "
-    "ELSE CAST('0x' || right(hex(key), 8) AS UBIGINT) END"
+
+
+def _key_code_sql(column: str) -> str:
+    namespace = f"CASE WHEN {column} LIKE 'oai:%:%' THEN split_part({column}, ':', 2) ELSE '' END"
+    return (
+        f"((md5_number_lower({namespace}) >> 32) << 32) | "
+        f"CASE WHEN {column} = '' THEN CAST(0 AS UBIGINT) "
+        f"ELSE CAST('0x' || right(hex({column}), 8) AS UBIGINT) END"
+    )
+
+
+_KEY_CODE = _key_code_sql("key")
+_CODE_ALIASES = (  # a store from before alias codes
+    "CREATE OR REPLACE TABLE item_aliases AS SELECT alias, item_key, "
+    f"{_key_code_sql('alias')} AS alias_code FROM item_aliases ORDER BY alias_code, alias"
 )
 
 
@@ -254,6 +275,8 @@ def with_key_codes(frame: pl.DataFrame) -> pl.DataFrame:
         .cast(pl.UInt64)
         .alias("tail"),
     )
+    if frame.is_empty():  # no namespace to map: Polars would refuse the untyped mapping
+        return frame.with_columns(pl.lit(0, pl.UInt64).alias("key_code"))
     high = {name: _md5_lower(name) >> 32 for name in namespaces.get_column("ns").unique()}
     high_half = pl.col("ns").replace_strict(high, return_dtype=pl.UInt64) * (1 << 32)
     code = high_half + pl.col("tail")
@@ -328,9 +351,10 @@ class _SharedReader:
                         "SELECT table_name FROM information_schema.tables"
                     ).fetchall()
                 }
+                coded = _has_column(con, "item_aliases", "alias_code")
             finally:
                 con.close()
-            if present >= ALL_TABLES:
+            if present >= ALL_TABLES and coded:
                 return
         with self.store._connect():
             pass
@@ -538,6 +562,8 @@ class DuckDBStatsStore(StatsStore):
         con.execute(_CREATE_TITLES)
         con.execute(_CREATE_METADATA)
         con.execute(_CREATE_ALIASES)
+        if not _has_column(con, "item_aliases", "alias_code"):
+            con.execute(_CODE_ALIASES)
         con.execute(_CREATE_SPIKES)
         for table in RECORD_TABLES:
             con.execute(_create_record_table_sql(table))
@@ -893,12 +919,16 @@ class DuckDBStatsStore(StatsStore):
         """Delete everything and insert the new table in one transaction: readers see the old
         cross-walk or the new one, never a mix."""
         frame = alias_frame(crosswalk)
+        coded = with_key_codes(frame.select("alias", "item_key", key="alias"))
         with self._connect() as con:
-            con.register("incoming_aliases", frame.to_arrow())
+            con.register("incoming_aliases", coded.to_arrow())
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute("DELETE FROM item_aliases")
-                con.execute("INSERT INTO item_aliases SELECT alias, item_key FROM incoming_aliases")
+                con.execute(
+                    "INSERT INTO item_aliases SELECT alias, item_key, key_code "
+                    "FROM incoming_aliases ORDER BY key_code, alias"
+                )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -915,15 +945,21 @@ class DuckDBStatsStore(StatsStore):
             # connection may face a store written before the cross-walk was kept
             if self._shared is None and not _has_table(con, "item_aliases"):
                 return {}
+            # the shared reader's store has alias codes (its `_prepare`); an own connection
+            # may face a store from before them, until its next write
+            by_code = self._shared is not None or _has_column(con, "item_aliases", "alias_code")
+            code = "alias_code = CAST(? AS UBIGINT) AND " if by_code else ""
             if len(keys) == 1:  # the web services' case: a plain equality, no list to unnest
                 rows = con.execute(
-                    "SELECT alias, item_key FROM item_aliases WHERE alias = ?", [keys[0]]
+                    f"SELECT alias, item_key FROM item_aliases WHERE {code}alias = ?",
+                    [key_code(keys[0]), keys[0]] if by_code else [keys[0]],
                 ).fetchall()
             else:
                 rows = con.execute(  # one list parameter, as in `titles`
                     "SELECT alias, item_key FROM item_aliases "
-                    "WHERE alias IN (SELECT unnest(?::VARCHAR[]))",
-                    [list(keys)],
+                    "WHERE alias IN (SELECT unnest(?::VARCHAR[]))"
+                    + (" AND alias_code IN (SELECT unnest(?::UBIGINT[]))" if by_code else ""),
+                    [list(keys), [key_code(k) for k in keys]] if by_code else [list(keys)],
                 ).fetchall()
         return dict(rows)
 
@@ -1102,6 +1138,16 @@ class DuckDBStatsStore(StatsStore):
     ) -> pl.DataFrame:
         if table not in STORE_TABLES:
             raise ValueError(f"unknown table {table!r}")
+        if scope == "item" and table == "usage_deltas" and _is_lookup(where, by, distinct):
+            with self._read() as con:
+                clause, params = self._where(con, scope, start, end, where)
+                found = con.execute(
+                    f"SELECT {', '.join([*by, *METRICS])} FROM usage_deltas WHERE {clause} "
+                    f"LIMIT {LOOKUP_ROWS + 1}",
+                    params,
+                ).fetchall()
+            if len(found) <= LOOKUP_ROWS:
+                return _summed_rows(found, by)
         month = "CAST(date_trunc('month', date) AS DATE)"
         columns = [f"{month} AS month" if c == "month" else c for c in by]
         sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in METRICS)
@@ -1139,12 +1185,61 @@ class DuckDBStatsStore(StatsStore):
         return pl.from_arrow(table)
 
 
+def _is_lookup(
+    where: tuple[RowFilter, ...], by: tuple[str, ...], distinct: tuple[str, ...]
+) -> bool:
+    """Sums of a few items by stored columns (an item widget's year by day and level): their
+    rows are summed here (`_summed_rows`), not by the query."""
+    return (
+        bool(where)
+        and not distinct
+        and "month" not in by
+        and all(
+            f.keys is not None and f.site_ids is None and f.owner_site_ids is None for f in where
+        )
+        and sum(len(f.keys or ()) for f in where) <= LOOKUP_KEYS
+    )
+
+
+def _summed_rows(rows: list[tuple], by: tuple[str, ...]) -> pl.DataFrame:
+    """`rows` (the `by` columns, then `METRICS`) summed per distinct `by`, with their count,
+    ordered as `ORDER BY` orders them (nulls last): what the grouped query answers."""
+    width = len(by)
+    groups: dict[tuple, list[int]] = {}
+    for row in rows:
+        sums = groups.get(row[:width])
+        if sums is None:
+            sums = groups[row[:width]] = [0] * (len(METRICS) + 1)
+        for i, value in enumerate(row[width:]):
+            if value:
+                sums[i] += value
+        sums[-1] += 1
+    if not by:
+        return pl.DataFrame(
+            [groups.get((), [0] * (len(METRICS) + 1))], schema=_SUMS_SCHEMA, orient="row"
+        )
+    ordered = sorted(groups.items(), key=lambda item: [(v is None, v) for v in item[0]])
+    return pl.DataFrame(
+        [(*group, *sums) for group, sums in ordered], schema=empty_sums(by).schema, orient="row"
+    )
+
+
 def _lacks_key_codes(con: duckdb.DuckDBPyConnection) -> bool:
     """The usage tables exist without `key_code` (a store from before key codes)."""
     columns = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'usage_deltas'"
     ).fetchall()
     return bool(columns) and ("key_code",) not in columns
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = ? AND column_name = ?",
+            [table, column],
+        ).fetchall()[0][0]
+    )
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:

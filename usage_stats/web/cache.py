@@ -24,10 +24,14 @@ widget shows a new day as soon as the run that wrote it has finished.
 
 The cache is per process (each `--workers` process has its own): nothing is shared, so there
 is nothing to lock across processes, at the price of one computation per worker per key.
+Within a process, concurrent misses of one key are computed once: the first computes, the
+others wait for its answer (a popular item right after a run's write, or a worker's first
+seconds, would otherwise be computed once per waiting request, each as costly as the first).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import gzip
 import hashlib
@@ -44,6 +48,7 @@ from usage_stats.web.common import today
 
 CACHED_PATHS = ("/report/", "/api/v1/")
 _GZIP_MIN = 1000
+_ABANDONED = object()  # a computation cancelled or failed: a waiter takes over
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,10 @@ class CachingMiddleware:
         self.cache = cache
         self.paths = paths
         self.cache_control = f"public, max-age={int(browser_seconds)}".encode()
+        # key → the answer being computed for it: an `Entry`, None (not cacheable) or
+        # `_ABANDONED`; only the event loop's thread touches it
+        self._pending: dict[Hashable, asyncio.Future[object]] = {}
+        self.computed = 0  # answers computed (not served from the cache), for tests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -208,11 +217,42 @@ class CachingMiddleware:
         )
         entry = self.cache.get(key)
         if entry is None:
-            entry = await self._compute(scope, receive, send)
+            entry = await self._compute_once(key, scope, receive, send)
             if entry is None:
                 return  # already sent as it came: not cacheable
-            self.cache.put(key, entry)
         await self._send(scope, send, entry)
+
+    async def _compute_once(
+        self, key: Hashable, scope: Scope, receive: Receive, send: Send
+    ) -> Entry | None:
+        """The answer for `key`: another request's if one is computing it (shielded, so a
+        waiter that goes away cancels nothing), else computed and kept here. An answer that
+        is not kept (an error, a stream) is computed by each of its waiters; one abandoned
+        (its request cancelled, or failing) is taken over by the next waiter."""
+        while (pending := self._pending.get(key)) is not None:
+            outcome = await asyncio.shield(pending)
+            if isinstance(outcome, Entry):
+                return outcome
+            if outcome is None:
+                return await self._compute_and_keep(key, scope, receive, send)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        outcome: object = _ABANDONED
+        try:
+            outcome = await self._compute_and_keep(key, scope, receive, send)
+            return outcome  # type: ignore[return-value]
+        finally:
+            del self._pending[key]
+            future.set_result(outcome)
+
+    async def _compute_and_keep(
+        self, key: Hashable, scope: Scope, receive: Receive, send: Send
+    ) -> Entry | None:
+        self.computed += 1
+        entry = await self._compute(scope, receive, send)
+        if entry is not None:
+            self.cache.put(key, entry)
+        return entry
 
     async def _compute(self, scope: Scope, receive: Receive, send: Send) -> Entry | None:
         """Run the endpoint, keeping its answer when cacheable; otherwise pass it on as it

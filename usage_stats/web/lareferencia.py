@@ -288,10 +288,10 @@ def item_widget(
     reach, known = _item_reach(ctx, identifier, source)
     first, last = date_range(start_date, end_date, start_name="start_date", end_name="end_date")
     unit = _buckets(time_unit, interval)
-    frame = reach.sums(ctx.store, first, last, by=("date", "level"))
-    if not any(frame.select(M).sum().row(0)):
+    body = widget(reach.sums(ctx.store, first, last, by=("date", "level")), unit)
+    if not any(body[m]["value"] for m in M):
         _require_usage(ctx, reach, known)  # usage in the window proves usage ever: no 2nd query
-    return widget(frame, unit)
+    return body
 
 
 @router.get("/itemWidgetByCountry", summary="An item's (or a source's) totals by country")
