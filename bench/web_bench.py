@@ -358,7 +358,8 @@ def summary(latencies: list[float], statuses: list[int], seconds: float, failure
 
 def requests_plan(args, used_items: list[str], api_keys: dict[int, str]) -> dict[str, list]:
     """The request targets of every endpoint, drawn once so every store gets the same ones;
-    the clients go through them in turn (`--plan-size` each, more than a run sends)."""
+    the clients go through them in turn, each run where the previous one stopped (`--plan-size`
+    each, more than the runs send)."""
     from urllib.parse import urlencode
 
     rng = np.random.default_rng(args.seed + 1)
@@ -461,25 +462,35 @@ async def _client_loop(host, port, targets, offset, stride, until, out) -> None:
             await asyncio.sleep(0.05)
     if writer is not None:
         writer.close()
+    out["next"] = max(out.get("next", 0), index)
 
 
-def load_generator(host, port, targets, clients, seconds, warmup_seconds, queue) -> None:
-    """Body of the load generator's process: warm up, then `clients` clients for `seconds`."""
+def load_generator(host, port, targets, clients, seconds, warmup_seconds, start, queue) -> None:
+    """Body of the load generator's process: warm up, then `clients` clients for `seconds`,
+    going on through `targets` from `start` (the measured requests are not the warm-up's, and
+    the next run's are not this one's: otherwise the response cache answers them all)."""
     import asyncio
 
-    async def run(duration: float, out: dict) -> float:
+    async def run(duration: float, out: dict, first: int) -> float:
         until = time.monotonic() + duration
         started = time.perf_counter()
         await asyncio.gather(
-            *(_client_loop(host, port, targets, c, clients, until, out) for c in range(clients))
+            *(
+                _client_loop(host, port, targets, first + c, clients, until, out)
+                for c in range(clients)
+            )
         )
         return time.perf_counter() - started
 
     if warmup_seconds > 0:
-        asyncio.run(run(warmup_seconds, {"latencies": [], "statuses": [], "failures": 0}))
-    out: dict = {"latencies": [], "statuses": [], "failures": 0}
-    elapsed = asyncio.run(run(seconds, out))
-    queue.put(summary(out["latencies"], out["statuses"], elapsed, out["failures"]))
+        warmup: dict = {"latencies": [], "statuses": [], "failures": 0, "next": start}
+        asyncio.run(run(warmup_seconds, warmup, start))
+        start = warmup["next"]
+    out: dict = {"latencies": [], "statuses": [], "failures": 0, "next": start}
+    elapsed = asyncio.run(run(seconds, out, start))
+    result = summary(out["latencies"], out["statuses"], elapsed, out["failures"])
+    result["next"] = out["next"]
+    queue.put(result)
 
 
 def measure(port: int, plan: dict[str, list], args) -> dict:
@@ -487,6 +498,7 @@ def measure(port: int, plan: dict[str, list], args) -> dict:
     out: dict = {}
     for name, targets in plan.items():
         out[name] = {}
+        start = 0  # where the next run goes on in the endpoint's targets
         for clients in args.clients:
             queue = context.Queue()
             generator = context.Process(
@@ -498,11 +510,19 @@ def measure(port: int, plan: dict[str, list], args) -> dict:
                     clients,
                     args.seconds,
                     args.warmup_seconds,
+                    start,
                     queue,
                 ),
             )
             generator.start()
             result = queue.get(timeout=args.seconds + args.warmup_seconds + 600)
+            start = result.pop("next")
+            if start > len(targets):
+                print(
+                    f"  ({name}: {start} requests went round {len(targets)} targets: "
+                    "raise --plan-size)",
+                    flush=True,
+                )
             generator.join(60)
             result["load_average"] = round(os.getloadavg()[0], 2)
             out[name][str(clients)] = result
@@ -556,7 +576,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint and clients")
     parser.add_argument("--warmup-seconds", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
-    parser.add_argument("--plan-size", type=int, default=20_000, help="targets per endpoint")
+    parser.add_argument("--plan-size", type=int, default=60_000, help="targets per endpoint")
     parser.add_argument("--endpoints", nargs="+", help="only these (default: all)")
     parser.add_argument("--workdir", help="keep the DuckDB year and admin DB here, and reuse them")
     parser.add_argument("--stores", nargs="+", default=["duckdb", "opensearch"])
