@@ -138,7 +138,7 @@ def as_of_sums(
     rows in force (each group's latest on or before it) that match any filter of `where`,
     summed by `by`. A day where no row matches is absent, as with whole snapshots."""
     if history.is_empty():
-        return empty_sums(by).drop("rows")
+        return without_rows(empty_sums(by))
     groups = history.select(SNAPSHOT_GROUP).unique()
     grid = groups.join(pl.DataFrame({"day": days}, schema={"day": pl.Date()}), how="cross")
     in_force = (
@@ -156,7 +156,7 @@ def as_of_sums(
         .filter(pl.any_horizontal(w.expr() for w in where))
     )
     if in_force.is_empty():
-        return empty_sums(by).drop("rows")
+        return without_rows(empty_sums(by))
     return (
         in_force.group_by(list(by))
         .agg(pl.col(m).sum().cast(pl.Int64) for m in METRICS)
@@ -659,7 +659,7 @@ class StatsStore(ABC):
             )
         days = [d for d in self.days() if start <= d <= end]
         if not days or not where:
-            return empty_sums(by).drop("rows")
+            return without_rows(empty_sums(by))
         history = self._snapshot_history(scope, end, tuple(w.of_groups() for w in where))
         return as_of_sums(history, days, where, by)
 
@@ -726,7 +726,7 @@ class StatsStore(ABC):
         `SUM_GROUPS`: the web services' general query (SUSHI item reports: scope item, owners
         of a customer, by key and month)."""
         where = (RowFilter(keys, site_ids, owner_site_ids),)
-        return self.sums_where(scope, start, end, where, by).drop("rows")
+        return without_rows(self.sums_where(scope, start, end, where, by))
 
     def totals(
         self, scope: str, key: str, start: dt.date, end: dt.date, by: tuple[str, ...] = ()
@@ -800,6 +800,14 @@ def check_groups(by: tuple[str, ...], distinct: tuple[str, ...] = ()) -> None:
 def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}")
+
+
+def without_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` without its `rows` column, sharing the other columns' memory.
+
+    An eager `DataFrame.drop` runs a lazy query in Polars 2 (plan, optimise, the thread
+    pool): about 1 ms of the item widget's ~9 ms miss on a busy server, for 21 rows."""
+    return pl.DataFrame([column for column in frame.get_columns() if column.name != "rows"])
 
 
 def empty_sums(by: tuple[str, ...]) -> pl.DataFrame:
