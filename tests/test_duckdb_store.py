@@ -475,3 +475,19 @@ def test_an_empty_day_and_an_empty_cross_walk_are_written(store):
     no_alias = pl.DataFrame(schema={"alias": pl.String, "item_key": pl.String, "ambiguous": bool})
     assert store.record_aliases(no_alias) == 0
     assert store.resolve_aliases(("10.1/x",)) == {}
+
+
+def test_sums_without_rows_keep_every_other_column_as_it_was():
+    """`sums` leaves out `rows` without an eager `drop` (a lazy query per web request)."""
+    from usage_stats.storage.store import empty_sums, without_rows
+
+    frame = pl.DataFrame(
+        {"date": [DAY, None], "level": ["R", None], "views": [3, 0], "rows": [2, 1]},
+        schema={"date": pl.Date, "level": pl.String, "views": pl.Int64, "rows": pl.Int64},
+    )
+    assert without_rows(frame).equals(frame.drop("rows"))
+    assert without_rows(frame).schema == frame.drop("rows").schema
+    empty = empty_sums(("date", "level"))
+    assert without_rows(empty).schema == empty.drop("rows").schema
+    assert without_rows(empty).height == 0
+    assert "rows" in frame.columns  # the frame given is left whole
