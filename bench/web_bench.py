@@ -423,12 +423,16 @@ def requests_plan(args, used_items: list[str], api_keys: dict[int, str]) -> dict
 # --- the load generator: raw HTTP/1.1 keep-alive over asyncio, in its own process -----------
 
 
-async def _client_loop(host, port, targets, offset, stride, until, out) -> None:
-    """One client: one connection, the next request as soon as the answer is read."""
+async def _client_loop(host, port, targets, offset, stride, until, out, per_connection=0) -> None:
+    """One client: one connection, the next request as soon as the answer is read; with
+    `per_connection` > 0, a new connection after that many answers (as page views from many
+    browsers come: the kernel then hands each to any worker, where one kept-alive connection
+    stays with the worker that accepted it, and 16 of them split unevenly for a whole run)."""
     import asyncio
 
     reader = writer = None
     index = offset
+    answered = 0  # on this connection
     while time.monotonic() < until:
         target = targets[index % len(targets)]
         index += stride
@@ -453,21 +457,24 @@ async def _client_loop(host, port, targets, offset, stride, until, out) -> None:
             await reader.readexactly(length)
             out["latencies"].append(time.perf_counter() - started)
             out["statuses"].append(status)
-            if close:
+            answered += 1
+            if close or answered == per_connection:
                 writer.close()
-                writer = None
+                writer, answered = None, 0
         except (OSError, asyncio.IncompleteReadError, ValueError):
             out["failures"] += 1
             if writer is not None:
                 writer.close()
-            writer = None
+            writer, answered = None, 0
             await asyncio.sleep(0.05)
     if writer is not None:
         writer.close()
     out["next"] = max(out.get("next", 0), index)
 
 
-def load_generator(host, port, targets, clients, seconds, warmup_seconds, start, queue) -> None:
+def load_generator(
+    host, port, targets, clients, seconds, warmup_seconds, start, queue, per_connection=0
+) -> None:
     """Body of the load generator's process: warm up, then `clients` clients for `seconds`,
     going on through `targets` from `start` (the measured requests are not the warm-up's, and
     the next run's are not this one's: otherwise the response cache answers them all)."""
@@ -478,7 +485,7 @@ def load_generator(host, port, targets, clients, seconds, warmup_seconds, start,
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                _client_loop(host, port, targets, first + c, clients, until, out)
+                _client_loop(host, port, targets, first + c, clients, until, out, per_connection)
                 for c in range(clients)
             )
         )
@@ -514,6 +521,7 @@ def measure(port: int, plan: dict[str, list], args) -> dict:
                     args.warmup_seconds,
                     start,
                     queue,
+                    args.requests_per_connection,
                 ),
             )
             generator.start()
@@ -602,6 +610,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--plan-size", type=int, default=60_000, help="targets per endpoint")
     parser.add_argument("--endpoints", nargs="+", help="only these (default: all)")
+    parser.add_argument(
+        "--requests-per-connection",
+        type=int,
+        default=0,
+        help="a client reconnects after this many answers (0: one connection per client)",
+    )
     parser.add_argument("--workdir", help="keep the DuckDB year and admin DB here, and reuse them")
     parser.add_argument("--stores", nargs="+", default=["duckdb", "opensearch"])
     parser.add_argument("--seed", type=int, default=5)
