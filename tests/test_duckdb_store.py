@@ -462,6 +462,52 @@ def test_aliases_are_asked_by_their_code_and_an_older_store_gets_the_codes(tmp_p
     assert [code for _, code in codes] == sorted(key_code(alias) for alias, _ in codes)
 
 
+def test_the_shared_reader_asks_only_for_stored_alias_codes_and_sees_a_new_cross_walk(
+    tmp_path,
+):
+    """The web's reader keeps the stored aliases' codes per connection and looks up only a
+    key whose code is among them (issue 16: DuckDB's lookup of a key that is no alias cost
+    ~0.6 ms of an item widget's miss). A key sharing a stored alias's code (same last four
+    bytes, no namespace) is still asked and resolves to nothing; a cross-walk replaced by a
+    run is seen at the reader's next connection, dropped aliases included."""
+    from usage_stats.storage.duckdb_store import key_code
+
+    def crosswalk(pairs: dict[str, str]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"alias": list(pairs), "item_key": list(pairs.values()), "ambiguous": False},
+            schema={"alias": pl.String, "item_key": pl.String, "ambiguous": pl.Boolean},
+        )
+
+    writer = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    writer.record_aliases(crosswalk({"10.1/abcd": "oai:r.org:1", "hdl:1/2": "oai:r.org:2"}))
+    reader = DuckDBStatsStore(tmp_path / "stats.duckdb", shared_reads=True)
+    asked: list[tuple] = []
+    original = reader._shared.alias_codes  # type: ignore[union-attr]
+
+    def spied(cursor):
+        codes = original(cursor)
+        asked.append(tuple(int(c) for c in codes) if codes is not None else None)
+        return codes
+
+    reader._shared.alias_codes = spied  # type: ignore[union-attr,method-assign]
+    assert key_code("10.2/abcd") == key_code("10.1/abcd")
+    assert reader.resolve_aliases(("10.1/abcd",)) == {"10.1/abcd": "oai:r.org:1"}
+    assert reader.resolve_aliases(("10.2/abcd", "oai:r.org:1")) == {}
+    assert reader.resolve_aliases(("hdl:1/2", "nothing")) == {"hdl:1/2": "oai:r.org:2"}
+    assert asked[-1] == tuple(sorted({key_code("10.1/abcd"), key_code("hdl:1/2")}))
+    opened = reader._shared.opened  # type: ignore[union-attr]
+
+    writer.record_aliases(crosswalk({"hdl:1/3": "oai:r.org:3"}))  # waits for the reader
+    assert reader.resolve_aliases(("hdl:1/3", "hdl:1/2")) == {"hdl:1/3": "oai:r.org:3"}
+    assert reader.resolve_aliases(("10.1/abcd",)) == {}
+    assert reader._shared.opened == opened + 1  # type: ignore[union-attr]
+    assert asked[-1] == (key_code("hdl:1/3"),)
+    writer.record_aliases(crosswalk({}))
+    assert reader.resolve_aliases(("hdl:1/3",)) == {}
+    assert asked[-1] == ()
+    reader._shared.close()  # type: ignore[union-attr]
+
+
 def test_an_empty_day_and_an_empty_cross_walk_are_written(store):
     """A day rewritten without rows (a site's events all rejected) and a cross-walk with no
     alias: the key codes of no key (Polars refused the untyped empty mapping: both failed)."""

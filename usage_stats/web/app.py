@@ -245,13 +245,15 @@ def create_app(
     app.add_middleware(protection.SecurityHeadersMiddleware)
     app.add_middleware(RequestLog)  # outermost: refusals are logged too
 
+    # The widgets first: every request walks the routes in order until one matches, and the
+    # item widget is the most requested of all (issue 16)
+    app.include_router(lareferencia.router)
     app.include_router(api.router)
     app.include_router(records_api.router)
     app.include_router(subcounts_api.router)
     app.include_router(fields_api.router)
     app.include_router(visitors_api.router)
     app.include_router(spikes_api.router)
-    app.include_router(lareferencia.router)
     app.include_router(sushi.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
