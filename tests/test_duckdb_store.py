@@ -482,11 +482,13 @@ def test_the_shared_reader_asks_only_for_stored_alias_codes_and_sees_a_new_cross
     writer.record_aliases(crosswalk({"10.1/abcd": "oai:r.org:1", "hdl:1/2": "oai:r.org:2"}))
     reader = DuckDBStatsStore(tmp_path / "stats.duckdb", shared_reads=True)
     asked: list[tuple] = []
+    arrays: list = []  # the arrays themselves: kept alive, compared by identity
     original = reader._shared.alias_codes  # type: ignore[union-attr]
 
     def spied(cursor):
         codes = original(cursor)
         asked.append(tuple(int(c) for c in codes) if codes is not None else None)
+        arrays.append(codes)
         return codes
 
     reader._shared.alias_codes = spied  # type: ignore[union-attr,method-assign]
@@ -495,6 +497,9 @@ def test_the_shared_reader_asks_only_for_stored_alias_codes_and_sees_a_new_cross
     assert reader.resolve_aliases(("10.2/abcd", "oai:r.org:1")) == {}
     assert reader.resolve_aliases(("hdl:1/2", "nothing")) == {"hdl:1/2": "oai:r.org:2"}
     assert asked[-1] == tuple(sorted({key_code("10.1/abcd"), key_code("hdl:1/2")}))
+    reader._shared.close()  # type: ignore[union-attr]  # idle: closed; nothing written
+    assert reader.resolve_aliases(("hdl:1/2",)) == {"hdl:1/2": "oai:r.org:2"}
+    assert all(a is arrays[0] for a in arrays)  # the first connection's codes, kept
     opened = reader._shared.opened  # type: ignore[union-attr]
 
     writer.record_aliases(crosswalk({"hdl:1/3": "oai:r.org:3"}))  # waits for the reader
@@ -502,6 +507,7 @@ def test_the_shared_reader_asks_only_for_stored_alias_codes_and_sees_a_new_cross
     assert reader.resolve_aliases(("10.1/abcd",)) == {}
     assert reader._shared.opened == opened + 1  # type: ignore[union-attr]
     assert asked[-1] == (key_code("hdl:1/3"),)
+    assert arrays[-1] is not arrays[0]  # read again after the write
     writer.record_aliases(crosswalk({}))
     assert reader.resolve_aliases(("hdl:1/3",)) == {}
     assert asked[-1] == ()

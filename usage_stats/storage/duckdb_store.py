@@ -96,7 +96,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,7 +323,7 @@ class _SharedReader:
         # which connection this thread's current cursor belongs to (`opened` at its opening;
         # None: an own connection), and the alias codes read through that connection
         self._local = threading.local()
-        self._alias_codes: tuple[int, np.ndarray] | None = None
+        self._alias_codes: tuple[int, Hashable, np.ndarray] | None = None
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -381,7 +381,6 @@ class _SharedReader:
                 except duckdb.IOException:
                     return None  # locked by a writer that has not announced itself
                 self.opened += 1
-                self._alias_codes = None
                 if self._watcher is None:
                     self._watcher = threading.Thread(
                         target=self._watch, name="duckdb-shared-reader", daemon=True
@@ -394,27 +393,39 @@ class _SharedReader:
 
     def alias_codes(self, cursor: duckdb.DuckDBPyConnection) -> np.ndarray | None:
         """The codes of every stored alias, sorted, as this thread's current cursor of the
-        shared connection sees them (`cursor`), read once per connection: while it is open
-        nobody writes, so the set cannot change under it. None for an own connection.
+        shared connection sees them (`cursor`). None for an own connection.
 
         Most identifiers a widget asks for are no alias (an item page sends its own OAI
         key), and DuckDB's lookup of one costs ~0.6 ms even when nothing matches; a binary
         search of this array takes microseconds, so only a key whose code is stored is
-        looked up. 8 bytes per alias in each reading process (40 MB for 5 million)."""
+        looked up. 8 bytes per alias in each reading process (40 MB for 5 million).
+
+        Read once per connection (while it is open nobody writes, so the set cannot change
+        under it), and kept by a reopened one while the data version is the one they were
+        read at: a worker's connection closes after `idle_seconds` without a query, and a
+        network's millions of aliases take a good part of a second to read again. A
+        writer replaces the version only after closing, so a set read in between is
+        newer than its version says, never older: at worst read once more."""
         generation = getattr(self._local, "connection", None)
         if generation is None:
             return None
         cached = self._alias_codes
         if cached is not None and cached[0] == generation:
-            return cached[1]
-        codes = cursor.execute(
-            "SELECT DISTINCT alias_code FROM item_aliases WHERE alias_code IS NOT NULL "
-            "ORDER BY alias_code"
-        ).fetchnumpy()["alias_code"]
-        codes = np.asarray(codes, dtype=np.uint64)
+            return cached[2]
+        version = self.store.data_version()
+        if cached is not None and cached[1] == version:
+            codes = cached[2]
+        else:
+            codes = np.asarray(
+                cursor.execute(
+                    "SELECT DISTINCT alias_code FROM item_aliases WHERE alias_code IS NOT NULL "
+                    "ORDER BY alias_code"
+                ).fetchnumpy()["alias_code"],
+                dtype=np.uint64,
+            )
         with self._lock:
             if self.opened == generation:
-                self._alias_codes = (generation, codes)
+                self._alias_codes = (generation, version, codes)
         return codes
 
     def _watch(self) -> None:
