@@ -68,12 +68,18 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=20, help="IR reports")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="leave the garbage collector as Python sets it (before web/heap.py)",
+    )
+    parser.add_argument(
         "--namespace", default="repo{}.example.org", help="as web_bench.py's --namespace"
     )
     args = parser.parse_args()
 
     from usage_stats.admin import db
     from usage_stats.storage.duckdb_store import DuckDBStatsStore
+    from usage_stats.web import heap
     from usage_stats.web.app import create_app
     from usage_stats.web.sushi import KeyChecker
 
@@ -87,6 +93,8 @@ def main() -> None:
         response_cache_seconds=0,
         sushi_key_checker=KeyChecker(per_second=1000, burst=1000),  # every key checked first
     )
+    if not args.default_gc:
+        heap.settle_heap()  # as the served app's startup does (its lifespan is not run here)
     keys = json.loads((workdir / "api_keys.json").read_text())
     rng = random.Random(args.seed)
     per_source = args.items // args.sources

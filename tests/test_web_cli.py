@@ -84,3 +84,37 @@ def test_app_from_env_reads_the_web_settings(tmp_path, monkeypatch):
     middleware = [m.cls.__name__ for m in app.user_middleware]
     assert "RateLimitMiddleware" in middleware  # widgets and SUSHI still limited
     assert app.state.ctx.store.shared_reads
+
+
+def test_the_served_app_settles_the_heap_when_it_starts(tmp_path, monkeypatch):
+    """`usage-stats serve`'s app freezes the startup heap and raises the young generation's
+    threshold (web/heap.py) when it starts, not when it is built; an app built for a test or
+    a bench leaves the process's collector alone."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from usage_stats.web import heap
+    from usage_stats.web.app import app_from_env
+
+    monkeypatch.setenv("USAGE_STATS_DUCKDB_PATH", str(tmp_path / "stats.duckdb"))
+    monkeypatch.setenv("USAGE_STATS_ADMIN_DB_URL", f"sqlite:///{tmp_path / 'admin.db'}")
+    threshold = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        served = app_from_env()
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == threshold
+        with TestClient(served):
+            assert gc.get_freeze_count() > 0
+            assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *threshold[1:])
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        from usage_stats.storage.duckdb_store import DuckDBStatsStore
+        from usage_stats.web.app import create_app
+
+        store = DuckDBStatsStore(tmp_path / "other.duckdb")
+        with TestClient(create_app(store, f"sqlite:///{tmp_path / 'admin.db'}")):
+            assert gc.get_freeze_count() == 0 and gc.get_threshold() == threshold
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

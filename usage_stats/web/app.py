@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,7 @@ from usage_stats.web import (
     api,
     dashboard,
     fields_api,
+    heap,
     i18n,
     lareferencia,
     protection,
@@ -132,6 +134,7 @@ def create_app(
     browser_cache_seconds: int = 60,
     rate_limits: protection.RateLimiter | None = None,
     embed_frame_ancestors: str | None = None,
+    settle_heap: bool = False,
 ) -> FastAPI:
     """`response_cache_seconds`: how long an answer of the widgets and the API is kept at
     most (web/cache.py; it is dropped sooner, at once, when the store's data changes; 0 turns
@@ -146,8 +149,17 @@ def create_app(
     ("day" or "month"): the LA Referencia documents whose per-country entries the widgets'
     country ranking counts; by default the store's compatibility set's, else "month".
     `embed_frame_ancestors`: the sites that may frame `/embed/repository/…` (by default
-    `USAGE_STATS_EMBED_FRAME_ANCESTORS`, else any)."""
+    `USAGE_STATS_EMBED_FRAME_ANCESTORS`, else any). `settle_heap`: set the garbage collector
+    for serving when the app starts (web/heap.py; `usage-stats serve` does, in each worker)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settle_heap:
+            heap.settle_heap()  # after the imports and the app are built, before a request
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         # /docs is served by `dashboard.api_docs` with local assets; ReDoc would need a CDN
         docs_url=None,
         redoc_url=None,
@@ -288,6 +300,7 @@ def app_from_settings(settings: Settings) -> FastAPI:
             ),
             settings.rate_limit_storage,
         ),
+        settle_heap=True,
     )
 
 
