@@ -15,6 +15,7 @@ from assets.metadata import report_day
 from assets.partitions import DAILY_USAGE
 from resources import StatsStoreResource, WarehouseResource
 from usage_stats.pipeline.snapshots import pending_deltas, stored_snapshot
+from usage_stats.storage.lareferencia_index import warehouse_period_items
 
 MATCHES_DELTAS = "store_rows_equal_delta_rows"
 
@@ -52,7 +53,16 @@ def stats_index(
         if previous is not None:
             changed = deltas if previous == day - dt.timedelta(days=1) else None
             changed = pending_deltas(store, previous, day) if changed is None else changed
-        result = target.replace_day(day, deltas, stored_snapshot(snapshot, changed))
+        # The compatibility set's month is rebuilt from the warehouse's copy of the store's
+        # other days of the month, not read back from the store (a quarter of the day's
+        # indexing by the 10th of a month)
+        period = target.compat_period(day)
+        earlier = None
+        if period is not None:
+            earlier = warehouse_period_items(store, period, stored_days, day)
+        result = target.replace_day(
+            day, deltas, stored_snapshot(snapshot, changed), period_items=earlier
+        )
         stored_days = sorted({*stored_days, day})
         stored = target.row_count("usage_deltas", day)
         titles = store.read_optional("item_titles", day)
@@ -66,6 +76,8 @@ def stats_index(
             snapshot_rows=result.snapshot_rows,
             snapshot_rows_unchanged=snapshot.height - result.snapshot_rows,
             titles_recorded=titled,
+            # the month's other days, summed from the warehouse (absent: read back, or none)
+            **({} if earlier is None else {"compat_period_rows_from_warehouse": earlier.height}),
         )
         if stored != deltas.height:
             mismatched[day.isoformat()] = {"stored": stored, "delta_rows": deltas.height}

@@ -4,8 +4,10 @@ Generates synthetic days (E events over S sites each), computes their deltas, sn
 item titles with the library (the same calls as the assets; not the measure), then times what
 `stats_index` does for one day with the OpenSearch store, in a fresh index set of the local
 OpenSearch (`scripts/services.sh start opensearch`): `replace_day` (delta, snapshot and LA
-Referencia compatibility documents, monthly by default: rebuilt from the month's item deltas in
-the store; `--compat-granularity day`), `row_count`, `record_titles` and `optimize`. The figure
+Referencia compatibility documents, monthly by default: rebuilt from the month's item deltas,
+the other days' summed from the warehouse's `item_daily_deltas` as the asset does, timed, or
+read back from the store with `--read-back`, as before 2026-12-04; `--compat-granularity day`),
+`row_count`, `record_titles` and `optimize`. The figure
 is the documents stored (delta + snapshot + the compatibility documents of the period + titles)
 over that wall time. The snapshot documents are those stats_index stores: the day's whole
 snapshot on the first day, then its rollups and the items used that day (`stored_snapshot`).
@@ -89,6 +91,11 @@ def main() -> int:
         "--month-days", type=int, default=0, help="earlier days of the month loaded first"
     )
     parser.add_argument("--cache", type=Path, default=None, help="keep prepared frames here")
+    parser.add_argument(
+        "--read-back",
+        action="store_true",
+        help="the store reads the month's other days back (no warehouse sums)",
+    )
     args = parser.parse_args()
     if not 0 <= args.month_days <= 27:
         parser.error("--month-days must be 0–27 (the timed day stays in January)")
@@ -98,7 +105,9 @@ def main() -> int:
     from usage_stats.admin.sources import CsvSourceRegistry
     from usage_stats.pipeline.snapshots import stored_snapshot
     from usage_stats.storage import lareferencia_index
+    from usage_stats.storage.lake import LocalLake
     from usage_stats.storage.opensearch import OpenSearchStatsStore
+    from usage_stats.storage.warehouse import Warehouse
 
     days = args.month_days + 1
     with tempfile.TemporaryDirectory(prefix="index-bench-") as tmp, RssSampler() as sampler:
@@ -129,23 +138,41 @@ def main() -> int:
             **options,
         )
         day = DAY + dt.timedelta(days=args.month_days)
+        # the warehouse's item_daily_deltas, as the earlier stage of each day wrote them
+        warehouse = Warehouse(LocalLake(Path(tmp) / "warehouse"))
+        for n in range(days):
+            each = DAY + dt.timedelta(days=n)
+            warehouse.write("item_daily_deltas", each, frames(each)[0])
+
+        def period_items(day: dt.date, stored: list[dt.date]) -> pl.DataFrame | None:
+            """What the stats_index asset gives `replace_day` (None: read back)."""
+            period = store.compat_period(day)
+            if period is None or args.read_back:
+                return None
+            return lareferencia_index.warehouse_period_items(warehouse, period, stored, day)
+
         earlier: dict = {}
         timing: dict = {}
         steps: dict[str, float] = {}
+        stored_days: list[dt.date] = []
         try:
             with sampler.stage(earlier):
                 for n in range(args.month_days):
                     before = DAY + dt.timedelta(days=n)
                     deltas, snapshot, titles = frames(before)
-                    store.replace_day(before, deltas, snapshot)
+                    items = period_items(before, stored_days)
+                    store.replace_day(before, deltas, snapshot, period_items=items)
+                    stored_days.append(before)
                     store.row_count("usage_deltas", before)
                     store.record_titles(before, titles)
                 store.optimize()
             deltas, snapshot, titles = frames(day)
             with sampler.stage(timing):  # what stats_index does for the day
                 mark = time.perf_counter()
-                store.replace_day(day, deltas, snapshot)
-                steps["replace_day"] = time.perf_counter() - mark
+                items = period_items(day, stored_days)
+                steps["warehouse_period_items"] = time.perf_counter() - mark
+                store.replace_day(day, deltas, snapshot, period_items=items)
+                steps["replace_day"] = time.perf_counter() - mark - steps["warehouse_period_items"]
                 mark = time.perf_counter()
                 store.row_count("usage_deltas", day)
                 steps["row_count"] = time.perf_counter() - mark
@@ -181,6 +208,7 @@ def main() -> int:
         "process_peak_rss_mib": sampler.peak / MiB,
         "batch_size": args.batch_size,
         "compat_granularity": args.compat_granularity,
+        "read_back": args.read_back,
         "prepare_seconds": prepared,
         "load_average": os.getloadavg(),
     }

@@ -23,7 +23,8 @@ from stores import opensearch_store
 from support import day_tables, item_metrics, manifest_items
 from usage_stats.admin.sources import CsvSourceRegistry, Source
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
-from usage_stats.storage.opensearch import OpenSearchStatsStore
+from usage_stats.storage import lareferencia_index as compat
+from usage_stats.storage.opensearch import OpenSearchStatsStore, queries
 from usage_stats.storage.store import StatsStoreError
 
 RANGE = {
@@ -100,7 +101,22 @@ def test_pipeline_writes_the_compatibility_set(generated, store, granularity):
     where the usage happened, `level` that site's type, and an item's figures per level and
     visitor country as planted, found with the original service's item query."""
     resource = resource_for(store, generated, compat_granularity=granularity)
-    assert run(generated, resource, tags=RANGE).success
+    result = run(generated, resource, tags=RANGE)
+    assert result.success
+    # a month's other days come from the warehouse, none before the first day nor by day
+    from_warehouse = {
+        e.materialization.partition: e.materialization.metadata.get(
+            "compat_period_rows_from_warehouse"
+        )
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.path == ["stats_index"]
+    }
+    counted = {d: m.value for d, m in from_warehouse.items() if m is not None}
+    if granularity == "month":
+        assert counted[DAYS[0]] == 0 and counted[DAYS[1]] > 0
+        assert counted[DAYS[2]] >= counted[DAYS[1]]
+    else:
+        assert counted == {}
     item = "oai:repo1.example.org:1001/0"
     client = store.client
     pattern = f"{store.compat_prefix}-*"
@@ -511,6 +527,59 @@ def test_a_rewritten_month_equals_the_month_written_once():
     finally:
         store.delete_all()
         clean.delete_all()
+
+
+def sorted_rows(frame: pl.DataFrame) -> list[tuple]:
+    return sorted(frame.rows(), key=repr)
+
+
+def test_a_month_from_the_warehouse_equals_the_month_read_back(tmp_path):
+    """The month's other days summed from frames (`period_item_rows`; the stats_index asset
+    reads them from the warehouse) are the store's own read-back bucket for bucket, and a
+    store given them writes the same compatibility documents as one that reads them back: an
+    owner found mid-month, unknown visitor countries, an item on several levels."""
+    june = [JUNE_1 + dt.timedelta(days=n) for n in range(4)]
+    kerwa, repo2 = "oai:www.kerwa.ucr.ac.cr:10669/", "oai:repo2.example.org:1/"
+    days = [
+        item_rows(june[0], [(1, kerwa + "1", 1, "CR", 5), (4, kerwa + "2", None, None, 3)]),
+        item_rows(
+            june[1],
+            [
+                (4, kerwa + "2", 1, "US", 2),
+                (5, kerwa + "2", 1, None, 4),
+                (1, kerwa + "1", 1, "CR", 1),
+            ],
+        ),
+        item_rows(june[2], [(4, repo2 + "2", 2, "AR", 7), (5, "hdl:10669/9", 1, "BR", 6)]),
+        item_rows(june[3], [(1, kerwa + "1", 1, "PE", 8), (4, repo2 + "2", 2, None, 1)]),
+    ]
+    read_back = opensearch_store(compat_granularity="month", sources=COMPAT_SOURCES)
+    given = opensearch_store(compat_granularity="month", sources=COMPAT_SOURCES)
+    try:
+        assert given.compat_period(june[2]) == (JUNE_1, dt.date(2026, 6, 30))
+        for n, deltas in enumerate(days):
+            read_back.replace_day(june[n], deltas, deltas)
+            earlier = compat.period_item_rows(days[:n])
+            given.replace_day(june[n], deltas, deltas, period_items=earlier)
+        last = dt.date(2026, 6, 30)
+        for n in range(len(days)):
+            stored = queries.month_item_rows(
+                read_back.connection, read_back.alias("usage_deltas"), JUNE_1, last, june[n]
+            )
+            summed = compat.period_item_rows(days[:n] + days[n + 1 :])
+            assert stored.schema == summed.schema
+            assert sorted_rows(stored) == sorted_rows(summed) and summed.height > 0
+        expected = compat_sources(read_back)
+        assert {
+            k: {f: v for f, v in d.items() if f != "_version"} for k, d in expected.items()
+        } == {
+            k: {f: v for f, v in d.items() if f != "_version"}
+            for k, d in compat_sources(given).items()
+        }
+        assert len(expected) == 5  # one per site and item
+    finally:
+        read_back.delete_all()
+        given.delete_all()
 
 
 def test_new_indices_wait_only_for_the_copies_the_nodes_can_hold(tmp_path, monkeypatch):

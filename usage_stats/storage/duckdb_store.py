@@ -637,7 +637,14 @@ class DuckDBStatsStore(StatsStore):
             con.execute("ROLLBACK")
             raise
 
-    def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
+    def replace_day(
+        self,
+        day: dt.date,
+        deltas: pl.DataFrame,
+        snapshot: pl.DataFrame,
+        *,
+        period_items: pl.DataFrame | None = None,  # no compatibility set here
+    ) -> DayWrite:
         deltas, snapshot = day_frames(day, deltas, snapshot)
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")

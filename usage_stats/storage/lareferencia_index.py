@@ -63,12 +63,14 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import polars as pl
 
 from usage_stats.admin.sources import Source
 from usage_stats.pipeline.metrics import LA_REFERENCIA_METRICS
+from usage_stats.storage.warehouse import Warehouse
 
 GRANULARITIES = ("day", "month")
 # Bumped when the set's mapping changes in a way that old indices cannot take: a store refuses
@@ -230,6 +232,93 @@ def document_ids(docs: pl.DataFrame) -> pl.Series:
             separator="|",
         )
     ).to_series()
+
+
+PERIOD_ITEM_SCHEMA: dict[str, pl.DataType] = {
+    "site_id": pl.Int32(),
+    "key": pl.String(),
+    "level": pl.String(),
+    "owner_site_id": pl.Int32(),
+    "country": pl.String(),
+    **{m: pl.Int64() for m in LA_REFERENCIA_METRICS},
+    "last_date": pl.Int64(),
+}
+"""Item deltas of a period summed per site, item, level, owner and visitor country, with the
+last day each was seen in epoch milliseconds (as a `max` of OpenSearch's `date` reads)."""
+
+PERIOD_ITEM_COLUMNS = (
+    "date",
+    "scope",
+    "key",
+    "site_id",
+    "level",
+    "owner_site_id",
+    "country",
+    *LA_REFERENCIA_METRICS,
+)
+"""The columns of a day's deltas that `day_item_rows` reads."""
+
+_PERIOD_GROUP = ["site_id", "key", "level", "owner_site_id", "country"]
+# rows gathered before they are summed: a month of network days is never held whole
+_PERIOD_REDUCE_ROWS = 2_000_000
+
+
+def day_item_rows(deltas: pl.DataFrame) -> pl.DataFrame:
+    """A day's item deltas (in the store's schema, or its `PERIOD_ITEM_COLUMNS`) as
+    `PERIOD_ITEM_SCHEMA` rows: `last_date` the day."""
+    return (
+        deltas.filter(pl.col("scope") == "item")
+        .with_columns(pl.col("date").cast(pl.Datetime("ms")).cast(pl.Int64).alias("last_date"))
+        .select(list(PERIOD_ITEM_SCHEMA))
+        .cast(PERIOD_ITEM_SCHEMA)
+    )
+
+
+def period_item_rows(days: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """Days' item deltas summed as `PERIOD_ITEM_SCHEMA`: what the OpenSearch store's
+    read-back of a period answers for those days (one composite bucket a row), from frames
+    instead (the warehouse's `item_daily_deltas`), summed a few days at a time."""
+    total = pl.DataFrame(schema=PERIOD_ITEM_SCHEMA)
+    pending: list[pl.DataFrame] = []
+    for deltas in days:
+        pending.append(day_item_rows(deltas))
+        if sum(frame.height for frame in pending) >= _PERIOD_REDUCE_ROWS:
+            total, pending = _summed_period([total, *pending]), []
+    return _summed_period([total, *pending]) if pending else total
+
+
+def _summed_period(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    return (
+        pl.concat(frames)
+        .group_by(_PERIOD_GROUP)
+        .agg(*[pl.col(m).sum() for m in LA_REFERENCIA_METRICS], pl.col("last_date").max())
+        .select(list(PERIOD_ITEM_SCHEMA))
+        .cast(PERIOD_ITEM_SCHEMA)
+    )
+
+
+def warehouse_period_items(
+    warehouse: Warehouse,
+    period: tuple[dt.date, dt.date],
+    stored_days: Iterable[dt.date],
+    day: dt.date,
+) -> pl.DataFrame | None:
+    """`period_item_rows` of the days of `period` other than `day` that the store holds
+    (`stored_days`), read from the warehouse's `item_daily_deltas` (`PERIOD_ITEM_COLUMNS`
+    only); None when one of them is not there, and the store reads them back itself.
+
+    Equal to the store's read-back while the store holds what the warehouse holds for those
+    days (the stats_index asset's check); a day the warehouse has re-processed since is
+    counted as re-processed, and its own stats_index run rebuilds the month again."""
+    first, last = period
+    others = sorted(d for d in set(stored_days) if first <= d <= last and d != day)
+    if not all(warehouse.exists("item_daily_deltas", d) for d in others):
+        return None
+    return period_item_rows(
+        chain.from_iterable(
+            warehouse.parts("item_daily_deltas", d, columns=PERIOD_ITEM_COLUMNS) for d in others
+        )
+    )
 
 
 def month_items(rows: pl.DataFrame) -> pl.DataFrame:

@@ -311,13 +311,30 @@ class StatsStore(ABC):
     """
 
     @abstractmethod
-    def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
+    def replace_day(
+        self,
+        day: dt.date,
+        deltas: pl.DataFrame,
+        snapshot: pl.DataFrame,
+        *,
+        period_items: pl.DataFrame | None = None,
+    ) -> DayWrite:
         """Atomically replace everything stored for `day` (deltas and snapshot).
 
         `snapshot` may be sparse (`usage_stats.pipeline.snapshots.stored_snapshot`): every
         rollup row of the day's snapshot, and of the item scope only the rows of items whose
         totals changed since the store's previous day. The snapshot reads take each item's
-        latest row on or before the day asked, so a whole snapshot reads the same."""
+        latest row on or before the day asked, so a whole snapshot reads the same.
+
+        `period_items`: for a store that keeps LA Referencia's compatibility set by month
+        (`compat_period`), the item deltas of the other days it holds in `day`'s period, as
+        `lareferencia_index.period_item_rows` sums them; without them it reads them back."""
+
+    def compat_period(self, day: dt.date) -> tuple[dt.date, dt.date] | None:
+        """The first and last day of the period whose other days' item deltas `replace_day`
+        of `day` reads back to rebuild the compatibility set, or None: it reads none (no
+        compatibility set, or one document per day)."""
+        return None
 
     @abstractmethod
     def replace_record_day(

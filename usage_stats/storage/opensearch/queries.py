@@ -16,6 +16,7 @@ import polars as pl
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
 from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_SCHEMA
 from usage_stats.pipeline.spikes import SPIKE_SCHEMA
+from usage_stats.storage.lareferencia_index import PERIOD_ITEM_SCHEMA
 from usage_stats.storage.opensearch.client import Connection
 from usage_stats.storage.store import (
     RecordQuery,
@@ -247,29 +248,7 @@ def month_item_rows(
     # Sites side by side: the node aggregates one while the client reads another's answer.
     with ThreadPoolExecutor(max_workers=connection.parallel_requests) as pool:
         rows = list(chain.from_iterable(pool.map(site_rows, sorted(b["key"] for b in buckets))))
-    return pl.DataFrame(rows, schema=MONTH_ITEM_SCHEMA, orient="row")
-
-
-MONTH_ITEM_SCHEMA: dict[str, pl.DataType] = {
-    "site_id": pl.Int32(),
-    "key": pl.String(),
-    "level": pl.String(),
-    "owner_site_id": pl.Int32(),
-    "country": pl.String(),
-    **{m: pl.Int64() for m in LA_REFERENCIA_METRICS},
-    "last_date": pl.Int64(),
-}
-
-
-def day_item_rows(deltas: pl.DataFrame) -> pl.DataFrame:
-    """A day's item deltas (in the store's schema) as `month_item_rows` answers them: its
-    `last_date` the day in epoch milliseconds, as a `max` of the `date` field reads."""
-    return (
-        deltas.filter(pl.col("scope") == "item")
-        .with_columns(pl.col("date").cast(pl.Datetime("ms")).cast(pl.Int64).alias("last_date"))
-        .select(list(MONTH_ITEM_SCHEMA))
-        .cast(MONTH_ITEM_SCHEMA)
-    )
+    return pl.DataFrame(rows, schema=PERIOD_ITEM_SCHEMA, orient="row")
 
 
 def _record_filters(query: RecordQuery) -> list[dict[str, Any]]:

@@ -440,7 +440,14 @@ class OpenSearchStatsStore(StatsStore):
 
     # --- writing --------------------------------------------------------------------------
 
-    def replace_day(self, day: dt.date, deltas: pl.DataFrame, snapshot: pl.DataFrame) -> DayWrite:
+    def replace_day(
+        self,
+        day: dt.date,
+        deltas: pl.DataFrame,
+        snapshot: pl.DataFrame,
+        *,
+        period_items: pl.DataFrame | None = None,
+    ) -> DayWrite:
         deltas, snapshot = day_frames(day, deltas, snapshot)
         self.ensure_templates()
         con = self.connection
@@ -463,7 +470,7 @@ class OpenSearchStatsStore(StatsStore):
         con.refresh(",".join(self.index_for(table, day) for table, _ in tables))
         for table, _ in tables:
             writes.delete_stale(con, self.alias(table), day, write_id)
-        self._replace_compat(day, deltas)
+        self._replace_compat(day, deltas, period_items)
         for table, frame in tables:
             stored = self.row_count(table, day)
             if stored != frame.height:
@@ -576,11 +583,21 @@ class OpenSearchStatsStore(StatsStore):
             self.connection, self.subcount_alias(table), query, start, end
         )
 
-    def _replace_compat(self, day: dt.date, deltas: pl.DataFrame) -> None:
+    def compat_period(self, day: dt.date) -> tuple[dt.date, dt.date] | None:
+        if self.sources is None or self.compat_granularity == "day":
+            return None
+        return compat.period_of(day, self.compat_granularity)
+
+    def _replace_compat(
+        self, day: dt.date, deltas: pl.DataFrame, period_items: pl.DataFrame | None
+    ) -> None:
         """Replace the compatibility documents of the period holding `day`: that day's, or in
-        `month` granularity its month's, rebuilt from the month's item deltas in this store (a
-        pure function of what is stored, so re-running any day of the month is idempotent).
-        The day itself is taken from `deltas`, which are now its stored deltas."""
+        `month` granularity its month's, rebuilt from the month's item deltas (a pure
+        function of what is stored, so re-running any day of the month is idempotent). The
+        day itself is taken from `deltas`, which are now its stored deltas; the month's other
+        days from `period_items` when the caller has them (the stats_index asset sums them
+        from the warehouse: reading them back was a quarter of a day's indexing by the 10th),
+        else by composite aggregations over this store."""
         if self.sources is None:
             return
         sources = list(self.sources() if callable(self.sources) else self.sources)
@@ -588,9 +605,14 @@ class OpenSearchStatsStore(StatsStore):
         if self.compat_granularity == "day":
             items = deltas.filter(pl.col("scope") == "item")
         else:
-            index = self.alias("usage_deltas")
-            rows = queries.month_item_rows(self.connection, index, first, last, except_day=day)
-            items = compat.month_items(pl.concat([rows, queries.day_item_rows(deltas)]))
+            if period_items is None:
+                index = self.alias("usage_deltas")
+                period_items = queries.month_item_rows(
+                    self.connection, index, first, last, except_day=day
+                )
+            schema = compat.PERIOD_ITEM_SCHEMA
+            earlier = period_items.select(list(schema)).cast(schema)
+            items = compat.month_items(pl.concat([earlier, compat.day_item_rows(deltas)]))
         docs = compat.documents(items, compat.SiteFacts.of(sources), first)
         ids = writes.document_ids_within_limit(compat.document_ids(docs))
         docs = docs.with_columns(ids.alias("id"))
