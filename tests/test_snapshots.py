@@ -1,7 +1,8 @@
-"""`next_snapshot` joins the day's summed deltas to the previous snapshot instead of grouping
-everything again, and `snapshot_mismatches` groups by hashes of the keys: both against the
-group-by they replace, on random days full of what a join can get wrong (keys with nulls,
-a key repeated in the deltas, owners that change or are unknown, null metrics)."""
+"""`next_snapshot` adds the day's summed deltas to the previous snapshot's rows instead of
+grouping everything again, and `snapshot_mismatches` groups only the rows that differ from
+the previous snapshot: both against what they replace, on random days full of what a join
+can get wrong (keys with nulls, a key repeated in the deltas, owners that change or are
+unknown, null metrics)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,11 @@ def test_next_snapshot_equals_the_group_by_over_a_random_history(seed: int) -> N
     for offset in range(5):
         day = D0 + dt.timedelta(days=offset)
         delta = random_deltas(rng, int(rng.integers(0, 60)), day)
+        before = previous.rows() if previous is not None else None
         snapshot = next_snapshot(previous, delta, day)
         reference = reference_snapshot(reference, delta, day)
+        # the previous snapshot's columns are added to in copies, not in place
+        assert previous is None or previous.rows() == before
         assert snapshot.schema == pl.Schema(SNAPSHOT_SCHEMA)
         assert snapshot.sort(list(KEY_COLUMNS), nulls_last=True).equals(reference)
         assert snapshot_mismatches(snapshot, previous, delta) == 0
@@ -108,3 +112,42 @@ def test_the_chain_check_finds_every_key_a_snapshot_gets_wrong(seed: int) -> Non
     # a key lost from the snapshot, and a key it has twice
     assert snapshot_mismatches(snapshot.slice(1), previous, delta) == 1
     assert snapshot_mismatches(pl.concat([snapshot, snapshot.head(1)]), previous, delta) == 1
+
+
+def reference_mismatches(
+    snapshot: pl.DataFrame, previous: pl.DataFrame | None, delta: pl.DataFrame
+) -> int:
+    """Keys whose snapshot totals are not previous + delta, by joining the three per key."""
+
+    def totals(frame: pl.DataFrame | None) -> dict[tuple, tuple]:
+        if frame is None:
+            return {}
+        sums = frame.group_by(KEYS).agg(pl.col(m).fill_null(0).sum() for m in METRICS)
+        return {tuple(r[: len(KEYS)]): tuple(r[len(KEYS) :]) for r in sums.iter_rows()}
+
+    s, p, d = totals(snapshot), totals(previous), totals(delta)
+    zero = (0,) * len(METRICS)
+    return sum(
+        1
+        for key in s.keys() | p.keys() | d.keys()
+        if tuple(
+            a - b - c
+            for a, b, c in zip(s.get(key, zero), p.get(key, zero), d.get(key, zero), strict=True)
+        )
+        != zero
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_chain_check_counts_as_a_join_of_the_totals_in_either_row_order(seed: int) -> None:
+    rng = np.random.default_rng(200 + seed)
+    previous = next_snapshot(None, random_deltas(rng, 60, D0), D0)
+    delta = random_deltas(rng, 40, D0 + dt.timedelta(days=1))
+    snapshot = next_snapshot(previous, delta, D0 + dt.timedelta(days=1))
+    noise = pl.Series(rng.integers(-1, 2, snapshot.height) * (rng.random(snapshot.height) < 0.2))
+    broken = snapshot.with_columns(pl.col("views") + noise)
+    shuffled = broken.sample(fraction=1.0, shuffle=True, seed=seed)
+    expected = reference_mismatches(broken, previous, delta)
+    assert snapshot_mismatches(broken, previous, delta) == expected  # previous rows first
+    assert snapshot_mismatches(shuffled, previous, delta) == expected  # any order
+    assert snapshot_mismatches(shuffled.sort(KEYS), previous, delta) == expected
