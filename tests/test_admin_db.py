@@ -170,6 +170,30 @@ def test_unmigrated_db_says_what_to_do(url):
         DbSourceRegistry(url).sources()
 
 
+def test_a_db_found_current_is_not_asked_again_for_a_while_but_a_downgrade_is_seen(
+    url, monkeypatch
+):
+    db.upgrade(url)
+    asked = []
+    real = db.current_revision
+    monkeypatch.setattr(db, "current_revision", lambda u: asked.append(u) or real(u))
+    for _ in range(5):
+        db.ensure_current(url)
+    assert len(asked) == 1
+    db.downgrade(url, "-1")
+    with pytest.raises(db.AdminDbError, match="run `usage-stats db upgrade`"):
+        db.ensure_current(url)
+    db.upgrade(url)
+    # and once the window has passed, the DB is asked again
+    clock = [1_000_000.0]
+    monkeypatch.setattr(db.time, "monotonic", lambda: clock[0])
+    db.ensure_current(url)
+    clock[0] += db.CURRENT_FOR_SECONDS + 0.1
+    asked.clear()
+    db.ensure_current(url)
+    assert asked == [url]
+
+
 def test_registry_sees_changes_without_restart(url):
     db.upgrade(url)
     registry = DbSourceRegistry(url)
