@@ -41,10 +41,10 @@ from usage_stats.pipeline.usage_subcounts import (
     USAGE_SUBCOUNT_KEYS,
     USAGE_SUBCOUNT_SCHEMA,
     VISIT_FIELDS,
-    chain_mismatches,
     full_subcounts,
     item_fields,
     owner_countries,
+    subcount_chain_mismatches,
     top_n,
     total_mismatches,
 )
@@ -173,16 +173,15 @@ def usage_subcount_snapshots(
     bad: dict[str, int] = {}
     snapshot = None
     for day in each_day(context, "usage_subcount_snapshots"):
-        full = full_subcounts(store.read("usage_snapshots", day), fields, owners, day)
+        usage = store.read("usage_snapshots", day)
+        full = full_subcounts(usage, fields, owners, day)
         before = store.latest_before("usage_snapshots", day)
         if before is None or before == day - dt.timedelta(days=1):
-            previous = (
-                full_subcounts(store.read("usage_snapshots", before), fields, owners, day)
-                if before
-                else None
+            previous = store.read("usage_snapshots", before) if before else None
+            delta = store.read("item_daily_deltas", day)
+            chain[day.isoformat()] = subcount_chain_mismatches(
+                usage, previous, delta, fields, owners, day
             )
-            delta = full_subcounts(store.read("item_daily_deltas", day), fields, owners, day)
-            chain[day.isoformat()] = chain_mismatches(full, previous, delta)
         else:  # a gap in the usage snapshots: their own chain check reports it
             context.log.warning(f"no usage snapshot the day before {day}: chain not checked")
         deltas = store.read("usage_subcount_deltas", day)

@@ -52,6 +52,7 @@ from pipeline_bench import _child as pipeline_child
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JOB = "usage_pipeline"
+SUBCOUNTS_JOB = "usage_subcounts"
 
 
 class TimedRssSampler(RssSampler):
@@ -110,8 +111,9 @@ def _dir_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def run_dagster(run_dir: Path) -> dict:
-    """In the child, with the environment of `_run_environment`: admin DB, code location, job."""
+def run_dagster(run_dir: Path, subcounts: bool = False) -> dict:
+    """In the child, with the environment of `_run_environment`: admin DB, code location, job;
+    with `subcounts`, then records planted for the day's items and the `usage_subcounts` job."""
     from usage_stats.admin import db
     from usage_stats.admin.registry import import_sources
     from usage_stats.settings import Settings
@@ -128,13 +130,70 @@ def run_dagster(run_dir: Path) -> dict:
 
     started = time.perf_counter()
     sys.path.insert(0, str(REPO_ROOT))
-    from dagster import DagsterEventType, DagsterInstance
+    from dagster import DagsterInstance
 
     from definitions import defs
 
     job = defs.get_job_def(JOB)
     load_seconds = time.perf_counter() - started
     instance = DagsterInstance.get()
+    run = _execute(job, instance, run_dir, dagster_home)
+    input_events = run["steps"]["raw_events"]["assets"]["raw_events"]["dagster/row_count"]
+    run["input_events"] = input_events
+    run["events_per_second"] = input_events / run["end_to_end_seconds"]
+    for step in run["steps"].values():
+        step["events_per_second"] = input_events / step["seconds"] if step["seconds"] else None
+    run["load_code_location_seconds"] = load_seconds
+    if subcounts:
+        run["planted_records"] = plant_records(settings)
+        later = _execute(defs.get_job_def(SUBCOUNTS_JOB), instance, run_dir, dagster_home)
+        for step in later["steps"].values():
+            step["events_per_second"] = input_events / step["seconds"] if step["seconds"] else None
+        run["subcounts"] = later
+    return run
+
+
+def plant_records(settings) -> int:
+    """Harvested records for nine in ten of the day's used items (`subcounts_bench.records_of`:
+    40 types, 3,000 publishers, 3 of 5,000 subjects each, ...), each under its owner's source,
+    written where `item_metadata` keeps a source's current records. Not timed: the harvest is
+    another job."""
+    import numpy as np
+    import polars as pl
+    from subcounts_bench import records_of
+
+    from usage_stats.admin.registry import DbSourceRegistry
+    from usage_stats.metadata.store import MetadataStore
+    from usage_stats.storage.open import open_lake
+    from usage_stats.storage.warehouse import Warehouse
+
+    warehouse = Warehouse(open_lake(settings.warehouse_url))
+    sources = pl.DataFrame(
+        [(s.site_id, s.source_key) for s in DbSourceRegistry(settings.admin_db_url).sources()],
+        schema={"owner_site_id": pl.Int32, "source_key": pl.String},
+        orient="row",
+    )
+    used = (
+        warehouse.read("item_daily_deltas", DAY)
+        .filter(pl.col("scope") == "item")
+        .select("key", pl.col("owner_site_id").cast(pl.Int32))
+        .unique("key")
+        .sort("key")
+        .join(sources, on="owner_site_id")
+    )
+    rng = np.random.default_rng(15)
+    used = used.filter(pl.Series(rng.random(used.height) < 0.9))
+    records = records_of(used.get_column("key"), used.get_column("source_key"), rng)
+    store = MetadataStore(warehouse.lake)
+    for (source_key,), frame in records.group_by("source_key"):
+        store._write(store._current_key(str(source_key)), frame)
+    return records.height
+
+
+def _execute(job, instance, run_dir: Path, dagster_home: Path) -> dict:
+    """Run `job` for the day in-process; its steps' seconds, CPU, peak RSS and bytes written."""
+    from dagster import DagsterEventType
+
     gc.collect()
     with TimedRssSampler() as sampler:
         baseline = sampler.peak
@@ -146,7 +205,7 @@ def run_dagster(run_dir: Path) -> dict:
         wall = time.perf_counter() - wall_start
         run_end = time.time()
     if not result.success:
-        raise SystemExit(f"the {JOB} run {result.run_id} failed")
+        raise SystemExit(f"the {job.name} run {result.run_id} failed")
 
     steps: dict[str, dict] = {}
     for entry in instance.all_logs(result.run_id):
@@ -168,7 +227,7 @@ def run_dagster(run_dir: Path) -> dict:
                 if isinstance(v, int | float) or k == "dagster/uri"
             }
     order = sorted(steps, key=lambda key: steps[key]["start"])
-    files = _files(run_dir, dagster_home)
+    files = [f for f in _files(run_dir, dagster_home) if run_start <= f[2] <= run_end]
     samples = sampler.samples
     for key in order:
         step = steps[key]
@@ -185,22 +244,18 @@ def run_dagster(run_dir: Path) -> dict:
         written = [f for f in files if start <= f[2] <= end]
         step["bytes_written"] = sum(f[1] for f in written)
         step["files_written"] = {path: size for path, size, _ in written}
-    input_events = steps["raw_events"]["assets"]["raw_events"]["dagster/row_count"]
     first = steps[order[0]]["start"]
     last = max(steps[key]["end"] for key in order)
-    for step in steps.values():
-        step["events_per_second"] = input_events / step["seconds"] if step["seconds"] else None
     in_steps = sum(steps[key]["seconds"] for key in order)
     unattributed = [
         f for f in files if not any(s["start"] <= f[2] <= s["end"] for s in steps.values())
     ]
     return {
+        "job": job.name,
         "run_id": result.run_id,
-        "input_events": input_events,
         "order": order,
         "steps": steps,
         "end_to_end_seconds": last - first,
-        "events_per_second": input_events / (last - first),
         "cpu_seconds": samples[-1][2] - samples[0][2],
         "peak_rss_mib": sampler.peak / MiB,
         "baseline_rss_mib": baseline / MiB,
@@ -209,7 +264,6 @@ def run_dagster(run_dir: Path) -> dict:
         "dagster_overhead_seconds": wall - in_steps,
         "before_first_step_seconds": first - run_start,
         "after_last_step_seconds": run_end - last,
-        "load_code_location_seconds": load_seconds,
         "bytes_written": sum(f[1] for f in files),
         "files_outside_steps": {path: size for path, size, _ in unattributed},
         "dagster_home_bytes": _dir_bytes(dagster_home),
@@ -223,6 +277,8 @@ def _child(events: int, args: argparse.Namespace, index: int) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"run-e{events}-", dir=args.workdir))
     log = args.workdir / f"run-e{events}-{index}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(run_dir)]
+    if args.subcounts:
+        cmd.append("--subcounts")
     try:
         with log.open("w") as err:
             done = subprocess.run(
@@ -284,6 +340,24 @@ def print_table(results: list[dict]) -> None:
             f"− steps {run['steps_seconds']:.2f} s; code location loaded in "
             f"{run['load_code_location_seconds']:.2f} s, not counted)"
         )
+        later = run.get("subcounts")
+        if later:
+            for key in later["order"]:
+                s = later["steps"][key]
+                rows = "/".join(f"{a.get('dagster/row_count', 0):,}" for a in s["assets"].values())
+                print(
+                    f"{'':>12} {key:<18} {rows:>20} {s['seconds']:>8.2f} "
+                    f"{s['cpu_seconds']:>7.2f} {_fmt_rate(s['events_per_second']):>12} "
+                    f"{s['peak_rss_mib']:>13,.0f} {s['bytes_written'] / MiB:>12,.1f}"
+                )
+            added = later["cpu_seconds"] / run["cpu_seconds"] * 100
+            print(
+                f"{'':>12} {'usage_subcounts':<18} {run['planted_records']:>20,} "
+                f"{later['end_to_end_seconds']:>8.2f} {later['cpu_seconds']:>7.2f} "
+                f"{'':>12} {later['peak_rss_mib']:>13,.0f} "
+                f"{later['bytes_written'] / MiB:>12,.1f}   (its own job, after the run, "
+                f"records planted for the day's items: {added:.0f} % of the run's CPU)"
+            )
         lib = r.get("library")
         if lib:
             print(
@@ -337,13 +411,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="USAGE_STATS_PIECE_MIB for the runs (default: the project's default)",
     )
+    parser.add_argument(
+        "--subcounts",
+        action="store_true",
+        help="after the run, plant records for the day's items and run the usage_subcounts "
+        "job on the same data folder (timed the same way, reported apart)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # pipeline_bench's generator and library run read it: the real run has no cross-walk
     args.crosswalk = 0
 
     if args.child:
-        print(json.dumps(run_dagster(args.child.resolve())))
+        print(json.dumps(run_dagster(args.child.resolve(), args.subcounts)))
         return 0
 
     load_before = os.getloadavg()

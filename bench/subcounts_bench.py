@@ -46,11 +46,21 @@ def cpu() -> float:
 
 def metadata(items: int, rng: np.random.Generator) -> pl.DataFrame:
     keys = pl.Series([f"oai:repo:{i}" for i in range(items)])
+    sources = pl.Series([f"repo::{i}" for i in rng.integers(0, 200, items)])
+    return records_of(keys, sources, rng)
+
+
+def records_of(keys: pl.Series, sources: pl.Series, rng: np.random.Generator) -> pl.DataFrame:
+    """Harvested records (`ITEM_METADATA_SCHEMA`) of these item keys, each under its source:
+    40 resource types, 4 access rights, 3 languages and none, 3,000 publishers, 3 of 5,000
+    subjects each, a funder on every fifth, 800 affiliations, one file format. Also what
+    `run_bench.py --subcounts` plants for the items of its generated day."""
+    items = len(keys)
     pick = lambda values, n: pl.Series(np.array(values)[rng.integers(0, len(values), n)])  # noqa: E731
     subjects = [f"subject {i}" for i in range(5_000)]
     frame = pl.DataFrame(
         {
-            "source_key": pick([f"repo::{i}" for i in range(200)], items),
+            "source_key": sources,
             "item_key": keys,
             "datestamp": pl.Series([dt.datetime(2025, 1, 1, tzinfo=dt.UTC)] * items),
             "resource_type": pick([f"coar:{i}" for i in range(40)], items),

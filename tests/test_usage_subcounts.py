@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import metadata_support as md
+import numpy as np
 import polars as pl
 import pytest
 
@@ -18,6 +19,7 @@ from usage_stats.pipeline.usage_subcounts import (
     chain_mismatches,
     full_subcounts,
     item_fields,
+    subcount_chain_mismatches,
     top_n,
     total_mismatches,
     usage_subcounts,
@@ -180,6 +182,91 @@ def test_snapshot_chain_before_top_n_and_top_n_on_cumulative_figures():
     cut = top_n(full2, 1)
     assert total_mismatches(cut) == 0
     assert rows(cut, "global", "global", "R", "item") == {"a": (10, 4), "b": (7, 6), OTHER: (10, 3)}
+
+
+def random_day(
+    rng: np.random.Generator, day: dt.date, n: int, owners: dict[str, int | None]
+) -> pl.DataFrame:
+    """Item rows over a few keys (with and without metadata), sites, levels and countries,
+    each key with its owner of the day (`owners`), and rollup rows."""
+    pick = lambda values: [values[i] for i in rng.integers(0, len(values), n)]  # noqa: E731
+    keys = [*owners, *pick(list(owners))][:n]  # every key used
+    frame = pl.DataFrame(
+        {
+            "date": [day] * n,
+            "scope": pick(["item", "item", "item", "source"]),
+            "key": keys,
+            "site_id": pick([1, 2, 9]),
+            "level": pick(["R", "N", "L"]),
+            "owner_site_id": [owners[k] for k in keys],
+            "country": pick(["BR", "AR", None]),
+            **{m: rng.integers(0, 5, n) for m in METRICS},
+        }
+    )
+    return frame.select(list(DELTA_SCHEMA)).cast(DELTA_SCHEMA)
+
+
+def reference_chain(snapshot, previous, delta, fields) -> int:
+    """The check as it was: the three tables broken down in full, then compared."""
+    day = snapshot.get_column("date")[0]
+    breakdown = [
+        full_subcounts(frame, fields, OWNERS, day) if frame is not None else None
+        for frame in (snapshot, previous, delta)
+    ]
+    return chain_mismatches(*breakdown)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_subcount_chain_check_equals_the_reference(seed: int):
+    """The chain check from the signed item rows gives the keys the three full breakdowns
+    give: on a sound random history (none until an item changes owner: then its earlier
+    use moves to its new owner's scopes, cell by cell as each is used again), and with the
+    chain broken every way (a day's delta lost, a key's total changed, a snapshot whose rows
+    are not in the previous one's order, a key lost)."""
+    rng = np.random.default_rng(seed)
+    fields = item_fields(META)
+    previous = None
+    found = sound = 0
+    # "y" has no owner (it counts globally only): a snapshot keeps an item's last known one
+    owners: dict[str, int | None] = {"a": 1, "b": 1, "c": 2, "z": 3, "y": None}
+    for offset in range(5):
+        day = D1 + dt.timedelta(days=offset)
+        moved = offset >= 3  # from the fourth day, an item changes owner each day
+        if moved:
+            key = str(rng.choice(["a", "b", "c", "z"]))
+            owners[key] = int(rng.choice([o for o in (2, 3, 4) if o != owners[key]]))
+        delta = random_day(rng, day, int(rng.integers(5, 40)), owners)
+        snapshot = next_snapshot(previous, delta, day)
+        if not moved:
+            assert reference_chain(snapshot, previous, delta, fields) == 0
+        broken = [
+            (snapshot, previous, delta),
+            (snapshot, previous, delta.head(delta.height // 2)),
+            (
+                snapshot.with_columns(pl.col("views") + (pl.int_range(pl.len()) == 3)),
+                previous,
+                delta,
+            ),
+            (  # an earlier row's owner changed, its totals not
+                snapshot.with_columns(
+                    pl.when(pl.int_range(pl.len()) == 1)
+                    .then(4)
+                    .otherwise(pl.col("owner_site_id"))
+                    .alias("owner_site_id")
+                ),
+                previous,
+                delta,
+            ),
+            (snapshot.reverse(), previous, delta),
+            (snapshot.tail(-1), previous, delta),
+        ]
+        for case in broken:
+            expected = reference_chain(*case, fields)
+            assert subcount_chain_mismatches(*case, fields, OWNERS, day) == expected
+            found += expected
+        sound += reference_chain(snapshot, previous, delta, fields)
+        previous = snapshot
+    assert found > sound > 0
 
 
 @pytest.fixture(params=["duckdb", "opensearch"])
