@@ -232,6 +232,14 @@ def test_referrer_subcount_and_unique_visitors_of_a_planted_day():
         ("source", "1", "R", 4),
         ("source", "2", "R", 2),
     ]
+    # the asset's pieces (whole sites each) give the same counts, and a visitor of one owner
+    # and level in two pieces is one visitor of its repository too
+    pieces = [
+        visit_usage(sessions.filter(pl.col("site_id").is_in(sites)), visits)[1]
+        for sites in ([1], [2, 9])
+    ]
+    assert unique_visitors(pieces, OWNERS, DAY).equals(visitors)
+    assert unique_visitors([cells, cells.reverse()], OWNERS, DAY).equals(visitors)
 
 
 def random_day(seed: int, events: int) -> tuple[pl.DataFrame, pl.DataFrame]:
