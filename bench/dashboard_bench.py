@@ -22,6 +22,11 @@ cache):
 - `node`: `/dashboard/node/<country>` of the national node;
 - `widget`: `/widget/item?identifier=<the item with the most views>` (the whole year).
 
+The warm-up load fills the server's response cache, so the measured loads are a browser's
+first visit to a server that already answered those requests since the last write;
+`--no-response-cache` serves with the cache off, so that every load is what the first
+visitor after a run's write gets.
+
 Per load, in ms from navigation start, from the browser's own clocks:
 
 - `first_figures`: the `first-figures` performance mark the dashboard sets once the single
@@ -349,7 +354,8 @@ def run_store(
         # connection (a reader of its own per request, some of them writable, bumped the data
         # version and so emptied the response cache at every record or subcount request)
         served = DuckDBStatsStore(Path(location), shared_reads=True) if kind == "duckdb" else store
-        with serving(create_app(served, admin_db_url)) as base:
+        cache = {"response_cache_seconds": 0} if args.no_response_cache else {}
+        with serving(create_app(served, admin_db_url, **cache)) as base:
             result["views"] = measure_views(base, paths, args.loads)
             result["api"] = replay_api(base, result["views"], args.loads)
         result["load_average_after"] = os.getloadavg()
@@ -375,6 +381,12 @@ def main() -> int:
         type=int,
         default=30,
         help="days between usage-subcount snapshots (and the last day)",
+    )
+    parser.add_argument(
+        "--no-response-cache",
+        action="store_true",
+        help="serve with the response cache off: every load computes every API answer, as "
+        "the first visitor after a run's write gets them",
     )
     args = parser.parse_args()
     if args.days > 365 * 2 or args.items < args.sources or args.loads < 1:
