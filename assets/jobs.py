@@ -63,8 +63,9 @@ record_stats_job = define_asset_job(
 
 # Usage subcounts of a day (or a single-run backfill): the usage run's item deltas and
 # snapshots broken down by item metadata, into the stats store. A job of its own, run after
-# the usage pipeline (about 8 CPU s for a 10M-event day, bench/README.md): a failure of the
-# breakdowns never holds the usage figures back.
+# the usage pipeline (18-19 CPU s for a 10M-event day, two thirds of the run's own:
+# `run_bench.py --subcounts`, bench/README.md): a failure of the breakdowns never holds the
+# usage figures back.
 usage_subcounts_job = define_asset_job(
     "usage_subcounts",
     selection=AssetSelection.groups("usage_subcounts"),
