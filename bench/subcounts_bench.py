@@ -56,7 +56,12 @@ def records_of(keys: pl.Series, sources: pl.Series, rng: np.random.Generator) ->
     subjects each, a funder on every fifth, 800 affiliations, one file format. Also what
     `run_bench.py --subcounts` plants for the items of its generated day."""
     items = len(keys)
-    pick = lambda values, n: pl.Series(np.array(values)[rng.integers(0, len(values), n)])  # noqa: E731
+
+    def pick(values: list, n: int) -> pl.Series:
+        # gathered by Polars: a NumPy array of strings and None is an object array, which
+        # Polars reads as Object beyond its first values
+        return pl.Series(values, dtype=pl.String).gather(rng.integers(0, len(values), n))
+
     subjects = [f"subject {i}" for i in range(5_000)]
     frame = pl.DataFrame(
         {

@@ -7,6 +7,7 @@ import time
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from support import DAY, at, events, registry
 from usage_stats.pipeline.cleaning import clean_events
@@ -543,3 +544,57 @@ def test_sums_without_rows_keep_every_other_column_as_it_was():
     assert without_rows(empty).schema == empty.drop("rows").schema
     assert without_rows(empty).height == 0
     assert "rows" in frame.columns  # the frame given is left whole
+
+
+def test_records_are_asked_by_their_codes_exactly_and_an_older_store_gets_the_codes(tmp_path):
+    """Records are written in key-code order and read within each namespace's code range:
+    keys sharing a code (one namespace, the same last 4 bytes) give only the asked record;
+    keys of more namespaces than the ranges cover are still all found; a store whose records
+    predate the codes is read by key, and coded in code order by its next write."""
+    import duckdb
+    import metadata_support as md
+
+    from usage_stats.storage.duckdb_store import _MAX_CODE_RANGES, key_code
+
+    namespaces = [f"repo{n}.example.org" for n in range(_MAX_CODE_RANGES + 3)]
+    keys = [f"oai:{ns}:{i}1234" for ns in namespaces for i in range(4)] + [
+        "10.1234/abc",  # a DOI key: no namespace
+        "https://example.org/handle/1",
+    ]
+    assert key_code(keys[0]) == key_code(keys[1])  # same namespace and last 4 bytes
+    records = [md.record(k, title=f"title of {k}") for k in keys]
+    store = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    store.record_item_metadata(md.frame(*reversed(records)))
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        written = con.execute("SELECT item_key, key_code FROM item_metadata").fetchall()
+    finally:
+        con.close()
+    assert [code for _, code in written] == sorted(key_code(k) for k in keys)
+    assert all(code == key_code(k) for k, code in written)
+    shared = DuckDBStatsStore(tmp_path / "stats.duckdb", shared_reads=True)
+    for reader in (store, shared):
+        assert_frame_equal(reader.item_metadata((keys[1],)), md.stored(records[1]))
+        one_per_namespace = tuple(keys[::4])  # one more namespace than the ranges
+        assert len(one_per_namespace) > _MAX_CODE_RANGES
+        wanted = (*one_per_namespace, keys[-1], keys[-2], "oai:repo1.example.org:91234")
+        expected = md.stored(*(r for r in records if r["item_key"] in wanted))
+        assert_frame_equal(reader.item_metadata(wanted), expected)
+        assert_frame_equal(reader.item_metadata(tuple(keys[4:8])), md.stored(*records[4:8]))
+    shared._shared.close()  # type: ignore[union-attr]
+
+    con = duckdb.connect(str(store.path))  # as a store before record codes had them
+    con.execute(
+        "CREATE OR REPLACE TABLE item_metadata AS SELECT * EXCLUDE (key_code) FROM item_metadata"
+    )
+    con.close()
+    older = DuckDBStatsStore(tmp_path / "stats.duckdb")
+    assert_frame_equal(older.item_metadata((keys[1], keys[-1])), md.stored(records[1], records[-1]))
+    older.record_item_metadata(md.frame(md.record("oai:new.example.org:1")))
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        codes = [code for (code,) in con.execute("SELECT key_code FROM item_metadata").fetchall()]
+    finally:
+        con.close()
+    assert codes == sorted(key_code(k) for k in [*keys, "oai:new.example.org:1"])
+    assert_frame_equal(older.item_metadata((keys[0],)), md.stored(records[0]))

@@ -100,6 +100,7 @@ from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -130,6 +131,9 @@ from usage_stats.storage.store import (
     subcount_day_frames,
     sums_schema,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _SQL_TYPES = {
     pl.Date(): "DATE",
@@ -163,7 +167,7 @@ _CREATE_METADATA = (
     + ", ".join(
         f"{name} {_METADATA_SQL_TYPES[dtype]}" for name, dtype in STORED_METADATA_SCHEMA.items()
     )
-    + ")"
+    + ", key_code UBIGINT)"
 )
 # Sorted by the alias's key code (see "Key codes"), asked by it: DOIs, handles and URLs share
 # their first bytes as OAI identifiers do (an alias asked by `alias = ?` alone read every row
@@ -252,6 +256,14 @@ _CODE_ALIASES = (  # a store from before alias codes
     "CREATE OR REPLACE TABLE item_aliases AS SELECT alias, item_key, "
     f"{_key_code_sql('alias')} AS alias_code FROM item_aliases ORDER BY alias_code, alias"
 )
+# Harvested records are asked by the key codes of their items too, and written in their order
+# (see `item_metadata`); a store from before gets the codes and that order once.
+_CODE_METADATA = (
+    f"CREATE OR REPLACE TABLE item_metadata AS SELECT {_METADATA_COLUMNS}, "
+    f"{_key_code_sql('item_key')} AS key_code FROM item_metadata ORDER BY key_code, item_key"
+)
+# More item namespaces than this in one metadata read: the key codes are asked as a list only
+_MAX_CODE_RANGES = 16
 
 
 def key_code(key: str) -> int:
@@ -359,7 +371,9 @@ class _SharedReader:
                         "SELECT table_name FROM information_schema.tables"
                     ).fetchall()
                 }
-                coded = _has_column(con, "item_aliases", "alias_code")
+                coded = _has_column(con, "item_aliases", "alias_code") and _has_column(
+                    con, "item_metadata", "key_code"
+                )
             finally:
                 con.close()
             if present >= ALL_TABLES and coded:
@@ -616,6 +630,8 @@ class DuckDBStatsStore(StatsStore):
         con.execute(_CREATE_ALIASES)
         if not _has_column(con, "item_aliases", "alias_code"):
             con.execute(_CODE_ALIASES)
+        if not _has_column(con, "item_metadata", "key_code"):
+            con.execute(_CODE_METADATA)
         con.execute(_CREATE_SPIKES)
         for table in RECORD_TABLES:
             con.execute(_create_record_table_sql(table))
@@ -937,9 +953,11 @@ class DuckDBStatsStore(StatsStore):
                     f">= coalesce(item_metadata.datestamp, {oldest})"
                 )
                 con.execute(
-                    f"INSERT INTO item_metadata SELECT {_METADATA_COLUMNS} "
+                    f"INSERT INTO item_metadata ({_METADATA_COLUMNS}, key_code) "
+                    f"SELECT {_METADATA_COLUMNS}, {_key_code_sql('item_key')} AS key_code "
                     "FROM incoming_metadata i WHERE NOT EXISTS "
-                    "(SELECT 1 FROM item_metadata m WHERE m.item_key = i.item_key)"
+                    "(SELECT 1 FROM item_metadata m WHERE m.item_key = i.item_key) "
+                    "ORDER BY key_code, item_key"
                 )
                 con.execute("COMMIT")
             except BaseException:
@@ -950,29 +968,59 @@ class DuckDBStatsStore(StatsStore):
         return frame.height
 
     def item_metadata(self, keys: tuple[str, ...]) -> pl.DataFrame:
-        """A join with the keys as a registered frame: one statement however many keys (a
-        repository's IR asks for tens of thousands)."""
+        """By the keys' codes, within the code range of each of their namespaces: rows are
+        written in code order, so a repository's records lie together and DuckDB reads only
+        the rows of those ranges. Asked by key, the lookup read every record of the store
+        (its statistics keep 8 bytes of a key, which OAI identifiers share): 22 of an item
+        report's ~80 ms of CPU for a month of 960 items among 89,000 records, 7 by code. Codes
+        can be shared, so the rows read are kept by key."""
         empty = pl.DataFrame(schema=STORED_METADATA_SCHEMA)
         if not keys:
             return empty
-        wanted = pl.DataFrame(
-            {"item_key": list(dict.fromkeys(keys))}, schema={"item_key": pl.String}
-        )
+        wanted = list(dict.fromkeys(keys))
+        columns = ", ".join(STORED_METADATA_SCHEMA)
         with self._read() as con:
-            # a store written before metadata was kept (see `titles`)
-            if self._shared is None and not _has_table(con, "item_metadata"):
-                return empty
-            con.register("wanted_keys", wanted.to_arrow())
+            # a store written before metadata was kept (see `titles`), or before its codes
+            if self._shared is None and not _has_column(con, "item_metadata", "key_code"):
+                return self._item_metadata_by_key(con, wanted)
+            codes = (
+                with_key_codes(pl.DataFrame({"key": wanted}, schema={"key": pl.String}))
+                .get_column("key_code")
+                .to_list()
+            )
+            spans: dict[int, list[int]] = {}
+            for code in codes:
+                span = spans.setdefault(code >> 32, [code, code])
+                span[0], span[1] = min(span[0], code), max(span[1], code)
+            params: list = [codes]
+            within = ""
+            if len(spans) <= _MAX_CODE_RANGES:
+                between = "key_code BETWEEN CAST(? AS UBIGINT) AND CAST(? AS UBIGINT)"
+                within = " AND (" + " OR ".join([between] * len(spans)) + ")"
+                params += [bound for span in sorted(spans.values()) for bound in span]
+            table = con.sql(
+                f"SELECT {columns} FROM item_metadata "
+                f"WHERE key_code IN (SELECT unnest(?::UBIGINT[])){within}",
+                params=params,
+            ).to_arrow_table()
+        return _stored_metadata(table, keep=wanted)
+
+    def _item_metadata_by_key(
+        self, con: duckdb.DuckDBPyConnection, wanted: list[str]
+    ) -> pl.DataFrame:
+        """A store from before key codes (read-only until its next write adds them)."""
+        if not _has_table(con, "item_metadata"):
+            return pl.DataFrame(schema=STORED_METADATA_SCHEMA)
+        con.register("wanted_keys", pl.DataFrame({"item_key": wanted}).to_arrow())
+        try:
             columns = ", ".join(f"m.{c}" for c in STORED_METADATA_SCHEMA)
             table = con.sql(
                 f"SELECT {columns} FROM item_metadata m JOIN wanted_keys w USING (item_key) "
                 "ORDER BY m.item_key"
             ).to_arrow_table()
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        return frame.with_columns(pl.col(c).dt.replace_time_zone("UTC") for c in _NAIVE_UTC).cast(
-            STORED_METADATA_SCHEMA
-        )
+        finally:
+            con.unregister("wanted_keys")
+        return _stored_metadata(table)
 
     def record_aliases(self, crosswalk: pl.DataFrame) -> int:
         """Delete everything and insert the new table in one transaction: readers see the old
@@ -1262,6 +1310,22 @@ def _is_lookup(
             f.keys is not None and f.site_ids is None and f.owner_site_ids is None for f in where
         )
         and sum(len(f.keys or ()) for f in where) <= LOOKUP_KEYS
+    )
+
+
+def _stored_metadata(table: pa.Table, keep: list[str] | None = None) -> pl.DataFrame:
+    """Rows of `item_metadata` as `STORED_METADATA_SCHEMA` (its datestamps UTC again), those
+    of the `keep` keys only, ordered by key: one lazy query (each eager step costs ~0.4 ms)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    rows = frame.lazy()
+    if keep is not None:
+        rows = rows.filter(pl.col("item_key").is_in(keep))
+    return (
+        rows.with_columns(pl.col(c).dt.replace_time_zone("UTC") for c in _NAIVE_UTC)
+        .cast(STORED_METADATA_SCHEMA)
+        .sort("item_key")
+        .collect()
     )
 
 
