@@ -1170,7 +1170,15 @@ def _entries(
         groups = _groups(frame, request)
         return [Entry(platform, {"Platform": platform}, {}, groups)] if groups else []
     frame, metadata = _item_rows(ctx, customer, request, first, last)
-    records = {row["item_key"]: row for row in metadata.iter_rows(named=True)}
+    # the record's fields each entry shows, as tuples: a dict per record of every stored
+    # column (`iter_rows(named=True)`, its datestamp a zoned datetime) cost ~7 ms per 1,000
+    records = dict(
+        zip(
+            metadata.get_column("item_key").to_list(),
+            metadata.select(_ENTRY_FIELDS).iter_rows(),
+            strict=True,
+        )
+    )
     repository = ", ".join(
         (source.name if (source := ctx.source(s)) and source.name else str(s))
         for s in customer.site_ids
@@ -1179,14 +1187,13 @@ def _entries(
         set(ITEM_ELEMENTS) if request.spec.report_id == "IR_A1" else set()
     )
     entries = []
+    untitled = []
     for key, groups in sorted(_groups_by_key(frame, request).items()):
-        record = records.get(key) or {}
-        ids = item_ids(
-            key, platform, record.get("doi"), record.get("handle"), record.get("urls") or ()
+        title, publisher, doi, handle, urls, creators, published, version = records.get(
+            key, _NO_RECORD
         )
-        authors = _authors(record.get("creators"))
-        published = record.get("publication_date")
-        version = record.get("article_version")
+        ids = item_ids(key, platform, doi, handle, urls or ())
+        authors = _authors(creators)
         elements: dict = {}
         if "Authors" in shown and authors:
             elements["Authors"] = [{"Name": name} for name in authors]
@@ -1195,8 +1202,8 @@ def _entries(
         if "Article_Version" in shown and version in ARTICLE_VERSIONS:
             elements["Article_Version"] = version
         columns = {
-            "Item": record.get("title") or key,
-            "Publisher": record.get("publisher") or repository,
+            "Item": title or key,
+            "Publisher": publisher or repository,
             "Platform": platform,
             "Authors": "; ".join(authors),
             "Publication_Date": published.isoformat() if published else "",
@@ -1206,12 +1213,27 @@ def _entries(
             "URI": ids.get("URI", ""),
         }
         entries.append(Entry(key, columns, ids, groups, elements))
-    untitled = tuple(e.key for e in entries if not (records.get(e.key) or {}).get("title"))
-    titles = ctx.store.titles(untitled) if untitled else {}
-    for entry in entries:
+        if not title:
+            untitled.append(entries[-1])
+    titles = ctx.store.titles(tuple(e.key for e in untitled)) if untitled else {}
+    for entry in untitled:
         if entry.key in titles:
             entry.columns["Item"] = titles[entry.key] or entry.key
     return entries
+
+
+# What an entry shows of its item's record (`_entries`), and the same for an item without one
+_ENTRY_FIELDS = (
+    "title",
+    "publisher",
+    "doi",
+    "handle",
+    "urls",
+    "creators",
+    "publication_date",
+    "article_version",
+)
+_NO_RECORD = (None,) * len(_ENTRY_FIELDS)
 
 
 def _only_country(frame: pl.DataFrame, country: str | None) -> pl.DataFrame:
