@@ -268,6 +268,14 @@ def test_item_metadata_exact_rows_upsert_and_idempotent_re_record(store):
     assert_frame_equal(got, md.stored(*records))
     assert store.record_item_metadata(md.frame(*records)) == 3  # idempotent
     assert_frame_equal(store.item_metadata((article, thesis, gone)), md.stored(*records))
+    # some columns only, in the stored order: the same values (a date, a datestamp, a list)
+    for columns in [("title",), ("embargo_end", "datestamp", "creators", "deleted"), ()]:
+        wanted = [c for c in STORED_METADATA_SCHEMA if c == "item_key" or c in columns]
+        got = store.item_metadata((thesis, article, "oai:nowhere:1"), columns)
+        assert_frame_equal(got, md.stored(records[0], records[1]).select(wanted))
+        assert store.item_metadata((), columns).columns == wanted
+    with pytest.raises(ValueError, match="'titel'"):
+        store.item_metadata((article,), ("titel",))
 
     later = md.record(
         article,

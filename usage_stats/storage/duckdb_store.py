@@ -127,6 +127,7 @@ from usage_stats.storage.store import (
     empty_record_sums,
     empty_sums,
     metadata_frame,
+    metadata_schema,
     record_day_frames,
     subcount_day_frames,
     sums_schema,
@@ -967,24 +968,27 @@ class DuckDBStatsStore(StatsStore):
                 con.unregister("incoming_metadata")
         return frame.height
 
-    def item_metadata(self, keys: tuple[str, ...]) -> pl.DataFrame:
+    def item_metadata(
+        self, keys: tuple[str, ...], columns: tuple[str, ...] | None = None
+    ) -> pl.DataFrame:
         """By the keys' codes, within the code range of each of their namespaces: rows are
         written in code order, so a repository's records lie together and DuckDB reads only
         the rows of those ranges. Asked by key, the lookup read every record of the store
         (its statistics keep 8 bytes of a key, which OAI identifiers share): 22 of an item
         report's ~80 ms of CPU for a month of 960 items among 89,000 records, 7 by code. Codes
         can be shared, so the rows read are kept by key."""
-        empty = pl.DataFrame(schema=STORED_METADATA_SCHEMA)
+        schema = metadata_schema(columns)
         if not keys:
-            return empty
+            return pl.DataFrame(schema=schema)
         wanted = list(dict.fromkeys(keys))
-        columns = ", ".join(STORED_METADATA_SCHEMA)
         with self._read() as con:
             # a store written before metadata was kept (see `titles`), or before its codes
             if self._shared is None and not _has_column(con, "item_metadata", "key_code"):
-                return self._item_metadata_by_key(con, wanted)
+                return self._item_metadata_by_key(con, wanted, schema)
             codes = (
-                with_key_codes(pl.DataFrame({"key": wanted}, schema={"key": pl.String}))
+                [key_code(k) for k in wanted]  # a few: cheaper than a frame
+                if len(wanted) <= 32
+                else with_key_codes(pl.DataFrame({"key": wanted}, schema={"key": pl.String}))
                 .get_column("key_code")
                 .to_list()
             )
@@ -999,28 +1003,27 @@ class DuckDBStatsStore(StatsStore):
                 within = " AND (" + " OR ".join([between] * len(spans)) + ")"
                 params += [bound for span in sorted(spans.values()) for bound in span]
             table = con.sql(
-                f"SELECT {columns} FROM item_metadata "
+                f"SELECT {', '.join(schema)} FROM item_metadata "
                 f"WHERE key_code IN (SELECT unnest(?::UBIGINT[])){within}",
                 params=params,
             ).to_arrow_table()
-        return _stored_metadata(table, keep=wanted)
+        return _stored_metadata(table, schema, keep=wanted)
 
     def _item_metadata_by_key(
-        self, con: duckdb.DuckDBPyConnection, wanted: list[str]
+        self, con: duckdb.DuckDBPyConnection, wanted: list[str], schema: pl.Schema
     ) -> pl.DataFrame:
         """A store from before key codes (read-only until its next write adds them)."""
         if not _has_table(con, "item_metadata"):
-            return pl.DataFrame(schema=STORED_METADATA_SCHEMA)
+            return pl.DataFrame(schema=schema)
         con.register("wanted_keys", pl.DataFrame({"item_key": wanted}).to_arrow())
         try:
-            columns = ", ".join(f"m.{c}" for c in STORED_METADATA_SCHEMA)
             table = con.sql(
-                f"SELECT {columns} FROM item_metadata m JOIN wanted_keys w USING (item_key) "
-                "ORDER BY m.item_key"
+                f"SELECT {', '.join(f'm.{c}' for c in schema)} FROM item_metadata m "
+                "JOIN wanted_keys w USING (item_key) ORDER BY m.item_key"
             ).to_arrow_table()
         finally:
             con.unregister("wanted_keys")
-        return _stored_metadata(table)
+        return _stored_metadata(table, schema)
 
     def record_aliases(self, crosswalk: pl.DataFrame) -> int:
         """Delete everything and insert the new table in one transaction: readers see the old
@@ -1313,17 +1316,19 @@ def _is_lookup(
     )
 
 
-def _stored_metadata(table: pa.Table, keep: list[str] | None = None) -> pl.DataFrame:
-    """Rows of `item_metadata` as `STORED_METADATA_SCHEMA` (its datestamps UTC again), those
-    of the `keep` keys only, ordered by key: one lazy query (each eager step costs ~0.4 ms)."""
+def _stored_metadata(
+    table: pa.Table, schema: pl.Schema, keep: list[str] | None = None
+) -> pl.DataFrame:
+    """Rows of `item_metadata` as `schema` (its datestamps UTC again), those of the `keep`
+    keys only, ordered by key: one lazy query (each eager step costs ~0.4 ms)."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     rows = frame.lazy()
     if keep is not None:
         rows = rows.filter(pl.col("item_key").is_in(keep))
     return (
-        rows.with_columns(pl.col(c).dt.replace_time_zone("UTC") for c in _NAIVE_UTC)
-        .cast(STORED_METADATA_SCHEMA)
+        rows.with_columns(pl.col(c).dt.replace_time_zone("UTC") for c in _NAIVE_UTC if c in schema)
+        .cast(dict(schema))
         .sort("item_key")
         .collect()
     )

@@ -66,6 +66,20 @@ STORED_METADATA_SCHEMA = pl.Schema(
         "article_version": pl.String(),
     }
 )
+
+
+def metadata_schema(columns: tuple[str, ...] | None = None) -> pl.Schema:
+    """`STORED_METADATA_SCHEMA`, or `item_key` and `columns` of it (`item_metadata`): a column
+    it does not hold is a caller's mistake, refused by name."""
+    if columns is None:
+        return STORED_METADATA_SCHEMA
+    unknown = sorted(set(columns) - set(STORED_METADATA_SCHEMA))
+    if unknown:
+        raise ValueError(f"item_metadata: no stored column {', '.join(map(repr, unknown))}")
+    wanted = {"item_key", *columns}
+    return pl.Schema({c: t for c, t in STORED_METADATA_SCHEMA.items() if c in wanted})
+
+
 # The identifier cross-walk as the web services read it (`record_aliases`): one row per alias
 # (a DOI, handle or URL a harvested record carries) that resolves to another key, the record's
 # item. Own keys and ambiguous aliases are not kept: neither resolves to anything else.
@@ -552,9 +566,12 @@ class StatsStore(ABC):
         were given (`metadata_frame` rows)."""
 
     @abstractmethod
-    def item_metadata(self, keys: tuple[str, ...]) -> pl.DataFrame:
+    def item_metadata(
+        self, keys: tuple[str, ...], columns: tuple[str, ...] | None = None
+    ) -> pl.DataFrame:
         """The stored metadata of `keys` (`STORED_METADATA_SCHEMA`, ordered by `item_key`;
-        items without metadata are absent).
+        items without metadata are absent); with `columns`, only `item_key` and those (a
+        widget's title need not read the record's lists: every column read costs a lookup).
 
         This is the only metadata read SUSHI needs: the Data_Type / Access_Type / YOP filters
         are applied by the report builder to the items that have usage in the report's period
@@ -590,9 +607,7 @@ class StatsStore(ABC):
         if not keys:
             return {}
         harvested = {
-            key: title
-            for key, title in self.item_metadata(keys).select("item_key", "title").iter_rows()
-            if title
+            key: title for key, title in self.item_metadata(keys, ("title",)).iter_rows() if title
         }
         missing = tuple(k for k in keys if k not in harvested)
         tracked = self.titles(missing) if missing else {}

@@ -97,7 +97,11 @@ def items_metadata(request: Request, key: Keys) -> dict:
     if any(len(k.encode()) > MAX_KEY_BYTES for k in wanted):
         raise ApiError(400, "key", f"an item key is at most {MAX_KEY_BYTES} bytes")
     ctx = _ctx(request)
-    rows = {r["item_key"]: r for r in ctx.store.item_metadata(tuple(wanted)).iter_rows(named=True)}
+    shown = ("title", "resource_type", "publication_year", "access_rights", "source_key", "deleted")
+    rows = {
+        r["item_key"]: r
+        for r in ctx.store.item_metadata(tuple(wanted), shown).iter_rows(named=True)
+    }
     sources = {s.source_key: s for s in ctx.sources()}
     types = _labels()["resource_type"]
     items = []

@@ -1107,7 +1107,7 @@ def _item_rows(
     # the rows: each eager Polars operation is a query of its own (Polars 2), and a dozen of
     # them were a quarter of an item report's time.
     keys_used = sorted(set(monthly.get_column("key").to_list()))
-    metadata = ctx.store.item_metadata(tuple(keys_used))
+    metadata = ctx.store.item_metadata(tuple(keys_used), _REPORTED_FIELDS)
     mid_month = [
         key
         for key, rights, end in zip(
@@ -1234,6 +1234,14 @@ _ENTRY_FIELDS = (
     "article_version",
 )
 _NO_RECORD = (None,) * len(_ENTRY_FIELDS)
+# ... and what the rows' attributes are made of (`_described`, `_access_types`)
+_REPORTED_FIELDS = (
+    *_ENTRY_FIELDS,
+    "resource_type",
+    "publication_year",
+    "access_rights",
+    "embargo_end",
+)
 
 
 def _only_country(frame: pl.DataFrame, country: str | None) -> pl.DataFrame:

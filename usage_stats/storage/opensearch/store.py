@@ -35,7 +35,6 @@ from usage_stats.storage.opensearch.client import Connection
 from usage_stats.storage.store import (
     RECORD_TABLES,
     STORE_TABLES,
-    STORED_METADATA_SCHEMA,
     USAGE_SUBCOUNT_TABLES,
     DayWrite,
     RecordQuery,
@@ -46,6 +45,7 @@ from usage_stats.storage.store import (
     alias_frame,
     day_frames,
     metadata_frame,
+    metadata_schema,
     record_day_frames,
     subcount_day_frames,
 )
@@ -788,28 +788,33 @@ class OpenSearchStatsStore(StatsStore):
                     resolved[doc["_source"]["alias"]] = doc["_source"]["item_key"]
         return {k: resolved[k] for k in unique if k in resolved}
 
-    def item_metadata(self, keys: tuple[str, ...]) -> pl.DataFrame:
-        """`mget` by id in pages of `batch_size` ids (ids are the keys)."""
+    def item_metadata(
+        self, keys: tuple[str, ...], columns: tuple[str, ...] | None = None
+    ) -> pl.DataFrame:
+        """`mget` by id in pages of `batch_size` ids (ids are the keys), of the asked columns
+        only (`_source_includes`)."""
+        schema = metadata_schema(columns)
         unique = list(dict.fromkeys(keys))
         if not unique:
-            return pl.DataFrame(schema=STORED_METADATA_SCHEMA)
+            return pl.DataFrame(schema=schema)
         con = self.connection
         index = self.metadata_index()
         ids = writes.document_ids_within_limit(pl.Series(unique, dtype=pl.String)).to_list()
+        params = {} if columns is None else {"_source_includes": ",".join(schema)}
         found: list[dict] = []
         for start in range(0, len(ids), self.batch_size):
             page = ids[start : start + self.batch_size]
             try:
                 result = con.call(
                     "item metadata",
-                    lambda p=page: con.client.mget(index=index, body={"ids": p}),
+                    lambda p=page: con.client.mget(index=index, body={"ids": p}, params=params),
                 )
             except StatsStoreError as exc:
                 if "index_not_found" in str(exc):  # nothing harvested yet
-                    return pl.DataFrame(schema=STORED_METADATA_SCHEMA)
+                    return pl.DataFrame(schema=schema)
                 raise
             found += [d["_source"] for d in result.get("docs", []) if d.get("found")]
-        frame = writes.metadata_documents(found, STORED_METADATA_SCHEMA)
+        frame = writes.metadata_documents(found, schema)
         return frame.sort("item_key")
 
     def optimize(self) -> float:

@@ -231,13 +231,14 @@ def metadata_documents(sources: list[dict[str, Any]], schema: pl.Schema) -> pl.D
     frame = (
         pl.DataFrame(sources, schema=text, orient="row") if sources else pl.DataFrame(schema=text)
     )
-    return frame.with_columns(
-        pl.col("datestamp").str.to_datetime(
+    parsed = {
+        "datestamp": pl.col("datestamp").str.to_datetime(
             "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC"
         ),
-        pl.col("publication_date").str.to_date("%Y-%m-%d"),
-        pl.col("embargo_end").str.to_date("%Y-%m-%d"),
-    ).cast(schema)
+        "publication_date": pl.col("publication_date").str.to_date("%Y-%m-%d"),
+        "embargo_end": pl.col("embargo_end").str.to_date("%Y-%m-%d"),
+    }
+    return frame.with_columns(e for name, e in parsed.items() if name in schema).cast(schema)
 
 
 def row_key_ids() -> pl.Expr:
