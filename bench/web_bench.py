@@ -170,6 +170,56 @@ def with_rollups(items: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(frames).sort(list(KEY_COLUMNS), nulls_last=True).collect()
 
 
+def harvested_records(items: pl.DataFrame, share: float, seed: int) -> pl.DataFrame:
+    """Harvested records (`ITEM_METADATA_SCHEMA`) of `share` of the used items, as a harvested
+    network has them for most: a title, three creators, a year, one of 12 COAR types and 4
+    access rights (an embargo ending mid-year on some), one of 300 publishers, a DOI on half,
+    a handle on a third and a landing page on each; what item reports and widgets show."""
+    from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
+
+    rng = np.random.default_rng(seed)
+    used = items.group_by("key").agg(pl.col("owner_site_id").first()).sort("key")
+    chosen = used.filter(pl.Series(rng.random(used.height) < share))
+    n = chosen.height
+    index = np.arange(n)
+    years = rng.integers(1980, 2025, n)
+    coar = "http://purl.org/coar/"
+    codes = "6501 46ec 3248 ddb1 2f33 8042 bdcc 7a1f c94f 5794 18cf 816b".split()
+    types = [f"{coar}resource_type/c_{c}" for c in codes]
+    rights = [f"{coar}access_right/c_{c}" for c in ("abf2", "f1cf", "16ec", "14cb")]
+    right = rng.integers(0, len(rights), n)
+    frame = pl.DataFrame(
+        {
+            "source_key": ("opendoar::" + (chosen["owner_site_id"] + 1000).cast(pl.String)),
+            "site_id": chosen["owner_site_id"],
+            "oai_identifier": chosen["key"],
+            "item_key": chosen["key"],
+            "datestamp": [dt.datetime(2024, 12, 1, tzinfo=dt.UTC)] * n,
+            "deleted": [False] * n,
+            "title": [f"Estudio {i} sobre la región y sus repositorios, {i % 7}" for i in index],
+            "creators": [[f"Pérez{i % 997}, A.", f"Silva{i % 89}, J.", f"Li{i}"] for i in index],
+            "publication_year": years.astype(np.int32),
+            "publication_date": [dt.date(int(y), 1 + i % 12, 1) for i, y in enumerate(years)],
+            "resource_type": pl.Series(types).gather(rng.integers(0, len(types), n)),
+            "access_rights": pl.Series(rights, dtype=pl.String).gather(right),
+            "embargo_end": [dt.date(2025, 7, 15) if r == 1 else None for r in right],
+            "publisher": [f"Editorial {i % 300}" for i in index],
+            "doi": [f"10.4321/bench.{i}" if i % 2 == 0 else None for i in index],
+            "handle": [f"hdl:20.500.12345/{i}" if i % 3 == 0 else None for i in index],
+            "urls": [[f"https://repositorio.example.org/handle/20.500.12345/{i}"] for i in index],
+        }
+    )
+    return (
+        frame.with_columns(
+            pl.lit(None, dtype=ITEM_METADATA_SCHEMA[c]).alias(c)
+            for c in ITEM_METADATA_SCHEMA
+            if c not in frame.columns
+        )
+        .select(list(ITEM_METADATA_SCHEMA))
+        .cast(ITEM_METADATA_SCHEMA)
+    )
+
+
 def sources_list(count: int) -> list:
     from usage_stats.admin.sources import Source
 
@@ -575,6 +625,10 @@ def run_store(kind: str, args, deltas: pl.DataFrame, admin_db_url: str, plan, wo
     result: dict = {"store": kind, "workers": args.workers}
     try:
         result["load"] = {"reused": True} if reused else load(store, deltas, args.days)
+        if args.records_frame is not None and (
+            not reused or store.item_metadata(tuple(args.records_frame["item_key"][:1])).is_empty()
+        ):
+            result["load"]["records"] = store.record_item_metadata(args.records_frame)
         if kind == "opensearch":
             result["load"]["documents"] = opensearch_counts(location)
         else:
@@ -623,6 +677,12 @@ def main() -> int:
         "--namespace", default=NAMESPACE, help="repository N's OAI namespace, {} for N"
     )
     parser.add_argument("--keep", action="store_true", help="keep the OpenSearch indices")
+    parser.add_argument(
+        "--records",
+        type=float,
+        default=0.9,
+        help="share of the used items with a harvested record (0: none, as before 2026-12-05)",
+    )
     args = parser.parse_args()
     NAMESPACE = args.namespace
     if args.days > 365 * 2 or args.items < args.sources:
@@ -674,6 +734,9 @@ def main() -> int:
         args.api_keys = api_keys
         if args.endpoints:
             plan = {k: v for k, v in plan.items() if k in args.endpoints}
+        args.records_frame = (
+            harvested_records(items, args.records, args.seed) if args.records > 0 else None
+        )
         del items
         for kind in args.stores:
             results["stores"].append(run_store(kind, args, deltas, admin_db_url, plan, workdir))

@@ -986,26 +986,26 @@ class DuckDBStatsStore(StatsStore):
             if self._shared is None and not _has_column(con, "item_metadata", "key_code"):
                 return self._item_metadata_by_key(con, wanted, schema)
             codes = (
-                [key_code(k) for k in wanted]  # a few: cheaper than a frame
+                np.array([key_code(k) for k in wanted], dtype=np.uint64)  # a few: no frame
                 if len(wanted) <= 32
                 else with_key_codes(pl.DataFrame({"key": wanted}, schema={"key": pl.String}))
                 .get_column("key_code")
-                .to_list()
+                .to_numpy()
             )
-            spans: dict[int, list[int]] = {}
-            for code in codes:
-                span = spans.setdefault(code >> 32, [code, code])
-                span[0], span[1] = min(span[0], code), max(span[1], code)
-            params: list = [codes]
-            within = ""
+            namespaces = codes >> np.uint64(32)
+            spans = [
+                (int(codes[namespaces == n].min()), int(codes[namespaces == n].max()))
+                for n in np.unique(namespaces)
+            ]
+            # the ranges only: asking for the codes too (a list of them, or a join) made
+            # DuckDB bind and probe them and decode as many rows (3-5 ms more for 960 keys)
+            within, params = "TRUE", []
             if len(spans) <= _MAX_CODE_RANGES:
                 between = "key_code BETWEEN CAST(? AS UBIGINT) AND CAST(? AS UBIGINT)"
-                within = " AND (" + " OR ".join([between] * len(spans)) + ")"
-                params += [bound for span in sorted(spans.values()) for bound in span]
+                within = " OR ".join([between] * len(spans))
+                params = [bound for span in spans for bound in span]
             table = con.sql(
-                f"SELECT {', '.join(schema)} FROM item_metadata "
-                f"WHERE key_code IN (SELECT unnest(?::UBIGINT[])){within}",
-                params=params,
+                f"SELECT {', '.join(schema)} FROM item_metadata WHERE {within}", params=params
             ).to_arrow_table()
         return _stored_metadata(table, schema, keep=wanted)
 
