@@ -1,4 +1,4 @@
-"""CPU per answer not in the cache: an item widget's miss and a one-month IR (issue 16).
+"""CPU per answer not in the cache: an item widget's miss, a one-month IR and PR (issue 16).
 
 `web_bench.py` measures requests/s through a real server, which on a shared machine mostly
 measures the other processes. This measures what one request costs the server: the app of
@@ -13,12 +13,18 @@ Items are drawn uniformly among the 100,000 (`item_widget_cold`'s mix), the IR f
 repository's customer and month; every customer's key is checked once first, by a SUSHI
 request that checks it (a worker remembers a key that passed, so the scrypt hash is not a
 report's cost; until 2026-12-03 this asked `/r51/status`, which checks none).
+
+The list of reports (`/r51/reports`: a customer authenticated, no report) is what any SUSHI
+request costs before its report; with the IR's store reads alone (its items' sums and
+records, timed by calling the store) it is a lower bound of an IR's CPU through this store
+API, and so is the average wait of 16 concurrent IRs on this machine's cores that follows.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import random
@@ -81,7 +87,10 @@ def main() -> None:
     from usage_stats.storage.duckdb_store import DuckDBStatsStore
     from usage_stats.web import heap
     from usage_stats.web.app import create_app
-    from usage_stats.web.sushi import KeyChecker
+    from usage_stats.web.sushi import _REPORTED_FIELDS as REPORTED
+    from usage_stats.web.sushi import METRIC_COLUMNS, KeyChecker
+
+    COUNTER = tuple(METRIC_COLUMNS.values())
 
     workdir = Path(args.workdir)
     admin_db_url = f"sqlite:///{workdir / 'admin.sqlite'}"
@@ -108,14 +117,31 @@ def main() -> None:
             "time_unit": "year",
         }
 
-    def report() -> tuple[str, dict[str, str]]:
+    def report(name: str = "ir") -> tuple[str, dict[str, str]]:
         source, month = rng.randint(1, args.sources), f"2025-{rng.randint(1, 12):02d}"
-        return "/r51/reports/ir", {
+        return f"/r51/reports/{name}", {
             "customer_id": f"customer-{source}",
             "api_key": keys[str(source)],
             "begin_date": month,
             "end_date": month,
         }
+
+    def report_list() -> tuple[str, dict[str, str]]:
+        source = rng.randint(1, args.sources)
+        return "/r51/reports", {"customer_id": f"customer-{source}", "api_key": keys[str(source)]}
+
+    def store_reads() -> float:
+        """CPU ms of what an IR asks the store for a random customer's month: its items'
+        sums (the four COUNTER metrics) and their records."""
+        source, month = rng.randint(1, args.sources), rng.randint(1, 12)
+        first = dt.date(2025, month, 1)
+        last = (first + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1)
+        cpu = time.process_time()
+        sums = store.sums(
+            "item", first, last, owner_site_ids=(source,), by=("key", "month"), metrics=COUNTER
+        )
+        store.item_metadata(tuple(sums.get_column("key").to_list()), REPORTED)
+        return (time.process_time() - cpu) * 1000
 
     async def run() -> None:
         for source in range(1, args.sources + 1):  # a key checked: `/r51/status` checks none
@@ -126,9 +152,11 @@ def main() -> None:
         for make in (item, report):  # warm-up: connection, first queries
             for _ in range(3):
                 await _get(app, *make())
+        costs = {}
         for name, make, count in (
             ("item_widget miss", item, args.requests),
             ("ir_month", report, args.reports),
+            ("reports list", report_list, args.reports),
         ):
             cpu, wall, sizes = time.process_time(), time.perf_counter(), 0
             for _ in range(count):
@@ -136,12 +164,22 @@ def main() -> None:
                 if status != 200:
                     raise SystemExit(f"{name}: HTTP {status}")
                 sizes += size
-            cpu = (time.process_time() - cpu) / count * 1000
+            cpu = costs[name] = (time.process_time() - cpu) / count * 1000
             wall = (time.perf_counter() - wall) / count * 1000
             print(
                 f"{name:17s} cpu {cpu:7.1f} ms  wall {wall:7.1f} ms  "
                 f"body {sizes / count / 1000:6.1f} kB  load {os.getloadavg()[0]:.1f}"
             )
+        reads = sum(store_reads() for _ in range(args.reports)) / args.reports
+        floor = costs["reports list"] + reads
+        cores = os.cpu_count() or 1
+        print(
+            f"ir store reads    cpu {reads:7.1f} ms  (its items' sums and records)\n"
+            f"an IR costs at least an authenticated request ({costs['reports list']:.1f} ms) "
+            f"and its store reads: {floor:.1f} ms of CPU, so 16 concurrent IRs on {cores} "
+            f"cores wait {16 * floor / cores:.0f} ms on average with the report's own work "
+            f"free ({16 * costs['ir_month'] / cores:.0f} ms as it is)"
+        )
 
     asyncio.run(run())
 

@@ -381,9 +381,9 @@ def test_an_item_lookup_sums_its_rows_as_the_grouped_query_does(store, monkeypat
     summed = []
     original = duckdb_store._summed_rows
 
-    def counted(rows, columns):
+    def counted(rows, columns, metrics):
         summed.append(len(rows))
-        return original(rows, columns)
+        return original(rows, columns, metrics)
 
     monkeypatch.setattr(duckdb_store, "_summed_rows", counted)
     for where in wheres:

@@ -122,6 +122,39 @@ def test_global_by_country_and_source_by_level(loaded):
     )
 
 
+def test_sums_of_some_metrics_are_those_of_all(loaded):
+    """`metrics` narrows the sums to the columns asked (in `METRICS` order, whatever order
+    they are asked in), equal to the same columns of the full sums: grouped, ungrouped, a
+    few keys (DuckDB sums those rows itself), nothing matching, and `sums_where` with its
+    `rows` too; an unknown metric or none is refused."""
+    store, data, _ = loaded
+    some = ("unique_item_requests", "views", "total_item_investigations")
+    ordered = ["views", "total_item_investigations", "unique_item_requests"]
+    item = "oai:repo1.example.org:1001/0"
+    asks = [
+        dict(owner_site_ids=(1,), by=("key", "month")),
+        dict(owner_site_ids=(1, 2), by=("key", "date", "country")),
+        dict(keys=(item,), by=("date", "level")),
+        dict(keys=(item,)),
+        dict(keys=("oai:nowhere:1",), by=("key", "month")),
+        dict(by=("level",)),
+    ]
+    for ask in asks:
+        full = store.sums("item", DATES[0], DATES[-1], **ask)
+        part = store.sums("item", DATES[0], DATES[-1], metrics=some, **ask)
+        groups = list(ask.get("by", ()))
+        assert part.columns == [*groups, *ordered], ask
+        assert_frame_equal(part, full.select(*groups, *ordered))
+    where = (RowFilter(owner_site_ids=(1,)),)
+    full = store.sums_where("item", DATES[0], DATES[-1], where, by=("month",))
+    part = store.sums_where("item", DATES[0], DATES[-1], where, by=("month",), metrics=some)
+    assert_frame_equal(part, full.select("month", *ordered, "rows"))
+    assert part.get_column("rows").sum() > 0
+    for bad in [("views", "likes"), ()]:
+        with pytest.raises(ValueError, match="metric"):
+            store.sums("item", DATES[0], DATES[-1], metrics=bad)
+
+
 def test_snapshot_is_cumulative(loaded):
     store, data, _ = loaded
     item = "oai:repo2.example.org:1002/0"

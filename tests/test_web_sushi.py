@@ -1259,3 +1259,45 @@ def test_item_id_filter_by_a_records_doi_reports_its_oai_item(web):
         assert codes(ok(web, "ir", item_id=shared)) == [3030]
     finally:
         web.loaded.store.record_aliases(crosswalk_table(md.frame()))
+
+
+@pytest.mark.parametrize(
+    ("key", "record", "expected"),
+    [
+        # the key is a DOI, a handle or a web address: it names its own URI
+        ("10.1234/ab c", {}, {"DOI": "10.1234/ab c", "URI": "https://doi.org/10.1234/ab%20c"}),
+        (
+            "hdl:20.500.1/7",
+            {"doi": "10.1234/x"},
+            {"DOI": "10.1234/x", "URI": "https://hdl.handle.net/20.500.1/7"},
+        ),
+        ("https://repo.example/item/1", {}, {"URI": "https://repo.example/item/1"}),
+        # look-alikes are none of those
+        ("10.12/too-short-prefix", {}, {}),
+        ("hdl:no-slash", {}, {}),
+        ("httpish:thing", {}, {}),
+        # an OAI key: the record's DOI, else its handle, else its first web address
+        (
+            "oai:r:1",
+            {"doi": "10.5555/q", "handle": "hdl:1/2", "urls": ["https://a"]},
+            {"DOI": "10.5555/q", "URI": "https://doi.org/10.5555/q"},
+        ),
+        (
+            "oai:r:1",
+            {"doi": "not a doi", "handle": "hdl:1/2"},
+            {"URI": "https://hdl.handle.net/1/2"},
+        ),
+        (
+            "oai:r:1",
+            {"handle": "1/2", "urls": ["ftp://x", "  https://b/ü ", "https://c"]},
+            {"URI": "https://b/%C3%BC"},
+        ),
+        ("oai:r:1", {"urls": ["ftp://x"]}, {}),
+        ("oai:r:1", {}, {}),
+    ],
+)
+def test_item_ids_prefer_the_key_then_a_persistent_identifier(key, record, expected):
+    ids = sushi.item_ids(
+        key, "usage-stats", record.get("doi"), record.get("handle"), record.get("urls", ())
+    )
+    assert ids == {**expected, "Proprietary": f"usage_stats:{key}"}

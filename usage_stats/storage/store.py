@@ -664,6 +664,7 @@ class StatsStore(ABC):
         where: tuple[RowFilter, ...],
         by: tuple[str, ...] = (),
         distinct: tuple[str, ...] = (),
+        metrics: tuple[str, ...] = METRICS,
     ) -> pl.DataFrame:
         """Sums of the metrics of one scope over [start, end], over the rows matching any
         filter of `where` (none: no row), grouped by columns of `SUM_GROUPS` and ordered by
@@ -672,9 +673,12 @@ class StatsStore(ABC):
         by country: LA Referencia's nested per-country entries, one per site, item, day and
         country (`rows`), or per site, item, month and country (`distinct=("site_id", "key",
         "month")`), as its processor writes daily or monthly documents. Filters are values,
-        never query text."""
+        never query text. `metrics`: the sums a caller shows (a SUSHI report its four COUNTER
+        metrics), in `METRICS` order; each sum costs the store a pass over the rows."""
         check_groups(by, distinct)
-        return self._sums_where(scope, start, end, where, by, distinct)
+        return self._sums_where(
+            scope, start, end, where, by, distinct, metrics=checked_metrics(metrics)
+        )
 
     def snapshot_sums_where(
         self,
@@ -733,9 +737,13 @@ class StatsStore(ABC):
         by: tuple[str, ...],
         distinct: tuple[str, ...],
         table: str = "usage_deltas",
+        *,
+        metrics: tuple[str, ...] = METRICS,
+        counted: bool = True,
     ) -> pl.DataFrame:
         """`sums_where` (or with `table="usage_snapshots"`, `snapshot_sums_where`) with
-        checked arguments."""
+        checked arguments. `counted=False`: the caller drops `rows`, so a store that counts
+        them by a pass of its own may leave them out."""
 
     @abstractmethod
     def _top_where(
@@ -759,13 +767,19 @@ class StatsStore(ABC):
         site_ids: tuple[int, ...] | None = None,
         owner_site_ids: tuple[int, ...] | None = None,
         by: tuple[str, ...] = (),
+        metrics: tuple[str, ...] = METRICS,
     ) -> pl.DataFrame:
-        """Sums of the metrics of one scope over [start, end], filtered by keys, sites and
-        owners at once (None = no filter, empty = nothing), grouped by columns of
-        `SUM_GROUPS`: the web services' general query (SUSHI item reports: scope item, owners
-        of a customer, by key and month)."""
+        """Sums of the metrics (`metrics`, as `sums_where`) of one scope over [start, end],
+        filtered by keys, sites and owners at once (None = no filter, empty = nothing),
+        grouped by columns of `SUM_GROUPS`: the web services' general query (SUSHI item
+        reports: scope item, owners of a customer, by key and month, COUNTER metrics)."""
+        check_groups(by)
         where = (RowFilter(keys, site_ids, owner_site_ids),)
-        return without_rows(self.sums_where(scope, start, end, where, by))
+        return without_rows(
+            self._sums_where(
+                scope, start, end, where, by, (), metrics=checked_metrics(metrics), counted=False
+            )
+        )
 
     def totals(
         self, scope: str, key: str, start: dt.date, end: dt.date, by: tuple[str, ...] = ()
@@ -841,6 +855,15 @@ def check_metric(metric: str) -> None:
         raise ValueError(f"unknown metric {metric!r}")
 
 
+def checked_metrics(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """`metrics` in `METRICS` order, each once; an unknown or no metric is refused."""
+    for metric in metrics:
+        check_metric(metric)
+    if not metrics:
+        raise ValueError("no metric to sum")
+    return tuple(m for m in METRICS if m in metrics)
+
+
 def without_rows(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` without its `rows` column, sharing the other columns' memory.
 
@@ -849,14 +872,14 @@ def without_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame([column for column in frame.get_columns() if column.name != "rows"])
 
 
-def empty_sums(by: tuple[str, ...]) -> pl.DataFrame:
+def empty_sums(by: tuple[str, ...], metrics: tuple[str, ...] = METRICS) -> pl.DataFrame:
     """What `sums_where` grouped by `by` answers when no row matches."""
-    return pl.DataFrame(schema=sums_schema(by))
+    return pl.DataFrame(schema=sums_schema(by, metrics))
 
 
 @functools.lru_cache(maxsize=256)
-def sums_schema(by: tuple[str, ...]) -> pl.Schema:
+def sums_schema(by: tuple[str, ...], metrics: tuple[str, ...] = METRICS) -> pl.Schema:
     """The columns `sums_where` grouped by `by` answers; kept, as every item widget's answer
     is built with it (building it took ~0.1 ms)."""
     schema = {c: pl.Date() if c == "month" else DELTA_SCHEMA[c] for c in by}
-    return pl.Schema(schema | {m: pl.Int64() for m in (*METRICS, "rows")})
+    return pl.Schema(schema | {m: pl.Int64() for m in (*metrics, "rows")})

@@ -855,23 +855,26 @@ def item_ids(
     persistent identifier is preferred to a landing page that may move."""
     ids: dict = {}
     uri = None
-    if _DOI.fullmatch(key):
+    # the prefixes first: most keys are OAI identifiers, which no pattern matches (an item
+    # report asks this of every item)
+    if key.startswith("10.") and _DOI.fullmatch(key):
         ids["DOI"] = key
         uri = _doi_uri(key)
     elif key.startswith("hdl:") and "/" in key:
         uri = _handle_uri(key)
-    elif _WEB_ADDRESS.fullmatch(key):
+    elif key.startswith("http") and _WEB_ADDRESS.fullmatch(key):
         uri = key
     if "DOI" not in ids and doi and _DOI.fullmatch(doi):
         ids["DOI"] = doi
     if uri is None:
-        web = [u.strip() for u in urls if _WEB_ADDRESS.fullmatch(u.strip())]
         if "DOI" in ids:
             uri = _doi_uri(ids["DOI"])
-        elif handle and _handle_uri(handle):
-            uri = _handle_uri(handle)
-        elif web:
-            uri = urllib.parse.quote(web[0], safe=":/?#[]@!$&'()*+,;=%~")
+        elif handle and (resolved := _handle_uri(handle)):
+            uri = resolved
+        else:
+            web = next((u.strip() for u in urls if _WEB_ADDRESS.fullmatch(u.strip())), None)
+            if web:
+                uri = urllib.parse.quote(web, safe=":/?#[]@!$&'()*+,;=%~")
     ids["Proprietary"] = f"{namespace(platform)}:{key}"
     if uri:
         ids["URI"] = uri
@@ -917,7 +920,10 @@ def _groups(
     shown attributes are equal (two unknown countries, two days of one month with the same
     Access_Type) are one group. `frame` has `month`, the metrics and the columns of
     `_shown(request)` (PR: filled here with its constant Data_Type)."""
-    return _groups_by_key(frame.with_columns(pl.lit("").alias("key")), request).get("", [])
+    platform = frame.lazy().with_columns(
+        pl.lit("").alias("key"), pl.lit(DATA_TYPE).alias("Data_Type")
+    )
+    return _groups_by_key(platform, request).get("", [])
 
 
 def _groups_by_key(
@@ -930,15 +936,13 @@ def _groups_by_key(
     (nulls as ""), each group's months in order."""
     shown = _shown(request)
     frame = frame.lazy()
-    if "Data_Type" in shown and "Data_Type" not in frame.collect_schema().names():
-        frame = frame.with_columns(pl.lit(DATA_TYPE).alias("Data_Type"))
     by_country = {"Country_Code", "Country_Name"} & set(request.attributes)
     if by_country:
         frame = frame.with_columns(_country_code(pl.col("country")).alias("_cc"))
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("_cc"))
     split = [*shown, "_cc"]
-    columns = list(dict.fromkeys(METRIC_COLUMNS[metric] for metric in request.metrics))
+    columns = list(_summed(request))
     summed = (
         frame.group_by("key", *split, "month")
         .agg(*[pl.col(c).sum() for c in columns])
@@ -986,6 +990,12 @@ def _groups_by_key(
             attributes = attribute_sets[group[1:]] = _attributes(request, shown, values)
         out.setdefault(key, []).append((dict(attributes), performance))
     return out
+
+
+def _summed(request: ReportRequest) -> tuple[str, ...]:
+    """The stored metrics a report's metric types are sums of (only these are asked of the
+    store: each sum is a pass over the rows)."""
+    return tuple(dict.fromkeys(METRIC_COLUMNS[metric] for metric in request.metrics))
 
 
 def _attributes(request: ReportRequest, shown: list[str], values: list) -> dict[str, str]:
@@ -1101,6 +1111,7 @@ def _item_rows(
         keys=keys,
         owner_site_ids=customer.site_ids,
         by=("key", "month", *extra),
+        metrics=_summed(request),
     )
     monthly = _only_country(monthly, request.country)
     # Python over the item keys and the records' few columns, Polars in one lazy query for
@@ -1128,6 +1139,7 @@ def _item_rows(
             keys=tuple(mid_month),
             owner_site_ids=customer.site_ids,
             by=("key", "date", *extra),
+            metrics=_summed(request),
         )
         daily = _only_country(daily, request.country)
         dates |= set(daily.get_column("date").to_list())
@@ -1163,19 +1175,19 @@ def _entries(
     countries = request.country or {"Country_Code", "Country_Name"} & set(request.attributes)
     by = ("month", "country") if countries else ("month",)
     if not request.spec.item_report:
-        frame = ctx.store.sums(
-            "source", first, last, keys=tuple(str(s) for s in customer.site_ids), by=by
-        )
+        sources = tuple(str(s) for s in customer.site_ids)
+        frame = ctx.store.sums("source", first, last, keys=sources, by=by, metrics=_summed(request))
         frame = _only_country(frame, request.country)
         groups = _groups(frame, request)
         return [Entry(platform, {"Platform": platform}, {}, groups)] if groups else []
     frame, metadata = _item_rows(ctx, customer, request, first, last)
-    # the record's fields each entry shows, as tuples: a dict per record of every stored
-    # column (`iter_rows(named=True)`, its datestamp a zoned datetime) cost ~7 ms per 1,000
+    # the record's fields each entry shows, as tuples zipped from the columns' lists (no
+    # query): a dict per record of every stored column (`iter_rows(named=True)`, its
+    # datestamp a zoned datetime) cost ~7 ms per 1,000
     records = dict(
         zip(
             metadata.get_column("item_key").to_list(),
-            metadata.select(_ENTRY_FIELDS).iter_rows(),
+            zip(*(metadata.get_column(c).to_list() for c in _ENTRY_FIELDS), strict=True),
             strict=True,
         )
     )
@@ -1245,8 +1257,9 @@ _REPORTED_FIELDS = (
 
 
 def _only_country(frame: pl.DataFrame, country: str | None) -> pl.DataFrame:
-    if "country" not in frame.columns:
-        return frame.with_columns(pl.lit(None, dtype=pl.String).alias("country"))
+    if "country" not in frame.columns:  # a column beside the others, not a query
+        nulls = pl.Series("country", [None] * frame.height, dtype=pl.String)
+        return pl.DataFrame([*frame.get_columns(), nulls])
     if country:
         return frame.filter(pl.col("country").str.to_uppercase() == country)
     return frame

@@ -26,8 +26,6 @@ from usage_stats.storage.store import (
     empty_sums,
 )
 
-_COUNTS = (*METRICS, "rows")
-
 
 def _scope_and_dates(scope: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
     return [
@@ -95,19 +93,21 @@ def sum_rows(
     where: tuple[RowFilter, ...],
     by: tuple[str, ...],
     distinct: tuple[str, ...],
+    metrics: tuple[str, ...] = METRICS,
 ) -> pl.DataFrame:
-    """The store's `sums_where`, with each bucket's `rows` (documents, or with `distinct`, the
-    distinct combinations of those columns: exact, by composite buckets of `by` + `distinct`,
-    so it costs one bucket per combination)."""
+    """The store's `sums_where` (the `metrics` asked only), with each bucket's `rows`
+    (documents, or with `distinct`, the distinct combinations of those columns: exact, by
+    composite buckets of `by` + `distinct`, so it costs one bucket per combination)."""
     query = where_query(scope, start, end, where)
-    sums = {m: {"sum": {"field": m}} for m in METRICS}
+    sums = {m: {"sum": {"field": m}} for m in metrics}
+    counts = (*metrics, "rows")
     if not by and not distinct:
         body = {"size": 0, "query": query, "aggs": sums, "track_total_hits": True}
         result = connection.search(index, body)
         aggs = result.get("aggregations", {})
-        values = {m: [int(aggs.get(m, {}).get("value") or 0)] for m in METRICS}
+        values = {m: [int(aggs.get(m, {}).get("value") or 0)] for m in metrics}
         values["rows"] = [int(result.get("hits", {}).get("total", {}).get("value") or 0)]
-        return pl.DataFrame(values, schema={m: pl.Int64 for m in _COUNTS})
+        return pl.DataFrame(values, schema={m: pl.Int64 for m in counts})
     group = list(dict.fromkeys([*by, *distinct]))
     rows = []
     for bucket in connection.composite(index, query, _group_sources(group), sums):
@@ -115,20 +115,20 @@ def sum_rows(
         for column in ("date", "month"):
             if row.get(column) is not None:
                 row[column] = _epoch_day(row[column])
-        row |= {m: int(bucket[m]["value"] or 0) for m in METRICS}
+        row |= {m: int(bucket[m]["value"] or 0) for m in metrics}
         row["rows"] = int(bucket["doc_count"])
         rows.append(row)
-    schema = dict(empty_sums(tuple(group)).schema)
+    schema = dict(empty_sums(tuple(group), metrics).schema)
     frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
     if distinct:
-        totals = [*(pl.col(m).sum() for m in METRICS), pl.len().cast(pl.Int64).alias("rows")]
+        totals = [*(pl.col(m).sum() for m in metrics), pl.len().cast(pl.Int64).alias("rows")]
         if not by:
             if frame.is_empty():
                 return pl.DataFrame(
-                    {c: [0] for c in _COUNTS}, schema=dict.fromkeys(_COUNTS, pl.Int64)
+                    {c: [0] for c in counts}, schema=dict.fromkeys(counts, pl.Int64)
                 )
             return frame.select(totals)
-        frame = frame.group_by(list(by)).agg(totals).select([*by, *_COUNTS])
+        frame = frame.group_by(list(by)).agg(totals).select([*by, *counts])
     return frame.sort(list(by), nulls_last=True)
 
 

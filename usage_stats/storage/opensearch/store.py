@@ -28,6 +28,7 @@ import polars as pl
 from opensearchpy import OpenSearch
 
 from usage_stats.admin.sources import Source
+from usage_stats.pipeline.metrics import METRICS
 from usage_stats.pipeline.spikes import spike_frame
 from usage_stats.storage import lareferencia_index as compat
 from usage_stats.storage.opensearch import queries, stored_days, writes
@@ -867,9 +868,14 @@ class OpenSearchStatsStore(StatsStore):
         by: tuple[str, ...],
         distinct: tuple[str, ...],
         table: str = "usage_deltas",
+        *,
+        metrics: tuple[str, ...] = METRICS,
+        counted: bool = True,
     ) -> pl.DataFrame:
         index = self.alias(table)
-        return queries.sum_rows(self.connection, index, scope, start, end, where, by, distinct)
+        return queries.sum_rows(
+            self.connection, index, scope, start, end, where, by, distinct, metrics
+        )
 
     def _top_where(
         self,
