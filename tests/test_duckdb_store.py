@@ -361,7 +361,15 @@ def lookup_days() -> list[pl.DataFrame]:
 
 
 @pytest.mark.parametrize(
-    "by", [(), ("date", "level"), ("country",), ("site_id", "owner_site_id", "key"), ("date",)]
+    "by",
+    [
+        (),
+        ("date", "level"),
+        ("country",),
+        ("site_id", "owner_site_id", "key"),
+        ("date",),
+        ("month", "level", "country"),
+    ],
 )
 def test_an_item_lookup_sums_its_rows_as_the_grouped_query_does(store, monkeypatch, by):
     """An item's rows are summed in Python (an item widget's miss: issue 16), a large or

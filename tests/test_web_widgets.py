@@ -494,7 +494,7 @@ def test_an_item_lookup_runs_on_the_event_loop_only_on_a_store_read_in_process(w
 
     client, loaded = web
     on_loop: list[tuple[str, bool]] = []
-    original = type(loaded.store).sums_where
+    original = type(loaded.store)._sums_where  # every usage sum's way to the store
 
     def spied(self, scope, *args, **kwargs):
         try:
@@ -504,7 +504,7 @@ def test_an_item_lookup_runs_on_the_event_loop_only_on_a_store_read_in_process(w
             on_loop.append((scope, False))
         return original(self, scope, *args, **kwargs)
 
-    monkeypatch.setattr(type(loaded.store), "sums_where", spied)
+    monkeypatch.setattr(type(loaded.store), "_sums_where", spied)
     in_process = loaded.store.reads_in_process
     assert in_process == isinstance(loaded.store, DuckDBStatsStore)
     item = busiest_item(loaded)

@@ -1265,18 +1265,18 @@ class DuckDBStatsStore(StatsStore):
         metrics: a month of a repository's 960 items summed in ~6 instead of ~10 ms)."""
         if table not in STORE_TABLES:
             raise ValueError(f"unknown table {table!r}")
+        month = "CAST(date_trunc('month', date) AS DATE)"
+        columns = [f"{month} AS month" if c == "month" else c for c in by]
         if scope == "item" and table == "usage_deltas" and _is_lookup(where, by, distinct):
             with self._read() as con:
                 clause, params = self._where(con, scope, start, end, where)
                 found = con.execute(
-                    f"SELECT {', '.join([*by, *metrics])} FROM usage_deltas WHERE {clause} "
+                    f"SELECT {', '.join([*columns, *metrics])} FROM usage_deltas WHERE {clause} "
                     f"LIMIT {LOOKUP_ROWS + 1}",
                     params,
                 ).fetchall()
             if len(found) <= LOOKUP_ROWS:
                 return _summed_rows(found, by, metrics)
-        month = "CAST(date_trunc('month', date) AS DATE)"
-        columns = [f"{month} AS month" if c == "month" else c for c in by]
         sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in metrics)
         kinds = ", ".join(month if c == "month" else c for c in distinct)
         rows = f"count(DISTINCT ({kinds}))" if distinct else "count(*)"
@@ -1313,12 +1313,11 @@ class DuckDBStatsStore(StatsStore):
 def _is_lookup(
     where: tuple[RowFilter, ...], by: tuple[str, ...], distinct: tuple[str, ...]
 ) -> bool:
-    """Sums of a few items by stored columns (an item widget's year by day and level): their
-    rows are summed here (`_summed_rows`), not by the query."""
+    """Sums of a few items (an item widget's year by day or month and level): their rows
+    are summed here (`_summed_rows`), not by the query."""
     return (
         bool(where)
         and not distinct
-        and "month" not in by
         and all(
             f.keys is not None and f.site_ids is None and f.owner_site_ids is None for f in where
         )

