@@ -327,6 +327,18 @@ def test_item_metadata_exact_rows_upsert_and_idempotent_re_record(store):
     assert store.record_item_metadata(md.frame(second, first)) == 1
     assert store.item_metadata((thesis,))["title"].to_list() == ["B"]
     assert store.record_item_metadata(md.frame()) == 0
+    # a key longer than an OpenSearch id (its document id is a digest), and more keys asked
+    # than the store asks at once (the OpenSearch store here: pages of 500)
+    long_key = f"{base}/" + "x" * 600
+    many = [md.record(f"{base}/many/{i}", title=f"Record {i}") for i in range(700)]
+    assert store.record_item_metadata(md.frame(md.record(long_key, title="Long"), *many)) == 701
+    asked = (long_key, *(f"{base}/many/{i}" for i in range(0, 1400, 2)))  # half missing
+    got = store.item_metadata(asked, ("title",))
+    assert got.columns == ["item_key", "title"]
+    assert dict(got.iter_rows()) == {
+        long_key: "Long",
+        **{f"{base}/many/{i}": f"Record {i}" for i in range(0, 700, 2)},
+    }
 
 
 def test_report_titles_prefer_the_harvested_title(store):

@@ -52,6 +52,8 @@ from usage_stats.storage.store import (
 )
 
 COMPAT_PREFIX = "usage-stats"
+# The most hits one search returns (`index.max_result_window`, OpenSearch's default)
+_MAX_HITS = 10_000
 # Index creations in flight at once: the node applies them one by one but acknowledges each
 # only once its shard has started, which several requests can wait for together.
 _CREATING = 4
@@ -792,31 +794,41 @@ class OpenSearchStatsStore(StatsStore):
     def item_metadata(
         self, keys: tuple[str, ...], columns: tuple[str, ...] | None = None
     ) -> pl.DataFrame:
-        """`mget` by id in pages of `batch_size` ids (ids are the keys), of the asked columns
-        only (`_source_includes`)."""
+        """A `terms` filter on `item_key` in pages of `batch_size` keys (one document per key,
+        so a page's hits are at most its keys), of the asked columns only. `mget` of the same
+        ids took 170 ms for a repository's month of 900 items, the search 14: a get per id
+        against one query over the keyword's terms."""
         schema = metadata_schema(columns)
+        source = list(schema) if columns is not None else True
+        found = self._by_key("item metadata", self.metadata_index(), "item_key", keys, source)
+        return writes.metadata_documents(found, schema).sort("item_key")
+
+    def _by_key(
+        self, what: str, index: str, field: str, keys: tuple[str, ...], source: list[str] | bool
+    ) -> list[dict]:
+        """The `_source` of the documents whose keyword `field` is one of `keys` (one document
+        per key: an index keyed by it), by `terms` filters of at most `batch_size` keys (and a
+        result window); none when the index does not exist yet."""
         unique = list(dict.fromkeys(keys))
-        if not unique:
-            return pl.DataFrame(schema=schema)
         con = self.connection
-        index = self.metadata_index()
-        ids = writes.document_ids_within_limit(pl.Series(unique, dtype=pl.String)).to_list()
-        params = {} if columns is None else {"_source_includes": ",".join(schema)}
+        step = min(self.batch_size, _MAX_HITS)
         found: list[dict] = []
-        for start in range(0, len(ids), self.batch_size):
-            page = ids[start : start + self.batch_size]
+        for start in range(0, len(unique), step):
+            page = unique[start : start + step]
+            body = {
+                "size": len(page),
+                "track_total_hits": False,
+                "query": {"bool": {"filter": {"terms": {field: page}}}},
+                "_source": source,
+            }
             try:
-                result = con.call(
-                    "item metadata",
-                    lambda p=page: con.client.mget(index=index, body={"ids": p}, params=params),
-                )
+                result = con.call(what, lambda b=body: con.client.search(index=index, body=b))
             except StatsStoreError as exc:
-                if "index_not_found" in str(exc):  # nothing harvested yet
-                    return pl.DataFrame(schema=schema)
+                if "index_not_found" in str(exc):  # nothing written there yet
+                    return []
                 raise
-            found += [d["_source"] for d in result.get("docs", []) if d.get("found")]
-        frame = writes.metadata_documents(found, schema)
-        return frame.sort("item_key")
+            found += [hit["_source"] for hit in result.get("hits", {}).get("hits", [])]
+        return found
 
     def optimize(self) -> float:
         """Nothing to arrange: OpenSearch merges segments by itself and every query is served
@@ -826,23 +838,10 @@ class OpenSearchStatsStore(StatsStore):
     # --- reading --------------------------------------------------------------------------
 
     def titles(self, keys: tuple[str, ...]) -> dict[str, str]:
-        if not keys:
-            return {}
-        con = self.connection
-        ids = writes.document_ids_within_limit(pl.Series(list(keys), dtype=pl.String)).to_list()
-        try:
-            result = con.call(
-                "titles", lambda: con.client.mget(index=self.titles_index(), body={"ids": ids})
-            )
-        except StatsStoreError as exc:
-            if "index_not_found" in str(exc):  # nothing titled yet
-                return {}
-            raise
-        return {
-            doc["_source"]["key"]: doc["_source"]["title"]
-            for doc in result.get("docs", [])
-            if doc.get("found")
-        }
+        """As `item_metadata`, by a `terms` filter (an `mget` of an item report's 960 keys
+        took ~170 ms)."""
+        found = self._by_key("titles", self.titles_index(), "key", keys, ["key", "title"])
+        return {doc["key"]: doc["title"] for doc in found}
 
     def row_count(self, table: str, day: dt.date) -> int:
         if table not in STORE_TABLES:
