@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import ConnectionTimeout, TransportError
+from opensearchpy.exceptions import ConnectionTimeout, SerializationError, TransportError
+from opensearchpy.serializer import JSONSerializer
 
 from usage_stats.storage.store import StatsStoreError
 
@@ -40,6 +42,18 @@ def node_urls(url: str) -> list[str]:
     if not urls:
         raise ValueError(f"no OpenSearch URL in {url!r}")
     return urls
+
+
+class AnswerSerializer(JSONSerializer):
+    """The node's answers parsed by orjson, a few times faster than the standard library's
+    `json` (a one-month item report's ~900 records and aggregation pages: ~8 % of it);
+    requests are written as the client writes them."""
+
+    def loads(self, s: str) -> Any:
+        try:
+            return orjson.loads(s)
+        except orjson.JSONDecodeError as exc:
+            raise SerializationError(s, exc) from exc
 
 
 @dataclass
@@ -72,6 +86,7 @@ class Connection:
                 retry_on_timeout=False,
                 http_compress=False,
                 pool_maxsize=max(4, self.parallel_requests + 1),
+                serializer=AnswerSerializer(),
             )
         return self._client
 
