@@ -615,6 +615,20 @@ def warm_customers(port: int, api_keys: dict[int, str], rounds: int = 6) -> floa
     return time.perf_counter() - started
 
 
+def check_reused(store, deltas: pl.DataFrame, location: str) -> None:
+    """A kept year must be the one these options draw: built with another `--namespace`
+    (or `--items`, `--sources`, `--seed`), every item request would answer 404, measured as
+    errors, and its records would be added beside the year's under the wrong keys."""
+    items = deltas.filter(pl.col("scope") == "item")
+    day, key = items.row(0, named=True)["date"], items.row(0, named=True)["key"]
+    if store.sums("item", day, day, keys=(key,), by=("key",)).is_empty():
+        raise SystemExit(
+            f"web_bench: the year kept in {location} has no usage of {key!r} on {day}, which "
+            "these options draw: pass the --namespace, --items, --sources, --days and --seed "
+            "it was built with, or another --workdir"
+        )
+
+
 def run_store(kind: str, args, deltas: pl.DataFrame, admin_db_url: str, plan, workdir: Path):
     print(f"{kind}:", flush=True)
     location = (
@@ -624,6 +638,8 @@ def run_store(kind: str, args, deltas: pl.DataFrame, admin_db_url: str, plan, wo
     store = make_store(kind, location)
     result: dict = {"store": kind, "workers": args.workers}
     try:
+        if reused:
+            check_reused(store, deltas, location)
         result["load"] = {"reused": True} if reused else load(store, deltas, args.days)
         if args.records_frame is not None and (
             not reused or store.item_metadata(tuple(args.records_frame["item_key"][:1])).is_empty()
