@@ -101,17 +101,31 @@ class RssSampler:
             out["rss_after_mib"] = self._rss() / MiB
 
 
-def _lake_paths(workdir: Path, events: int, sites: int, seed: int) -> tuple[Path, Path]:
-    base = workdir / f"e{events}_s{sites}_seed{seed}"
+def _lake_paths(
+    workdir: Path, events: int, sites: int, seed: int, batch_events: int | None = None
+) -> tuple[Path, Path]:
+    batched = f"_b{batch_events}" if batch_events and events > batch_events else ""
+    base = workdir / f"e{events}_s{sites}_seed{seed}{batched}"
     return base / "lake", base / "sources.csv"
 
 
-def generate(events: int, sites: int, seed: int, workdir: Path) -> dict:
-    """Write one synthetic day (no manifest: the benchmark needs data, not expected numbers)."""
+def generate(
+    events: int, sites: int, seed: int, workdir: Path, batch_events: int | None = None
+) -> dict:
+    """Write one synthetic day (no manifest: the benchmark needs data, not expected numbers);
+    with `batch_events`, drawn in batches of at most that many events (`SyntheticConfig.
+    batch_events`: a day of 100M events does not fit in memory whole)."""
     from usage_stats.demo.synthetic import SyntheticConfig, write_synthetic
 
-    lake, sources = _lake_paths(workdir, events, sites, seed)
-    config = SyntheticConfig(sites=sites, days=1, events_per_day=events, start=DAY, seed=seed)
+    lake, sources = _lake_paths(workdir, events, sites, seed, batch_events)
+    config = SyntheticConfig(
+        sites=sites,
+        days=1,
+        events_per_day=events,
+        start=DAY,
+        seed=seed,
+        batch_events=batch_events,
+    )
     with RssSampler() as sampler:
         timing: dict = {}
         with sampler.stage(timing):
@@ -164,7 +178,12 @@ def bench_metadata(sources: list, records: int):
 
 
 def run_pipeline(
-    events: int, sites: int, seed: int, workdir: Path, crosswalk_records: int = 0
+    events: int,
+    sites: int,
+    seed: int,
+    workdir: Path,
+    crosswalk_records: int = 0,
+    batch_events: int | None = None,
 ) -> dict:
     """raw → cleaning → deltas on the generated day, with per-stage timings and peak RSS;
     with `crosswalk_records`, the cross-walk of that many records built (its own stage) and
@@ -179,7 +198,7 @@ def run_pipeline(
     from usage_stats.pipeline.processing import source_crosswalk
     from usage_stats.storage.open import open_lake
 
-    lake_path, sources_path = _lake_paths(workdir, events, sites, seed)
+    lake_path, sources_path = _lake_paths(workdir, events, sites, seed, batch_events)
     registry = CsvSourceRegistry(sources_path).sources()
     slots = {s.site_id: s.custom_var_slot for s in registry}
     registry_frame = sources_frame(registry)
@@ -262,6 +281,8 @@ def _child(mode: str, events: int, args: argparse.Namespace) -> dict:
         "--crosswalk",
         str(args.crosswalk),
     ]
+    if getattr(args, "batch_events", None):
+        cmd += ["--batch-events", str(args.batch_events)]
     done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -342,15 +363,25 @@ def main(argv: list[str] | None = None) -> int:
         help="apply the identifier cross-walk of N harvested records (about 4N aliases) built "
         "from the generated items; 0: none, as before any harvest",
     )
+    parser.add_argument(
+        "--batch-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="draw a day of more events in batches of N (its lake is kept apart from one drawn "
+        "whole); a 10M-event batch takes ~5.5 GiB to draw",
+    )
     parser.add_argument("--child", choices=["generate", "run"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         work = args.workdir.resolve()
         if args.child == "generate":
-            found = generate(args.events[0], args.sites, args.seed, work)
+            found = generate(args.events[0], args.sites, args.seed, work, args.batch_events)
         else:
-            found = run_pipeline(args.events[0], args.sites, args.seed, work, args.crosswalk)
+            found = run_pipeline(
+                args.events[0], args.sites, args.seed, work, args.crosswalk, args.batch_events
+            )
         print(json.dumps(found))
         return 0
 
@@ -362,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for events in args.events:
-            lake, _ = _lake_paths(args.workdir, events, args.sites, args.seed)
+            lake, _ = _lake_paths(args.workdir, events, args.sites, args.seed, args.batch_events)
             if args.reuse and lake.exists():
                 generation = {"events_written": events, "seconds": float("nan"), "reused": True}
                 generation["peak_rss_mib"] = float("nan")

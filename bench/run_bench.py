@@ -273,7 +273,7 @@ def _execute(job, instance, run_dir: Path, dagster_home: Path) -> dict:
 
 def _child(events: int, args: argparse.Namespace, index: int) -> dict:
     """One Dagster run for one size in a fresh interpreter and data folder."""
-    lake, sources = _lake_paths(args.workdir, events, args.sites, args.seed)
+    lake, sources = _lake_paths(args.workdir, events, args.sites, args.seed, args.batch_events)
     run_dir = Path(tempfile.mkdtemp(prefix=f"run-e{events}-", dir=args.workdir))
     log = args.workdir / f"run-e{events}-{index}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(run_dir)]
@@ -417,6 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         help="after the run, plant records for the day's items and run the usage_subcounts "
         "job on the same data folder (timed the same way, reported apart)",
     )
+    parser.add_argument(
+        "--batch-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="generate a day of more events in batches of N (pipeline_bench.py's option): a "
+        "100M-event day does not fit in memory drawn whole",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # pipeline_bench's generator and library run read it: the real run has no cross-walk
@@ -437,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for events in args.events:
-            lake, _ = _lake_paths(args.workdir, events, args.sites, args.seed)
+            lake, _ = _lake_paths(args.workdir, events, args.sites, args.seed, args.batch_events)
             if args.reuse and lake.exists():
                 generation = {"events_written": events, "seconds": float("nan"), "reused": True}
                 generation["peak_rss_mib"] = float("nan")

@@ -70,6 +70,11 @@ class SyntheticConfig:
     # Plant the traffic of issue 18 (`_crawler_traffic`): distributed and slow crawlers, a
     # campus NAT and a reading-list spike. Off: every other planted figure is as before.
     crawlers: bool = False
+    # A day of more events is drawn in batches of at most this many (each its own random
+    # stream and range of visit ids, written as one more part of each leaf), so that a day
+    # larger than memory can be written (a 10M-event day takes ~5.5 GiB to draw). None:
+    # whole, as before. Items per site are those of one batch.
+    batch_events: int | None = None
 
 
 @dataclass
@@ -849,6 +854,23 @@ def _visit_columns(visits: pl.DataFrame, with_agent: bool) -> pl.DataFrame:
     )
 
 
+def day_batches(config: SyntheticConfig) -> list[SyntheticConfig]:
+    """The draws of one day: the config itself when it is drawn whole (so a day's events
+    are what they always were), else batches of at most `batch_events` events, each with
+    its own seed."""
+    size = config.batch_events
+    if size is None or config.events_per_day <= size:
+        return [config]
+    if size < 1:
+        raise ValueError(f"batch_events must be at least 1, got {size}")
+    count = -(-config.events_per_day // size)
+    share, extra = divmod(config.events_per_day, count)
+    return [
+        replace(config, events_per_day=share + (b < extra), seed=config.seed + 7919 * b)
+        for b in range(count)
+    ]
+
+
 def write_synthetic(
     config: SyntheticConfig,
     lake_url: str,
@@ -873,26 +895,32 @@ def write_synthetic(
         list
     )
     visit_base = 1
-    all_plants = {}
+    all_plants: dict[str, dict[str, int]] = {}
     for d in range(config.days):
         day = config.start + dt.timedelta(days=d)
-        frame, visits, plants = generate_day(config, sources, d, visit_base)
-        visit_base += visits.height + 1
-        all_plants[day.isoformat()] = plants
-        result.events_written[day.isoformat()] = frame.height
-        visits_by_site = visits.partition_by("idsite", as_dict=True, maintain_order=True)
-        for (site_id,), site_events in frame.partition_by("idsite", as_dict=True).items():
-            source = by_site.get(site_id)
-            events_out = _event_columns(site_events, source)
-            site_visits = visits_by_site.get((site_id,), visits.clear())
-            visits_out = _visit_columns(site_visits, site_id in ua_sites)
-            if site_id in config.month_level_sites:
-                month_frames[(site_id, day.year, day.month)].append((events_out, visits_out))
-            else:
-                write_leaf(lake, "events", site_id, day, events_out)
-                write_leaf(lake, "visits", site_id, day, visits_out)
-        if with_manifest:
-            truth_frames.append(frame.with_columns(pl.lit(day).alias("date")))
+        plants_of_day: dict[str, int] = defaultdict(int)
+        for part, batch in enumerate(day_batches(config)):
+            frame, visits, plants = generate_day(batch, sources, d, visit_base)
+            visit_base += visits.height + 1
+            for name, count in plants.items():
+                plants_of_day[name] += count
+            written = result.events_written.get(day.isoformat(), 0)
+            result.events_written[day.isoformat()] = written + frame.height
+            visits_by_site = visits.partition_by("idsite", as_dict=True, maintain_order=True)
+            for (site_id,), site_events in frame.partition_by("idsite", as_dict=True).items():
+                source = by_site.get(site_id)
+                events_out = _event_columns(site_events, source)
+                site_visits = visits_by_site.get((site_id,), visits.clear())
+                visits_out = _visit_columns(site_visits, site_id in ua_sites)
+                if site_id in config.month_level_sites:
+                    month_frames[(site_id, day.year, day.month)].append((events_out, visits_out))
+                else:
+                    write_leaf(lake, "events", site_id, day, events_out, part)
+                    write_leaf(lake, "visits", site_id, day, visits_out, part)
+            if with_manifest:
+                truth_frames.append(frame.with_columns(pl.lit(day).alias("date")))
+            del frame, visits
+        all_plants[day.isoformat()] = dict(plants_of_day)
     for (site_id, year, month), parts in month_frames.items():
         day = dt.date(year, month, 1)
         write_month_leaf(lake, "events", site_id, day, pl.concat([p[0] for p in parts]))

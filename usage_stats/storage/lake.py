@@ -201,11 +201,15 @@ def scan_parquet_file(
     return pl.scan_parquet(io.BytesIO(data)).select(present), schema
 
 
-def write_leaf(lake: Lake, table: str, site_id: int, day: dt.date, frame: pl.DataFrame) -> str:
-    """Replace the day leaf of one site (never append: a re-export must not duplicate rows)."""
+def write_leaf(
+    lake: Lake, table: str, site_id: int, day: dt.date, frame: pl.DataFrame, part: int = 0
+) -> str:
+    """Replace the day leaf of one site (never append: a re-export must not duplicate rows);
+    `part` > 0 adds a further file to the leaf its part 0 has just replaced."""
     prefix = day_leaf(table, site_id, day)
-    lake.delete_prefix(prefix)
-    key = f"{prefix}/part-0.parquet"
+    if part == 0:
+        lake.delete_prefix(prefix)
+    key = f"{prefix}/part-{part}.parquet"
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
     lake.write_bytes(key, buffer.getvalue())
