@@ -551,3 +551,42 @@ def test_the_widgets_parameters_are_documented(web):
         ],
         "/report/repositoryWidgetByCountry": ["source_id", "start_date", "end_date", "limit"],
     }
+
+
+@pytest.mark.parametrize("unit", ["day", "week", "month", "quarter", "year"])
+def test_a_widget_sums_many_daily_rows_with_arrays_as_it_sums_few_in_python(unit):
+    """A popular item's year (~1,100 daily rows) is summed with numpy (`_sums_by_arrays`),
+    an ordinary one's in Python: both give the same totals, levels and buckets, with null
+    metrics, rows without usage (zeros, corrections below zero), a missing level and days
+    that cross week, month, quarter and year bounds."""
+    import random
+
+    import polars as pl
+
+    from usage_stats.web import lareferencia
+
+    metrics = list(lareferencia.M)
+    schema = {"date": pl.Date, "level": pl.String, **dict.fromkeys(metrics, pl.Int64)}
+    for seed in range(12):
+        rng = random.Random(seed)
+        first = dt.date(2024, 12, 20)
+        rows = [
+            (
+                first + dt.timedelta(days=rng.randrange(120)),
+                rng.choice(["R", "N", "L", None]),
+                *(
+                    rng.choice([None, 0, 0, 1, 3, 250, -2] if seed % 2 else [0, 1, 7])
+                    for _ in metrics
+                ),
+            )
+            for _ in range(rng.choice([0, 1, 40, 700]))
+        ]
+        frame = pl.DataFrame(rows, schema=schema, orient="row")
+        assert lareferencia._sums_by_arrays(frame, unit) == lareferencia._sums_in_python(
+            frame, unit
+        ), seed
+        # and the widget's answer is the same whichever path sums the frame
+        by_arrays = lareferencia.widget(frame, unit)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(lareferencia, "_PYTHON_ROWS", len(rows) + 1)
+            assert lareferencia.widget(frame, unit) == by_arrays, seed
