@@ -81,6 +81,12 @@ def main() -> None:
     parser.add_argument(
         "--namespace", default="repo{}.example.org", help="as web_bench.py's --namespace"
     )
+    parser.add_argument(
+        "--by-popularity",
+        action="store_true",
+        help="also an item widget's miss (by month, as web_bench.py asks) per band of the "
+        "items' popularity rank in web_bench.py's draw (its --seed 5, --zipf ranking)",
+    )
     args = parser.parse_args()
 
     from usage_stats.admin import db
@@ -143,6 +149,29 @@ def main() -> None:
         store.item_metadata(tuple(sums.get_column("key").to_list()), REPORTED)
         return (time.process_time() - cpu) * 1000
 
+    async def by_popularity() -> None:
+        """The most viewed items have the most stored rows (a day by level and country for
+        each day of the year), so their first answer costs most: what every worker pays
+        for the head of the popularity curve after each write."""
+        import numpy as np
+
+        ranking = np.random.default_rng(5).permutation(args.items)  # web_bench's ranking
+
+        def key(index: int) -> str:
+            return f"oai:{args.namespace.format(index // per_source + 1)}:{index % per_source + 1}"
+
+        for low, high in ((0, 10), (10, 100), (100, 1000), (1000, 10_000), (10_000, args.items)):
+            ranks = np.linspace(low, high - 1, min(60, high - low)).astype(int)
+            cpu = time.process_time()
+            for rank in ranks:
+                params = {"identifier": key(int(ranking[rank])), "time_unit": "month"}
+                params |= {"start_date": "2025-01-01", "end_date": "2025-12-31"}
+                status, _ = await _get(app, "/report/itemWidget", params)
+                if status != 200:
+                    raise SystemExit(f"item ranked {rank}: HTTP {status}")
+            cpu = (time.process_time() - cpu) / len(ranks) * 1000
+            print(f"item_widget miss, popularity ranks {low + 1:,}-{high:,}: cpu {cpu:5.1f} ms")
+
     async def run() -> None:
         for source in range(1, args.sources + 1):  # a key checked: `/r51/status` checks none
             params = {"customer_id": f"customer-{source}", "api_key": keys[str(source)]}
@@ -170,6 +199,8 @@ def main() -> None:
                 f"{name:17s} cpu {cpu:7.1f} ms  wall {wall:7.1f} ms  "
                 f"body {sizes / count / 1000:6.1f} kB  load {os.getloadavg()[0]:.1f}"
             )
+        if args.by_popularity:
+            await by_popularity()
         reads = sum(store_reads() for _ in range(args.reports)) / args.reports
         floor = costs["reports list"] + reads
         cores = os.cpu_count() or 1
