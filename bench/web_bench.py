@@ -346,13 +346,16 @@ def server_env(kind: str, location: str, admin_db_url: str) -> dict[str, str]:
     return env
 
 
-def start_server(kind: str, location: str, admin_db_url: str, port: int, workers: int):
-    """`usage-stats serve --workers N` in its own process group (stopped as a group)."""
+def start_server(
+    kind: str, location: str, admin_db_url: str, port: int, workers: int, balance: str
+):
+    """`usage-stats serve --workers N --balance B` in its own process group (stopped as a
+    group)."""
     import subprocess
 
     return subprocess.Popen(
         [sys.executable, "-m", "usage_stats.cli", "serve", "--port", str(port)]
-        + ["--workers", str(workers)],
+        + ["--workers", str(workers), "--balance", balance],
         env=server_env(kind, location, admin_db_url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -636,7 +639,7 @@ def run_store(kind: str, args, deltas: pl.DataFrame, admin_db_url: str, plan, wo
     )
     reused = kind == "duckdb" and Path(location).exists()
     store = make_store(kind, location)
-    result: dict = {"store": kind, "workers": args.workers}
+    result: dict = {"store": kind, "workers": args.workers, "balance": args.balance}
     try:
         if reused:
             check_reused(store, deltas, location)
@@ -651,7 +654,7 @@ def run_store(kind: str, args, deltas: pl.DataFrame, admin_db_url: str, plan, wo
             result["load"]["file_mib"] = round(Path(location).stat().st_size / 2**20, 1)
         print(f"  load: {result['load']}", flush=True)
         port = free_port()
-        server = start_server(kind, location, admin_db_url, port, args.workers)
+        server = start_server(kind, location, admin_db_url, port, args.workers, args.balance)
         try:
             wait_until_up(f"http://127.0.0.1:{port}", time.monotonic() + 120)
             if "ir_month" in plan:
@@ -678,6 +681,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint and clients")
     parser.add_argument("--warmup-seconds", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument(
+        "--balance",
+        choices=("connections", "kernel"),
+        default="connections",
+        help="how the workers get connections (`usage-stats serve --balance`): handed in turn "
+        "by the parent (the default) or raced for (uvicorn's shared socket, before 2026-12-05)",
+    )
     parser.add_argument("--plan-size", type=int, default=60_000, help="targets per endpoint")
     parser.add_argument("--endpoints", nargs="+", help="only these (default: all)")
     parser.add_argument(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from usage_stats.admin import db
 from usage_stats.admin.sushi import get_customer, hash_api_key, verify_api_key
 from usage_stats.cli import build_parser, main
@@ -55,16 +57,45 @@ def test_serve_workers(tmp_path, monkeypatch):
     process (an app object cannot be shared between processes)."""
     import uvicorn
 
+    from usage_stats.web import balancer
+
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    # several workers: connections handed out by the parent (`run_balanced`) unless told
+    monkeypatch.setattr(
+        balancer,
+        "run_balanced",
+        lambda config: calls.append(
+            (
+                "balanced",
+                config.app,
+                {
+                    "factory": config.factory,
+                    "workers": config.workers,
+                    "port": config.port,
+                    "timeout": config.timeout_worker_healthcheck,
+                },
+            )
+        ),
+    )
     monkeypatch.setenv("USAGE_STATS_DUCKDB_PATH", str(tmp_path / "stats.duckdb"))
     monkeypatch.setenv("USAGE_STATS_ADMIN_DB_URL", f"sqlite:///{tmp_path / 'admin.db'}")
     monkeypatch.setenv("USAGE_STATS_WEB_WORKERS", "3")
     assert main(["serve", "--workers", "2", "--port", "8123"]) == 0
+    how, app, options = calls.pop()
+    assert how == "balanced" and app == "usage_stats.web.app:app_from_env"
+    assert options == {"factory": True, "workers": 2, "port": 8123, "timeout": 60}
+    assert main(["serve"]) == 0 and calls.pop()[2]["workers"] == 3  # from the environment
+    assert main(["serve", "--balance", "kernel", "--workers", "2", "--port", "8123"]) == 0
     app, options = calls.pop()
     assert app == "usage_stats.web.app:app_from_env" and options["factory"] is True
     assert options["workers"] == 2 and options["port"] == 8123
-    assert main(["serve"]) == 0 and calls.pop()[1]["workers"] == 3  # from the environment
+    monkeypatch.setenv("USAGE_STATS_WEB_BALANCE", "kernel")
+    assert main(["serve"]) == 0 and calls.pop()[1]["workers"] == 3
+    monkeypatch.setenv("USAGE_STATS_WEB_BALANCE", "fewest")
+    with pytest.raises(ValueError, match="USAGE_STATS_WEB_BALANCE"):
+        main(["serve"])
+    monkeypatch.delenv("USAGE_STATS_WEB_BALANCE")
     monkeypatch.setenv("USAGE_STATS_WEB_WORKERS", "1")
     assert main(["serve"]) == 0
     app, options = calls.pop()

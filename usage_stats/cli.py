@@ -337,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="worker processes (default: USAGE_STATS_WEB_WORKERS, 1); one per core",
     )
+    serve.add_argument(
+        "--balance",
+        choices=("connections", "kernel"),
+        help="with several workers, new connections are handed to them in turn by the parent "
+        "process (connections, the default) or taken by the first to accept (kernel); "
+        "default: USAGE_STATS_WEB_BALANCE",
+    )
     harv = sub.add_parser("harvest", help="harvest one source's records over OAI-PMH")
     harv.add_argument("--source", required=True, help="the source key, e.g. opendoar::1001")
     when = harv.add_mutually_exclusive_group()
@@ -358,6 +365,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
+    from usage_stats.web import balancer
     from usage_stats.web.app import app_from_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -372,18 +380,22 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Several processes: uvicorn imports the app in each by name, and each reads the same
     # environment (so `--workers` is all that is passed on); they share the port, not memory
     # (each has its own response cache and, with memory://, its own rate-limit counters).
-    uvicorn.run(
-        "usage_stats.web.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
+    options = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "access_log": False,
         # uvicorn kills a worker that does not answer its health ping within this (default
         # 5 s); a worker still importing Polars and DuckDB on a busy machine does not, and
         # was killed and restarted forever (seen with a load average of 15 on two cores)
-        timeout_worker_healthcheck=60,
-    )
+        "timeout_worker_healthcheck": 60,
+    }
+    balance = args.balance or settings.web_balance
+    if balance == "connections" and balancer.supported():
+        balancer.run_balanced(uvicorn.Config("usage_stats.web.app:app_from_env", **options))
+    else:
+        uvicorn.run("usage_stats.web.app:app_from_env", **options)
     return 0
 
 

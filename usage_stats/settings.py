@@ -76,6 +76,9 @@ class Settings:
     # `usage-stats serve`: worker processes, the response cache, browsers' max-age, and the
     # per-client rate limits (web/protection.py; "" turns one off) and where they count
     web_workers: int = 1
+    # How several workers get their connections: handed to them in turn by the parent
+    # ("connections", web/balancer.py), or by racing to accept ("kernel", uvicorn's)
+    web_balance: str = "connections"
     web_cache_seconds: float = 60.0
     web_browser_cache_seconds: int = 60
     rate_limit_widgets: str = "1200/minute"
@@ -198,6 +201,9 @@ class Settings:
             web_host=env.get("USAGE_STATS_WEB_HOST", "127.0.0.1"),
             web_port=int(number("USAGE_STATS_WEB_PORT", "8000", int)),
             web_workers=max(1, int(number("USAGE_STATS_WEB_WORKERS", "1", int))),
+            web_balance=_choice(
+                env, "USAGE_STATS_WEB_BALANCE", "connections", ("connections", "kernel")
+            ),
             web_cache_seconds=_non_negative(
                 float(number("USAGE_STATS_WEB_CACHE_SECONDS", "60", float)),
                 "USAGE_STATS_WEB_CACHE_SECONDS",
