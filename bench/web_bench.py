@@ -479,8 +479,7 @@ def requests_plan(args, used_items: list[str], api_keys: dict[int, str]) -> dict
 async def _client_loop(host, port, targets, offset, stride, until, out, per_connection=0) -> None:
     """One client: one connection, the next request as soon as the answer is read; with
     `per_connection` > 0, a new connection after that many answers (as page views from many
-    browsers come: the kernel then hands each to any worker, where one kept-alive connection
-    stays with the worker that accepted it, and 16 of them split unevenly for a whole run)."""
+    browsers come)."""
     import asyncio
 
     reader = writer = None
@@ -555,7 +554,30 @@ def load_generator(
     queue.put(result)
 
 
-def measure(port: int, plan: dict[str, list], args) -> dict:
+def connections_per_worker(server_pid: int, port: int) -> list[int]:
+    """Established connections to `port` each worker process of the server holds, most
+    first (the parent, which only hands them out, and multiprocessing's helpers hold none)."""
+    import psutil
+
+    def held(process: psutil.Process) -> int:
+        return sum(
+            1
+            for c in process.net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+        )
+
+    server = psutil.Process(server_pid)
+    counts = []
+    for child in server.children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                counts.append(held(child))
+        except psutil.Error:
+            continue
+    return sorted(counts, reverse=True) or [held(server)]  # one worker: the server itself
+
+
+def measure(port: int, plan: dict[str, list], args, server_pid: int) -> dict:
     context = multiprocessing.get_context("spawn")
     out: dict = {}
     for name, targets in plan.items():
@@ -578,7 +600,11 @@ def measure(port: int, plan: dict[str, list], args) -> dict:
                 ),
             )
             generator.start()
+            # how the server's workers hold the clients' connections, halfway through
+            time.sleep(args.warmup_seconds + args.seconds / 2)
+            split = connections_per_worker(server_pid, port)
             result = queue.get(timeout=args.seconds + args.warmup_seconds + 600)
+            result["connections_per_worker"] = split
             start = result.pop("next")
             if start > len(targets):
                 print(
@@ -593,7 +619,8 @@ def measure(port: int, plan: dict[str, list], args) -> dict:
                 f"  {name:<18} clients {clients:>2}  {result['requests_per_s']:>7.1f} req/s  "
                 f"p50 {result['p50_ms']:>7.1f}  p95 {result['p95_ms']:>7.1f}  "
                 f"p99 {result['p99_ms']:>7.1f} ms  errors {result['errors']}  "
-                f"load {result['load_average']}",
+                f"load {result['load_average']}  workers' connections "
+                + ":".join(str(n) for n in split),
                 flush=True,
             )
     return out
@@ -660,7 +687,7 @@ def run_store(kind: str, args, deltas: pl.DataFrame, admin_db_url: str, plan, wo
             if "ir_month" in plan:
                 seconds = warm_customers(port, args.api_keys)
                 print(f"  customers' keys checked by the workers in {seconds:.1f} s", flush=True)
-            result["endpoints"] = measure(port, plan, args)
+            result["endpoints"] = measure(port, plan, args, server.pid)
         finally:
             stop_server(server)
     finally:
