@@ -267,8 +267,17 @@ class HandedProcess(multiprocess.Process):
 
 
 def supported() -> bool:
-    """Descriptors pass over Unix sockets (not on Windows: uvicorn's shared socket there)."""
-    return hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
+    """Descriptors pass over Unix sequenced-packet sockets here (not on Windows, nor on
+    macOS, which has no such sockets: uvicorn's shared socket there)."""
+    if not hasattr(socket, "send_fds") or not hasattr(socket, "AF_UNIX"):
+        return False
+    try:
+        ends = socket.socketpair(socket.AF_UNIX, _KIND)
+    except (OSError, AttributeError):
+        return False
+    for end in ends:
+        end.close()
+    return True
 
 
 def run_balanced(config: uvicorn.Config) -> None:
