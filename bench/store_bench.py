@@ -35,6 +35,7 @@ Prints a table per size and the load average before and after, and writes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -408,6 +409,12 @@ def main() -> int:
         help="compact the closed months as each new month starts (the store_compaction job)",
     )
     parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the built store (and its copies) in --workdir for a later look; its path "
+        "is printed",
+    )
+    parser.add_argument(
         "--maintenance-only",
         action="store_true",
         help="at each size only the stats_index days and the reads, no copies arranged otherwise",
@@ -446,7 +453,13 @@ def main() -> int:
         "compactions": [],
         "stages": [],
     }
-    with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.workdir) as tmp:
+    with (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="store-bench-", dir=args.workdir))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.workdir)
+    ) as tmp:
+        if args.keep:
+            print(f"the store is kept in {tmp}")
         path = Path(tmp) / "stats.duckdb"
         store = DuckDBStatsStore(path, run_rows=args.run_rows)
         built = time.perf_counter()

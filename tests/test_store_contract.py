@@ -1299,3 +1299,51 @@ def test_days_of_half_a_run_stay_alone(tmp_path, rows, merged):
             assert max(days_per_run) > 1, (table, part, runs)
         else:
             assert days_per_run == [1, 1, 1, 1], (table, part, runs)
+
+
+def test_nightly_merges_stay_in_the_open_month(tmp_path):
+    """`optimize` merges small runs within the month of the latest day only: re-sorting one
+    run that grew across months (a year of rollups of large days grew one for ~170 days)
+    made a day's maintenance grow with history. `compact` then merges the small runs of
+    closed months with their neighbours, up to `run_rows`; rows and order are kept."""
+    store = DuckDBStatsStore(tmp_path / "months.duckdb", run_rows=1000)
+    days = [dt.date(2024, 1, 27) + dt.timedelta(days=i) for i in range(9)]  # Jan 27 .. Feb 4
+    written = []
+    for n, day in enumerate(days):
+        deltas = pl.concat(
+            [
+                _usage_rows(day, *[("item", f"k{n}-{i}", 1, "R", 1, "AR", i) for i in range(8)]),
+                _usage_rows(day, *[("site", "1", 1, "R", None, f"C{i}", n) for i in range(5)]),
+            ]
+        )
+        store.replace_day(day, deltas, deltas)
+        store.optimize()
+        written.append(deltas)
+    rows = {t: table_rows(store, t) for t in STORE_TABLES}
+    con = duckdb.connect(str(store.path), read_only=True)
+    spans = con.execute(
+        "SELECT tbl, part, run, min(date), max(date), count(*) FROM store_runs "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    con.close()
+    for table, part, _, first, last, count in spans:  # January's five days, February's four
+        assert (first.month, last.month, count) in {(1, 1, 5), (2, 2, 4)}, (table, part, spans)
+    assert len(spans) == 2 * len(STORE_TABLES) * 2
+    report = store.compact(period="month")
+    assert report.rows_moved == 0  # no month of run_rows: nothing rewritten, only merged
+    assert [[(days, n) for _, days, n in runs] for runs in store.runs().values()] == [
+        [(9, 72)],
+        [(9, 45)],
+        [(9, 72)],
+        [(9, 45)],
+    ]
+    assert {t: table_rows(store, t) for t in STORE_TABLES} == rows
+    assert runs_are_sorted(store)
+    expected = pl.concat(written).filter(pl.col("scope") == "site")
+    got = store.sums("site", days[0], days[-1], keys=("1",), by=("date",), metrics=("views",))
+    assert (
+        got.get_column("views").to_list()
+        == (
+            expected.group_by("date").agg(pl.col("views").sum()).sort("date").get_column("views")
+        ).to_list()
+    )

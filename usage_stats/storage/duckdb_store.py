@@ -16,13 +16,17 @@ written together, ordered by scope, key (its code, below) and date, and listed i
 - a day's item rows and its rollups (source, site, global: a few thousand rows) are separate
   runs, so the rollups of many large days still merge into few runs and a repository's or
   the network's year reads a few row groups even when each day's items are a run alone;
-- `optimize` merges the runs smaller than `run_rows` (default four row groups) into one
-  sorted run. A day's stats_index run merges at most the one open run and the new day, so
-  its cost is bounded by `run_rows` whatever the history; a day of half `run_rows` or more
-  is already a good run alone and is not merged (merging two such days rewrites a run's
-  worth of rows every other night, 1–2 s at 10M-event days, to save one run of the month
-  that `compact` rewrites anyway). A query reads about one row group or segment per run: a
-  year of small days is a handful of runs, a year of million-row days is a run per day.
+- `optimize` merges the runs smaller than `run_rows` (default four row groups) *of the open
+  month* (the latest stored day's) into one sorted run. A day's stats_index run merges at
+  most the month's open run and the new day, so its cost is bounded by a month of small
+  rows whatever the history; a day of half `run_rows` or more is already a good run alone
+  and is not merged (merging two such days rewrites a run's worth of rows every other
+  night, 1–2 s at 10M-event days, to save one run of the month that `compact` rewrites
+  anyway). Merging across months up to `run_rows` is `compact`'s (below): nightly, the
+  rollups of 10M-event days (2,870 rows a day) grew one run for ~170 days, and re-sorting
+  it cost a day's stats_index up to 1.5 s of its 3 (bench/README.md, "Store maintenance").
+  A query reads about one row group or segment per run: a year of small days is a handful
+  of runs, a year of million-row days is a run per day.
 - DuckDB (2.0) compacts row groups emptied by deletes at each checkpoint and reuses the freed
   blocks, so re-written and merged days grow the file by about one merged run, not more.
 
@@ -37,9 +41,11 @@ each table and part as one sorted run:
 
 - a period (`week`, `month` by default, `year`) is closed when it ends before the period of
   the latest stored day (or a given `before`); the open one stays to the nightly merges;
-- only periods of at least `run_rows` rows are rewritten: smaller ones already share the
-  size-bounded runs of `optimize` (a year of 9,000-row days), which read as well, and a
-  compacted run being at least `run_rows`, `optimize` never merges it again;
+- only periods of at least `run_rows` rows are rewritten: smaller ones (a month of 9,000-row
+  days, a month of rollups) are merged with their neighbours into size-bounded runs, which
+  read as well, by the merge of every small run that ends each `compact` (what `optimize`
+  does for the open month); a compacted run being at least `run_rows`, neither merges it
+  again;
 - `max_run_rows` (unset: no bound) cuts a large period into runs of consecutive days of about
   that size (none below `run_rows`: a short tail joins the run before it), for a store whose
   months are too large to sort at once;
@@ -49,7 +55,7 @@ each table and part as one sorted run:
   holding exactly its days and moves nothing; a day re-written later (`replace_day`) leaves
   its compacted run, which stays sorted, and the next `compact` rewrites that period again.
   What a rewrite leaves of the runs it took days from (each below `run_rows`) is merged at
-  its end, as the next `optimize` would.
+  its end with the other small runs.
 
 Rewriting a closed period also empties the row groups its days were first written to; DuckDB
 drops emptied row groups at the checkpoint, and with them the stale min/max of the rollups
@@ -1086,16 +1092,28 @@ class DuckDBStatsStore(StatsStore):
         return dict(rows)
 
     def optimize(self) -> float:
-        """Merge the runs smaller than `run_rows` into one sorted run per table, in one
-        transaction, then checkpoint (which also compacts what deletes emptied). After a
-        one-day run that is the open run and the new day: bounded by `run_rows`, not by
-        history. A run of one day of at least half `run_rows` is left alone (see the module
-        docstring). Returns the seconds it took."""
+        """Merge the runs smaller than `run_rows` of the open month (the month of the latest
+        stored day) into one sorted run per table and part, in one transaction, then
+        checkpoint (which also compacts what deletes emptied). After a one-day run that is
+        the month's open run and the new day: bounded by a month of small rows, not by
+        history, nor by `run_rows` (see the module docstring). A run of one day of at least
+        half `run_rows` is left alone. Returns the seconds it took."""
+        return self._merge_small_runs(open_month_only=True)
+
+    def _merge_small_runs(self, *, open_month_only: bool) -> float:
+        """`optimize`, or (`open_month_only=False`, `compact`'s last step) every small run
+        whatever its days."""
         started = time.perf_counter()
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 for table in STORE_TABLES:
+                    since = dt.date.min
+                    if open_month_only:
+                        latest = con.execute(
+                            "SELECT max(date) FROM store_runs WHERE tbl = ?", [table]
+                        ).fetchone()[0]
+                        since = latest.replace(day=1) if latest is not None else since
                     for part in _PARTS:
                         # A day of half a run or more stays a run alone: merging it would
                         # rewrite a run's worth of rows every other night to save one run
@@ -1105,8 +1123,9 @@ class DuckDBStatsStore(StatsStore):
                             for (run,) in con.execute(
                                 "SELECT run FROM store_runs WHERE tbl = ? AND part = ? "
                                 "GROUP BY run HAVING sum(rows) < ? "
-                                "AND NOT (count(*) = 1 AND sum(rows) >= ?) ORDER BY run",
-                                [table, part, self.run_rows, self.run_rows // 2],
+                                "AND NOT (count(*) = 1 AND sum(rows) >= ?) "
+                                "AND min(date) >= ? ORDER BY run",
+                                [table, part, self.run_rows, self.run_rows // 2, since],
                             ).fetchall()
                         ]
                         if len(small) > 1:
@@ -1186,10 +1205,11 @@ class DuckDBStatsStore(StatsStore):
                 con.execute("CHECKPOINT")
                 rewritten += 1
                 moved += rows
-        if rewritten:
-            # What a rewrite left of the runs it took days from is merged now, as the next
-            # optimize would (each piece is below `run_rows`), so that one finds nothing to do.
-            self.optimize()
+        # The small runs of every month, closed ones too, merged up to `run_rows` (nightly
+        # `optimize` merges within the open month only), and what a rewrite left of the
+        # runs it took days from (each piece below `run_rows`): so a closed month below
+        # `run_rows` (a small repository's, or a month of rollups) joins its neighbours.
+        self._merge_small_runs(open_month_only=False)
         with self._connect() as con:
             runs_after = _run_count(con)
         return CompactionReport(
