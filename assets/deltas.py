@@ -13,7 +13,13 @@ from assets.days import each_day, write_day
 from assets.metadata import markdown_table, schema_metadata
 from assets.partitions import EACH_DAY_USAGE, WAREHOUSE_TABLE
 from resources import WarehouseResource
-from usage_stats.pipeline.metrics import DELTA_SCHEMA, METRICS, daily_deltas, duplicate_keys
+from usage_stats.pipeline.metrics import (
+    DELTA_SCHEMA,
+    METRICS,
+    SESSION_COLUMNS,
+    daily_deltas,
+    duplicate_keys,
+)
 
 NO_DUPLICATES = "no_duplicate_delta_keys"
 
@@ -38,7 +44,8 @@ def item_daily_deltas(context: AssetExecutionContext, warehouse: WarehouseResour
     duplicates: dict[str, int] = {}
     top_items = None
     for day in each_day(context, "item_daily_deltas"):
-        deltas = daily_deltas(store.parts("sessions", day, read_ahead=True))
+        sessions = store.parts("sessions", day, read_ahead=True, columns=SESSION_COLUMNS)
+        deltas = daily_deltas(sessions)
         duplicates[day.isoformat()] = duplicate_keys(deltas)
         global_rows = deltas.filter(pl.col("scope") == "global")
         totals = {m: int(global_rows.get_column(m).sum()) for m in METRICS}

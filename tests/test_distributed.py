@@ -176,6 +176,26 @@ def test_features_of_each_block_exactly():
     assert (wide["signals"], wide["fired"]) == (1, "coverage")
 
 
+def test_a_block_is_looked_at_by_its_distinct_addresses_not_its_visits():
+    """The gate counts visits per block first and distinct addresses only where there are
+    enough visits: 14 visits from 10 addresses make a block of 10 addresses, and C's 40
+    interleaved rows of 3 addresses stay below any gate over 3."""
+    back = [(4, 400, 4000 + a % 10, 200 + a, a, "view", 9, a) for a in range(14)]
+    for minimum, looked_at in ((10, True), (11, False)):
+        _, audit = distributed_blocks(
+            _rows(back + C), {1: "on"}, DistributedRules(min_addresses=minimum, audit_all=True)
+        )
+        rows = {(r["level"], r["block_hash"]): r for r in audit.iter_rows(named=True)}
+        assert (("fine", 4) in rows) is looked_at, minimum
+        if looked_at:
+            assert (rows["fine", 4]["visits"], rows["fine", 4]["addresses"]) == (14, 10)
+        assert ("fine", 3) not in rows
+    _, audit = distributed_blocks(
+        _rows(C), {1: "on"}, DistributedRules(min_addresses=3, audit_all=True)
+    )
+    assert audit.filter(pl.col("level") == "fine").get_column("addresses").to_list() == [3]
+
+
 def test_each_threshold_decides_at_its_value():
     base = DistributedRules()
     positions, audit = _audit(base)

@@ -6,7 +6,7 @@ import polars as pl
 
 from support import DAY, at, events, registry
 from usage_stats.pipeline.cleaning import clean_events
-from usage_stats.pipeline.metrics import METRICS, daily_deltas, duplicate_keys
+from usage_stats.pipeline.metrics import METRICS, SESSION_COLUMNS, daily_deltas, duplicate_keys
 from usage_stats.pipeline.snapshots import next_snapshot, snapshot_mismatches
 
 ITEM = "oai:www.kerwa.ucr.ac.cr:10669/578"
@@ -122,6 +122,25 @@ def test_rollups_add_items_up_per_country_and_level():
         ("global", None, "N", "ZZ", 1, 0),
         ("global", None, "L", "CR", 0, 1),
     }
+
+
+def test_deltas_need_only_the_session_columns_they_name():
+    """The deltas stage decodes `SESSION_COLUMNS` of the stored sessions and no more: the
+    deltas of those columns alone are the deltas of the whole rows (a column the metrics
+    start to read must be added there, or this fails)."""
+    sessions = clean_events(
+        events(
+            {**VIEW, "visit_id": 1, "visitor_country": "CR"},
+            {**DOWNLOAD, "visit_id": 1, "event_time": at(60), "visitor_country": "CR"},
+            {**VIEW, "visit_id": 2, "site_id": 4, "raw_identifier": "oai:repo2.example.org:7"},
+            {**OUTLINK, "visit_id": 3, "site_id": 5, "event_time": at(90)},
+        ),
+        registry(),
+    ).sessions
+    assert set(SESSION_COLUMNS) < set(sessions.columns)
+    whole = daily_deltas(sessions)
+    assert whole.height > 4
+    assert daily_deltas(sessions.select(SESSION_COLUMNS)).equals(whole)
 
 
 def test_snapshot_is_previous_plus_delta():
