@@ -325,7 +325,8 @@ def _event_exprs(
         pl.col("action_type").cast(pl.Int16),
         _ACTION,
         pl.concat_str([prefix, pl.col("action_url")]).alias("url"),
-        pl.col(identifier_col).cast(pl.String).alias("raw_identifier"),
+        # a code already (`CANONICAL_SCHEMA`), cast while the files are decoded in parallel
+        pl.col(identifier_col).cast(pl.String).cast(pl.Categorical).alias("raw_identifier"),
         # Only views carry the page's title (Matomo also names downloads after the file).
         (
             pl.when(pl.col("action_type") == 1).then(pl.col("action_name").cast(pl.String))
