@@ -333,6 +333,15 @@ def test_visit_usage_equals_the_reference_on_random_days(seed: int):
             want = result(referrer_item_rows(frame, visit_rows), visitor_cells(frame, visit_rows))
             got = result(*visit_usage(frame, visit_rows))
             assert got[0].equals(want[0]) and got[1].equals(want[1])
+    # piece by piece, as the asset joins them: each piece of whole sites against all the
+    # day's visits (only its own sites' are joined), the pieces' rows and cells summed
+    pieces = [sessions.filter(pl.col("site_id").is_in(s)) for s in ([1, 2], [3, 4, 5])]
+    assert all(piece.height for piece in pieces)
+    parts = [visit_usage(piece, visits) for piece in pieces]
+    referrers = referrer_subcounts([rows for rows, _ in parts], owners, DAY)
+    visitors = unique_visitors([cells for _, cells in parts], owners, DAY)
+    assert referrers.sort(referrers.columns).equals(expected[0])
+    assert visitors.equals(expected[1])
     # a wrong pair is seen: a download turned into a view changes the rows
     changed = sessions.with_columns(
         pl.when(

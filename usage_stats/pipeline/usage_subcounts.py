@@ -103,7 +103,7 @@ def item_fields(metadata: pl.DataFrame) -> pl.DataFrame:
         metadata.lazy()
         .filter(pl.col("item_key").is_not_null())
         .sort([*order, "source_key"], descending=[*([True] * len(order)), False], nulls_last=True)
-        .unique("item_key", keep="first", maintain_order=True)
+        .filter(pl.col("item_key").is_first_distinct())  # `unique(keep="first")`, faster
         .select("item_key", *_METADATA_COLUMNS)
         .collect()
     )
