@@ -128,6 +128,29 @@ def test_each_matomo_referrer_type_is_classified():
     assert visits.schema["visitor_id"] == pl.UInt64
 
 
+def test_a_visit_id_of_two_sites_is_two_visits_and_order_is_kept():
+    """Visit ids all distinct (Matomo's one counter): every row kept in order, without the
+    pass that looks for duplicates; one id on two sites: two visits, not one listed twice."""
+    rows = [
+        (2, 9, b"a", 1, None, None),
+        (1, 4, b"b", 2, "Google", "https://www.google.com/"),
+        (1, 7, b"c", 1, None, None),
+    ]
+    visits, _ = classify_visits(visits_frame(rows))
+    assert visits.select("site_id", "visit_id", "referrer").rows() == [
+        (2, 9, "direct"),
+        (1, 4, "search:google"),
+        (1, 7, "direct"),
+    ]
+    visits, _ = classify_visits(visits_frame([*rows, (1, 9, b"d", 2, "Bing", None)]))
+    assert visits.select("site_id", "visit_id", "referrer").rows() == [
+        (2, 9, "direct"),
+        (1, 4, "search:google"),
+        (1, 7, "direct"),
+        (1, 9, "search:bing"),
+    ]
+
+
 def test_missing_referrer_columns_are_unknown_not_an_error():
     raw = pl.DataFrame({"idsite": [1, 1], "idvisit": [1, 2]})
     visits, problems = classify_visits(raw)

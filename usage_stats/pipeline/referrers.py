@@ -182,12 +182,15 @@ def classify_visits(visits: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, 
         )
         .collect()
     )
+    # The first row of each visit, in order. Matomo numbers visits with one counter for all
+    # its sites, so a day's visit ids are normally all distinct, and one count of them
+    # (0.05 s for a 10M-event day's 2.6M visits) spares the pass over (site, visit) pairs
+    # that finds the duplicates (0.25 s) when there are none.
+    firsts = given.lazy()
+    if given.get_column("visit_id").n_unique() != given.height:
+        firsts = firsts.filter(pl.struct("site_id", "visit_id").is_first_distinct())
     classified = (
-        given.lazy()
-        # the first row of each visit, in order: as `unique(keep="first", maintain_order=True)`
-        # and a third of its time (0.15 against 0.50 s for a 10M-event day's 2.6M visits)
-        .filter(pl.struct("site_id", "visit_id").is_first_distinct())
-        .join(
+        firsts.join(
             distinct.lazy().select("_kind", "_name", "_url", "referrer"),
             on=["_kind", "_name", "_url"],
             how="left",
