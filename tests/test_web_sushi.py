@@ -1226,6 +1226,8 @@ def test_tabular_cells_stay_cells(web, monkeypatch):
         return {k: '=HYPERLINK("x")\tA\r\nB' for k in keys}
 
     monkeypatch.setattr(type(web.loaded.store), "titles", titles)
+    # titles changed behind the store's data version: nothing the worker kept may be used
+    monkeypatch.setattr(web.client.app.state.ctx.reported_items, "max_keys", 0)
     table = tabular(web, "ir")
     assert '\'=HYPERLINK("x") A B' in {r[0] for r in table.body}
     assert all(len(r) == len(table.headings) for r in table.body)
@@ -1259,6 +1261,51 @@ def test_item_id_filter_by_a_records_doi_reports_its_oai_item(web):
         assert codes(ok(web, "ir", item_id=shared)) == [3030]
     finally:
         web.loaded.store.record_aliases(crosswalk_table(md.frame()))
+
+
+def test_an_item_report_describes_items_as_stored_now(web, monkeypatch):
+    """A worker keeps how it described each item (`WebContext.reported_items`) until the
+    store's data version changes: a harvest that revises a record shows in the next report,
+    and a report asked again reads no record it has already described."""
+    cache = web.client.app.state.ctx.reported_items
+    # OpenSearch's version is asked at most every second: not here, to see the write at once
+    monkeypatch.setattr(cache, "version_seconds", 0.0)
+    book = item(1, 3)
+
+    def book_entry() -> dict:
+        body = ok(web, "ir", attributes_to_show="YOP")
+        return next(i for i in entries(body) if i["Item_ID"]["Proprietary"].endswith(book))
+
+    before = book_entry()
+    assert before["Item"] == "Book 1"
+    assert {p["Data_Type"] for p in before["Attribute_Performance"]} == {"Book_Segment"}
+    misses = cache.misses
+    assert book_entry() == before
+    assert cache.misses == misses  # every item described from what the worker kept
+    revised = md.record(
+        book,
+        title="Book 1, second edition",
+        resource_type=md.THESIS,
+        publication_year=2024,
+        datestamp=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+    )
+    restored = next(r for r in planted() if r["item_key"] == book) | {
+        "datestamp": dt.datetime(2026, 1, 3, tzinfo=dt.UTC)
+    }
+    web.loaded.store.record_item_metadata(md.frame(revised))
+    try:
+        after = book_entry()
+        assert after["Item"] == "Book 1, second edition"
+        assert [(p["Data_Type"], p["YOP"]) for p in after["Attribute_Performance"]] == [
+            ("Thesis_or_Dissertation", "2024")
+        ]
+        assert monthly({"Report_Items": [after]}) == monthly({"Report_Items": [before]})
+    finally:
+        web.loaded.store.record_item_metadata(md.frame(restored))
+    assert book_entry() == before
+    assert list(entries(ok(web, "ir"))) == expected_items(
+        web, elements=False, by_access=False, yop=False
+    )
 
 
 @pytest.mark.parametrize(

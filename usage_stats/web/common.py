@@ -30,6 +30,7 @@ from usage_stats.pipeline.identifiers import normalize_identifier
 from usage_stats.pipeline.metrics import METRICS
 from usage_stats.pipeline.ownership import OwnerIndex, owner_index, owner_of
 from usage_stats.storage.store import StatsStore
+from usage_stats.web.keyed_cache import KeyedCache
 
 GRANULARITIES = ("day", "week", "month", "quarter", "year")
 MAX_BUCKETS = 4000
@@ -87,6 +88,17 @@ class WebContext:
     # the owner index of the cached source list (rebuilt when the list is read again)
     _owner_index: tuple[list[Source], OwnerIndex] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # how SUSHI item reports describe each item (`sushi.ReportedItem`), kept per worker until
+    # the store's data version changes: at most this many items (0: none kept)
+    reported_item_keys: int = 100_000
+    reported_items: KeyedCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reported_items = KeyedCache(
+            self.store.data_version,
+            max_keys=self.reported_item_keys,
+            version_seconds=getattr(self.store, "version_check_seconds", 0.0),
+        )
 
     def sources(self) -> list[Source]:
         with self._lock:

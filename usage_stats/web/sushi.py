@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import orjson
 import polars as pl
@@ -1013,39 +1013,108 @@ def _attributes(request: ReportRequest, shown: list[str], values: list) -> dict[
     return attributes
 
 
-def _yop(year: pl.Expr) -> pl.Expr:
+def _yop(year: int | None) -> str:
     """COUNTER's YOP: four digits, 0001 when the year is unknown (or not a year 1-9999)."""
-    known = year.is_not_null() & (year >= 1) & (year <= 9999)
-    return pl.when(known).then(year.cast(pl.String).str.zfill(4)).otherwise(pl.lit(YOP_UNKNOWN))
+    return f"{year:04d}" if year is not None and 1 <= year <= 9999 else YOP_UNKNOWN
 
 
-def _described(metadata: pl.DataFrame) -> pl.LazyFrame:
-    """Per item key: its Data_Type and YOP from its harvested record (each distinct resource
-    type mapped once by `counter_data_type`, the vocabularies' one mapping)."""
-    types = set(metadata.get_column("resource_type").to_list()) - {None}
-    data_types = {t: counter_data_type(t) for t in types}
-    return metadata.lazy().select(
-        pl.col("item_key").alias("key"),
-        pl.col("resource_type")
-        .replace_strict(data_types, default=DATA_TYPE, return_dtype=pl.String)
-        .alias("Data_Type"),
-        _yop(pl.col("publication_year")).alias("YOP"),
-        "access_rights",
-        "embargo_end",
-    )
+class ReportedItem(NamedTuple):
+    """An item as item reports describe it, from its harvested record (all None but `title`,
+    `ids`, Data_Type and YOP when it has none): worked out once per worker and data version
+    (`WebContext.reported_items`), as a repository's items come back in every month and for
+    every customer asking. `ids` is shared by every report showing the item: never changed.
+    A tuple: a frozen dataclass took ~4 ms more to build for a month of 1,000 items."""
+
+    title: str  # the record's, else the title stored for the key, else the key itself
+    publisher: str | None
+    ids: dict
+    authors: tuple[str, ...]
+    published: str | None  # ISO date
+    version: str | None
+    data_type: str
+    yop: str
+    access_rights: str | None
+    embargo_end: dt.date | None
 
 
-def _access_types(rows: pl.LazyFrame, metadata: pl.DataFrame, dates: set[dt.date]) -> pl.LazyFrame:
-    """Each row's Access_Type on its `date` (`counter_access_type`, evaluated once per distinct
-    access right and embargo end of the items' records, and date of the rows); Open where the
-    record states no access right (or there is no record: both null)."""
-    rights = set(
+def _reported_items(ctx: WebContext, keys: list[str]) -> dict[str, ReportedItem]:
+    """`ReportedItem`s of `keys` (every one: an item without a record too), from the store's
+    records (`_REPORTED_FIELDS`) and, for those without a title, the titles stored for keys;
+    each distinct resource type mapped once by `counter_data_type`, the vocabularies' one
+    mapping. Columns to lists and zipped: no query per record."""
+    platform = _platform(ctx)
+    metadata = ctx.store.item_metadata(tuple(keys), _REPORTED_FIELDS)
+    records = dict(
         zip(
-            metadata.get_column("access_rights").to_list(),
-            metadata.get_column("embargo_end").to_list(),
+            metadata.get_column("item_key").to_list(),
+            zip(*(metadata.get_column(c).to_list() for c in _REPORTED_FIELDS), strict=True),
             strict=True,
         )
     )
+    untitled = [key for key in keys if not records.get(key, _NO_RECORD)[0]]
+    titles = ctx.store.titles(tuple(untitled)) if untitled else {}
+    data_types: dict[str | None, str] = {None: DATA_TYPE}
+    items = {}
+    for key in keys:
+        (
+            title,
+            publisher,
+            doi,
+            handle,
+            urls,
+            creators,
+            published,
+            version,
+            resource_type,
+            year,
+            rights,
+            embargo_end,
+        ) = records.get(key, _NO_RECORD)
+        data_type = data_types.get(resource_type)
+        if data_type is None:
+            data_type = data_types[resource_type] = counter_data_type(resource_type)
+        items[key] = ReportedItem(
+            title or titles.get(key) or key,
+            publisher,
+            item_ids(key, platform, doi, handle, urls or ()),
+            tuple(_authors(creators)),
+            published.isoformat() if published else None,
+            version,
+            data_type,
+            _yop(year),
+            rights,
+            embargo_end,
+        )
+    return items
+
+
+def _described(keys: list[str], items: Mapping[str, ReportedItem]) -> pl.LazyFrame:
+    """Per item key: its Data_Type, YOP and what its Access_Type depends on."""
+    described = [items[key] for key in keys]
+    return pl.LazyFrame(
+        {
+            "key": keys,
+            "Data_Type": [i.data_type for i in described],
+            "YOP": [i.yop for i in described],
+            "access_rights": [i.access_rights for i in described],
+            "embargo_end": [i.embargo_end for i in described],
+        },
+        schema={
+            "key": pl.String,
+            "Data_Type": pl.String,
+            "YOP": pl.String,
+            "access_rights": pl.String,
+            "embargo_end": pl.Date,
+        },
+    )
+
+
+def _access_types(
+    rows: pl.LazyFrame, rights: set[tuple[str | None, dt.date | None]], dates: set[dt.date]
+) -> pl.LazyFrame:
+    """Each row's Access_Type on its `date` (`counter_access_type`, evaluated once per distinct
+    access right and embargo end of the items' records, and date of the rows); Open where the
+    record states no access right (or there is no record: both null)."""
     combos = [(r, end, day) for r, end in rights | {(None, None)} for day in dates]
     table = pl.LazyFrame(
         {
@@ -1092,9 +1161,9 @@ def _item_rows(
     request: ReportRequest,
     first: dt.date,
     last: dt.date,
-) -> tuple[pl.LazyFrame, pl.DataFrame]:
+) -> tuple[pl.LazyFrame, dict[str, ReportedItem]]:
     """The customer's items' usage per key and month (and country), with each row's Data_Type,
-    YOP and Access_Type, filtered; and the stored metadata of the items with usage.
+    YOP and Access_Type, filtered; and how the items with usage are described.
 
     Access_Type is the item's on the day of use: an embargo that ends inside the period splits
     the item's usage at its end date. Months are evaluated on their first day, except for the
@@ -1114,20 +1183,18 @@ def _item_rows(
         metrics=_summed(request),
     )
     monthly = _only_country(monthly, request.country)
-    # Python over the item keys and the records' few columns, Polars in one lazy query for
-    # the rows: each eager Polars operation is a query of its own (Polars 2), and a dozen of
-    # them were a quarter of an item report's time.
+    # Python over the item keys and their descriptions, Polars in one lazy query for the
+    # rows: each eager Polars operation is a query of its own (Polars 2), and a dozen of them
+    # were a quarter of an item report's time.
     keys_used = sorted(set(monthly.get_column("key").to_list()))
-    metadata = ctx.store.item_metadata(tuple(keys_used), _REPORTED_FIELDS)
+    items = ctx.reported_items.get_many(keys_used, functools.partial(_reported_items, ctx))
     mid_month = [
         key
-        for key, rights, end in zip(
-            metadata.get_column("item_key").to_list(),
-            metadata.get_column("access_rights").to_list(),
-            metadata.get_column("embargo_end").to_list(),
-            strict=True,
-        )
-        if rights == EMBARGOED_ACCESS and end is not None and first < end <= last and end.day != 1
+        for key in keys_used
+        if (item := items[key]).access_rights == EMBARGOED_ACCESS
+        and (end := item.embargo_end) is not None
+        and first < end <= last
+        and end.day != 1
     ]
     rows = monthly.lazy().with_columns(pl.col("month").alias("date"))
     dates = set(monthly.get_column("month").to_list())
@@ -1151,10 +1218,9 @@ def _item_rows(
                 .select(rows.collect_schema().names()),
             ]
         )
-    rows = rows.join(_described(metadata), on="key", how="left").with_columns(
-        pl.col("Data_Type").fill_null(DATA_TYPE), pl.col("YOP").fill_null(YOP_UNKNOWN)
-    )
-    return _keep(_access_types(rows, metadata, dates), request), metadata
+    rows = rows.join(_described(keys_used, items), on="key", how="left")
+    rights = {(items[key].access_rights, items[key].embargo_end) for key in keys_used}
+    return _keep(_access_types(rows, rights, dates), request), items
 
 
 def _authors(creators: list[str] | None) -> list[str]:
@@ -1180,17 +1246,7 @@ def _entries(
         frame = _only_country(frame, request.country)
         groups = _groups(frame, request)
         return [Entry(platform, {"Platform": platform}, {}, groups)] if groups else []
-    frame, metadata = _item_rows(ctx, customer, request, first, last)
-    # the record's fields each entry shows, as tuples zipped from the columns' lists (no
-    # query): a dict per record of every stored column (`iter_rows(named=True)`, its
-    # datestamp a zoned datetime) cost ~7 ms per 1,000
-    records = dict(
-        zip(
-            metadata.get_column("item_key").to_list(),
-            zip(*(metadata.get_column(c).to_list() for c in _ENTRY_FIELDS), strict=True),
-            strict=True,
-        )
-    )
+    frame, items = _item_rows(ctx, customer, request, first, last)
     repository = ", ".join(
         (source.name if (source := ctx.source(s)) and source.name else str(s))
         for s in customer.site_ids
@@ -1199,43 +1255,33 @@ def _entries(
         set(ITEM_ELEMENTS) if request.spec.report_id == "IR_A1" else set()
     )
     entries = []
-    untitled = []
     for key, groups in sorted(_groups_by_key(frame, request).items()):
-        title, publisher, doi, handle, urls, creators, published, version = records.get(
-            key, _NO_RECORD
-        )
-        ids = item_ids(key, platform, doi, handle, urls or ())
-        authors = _authors(creators)
+        item = items[key]
         elements: dict = {}
-        if "Authors" in shown and authors:
-            elements["Authors"] = [{"Name": name} for name in authors]
-        if "Publication_Date" in shown and published:
-            elements["Publication_Date"] = published.isoformat()
-        if "Article_Version" in shown and version in ARTICLE_VERSIONS:
-            elements["Article_Version"] = version
+        if "Authors" in shown and item.authors:
+            elements["Authors"] = [{"Name": name} for name in item.authors]
+        if "Publication_Date" in shown and item.published:
+            elements["Publication_Date"] = item.published
+        if "Article_Version" in shown and item.version in ARTICLE_VERSIONS:
+            elements["Article_Version"] = item.version
         columns = {
-            "Item": title or key,
-            "Publisher": publisher or repository,
+            "Item": item.title,
+            "Publisher": item.publisher or repository,
             "Platform": platform,
-            "Authors": "; ".join(authors),
-            "Publication_Date": published.isoformat() if published else "",
+            "Authors": "; ".join(item.authors),
+            "Publication_Date": item.published or "",
             "Article_Version": elements.get("Article_Version", ""),
-            "DOI": ids.get("DOI", ""),
-            "Proprietary_ID": ids["Proprietary"],
-            "URI": ids.get("URI", ""),
+            "DOI": item.ids.get("DOI", ""),
+            "Proprietary_ID": item.ids["Proprietary"],
+            "URI": item.ids.get("URI", ""),
         }
-        entries.append(Entry(key, columns, ids, groups, elements))
-        if not title:
-            untitled.append(entries[-1])
-    titles = ctx.store.titles(tuple(e.key for e in untitled)) if untitled else {}
-    for entry in untitled:
-        if entry.key in titles:
-            entry.columns["Item"] = titles[entry.key] or entry.key
+        entries.append(Entry(key, columns, item.ids, groups, elements))
     return entries
 
 
-# What an entry shows of its item's record (`_entries`), and the same for an item without one
-_ENTRY_FIELDS = (
+# What an item report shows of an item's record (`ReportedItem`), in `_reported_items`'s
+# order, and the same for an item without one
+_REPORTED_FIELDS = (
     "title",
     "publisher",
     "doi",
@@ -1244,16 +1290,12 @@ _ENTRY_FIELDS = (
     "creators",
     "publication_date",
     "article_version",
-)
-_NO_RECORD = (None,) * len(_ENTRY_FIELDS)
-# ... and what the rows' attributes are made of (`_described`, `_access_types`)
-_REPORTED_FIELDS = (
-    *_ENTRY_FIELDS,
     "resource_type",
     "publication_year",
     "access_rights",
     "embargo_end",
 )
+_NO_RECORD = (None,) * len(_REPORTED_FIELDS)
 
 
 def _only_country(frame: pl.DataFrame, country: str | None) -> pl.DataFrame:
