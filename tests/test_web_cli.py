@@ -110,8 +110,10 @@ def test_app_from_env_reads_the_web_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("USAGE_STATS_ADMIN_DB_URL", f"sqlite:///{tmp_path / 'admin.db'}")
     monkeypatch.setenv("USAGE_STATS_WEB_CACHE_SECONDS", "7")
     monkeypatch.setenv("USAGE_STATS_RATE_LIMIT_API", "")
+    monkeypatch.setenv("USAGE_STATS_SUSHI_ITEMS_KEPT", "250")
     app = app_from_env()
     assert app.state.response_cache.ttl_seconds == 7
+    assert app.state.ctx.reported_items.max_keys == 250
     middleware = [m.cls.__name__ for m in app.user_middleware]
     assert "RateLimitMiddleware" in middleware  # widgets and SUSHI still limited
     assert app.state.ctx.store.shared_reads

@@ -87,6 +87,8 @@ def test_limit_settings_are_checked():
     assert settings.rate_limit_widgets == "5/second" and settings.rate_limit_sushi == "60/minute"
     with pytest.raises(ValueError, match="USAGE_STATS_WEB_CACHE_SECONDS"):
         Settings.from_env({"USAGE_STATS_WEB_CACHE_SECONDS": "-1"})
+    with pytest.raises(ValueError, match="USAGE_STATS_SUSHI_ITEMS_KEPT"):
+        Settings.from_env({"USAGE_STATS_SUSHI_ITEMS_KEPT": "-5"})
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,8 @@ class Settings:
     web_balance: str = "connections"
     web_cache_seconds: float = 60.0
     web_browser_cache_seconds: int = 60
+    # items a worker keeps described for SUSHI item reports until the next write (0: none)
+    sushi_items_kept: int = 100_000
     rate_limit_widgets: str = "1200/minute"
     rate_limit_api: str = "600/minute"
     rate_limit_sushi: str = "60/minute"
@@ -212,6 +214,12 @@ class Settings:
                 _non_negative(
                     int(number("USAGE_STATS_WEB_BROWSER_CACHE_SECONDS", "60", int)),
                     "USAGE_STATS_WEB_BROWSER_CACHE_SECONDS",
+                )
+            ),
+            sushi_items_kept=int(
+                _non_negative(
+                    int(number("USAGE_STATS_SUSHI_ITEMS_KEPT", "100000", int)),
+                    "USAGE_STATS_SUSHI_ITEMS_KEPT",
                 )
             ),
             rate_limit_widgets=env.get("USAGE_STATS_RATE_LIMIT_WIDGETS", "1200/minute"),

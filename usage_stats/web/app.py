@@ -132,13 +132,16 @@ def create_app(
     sushi_key_checker: sushi.KeyChecker | None = None,
     response_cache_seconds: float = 60.0,
     browser_cache_seconds: int = 60,
+    sushi_items_kept: int = 100_000,
     rate_limits: protection.RateLimiter | None = None,
     embed_frame_ancestors: str | None = None,
     settle_heap: bool = False,
 ) -> FastAPI:
     """`response_cache_seconds`: how long an answer of the widgets and the API is kept at
     most (web/cache.py; it is dropped sooner, at once, when the store's data changes; 0 turns
-    the cache off); `browser_cache_seconds`: their `Cache-Control: max-age`. `rate_limits`:
+    the cache off); `browser_cache_seconds`: their `Cache-Control: max-age`.
+    `sushi_items_kept`: items a worker keeps described for SUSHI item reports until the store
+    changes (`WebContext.reported_items`; 0: every report reads its records). `rate_limits`:
     requests per client and family of endpoints (web/protection.py; by default none: the
     command line and `app_from_env` pass the configured ones). `sushi_key_checker` bounds the
     CPU spent on API keys (by default `USAGE_STATS_SUSHI_KEY_CHECKS_PER_SECOND`).
@@ -180,6 +183,7 @@ def create_app(
         cache_seconds=cache_seconds,
         platform=platform,
         document_granularity=granularity,
+        reported_item_keys=sushi_items_kept,
     )
     app.state.embed_frame_ancestors = dashboard.embed_frame_ancestors(embed_frame_ancestors)
     app.state.sushi_limiter = sushi_limiter or sushi.FailedAuthLimiter.from_env()
@@ -294,6 +298,7 @@ def app_from_settings(settings: Settings) -> FastAPI:
         platform=settings.sushi_platform,
         response_cache_seconds=settings.web_cache_seconds,
         browser_cache_seconds=settings.web_browser_cache_seconds,
+        sushi_items_kept=settings.sushi_items_kept,
         rate_limits=protection.RateLimiter(
             protection.rules(
                 settings.rate_limit_widgets, settings.rate_limit_api, settings.rate_limit_sushi
