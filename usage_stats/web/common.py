@@ -95,7 +95,7 @@ class WebContext:
 
     def __post_init__(self) -> None:
         self.reported_items = KeyedCache(
-            self.store.data_version,
+            lambda: self.store.data_version(),
             max_keys=self.reported_item_keys,
             version_seconds=getattr(self.store, "version_check_seconds", 0.0),
         )
