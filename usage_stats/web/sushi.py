@@ -40,9 +40,8 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import groupby
 from operator import itemgetter
 from typing import Annotated, NamedTuple
 
@@ -935,82 +934,94 @@ def _shown(request: ReportRequest) -> list[str]:
     return ["Data_Type", *(a for a in ("YOP", "Access_Type") if a in request.attributes)]
 
 
-def _groups(
-    frame: pl.DataFrame, request: ReportRequest
-) -> list[tuple[dict[str, str], dict[str, dict[str, int]]]]:
-    """One item's (or the platform's) monthly rows, split by the attributes shown; rows whose
-    shown attributes are equal (two unknown countries, two days of one month with the same
-    Access_Type) are one group. `frame` has `month`, the metrics and the columns of
-    `_shown(request)` (PR: filled here with its constant Data_Type)."""
-    platform = frame.lazy().with_columns(
-        pl.lit("").alias("key"), pl.lit(DATA_TYPE).alias("Data_Type")
+Groups = list[tuple[dict[str, str], dict[str, dict[str, int]]]]
+# what a row is described by: (Data_Type, YOP, Access_Type), or None to leave it out
+Describe = Callable[[str, dt.date], tuple[str, str, str] | None]
+
+
+def _groups(frame: pl.DataFrame, request: ReportRequest) -> Groups:
+    """The platform's monthly rows (`month`, `country`, the metrics), split by the attributes
+    shown (PR: its one Data_Type)."""
+    constant = (DATA_TYPE, YOP_UNKNOWN, ACCESS_TYPE)
+    rows = sorted(
+        frame.select(pl.lit(""), "month", "country", *_summed(request)).iter_rows(),
+        key=itemgetter(1),
     )
-    return _groups_by_key(platform, request).get("", [])
+    return _grouped(rows, request, lambda _key, _day: constant).get("", [])
 
 
-def _groups_by_key(
-    frame: pl.DataFrame | pl.LazyFrame, request: ReportRequest
-) -> dict[str, list[tuple[dict[str, str], dict[str, dict[str, int]]]]]:
-    """`_groups` of every item (`key`) of `frame` at once: one aggregation and one sorted
-    pass over its rows, instead of a few small frame operations per item, which cost an
-    item report about a millisecond per item (issue 16: the IR of a month of 1,000 items took
-    0.8 s). Items without usage have no entry; groups are ordered by their shown values
-    (nulls as ""), each group's months in order."""
+def _group_order(group: tuple[tuple, dict]) -> tuple:
+    """Groups ordered by their split values, a null as "" but before it (two groups)."""
+    split = group[0]
+    return (*["" if v is None else v for v in split], *[v is not None for v in split])
+
+
+def _grouped(
+    rows: Iterable[tuple], request: ReportRequest, describe: Describe
+) -> dict[str, Groups]:
+    """Rows `(key, day, country, *_summed(request))`, ordered by key and day (a month's first
+    day, or a day of use), as each key's groups: rows whose shown attributes (`describe`d by
+    key and day) and country (when shown) are equal are one group, its metrics' non-zero
+    months in order. Keys without usage have no entry, groups are in `_group_order`.
+
+    One pass in Python over a repository's month (~1,000 rows), with dicts: grouping them
+    as frames (joins for the attributes, a group-by, a sort, the rows as tuples) took ~8 ms of
+    an item report's CPU, a few small frame operations per item before that ~1 ms an item."""
     shown = _shown(request)
-    frame = frame.lazy()
-    by_country = {"Country_Code", "Country_Name"} & set(request.attributes)
-    if by_country:
-        frame = frame.with_columns(_country_code(pl.col("country")).alias("_cc"))
-    else:
-        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("_cc"))
-    split = [*shown, "_cc"]
-    columns = list(_summed(request))
-    summed = (
-        frame.group_by("key", *split, "month")
-        .agg(*[pl.col(c).sum() for c in columns])
-        .sort(
-            [
-                pl.col("key"),
-                *[pl.col(c).cast(pl.String).fill_null("") for c in split],
-                *[pl.col(c).is_not_null() for c in split],  # null and "": two groups
-                pl.col("month"),
-            ]
-        )
-        # the month's label once per row, by Polars (a `strftime` per row and metric was a
-        # tenth of an item report's time)
-        .with_columns(pl.col("month").dt.strftime("%Y-%m").alias("_label"))
-        .select("key", *split, "_label", *columns)
-        .collect()
-    )
-    # Rows as tuples (key, *split, label, *metrics), grouped by `itertools.groupby` on their
-    # leading values: a dict per row and a comprehension per group and metric over them took
-    # most of an item report's grouping (8 of 11 ms for a month of 960 items).
-    position = {column: len(split) + 2 + i for i, column in enumerate(columns)}
-    metrics = [(metric, position[METRIC_COLUMNS[metric]]) for metric in request.metrics]
-    rows = summed.iter_rows()
-    attribute_sets: dict[tuple, dict[str, str]] = {}
-    label = len(split) + 1
-    out: dict[str, list[tuple[dict[str, str], dict[str, dict[str, int]]]]] = {}
-    for group, grouped in groupby(rows, key=itemgetter(*range(len(split) + 1))):
-        key, *values = group
-        members = list(grouped)
-        performance: dict[str, dict[str, int]] = {}
-        if len(members) == 1:  # one month: most groups of a monthly report
-            [row] = members
-            for metric, at in metrics:
-                if row[at]:
-                    performance[metric] = {row[label]: int(row[at])}
-        else:
-            for metric, at in metrics:
-                counts = {row[label]: int(row[at]) for row in members if row[at]}
-                if counts:
-                    performance[metric] = counts
-        if not performance:
+    by_country = bool({"Country_Code", "Country_Name"} & set(request.attributes))
+    columns = _summed(request)
+    metrics = [(metric, 3 + columns.index(METRIC_COLUMNS[metric])) for metric in request.metrics]
+    labels: dict[dt.date, str] = {}
+    # a row's (Data_Type, YOP, Access_Type, country) -> its group's split values
+    splits: dict[tuple, tuple] = {}
+    grouped: dict[str, dict[tuple, dict[str, dict[str, int]]]] = {}
+    for row in rows:
+        key, day, country = row[0], row[1], row[2]
+        described = describe(key, day)
+        if described is None:
             continue
-        attributes = attribute_sets.get(group[1:])
-        if attributes is None:
-            attributes = attribute_sets[group[1:]] = _attributes(request, shown, values)
-        out.setdefault(key, []).append((attributes, performance))  # shared: never changed
+        split_of = (*described, country if by_country else None)
+        split = splits.get(split_of)
+        if split is None:
+            values = dict(zip(("Data_Type", "YOP", "Access_Type"), described, strict=True))
+            code = (split_of[3] or "").upper()
+            split = splits[split_of] = (
+                *[values[name] for name in shown],
+                code if code in COUNTRIES else None,
+            )
+        label = labels.get(day)
+        if label is None:
+            label = labels[day] = f"{day.year:04d}-{day.month:02d}"
+        groups = grouped.get(key)
+        if groups is None:
+            groups = grouped[key] = {}
+        performance = groups.get(split)
+        if performance is None:
+            performance = groups[split] = {}
+        for metric, at in metrics:
+            value = row[at]
+            if value:  # counts of events, never negative: a month's total is 0 only unused
+                counts = performance.get(metric)
+                if counts is None:
+                    performance[metric] = {label: int(value)}
+                else:
+                    counts[label] = counts.get(label, 0) + int(value)
+    attribute_sets: dict[tuple, dict[str, str]] = {}
+    out: dict[str, Groups] = {}
+    for key in sorted(grouped):
+        groups = grouped[key]
+        entry: Groups = []
+        for split, performance in (
+            sorted(groups.items(), key=_group_order) if len(groups) > 1 else groups.items()
+        ):
+            if not performance:
+                continue
+            attributes = attribute_sets.get(split)
+            if attributes is None:
+                attributes = attribute_sets[split] = _attributes(request, shown, list(split))
+            entry.append((attributes, performance))  # attributes shared: never changed
+        if entry:
+            out[key] = entry
     return out
 
 
@@ -1110,88 +1121,43 @@ def _reported_items(ctx: WebContext, keys: list[str]) -> dict[str, ReportedItem]
     return items
 
 
-def _described(keys: list[str], items: Mapping[str, ReportedItem]) -> pl.LazyFrame:
-    """Per item key: its Data_Type, YOP and what its Access_Type depends on."""
-    described = [items[key] for key in keys]
-    return pl.LazyFrame(
-        {
-            "key": keys,
-            "Data_Type": [i.data_type for i in described],
-            "YOP": [i.yop for i in described],
-            "access_rights": [i.access_rights for i in described],
-            "embargo_end": [i.embargo_end for i in described],
-        },
-        schema={
-            "key": pl.String,
-            "Data_Type": pl.String,
-            "YOP": pl.String,
-            "access_rights": pl.String,
-            "embargo_end": pl.Date,
-        },
-    )
-
-
-def _access_types(
-    rows: pl.LazyFrame, rights: set[tuple[str | None, dt.date | None]], dates: set[dt.date]
-) -> pl.LazyFrame:
-    """Each row's Access_Type on its `date` (`counter_access_type`, evaluated once per distinct
-    access right and embargo end of the items' records, and date of the rows); Open where the
-    record states no access right (or there is no record: both null)."""
-    combos = [(r, end, day) for r, end in rights | {(None, None)} for day in dates]
-    table = pl.LazyFrame(
-        {
-            "access_rights": [r for r, _, _ in combos],
-            "embargo_end": [end for _, end, _ in combos],
-            "date": [day for _, _, day in combos],
-            "Access_Type": [
-                counter_access_type(r, end, day) or ACCESS_TYPE for r, end, day in combos
-            ],
-        },
-        schema={
-            "access_rights": pl.String,
-            "embargo_end": pl.Date,
-            "date": pl.Date,
-            "Access_Type": pl.String,
-        },
-    )
-    return rows.join(
-        table, on=["access_rights", "embargo_end", "date"], how="left", nulls_equal=True
-    )
-
-
-def _keep(frame: pl.LazyFrame, request: ReportRequest) -> pl.LazyFrame:
-    """The filters on item attributes: IR_A1's Data_Type Article, and IR's Data_Type, YOP and
-    Access_Type filters, applied to each row's own values (unknown: Unspecified, 0001, Open)."""
+def _row_filter(request: ReportRequest) -> Callable[[str, str, str], bool] | None:
+    """The filters on item attributes, as a test of a row's (Data_Type, YOP, Access_Type):
+    IR_A1's Data_Type Article, and IR's Data_Type, YOP and Access_Type filters, applied to
+    each row's own values (unknown: Unspecified, 0001, Open). None: every row is kept."""
     data_types = ["Article"] if request.spec.report_id == "IR_A1" else None
     data_types = request.filters.get("Data_Type", data_types)
-    if data_types is not None:
-        frame = frame.filter(pl.col("Data_Type").is_in(data_types))
-    if "Access_Type" in request.filters:
-        frame = frame.filter(pl.col("Access_Type").is_in(request.filters["Access_Type"]))
-    if "YOP" in request.filters:
-        within = [
-            pl.col("YOP").is_between(pl.lit(r[:4]), pl.lit(r[5:] or r[:4]))
-            for r in request.filters["YOP"]
-        ]
-        frame = frame.filter(pl.any_horizontal(within))
-    return frame
+    access_types = request.filters.get("Access_Type")
+    years = [(r[:4], r[5:] or r[:4]) for r in request.filters.get("YOP", ())]
+    if data_types is None and access_types is None and not years:
+        return None
+
+    def keep(data_type: str, yop: str, access_type: str) -> bool:
+        return (
+            (data_types is None or data_type in data_types)
+            and (access_types is None or access_type in access_types)
+            and (not years or any(low <= yop <= high for low, high in years))
+        )
+
+    return keep
 
 
-def _item_rows(
+def _item_groups(
     ctx: WebContext,
     customer: Customer,
     request: ReportRequest,
     first: dt.date,
     last: dt.date,
-) -> tuple[pl.LazyFrame, dict[str, ReportedItem]]:
-    """The customer's items' usage per key and month (and country), with each row's Data_Type,
-    YOP and Access_Type, filtered; and how the items with usage are described.
+) -> tuple[dict[str, Groups], dict[str, ReportedItem]]:
+    """The customer's items' groups (`_grouped`, in key order), and how they are described.
 
-    Access_Type is the item's on the day of use: an embargo that ends inside the period splits
-    the item's usage at its end date. Months are evaluated on their first day, except for the
-    few items whose embargo ends on another day of the period: those are read per day."""
+    Each row's Data_Type and YOP are its item's, its Access_Type the item's on the day of use:
+    an embargo that ends inside the period splits the item's usage at its end date. Months
+    are evaluated on their first day, except for the few items whose embargo ends on another
+    day of the period: those are read per day."""
     countries = request.country or {"Country_Code", "Country_Name"} & set(request.attributes)
     extra = ("country",) if countries else ()
+    columns = _summed(request)
     # The requested Item_ID as the cross-walk counted it: a record's DOI or handle asks for
     # the record's OAI item (the filter in the header still echoes what was asked).
     keys = (ctx.item_key(request.item_key),) if request.item_key else None
@@ -1202,47 +1168,50 @@ def _item_rows(
         keys=keys,
         owner_site_ids=customer.site_ids,
         by=("key", "month", *extra),
-        metrics=_summed(request),
+        metrics=columns,
     )
     monthly = _only_country(monthly, request.country)
-    # Python over the item keys and their descriptions, Polars in one lazy query for the
-    # rows: each eager Polars operation is a query of its own (Polars 2), and a dozen of them
-    # were a quarter of an item report's time.
     keys_used = sorted(set(monthly.get_column("key").to_list()))
     items = ctx.reported_items.get_many(keys_used, functools.partial(_reported_items, ctx))
-    mid_month = [
+    mid_month = {
         key
         for key in keys_used
         if (item := items[key]).access_rights == EMBARGOED_ACCESS
         and (end := item.embargo_end) is not None
         and first < end <= last
         and end.day != 1
-    ]
-    rows = monthly.lazy().with_columns(pl.col("month").alias("date"))
-    dates = set(monthly.get_column("month").to_list())
+    }
+    # rows as (key, day, country, *metrics): the month's first day, or the day of use
+    wanted = ["key", "month", "country", *columns]
+    rows = list(monthly.select(wanted).iter_rows())
     if mid_month:
+        rows = [row for row in rows if row[0] not in mid_month]
         daily = ctx.store.sums(
             "item",
             first,
             last,
-            keys=tuple(mid_month),
+            keys=tuple(sorted(mid_month)),
             owner_site_ids=customer.site_ids,
             by=("key", "date", *extra),
-            metrics=_summed(request),
+            metrics=columns,
         )
         daily = _only_country(daily, request.country)
-        dates |= set(daily.get_column("date").to_list())
-        rows = pl.concat(
-            [
-                rows.filter(~pl.col("key").is_in(mid_month)),
-                daily.lazy()
-                .with_columns(pl.col("date").dt.truncate("1mo").alias("month"))
-                .select(rows.collect_schema().names()),
-            ]
-        )
-    rows = rows.join(_described(keys_used, items), on="key", how="left")
-    rights = {(items[key].access_rights, items[key].embargo_end) for key in keys_used}
-    return _keep(_access_types(rows, rights, dates), request), items
+        rows += daily.select("key", "date", "country", *columns).iter_rows()
+    rows.sort(key=itemgetter(0, 1))  # each group's months in order (linear when they are)
+    keep = _row_filter(request)
+    access_on: dict[tuple, str] = {}
+
+    def describe(key: str, day: dt.date) -> tuple[str, str, str] | None:
+        item = items[key]
+        condition = (item.access_rights, item.embargo_end, day)
+        access = access_on.get(condition)
+        if access is None:
+            access = access_on[condition] = counter_access_type(*condition) or ACCESS_TYPE
+        if keep is not None and not keep(item.data_type, item.yop, access):
+            return None
+        return item.data_type, item.yop, access
+
+    return _grouped(rows, request, describe), items
 
 
 def _authors(creators: list[str] | None) -> list[str]:
@@ -1268,7 +1237,7 @@ def _entries(
         frame = _only_country(frame, request.country)
         groups = _groups(frame, request)
         return [Entry(platform, platform, {}, groups)] if groups else []
-    frame, items = _item_rows(ctx, customer, request, first, last)
+    groups_by_key, items = _item_groups(ctx, customer, request, first, last)
     repository = ", ".join(
         (source.name if (source := ctx.source(s)) and source.name else str(s))
         for s in customer.site_ids
@@ -1278,7 +1247,7 @@ def _entries(
     )
     authors, published, version = (e in shown for e in ITEM_ELEMENTS)
     entries = []
-    for key, groups in _groups_by_key(frame, request).items():  # in key order
+    for key, groups in groups_by_key.items():  # in key order
         item = items[key]
         elements: dict = {}
         if authors and item.authors:
