@@ -13,7 +13,7 @@ version). A store that cannot tell its version (`None`) gets nothing kept.
 The version is asked at most every `version_seconds` (0: on every lookup, which is cheap for
 DuckDB; OpenSearch's is a request, asked as often as the response cache asks it). At most
 `max_keys` keys are kept, least recently asked first out, so a network of millions of items
-bounds a worker's memory (~1 kB per item report's key).
+bounds a worker's memory (~1.4 kB per item report's key: 134 MiB of a worker for 99,000 items).
 """
 
 from __future__ import annotations
