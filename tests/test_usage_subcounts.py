@@ -163,6 +163,32 @@ def test_top_n_keeps_the_largest_by_any_metric_and_the_remainder_adds_up():
     assert total_mismatches(none) == 0
 
 
+def test_a_list_value_counts_once_and_a_list_of_nothing_is_unknown():
+    """`item_fields` drops null elements only where a record has one (the costly part): a
+    value listed twice or beside a null still counts once, a list of nulls or of nothing is
+    unknown, and the other records' lists are left as they are."""
+    meta = md.frame(
+        md.record("a", subjects=[None, "física", "física"], funders=["FAPESP"]),
+        md.record("b", subjects=[None], funders=["FAPESP", "FAPESP"]),
+        md.record("c", subjects=[], funders=[]),
+    )
+    day = usage(
+        D1,
+        ("a", 1, "R", 1, "BR", 10, 4),
+        ("b", 2, "R", 2, "BR", 6, 6),
+        ("c", 3, "R", 3, "AR", 3, 1),
+    )
+    fields = item_fields(meta)
+    assert dict(fields.select("item_key", "subjects").rows()) == {
+        "a": ["física"],
+        "b": [""],
+        "c": [""],
+    }
+    out = usage_subcounts(day, fields, OWNERS, D1)
+    assert rows(out, "global", "global", "R", "subject") == {"física": (10, 4), "": (9, 7)}
+    assert rows(out, "global", "global", "R", "funder") == {"FAPESP": (16, 10), "": (3, 1)}
+
+
 def test_unknown_metadata_counts_under_empty_value():
     out = usage_subcounts(DAY1, META.clear(), OWNERS, D1)
     assert total_mismatches(out) == 0
