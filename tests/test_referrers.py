@@ -11,6 +11,7 @@ import metadata_support as md
 import polars as pl
 import pytest
 
+from usage_stats.pipeline import referrers
 from usage_stats.pipeline.cleaning import SESSION_SCHEMA
 from usage_stats.pipeline.metrics import METRICS, daily_deltas
 from usage_stats.pipeline.referrer_subcounts import (
@@ -126,6 +127,27 @@ def test_each_matomo_referrer_type_is_classified():
     ]
     assert problems.as_dict() == {"unknown_type": 1, "unreadable_url": 2}
     assert visits.schema["visitor_id"] == pl.UInt64
+
+
+def test_referrers_sharing_a_hash_are_still_told_apart(monkeypatch):
+    """Visits take their referrer by a hash of (type, name, URL) only when no two distinct
+    referrers of the day share it; a hash that tells nothing apart gives the same answer."""
+    raw = visits_frame(
+        [
+            (1, 1, b"v", 1, None, None),
+            (1, 2, b"v", 2, "Google", "https://www.google.com/search?q=tesis"),
+            (1, 3, b"v", 3, None, "https://www.scielo.org/a"),
+            (1, 4, b"v", 2, "Google", "https://www.google.com/search?q=tesis"),
+            (1, 5, b"v", None, None, None),
+        ]
+    )
+    hashed = classify_visits(raw)
+    monkeypatch.setattr(referrers, "_referrer_hash", lambda: pl.lit(1, dtype=pl.UInt64))
+    colliding = classify_visits(raw)
+    expected = ["direct", "search:google", "website:scielo.org", "search:google", ""]
+    assert hashed[0].get_column("referrer").to_list() == expected
+    assert colliding[0].equals(hashed[0])
+    assert colliding[1].as_dict() == hashed[1].as_dict()
 
 
 def test_a_visit_id_of_two_sites_is_two_visits_and_order_is_kept():
