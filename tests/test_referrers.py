@@ -11,6 +11,7 @@ import metadata_support as md
 import polars as pl
 import pytest
 
+import usage_stats.pipeline.referrer_subcounts as usage_by_visit
 from usage_stats.pipeline import referrers
 from usage_stats.pipeline.cleaning import SESSION_SCHEMA
 from usage_stats.pipeline.metrics import METRICS, daily_deltas
@@ -339,12 +340,29 @@ def random_day(seed: int, events: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     return sessions, classify_visits(visits)[0]
 
 
+def one_counter(frame: pl.DataFrame) -> pl.DataFrame:
+    """Visit ids numbered as Matomo does, by one counter for all sites (distinct across
+    sites), where `random_day` numbers each site's visits from 1."""
+    return frame.with_columns(pl.col("visit_id") * 8 + pl.col("site_id"))
+
+
+@pytest.mark.parametrize("counter", ["per site", "one"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_visit_usage_equals_the_reference_on_random_days(seed: int):
-    """`visit_usage` (pairs, then the join) against the reference it replaced (every event
-    joined, `metrics.item_deltas` keyed by referrer), row for row after the roll-up, and the
-    visitor counts; also with site ids too wide to pack and with string item ids."""
+def test_visit_usage_equals_the_reference_on_random_days(seed: int, counter: str, monkeypatch):
+    """`visit_usage` against the reference it replaced (every event joined,
+    `metrics.item_deltas` keyed by referrer), row for row after the roll-up, and the
+    visitor counts; also with site ids too wide to pack and with string item ids. Visit ids
+    of one counter are looked up by id (`canonical.visit_rows`); ids repeated across sites
+    take the join of the pairs (`_joined_visit_usage`): each path is checked to be taken."""
     sessions, visits = random_day(seed, 3_000)
+    if counter == "one":
+        sessions, visits = one_counter(sessions), one_counter(visits)
+
+    joins = []
+    join = usage_by_visit._joined_visit_usage
+    monkeypatch.setattr(
+        usage_by_visit, "_joined_visit_usage", lambda *args: joins.append(1) or join(*args)
+    )
     owners = pl.DataFrame(
         [(s, "BR" if s < 4 else "AR") for s in range(1, 6)], schema=OWNER_SCHEMA, orient="row"
     )
@@ -397,6 +415,7 @@ def test_visit_usage_equals_the_reference_on_random_days(seed: int):
         .alias("action")
     ).cast(SESSION_SCHEMA)
     assert not result(*visit_usage(changed, visits))[0].equals(expected[0])
+    assert bool(joins) == (counter == "per site")
 
 
 def test_referrer_rows_add_up_to_the_usage_total_in_every_metric():

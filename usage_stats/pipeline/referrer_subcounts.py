@@ -38,6 +38,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
+from usage_stats.pipeline.canonical import visit_rows
 from usage_stats.pipeline.metrics import (
     _DOWNLOAD,
     _OUTLINK,
@@ -109,27 +110,51 @@ def _piece_visits(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
 
 def visit_usage(sessions: pl.DataFrame, visits: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The referrer rows and `visitor_cells` of the kept events, from one group-by of the
-    events into (session, item) pairs and one join of the pairs to their visits.
+    events into (session, item) pairs.
 
     The referrer rows are `referrer_item_rows` already summed per (level, owner, referrer):
     what `referrer_subcounts` sums them to anyway. Each COUNTER metric is a sum over
     (item, session) pairs of what the pair saw (`metrics._item_metrics`), and a pair lies
-    under one referrer (its session's visit), so the pairs are built once without the
-    referrer and take it by a join of far fewer rows than the events, instead of joining every
-    event and running `metrics.item_deltas` keyed by referrer. Session ids hash the site and
-    the date (`cleaning.session_id_expr`), so a session's events share date, level and visit:
-    the pairs are keyed by session, site, item and owner and take the rest from any event.
+    under one referrer (its session's visit). Session ids hash the site and the date
+    (`cleaning.session_id_expr`), so a session's events share date, level and visit: the
+    pairs are keyed by session, site, item, owner and the visit's referrer, which each event
+    reads from its visit's row by visit id (`canonical.visit_rows`, no hashing), as it
+    reads its visitor id for the cells. Where visit ids do not allow that look-up, the
+    pairs are keyed by visit instead and joined to their visits (`_joined_visit_usage`).
     Equal to the reference (`test_visit_usage_equals_the_reference_on_random_days`)."""
     if "referrer" in sessions.columns:  # events already joined to their visits
         return _summed(referrer_item_rows(sessions, visits)), visitor_cells(sessions, visits)
+    piece_visits = _piece_visits(sessions, visits).collect()
+    row = visit_rows(sessions, piece_visits)
+    if row is None:
+        return _joined_visit_usage(sessions, piece_visits)
+    events = sessions.with_columns(
+        piece_visits.get_column("referrer").gather(row).alias("referrer"),
+        piece_visits.get_column("visitor_id").gather(row).alias("visitor_id"),
+    )
+    rows = _referrer_rows(_pairs(events, "referrer"))
+    return tuple(pl.collect_all([rows, _cells(events.lazy())]))  # type: ignore[return-value]
+
+
+def _joined_visit_usage(
+    sessions: pl.DataFrame, piece_visits: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`visit_usage` by a join of the (session, visit, item) pairs to their visits."""
     pairs = (
-        _pairs(sessions)
-        .join(_piece_visits(sessions, visits), on=["site_id", "visit_id"], how="left")
+        _pairs(sessions, "visit_id")
+        .join(piece_visits.lazy(), on=["site_id", "visit_id"], how="left")
         .collect()
     )
-    rows = (
-        pairs.lazy()
-        .group_by("level", "owner_site_id", pl.col("referrer").fill_null(UNKNOWN).alias("country"))
+    rows = _referrer_rows(pairs.lazy())
+    return tuple(pl.collect_all([rows, _cells(pairs.lazy())]))  # type: ignore[return-value]
+
+
+def _referrer_rows(pairs: pl.LazyFrame) -> pl.LazyFrame:
+    """Pairs summed per (level, owner, referrer), the referrer in `country`."""
+    return (
+        pairs.group_by(
+            "level", "owner_site_id", pl.col("referrer").fill_null(UNKNOWN).alias("country")
+        )
         .agg(pl.col(m).sum() for m in METRICS)
         .select(
             pl.col("level").cast(pl.String),
@@ -138,10 +163,14 @@ def visit_usage(sessions: pl.DataFrame, visits: pl.DataFrame) -> tuple[pl.DataFr
             *(pl.col(m).cast(pl.Int64) for m in METRICS),
         )
     )
+
+
+def _cells(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """The distinct (owner, level, visitor) of events or pairs with their visitor id; a
+    visit without one stands for its own visitor (a key from site and visit)."""
     surrogate = pl.struct("site_id", "visit_id").hash(seed=23)
-    cells = (
-        pairs.lazy()
-        .select(
+    return (
+        rows.select(
             pl.col("owner_site_id").cast(pl.Int32),
             "level",
             pl.col("visitor_id").fill_null(surrogate).cast(pl.UInt64),
@@ -149,23 +178,24 @@ def visit_usage(sessions: pl.DataFrame, visits: pl.DataFrame) -> tuple[pl.DataFr
         .unique()
         .with_columns(pl.col("level").cast(pl.String))
     )
-    return tuple(pl.collect_all([rows, cells]))  # type: ignore[return-value]
 
 
-def _pairs(sessions: pl.DataFrame) -> pl.LazyFrame:
-    """One row per (session, visit, site, level, item, owner) of the kept events: its site,
-    visit, level and owner, and the eight metrics it adds (0 or 1, except the two totals)."""
+def _pairs(sessions: pl.DataFrame, per_session: str) -> pl.LazyFrame:
+    """One row per (session, `per_session`, site, level, item, owner) of the kept events:
+    its site, level, owner and `per_session` (a column with one value per session: its
+    visit id, or its visit's referrer), and the eight metrics it adds (0 or 1, except the
+    two totals)."""
     bit = pl.col("_bit")
-    keys = ["session_id", "visit_id", "site_id", "level", "item_id", "owner_site_id"]
+    keys = ["session_id", per_session, "site_id", "level", "item_id", "owner_site_id"]
     frame = sessions.lazy().select(*keys, _action_bit().alias("_bit"))
     packing = _pair_packing(sessions)
     if packing is None:
         group, decoded = keys, []
-    else:  # site, level, item and owner in one integer: a group-by on three integer keys,
-        # with nothing to carry per group (an aggregate `first` doubled its cost)
+    else:  # site, level, item and owner in one integer: a group-by on three keys, with
+        # nothing to carry per group (an aggregate `first` doubled its cost)
         pack, decoded = packing
-        frame = frame.select("session_id", "visit_id", pack.alias("_pair"), "_bit")
-        group = ["session_id", "visit_id", "_pair"]
+        frame = frame.select("session_id", per_session, pack.alias("_pair"), "_bit")
+        group = ["session_id", per_session, "_pair"]
     pairs = (
         frame.group_by(group)
         .agg(
@@ -190,7 +220,7 @@ def _pairs(sessions: pl.DataFrame) -> pl.LazyFrame:
     }
     return pairs.select(
         pl.col("site_id").cast(pl.Int32),
-        "visit_id",
+        per_session,
         pl.col("level").cast(pl.String),
         pl.col("owner_site_id").cast(pl.Int32),
         *(e.cast(pl.UInt32).alias(m) for m, e in metrics.items()),
