@@ -29,6 +29,7 @@ from usage_stats.metadata.store import MetadataStore
 from usage_stats.pipeline.referrer_subcounts import (
     REFERRER,
     cumulative_referrers,
+    indexed_visits,
     referrer_subcounts,
     unique_visitors,
     visit_usage,
@@ -71,9 +72,10 @@ def _visit_subcounts(
     reading found: kept events piece by piece (as cleaning wrote them, whole sites), each
     joined to the day's visits (`referrer_subcounts`)."""
     visits, problems = read_visit_referrers(lake.get_lake(), day)
+    coded, index = indexed_visits(visits)
     rows, cells = [], []
     for piece in store.parts("sessions", day):
-        piece_rows, piece_cells = visit_usage(piece, visits)
+        piece_rows, piece_cells = visit_usage(piece, coded, index)
         rows.append(piece_rows)
         cells.append(piece_cells)
     found = {"visits_read": visits.height, **problems.as_dict()}

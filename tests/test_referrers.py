@@ -18,6 +18,7 @@ from usage_stats.pipeline.metrics import METRICS, daily_deltas
 from usage_stats.pipeline.referrer_subcounts import (
     _summed,
     cumulative_referrers,
+    indexed_visits,
     referrer_item_rows,
     referrer_subcounts,
     unique_visitors,
@@ -401,6 +402,13 @@ def test_visit_usage_equals_the_reference_on_random_days(seed: int, counter: str
     pieces = [sessions.filter(pl.col("site_id").is_in(s)) for s in ([1, 2], [3, 4, 5])]
     assert all(piece.height for piece in pieces)
     parts = [visit_usage(piece, visits) for piece in pieces]
+    coded, index = indexed_visits(visits)
+    assert (index is None) == (counter == "per site")
+    # and as the asset does it: the day's visits indexed once for all its pieces
+    once = [visit_usage(piece, coded, index) for piece in pieces]
+    for (rows, cells), (rows_once, cells_once) in zip(parts, once, strict=True):
+        assert rows.sort(rows.columns).equals(rows_once.sort(rows.columns))
+        assert cells.sort(cells.columns).equals(cells_once.sort(cells.columns))
     referrers = referrer_subcounts([rows for rows, _ in parts], owners, DAY)
     visitors = unique_visitors([cells for _, cells in parts], owners, DAY)
     assert referrers.sort(referrers.columns).equals(expected[0])
