@@ -179,14 +179,35 @@ def test_a_list_value_counts_once_and_a_list_of_nothing_is_unknown():
         ("c", 3, "R", 3, "AR", 3, 1),
     )
     fields = item_fields(meta)
-    assert dict(fields.select("item_key", "subjects").rows()) == {
-        "a": ["física"],
-        "b": [""],
-        "c": [""],
-    }
+    assert dict(fields.select("item_key", "subjects").rows()) == {"a": ["física"], "b": [], "c": []}
     out = usage_subcounts(day, fields, OWNERS, D1)
     assert rows(out, "global", "global", "R", "subject") == {"física": (10, 4), "": (9, 7)}
     assert rows(out, "global", "global", "R", "funder") == {"FAPESP": (16, 10), "": (3, 1)}
+
+
+def test_an_item_in_two_records_takes_the_latest_whatever_the_order():
+    """`item_fields` sorts only when an item key is in two records: then the latest
+    datestamp, then the last harvested, then the first source key, in any input order."""
+    early, late = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    harvested = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    records = [
+        md.record("a", resource_type=md.THESIS, datestamp=early, source_key="s::1"),
+        md.record("a", resource_type=md.ARTICLE, datestamp=late, source_key="s::2"),
+        md.record("b", language="spa", source_key="s::2"),
+        md.record("b", language="por", source_key="s::1"),
+        md.record("c", publisher="old", harvested_at=harvested - dt.timedelta(days=1)),
+        md.record("c", publisher="new", harvested_at=harvested),
+        md.record("d", resource_type=md.THESIS),
+    ]
+    for ordered in (records, records[::-1]):
+        fields = item_fields(md.frame(*ordered)).sort("item_key")
+        assert fields.get_column("item_key").to_list() == ["a", "b", "c", "d"]
+        assert fields.get_column("resource_type").to_list()[0::3] == [md.ARTICLE, md.THESIS]
+        assert fields.get_column("language").to_list()[1] == "por"
+        assert fields.get_column("publisher").to_list()[2] == "new"
+    # every key once: kept as given (a sort would put d first, by its source key)
+    unique = item_fields(md.frame(records[0], records[-1]))
+    assert unique.get_column("item_key").to_list() == ["a", "d"]
 
 
 def test_unknown_metadata_counts_under_empty_value():

@@ -99,36 +99,30 @@ def item_fields(metadata: pl.DataFrame) -> pl.DataFrame:
     (as the stats store's `metadata_frame`). Deleted records keep their last fields: past use
     of a withdrawn item is still described.
 
-    List fields come as `full_subcounts` counts them: each value once, no null, `[""]`
-    (unknown) for none. Done here, once per record, not on every breakdown of the usage:
-    list operations per row cost a third of a day's breakdown."""
+    List fields come as `full_subcounts` counts them: each value once, no null. Done here,
+    once per record, not on every breakdown of the usage: list operations per row cost a
+    third of a day's breakdown."""
     order = [c for c in ("datestamp", "harvested_at") if c in metadata.columns]
-    records = (
-        metadata.lazy()
-        .filter(pl.col("item_key").is_not_null())
-        .sort([*order, "source_key"], descending=[*([True] * len(order)), False], nulls_last=True)
-        .filter(pl.col("item_key").is_first_distinct())  # `unique(keep="first")`, faster
-        .select("item_key", *_METADATA_COLUMNS)
-        .collect()
-    )
+    records = metadata.lazy().filter(pl.col("item_key").is_not_null())
+    keys = metadata.get_column("item_key").drop_nulls()
+    if keys.n_unique() < keys.len():  # some item in two records: choose (the sort of a
+        # million records costs ten times this count, so it is done only when needed)
+        descending = [*([True] * len(order)), False]
+        records = records.sort([*order, "source_key"], descending=descending, nulls_last=True)
+        records = records.filter(pl.col("item_key").is_first_distinct())  # faster than unique
+    records = records.select("item_key", *_METADATA_COLUMNS).collect()
     return records.with_columns(_counted_values(records, c) for c in LIST_FIELDS.values())
 
 
 def _counted_values(records: pl.DataFrame, column: str) -> pl.Expr:
-    """`column`'s lists, each value once, no null, `[""]` for none. Dropping null elements
-    is most of the cost (~40 ms per 120,000 records and list field), and a mapped record
-    has none, so it is done only where one is."""
+    """`column`'s lists, each value once, no null. Dropping null elements costs most (~40
+    ms per 120,000 records and list field), and a mapped record has none, so it is done only
+    where one is."""
     values = pl.col(column)
     has_null = values.list.eval(pl.element().is_null().any()).list.first().any()
     if records.select(has_null).item():
         values = values.list.drop_nulls()
-    values = values.list.unique()
-    return (
-        pl.when(values.list.len().fill_null(0) > 0)
-        .then(values)
-        .otherwise(pl.lit([UNKNOWN], dtype=pl.List(pl.String)))
-        .alias(column)
-    )
+    return values.list.unique().alias(column)
 
 
 def full_subcounts(
@@ -164,8 +158,10 @@ def full_subcounts(
 
     def part(field: str, value: pl.Expr, explode: bool = False) -> pl.LazyFrame:
         frame = labelled(described, field, value)
-        if explode:
-            frame = frame.explode("value")
+        if explode:  # a record without values, or no record: one unknown row
+            frame = frame.explode("value", empty_as_null=True, keep_nulls=True).with_columns(
+                pl.col("value").fill_null(UNKNOWN)
+            )
         return frame.group_by([*_CELL, "field", "value"]).agg(sums)
 
     parts = [
@@ -175,9 +171,7 @@ def full_subcounts(
         *(part(f, pl.col(c).fill_null(UNKNOWN)) for f, c in SINGLE_FIELDS.items()),
     ]
     for name, column in LIST_FIELDS.items():
-        # an item without a record is unknown; a record's values are `item_fields`' already
-        listed = pl.col(column).fill_null(pl.lit([UNKNOWN], dtype=pl.List(pl.String)))
-        parts.append(part(name, listed, explode=True))
+        parts.append(part(name, pl.col(column), explode=True))
     return roll_up_scopes(pl.concat(parts).collect().lazy(), day)
 
 
