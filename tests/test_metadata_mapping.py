@@ -18,7 +18,7 @@ from usage_stats.metadata.mapping import (
 from usage_stats.metadata.schema import ITEM_METADATA_SCHEMA
 from usage_stats.metadata.store import MetadataStore
 from usage_stats.metadata.vocabularies import is_size_statement, parse_size
-from usage_stats.storage.lake import LocalLake
+from usage_stats.storage.lake import LakeReadError, LocalLake
 
 DATA = Path(__file__).parent / "data" / "metadata"
 RT = "http://purl.org/coar/resource_type/"
@@ -510,3 +510,44 @@ def test_old_state_files_without_file_columns_stay_readable(tmp_path: Path) -> N
     read = MetadataStore(LocalLake(tmp_path / "warehouse")).read_current("opendoar::1")
     assert read.schema == ITEM_METADATA_SCHEMA
     assert read.select("file_count", "file_bytes").row(0) == (None, None)
+
+
+def test_all_sources_read_together_equal_each_read_alone(tmp_path: Path) -> None:
+    """`read_all_current` decodes every source's file at once: the same frame as reading
+    each alone (old files without newer columns, a file with a column since dropped, a
+    source with no records), and a broken file is still named."""
+    lake = LocalLake(tmp_path / "warehouse")
+    store = MetadataStore(lake)
+
+    def state(source: str, n: int) -> pl.DataFrame:
+        rows = [
+            {name: None for name in ITEM_METADATA_SCHEMA}
+            | {
+                "source_key": source,
+                "oai_identifier": f"oai:{source}:{i}",
+                "item_key": f"oai:{source}:{i}",
+                "deleted": i % 3 == 0,
+                "file_count": i,
+                "languages": ["spa", "por"][: i % 3],
+            }
+            for i in range(n)
+        ]
+        return pl.DataFrame(rows, schema=ITEM_METADATA_SCHEMA)
+
+    store._write(store._current_key("opendoar::1"), state("a", 4))
+    store._write(store._current_key("opendoar::2"), state("b", 3).drop("file_count", "file_bytes"))
+    store._write(
+        store._current_key("opendoar::3"), state("c", 2).with_columns(pl.lit(1).alias("gone"))
+    )
+    store._write(store._current_key("opendoar::4"), state("d", 0))
+    alone = pl.concat([store.read_current(s) for s in store.sources()])
+    together = store.read_all_current()
+    assert together.schema == ITEM_METADATA_SCHEMA
+    assert together.height == 9
+    assert together.equals(alone)
+    assert together.filter(pl.col("source_key") == "b").get_column("file_count").null_count() == 3
+
+    broken = lake.root / store._current_key("opendoar::3")
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(LakeReadError, match="source=opendoar%3A%3A3/current.parquet"):
+        store.read_all_current()
