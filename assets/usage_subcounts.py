@@ -28,6 +28,7 @@ from resources import AdminDbResource, LakeResource, StatsStoreResource, Warehou
 from usage_stats.metadata.store import MetadataStore
 from usage_stats.pipeline.referrer_subcounts import (
     REFERRER,
+    VISIT_USAGE_COLUMNS,
     cumulative_referrers,
     indexed_visits,
     referrer_subcounts,
@@ -69,12 +70,13 @@ def _visit_subcounts(
     lake: LakeResource, store: Warehouse, owners: pl.DataFrame, day: dt.date
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
     """The day's untruncated referrer subcount, its unique visitors and what the referrer
-    reading found: kept events piece by piece (as cleaning wrote them, whole sites), each
-    joined to the day's visits (`referrer_subcounts`)."""
+    reading found: kept events piece by piece (as cleaning wrote them, whole sites; only the
+    columns `visit_usage` reads), each joined to the day's visits (`referrer_subcounts`)."""
     visits, problems = read_visit_referrers(lake.get_lake(), day)
     coded, index = indexed_visits(visits)
     rows, cells = [], []
-    for piece in store.parts("sessions", day):
+    # the next piece is decoded while this one is counted
+    for piece in store.parts("sessions", day, read_ahead=True, columns=VISIT_USAGE_COLUMNS):
         piece_rows, piece_cells = visit_usage(piece, coded, index)
         rows.append(piece_rows)
         cells.append(piece_cells)

@@ -16,6 +16,7 @@ from usage_stats.pipeline import referrers
 from usage_stats.pipeline.cleaning import SESSION_SCHEMA
 from usage_stats.pipeline.metrics import METRICS, daily_deltas
 from usage_stats.pipeline.referrer_subcounts import (
+    VISIT_USAGE_COLUMNS,
     _summed,
     cumulative_referrers,
     indexed_visits,
@@ -390,6 +391,10 @@ def test_visit_usage_equals_the_reference_on_random_days(seed: int, counter: str
         (wide, wide_visits, wide_owners),
     ):
         got = result(*visit_usage(frame, visit_rows))
+        # the asset decodes only VISIT_USAGE_COLUMNS of the stored sessions
+        assert set(VISIT_USAGE_COLUMNS) < set(frame.columns)
+        narrow = result(*visit_usage(frame.select(VISIT_USAGE_COLUMNS), visit_rows))
+        assert narrow[0].equals(got[0]) and narrow[1].equals(got[1])
         if scope_owners is owners:
             assert got[0].equals(expected[0])
             assert got[1].equals(expected[1])
@@ -405,7 +410,7 @@ def test_visit_usage_equals_the_reference_on_random_days(seed: int, counter: str
     coded, index = indexed_visits(visits)
     assert (index is None) == (counter == "per site")
     # and as the asset does it: the day's visits indexed once for all its pieces
-    once = [visit_usage(piece, coded, index) for piece in pieces]
+    once = [visit_usage(piece.select(VISIT_USAGE_COLUMNS), coded, index) for piece in pieces]
     for (rows, cells), (rows_once, cells_once) in zip(parts, once, strict=True):
         assert rows.sort(rows.columns).equals(rows_once.sort(rows.columns))
         assert cells.sort(cells.columns).equals(cells_once.sort(cells.columns))

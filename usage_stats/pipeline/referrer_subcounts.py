@@ -73,6 +73,9 @@ VISITOR_CELL_SCHEMA = pl.Schema(
     {"owner_site_id": pl.Int32(), "level": pl.String(), "visitor_id": pl.UInt64()}
 )
 _SESSION_COLUMNS = ["date", "site_id", "level", "session_id", "visit_id", "action", "item_id"]
+# What `visit_usage` reads of the stored sessions: a stage decodes these only (event time,
+# block hash and country, two of them 8-byte columns, are a third of the decoding).
+VISIT_USAGE_COLUMNS = (*_SESSION_COLUMNS, "owner_site_id")
 
 
 def _with_visits(sessions: pl.DataFrame, visits: pl.DataFrame) -> pl.LazyFrame:
