@@ -155,6 +155,35 @@ def test_sums_of_some_metrics_are_those_of_all(loaded):
             store.sums("item", DATES[0], DATES[-1], metrics=bad)
 
 
+def test_sum_rows_are_the_rows_of_the_sums(loaded):
+    """`sum_rows` (what a SUSHI item report walks) gives the values of `sums`, row for row in
+    its order and column for column, whichever way the store fetches them: a repository's
+    items by month or day (and country), a few keys, every row, nothing matching."""
+    store, _, _ = loaded
+    item = "oai:repo1.example.org:1001/0"
+    counter = ("total_item_investigations", "unique_item_requests")
+    asks = [
+        dict(owner_site_ids=(1,), by=("key", "month")),
+        dict(owner_site_ids=(1, 2), by=("key", "month", "country"), metrics=counter),
+        dict(owner_site_ids=(2,), by=("key", "date"), metrics=counter),
+        dict(keys=(item,), owner_site_ids=(1,), by=("key", "date", "country")),
+        dict(site_ids=(1,), by=("key", "month")),
+        dict(by=("level",)),
+        dict(keys=(item,)),
+        dict(owner_site_ids=(99,), by=("key", "month")),
+    ]
+    for ask in asks:
+        frame = store.sums("item", DATES[0], DATES[-1], **ask)
+        found = store.sum_rows("item", DATES[0], DATES[-1], **ask)
+        assert found == frame.rows(), ask
+        assert all(isinstance(row, tuple) for row in found)
+    assert len(store.sum_rows("item", DATES[0], DATES[-1], owner_site_ids=(1,), by=("key",)))
+    with pytest.raises(ValueError, match="group"):
+        store.sum_rows("item", DATES[0], DATES[-1], by=("url",))
+    with pytest.raises(ValueError, match="metric"):
+        store.sum_rows("item", DATES[0], DATES[-1], by=("key",), metrics=("likes",))
+
+
 def test_snapshot_is_cumulative(loaded):
     store, data, _ = loaded
     item = "oai:repo2.example.org:1002/0"

@@ -130,6 +130,8 @@ from usage_stats.storage.store import (
     StatsStoreError,
     SubcountQuery,
     alias_frame,
+    check_groups,
+    checked_metrics,
     day_frames,
     empty_record_sums,
     empty_sums,
@@ -1297,19 +1299,47 @@ class DuckDBStatsStore(StatsStore):
                 ).fetchall()
             if len(found) <= LOOKUP_ROWS:
                 return _summed_rows(found, by, metrics)
-        sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in metrics)
-        kinds = ", ".join(month if c == "month" else c for c in distinct)
-        rows = f"count(DISTINCT ({kinds}))" if distinct else "count(*)"
-        rows = f', CAST({rows} AS BIGINT) AS "rows"' if counted or distinct else ""
         with self._read() as con:
             clause, params = self._where(con, scope, start, end, where)
-            sql = f"SELECT {', '.join([*columns, sums])}{rows} FROM {table} WHERE {clause}"
-            if by:
-                sql += f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}"
+            sql = _sums_sql(table, clause, by, distinct, metrics, counted)
             frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
         if by and frame.is_empty():
             return empty_sums(by, metrics)
         return frame
+
+    def sum_rows(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        keys: tuple[str, ...] | None = None,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
+        by: tuple[str, ...] = (),
+        metrics: tuple[str, ...] = METRICS,
+    ) -> list[tuple]:
+        """The grouped query's rows as DuckDB fetches them, no Arrow table or frame between:
+        a repository's month of item sums (960 rows) in ~4.0 instead of ~5.0 ms of wall
+        time (bench/README.md, "Item report rows"); a few items' lookup as `sums`."""
+        where = (RowFilter(keys, site_ids, owner_site_ids),)
+        if not by or _is_lookup(where, by, ()):
+            return super().sum_rows(
+                scope,
+                start,
+                end,
+                keys=keys,
+                site_ids=site_ids,
+                owner_site_ids=owner_site_ids,
+                by=by,
+                metrics=metrics,
+            )
+        check_groups(by)
+        metrics = checked_metrics(metrics)
+        with self._read() as con:
+            clause, params = self._where(con, scope, start, end, where)
+            sql = _sums_sql("usage_deltas", clause, by, (), metrics, counted=False)
+            return con.execute(sql, params).fetchall()
 
     def _top_where(
         self,
@@ -1328,6 +1358,28 @@ class DuckDBStatsStore(StatsStore):
                 params=[*params, limit],
             ).to_arrow_table()
         return pl.from_arrow(table)
+
+
+def _sums_sql(
+    table: str,
+    clause: str,
+    by: tuple[str, ...],
+    distinct: tuple[str, ...],
+    metrics: tuple[str, ...],
+    counted: bool,
+) -> str:
+    """The sums of `metrics` over the rows of `clause`, grouped and ordered by `by`, with
+    `rows` when counted (or the distinct `distinct` combinations)."""
+    month = "CAST(date_trunc('month', date) AS DATE)"
+    columns = [f"{month} AS month" if c == "month" else c for c in by]
+    sums = ", ".join(f"CAST(coalesce(sum({m}), 0) AS BIGINT) AS {m}" for m in metrics)
+    kinds = ", ".join(month if c == "month" else c for c in distinct)
+    rows = f"count(DISTINCT ({kinds}))" if distinct else "count(*)"
+    rows = f', CAST({rows} AS BIGINT) AS "rows"' if counted or distinct else ""
+    sql = f"SELECT {', '.join([*columns, sums])}{rows} FROM {table} WHERE {clause}"
+    if by:
+        sql += f" GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}"
+    return sql
 
 
 def _is_lookup(

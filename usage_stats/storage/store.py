@@ -781,6 +781,33 @@ class StatsStore(ABC):
             )
         )
 
+    def sum_rows(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        keys: tuple[str, ...] | None = None,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
+        by: tuple[str, ...] = (),
+        metrics: tuple[str, ...] = METRICS,
+    ) -> list[tuple]:
+        """`sums` as tuples of the frame's values in its column order (`by`, then the
+        metrics), in its row order: for a caller that walks the rows in Python anyway (a
+        SUSHI item report walks a repository-month's ~1,000). A store that can hand its
+        rows over directly spares building a frame only to take it apart again."""
+        return self.sums(
+            scope,
+            start,
+            end,
+            keys=keys,
+            site_ids=site_ids,
+            owner_site_ids=owner_site_ids,
+            by=by,
+            metrics=metrics,
+        ).rows()
+
     def totals(
         self, scope: str, key: str, start: dt.date, end: dt.date, by: tuple[str, ...] = ()
     ) -> pl.DataFrame:

@@ -68,6 +68,7 @@ from usage_stats.metadata.vocabularies import (
     counter_data_type,
 )
 from usage_stats.pipeline.identifiers import normalize_identifier
+from usage_stats.pipeline.metrics import METRICS
 from usage_stats.storage.store import StatsStoreError
 from usage_stats.web.common import WebContext, today
 
@@ -1027,8 +1028,10 @@ def _grouped(
 
 def _summed(request: ReportRequest) -> tuple[str, ...]:
     """The stored metrics a report's metric types are sums of (only these are asked of the
-    store: each sum is a pass over the rows)."""
-    return tuple(dict.fromkeys(METRIC_COLUMNS[metric] for metric in request.metrics))
+    store: each sum is a pass over the rows), in `METRICS` order: the order the store's sums
+    and their rows (`sum_rows`) hold them in."""
+    wanted = {METRIC_COLUMNS[metric] for metric in request.metrics}
+    return tuple(m for m in METRICS if m in wanted)
 
 
 def _attributes(request: ReportRequest, shown: list[str], values: list) -> dict[str, str]:
@@ -1161,17 +1164,21 @@ def _item_groups(
     # The requested Item_ID as the cross-walk counted it: a record's DOI or handle asks for
     # the record's OAI item (the filter in the header still echoes what was asked).
     keys = (ctx.item_key(request.item_key),) if request.item_key else None
-    monthly = ctx.store.sums(
-        "item",
-        first,
-        last,
-        keys=keys,
-        owner_site_ids=customer.site_ids,
-        by=("key", "month", *extra),
-        metrics=columns,
+    # rows as (key, day, country, *metrics): the month's first day, or the day of use
+    rows = _with_country(
+        ctx.store.sum_rows(
+            "item",
+            first,
+            last,
+            keys=keys,
+            owner_site_ids=customer.site_ids,
+            by=("key", "month", *extra),
+            metrics=columns,
+        ),
+        bool(extra),
+        request.country,
     )
-    monthly = _only_country(monthly, request.country)
-    keys_used = sorted(set(monthly.get_column("key").to_list()))
+    keys_used = sorted({row[0] for row in rows})
     items = ctx.reported_items.get_many(keys_used, functools.partial(_reported_items, ctx))
     mid_month = {
         key
@@ -1181,12 +1188,9 @@ def _item_groups(
         and first < end <= last
         and end.day != 1
     }
-    # rows as (key, day, country, *metrics): the month's first day, or the day of use
-    wanted = ["key", "month", "country", *columns]
-    rows = list(monthly.select(wanted).iter_rows())
     if mid_month:
         rows = [row for row in rows if row[0] not in mid_month]
-        daily = ctx.store.sums(
+        daily = ctx.store.sum_rows(
             "item",
             first,
             last,
@@ -1195,8 +1199,7 @@ def _item_groups(
             by=("key", "date", *extra),
             metrics=columns,
         )
-        daily = _only_country(daily, request.country)
-        rows += daily.select("key", "date", "country", *columns).iter_rows()
+        rows += _with_country(daily, bool(extra), request.country)
     rows.sort(key=itemgetter(0, 1))  # each group's months in order (linear when they are)
     keep = _row_filter(request)
     access_on: dict[tuple, str] = {}
@@ -1288,6 +1291,17 @@ _REPORTED_FIELDS = (
     "embargo_end",
 )
 _NO_RECORD = (None,) * len(_REPORTED_FIELDS)
+
+
+def _with_country(rows: list[tuple], by_country: bool, country: str | None) -> list[tuple]:
+    """Rows (key, day, [country,] *metrics) as (key, day, country, *metrics): the country
+    None where the rows are not by country, only `country`'s rows where one is asked (as
+    `_only_country` keeps them)."""
+    if not by_country:
+        return [(row[0], row[1], None, *row[2:]) for row in rows]
+    if country:
+        return [row for row in rows if row[2] is not None and row[2].upper() == country]
+    return rows
 
 
 def _only_country(frame: pl.DataFrame, country: str | None) -> pl.DataFrame:
