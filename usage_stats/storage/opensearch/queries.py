@@ -7,6 +7,7 @@ syntax. Groupings are composite aggregations paged to the end, so no bucket is e
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Any
@@ -109,15 +110,7 @@ def sum_rows(
         values["rows"] = [int(result.get("hits", {}).get("total", {}).get("value") or 0)]
         return pl.DataFrame(values, schema={m: pl.Int64 for m in counts})
     group = list(dict.fromkeys([*by, *distinct]))
-    rows = []
-    for bucket in connection.composite(index, query, _group_sources(group), sums):
-        row = dict(bucket["key"])
-        for column in ("date", "month"):
-            if row.get(column) is not None:
-                row[column] = _epoch_day(row[column])
-        row |= {m: int(bucket[m]["value"] or 0) for m in metrics}
-        row["rows"] = int(bucket["doc_count"])
-        rows.append(row)
+    rows = list(_buckets(connection, index, query, group, metrics))
     schema = dict(empty_sums(tuple(group), metrics).schema)
     frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
     if distinct:
@@ -130,6 +123,48 @@ def sum_rows(
             return frame.select(totals)
         frame = frame.group_by(list(by)).agg(totals).select([*by, *counts])
     return frame.sort(list(by), nulls_last=True)
+
+
+def sum_tuples(
+    connection: Connection,
+    index: str,
+    scope: str,
+    start: dt.date,
+    end: dt.date,
+    where: tuple[RowFilter, ...],
+    by: tuple[str, ...],
+    metrics: tuple[str, ...] = METRICS,
+) -> list[tuple]:
+    """The store's `sum_rows` grouped by `by` (not empty): each composite bucket as a tuple
+    of its `by` values and the `metrics`' sums, in the order `sum_rows`' frame has them
+    (by `by`, a missing value last)."""
+    query = where_query(scope, start, end, where)
+    found = [
+        (*(row[c] for c in by), *(row[m] for m in metrics))
+        for row in _buckets(connection, index, query, list(by), metrics)
+    ]
+    found.sort(key=lambda row: tuple((v is None, "" if v is None else v) for v in row[: len(by)]))
+    return found
+
+
+def _buckets(
+    connection: Connection,
+    index: str,
+    query: dict[str, Any],
+    group: list[str],
+    metrics: tuple[str, ...],
+) -> Iterator[dict[str, Any]]:
+    """Each composite bucket of `group` as a dict: its `group` values (days as dates), its
+    sums of `metrics` and its documents (`rows`)."""
+    sums = {m: {"sum": {"field": m}} for m in metrics}
+    for bucket in connection.composite(index, query, _group_sources(group), sums):
+        row = dict(bucket["key"])
+        for column in ("date", "month"):
+            if row.get(column) is not None:
+                row[column] = _epoch_day(row[column])
+        row |= {m: int(bucket[m]["value"] or 0) for m in metrics}
+        row["rows"] = int(bucket["doc_count"])
+        yield row
 
 
 def top_keys(

@@ -44,6 +44,8 @@ from usage_stats.storage.store import (
     StatsStoreError,
     SubcountQuery,
     alias_frame,
+    check_groups,
+    checked_metrics,
     day_frames,
     metadata_frame,
     metadata_schema,
@@ -874,6 +876,38 @@ class OpenSearchStatsStore(StatsStore):
         index = self.alias(table)
         return queries.sum_rows(
             self.connection, index, scope, start, end, where, by, distinct, metrics
+        )
+
+    def sum_rows(
+        self,
+        scope: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        keys: tuple[str, ...] | None = None,
+        site_ids: tuple[int, ...] | None = None,
+        owner_site_ids: tuple[int, ...] | None = None,
+        by: tuple[str, ...] = (),
+        metrics: tuple[str, ...] = METRICS,
+    ) -> list[tuple]:
+        """Grouped: the composite buckets straight to tuples, no frame built from them to be
+        taken apart again."""
+        if not by:
+            return super().sum_rows(
+                scope,
+                start,
+                end,
+                keys=keys,
+                site_ids=site_ids,
+                owner_site_ids=owner_site_ids,
+                by=by,
+                metrics=metrics,
+            )
+        check_groups(by)
+        where = (RowFilter(keys, site_ids, owner_site_ids),)
+        index = self.alias("usage_deltas")
+        return queries.sum_tuples(
+            self.connection, index, scope, start, end, where, by, checked_metrics(metrics)
         )
 
     def _top_where(
