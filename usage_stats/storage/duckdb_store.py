@@ -1321,7 +1321,7 @@ class DuckDBStatsStore(StatsStore):
     ) -> list[tuple]:
         """The grouped query's rows as DuckDB fetches them, no Arrow table or frame between:
         a repository's month of item sums (960 rows) in ~4.0 instead of ~5.0 ms of wall
-        time (bench/README.md, "Item report rows"); a few items' lookup as `sums`."""
+        time (bench/README.md, "Item report rows as fetched"); a few items' lookup as `sums`."""
         where = (RowFilter(keys, site_ids, owner_site_ids),)
         if not by or _is_lookup(where, by, ()):
             return super().sum_rows(
