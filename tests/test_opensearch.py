@@ -25,7 +25,7 @@ from usage_stats.admin.sources import CsvSourceRegistry, Source
 from usage_stats.pipeline.metrics import DELTA_SCHEMA, LA_REFERENCIA_METRICS, METRICS
 from usage_stats.storage import lareferencia_index as compat
 from usage_stats.storage.opensearch import OpenSearchStatsStore, queries
-from usage_stats.storage.store import StatsStoreError
+from usage_stats.storage.store import RowFilter, StatsStoreError
 
 RANGE = {
     "dagster/asset_partition_range_start": DAYS[0],
@@ -669,3 +669,39 @@ def test_a_day_is_listed_once_written_whole_and_older_stores_get_the_list(tmp_pa
         assert older.days() == [d1, d2, d3]
     finally:
         store.delete_all()
+
+
+def test_sum_tuples_order_as_the_frame_with_missing_values_last():
+    """`sum_tuples` (OpenSearch's `sum_rows`) against the frame of the same buckets
+    (`queries.sum_rows`), on buckets as a composite aggregation pages them: ordered by its
+    sources, a missing value first; the frame and the tuples put it last."""
+    day = dt.date(2026, 1, 5)
+
+    class Node:
+        """Composite buckets as the node sends them, no server (our own ordering logic)."""
+
+        def __init__(self, keys: list[tuple]) -> None:
+            self.keys = keys
+
+        def composite(self, index, query, sources, aggs):
+            names = [next(iter(source)) for source in sources]
+            for n, key in enumerate(self.keys):
+                yield {
+                    "key": dict(zip(names, key, strict=True)),
+                    "doc_count": 1,
+                    **{m: {"value": float(n + i)} for i, m in enumerate(aggs)},
+                }
+
+    metrics = ("views", "total_item_requests")
+    cases = {
+        ("key", "country"): [(None, "AR"), ("a", None), ("a", "AR"), ("b", "BR")],
+        ("key", "level"): [("a", "L"), ("a", "N"), ("b", "R")],
+        ("country",): [(None,), ("AR",), ("BR",)],
+    }
+    for by, keys in cases.items():
+        node = Node(keys)
+        where = (RowFilter(None, None, (1,)),)
+        frame = queries.sum_rows(node, "i", "item", day, day, where, by, (), metrics)
+        found = queries.sum_tuples(node, "i", "item", day, day, where, by, metrics)
+        assert found == frame.drop("rows").rows(), by
+    assert [row[:2] for row in found] == [("AR", 1), ("BR", 2), (None, 0)]

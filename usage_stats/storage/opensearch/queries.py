@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import polars as pl
@@ -139,11 +140,13 @@ def sum_tuples(
     of its `by` values and the `metrics`' sums, in the order `sum_rows`' frame has them
     (by `by`, a missing value last)."""
     query = where_query(scope, start, end, where)
-    found = [
-        (*(row[c] for c in by), *(row[m] for m in metrics))
-        for row in _buckets(connection, index, query, list(by), metrics)
-    ]
-    found.sort(key=lambda row: tuple((v is None, "" if v is None else v) for v in row[: len(by)]))
+    values = itemgetter(*by, *metrics)  # two or more names: a tuple
+    found = [values(row) for row in _buckets(connection, index, query, list(by), metrics)]
+    n = len(by)
+    if any(v is None for row in found for v in row[:n]):  # composite buckets put them first
+        found.sort(key=lambda row: tuple((v is None, "" if v is None else v) for v in row[:n]))
+    else:  # in the buckets' order already, as a rule: a pass that checks it
+        found.sort(key=itemgetter(*range(n)))
     return found
 
 
